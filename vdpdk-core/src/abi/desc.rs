@@ -1,0 +1,287 @@
+//! Descriptors and the ownership-passing ring.
+//!
+//! A ring is `size` (a power of two) 32-byte descriptors in guest DMA memory. Each side keeps its
+//! own free-running 16-bit index; the slot is `index & (size - 1)`. Ownership moves with the
+//! `AVAIL` flag: the guest fills a descriptor and stores `AVAIL` with Release; the host loads
+//! `AVAIL` with Acquire, copies the descriptor out, does the work, writes the results and clears
+//! `AVAIL` with Release; the guest sees the cleared flag with Acquire and takes the slot back.
+//!
+//! - TX: the guest posts a packet buffer; the host copies it out and clears AVAIL.
+//! - RX: the guest posts an empty buffer (`len` = its capacity); the host copies a packet in,
+//!   sets `len` and the RX metadata, and clears AVAIL.
+//!
+//! Neither side ever forms a reference to ring memory except the atomic flag word: descriptors
+//! are copied out with volatile reads and written with volatile writes.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::mbuf::{Mbuf, OlFlags, PacketType};
+
+/// The host owns the descriptor (guest posted it).
+pub const DESC_F_AVAIL: u16 = 1 << 0;
+/// Set by the host on completion when it refused the descriptor (bad IOVA or length).
+pub const DESC_F_ERROR: u16 = 1 << 1;
+
+// Descriptor offload bits (`Desc::ol_flags`).
+pub const DESC_OL_RX_IP_CKSUM_GOOD: u32 = 1 << 0;
+pub const DESC_OL_RX_IP_CKSUM_BAD: u32 = 1 << 1;
+pub const DESC_OL_RX_L4_CKSUM_GOOD: u32 = 1 << 2;
+pub const DESC_OL_RX_L4_CKSUM_BAD: u32 = 1 << 3;
+/// `mark` holds a flow-rule MARK id.
+pub const DESC_OL_RX_MARK: u32 = 1 << 4;
+pub const DESC_OL_TX_IPV4: u32 = 1 << 16;
+pub const DESC_OL_TX_IPV6: u32 = 1 << 17;
+pub const DESC_OL_TX_IP_CKSUM: u32 = 1 << 18;
+pub const DESC_OL_TX_TCP_CKSUM: u32 = 1 << 19;
+pub const DESC_OL_TX_UDP_CKSUM: u32 = 1 << 20;
+pub const DESC_OL_TX_TCP_SEG: u32 = 1 << 21;
+
+/// A TX or RX descriptor.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct Desc {
+    /// IOVA of the buffer in the guest's DMA address space.
+    pub addr: u64,
+    /// TX: frame length. RX: buffer capacity when posted, frame length when completed.
+    pub len: u16,
+    /// `DESC_F_*`; written last by the owner handing the descriptor over.
+    pub flags: u16,
+    /// `DESC_OL_*`.
+    pub ol_flags: u32,
+    /// `PacketType` (RX).
+    pub packet_type: u32,
+    /// Flow MARK id (RX, with `DESC_OL_RX_MARK`).
+    pub mark: u32,
+    pub tso_segsz: u16,
+    pub l2_len: u8,
+    pub l4_len: u8,
+    pub l3_len: u16,
+    pub _rsvd: u16,
+}
+pub const DESC_SIZE: usize = 32;
+const _: () = assert!(size_of::<Desc>() == DESC_SIZE);
+const _: () = assert!(std::mem::offset_of!(Desc, flags) == 10);
+const _: () = assert!(std::mem::offset_of!(Desc, mark) == 20);
+
+impl Desc {
+    /// TX offload request bits for an mbuf.
+    pub fn tx_ol_from(m: &Mbuf) -> u32 {
+        let f = m.ol_flags;
+        let mut o = 0;
+        for (of, d) in [
+            (OlFlags::TX_IPV4, DESC_OL_TX_IPV4),
+            (OlFlags::TX_IPV6, DESC_OL_TX_IPV6),
+            (OlFlags::TX_IP_CKSUM, DESC_OL_TX_IP_CKSUM),
+            (OlFlags::TX_TCP_CKSUM, DESC_OL_TX_TCP_CKSUM),
+            (OlFlags::TX_UDP_CKSUM, DESC_OL_TX_UDP_CKSUM),
+            (OlFlags::TX_TCP_SEG, DESC_OL_TX_TCP_SEG),
+        ] {
+            if f.contains(of) {
+                o |= d;
+            }
+        }
+        o
+    }
+
+    /// Mbuf offload flags for TX bits found in a guest descriptor.
+    pub fn tx_ol_to_mbuf(ol: u32) -> OlFlags {
+        let mut f = OlFlags::empty();
+        for (of, d) in [
+            (OlFlags::TX_IPV4, DESC_OL_TX_IPV4),
+            (OlFlags::TX_IPV6, DESC_OL_TX_IPV6),
+            (OlFlags::TX_IP_CKSUM, DESC_OL_TX_IP_CKSUM),
+            (OlFlags::TX_TCP_CKSUM, DESC_OL_TX_TCP_CKSUM),
+            (OlFlags::TX_UDP_CKSUM, DESC_OL_TX_UDP_CKSUM),
+            (OlFlags::TX_TCP_SEG, DESC_OL_TX_TCP_SEG),
+        ] {
+            if ol & d != 0 {
+                f |= of;
+            }
+        }
+        f
+    }
+
+    /// RX bits describing a received mbuf's metadata.
+    pub fn rx_ol_from(m: &Mbuf) -> u32 {
+        let f = m.ol_flags;
+        let mut o = 0;
+        for (of, d) in [
+            (OlFlags::RX_IP_CKSUM_GOOD, DESC_OL_RX_IP_CKSUM_GOOD),
+            (OlFlags::RX_IP_CKSUM_BAD, DESC_OL_RX_IP_CKSUM_BAD),
+            (OlFlags::RX_L4_CKSUM_GOOD, DESC_OL_RX_L4_CKSUM_GOOD),
+            (OlFlags::RX_L4_CKSUM_BAD, DESC_OL_RX_L4_CKSUM_BAD),
+            (OlFlags::RX_FDIR_ID, DESC_OL_RX_MARK),
+        ] {
+            if f.contains(of) {
+                o |= d;
+            }
+        }
+        o
+    }
+
+    /// Applies a completed RX descriptor's metadata to the guest's mbuf.
+    pub fn rx_apply_to(&self, m: &mut Mbuf) {
+        let mut f = OlFlags::empty();
+        for (of, d) in [
+            (OlFlags::RX_IP_CKSUM_GOOD, DESC_OL_RX_IP_CKSUM_GOOD),
+            (OlFlags::RX_IP_CKSUM_BAD, DESC_OL_RX_IP_CKSUM_BAD),
+            (OlFlags::RX_L4_CKSUM_GOOD, DESC_OL_RX_L4_CKSUM_GOOD),
+            (OlFlags::RX_L4_CKSUM_BAD, DESC_OL_RX_L4_CKSUM_BAD),
+        ] {
+            if self.ol_flags & d != 0 {
+                f |= of;
+            }
+        }
+        if self.ol_flags & DESC_OL_RX_MARK != 0 {
+            f |= OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID;
+            m.mark = self.mark;
+        }
+        m.ol_flags = f;
+        m.packet_type = PacketType(self.packet_type);
+    }
+}
+
+/// Checks a ring size from an untrusted source.
+pub fn valid_ring_size(size: u64) -> bool {
+    size.is_power_of_two()
+        && size >= super::MIN_RING_SIZE as u64
+        && size <= super::MAX_RING_SIZE as u64
+}
+
+/// Raw access to a ring of descriptors in shared memory.
+#[derive(Clone, Copy, Debug)]
+pub struct RingPtr {
+    base: *mut u8,
+    mask: u16,
+}
+
+// SAFETY: RingPtr is a raw address; all accesses are volatile or atomic and the creator
+// guarantees the mapping outlives every copy (see `RingPtr::new`).
+unsafe impl Send for RingPtr {}
+
+impl RingPtr {
+    /// # Safety
+    /// `base` must point to `size * DESC_SIZE` bytes, 8-byte aligned, mapped for as long as this
+    /// value (or a copy) is used. `size` must be a power of two.
+    pub unsafe fn new(base: *mut u8, size: u16) -> RingPtr {
+        debug_assert!(size.is_power_of_two());
+        RingPtr {
+            base,
+            mask: size - 1,
+        }
+    }
+
+    pub fn size(&self) -> u16 {
+        self.mask.wrapping_add(1)
+    }
+
+    #[inline]
+    fn slot(&self, idx: u16) -> *mut Desc {
+        // SAFETY: (idx & mask) < size, so the slot lies inside the ring (constructor contract).
+        unsafe {
+            self.base
+                .add((idx & self.mask) as usize * DESC_SIZE)
+                .cast::<Desc>()
+        }
+    }
+
+    #[inline]
+    fn flags_atomic(&self, idx: u16) -> &AtomicU16 {
+        // SAFETY: the flags field is 2-byte aligned inside a live slot; shared memory may change
+        // under us, which is exactly what an atomic reference permits.
+        unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*self.slot(idx)).flags)) }
+    }
+
+    /// Loads a descriptor's flags with Acquire.
+    #[inline]
+    pub fn flags(&self, idx: u16) -> u16 {
+        self.flags_atomic(idx).load(Ordering::Acquire)
+    }
+
+    /// Copies the whole descriptor out (call after `flags` showed the caller owns it).
+    #[inline]
+    pub fn read(&self, idx: u16) -> Desc {
+        // SAFETY: slot is inside the ring and aligned; a volatile copy never assumes the bytes
+        // stay unchanged, and every bit pattern is a valid Desc.
+        unsafe { std::ptr::read_volatile(self.slot(idx)) }
+    }
+
+    /// Writes every field but `flags`, then publishes `flags` with Release.
+    #[inline]
+    pub fn publish(&self, idx: u16, d: &Desc) {
+        let p = self.slot(idx);
+        // SAFETY: field pointers inside a live slot; volatile because the peer reads concurrently.
+        unsafe {
+            std::ptr::addr_of_mut!((*p).addr).write_volatile(d.addr);
+            std::ptr::addr_of_mut!((*p).len).write_volatile(d.len);
+            std::ptr::addr_of_mut!((*p).ol_flags).write_volatile(d.ol_flags);
+            std::ptr::addr_of_mut!((*p).packet_type).write_volatile(d.packet_type);
+            std::ptr::addr_of_mut!((*p).mark).write_volatile(d.mark);
+            std::ptr::addr_of_mut!((*p).tso_segsz).write_volatile(d.tso_segsz);
+            std::ptr::addr_of_mut!((*p).l2_len).write_volatile(d.l2_len);
+            std::ptr::addr_of_mut!((*p).l4_len).write_volatile(d.l4_len);
+            std::ptr::addr_of_mut!((*p).l3_len).write_volatile(d.l3_len);
+        }
+        self.flags_atomic(idx).store(d.flags, Ordering::Release);
+    }
+
+    /// Completes a host-owned descriptor: writes RX results (length, metadata) and clears AVAIL.
+    #[inline]
+    pub fn complete(&self, idx: u16, len: u16, flags: u16, ol: u32, ptype: u32, mark: u32) {
+        let p = self.slot(idx);
+        // SAFETY: as in publish.
+        unsafe {
+            std::ptr::addr_of_mut!((*p).len).write_volatile(len);
+            std::ptr::addr_of_mut!((*p).ol_flags).write_volatile(ol);
+            std::ptr::addr_of_mut!((*p).packet_type).write_volatile(ptype);
+            std::ptr::addr_of_mut!((*p).mark).write_volatile(mark);
+        }
+        self.flags_atomic(idx)
+            .store(flags & !DESC_F_AVAIL, Ordering::Release);
+    }
+
+    /// Hands a TX descriptor back without touching anything but the flags.
+    #[inline]
+    pub fn release(&self, idx: u16, flags: u16) {
+        self.flags_atomic(idx)
+            .store(flags & !DESC_F_AVAIL, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_read_complete_roundtrip() {
+        let mut mem = vec![0u64; 32 * DESC_SIZE / 8];
+        // SAFETY: mem holds 32 descriptors, 8-byte aligned, and outlives `r`.
+        let r = unsafe { RingPtr::new(mem.as_mut_ptr().cast(), 32) };
+        let d = Desc {
+            addr: 0x1000,
+            len: 60,
+            flags: DESC_F_AVAIL,
+            ..Default::default()
+        };
+        r.publish(33, &d); // wraps to slot 1
+        assert_eq!(r.flags(1), DESC_F_AVAIL);
+        assert_eq!(r.read(1), d);
+        r.complete(1, 42, DESC_F_AVAIL, DESC_OL_RX_MARK, 0x11, 7);
+        let c = r.read(1);
+        assert_eq!((c.flags, c.len, c.mark, c.addr), (0, 42, 7, 0x1000));
+    }
+
+    #[test]
+    fn ring_size_validation() {
+        assert!(valid_ring_size(32));
+        assert!(valid_ring_size(4096));
+        assert!(!valid_ring_size(48));
+        assert!(!valid_ring_size(16));
+        assert!(!valid_ring_size(8192));
+        assert!(!valid_ring_size(0));
+    }
+}

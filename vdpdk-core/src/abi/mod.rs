@@ -1,0 +1,346 @@
+//! The vDPDK paravirtual device ABI, shared by host-mux (device side) and guest-pmd (driver side).
+//!
+//! The device is a PCI function `1af4:7abc` with two BARs:
+//! - **BAR0, signal region** (trapped: every access is a vfio-user message or VM exit): magic and
+//!   version, the control doorbell and status, the TX kick register, and the MSI-X table/PBA.
+//! - **BAR2, data region** (a memfd both sides map): the device-info block, the control request
+//!   and response blocks, and per-queue event flags. Reading device info or flags costs no exit.
+//!
+//! Packet rings live in guest DMA memory (see [`desc`]); control requests are written into BAR2,
+//! executed by a write to `REG_CTRL_DOORBELL`, and completed when `REG_CTRL_STATUS` is read.
+//! Host-side, everything a guest writes is copied out once and validated before use.
+
+pub mod desc;
+pub mod flow_codec;
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+pub const VENDOR_ID: u16 = 0x1af4;
+pub const DEVICE_ID: u16 = 0x7abc;
+pub const SUBSYS_VENDOR_ID: u16 = 0x1af4;
+pub const SUBSYS_ID: u16 = 0x0001;
+pub const REVISION: u8 = 1;
+/// PCI class: network controller, Ethernet.
+pub const CLASS_CODE: [u8; 3] = [0x00, 0x00, 0x02]; // prog-if, subclass, class
+
+pub const ABI_MAGIC: u32 = 0x5644_504b; // "VDPK"
+pub const ABI_MAJOR: u16 = 1;
+pub const ABI_MINOR: u16 = 0;
+
+// ---- BAR layout ----
+pub const SIGNAL_BAR: u8 = 0;
+pub const SIGNAL_BAR_SIZE: u64 = 0x2000;
+pub const DATA_BAR: u8 = 2;
+pub const DATA_BAR_SIZE: u64 = 0x1_0000;
+
+// BAR0 registers (32-bit).
+/// RO: `ABI_MAGIC`.
+pub const REG_MAGIC: u64 = 0x000;
+/// RO: `ABI_MAJOR << 16 | ABI_MINOR`.
+pub const REG_VERSION: u64 = 0x004;
+/// WO: execute the request in the control block; the value written is its sequence number.
+pub const REG_CTRL_DOORBELL: u64 = 0x010;
+/// RO: status of the last executed request (a `CtrlStatus`). Reading it also orders the guest
+/// after the doorbell write, which a VMM may post.
+pub const REG_CTRL_STATUS: u64 = 0x014;
+/// WO: the guest posted TX descriptors on queue `value` after the host asked for a kick.
+pub const REG_TX_KICK: u64 = 0x020;
+/// MSI-X table and PBA (one vector per RX queue).
+pub const MSIX_TABLE_OFFSET: u32 = 0x1000;
+pub const MSIX_PBA_OFFSET: u32 = 0x1800;
+
+// BAR2 layout.
+pub const INFO_OFFSET: usize = 0x0000;
+pub const CTRL_REQ_OFFSET: usize = 0x1000;
+pub const CTRL_RESP_OFFSET: usize = 0x1800;
+pub const RXQ_FLAGS_OFFSET: usize = 0x2000;
+pub const TXQ_FLAGS_OFFSET: usize = 0x3000;
+/// Each queue's flags sit on their own cache line.
+pub const QUEUE_FLAGS_STRIDE: usize = 64;
+
+/// Queues a device can offer per direction (bounded by the flag areas and MSI-X vectors).
+pub const MAX_QUEUES: u16 = 64;
+pub const MIN_RING_SIZE: u16 = 32;
+pub const MAX_RING_SIZE: u16 = 4096;
+/// Largest buffer a descriptor may describe.
+pub const MAX_BUF_LEN: u32 = 16 * 1024;
+
+/// Offsets of a queue's flag words in BAR2.
+pub fn rxq_flags_offset(q: u16) -> usize {
+    RXQ_FLAGS_OFFSET + q as usize * QUEUE_FLAGS_STRIDE
+}
+pub fn txq_flags_offset(q: u16) -> usize {
+    TXQ_FLAGS_OFFSET + q as usize * QUEUE_FLAGS_STRIDE
+}
+/// Within an RX queue's flag line: non-zero while the guest wants an interrupt (MSI-X vector =
+/// queue id) on the next delivered packet. The host clears it when it fires.
+pub const RXQ_FLAG_INTR_ARMED: usize = 0;
+/// Within a TX queue's flag line: non-zero while the host poller sleeps and wants a kick
+/// (`REG_TX_KICK`) after new descriptors are posted.
+pub const TXQ_FLAG_KICK_WANTED: usize = 0;
+
+bitflags::bitflags! {
+    /// Features a device offers and a driver may request during negotiation.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Features: u64 {
+        /// Guest-armed RX interrupts through MSI-X.
+        const RX_INTR    = 1 << 0;
+        /// TX kick register honoured when the host asks for it.
+        const TX_KICK    = 1 << 1;
+        /// rte_flow rules through the control block.
+        const FLOW       = 1 << 2;
+        /// More than one queue per direction.
+        const MULTIQUEUE = 1 << 3;
+        /// TX checksum offload requests in descriptors.
+        const TX_CSUM    = 1 << 4;
+        /// RX checksum status in descriptors.
+        const RX_CSUM    = 1 << 5;
+    }
+}
+
+/// The device-info block at `INFO_OFFSET` in BAR2 (host-written, guest-read).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct DeviceInfoBlock {
+    pub magic: u32,
+    pub abi_major: u16,
+    pub abi_minor: u16,
+    pub features: u64,
+    pub mac: [u8; 6],
+    pub mtu: u16,
+    pub max_rx_queues: u16,
+    pub max_tx_queues: u16,
+    pub min_ring_size: u16,
+    pub max_ring_size: u16,
+    pub max_mtu: u16,
+    pub link_up: u16,
+    pub link_speed_mbps: u32,
+    pub rx_offload_capa: u64,
+    pub tx_offload_capa: u64,
+}
+const _: () = assert!(size_of::<DeviceInfoBlock>() == 56);
+
+/// Control operations (the `op` of a [`CtrlRequest`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtrlOp {
+    /// args: [driver major << 16 | minor, requested features]. result[0] = agreed features.
+    Negotiate = 1,
+    /// args: [nb_rx_queues, nb_tx_queues].
+    Configure = 2,
+    /// args: [qid, ring IOVA, ring size].
+    RxqSetup = 3,
+    /// args: [qid, ring IOVA, ring size].
+    TxqSetup = 4,
+    Start = 5,
+    Stop = 6,
+    /// Stop, forget queues and flow rules, back to the negotiated state.
+    Reset = 7,
+    /// payload: flow wire codec.
+    FlowValidate = 8,
+    /// payload: flow wire codec. result[0] = handle.
+    FlowCreate = 9,
+    /// args: [handle].
+    FlowDestroy = 10,
+    FlowFlush = 11,
+    /// result: see [`StatsIndex`].
+    GetStats = 12,
+}
+
+impl CtrlOp {
+    pub fn from_u32(v: u32) -> Option<CtrlOp> {
+        use CtrlOp::*;
+        Some(match v {
+            1 => Negotiate,
+            2 => Configure,
+            3 => RxqSetup,
+            4 => TxqSetup,
+            5 => Start,
+            6 => Stop,
+            7 => Reset,
+            8 => FlowValidate,
+            9 => FlowCreate,
+            10 => FlowDestroy,
+            11 => FlowFlush,
+            12 => GetStats,
+            _ => return None,
+        })
+    }
+}
+
+/// Status codes in `REG_CTRL_STATUS` and [`CtrlResponse::status`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtrlStatus {
+    Ok = 0,
+    UnknownOp = 1,
+    InvalidArg = 2,
+    BadState = 3,
+    Refused = 4,
+    NoMem = 5,
+    Version = 6,
+    Unsupported = 7,
+    /// The doorbell's sequence number did not match the request block.
+    BadSeq = 8,
+}
+
+impl CtrlStatus {
+    pub fn from_u32(v: u32) -> Option<CtrlStatus> {
+        use CtrlStatus::*;
+        Some(match v {
+            0 => Ok,
+            1 => UnknownOp,
+            2 => InvalidArg,
+            3 => BadState,
+            4 => Refused,
+            5 => NoMem,
+            6 => Version,
+            7 => Unsupported,
+            8 => BadSeq,
+            _ => return None,
+        })
+    }
+}
+
+pub const CTRL_PAYLOAD_MAX: usize = 1024;
+pub const CTRL_MSG_MAX: usize = 256;
+
+/// A control request at `CTRL_REQ_OFFSET` (guest-written, host copies it out once).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct CtrlRequest {
+    pub op: u32,
+    pub seq: u32,
+    pub args: [u64; 4],
+    pub payload_len: u32,
+    pub _pad: u32,
+    pub payload: [u8; CTRL_PAYLOAD_MAX],
+}
+const _: () = assert!(size_of::<CtrlRequest>() == 1072);
+const _: () = assert!(CTRL_REQ_OFFSET + size_of::<CtrlRequest>() <= CTRL_RESP_OFFSET);
+
+/// The response at `CTRL_RESP_OFFSET` (host-written).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct CtrlResponse {
+    pub seq: u32,
+    pub status: u32,
+    pub result: [u64; 16],
+    /// NUL-padded UTF-8 reason when status is not Ok.
+    pub msg: [u8; CTRL_MSG_MAX],
+}
+const _: () = assert!(size_of::<CtrlResponse>() == 392);
+const _: () = assert!(CTRL_RESP_OFFSET + size_of::<CtrlResponse>() <= RXQ_FLAGS_OFFSET);
+const _: () =
+    assert!(TXQ_FLAGS_OFFSET + MAX_QUEUES as usize * QUEUE_FLAGS_STRIDE <= DATA_BAR_SIZE as usize);
+const _: () =
+    assert!(RXQ_FLAGS_OFFSET + MAX_QUEUES as usize * QUEUE_FLAGS_STRIDE <= TXQ_FLAGS_OFFSET);
+
+impl CtrlResponse {
+    pub fn message(&self) -> String {
+        let end = self
+            .msg
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.msg.len());
+        String::from_utf8_lossy(&self.msg[..end]).into_owned()
+    }
+    pub fn set_message(&mut self, s: &str) {
+        self.msg = [0; CTRL_MSG_MAX];
+        let mut n = s.len().min(CTRL_MSG_MAX - 1);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.msg[..n].copy_from_slice(&s.as_bytes()[..n]);
+    }
+}
+
+/// Layout of `GetStats` results: the host's view of this guest.
+#[repr(usize)]
+#[derive(Clone, Copy, Debug)]
+pub enum StatsIndex {
+    /// Frames the host delivered into the guest's RX rings.
+    RxPackets = 0,
+    RxBytes = 1,
+    /// Frames for this guest dropped because its RX ring had no free descriptor.
+    RxNoDesc = 2,
+    /// Frames taken from the guest's TX rings and sent on the wire.
+    TxPackets = 3,
+    TxBytes = 4,
+    /// TX descriptors refused (IOVA outside the DMA map, bad length).
+    TxBadDesc = 5,
+    /// TX frames the backend could not take.
+    TxBackendDrop = 6,
+    /// RX descriptors refused (buffer outside the DMA map or too small).
+    RxBadDesc = 7,
+    /// Control requests refused, and accesses to unknown register offsets.
+    CtrlErrors = 8,
+    /// Frames dropped by a guest DROP flow rule.
+    RxFlowDrop = 9,
+}
+pub const STATS_COUNT: usize = 10;
+
+/// Version/feature negotiation, run by the host on `CtrlOp::Negotiate`.
+/// Majors must match; the driver may request only offered features. Returns the agreed set.
+pub fn negotiate(
+    host_major: u16,
+    offered: Features,
+    driver_major: u16,
+    requested: u64,
+) -> Result<Features, String> {
+    if driver_major != host_major {
+        return Err(format!(
+            "driver speaks vDPDK ABI {driver_major}.x, device speaks {host_major}.x"
+        ));
+    }
+    let req = Features::from_bits(requested)
+        .ok_or_else(|| format!("driver requested unknown feature bits {requested:#x}"))?;
+    if !offered.contains(req) {
+        return Err(format!(
+            "driver requested features {:?} the device does not offer",
+            req - offered
+        ));
+    }
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::FromZeros;
+
+    #[test]
+    fn negotiation_refuses_other_major_and_unknown_bits() {
+        let offered = Features::RX_INTR | Features::FLOW;
+        assert_eq!(
+            negotiate(1, offered, 1, Features::FLOW.bits()).unwrap(),
+            Features::FLOW
+        );
+        assert!(negotiate(1, offered, 2, 0).unwrap_err().contains("2.x"));
+        assert!(negotiate(1, offered, 1, 1 << 60).is_err());
+        assert!(negotiate(1, offered, 1, Features::TX_CSUM.bits()).is_err());
+    }
+
+    #[test]
+    fn op_and_status_roundtrip() {
+        for v in 1..=12 {
+            assert_eq!(CtrlOp::from_u32(v).unwrap() as u32, v);
+        }
+        assert!(CtrlOp::from_u32(0).is_none());
+        assert!(CtrlOp::from_u32(13).is_none());
+        for v in 0..=8 {
+            assert_eq!(CtrlStatus::from_u32(v).unwrap() as u32, v);
+        }
+    }
+
+    #[test]
+    fn response_message_is_bounded() {
+        let mut r = CtrlResponse::new_zeroed();
+        r.set_message(&"é".repeat(500));
+        assert!(r.message().len() < CTRL_MSG_MAX);
+        r.set_message("queue 9 is not yours");
+        assert_eq!(r.message(), "queue 9 is not yours");
+    }
+}

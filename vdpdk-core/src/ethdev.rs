@@ -1,0 +1,351 @@
+//! The DPDK-shaped device API every driver implements: device info, configure, queue setup,
+//! start/stop, link, stats, burst RX/TX and RX interrupts.
+//!
+//! Queues are separate objects so a port can be configured on one thread and its queues polled
+//! on others: after [`EthDev::start`], [`EthDev::take_rx_queue`] / [`EthDev::take_tx_queue`] hand
+//! out each queue once, and the caller moves it to the thread that polls it.
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::flow::{FlowHandle, FlowRule};
+use crate::mbuf::{Mbuf, Mempool};
+use crate::{Error, Result};
+
+/// A 48-bit Ethernet address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+    pub const ZERO: MacAddr = MacAddr([0; 6]);
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
+    pub fn is_broadcast(&self) -> bool {
+        *self == Self::BROADCAST
+    }
+    /// Destination address of an Ethernet frame, if the frame is long enough.
+    pub fn dst_of(frame: &[u8]) -> Option<MacAddr> {
+        frame.get(..6).map(|d| MacAddr(d.try_into().unwrap()))
+    }
+}
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl std::fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::InvalidArg(format!("'{s}' is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+        let mut m = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in m.iter_mut() {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(m))
+    }
+}
+
+bitflags::bitflags! {
+    /// RX offload capabilities (DPDK `RTE_ETH_RX_OFFLOAD_*` names and bit values).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct RxOffloads: u64 {
+        const VLAN_STRIP  = 1 << 0;
+        const IPV4_CKSUM  = 1 << 1;
+        const UDP_CKSUM   = 1 << 2;
+        const TCP_CKSUM   = 1 << 3;
+        const TCP_LRO     = 1 << 4;
+        const SCATTER     = 1 << 13;
+        const RSS_HASH    = 1 << 19;
+    }
+}
+
+bitflags::bitflags! {
+    /// TX offload capabilities (DPDK `RTE_ETH_TX_OFFLOAD_*` names and bit values).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct TxOffloads: u64 {
+        const VLAN_INSERT    = 1 << 0;
+        const IPV4_CKSUM     = 1 << 1;
+        const UDP_CKSUM      = 1 << 2;
+        const TCP_CKSUM      = 1 << 3;
+        const SCTP_CKSUM     = 1 << 4;
+        const TCP_TSO        = 1 << 5;
+        const UDP_TSO        = 1 << 6;
+        const MULTI_SEGS     = 1 << 15;
+        const MBUF_FAST_FREE = 1 << 16;
+    }
+}
+
+/// Descriptor count limits of a queue (`rte_eth_desc_lim`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DescLimits {
+    pub min: u16,
+    pub max: u16,
+    /// Counts must be a multiple of this.
+    pub align: u16,
+}
+
+impl DescLimits {
+    pub fn check(&self, what: &str, n: u16) -> Result<()> {
+        if n < self.min || n > self.max || n % self.align != 0 {
+            return Err(Error::InvalidArg(format!(
+                "{what} descriptor count {n} outside [{}, {}] or not a multiple of {}",
+                self.min, self.max, self.align
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a port offers (`rte_eth_dev_info`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevInfo {
+    pub driver: String,
+    pub mac: MacAddr,
+    pub max_rx_queues: u16,
+    pub max_tx_queues: u16,
+    pub rx_desc_lim: DescLimits,
+    pub tx_desc_lim: DescLimits,
+    pub mtu: u16,
+    pub max_mtu: u16,
+    pub rx_offload_capa: RxOffloads,
+    pub tx_offload_capa: TxOffloads,
+    /// Whether rx interrupts (pollable fds) are available.
+    pub rx_intr: bool,
+}
+
+/// Port configuration (`rte_eth_conf`, the parts we use).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DevConfig {
+    pub nb_rx_queues: u16,
+    pub nb_tx_queues: u16,
+    pub rx_offloads: RxOffloads,
+    pub tx_offloads: TxOffloads,
+    /// Enable RX interrupt support on every RX queue.
+    pub rx_intr: bool,
+}
+
+impl DevConfig {
+    /// Checks the request against what the device offers.
+    pub fn validate(&self, info: &DevInfo) -> Result<()> {
+        if self.nb_rx_queues == 0 || self.nb_rx_queues > info.max_rx_queues {
+            return Err(Error::InvalidArg(format!(
+                "{} RX queues requested, device offers 1..={}",
+                self.nb_rx_queues, info.max_rx_queues
+            )));
+        }
+        if self.nb_tx_queues == 0 || self.nb_tx_queues > info.max_tx_queues {
+            return Err(Error::InvalidArg(format!(
+                "{} TX queues requested, device offers 1..={}",
+                self.nb_tx_queues, info.max_tx_queues
+            )));
+        }
+        if !info.rx_offload_capa.contains(self.rx_offloads) {
+            return Err(Error::Unsupported(format!(
+                "RX offloads {:?}",
+                self.rx_offloads - info.rx_offload_capa
+            )));
+        }
+        if !info.tx_offload_capa.contains(self.tx_offloads) {
+            return Err(Error::Unsupported(format!(
+                "TX offloads {:?}",
+                self.tx_offloads - info.tx_offload_capa
+            )));
+        }
+        if self.rx_intr && !info.rx_intr {
+            return Err(Error::Unsupported("RX interrupts".into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub up: bool,
+    /// Mbit/s; 0 when unknown.
+    pub speed_mbps: u32,
+    pub full_duplex: bool,
+}
+
+/// Port counters (`rte_eth_stats`), plus per-queue packet counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub ipackets: u64,
+    pub opackets: u64,
+    pub ibytes: u64,
+    pub obytes: u64,
+    /// Received by the device but dropped for lack of RX descriptors.
+    pub imissed: u64,
+    pub ierrors: u64,
+    pub oerrors: u64,
+    pub rx_nombuf: u64,
+    pub q_ipackets: Vec<u64>,
+    pub q_opackets: Vec<u64>,
+}
+
+/// Counters a queue updates from its polling thread and the port reads from anywhere.
+/// Only the owning queue writes, so relaxed atomics suffice.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
+    pub dropped: AtomicU64,
+    pub nombuf: AtomicU64,
+}
+
+impl QueueCounters {
+    #[inline]
+    pub fn add(&self, packets: u64, bytes: u64) {
+        self.packets.fetch_add(packets, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+    pub fn reset(&self) {
+        for c in [
+            &self.packets,
+            &self.bytes,
+            &self.errors,
+            &self.dropped,
+            &self.nombuf,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sums per-queue counters into port stats.
+pub fn sum_stats(
+    rx: &[std::sync::Arc<QueueCounters>],
+    tx: &[std::sync::Arc<QueueCounters>],
+) -> PortStats {
+    let g = QueueCounters::get;
+    PortStats {
+        ipackets: rx.iter().map(|q| g(&q.packets)).sum(),
+        ibytes: rx.iter().map(|q| g(&q.bytes)).sum(),
+        imissed: rx.iter().map(|q| g(&q.dropped)).sum(),
+        ierrors: rx.iter().map(|q| g(&q.errors)).sum(),
+        rx_nombuf: rx.iter().map(|q| g(&q.nombuf)).sum(),
+        opackets: tx.iter().map(|q| g(&q.packets)).sum(),
+        obytes: tx.iter().map(|q| g(&q.bytes)).sum(),
+        oerrors: tx.iter().map(|q| g(&q.errors) + g(&q.dropped)).sum(),
+        q_ipackets: rx.iter().map(|q| g(&q.packets)).collect(),
+        q_opackets: tx.iter().map(|q| g(&q.packets)).collect(),
+    }
+}
+
+/// A receive queue (`rte_eth_rx_burst` and the RX interrupt calls).
+pub trait RxQueue: Send {
+    /// Appends up to `max` received packets to `out`; returns how many.
+    fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize;
+    /// Arms the queue's interrupt: the fd becomes readable when a packet is (or already was)
+    /// waiting. Applications check the queue once more after arming, then sleep on the fd.
+    fn enable_intr(&mut self) -> Result<()> {
+        Err(Error::Unsupported("rx interrupts".into()))
+    }
+    /// Disarms the interrupt and clears a pending wake-up.
+    fn disable_intr(&mut self) -> Result<()> {
+        Err(Error::Unsupported("rx interrupts".into()))
+    }
+    /// Pollable fd (epoll/poll) that signals an armed interrupt.
+    fn intr_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// A transmit queue (`rte_eth_tx_burst`).
+pub trait TxQueue: Send {
+    /// Sends packets from the front of `pkts`, removing the ones it took; the rest (the device
+    /// was full) stay in `pkts` in order for the caller to retry or free. Returns how many it took.
+    fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize;
+}
+
+/// A port (`rte_eth_dev_*`). Lifecycle: `configure` -> queue setup -> `start` -> take queues ->
+/// burst -> `stop`. Flow rules may be added before or after start.
+pub trait EthDev: Send {
+    fn info(&self) -> DevInfo;
+    fn configure(&mut self, conf: &DevConfig) -> Result<()>;
+    /// Sets up RX queue `qid` with `nb_desc` descriptors, filled from `pool`.
+    fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, pool: &Mempool) -> Result<()>;
+    fn tx_queue_setup(&mut self, qid: u16, nb_desc: u16) -> Result<()>;
+    fn start(&mut self) -> Result<()>;
+    /// Stops the port. Queues taken before must be dropped first.
+    fn stop(&mut self) -> Result<()>;
+    /// Hands out RX queue `qid` once after start.
+    fn take_rx_queue(&mut self, qid: u16) -> Result<Box<dyn RxQueue>>;
+    /// Hands out TX queue `qid` once after start.
+    fn take_tx_queue(&mut self, qid: u16) -> Result<Box<dyn TxQueue>>;
+    fn link(&self) -> LinkStatus;
+    fn stats(&self) -> PortStats;
+    fn reset_stats(&mut self);
+
+    /// Checks whether the device can apply `rule` without changing anything.
+    fn flow_validate(&self, rule: &FlowRule) -> Result<()> {
+        let _ = rule;
+        Err(Error::Unsupported("flow rules".into()))
+    }
+    fn flow_create(&mut self, rule: &FlowRule) -> Result<FlowHandle> {
+        let _ = rule;
+        Err(Error::Unsupported("flow rules".into()))
+    }
+    fn flow_destroy(&mut self, handle: FlowHandle) -> Result<()> {
+        let _ = handle;
+        Err(Error::Unsupported("flow rules".into()))
+    }
+    fn flow_flush(&mut self) -> Result<()> {
+        Err(Error::Unsupported("flow rules".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parse_and_print() {
+        let m: MacAddr = "02:00:00:AB:cd:01".parse().unwrap();
+        assert_eq!(m.to_string(), "02:00:00:ab:cd:01");
+        assert!("02:00:00:ab:cd".parse::<MacAddr>().is_err());
+        assert!("02:00:00:ab:cd:01:02".parse::<MacAddr>().is_err());
+        assert!("zz:00:00:ab:cd:01".parse::<MacAddr>().is_err());
+        assert!(MacAddr::BROADCAST.is_multicast());
+        assert!(!m.is_multicast());
+    }
+
+    #[test]
+    fn desc_limits() {
+        let l = DescLimits {
+            min: 64,
+            max: 4096,
+            align: 32,
+        };
+        assert!(l.check("rx", 512).is_ok());
+        assert!(l.check("rx", 500).is_err());
+        assert!(l.check("rx", 32).is_err());
+        assert!(l.check("rx", 8192).is_err());
+    }
+}
