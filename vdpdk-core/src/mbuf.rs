@@ -352,6 +352,11 @@ impl Mbuf {
     pub fn pool_id(&self) -> u32 {
         self.pool_inner().id
     }
+    /// A handle to the pool this buffer came from (drivers map unseen pools lazily).
+    pub fn pool(&self) -> Mempool {
+        self.pool_inner().refs.fetch_add(1, Ordering::Relaxed);
+        Mempool { inner: self.pool }
+    }
     /// Packet length in bytes.
     pub fn len(&self) -> usize {
         self.data_len as usize

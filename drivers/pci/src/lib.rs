@@ -1,1 +1,98 @@
+//! PCI access for drivers: the [`PciDevice`] trait (config space, BARs, DMA map, MSI-X eventfds,
+//! reset) and its backends. A driver written against the trait runs unchanged on a device behind
+//! a vfio-user socket ([`VfioUserPci`]), behind kernel vfio, or inside a VM.
 
+mod vfio_user_client;
+
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+
+use vdpdk_core::{DmaMemory, Result};
+
+pub use vfio_user_client::VfioUserPci;
+
+/// Access to one PCI function. Methods take `&self` (implementations lock internally) so queues
+/// on several threads can share the device for their rare slow-path accesses (kicks).
+pub trait PciDevice: Send + Sync {
+    /// Reads `buf.len()` bytes of configuration space at `off`.
+    fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<()>;
+    fn config_write(&self, off: u64, data: &[u8]) -> Result<()>;
+    /// A 32-bit access to a BAR that is not (or cannot be) mapped: a trapped register.
+    fn bar_read32(&self, bar: u8, off: u64) -> Result<u32>;
+    fn bar_write32(&self, bar: u8, off: u64, val: u32) -> Result<()>;
+    /// Maps a BAR into this process. Fails for BARs the device only traps.
+    fn map_bar(&self, bar: u8) -> Result<MappedBar>;
+    /// Makes `mem` reachable by the device at its IOVAs (`mem.iova_base()` onwards).
+    fn dma_map(&self, mem: &DmaMemory) -> Result<()>;
+    fn dma_unmap(&self, iova: u64, len: u64) -> Result<()>;
+    /// Routes MSI-X vectors `0..fds.len()` to these eventfds (empty slice: disable).
+    fn set_msix_eventfds(&self, fds: &[RawFd]) -> Result<()>;
+    fn reset(&self) -> Result<()>;
+
+    /// Vendor and device id from config space.
+    fn ids(&self) -> Result<(u16, u16)> {
+        let mut b = [0u8; 4];
+        self.config_read(0, &mut b)?;
+        Ok((
+            u16::from_le_bytes([b[0], b[1]]),
+            u16::from_le_bytes([b[2], b[3]]),
+        ))
+    }
+}
+
+/// A BAR mapped into this process. The memory is shared with the device, so it is only
+/// accessed through raw pointers (volatile or atomic), never through references.
+pub struct MappedBar {
+    ptr: NonNull<u8>,
+    len: usize,
+    unmap: bool,
+}
+
+// SAFETY: a MappedBar is an address range; all accesses are volatile/atomic.
+unsafe impl Send for MappedBar {}
+// SAFETY: see Send.
+unsafe impl Sync for MappedBar {}
+
+impl MappedBar {
+    /// # Safety
+    /// `ptr` must be the start of a `len`-byte mapping that stays valid until this value drops;
+    /// with `unmap` it must come from `mmap` and is unmapped on drop.
+    pub unsafe fn new(ptr: NonNull<u8>, len: usize, unmap: bool) -> MappedBar {
+        MappedBar { ptr, len, unmap }
+    }
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Pointer to `off`, checked to leave `size` bytes in the BAR.
+    pub fn at(&self, off: usize, size: usize) -> Option<*mut u8> {
+        (off.checked_add(size)? <= self.len).then(|| {
+            // SAFETY: off + size <= len, so the pointer stays inside the mapping.
+            unsafe { self.ptr.as_ptr().add(off) }
+        })
+    }
+    pub fn read32(&self, off: usize) -> u32 {
+        let p = self.at(off, 4).expect("BAR offset out of range");
+        // SAFETY: in bounds (checked above); volatile because the device may change it.
+        unsafe { p.cast::<u32>().read_volatile() }
+    }
+    pub fn write32(&self, off: usize, v: u32) {
+        let p = self.at(off, 4).expect("BAR offset out of range");
+        // SAFETY: in bounds (checked above).
+        unsafe { p.cast::<u32>().write_volatile(v) }
+    }
+}
+
+impl Drop for MappedBar {
+    fn drop(&mut self) {
+        if self.unmap {
+            // SAFETY: constructor contract: ptr/len are our own mmap.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Guest RX and TX queues over the ownership-passing ring (see `vdpdk_core::abi::desc`).
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use vdpdk_core::abi::desc::{Desc, RingPtr, DESC_F_AVAIL, DESC_F_ERROR};
+use vdpdk_core::abi::{self};
+use vdpdk_core::{DmaMemory, Mbuf, Mempool, QueueCounters, Result, RxQueue, TxQueue};
+use vdpdk_pci::{MappedBar, PciDevice};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::DmaMaps;
+
+/// A flag word in the data BAR.
+fn bar_flag(bar: &MappedBar, off: usize) -> &AtomicU32 {
+    let p = bar.at(off, 4).expect("flag inside the data BAR");
+    // SAFETY: 4-byte aligned (flag offsets are multiples of 64 plus 0) and in bounds; an
+    // atomic tolerates the host writing the word concurrently.
+    unsafe { AtomicU32::from_ptr(p.cast()) }
+}
+
+pub struct GuestRxQueue {
+    ring: RingPtr,
+    /// Keeps the ring memory alive as long as the queue (the port may go first).
+    _ring_mem: Arc<DmaMemory>,
+    size: u16,
+    /// Next slot to post an empty buffer to.
+    head: u16,
+    /// Next slot the host completes.
+    tail: u16,
+    slots: Vec<Option<Mbuf>>,
+    pool: Mempool,
+    cache: Vec<Mbuf>,
+    counters: Arc<QueueCounters>,
+    bar: Arc<MappedBar>,
+    qid: u16,
+    irq: Arc<EventFd>,
+}
+
+impl GuestRxQueue {
+    pub(crate) fn new(
+        ring: Arc<DmaMemory>,
+        size: u16,
+        pool: Mempool,
+        counters: Arc<QueueCounters>,
+        bar: Arc<MappedBar>,
+        qid: u16,
+        irq: Arc<EventFd>,
+    ) -> GuestRxQueue {
+        GuestRxQueue {
+            // SAFETY: the ring memory holds `size` descriptors and lives as long as `_ring_mem`.
+            ring: unsafe { RingPtr::new(ring.as_ptr(), size) },
+            _ring_mem: ring,
+            size,
+            head: 0,
+            tail: 0,
+            slots: (0..size).map(|_| None).collect(),
+            pool,
+            cache: Vec::with_capacity(64),
+            counters,
+            bar,
+            qid,
+            irq,
+        }
+    }
+
+    fn intr_flag(&self) -> &AtomicU32 {
+        bar_flag(
+            &self.bar,
+            abi::rxq_flags_offset(self.qid) + abi::RXQ_FLAG_INTR_ARMED,
+        )
+    }
+
+    /// Posts empty buffers into every free slot.
+    pub(crate) fn fill(&mut self) {
+        let mask = self.size - 1;
+        while self.head.wrapping_sub(self.tail) < self.size {
+            if self.cache.is_empty() && self.pool.alloc_bulk(&mut self.cache, 64) == 0 {
+                self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            let mut m = self.cache.pop().expect("cache refilled");
+            m.reset();
+            let d = Desc {
+                addr: m.data_iova(),
+                len: m.data_room().min(u16::MAX as usize) as u16,
+                flags: DESC_F_AVAIL,
+                ..Default::default()
+            };
+            self.ring.publish(self.head, &d);
+            self.slots[(self.head & mask) as usize] = Some(m);
+            self.head = self.head.wrapping_add(1);
+        }
+    }
+
+    fn completed(&self) -> bool {
+        self.head != self.tail && self.ring.flags(self.tail) & DESC_F_AVAIL == 0
+    }
+}
+
+impl RxQueue for GuestRxQueue {
+    fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+        let mask = self.size - 1;
+        let mut n = 0;
+        let mut bytes = 0u64;
+        while n < max && self.completed() {
+            let d = self.ring.read(self.tail);
+            let slot = (self.tail & mask) as usize;
+            self.tail = self.tail.wrapping_add(1);
+            let Some(mut m) = self.slots[slot].take() else {
+                continue;
+            };
+            if d.flags & DESC_F_ERROR != 0 || m.set_len(d.len as usize).is_err() {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                drop(m);
+                continue;
+            }
+            d.rx_apply_to(&mut m);
+            m.queue = self.qid;
+            bytes += d.len as u64;
+            out.push(m);
+            n += 1;
+        }
+        if n > 0 {
+            self.counters.add(n as u64, bytes);
+        }
+        if self.head.wrapping_sub(self.tail) < self.size {
+            self.fill();
+        }
+        n
+    }
+
+    fn enable_intr(&mut self) -> Result<()> {
+        self.intr_flag().store(1, Ordering::SeqCst);
+        // Pairs with the host's fence between completing descriptors and reading the flag:
+        // either the host sees the flag, or we see its completion here.
+        fence(Ordering::SeqCst);
+        if self.completed() {
+            self.intr_flag().store(0, Ordering::SeqCst);
+            let _ = self.irq.write(1);
+        }
+        Ok(())
+    }
+
+    fn disable_intr(&mut self) -> Result<()> {
+        self.intr_flag().store(0, Ordering::SeqCst);
+        let _ = self.irq.read(); // clear a pending wake-up (non-blocking fd)
+        Ok(())
+    }
+
+    fn intr_fd(&self) -> Option<RawFd> {
+        Some(self.irq.as_raw_fd())
+    }
+}
+
+pub struct GuestTxQueue {
+    ring: RingPtr,
+    _ring_mem: Arc<DmaMemory>,
+    size: u16,
+    head: u16,
+    tail: u16,
+    slots: Vec<Option<Mbuf>>,
+    done: Vec<Mbuf>,
+    counters: Arc<QueueCounters>,
+    bar: Arc<MappedBar>,
+    qid: u16,
+    dev: Arc<dyn PciDevice>,
+    maps: Arc<Mutex<DmaMaps>>,
+    /// Last pool seen mapped: skips the map lookup for the common single-pool case.
+    last_pool: u32,
+}
+
+impl GuestTxQueue {
+    pub(crate) fn new(
+        ring: Arc<DmaMemory>,
+        size: u16,
+        counters: Arc<QueueCounters>,
+        bar: Arc<MappedBar>,
+        qid: u16,
+        dev: Arc<dyn PciDevice>,
+        maps: Arc<Mutex<DmaMaps>>,
+    ) -> GuestTxQueue {
+        GuestTxQueue {
+            // SAFETY: the ring memory holds `size` descriptors and lives as long as `_ring_mem`.
+            ring: unsafe { RingPtr::new(ring.as_ptr(), size) },
+            _ring_mem: ring,
+            size,
+            head: 0,
+            tail: 0,
+            slots: (0..size).map(|_| None).collect(),
+            done: Vec::with_capacity(size as usize),
+            counters,
+            bar,
+            qid,
+            dev,
+            maps,
+            last_pool: 0,
+        }
+    }
+
+    /// Takes back descriptors the host finished with.
+    fn reclaim(&mut self) {
+        let mask = self.size - 1;
+        while self.tail != self.head {
+            let f = self.ring.flags(self.tail);
+            if f & DESC_F_AVAIL != 0 {
+                break;
+            }
+            if f & DESC_F_ERROR != 0 {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(m) = self.slots[(self.tail & mask) as usize].take() {
+                self.done.push(m);
+            }
+            self.tail = self.tail.wrapping_add(1);
+        }
+        if !self.done.is_empty() {
+            Mempool::free_bulk(&mut self.done);
+        }
+    }
+
+    fn ensure_mapped(&mut self, m: &Mbuf) -> bool {
+        let id = m.pool_id();
+        if id == self.last_pool {
+            return true;
+        }
+        if self.maps.lock().ensure(&m.pool()).is_err() {
+            return false;
+        }
+        self.last_pool = id;
+        true
+    }
+}
+
+impl TxQueue for GuestTxQueue {
+    fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
+        self.reclaim();
+        let free = (self.size - self.head.wrapping_sub(self.tail)) as usize;
+        let n = free.min(pkts.len());
+        if n == 0 {
+            return 0;
+        }
+        let mask = self.size - 1;
+        let mut bytes = 0u64;
+        let mut sent = 0;
+        for m in pkts.drain(..n) {
+            if !self.ensure_mapped(&m) {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                continue; // the mbuf is freed; its memory cannot reach the device
+            }
+            let t = m.tx_offload;
+            let d = Desc {
+                addr: m.data_iova(),
+                len: m.len() as u16,
+                flags: DESC_F_AVAIL,
+                ol_flags: Desc::tx_ol_from(&m),
+                tso_segsz: t.tso_segsz,
+                l2_len: t.l2_len,
+                l3_len: t.l3_len,
+                l4_len: t.l4_len,
+                ..Default::default()
+            };
+            bytes += m.len() as u64;
+            self.ring.publish(self.head, &d);
+            self.slots[(self.head & mask) as usize] = Some(m);
+            self.head = self.head.wrapping_add(1);
+            sent += 1;
+        }
+        self.counters.add(sent as u64, bytes);
+        // Pairs with the host's fence after raising the kick request before its last poll.
+        fence(Ordering::SeqCst);
+        let kick = bar_flag(
+            &self.bar,
+            abi::txq_flags_offset(self.qid) + abi::TXQ_FLAG_KICK_WANTED,
+        );
+        if kick.load(Ordering::SeqCst) != 0 {
+            kick.store(0, Ordering::SeqCst);
+            let _ = self
+                .dev
+                .bar_write32(abi::SIGNAL_BAR, abi::REG_TX_KICK, self.qid as u32);
+        }
+        n
+    }
+}

@@ -1,0 +1,409 @@
+//! The poller: moves frames between the backend NIC and every guest's rings.
+//!
+//! One round: one RX burst from the backend, steered by destination MAC (broadcast and
+//! multicast to every running guest) and then by the guest's own flow rules to a guest RX queue;
+//! then up to one burst from each guest TX queue to the backend. After `idle_polls` empty rounds
+//! the poller asks guests to kick (flag in the data BAR), arms the backend's RX interrupt, polls
+//! once more (so nothing that raced the arming is missed) and sleeps in epoll.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
+use vdpdk_core::abi::{self, StatsIndex};
+use vdpdk_core::mbuf::TxOffloadInfo;
+use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::guest::{DataPath, Guest};
+
+pub const BURST: usize = 32;
+/// Largest frame a guest may transmit (also bounded by the host buffer size).
+pub const MAX_FRAME: usize = 9018;
+const MIN_FRAME: usize = 14;
+const TARGET_ALL: u16 = u16::MAX;
+const TARGET_NONE: u16 = u16::MAX - 1;
+
+/// Mux-wide counters (the poller's view).
+#[derive(Default, Debug)]
+pub struct MuxStats {
+    pub wire_rx: AtomicU64,
+    pub wire_tx: AtomicU64,
+    /// Unicast frames from the wire whose destination is no configured VM.
+    pub rx_unknown_dst: AtomicU64,
+    /// Frames for a VM that has no running device.
+    pub rx_guest_stopped: AtomicU64,
+    pub rounds: AtomicU64,
+    pub empty_rounds: AtomicU64,
+    pub sleeps: AtomicU64,
+    pub asleep_ns: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, v: u64) {
+    c.fetch_add(v, Ordering::Relaxed);
+}
+
+pub struct Poller {
+    pub guests: Vec<Arc<Guest>>,
+    pub rxq: Box<dyn RxQueue>,
+    pub txq: Box<dyn TxQueue>,
+    pub pool: Mempool,
+    pub wake: Arc<EventFd>,
+    pub stop: Arc<AtomicBool>,
+    pub idle_polls: u32,
+    pub stats: Arc<MuxStats>,
+    rx_buf: Vec<Mbuf>,
+    tx_buf: Vec<Mbuf>,
+    free_cache: Vec<Mbuf>,
+    targets: Vec<u16>,
+    max_frame: usize,
+}
+
+impl Poller {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        guests: Vec<Arc<Guest>>,
+        rxq: Box<dyn RxQueue>,
+        txq: Box<dyn TxQueue>,
+        pool: Mempool,
+        wake: Arc<EventFd>,
+        stop: Arc<AtomicBool>,
+        idle_polls: u32,
+        stats: Arc<MuxStats>,
+    ) -> Poller {
+        let max_frame =
+            MAX_FRAME.min(pool.buf_size() as usize - vdpdk_core::MBUF_HEADROOM as usize);
+        Poller {
+            guests,
+            rxq,
+            txq,
+            pool,
+            wake,
+            stop,
+            idle_polls,
+            stats,
+            rx_buf: Vec::with_capacity(BURST),
+            tx_buf: Vec::with_capacity(BURST * 4),
+            free_cache: Vec::with_capacity(BURST * 2),
+            targets: Vec::with_capacity(BURST),
+            max_frame,
+        }
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(mut self) {
+        let ep = Epoll::new().expect("epoll_create");
+        ep.add(self.wake.as_raw_fd());
+        let backend_fd = self.rxq.intr_fd();
+        if let Some(fd) = backend_fd {
+            ep.add(fd);
+        }
+        let mut empty = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.round() > 0 {
+                empty = 0;
+                continue;
+            }
+            empty += 1;
+            if empty < self.idle_polls {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Event mode: ask for kicks and interrupts, then look once more before sleeping.
+            let armed = self.arm(true);
+            fence(Ordering::SeqCst);
+            if self.round() == 0 && !self.stop.load(Ordering::Relaxed) {
+                // Without a backend interrupt, wake up often enough to see wire traffic.
+                let timeout_ms = if armed && backend_fd.is_some() {
+                    200
+                } else {
+                    1
+                };
+                let t0 = Instant::now();
+                ep.wait(timeout_ms);
+                bump(&self.stats.sleeps, 1);
+                bump(&self.stats.asleep_ns, t0.elapsed().as_nanos() as u64);
+                let _ = self.wake.read();
+            }
+            self.arm(false);
+            empty = 0;
+        }
+        self.flush_pending();
+    }
+
+    /// Sets or clears every running TX queue's kick request and the backend RX interrupt.
+    /// Returns whether the backend interrupt is armed.
+    fn arm(&mut self, on: bool) -> bool {
+        for g in &self.guests {
+            let dp = g.dp.lock();
+            for q in 0..dp.txq.len() as u16 {
+                g.data_bar
+                    .flag(abi::txq_flags_offset(q) + abi::TXQ_FLAG_KICK_WANTED)
+                    .store(on as u32, Ordering::SeqCst);
+            }
+        }
+        if on {
+            self.rxq.enable_intr().is_ok()
+        } else {
+            let _ = self.rxq.disable_intr();
+            false
+        }
+    }
+
+    /// One poll round; returns frames moved.
+    pub fn round(&mut self) -> usize {
+        bump(&self.stats.rounds, 1);
+        let mut work = 0;
+        let n = self.rxq.rx_burst(&mut self.rx_buf, BURST);
+        if n > 0 {
+            bump(&self.stats.wire_rx, n as u64);
+            self.deliver();
+            work += n;
+        }
+        for gi in 0..self.guests.len() {
+            work += self.pull_tx(gi);
+        }
+        if work == 0 {
+            bump(&self.stats.empty_rounds, 1);
+        }
+        work
+    }
+
+    fn lookup(&self, dst: MacAddr) -> u16 {
+        if dst.is_multicast() {
+            return TARGET_ALL;
+        }
+        self.guests
+            .iter()
+            .position(|g| g.mac == dst)
+            .map_or(TARGET_NONE, |i| i as u16)
+    }
+
+    /// Steers the RX burst to guests, taking each guest's lock once per burst.
+    fn deliver(&mut self) {
+        self.targets.clear();
+        let mut any_all = false;
+        for i in 0..self.rx_buf.len() {
+            let t = MacAddr::dst_of(self.rx_buf[i].data()).map_or(TARGET_NONE, |d| self.lookup(d));
+            if t == TARGET_NONE {
+                bump(&self.stats.rx_unknown_dst, 1);
+            }
+            any_all |= t == TARGET_ALL;
+            self.targets.push(t);
+        }
+        for (gi, g) in self.guests.iter().enumerate() {
+            let gi = gi as u16;
+            if !any_all && !self.targets.contains(&gi) {
+                continue;
+            }
+            let mut dp = g.dp.lock();
+            let mut touched = 0u64;
+            for (m, &t) in self.rx_buf.iter().zip(&self.targets) {
+                if t != gi && t != TARGET_ALL {
+                    continue;
+                }
+                if !dp.running {
+                    bump(&self.stats.rx_guest_stopped, 1);
+                    continue;
+                }
+                if let Some(q) = deliver_one(g, &mut dp, m) {
+                    touched |= 1 << (q % 64);
+                }
+            }
+            if touched != 0 {
+                raise_rx_irqs(g, &dp, touched);
+            }
+        }
+        Mempool::free_bulk(&mut self.rx_buf);
+    }
+
+    /// Takes up to a burst from each of guest `gi`'s TX queues and sends it to the backend.
+    fn pull_tx(&mut self, gi: usize) -> usize {
+        if !self.tx_buf.is_empty() && !self.flush_pending() {
+            return 0; // backend still full: leave guest frames in their rings (backpressure)
+        }
+        let g = &self.guests[gi];
+        let mut dp = g.dp.lock();
+        if !dp.running {
+            return 0;
+        }
+        let DataPath { txq, mem, .. } = &mut *dp;
+        let mut taken = 0usize;
+        let mut bytes = 0u64;
+        for hq in txq.iter_mut().flatten() {
+            for _ in 0..BURST {
+                let idx = hq.next;
+                if hq.ring.flags(idx) & DESC_F_AVAIL == 0 {
+                    break;
+                }
+                let d = hq.ring.read(idx);
+                let len = d.len as usize;
+                let src = if (MIN_FRAME..=self.max_frame).contains(&len) {
+                    mem.translate(d.addr, len as u64, false)
+                } else {
+                    None
+                };
+                let Some(src) = src else {
+                    hq.ring.release(idx, DESC_F_ERROR);
+                    hq.next = idx.wrapping_add(1);
+                    g.stats.add(StatsIndex::TxBadDesc, 1);
+                    continue;
+                };
+                if self.free_cache.is_empty()
+                    && self.pool.alloc_bulk(&mut self.free_cache, BURST) == 0
+                {
+                    break; // out of host buffers: try again next round
+                }
+                let mut m = self.free_cache.pop().expect("cache refilled");
+                m.reset();
+                m.set_len(len).expect("len checked against max_frame");
+                // SAFETY: src..src+len lies in the guest's DMA map (translate checked it) and
+                // stays mapped while we hold the guest lock; the mbuf has room for len bytes.
+                // The guest may scribble on the source meanwhile; we only copy bytes.
+                unsafe { std::ptr::copy_nonoverlapping(src, m.data_ptr(), len) };
+                m.ol_flags = Desc::tx_ol_to_mbuf(d.ol_flags);
+                m.tx_offload = TxOffloadInfo {
+                    l2_len: d.l2_len,
+                    l3_len: d.l3_len,
+                    l4_len: d.l4_len,
+                    tso_segsz: d.tso_segsz,
+                };
+                hq.ring.release(idx, 0);
+                hq.next = idx.wrapping_add(1);
+                self.tx_buf.push(m);
+                taken += 1;
+                bytes += len as u64;
+            }
+        }
+        drop(dp);
+        if taken > 0 {
+            g.stats.add(StatsIndex::TxPackets, taken as u64);
+            g.stats.add(StatsIndex::TxBytes, bytes);
+            self.flush_pending();
+        }
+        taken
+    }
+
+    /// Sends queued frames; true when none remain.
+    fn flush_pending(&mut self) -> bool {
+        if self.tx_buf.is_empty() {
+            return true;
+        }
+        let n = self.txq.tx_burst(&mut self.tx_buf);
+        bump(&self.stats.wire_tx, n as u64);
+        self.tx_buf.is_empty()
+    }
+}
+
+/// Copies one frame into the guest RX queue its rules choose. Returns the queue used.
+fn deliver_one(g: &Guest, dp: &mut DataPath, m: &Mbuf) -> Option<u16> {
+    let DataPath {
+        rxq, mem, rules, ..
+    } = dp;
+    let frame = m.data();
+    let mut q = 0u16;
+    let mut mark = None;
+    if let Some((_, r)) = rules.iter().find(|(_, r)| r.matches(frame)) {
+        let v = r.verdict();
+        if v.drop {
+            g.stats.add(StatsIndex::RxFlowDrop, 1);
+            return None;
+        }
+        q = v.queue.unwrap_or(0);
+        mark = v.mark;
+    }
+    let Some(hq) = rxq.get_mut(q as usize).and_then(|q| q.as_mut()) else {
+        g.stats.add(StatsIndex::RxNoDesc, 1);
+        return None;
+    };
+    let idx = hq.next;
+    if hq.ring.flags(idx) & DESC_F_AVAIL == 0 {
+        g.stats.add(StatsIndex::RxNoDesc, 1);
+        return None;
+    }
+    let d = hq.ring.read(idx);
+    let len = frame.len();
+    let dst = if d.len as usize >= len {
+        mem.translate(d.addr, len as u64, true)
+    } else {
+        None
+    };
+    hq.next = idx.wrapping_add(1);
+    let Some(dst) = dst else {
+        hq.ring.complete(idx, 0, DESC_F_ERROR, 0, 0, 0);
+        g.stats.add(StatsIndex::RxBadDesc, 1);
+        return None;
+    };
+    // SAFETY: dst..dst+len lies in a writable region of the guest's DMA map (checked), mapped
+    // while we hold the guest lock; the source is our own mbuf.
+    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, len) };
+    let mut ol = Desc::rx_ol_from(m);
+    if mark.is_some() {
+        ol |= vdpdk_core::abi::desc::DESC_OL_RX_MARK;
+    }
+    let ptype = if m.packet_type.0 != 0 {
+        m.packet_type.0
+    } else {
+        vdpdk_core::PacketType::parse(frame).0
+    };
+    hq.ring
+        .complete(idx, len as u16, 0, ol, ptype, mark.unwrap_or(0));
+    g.stats.add(StatsIndex::RxPackets, 1);
+    g.stats.add(StatsIndex::RxBytes, len as u64);
+    Some(q)
+}
+
+/// Fires the MSI-X vector of each touched RX queue whose guest armed its interrupt.
+fn raise_rx_irqs(g: &Guest, dp: &DataPath, touched: u64) {
+    // Pairs with the guest's fence between arming and re-checking its ring.
+    fence(Ordering::SeqCst);
+    for q in 0..dp.rxq.len().min(64) {
+        if touched & (1 << q) == 0 {
+            continue;
+        }
+        let flag = g
+            .data_bar
+            .flag(abi::rxq_flags_offset(q as u16) + abi::RXQ_FLAG_INTR_ARMED);
+        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
+            if let Some(Some(fd)) = dp.irq_fds.get(q) {
+                signal_eventfd(fd.as_raw_fd());
+            }
+        }
+    }
+}
+
+pub fn signal_eventfd(fd: RawFd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writing 8 bytes from a local buffer to an fd we hold open.
+    unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+}
+
+/// Minimal epoll wrapper for the poller's sleep.
+struct Epoll(std::os::fd::OwnedFd);
+
+impl Epoll {
+    fn new() -> std::io::Result<Epoll> {
+        // SAFETY: plain syscall; the fd is checked and owned below.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh fd we own.
+        Ok(Epoll(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+    fn add(&self, fd: RawFd) {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: valid epoll fd and event struct.
+        unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+    }
+    fn wait(&self, timeout_ms: i32) {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: evs is a valid buffer of 8 events.
+        unsafe { libc::epoll_wait(self.0.as_raw_fd(), evs.as_mut_ptr(), 8, timeout_ms) };
+    }
+}

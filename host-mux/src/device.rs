@@ -1,0 +1,670 @@
+//! The vDPDK PCI device of one VM, served over vfio-user: config space with an MSI-X
+//! capability, the trapped signal BAR, the shared data BAR, DMA map tracking and the control
+//! plane. Every guest request is copied out of shared memory once, validated, then applied.
+
+use std::fs::File;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use log::{debug, info, warn};
+use vdpdk_core::abi::desc::{valid_ring_size, RingPtr, DESC_SIZE};
+use vdpdk_core::abi::{self, CtrlOp, CtrlRequest, CtrlResponse, CtrlStatus, Features, StatsIndex};
+use vdpdk_core::flow::FlowRule;
+use vdpdk_core::{FlowHandle, MacAddr};
+use vfio_bindings::bindings::vfio::*;
+use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
+use vmm_sys_util::eventfd::EventFd;
+use zerocopy::{FromZeros, IntoBytes};
+
+use crate::guest::{DmaRegion, Guest, HostQueue};
+
+const CFG_SIZE: usize = 256;
+const MSIX_CAP: usize = 0x40;
+/// Flow rules one guest may hold.
+pub const MAX_RULES_PER_GUEST: usize = 64;
+
+/// What the device offers every guest.
+pub fn offered_features() -> Features {
+    Features::RX_INTR | Features::TX_KICK | Features::FLOW | Features::MULTIQUEUE
+}
+
+/// Device-wide facts the mux fills into each guest's info block.
+#[derive(Clone, Copy, Debug)]
+pub struct PortFacts {
+    pub mtu: u16,
+    pub max_mtu: u16,
+    pub link_up: bool,
+    pub link_speed_mbps: u32,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Fresh,
+    Negotiated,
+    Configured { nrx: u16, ntx: u16 },
+}
+
+type CtrlResult = Result<[u64; 16], (CtrlStatus, String)>;
+
+fn fail<T>(s: CtrlStatus, msg: impl Into<String>) -> Result<T, (CtrlStatus, String)> {
+    Err((s, msg.into()))
+}
+
+pub struct VdpdkDevice {
+    guest: Arc<Guest>,
+    facts: PortFacts,
+    wake: Arc<EventFd>,
+    cfg: [u8; CFG_SIZE],
+    msix: Vec<u8>,
+    ctrl_status: u32,
+    state: State,
+    next_flow: u32,
+}
+
+impl VdpdkDevice {
+    pub fn new(guest: Arc<Guest>, facts: PortFacts, wake: Arc<EventFd>) -> VdpdkDevice {
+        let mut d = VdpdkDevice {
+            guest,
+            facts,
+            wake,
+            cfg: [0; CFG_SIZE],
+            msix: vec![0; (abi::SIGNAL_BAR_SIZE as usize) - abi::MSIX_TABLE_OFFSET as usize],
+            ctrl_status: 0,
+            state: State::Fresh,
+            next_flow: 1,
+        };
+        d.init_config_space();
+        d.reset_device();
+        d
+    }
+
+    fn init_config_space(&mut self) {
+        let c = &mut self.cfg;
+        c[0..2].copy_from_slice(&abi::VENDOR_ID.to_le_bytes());
+        c[2..4].copy_from_slice(&abi::DEVICE_ID.to_le_bytes());
+        c[6..8].copy_from_slice(&0x0010u16.to_le_bytes()); // status: capability list
+        c[8] = abi::REVISION;
+        c[9..12].copy_from_slice(&abi::CLASS_CODE);
+        c[0x2c..0x2e].copy_from_slice(&abi::SUBSYS_VENDOR_ID.to_le_bytes());
+        c[0x2e..0x30].copy_from_slice(&abi::SUBSYS_ID.to_le_bytes());
+        c[0x34] = MSIX_CAP as u8;
+        // MSI-X capability: one vector per possible RX queue; table and PBA in BAR0.
+        c[MSIX_CAP] = 0x11;
+        c[MSIX_CAP + 1] = 0;
+        c[MSIX_CAP + 2..MSIX_CAP + 4].copy_from_slice(&(abi::MAX_QUEUES - 1).to_le_bytes());
+        c[MSIX_CAP + 4..MSIX_CAP + 8]
+            .copy_from_slice(&(abi::MSIX_TABLE_OFFSET | abi::SIGNAL_BAR as u32).to_le_bytes());
+        c[MSIX_CAP + 8..MSIX_CAP + 12]
+            .copy_from_slice(&(abi::MSIX_PBA_OFFSET | abi::SIGNAL_BAR as u32).to_le_bytes());
+    }
+
+    /// The vfio-user regions this device exposes.
+    pub fn regions(&self) -> Vec<ServerRegion> {
+        let region = |index: u32, size: u64, flags: u32| ServerRegion {
+            region_info: vfio_region_info {
+                argsz: std::mem::size_of::<vfio_region_info>() as u32,
+                flags,
+                index,
+                cap_offset: 0,
+                size,
+                offset: 0,
+            },
+            sparse_areas: Vec::new(),
+            mmap_fd: None,
+        };
+        let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+        let mut regions: Vec<ServerRegion> =
+            (0..VFIO_PCI_NUM_REGIONS).map(|i| region(i, 0, 0)).collect();
+        regions[VFIO_PCI_BAR0_REGION_INDEX as usize] =
+            region(VFIO_PCI_BAR0_REGION_INDEX, abi::SIGNAL_BAR_SIZE, rw);
+        let mut bar2 = region(
+            VFIO_PCI_BAR2_REGION_INDEX,
+            abi::DATA_BAR_SIZE,
+            rw | VFIO_REGION_INFO_FLAG_MMAP,
+        );
+        // vfio_user only sends the region fd with a sparse-mmap capability, so the whole BAR
+        // is one sparse area.
+        bar2.sparse_areas = vec![SparseArea {
+            area: vfio_region_sparse_mmap_area {
+                offset: 0,
+                size: abi::DATA_BAR_SIZE,
+            },
+        }];
+        bar2.mmap_fd = Some(self.guest.data_bar.raw_fd());
+        regions[VFIO_PCI_BAR2_REGION_INDEX as usize] = bar2;
+        regions[VFIO_PCI_CONFIG_REGION_INDEX as usize] =
+            region(VFIO_PCI_CONFIG_REGION_INDEX, CFG_SIZE as u64, rw);
+        regions
+    }
+
+    pub fn irqs() -> Vec<IrqInfo> {
+        let ev = VFIO_IRQ_INFO_EVENTFD;
+        vec![
+            IrqInfo {
+                index: VFIO_PCI_INTX_IRQ_INDEX,
+                flags: ev,
+                count: 0,
+            },
+            IrqInfo {
+                index: VFIO_PCI_MSI_IRQ_INDEX,
+                flags: ev,
+                count: 0,
+            },
+            IrqInfo {
+                index: VFIO_PCI_MSIX_IRQ_INDEX,
+                flags: ev | VFIO_IRQ_INFO_NORESIZE,
+                count: abi::MAX_QUEUES as u32,
+            },
+            IrqInfo {
+                index: VFIO_PCI_ERR_IRQ_INDEX,
+                flags: ev,
+                count: 0,
+            },
+            IrqInfo {
+                index: VFIO_PCI_REQ_IRQ_INDEX,
+                flags: ev,
+                count: 0,
+            },
+        ]
+    }
+
+    fn info_block(&self) -> abi::DeviceInfoBlock {
+        use vdpdk_core::{RxOffloads, TxOffloads};
+        abi::DeviceInfoBlock {
+            magic: abi::ABI_MAGIC,
+            abi_major: abi::ABI_MAJOR,
+            abi_minor: abi::ABI_MINOR,
+            features: offered_features().bits(),
+            mac: self.guest.mac.0,
+            mtu: self.facts.mtu,
+            max_rx_queues: self.guest.max_rxq,
+            max_tx_queues: self.guest.max_txq,
+            min_ring_size: abi::MIN_RING_SIZE,
+            max_ring_size: abi::MAX_RING_SIZE,
+            max_mtu: self.facts.max_mtu,
+            link_up: self.facts.link_up as u16,
+            link_speed_mbps: self.facts.link_speed_mbps,
+            rx_offload_capa: RxOffloads::empty().bits(),
+            tx_offload_capa: TxOffloads::empty().bits(),
+        }
+    }
+
+    /// Back to power-on state: no queues, no rules, no DMA, no interrupts, clean data BAR.
+    /// Called at start-up, on DEVICE_RESET and when a guest disconnects.
+    pub fn reset_device(&mut self) {
+        {
+            let mut dp = self.guest.dp.lock();
+            dp.running = false;
+            dp.rxq.clear();
+            dp.txq.clear();
+            dp.rules.clear();
+            dp.irq_fds.clear();
+            dp.mem.clear();
+        }
+        let bar = &self.guest.data_bar;
+        bar.clear();
+        bar.write(abi::INFO_OFFSET, self.info_block().as_bytes());
+        self.state = State::Fresh;
+        self.guest.attached.store(false, Ordering::Relaxed);
+        self.ctrl_status = 0;
+        self.msix.fill(0);
+        self.cfg[4] = 0;
+        self.cfg[5] = 0;
+    }
+
+    fn bad_access(&self, what: &str) {
+        self.guest.stats.add(StatsIndex::CtrlErrors, 1);
+        debug!("{}: refused {what}", self.guest.name);
+    }
+
+    fn exec_ctrl(&mut self, seq: u32) {
+        let mut req = CtrlRequest::new_zeroed();
+        self.guest
+            .data_bar
+            .read(abi::CTRL_REQ_OFFSET, req.as_mut_bytes());
+        let mut resp = CtrlResponse::new_zeroed();
+        resp.seq = seq;
+        let outcome = if req.seq != seq {
+            fail(
+                CtrlStatus::BadSeq,
+                format!("doorbell seq {seq} but request block holds {}", req.seq),
+            )
+        } else {
+            match CtrlOp::from_u32(req.op) {
+                None => fail(
+                    CtrlStatus::UnknownOp,
+                    format!("unknown control op {}", req.op),
+                ),
+                Some(op) => self.dispatch(op, &req),
+            }
+        };
+        match outcome {
+            Ok(result) => {
+                resp.status = CtrlStatus::Ok as u32;
+                resp.result = result;
+            }
+            Err((status, msg)) => {
+                self.guest.stats.add(StatsIndex::CtrlErrors, 1);
+                info!(
+                    "{}: control request {} refused: {msg}",
+                    self.guest.name, req.op
+                );
+                resp.status = status as u32;
+                resp.set_message(&msg);
+            }
+        }
+        self.ctrl_status = resp.status;
+        self.guest
+            .data_bar
+            .write(abi::CTRL_RESP_OFFSET, resp.as_bytes());
+    }
+
+    fn need_negotiated(&self) -> Result<(), (CtrlStatus, String)> {
+        if self.state == State::Fresh {
+            return fail(CtrlStatus::BadState, "negotiate first");
+        }
+        Ok(())
+    }
+
+    fn configured(&self) -> Result<(u16, u16), (CtrlStatus, String)> {
+        match self.state {
+            State::Configured { nrx, ntx } => Ok((nrx, ntx)),
+            _ => fail(CtrlStatus::BadState, "configure first"),
+        }
+    }
+
+    fn dispatch(&mut self, op: CtrlOp, req: &CtrlRequest) -> CtrlResult {
+        let mut out = [0u64; 16];
+        match op {
+            CtrlOp::Negotiate => {
+                let major = (req.args[0] >> 16) as u16;
+                let agreed = abi::negotiate(abi::ABI_MAJOR, offered_features(), major, req.args[1])
+                    .map_err(|m| (CtrlStatus::Version, m))?;
+                if self.state != State::Fresh {
+                    self.reset_device();
+                }
+                self.state = State::Negotiated;
+                self.guest.attached.store(true, Ordering::Relaxed);
+                self.guest.attaches.fetch_add(1, Ordering::Relaxed);
+                out[0] = agreed.bits();
+            }
+            CtrlOp::Configure => {
+                self.need_negotiated()?;
+                let (nrx, ntx) = (req.args[0], req.args[1]);
+                if nrx == 0 || nrx > self.guest.max_rxq as u64 {
+                    return fail(
+                        CtrlStatus::InvalidArg,
+                        format!(
+                            "{nrx} RX queues, this VM may use 1..={}",
+                            self.guest.max_rxq
+                        ),
+                    );
+                }
+                if ntx == 0 || ntx > self.guest.max_txq as u64 {
+                    return fail(
+                        CtrlStatus::InvalidArg,
+                        format!(
+                            "{ntx} TX queues, this VM may use 1..={}",
+                            self.guest.max_txq
+                        ),
+                    );
+                }
+                let mut dp = self.guest.dp.lock();
+                if dp.running {
+                    return fail(CtrlStatus::BadState, "stop the device before configuring");
+                }
+                dp.rxq = (0..nrx).map(|_| None).collect();
+                dp.txq = (0..ntx).map(|_| None).collect();
+                dp.rules.clear();
+                self.state = State::Configured {
+                    nrx: nrx as u16,
+                    ntx: ntx as u16,
+                };
+            }
+            CtrlOp::RxqSetup | CtrlOp::TxqSetup => {
+                let (nrx, ntx) = self.configured()?;
+                let rx = op == CtrlOp::RxqSetup;
+                let (qid, iova, size) = (req.args[0], req.args[1], req.args[2]);
+                let n = if rx { nrx } else { ntx };
+                if qid >= n as u64 {
+                    return fail(
+                        CtrlStatus::InvalidArg,
+                        format!("queue {qid} is not configured ({n} queues)"),
+                    );
+                }
+                if !valid_ring_size(size) {
+                    return fail(
+                        CtrlStatus::InvalidArg,
+                        format!(
+                            "ring size {size} is not a power of two in {}..={}",
+                            abi::MIN_RING_SIZE,
+                            abi::MAX_RING_SIZE
+                        ),
+                    );
+                }
+                if iova % DESC_SIZE as u64 != 0 {
+                    return fail(
+                        CtrlStatus::InvalidArg,
+                        format!("ring IOVA {iova:#x} is not 32-byte aligned"),
+                    );
+                }
+                let len = size * DESC_SIZE as u64;
+                let mut dp = self.guest.dp.lock();
+                if dp.running {
+                    return fail(CtrlStatus::BadState, "stop the device before queue setup");
+                }
+                let Some(ptr) = dp.mem.translate(iova, len, true) else {
+                    return fail(
+                        CtrlStatus::InvalidArg,
+                        format!("ring {iova:#x}+{len:#x} is not inside the guest's DMA map"),
+                    );
+                };
+                // SAFETY: ptr..ptr+len lies in one writable DMA region; queues are dropped (under
+                // this lock) before that region is unmapped, so the ring outlives the RingPtr.
+                let ring = unsafe { RingPtr::new(ptr, size as u16) };
+                let q = HostQueue {
+                    ring,
+                    ring_iova: iova,
+                    ring_len: len,
+                    next: 0,
+                };
+                if rx {
+                    dp.rxq[qid as usize] = Some(q);
+                } else {
+                    dp.txq[qid as usize] = Some(q);
+                }
+            }
+            CtrlOp::Start => {
+                self.configured()?;
+                let mut dp = self.guest.dp.lock();
+                if let Some(q) = dp.rxq.iter().position(|q| q.is_none()) {
+                    return fail(CtrlStatus::BadState, format!("RX queue {q} is not set up"));
+                }
+                if let Some(q) = dp.txq.iter().position(|q| q.is_none()) {
+                    return fail(CtrlStatus::BadState, format!("TX queue {q} is not set up"));
+                }
+                dp.running = true;
+                drop(dp);
+                let _ = self.wake.write(1);
+            }
+            CtrlOp::Stop => {
+                self.need_negotiated()?;
+                self.guest.dp.lock().running = false;
+            }
+            CtrlOp::Reset => {
+                self.need_negotiated()?;
+                let mut dp = self.guest.dp.lock();
+                dp.running = false;
+                dp.rxq.clear();
+                dp.txq.clear();
+                dp.rules.clear();
+                self.state = State::Negotiated;
+            }
+            CtrlOp::FlowValidate | CtrlOp::FlowCreate => {
+                let (nrx, _) = self.configured()?;
+                let rule = self.decode_rule(req)?;
+                self.check_rule(&rule, nrx)?;
+                if op == CtrlOp::FlowCreate {
+                    let mut dp = self.guest.dp.lock();
+                    if dp.rules.len() >= MAX_RULES_PER_GUEST {
+                        return fail(
+                            CtrlStatus::NoMem,
+                            format!("at most {MAX_RULES_PER_GUEST} flow rules per VM"),
+                        );
+                    }
+                    let h = FlowHandle(self.next_flow);
+                    self.next_flow = self.next_flow.wrapping_add(1).max(1);
+                    dp.rules.push((h, rule));
+                    out[0] = h.0 as u64;
+                }
+            }
+            CtrlOp::FlowDestroy => {
+                self.configured()?;
+                let h = req.args[0];
+                let mut dp = self.guest.dp.lock();
+                let before = dp.rules.len();
+                dp.rules.retain(|(x, _)| x.0 as u64 != h);
+                if dp.rules.len() == before {
+                    return fail(
+                        CtrlStatus::InvalidArg,
+                        format!("no flow rule with handle {h}"),
+                    );
+                }
+            }
+            CtrlOp::FlowFlush => {
+                self.configured()?;
+                self.guest.dp.lock().rules.clear();
+            }
+            CtrlOp::GetStats => {
+                let s = self.guest.stats.snapshot();
+                out[..s.len()].copy_from_slice(&s);
+            }
+        }
+        Ok(out)
+    }
+
+    fn decode_rule(&self, req: &CtrlRequest) -> Result<FlowRule, (CtrlStatus, String)> {
+        let n = req.payload_len as usize;
+        if n > abi::CTRL_PAYLOAD_MAX {
+            return fail(
+                CtrlStatus::InvalidArg,
+                format!("payload length {n} exceeds {}", abi::CTRL_PAYLOAD_MAX),
+            );
+        }
+        abi::flow_codec::decode(&req.payload[..n])
+            .map_err(|e| (CtrlStatus::InvalidArg, e.to_string()))
+    }
+
+    /// A guest's rule may only look at its own traffic and only target its own queues.
+    fn check_rule(&self, rule: &FlowRule, nrx: u16) -> Result<(), (CtrlStatus, String)> {
+        rule.check_shape()
+            .map_err(|e| (CtrlStatus::InvalidArg, e.to_string()))?;
+        if rule.attr.group != 0 {
+            return fail(CtrlStatus::Unsupported, "only flow group 0");
+        }
+        if let Some(q) = rule.queues().find(|&q| q >= nrx) {
+            return fail(
+                CtrlStatus::Refused,
+                format!("queue {q} is not one of this VM's {nrx} RX queues"),
+            );
+        }
+        if let Some((spec, mask)) = rule.eth() {
+            let m = mask.dst.0;
+            if m != [0; 6] {
+                let dst = MacAddr(std::array::from_fn(|i| spec.dst.0[i] & m[i]));
+                let own = MacAddr(std::array::from_fn(|i| self.guest.mac.0[i] & m[i]));
+                let bcast = spec.dst.is_broadcast() && m == [0xff; 6];
+                if dst != own && !bcast {
+                    return fail(
+                        CtrlStatus::Refused,
+                        format!(
+                            "rule matches destination {} but this VM owns {}",
+                            spec.dst, self.guest.mac
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_bar0(&mut self, off: u64) -> u32 {
+        match off {
+            abi::REG_MAGIC => abi::ABI_MAGIC,
+            abi::REG_VERSION => (abi::ABI_MAJOR as u32) << 16 | abi::ABI_MINOR as u32,
+            abi::REG_CTRL_STATUS => self.ctrl_status,
+            o if o >= abi::MSIX_TABLE_OFFSET as u64 && o + 4 <= abi::SIGNAL_BAR_SIZE => {
+                let i = (o - abi::MSIX_TABLE_OFFSET as u64) as usize;
+                u32::from_le_bytes(self.msix[i..i + 4].try_into().expect("4 bytes"))
+            }
+            _ => {
+                self.bad_access(&format!("BAR0 read at {off:#x}"));
+                u32::MAX
+            }
+        }
+    }
+
+    fn write_bar0(&mut self, off: u64, v: u32) {
+        match off {
+            abi::REG_CTRL_DOORBELL => self.exec_ctrl(v),
+            abi::REG_TX_KICK => {
+                if v >= self.guest.max_txq as u32 {
+                    self.bad_access(&format!("TX kick for queue {v}"));
+                }
+                let _ = self.wake.write(1);
+            }
+            o if o >= abi::MSIX_TABLE_OFFSET as u64 && o + 4 <= abi::SIGNAL_BAR_SIZE => {
+                let i = (o - abi::MSIX_TABLE_OFFSET as u64) as usize;
+                self.msix[i..i + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            _ => self.bad_access(&format!("BAR0 write of {v:#x} at {off:#x}")),
+        }
+    }
+}
+
+impl ServerBackend for VdpdkDevice {
+    // Reads never fail: the vfio_user client waits for the data of a read even after an error
+    // reply, so a refused read answers all-ones (and is counted) instead.
+    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> std::io::Result<()> {
+        let len = data.len() as u64;
+        match region {
+            VFIO_PCI_CONFIG_REGION_INDEX if offset + len <= CFG_SIZE as u64 => {
+                data.copy_from_slice(&self.cfg[offset as usize..(offset + len) as usize]);
+            }
+            VFIO_PCI_BAR0_REGION_INDEX if len == 4 && offset % 4 == 0 => {
+                data.copy_from_slice(&self.read_bar0(offset).to_le_bytes());
+            }
+            VFIO_PCI_BAR2_REGION_INDEX if self.guest.data_bar.read(offset as usize, data) => {}
+            _ => {
+                self.bad_access(&format!("read region {region} {offset:#x}+{len}"));
+                data.fill(0xff);
+            }
+        }
+        Ok(())
+    }
+
+    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let len = data.len() as u64;
+        match region {
+            VFIO_PCI_CONFIG_REGION_INDEX if offset + len <= CFG_SIZE as u64 => {
+                // Only command, interrupt line and MSI-X control are writable.
+                for (i, b) in data.iter().enumerate() {
+                    let o = offset as usize + i;
+                    match o {
+                        0x04 | 0x05 | 0x3c => self.cfg[o] = *b,
+                        o if o == MSIX_CAP + 3 => self.cfg[o] = (self.cfg[o] & 0x07) | (b & 0xc0),
+                        _ => {}
+                    }
+                }
+            }
+            VFIO_PCI_BAR0_REGION_INDEX if len == 4 && offset % 4 == 0 => {
+                let v = u32::from_le_bytes(data.try_into().expect("4 bytes"));
+                self.write_bar0(offset, v);
+            }
+            VFIO_PCI_BAR2_REGION_INDEX if self.guest.data_bar.write(offset as usize, data) => {}
+            _ => self.bad_access(&format!("write region {region} {offset:#x}+{len}")),
+        }
+        Ok(())
+    }
+
+    fn dma_map(
+        &mut self,
+        flags: DmaMapFlags,
+        offset: u64,
+        address: u64,
+        size: u64,
+        fd: Option<File>,
+    ) -> std::io::Result<()> {
+        let einval = |m: String| {
+            warn!("{}: DMA map refused: {m}", self.guest.name);
+            self.guest.stats.add(StatsIndex::CtrlErrors, 1);
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, m)
+        };
+        let Some(fd) = fd else {
+            return Err(einval(format!(
+                "DMA map {address:#x}+{size:#x} without an fd (guest RAM must be shareable)"
+            )));
+        };
+        let region = DmaRegion::map(
+            &fd,
+            offset,
+            address,
+            size,
+            flags.contains(DmaMapFlags::WRITE),
+        )
+        .map_err(|e| einval(format!("mapping {address:#x}+{size:#x}: {e}")))?;
+        self.guest.dp.lock().mem.add(region).map_err(einval)?;
+        debug!("{}: DMA map {address:#x}+{size:#x}", self.guest.name);
+        Ok(())
+    }
+
+    fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> std::io::Result<()> {
+        let mut dp = self.guest.dp.lock();
+        if flags.contains(DmaUnmapFlags::UNMAP_ALL) {
+            dp.running = false;
+            dp.rxq.iter_mut().for_each(|q| *q = None);
+            dp.txq.iter_mut().for_each(|q| *q = None);
+            dp.mem.clear();
+            return Ok(());
+        }
+        let dropped = dp.drop_queues_in(address, size);
+        if dropped > 0 {
+            warn!(
+                "{}: DMA unmap {address:#x}+{size:#x} removed {dropped} rings; device stopped",
+                self.guest.name
+            );
+        }
+        dp.mem.remove(address, size);
+        Ok(())
+    }
+
+    fn reset(&mut self) -> std::io::Result<()> {
+        info!("{}: device reset", self.guest.name);
+        self.reset_device();
+        Ok(())
+    }
+
+    fn set_irqs(
+        &mut self,
+        index: u32,
+        flags: u32,
+        start: u32,
+        count: u32,
+        fds: Vec<File>,
+    ) -> std::io::Result<()> {
+        let einval = |m: String| {
+            self.guest.stats.add(StatsIndex::CtrlErrors, 1);
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, m)
+        };
+        if index != VFIO_PCI_MSIX_IRQ_INDEX {
+            return Err(einval(format!("only MSI-X interrupts, not index {index}")));
+        }
+        let end = start
+            .checked_add(count)
+            .filter(|&e| e <= abi::MAX_QUEUES as u32)
+            .ok_or_else(|| einval(format!("vectors {start}+{count} out of range")))?;
+        let mut dp = self.guest.dp.lock();
+        if dp.irq_fds.len() < end as usize {
+            dp.irq_fds.resize_with(end as usize, || None);
+        }
+        if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
+            if fds.len() != count as usize {
+                return Err(einval(format!("{count} vectors but {} fds", fds.len())));
+            }
+            for (i, f) in fds.into_iter().enumerate() {
+                dp.irq_fds[start as usize + i] = Some(f);
+            }
+        } else if flags & VFIO_IRQ_SET_DATA_NONE != 0 {
+            if count == 0 {
+                dp.irq_fds.clear();
+            } else {
+                for v in start..end {
+                    dp.irq_fds[v as usize] = None;
+                }
+            }
+        } else {
+            return Err(einval(format!("unsupported SET_IRQS flags {flags:#x}")));
+        }
+        Ok(())
+    }
+}
