@@ -8,6 +8,7 @@
 //! [mux]
 //! idle_polls = 1024     # empty poll rounds before the poller sleeps (event mode)
 //! pool_size = 8192      # host packet buffers
+//! poller_cpu = 1        # pin the poller thread (optional)
 //!
 //! [[vm]]
 //! name = "vm1"
@@ -71,6 +72,8 @@ pub struct MuxConfig {
     pub idle_polls: u32,
     /// Host packet buffers (backend RX ring plus copies in flight).
     pub pool_size: u32,
+    /// CPU to pin the poller thread to (None: let the scheduler decide).
+    pub poller_cpu: Option<usize>,
 }
 
 pub const DEFAULT_IDLE_POLLS: u32 = 1024;
@@ -97,6 +100,7 @@ struct RawBackend {
 struct RawMux {
     idle_polls: Option<u32>,
     pool_size: Option<u32>,
+    poller_cpu: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -150,7 +154,17 @@ impl MuxConfig {
         let mux = raw.mux.unwrap_or(RawMux {
             idle_polls: None,
             pool_size: None,
+            poller_cpu: None,
         });
+        if let Some(c) = mux.poller_cpu {
+            let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if c >= ncpu {
+                return Err(invalid(
+                    "mux.poller_cpu",
+                    format!("CPU {c} does not exist (this machine has {ncpu})"),
+                ));
+            }
+        }
         let pool_size = mux.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
         if !(1024..=1 << 20).contains(&pool_size) {
             return Err(invalid("mux.pool_size", "must be in 1024..=1048576"));
@@ -207,6 +221,7 @@ impl MuxConfig {
             vms,
             idle_polls: mux.idle_polls.unwrap_or(DEFAULT_IDLE_POLLS).max(1),
             pool_size,
+            poller_cpu: mux.poller_cpu,
         })
     }
 }

@@ -342,7 +342,7 @@ impl VdpdkDevice {
                         ),
                     );
                 }
-                if iova % DESC_SIZE as u64 != 0 {
+                if !iova.is_multiple_of(DESC_SIZE as u64) {
                     return fail(
                         CtrlStatus::InvalidArg,
                         format!("ring IOVA {iova:#x} is not 32-byte aligned"),
@@ -531,7 +531,7 @@ impl ServerBackend for VdpdkDevice {
             VFIO_PCI_CONFIG_REGION_INDEX if offset + len <= CFG_SIZE as u64 => {
                 data.copy_from_slice(&self.cfg[offset as usize..(offset + len) as usize]);
             }
-            VFIO_PCI_BAR0_REGION_INDEX if len == 4 && offset % 4 == 0 => {
+            VFIO_PCI_BAR0_REGION_INDEX if len == 4 && offset.is_multiple_of(4) => {
                 data.copy_from_slice(&self.read_bar0(offset).to_le_bytes());
             }
             VFIO_PCI_BAR2_REGION_INDEX if self.guest.data_bar.read(offset as usize, data) => {}
@@ -557,7 +557,7 @@ impl ServerBackend for VdpdkDevice {
                     }
                 }
             }
-            VFIO_PCI_BAR0_REGION_INDEX if len == 4 && offset % 4 == 0 => {
+            VFIO_PCI_BAR0_REGION_INDEX if len == 4 && offset.is_multiple_of(4) => {
                 let v = u32::from_le_bytes(data.try_into().expect("4 bytes"));
                 self.write_bar0(offset, v);
             }

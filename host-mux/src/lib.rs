@@ -40,6 +40,10 @@ pub struct GuestSnapshot {
     pub mac: MacAddr,
     pub attached: bool,
     pub attaches: u64,
+    /// Device started with queues the poller serves.
+    pub running: bool,
+    /// DMA regions currently mapped from this guest.
+    pub dma_regions: usize,
     /// Indexed by `abi::StatsIndex`.
     pub stats: [u64; STATS_COUNT],
 }
@@ -159,9 +163,17 @@ impl HostMux {
             cfg.idle_polls,
             stats.clone(),
         );
+        let cpu = cfg.poller_cpu;
         let poller = std::thread::Builder::new()
             .name("mux-poll".into())
-            .spawn(move || poller.run())?;
+            .spawn(move || {
+                if let Some(c) = cpu {
+                    if let Err(e) = pin_current_thread(c) {
+                        warn!("cannot pin the poller to CPU {c}: {e}");
+                    }
+                }
+                poller.run()
+            })?;
         Ok(HostMux {
             guests,
             stop,
@@ -176,12 +188,17 @@ impl HostMux {
     pub fn guests(&self) -> Vec<GuestSnapshot> {
         self.guests
             .iter()
-            .map(|g| GuestSnapshot {
-                name: g.name.clone(),
-                mac: g.mac,
-                attached: g.attached.load(Ordering::Relaxed),
-                attaches: g.attaches.load(Ordering::Relaxed),
-                stats: g.stats.snapshot(),
+            .map(|g| {
+                let dp = g.dp.lock();
+                GuestSnapshot {
+                    name: g.name.clone(),
+                    running: dp.running,
+                    dma_regions: dp.mem.len(),
+                    mac: g.mac,
+                    attached: g.attached.load(Ordering::Relaxed),
+                    attaches: g.attaches.load(Ordering::Relaxed),
+                    stats: g.stats.snapshot(),
+                }
             })
             .collect()
     }
@@ -276,4 +293,58 @@ fn serve_vm(mut dev: VdpdkDevice, listener: UnixListener, stop: Arc<AtomicBool>)
         // Whatever the guest left behind (queues, DMA maps, interrupt fds) is released here.
         dev.reset_device();
     }
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET bounds-checks against its size; the syscall
+    // only reads the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Renders the per-VM stats table printed by the binary and the demo.
+pub fn stats_table(guests: &[GuestSnapshot]) -> String {
+    use abi::StatsIndex as S;
+    let mut s = format!(
+        "{:<10} {:<17} {:<8} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9} {:>9}\n",
+        "vm",
+        "mac",
+        "state",
+        "rx-pkts",
+        "rx-bytes",
+        "tx-pkts",
+        "tx-bytes",
+        "rx-nodesc",
+        "bad-desc",
+        "ctrl-err"
+    );
+    for g in guests {
+        let st = |i: S| g.stats[i as usize];
+        let state = match (g.attached, g.running) {
+            (_, true) => "running",
+            (true, false) => "attached",
+            _ => "idle",
+        };
+        s += &format!(
+            "{:<10} {:<17} {:<8} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9} {:>9}\n",
+            g.name,
+            g.mac.to_string(),
+            state,
+            st(S::RxPackets),
+            st(S::RxBytes),
+            st(S::TxPackets),
+            st(S::TxBytes),
+            st(S::RxNoDesc),
+            st(S::TxBadDesc) + st(S::RxBadDesc),
+            st(S::CtrlErrors),
+        );
+    }
+    s
 }

@@ -1,1 +1,132 @@
-fn main() {}
+//! host-mux: serve one vDPDK device per VM over vfio-user, multiplexed onto one NIC backend.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use host_mux::{BackendConfig, HostMux, MuxConfig};
+use vdpdk_core::{DevConfig, EthDev, MacAddr, Mempool};
+
+/// Serve vDPDK paravirtual NICs to VMs (QEMU `vfio-user-pci`) and process guests, multiplexed
+/// onto one NIC.
+///
+/// Each `[[vm]]` of the config gets its own vfio-user socket and MAC; frames from the NIC are
+/// steered to a VM by destination MAC (broadcast to all) and then by the VM's own flow rules.
+/// Start a VM with:
+///   qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on
+///     -machine q35,memory-backend=mem
+///     -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/vdpdk/vm1.sock"}}'
+#[derive(Parser, Debug)]
+#[command(version, about, long_about, verbatim_doc_comment)]
+struct Args {
+    /// TOML config: [backend] kind = "tap" (ifname = ...) or "pair", [mux], and [[vm]] entries
+    /// (name, socket, mac, rx_queues, tx_queues). See host-mux/src/config.rs or README.md.
+    #[arg(short, long)]
+    config: PathBuf,
+    /// Print a per-VM stats table every N seconds (0 = never).
+    #[arg(long, default_value_t = 2)]
+    stats_interval: u64,
+    /// Exit after N seconds (0 = run until SIGINT/SIGTERM).
+    #[arg(long, default_value_t = 0)]
+    duration: u64,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let cfg = match MuxConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("host-mux: bad config {}: {e}", args.config.display());
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&cfg, &args) {
+        eprintln!("host-mux: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
+    // SAFETY: installing a handler that only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let reflector_stop = Arc::new(AtomicBool::new(false));
+    let mut reflector = None;
+    let backend: Box<dyn EthDev> = match &cfg.backend {
+        BackendConfig::Tap { ifname } => Box::new(vdpdk_tap::TapPort::open(ifname, None)?),
+        BackendConfig::Pair => {
+            let (mux_end, far_end) = vdpdk_pair::pair(
+                MacAddr([2, 0, 0, 0, 0, 0xfd]),
+                MacAddr([2, 0, 0, 0, 0, 0xfe]),
+                1,
+                4096,
+            );
+            let stop = reflector_stop.clone();
+            reflector = Some(std::thread::spawn(move || reflect(far_end, stop)));
+            Box::new(mux_end)
+        }
+    };
+    let mux = HostMux::start(cfg, backend)?;
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        if args.duration > 0 && t0.elapsed() >= Duration::from_secs(args.duration) {
+            break;
+        }
+        if args.stats_interval > 0 && last.elapsed() >= Duration::from_secs(args.stats_interval) {
+            last = Instant::now();
+            print!("{}", host_mux::stats_table(&mux.guests()));
+        }
+    }
+    log::info!("shutting down");
+    mux.shutdown();
+    reflector_stop.store(true, Ordering::SeqCst);
+    if let Some(r) = reflector {
+        let _ = r.join();
+    }
+    Ok(())
+}
+
+/// Far end of the pair backend: returns every frame with source and destination swapped.
+fn reflect(mut port: vdpdk_pair::PairPort, stop: Arc<AtomicBool>) {
+    let pool = Mempool::new("reflector", 4096, vdpdk_core::DEFAULT_BUF_SIZE).expect("pool");
+    port.configure(&DevConfig {
+        nb_rx_queues: 1,
+        nb_tx_queues: 1,
+        ..Default::default()
+    })
+    .expect("configure reflector");
+    port.rx_queue_setup(0, 1024, &pool).expect("rxq");
+    port.tx_queue_setup(0, 1024).expect("txq");
+    port.start().expect("start");
+    let mut rx = port.take_rx_queue(0).expect("rxq");
+    let mut tx = port.take_tx_queue(0).expect("txq");
+    let mut buf = Vec::with_capacity(32);
+    while !stop.load(Ordering::Relaxed) {
+        if rx.rx_burst(&mut buf, 32) == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        for m in &mut buf {
+            let d = m.data_mut();
+            if d.len() >= 12 {
+                let (a, b) = d.split_at_mut(6);
+                a.swap_with_slice(&mut b[..6]);
+            }
+        }
+        tx.tx_burst(&mut buf);
+        Mempool::free_bulk(&mut buf);
+    }
+}

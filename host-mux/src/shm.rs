@@ -65,7 +65,10 @@ impl SharedRegion {
 
     /// A 32-bit flag word shared with the guest (4-byte aligned offsets only).
     pub fn flag(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && self.check(off, 4), "flag offset {off}");
+        assert!(
+            off.is_multiple_of(4) && self.check(off, 4),
+            "flag offset {off}"
+        );
         // SAFETY: aligned and in bounds; an atomic is the one kind of reference that tolerates
         // concurrent writes by the guest.
         unsafe { AtomicU32::from_ptr(self.mem.as_ptr().add(off).cast()) }

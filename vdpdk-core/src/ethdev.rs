@@ -109,7 +109,7 @@ pub struct DescLimits {
 
 impl DescLimits {
     pub fn check(&self, what: &str, n: u16) -> Result<()> {
-        if n < self.min || n > self.max || n % self.align != 0 {
+        if n < self.min || n > self.max || !n.is_multiple_of(self.align) {
             return Err(Error::InvalidArg(format!(
                 "{what} descriptor count {n} outside [{}, {}] or not a multiple of {}",
                 self.min, self.max, self.align

@@ -14,6 +14,7 @@ pub mod error;
 pub mod ethdev;
 pub mod flow;
 pub mod mbuf;
+pub mod packet;
 
 pub use dma::DmaMemory;
 pub use error::{Error, Result};

@@ -1,1 +1,631 @@
+//! # vdpdk-tap
+//!
+//! A Linux TAP backend: the port is one end of a virtual cable whose other end is a kernel
+//! network interface. Frames written by [`TxQueue::tx_burst`] arrive on the kernel interface as
+//! if received from a wire; frames the kernel sends out of that interface are what
+//! [`RxQueue::rx_burst`] returns. It lets the host mux (and tests) talk to the host's network
+//! stack, AF_PACKET tools or a bridge without a NIC.
+//!
+//! Addresses: the port *presents* its own MAC ([`DevInfo::mac`], the address the mux uses for
+//! this port), distinct from the kernel interface's MAC ([`TapPort::kernel_mac`]), just as a
+//! NIC and the switch port it plugs into have different addresses.
+//!
+//! One RX and one TX queue; no offloads, no flow rules. RX interrupts come for free: the tap fd
+//! itself is readable while frames are pending.
+//!
+//! The interface is not persistent: it disappears when the port and every queue taken from it
+//! are dropped (the last close of the tap fd deletes it).
 
+use std::fs::{File, OpenOptions};
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use vdpdk_core::ethdev::sum_stats;
+use vdpdk_core::{
+    DescLimits, DevConfig, DevInfo, Error, EthDev, LinkStatus, MacAddr, Mbuf, Mempool, PacketType,
+    PortStats, QueueCounters, Result, RxOffloads, RxQueue, TxOffloads, TxQueue, MBUF_HEADROOM,
+};
+
+/// Driver name reported in [`DevInfo::driver`].
+pub const DRIVER_NAME: &str = "tap";
+/// Descriptor limits. There is no ring: `nb_desc` of the RX queue bounds how many spare mbufs
+/// it keeps ready for `read()`; TX writes straight to the fd.
+pub const DESC_LIM: DescLimits = DescLimits {
+    min: 1,
+    max: 4096,
+    align: 1,
+};
+/// Room for a VLAN-tagged frame header on top of the MTU.
+const L2_OVERHEAD: usize = 18;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Unconfigured,
+    Configured,
+    Started,
+}
+
+/// A port backed by a kernel TAP interface. See the crate docs.
+pub struct TapPort {
+    tap: Arc<OwnedFd>,
+    /// AF_INET datagram socket, only used for interface ioctls.
+    ctl: OwnedFd,
+    ifname: String,
+    ifindex: u32,
+    mac: MacAddr,
+    port_id: u16,
+    state: State,
+    conf: DevConfig,
+    rx_setup: Option<(u16, Mempool)>,
+    tx_setup: Option<u16>,
+    rx_taken: bool,
+    tx_taken: bool,
+    live: Arc<AtomicUsize>,
+    rx_counters: [Arc<QueueCounters>; 1],
+    tx_counters: [Arc<QueueCounters>; 1],
+}
+
+/// A zeroed `ifreq` carrying `name`.
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data (integers, arrays, a union of those and a raw pointer);
+    // all-zero bytes are a valid value of each.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    ifr
+}
+
+/// Runs an interface ioctl that reads or writes `ifr`.
+fn ifr_ioctl(fd: RawFd, req: libc::c_ulong, ifr: &mut libc::ifreq, what: &str) -> Result<()> {
+    // SAFETY: every request used here (TUNSETIFF, SIOC[GS]IF*) reads/writes one `struct ifreq`,
+    // and `ifr` is a valid, exclusively borrowed one.
+    let r = unsafe { libc::ioctl(fd, req as _, ifr as *mut libc::ifreq) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(Error::Device(format!("{what}: {e}")));
+    }
+    Ok(())
+}
+
+/// A random unicast, locally administered MAC for a port opened without one.
+fn random_mac() -> MacAddr {
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        .to_le_bytes();
+    MacAddr([(r[0] & 0xfc) | 0x02, r[1], r[2], r[3], r[4], r[5]])
+}
+
+fn check_ifname(name: &str) -> Result<()> {
+    if name.len() >= libc::IFNAMSIZ
+        || name
+            .bytes()
+            .any(|b| b == 0 || b == b'/' || b == b':' || b.is_ascii_whitespace())
+    {
+        return Err(Error::InvalidArg(format!(
+            "interface name '{name}': at most {} bytes, no '/', ':', NUL or spaces",
+            libc::IFNAMSIZ - 1
+        )));
+    }
+    Ok(())
+}
+
+impl TapPort {
+    /// Creates (or attaches to) TAP interface `ifname` and brings it up. An empty name lets the
+    /// kernel pick one (`tapN`); see [`TapPort::ifname`]. `mac` is the address this port
+    /// presents; None picks a random locally administered one. Needs CAP_NET_ADMIN.
+    pub fn open(ifname: &str, mac: Option<MacAddr>) -> Result<TapPort> {
+        check_ifname(ifname)?;
+        let file: File = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/net/tun")
+            .map_err(|e| Error::Device(format!("open /dev/net/tun: {e}")))?;
+        let tap = OwnedFd::from(file);
+
+        let mut ifr = ifreq(ifname);
+        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        // TUNSETIFF is a c_int on musl and a c_ulong on glibc.
+        #[allow(clippy::unnecessary_cast)]
+        let tunsetiff = libc::TUNSETIFF as libc::c_ulong;
+        ifr_ioctl(
+            tap.as_raw_fd(),
+            tunsetiff,
+            &mut ifr,
+            &format!("TUNSETIFF '{ifname}'"),
+        )?;
+        let name: Vec<u8> = ifr
+            .ifr_name
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        let ifname = String::from_utf8_lossy(&name).into_owned();
+
+        // SAFETY: socket takes no pointers; the result is checked before use.
+        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if s < 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        // SAFETY: s is a fresh descriptor nothing else owns.
+        let ctl = unsafe { OwnedFd::from_raw_fd(s) };
+
+        let mut ifr = ifreq(&ifname);
+        ifr_ioctl(
+            ctl.as_raw_fd(),
+            libc::SIOCGIFINDEX,
+            &mut ifr,
+            "SIOCGIFINDEX",
+        )?;
+        // SAFETY: SIOCGIFINDEX filled the ifindex member of the union.
+        let ifindex = unsafe { ifr.ifr_ifru.ifru_ifindex } as u32;
+
+        let mut port = TapPort {
+            tap: Arc::new(tap),
+            ctl,
+            ifname,
+            ifindex,
+            mac: mac.unwrap_or_else(random_mac),
+            port_id: 0,
+            state: State::Unconfigured,
+            conf: DevConfig::default(),
+            rx_setup: None,
+            tx_setup: None,
+            rx_taken: false,
+            tx_taken: false,
+            live: Arc::new(AtomicUsize::new(0)),
+            rx_counters: Default::default(),
+            tx_counters: Default::default(),
+        };
+        port.set_up()?;
+        Ok(port)
+    }
+
+    /// Sets IFF_UP on the kernel interface: frames only flow through an interface that is up.
+    fn set_up(&mut self) -> Result<()> {
+        let flags = self.if_flags()?;
+        let mut ifr = ifreq(&self.ifname);
+        ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+        ifr_ioctl(
+            self.ctl.as_raw_fd(),
+            libc::SIOCSIFFLAGS,
+            &mut ifr,
+            "SIOCSIFFLAGS",
+        )
+    }
+
+    fn if_flags(&self) -> Result<libc::c_short> {
+        let mut ifr = ifreq(&self.ifname);
+        ifr_ioctl(
+            self.ctl.as_raw_fd(),
+            libc::SIOCGIFFLAGS,
+            &mut ifr,
+            "SIOCGIFFLAGS",
+        )?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        Ok(unsafe { ifr.ifr_ifru.ifru_flags })
+    }
+
+    /// Test and example shortcut: configures RX and TX queue 0 with `nb_desc` descriptors,
+    /// starts the port and returns both queues.
+    pub fn start_simple(
+        &mut self,
+        pool: &Mempool,
+        nb_desc: u16,
+    ) -> Result<(Box<dyn RxQueue>, Box<dyn TxQueue>)> {
+        self.configure(&DevConfig {
+            nb_rx_queues: 1,
+            nb_tx_queues: 1,
+            rx_intr: true,
+            ..Default::default()
+        })?;
+        self.rx_queue_setup(0, nb_desc, pool)?;
+        self.tx_queue_setup(0, nb_desc)?;
+        self.start()?;
+        Ok((self.take_rx_queue(0)?, self.take_tx_queue(0)?))
+    }
+
+    /// The id written to `Mbuf::port` of received packets (0 by default).
+    pub fn port_id(&self) -> u16 {
+        self.port_id
+    }
+
+    /// Changes the id written to `Mbuf::port`; takes effect for queues taken afterwards.
+    pub fn set_port_id(&mut self, id: u16) {
+        self.port_id = id;
+    }
+
+    /// The kernel interface's name (useful when `open` was given an empty one).
+    pub fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// The kernel interface's index (for AF_PACKET binds, netlink, ...).
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// The kernel interface's own MAC, the other end of the cable.
+    pub fn kernel_mac(&self) -> Result<MacAddr> {
+        let mut ifr = ifreq(&self.ifname);
+        ifr_ioctl(
+            self.ctl.as_raw_fd(),
+            libc::SIOCGIFHWADDR,
+            &mut ifr,
+            "SIOCGIFHWADDR",
+        )?;
+        // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+        let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+        let mut m = [0u8; 6];
+        for (d, s) in m.iter_mut().zip(sa.sa_data.iter()) {
+            *d = *s as u8;
+        }
+        Ok(MacAddr(m))
+    }
+
+    /// The kernel interface's MTU (1500 unless someone changed it).
+    fn mtu(&self) -> u16 {
+        let mut ifr = ifreq(&self.ifname);
+        if ifr_ioctl(self.ctl.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr, "").is_err() {
+            return 1500;
+        }
+        // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+        let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+        mtu.clamp(68, u16::MAX as i32) as u16
+    }
+
+    fn need_configured(&self, what: &str) -> Result<()> {
+        match self.state {
+            State::Unconfigured => Err(Error::BadState(format!(
+                "{what} before configure; call configure first"
+            ))),
+            State::Started => Err(Error::BadState(format!(
+                "{what} while the port is started; stop it first"
+            ))),
+            State::Configured => Ok(()),
+        }
+    }
+
+    fn need_started(&self, what: &str) -> Result<()> {
+        if self.state != State::Started {
+            return Err(Error::BadState(format!(
+                "{what} before start; start the port first"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_qid(kind: &str, qid: u16) -> Result<()> {
+        if qid != 0 {
+            return Err(Error::InvalidArg(format!(
+                "{kind} queue {qid} does not exist: a tap port has only queue 0"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Discards frames the kernel queued while the port was stopped, as a stopped NIC would
+    /// have dropped them.
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: reads at most 64 bytes into a live stack buffer; the tap fd is
+            // non-blocking. A short buffer just truncates the discarded frame.
+            let r = unsafe { libc::read(self.tap.as_raw_fd(), buf.as_mut_ptr().cast(), 64) };
+            if r < 0 {
+                break;
+            }
+        }
+    }
+}
+
+impl EthDev for TapPort {
+    fn info(&self) -> DevInfo {
+        let mtu = self.mtu();
+        DevInfo {
+            driver: DRIVER_NAME.into(),
+            mac: self.mac,
+            max_rx_queues: 1,
+            max_tx_queues: 1,
+            rx_desc_lim: DESC_LIM,
+            tx_desc_lim: DESC_LIM,
+            mtu,
+            // The MTU is the kernel interface's; this port cannot change it.
+            max_mtu: mtu,
+            rx_offload_capa: RxOffloads::empty(),
+            tx_offload_capa: TxOffloads::empty(),
+            rx_intr: true,
+        }
+    }
+
+    fn configure(&mut self, conf: &DevConfig) -> Result<()> {
+        if self.state == State::Started {
+            return Err(Error::BadState(
+                "configure while the port is started; stop it first".into(),
+            ));
+        }
+        conf.validate(&self.info())?;
+        self.conf = conf.clone();
+        self.rx_setup = None;
+        self.tx_setup = None;
+        self.state = State::Configured;
+        Ok(())
+    }
+
+    /// `pool` buffers must hold a full frame at the interface MTU: a TAP read cannot scatter.
+    fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, pool: &Mempool) -> Result<()> {
+        self.need_configured("rx_queue_setup")?;
+        Self::check_qid("RX", qid)?;
+        DESC_LIM.check("RX", nb_desc)?;
+        let room = (pool.buf_size() - MBUF_HEADROOM) as usize;
+        let need = self.mtu() as usize + L2_OVERHEAD;
+        if room < need {
+            return Err(Error::InvalidArg(format!(
+                "pool '{}' buffers hold {room} B, frames at MTU {} need {need} B",
+                pool.name(),
+                self.mtu()
+            )));
+        }
+        self.rx_setup = Some((nb_desc, pool.clone()));
+        Ok(())
+    }
+
+    fn tx_queue_setup(&mut self, qid: u16, nb_desc: u16) -> Result<()> {
+        self.need_configured("tx_queue_setup")?;
+        Self::check_qid("TX", qid)?;
+        DESC_LIM.check("TX", nb_desc)?;
+        self.tx_setup = Some(nb_desc);
+        Ok(())
+    }
+
+    fn start(&mut self) -> Result<()> {
+        match self.state {
+            State::Unconfigured => {
+                return Err(Error::BadState(
+                    "start before configure; call configure and set up the queues first".into(),
+                ))
+            }
+            State::Started => return Err(Error::BadState("port is already started".into())),
+            State::Configured => {}
+        }
+        if self.rx_setup.is_none() {
+            return Err(Error::BadState("start with RX queue 0 not set up".into()));
+        }
+        if self.tx_setup.is_none() {
+            return Err(Error::BadState("start with TX queue 0 not set up".into()));
+        }
+        self.drain();
+        self.rx_taken = false;
+        self.tx_taken = false;
+        self.state = State::Started;
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if self.state != State::Started {
+            return Err(Error::BadState("stop of a port that is not started".into()));
+        }
+        let live = self.live.load(Ordering::Acquire);
+        if live != 0 {
+            return Err(Error::BadState(format!(
+                "stop with {live} queue(s) still taken; drop them first"
+            )));
+        }
+        self.state = State::Configured;
+        Ok(())
+    }
+
+    fn take_rx_queue(&mut self, qid: u16) -> Result<Box<dyn RxQueue>> {
+        self.need_started("take_rx_queue")?;
+        Self::check_qid("RX", qid)?;
+        if self.rx_taken {
+            return Err(Error::BadState("RX queue 0 was already taken".into()));
+        }
+        let (nb_desc, pool) = self.rx_setup.clone().expect("started port has RX setup");
+        self.rx_taken = true;
+        Ok(Box::new(TapRxQueue {
+            tap: self.tap.clone(),
+            pool,
+            spare: Vec::with_capacity(nb_desc as usize),
+            nb_desc: nb_desc as usize,
+            port_id: self.port_id,
+            counters: self.rx_counters[0].clone(),
+            _live: LiveGuard::new(&self.live),
+        }))
+    }
+
+    fn take_tx_queue(&mut self, qid: u16) -> Result<Box<dyn TxQueue>> {
+        self.need_started("take_tx_queue")?;
+        Self::check_qid("TX", qid)?;
+        if self.tx_taken {
+            return Err(Error::BadState("TX queue 0 was already taken".into()));
+        }
+        self.tx_taken = true;
+        Ok(Box::new(TapTxQueue {
+            tap: self.tap.clone(),
+            done: Vec::new(),
+            counters: self.tx_counters[0].clone(),
+            _live: LiveGuard::new(&self.live),
+        }))
+    }
+
+    /// Up while the kernel interface is administratively up. IFF_RUNNING is not used: the
+    /// kernel updates it asynchronously, so it lags right after open.
+    fn link(&self) -> LinkStatus {
+        let up = self
+            .if_flags()
+            .is_ok_and(|f| f & libc::IFF_UP as libc::c_short != 0);
+        LinkStatus {
+            up,
+            speed_mbps: 0,
+            full_duplex: true,
+        }
+    }
+
+    fn stats(&self) -> PortStats {
+        sum_stats(&self.rx_counters, &self.tx_counters)
+    }
+
+    fn reset_stats(&mut self) {
+        self.rx_counters[0].reset();
+        self.tx_counters[0].reset();
+    }
+}
+
+/// Counts queues handed out and not yet dropped, so `stop` can refuse while they live.
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl LiveGuard {
+    fn new(live: &Arc<AtomicUsize>) -> LiveGuard {
+        live.fetch_add(1, Ordering::AcqRel);
+        LiveGuard(live.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a frame is pending on `fd`, without waiting.
+fn readable_now(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on the stack, count 1, no wait.
+    unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+struct TapRxQueue {
+    tap: Arc<OwnedFd>,
+    pool: Mempool,
+    /// Empty mbufs ready for `read()`, at most `nb_desc`; kept across bursts so an idle poll
+    /// does not churn the pool.
+    spare: Vec<Mbuf>,
+    nb_desc: usize,
+    port_id: u16,
+    counters: Arc<QueueCounters>,
+    _live: LiveGuard,
+}
+
+impl RxQueue for TapRxQueue {
+    /// Reads up to `max` frames, one `read()` each, until the fd would block.
+    fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+        let fd = self.tap.as_raw_fd();
+        let (mut n, mut bytes) = (0, 0u64);
+        while n < max {
+            if self.spare.is_empty() {
+                let want = (max - n).min(self.nb_desc);
+                if self.pool.alloc_bulk(&mut self.spare, want) == 0 {
+                    // Count only a frame actually left waiting, not every idle poll.
+                    if readable_now(fd) {
+                        self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+                    }
+                    break;
+                }
+            }
+            let m = self.spare.last_mut().expect("refilled above");
+            let room = m.tailroom();
+            // SAFETY: data_ptr() points at the empty data area of an mbuf we own exclusively,
+            // and `room` bytes from there stay inside its buffer.
+            let r = unsafe { libc::read(fd, m.data_ptr().cast(), room) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                if !would_block(&e) {
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                break;
+            }
+            let len = r as usize;
+            if len > room {
+                // Frame longer than the buffer (MTU raised after setup): truncated, drop it and
+                // keep the mbuf for the next read.
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let mut m = self.spare.pop().expect("checked above");
+            m.set_len(len).expect("len <= room");
+            m.packet_type = PacketType::parse(m.data());
+            m.port = self.port_id;
+            m.queue = 0;
+            bytes += len as u64;
+            out.push(m);
+            n += 1;
+        }
+        if n > 0 {
+            self.counters.add(n as u64, bytes);
+        }
+        n
+    }
+
+    /// Nothing to arm: the tap fd is readable whenever a frame is pending.
+    fn enable_intr(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn disable_intr(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn intr_fd(&self) -> Option<RawFd> {
+        Some(self.tap.as_raw_fd())
+    }
+}
+
+struct TapTxQueue {
+    tap: Arc<OwnedFd>,
+    /// Reused buffer to free sent mbufs in bulk.
+    done: Vec<Mbuf>,
+    counters: Arc<QueueCounters>,
+    _live: LiveGuard,
+}
+
+impl TxQueue for TapTxQueue {
+    /// Writes frames one `write()` each. Stops at EAGAIN, leaving the rest; a frame the kernel
+    /// rejects otherwise is dropped and counted as an error so it cannot block the queue.
+    fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
+        let fd = self.tap.as_raw_fd();
+        let (mut taken, mut sent, mut bytes) = (0, 0u64, 0u64);
+        for m in pkts.iter() {
+            let data = m.data();
+            // SAFETY: writes `data.len()` bytes from a live slice.
+            let r = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if would_block(&e) || e.kind() == io::ErrorKind::Interrupted {
+                    break;
+                }
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            } else {
+                sent += 1;
+                bytes += data.len() as u64;
+            }
+            taken += 1;
+        }
+        if taken > 0 {
+            self.done.extend(pkts.drain(..taken));
+            Mempool::free_bulk(&mut self.done);
+            self.counters.add(sent, bytes);
+        }
+        taken
+    }
+}
+
+#[cfg(test)]
+mod tests;

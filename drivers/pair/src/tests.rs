@@ -1,0 +1,593 @@
+use std::time::{Duration, Instant};
+
+use vdpdk_core::flow::{FlowAction, FlowAttr, FlowItem, Ipv4Fields, L4Ports};
+use vdpdk_core::DEFAULT_BUF_SIZE;
+
+use super::*;
+
+const MAC_A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
+const MAC_B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
+
+fn pool(n: u32) -> Mempool {
+    Mempool::new("pair-test", n, DEFAULT_BUF_SIZE).unwrap()
+}
+
+/// Ethernet frame of `len` bytes with `ether_type` and `seq` right after the header.
+fn frame(dst: MacAddr, ether_type: u16, seq: u32, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(60)];
+    f[0..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&MAC_A.0);
+    f[12..14].copy_from_slice(&ether_type.to_be_bytes());
+    f[14..18].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in f[18..].iter_mut().enumerate() {
+        *b = (seq as u8).wrapping_mul(31).wrapping_add(i as u8);
+    }
+    f
+}
+
+/// IPv4/UDP frame to `dport`.
+fn udp(dport: u16, seq: u32) -> Vec<u8> {
+    let mut f = frame(MAC_B, 0x0800, 0, 64);
+    f[14..].fill(0);
+    f[14] = 0x45;
+    f[23] = 17;
+    f[36..38].copy_from_slice(&dport.to_be_bytes());
+    f[42..46].copy_from_slice(&seq.to_be_bytes());
+    f
+}
+
+fn seq_of(m: &Mbuf) -> u32 {
+    u32::from_be_bytes(m.data()[14..18].try_into().unwrap())
+}
+
+fn mbufs(pool: &Mempool, frames: &[Vec<u8>]) -> Vec<Mbuf> {
+    frames
+        .iter()
+        .map(|f| {
+            let mut m = pool.alloc().expect("pool has room");
+            m.copy_from(f).unwrap();
+            m
+        })
+        .collect()
+}
+
+fn conf(rx: u16, tx: u16, rx_intr: bool) -> DevConfig {
+    DevConfig {
+        nb_rx_queues: rx,
+        nb_tx_queues: tx,
+        rx_intr,
+        ..Default::default()
+    }
+}
+
+/// Configures, sets up and starts `p` with `rx`/`tx` queues of `nb_desc` descriptors.
+fn bring_up(p: &mut PairPort, pool: &Mempool, rx: u16, tx: u16, nb_desc: u16) {
+    p.configure(&conf(rx, tx, true)).unwrap();
+    for q in 0..rx {
+        p.rx_queue_setup(q, nb_desc, pool).unwrap();
+    }
+    for q in 0..tx {
+        p.tx_queue_setup(q, nb_desc).unwrap();
+    }
+    p.start().unwrap();
+}
+
+/// poll(2) on one fd for readability.
+fn readable(fd: RawFd, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on the stack, count 1.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    assert!(r >= 0, "poll: {}", std::io::Error::last_os_error());
+    r == 1 && pfd.revents & libc::POLLIN != 0
+}
+
+#[test]
+fn frames_cross_byte_identical_both_ways() {
+    let pool = pool(256);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 4, 512);
+    let (mut rx_a, mut tx_a) = a.start_simple(&pool, 256).unwrap();
+    let (mut rx_b, mut tx_b) = b.start_simple(&pool, 256).unwrap();
+    assert!(a.link().up);
+    assert_eq!(a.info().driver, "pair");
+    assert_eq!(b.info().mac, MAC_B);
+
+    let frames: Vec<Vec<u8>> = (0..100)
+        .map(|i| frame(MAC_B, 0x88b5, i, 60 + i as usize * 13))
+        .collect();
+    let bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let mut v = mbufs(&pool, &frames);
+    assert_eq!(tx_a.tx_burst(&mut v), 100);
+    assert!(v.is_empty());
+
+    let mut got = Vec::new();
+    assert_eq!(rx_b.rx_burst(&mut got, 64), 64, "burst stops at max");
+    assert_eq!(rx_b.rx_burst(&mut got, 64), 36);
+    assert_eq!(rx_b.rx_burst(&mut got, 64), 0);
+    for (m, f) in got.iter().zip(&frames) {
+        assert_eq!(m.data(), &f[..]);
+        assert_eq!(m.port, 1);
+        assert_eq!(m.queue, 0);
+        assert_eq!(m.packet_type.0, PacketType::L2_ETHER);
+        assert!(m.ol_flags.is_empty());
+    }
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sa.opackets, sa.obytes), (100, bytes));
+    assert_eq!((sb.ipackets, sb.ibytes), (100, bytes));
+    assert_eq!((sa.ipackets, sb.opackets), (0, 0));
+    assert_eq!(sb.q_ipackets, vec![100]);
+
+    // Back the other way, forwarding the very same buffers (zero copy: no new allocation).
+    let avail = pool.available();
+    assert_eq!(tx_b.tx_burst(&mut got), 100);
+    assert_eq!(pool.available(), avail);
+    let mut back = Vec::new();
+    while rx_a.rx_burst(&mut back, 32) > 0 {}
+    assert_eq!(back.len(), 100);
+    assert!(back.iter().zip(&frames).all(|(m, f)| m.data() == &f[..]));
+    assert!(back.iter().all(|m| m.port == 0));
+    assert_eq!(a.stats().ipackets, 100);
+    drop(back);
+    assert_eq!(pool.available(), 256);
+
+    a.reset_stats();
+    assert_eq!(
+        a.stats(),
+        PortStats {
+            q_ipackets: vec![0],
+            q_opackets: vec![0],
+            ..Default::default()
+        }
+    );
+}
+
+#[test]
+fn tx_queue_maps_to_rx_queue_modulo() {
+    let pool = pool(64);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 4, 64);
+    bring_up(&mut a, &pool, 1, 3, 64);
+    bring_up(&mut b, &pool, 2, 1, 64);
+    let mut rx0 = b.take_rx_queue(0).unwrap();
+    let mut rx1 = b.take_rx_queue(1).unwrap();
+    for q in 0..3u16 {
+        let mut tx = a.take_tx_queue(q).unwrap();
+        let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, q as u32, 60)]);
+        assert_eq!(tx.tx_burst(&mut v), 1);
+    }
+    let mut got = Vec::new();
+    assert_eq!(rx0.rx_burst(&mut got, 8), 2);
+    assert_eq!(got.iter().map(seq_of).collect::<Vec<_>>(), vec![0, 2]);
+    got.clear();
+    assert_eq!(rx1.rx_burst(&mut got, 8), 1);
+    assert_eq!((seq_of(&got[0]), got[0].queue), (1, 1));
+    assert_eq!(a.stats().q_opackets, vec![1, 1, 1]);
+    assert_eq!(b.stats().q_ipackets, vec![2, 1]);
+}
+
+#[test]
+fn full_ring_leaves_the_rest_in_order() {
+    let pool = pool(64);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
+    let (_rx_a, mut tx) = a.start_simple(&pool, 8).unwrap();
+    let (mut rx, _tx_b) = b.start_simple(&pool, 8).unwrap();
+    let frames: Vec<_> = (0..20).map(|i| frame(MAC_B, 0x88b5, i, 60)).collect();
+    let mut v = mbufs(&pool, &frames);
+    v[8].ol_flags = OlFlags::TX_IPV4;
+    assert_eq!(tx.tx_burst(&mut v), 8);
+    assert_eq!(v.len(), 12);
+    assert_eq!(
+        v.iter().map(seq_of).collect::<Vec<_>>(),
+        (8..20).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        v[0].ol_flags,
+        OlFlags::TX_IPV4,
+        "a refused frame keeps its TX metadata"
+    );
+    assert_eq!(tx.tx_burst(&mut v), 0, "still full");
+    assert_eq!(a.stats().opackets, 8);
+    assert_eq!(a.stats().oerrors, 0);
+
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_burst(&mut got, 64), 8);
+    assert_eq!(tx.tx_burst(&mut v), 8);
+    assert_eq!(rx.rx_burst(&mut got, 64), 8);
+    assert_eq!(tx.tx_burst(&mut v), 4);
+    assert_eq!(rx.rx_burst(&mut got, 64), 4);
+    assert_eq!(
+        got.iter().map(seq_of).collect::<Vec<_>>(),
+        (0..20).collect::<Vec<_>>()
+    );
+    assert_eq!(a.stats().opackets, 20);
+    assert_eq!(b.stats().ipackets, 20);
+}
+
+#[test]
+fn stopped_peer_drops_and_counts_errors() {
+    let pool = pool(16);
+    let (mut a, _b) = pair(MAC_A, MAC_B, 1, 64);
+    let (_rx, mut tx) = a.start_simple(&pool, 8).unwrap();
+    let mut v = mbufs(
+        &pool,
+        &[frame(MAC_B, 0x88b5, 0, 60), frame(MAC_B, 0x88b5, 1, 60)],
+    );
+    assert_eq!(tx.tx_burst(&mut v), 2);
+    assert!(v.is_empty());
+    assert_eq!(pool.available(), 16, "dropped frames go back to the pool");
+    let s = a.stats();
+    assert_eq!((s.opackets, s.oerrors), (0, 2));
+}
+
+#[test]
+fn dropped_peer_is_an_unplugged_cable() {
+    let pool = pool(16);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
+    let (_rx_a, mut tx) = a.start_simple(&pool, 8).unwrap();
+    drop(b.start_simple(&pool, 8).unwrap());
+    drop(b);
+    let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 0, 60)]);
+    assert_eq!(tx.tx_burst(&mut v), 1);
+    assert_eq!(a.stats().oerrors, 1);
+    assert_eq!(pool.available(), 16);
+}
+
+#[test]
+fn peer_restart_is_picked_up_by_tx() {
+    let pool = pool(16);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
+    let (_rx_a, mut tx) = a.start_simple(&pool, 8).unwrap();
+    let (rx, tx_b) = b.start_simple(&pool, 8).unwrap();
+    let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 0, 60)]);
+    assert_eq!(tx.tx_burst(&mut v), 1);
+    drop((rx, tx_b));
+    b.stop().unwrap();
+    assert_eq!(pool.available(), 16, "stop frees what was waiting");
+    let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 1, 60)]);
+    assert_eq!(tx.tx_burst(&mut v), 1);
+    assert_eq!(a.stats().oerrors, 1);
+    b.start().unwrap();
+    let mut rx = b.take_rx_queue(0).unwrap();
+    let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 2, 60)]);
+    assert_eq!(tx.tx_burst(&mut v), 1);
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_burst(&mut got, 8), 1);
+    assert_eq!(seq_of(&got[0]), 2);
+}
+
+#[test]
+fn flow_rules_steer_drop_and_mark() {
+    let pool = pool(64);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 4, 64);
+    let (_rx_a, mut tx) = a.start_simple(&pool, 64).unwrap();
+    b.configure(&conf(2, 1, false)).unwrap();
+
+    // QUEUE 1 for EtherType 0x88b5 (created before start: rules survive it).
+    let to_q1 = b
+        .flow_create(&FlowRule::to_queue(vec![FlowItem::eth_type(0x88b5)], 1))
+        .unwrap();
+    for q in 0..2 {
+        b.rx_queue_setup(q, 64, &pool).unwrap();
+    }
+    b.tx_queue_setup(0, 64).unwrap();
+    b.start().unwrap();
+    let mut rx0 = b.take_rx_queue(0).unwrap();
+    let mut rx1 = b.take_rx_queue(1).unwrap();
+
+    // DROP for frames to a given MAC.
+    let other = MacAddr([2, 0, 0, 0, 0, 0xee]);
+    b.flow_create(&FlowRule {
+        attr: FlowAttr::default(),
+        pattern: vec![FlowItem::eth_dst(other)],
+        actions: vec![FlowAction::Drop],
+    })
+    .unwrap();
+    // UDP to 4789 -> MARK 7, QUEUE 0.
+    let udp_rule = FlowRule {
+        attr: FlowAttr::default(),
+        pattern: vec![
+            FlowItem::Ipv4 {
+                spec: Ipv4Fields::default(),
+                mask: Ipv4Fields::default(),
+            },
+            FlowItem::Udp {
+                spec: L4Ports { src: 0, dst: 4789 },
+                mask: L4Ports {
+                    src: 0,
+                    dst: 0xffff,
+                },
+            },
+        ],
+        actions: vec![FlowAction::Mark(7), FlowAction::Queue(0)],
+    };
+    b.flow_validate(&udp_rule).unwrap();
+    b.flow_create(&udp_rule).unwrap();
+
+    let frames = vec![
+        frame(MAC_B, 0x88b5, 0, 60), // -> q1
+        frame(other, 0x88b5, 1, 60), // matches QUEUE 1 first (same priority, older rule)
+        frame(other, 0x0806, 2, 60), // -> dropped
+        udp(4789, 3),                // -> q0, marked
+        udp(53, 4),                  // -> q0 (default), unmarked
+    ];
+    let mut v = mbufs(&pool, &frames);
+    assert_eq!(tx.tx_burst(&mut v), 5, "dropped frames count as sent");
+    let mut q0 = Vec::new();
+    let mut q1 = Vec::new();
+    assert_eq!(rx0.rx_burst(&mut q0, 8), 2);
+    assert_eq!(rx1.rx_burst(&mut q1, 8), 2);
+    assert_eq!(q1.iter().map(seq_of).collect::<Vec<_>>(), vec![0, 1]);
+    assert!(q1.iter().all(|m| m.queue == 1 && m.ol_flags.is_empty()));
+    assert_eq!(q0[0].data(), &frames[3][..]);
+    assert_eq!(q0[0].mark, 7);
+    assert_eq!(q0[0].ol_flags, OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID);
+    assert_eq!(
+        q0[0].packet_type.0,
+        PacketType::L2_ETHER | PacketType::L3_IPV4 | PacketType::L4_UDP
+    );
+    assert_eq!(q0[1].data(), &frames[4][..]);
+    assert!(q0[1].ol_flags.is_empty());
+    assert_eq!(b.flow_dropped(), 1);
+    assert_eq!(b.stats().ipackets, 4);
+    drop((q0, q1));
+
+    // Without the QUEUE 1 rule, the DROP rule catches `other` and the rest takes queue 0.
+    b.flow_destroy(to_q1).unwrap();
+    assert!(b.flow_destroy(to_q1).is_err(), "already destroyed");
+    let mut v = mbufs(
+        &pool,
+        &[frame(other, 0x88b5, 5, 60), frame(MAC_B, 0x88b5, 6, 60)],
+    );
+    assert_eq!(tx.tx_burst(&mut v), 2);
+    let mut got = Vec::new();
+    assert_eq!(rx0.rx_burst(&mut got, 8), 1);
+    assert_eq!(seq_of(&got[0]), 6);
+    assert_eq!(rx1.rx_burst(&mut got, 8), 0);
+    assert_eq!(b.flow_dropped(), 2);
+
+    b.flow_flush().unwrap();
+    let mut v = mbufs(&pool, &[frame(other, 0x88b5, 7, 60)]);
+    assert_eq!(tx.tx_burst(&mut v), 1);
+    got.clear();
+    assert_eq!(rx0.rx_burst(&mut got, 8), 1, "no rules after flush");
+    assert!(!b.flows.active.load(Ordering::Relaxed));
+}
+
+#[test]
+fn flow_priority_orders_matching() {
+    let pool = pool(16);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 4, 64);
+    let (_rx_a, mut tx) = a.start_simple(&pool, 16).unwrap();
+    b.configure(&conf(3, 1, false)).unwrap();
+    let rule = |prio, q| FlowRule {
+        attr: FlowAttr {
+            priority: prio,
+            ..Default::default()
+        },
+        ..FlowRule::to_queue(vec![FlowItem::eth_type(0x88b5)], q)
+    };
+    b.flow_create(&rule(5, 1)).unwrap();
+    b.flow_create(&rule(2, 2)).unwrap();
+    bring_up_after_configure(&mut b, &pool, 3, 1);
+    let mut rx2 = b.take_rx_queue(2).unwrap();
+    let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 0, 60)]);
+    assert_eq!(tx.tx_burst(&mut v), 1);
+    let mut got = Vec::new();
+    assert_eq!(rx2.rx_burst(&mut got, 8), 1, "priority 2 beats priority 5");
+}
+
+fn bring_up_after_configure(p: &mut PairPort, pool: &Mempool, rx: u16, tx: u16) {
+    for q in 0..rx {
+        p.rx_queue_setup(q, 16, pool).unwrap();
+    }
+    for q in 0..tx {
+        p.tx_queue_setup(q, 16).unwrap();
+    }
+    p.start().unwrap();
+}
+
+#[test]
+fn bad_flow_rules_are_refused() {
+    let (mut a, _b) = pair(MAC_A, MAC_B, 4, 64);
+    let r = FlowRule::to_queue(vec![FlowItem::eth_type(0x88b5)], 1);
+    assert!(a.flow_validate(&r).is_err(), "no queues before configure");
+    a.configure(&conf(2, 1, false)).unwrap();
+    a.flow_validate(&r).unwrap();
+    assert!(matches!(
+        a.flow_create(&FlowRule::to_queue(vec![], 2)),
+        Err(Error::InvalidArg(_))
+    ));
+    let mut egress = r.clone();
+    egress.attr.egress = true;
+    assert!(a.flow_validate(&egress).is_err());
+    let mut group = r.clone();
+    group.attr.group = 1;
+    assert!(matches!(
+        a.flow_validate(&group),
+        Err(Error::Unsupported(_))
+    ));
+    let mut two_fates = r.clone();
+    two_fates.actions.push(FlowAction::Drop);
+    assert!(a.flow_create(&two_fates).is_err());
+    assert!(a.flow_destroy(FlowHandle(999)).is_err());
+
+    // A rule on queue 1 blocks shrinking to one RX queue.
+    let h = a.flow_create(&r).unwrap();
+    assert!(a.configure(&conf(1, 1, false)).is_err());
+    a.flow_destroy(h).unwrap();
+    a.configure(&conf(1, 1, false)).unwrap();
+}
+
+#[test]
+fn lifecycle_errors_are_clear() {
+    let pool = pool(8);
+    let (mut a, _b) = pair(MAC_A, MAC_B, 2, 128);
+    let bad = |r: Result<()>| matches!(r, Err(Error::BadState(_)));
+    let inval = |r: Result<()>| matches!(r, Err(Error::InvalidArg(_)));
+
+    assert!(bad(a.start()));
+    assert!(bad(a.stop()));
+    assert!(bad(a.rx_queue_setup(0, 16, &pool)));
+    assert!(bad(a.take_rx_queue(0).map(drop)));
+    assert!(inval(a.configure(&conf(0, 1, false))));
+    assert!(inval(a.configure(&conf(3, 1, false))));
+    assert!(inval(a.configure(&conf(1, 3, false))));
+    assert!(matches!(
+        a.configure(&DevConfig {
+            rx_offloads: RxOffloads::RSS_HASH,
+            ..conf(1, 1, false)
+        }),
+        Err(Error::Unsupported(_))
+    ));
+
+    a.configure(&conf(2, 1, false)).unwrap();
+    assert!(inval(a.rx_queue_setup(2, 16, &pool)));
+    assert!(inval(a.tx_queue_setup(1, 16)));
+    assert!(inval(a.rx_queue_setup(0, 0, &pool)));
+    assert!(inval(a.rx_queue_setup(0, 129, &pool)));
+    a.rx_queue_setup(0, 16, &pool).unwrap();
+    a.tx_queue_setup(0, 16).unwrap();
+    assert!(bad(a.start()), "RX queue 1 not set up");
+    a.rx_queue_setup(1, 128, &pool).unwrap();
+    a.start().unwrap();
+    assert!(bad(a.start()));
+    assert!(bad(a.configure(&conf(1, 1, false))));
+    assert!(bad(a.rx_queue_setup(0, 16, &pool)));
+
+    let rx = a.take_rx_queue(0).unwrap();
+    assert!(bad(a.take_rx_queue(0).map(drop)), "second take");
+    assert!(inval(a.take_rx_queue(2).map(drop)));
+    let tx = a.take_tx_queue(0).unwrap();
+    assert!(bad(a.take_tx_queue(0).map(drop)));
+    assert!(bad(a.stop()), "queues still taken");
+    drop(rx);
+    assert!(bad(a.stop()), "TX queue still taken");
+    drop(tx);
+    a.stop().unwrap();
+    assert!(bad(a.stop()));
+    // Restart without re-setup; queues may be taken again.
+    a.start().unwrap();
+    a.take_rx_queue(0).unwrap();
+}
+
+#[test]
+fn intr_requires_rx_intr_config() {
+    let pool = pool(8);
+    let (mut a, _b) = pair(MAC_A, MAC_B, 1, 64);
+    a.configure(&conf(1, 1, false)).unwrap();
+    bring_up_after_configure(&mut a, &pool, 1, 1);
+    let mut rx = a.take_rx_queue(0).unwrap();
+    assert!(rx.intr_fd().is_none());
+    assert!(rx.enable_intr().is_err());
+    assert!(rx.disable_intr().is_err());
+}
+
+#[test]
+fn intr_wakes_on_send_from_another_thread() {
+    let pool = pool(16);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
+    let (_rx_a, mut tx) = a.start_simple(&pool, 16).unwrap();
+    let (mut rx, _tx_b) = b.start_simple(&pool, 16).unwrap();
+    let fd = rx.intr_fd().expect("rx_intr configured");
+
+    rx.enable_intr().unwrap();
+    assert!(!readable(fd, 0), "nothing waiting yet");
+    let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 42, 60)]);
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(tx.tx_burst(&mut v), 1);
+        tx
+    });
+    let t = Instant::now();
+    assert!(readable(fd, 5000), "armed fd must wake up");
+    assert!(
+        t.elapsed() >= Duration::from_millis(40),
+        "woke before the send"
+    );
+    rx.disable_intr().unwrap();
+    assert!(!readable(fd, 0), "disable drains the pending wake-up");
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_burst(&mut got, 8), 1);
+    assert_eq!(seq_of(&got[0]), 42);
+
+    // Not armed: a send does not signal.
+    let mut tx = sender.join().unwrap();
+    let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 43, 60)]);
+    assert_eq!(tx.tx_burst(&mut v), 1);
+    assert!(!readable(fd, 0));
+}
+
+#[test]
+fn arming_with_a_frame_waiting_signals_at_once() {
+    let pool = pool(16);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
+    let (_rx_a, mut tx) = a.start_simple(&pool, 16).unwrap();
+    let (mut rx, _tx_b) = b.start_simple(&pool, 16).unwrap();
+    let fd = rx.intr_fd().unwrap();
+    let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 1, 60)]);
+    assert_eq!(tx.tx_burst(&mut v), 1);
+    assert!(!readable(fd, 0), "not armed, no signal");
+    rx.enable_intr().unwrap();
+    assert!(
+        readable(fd, 0),
+        "frame already waiting: readable immediately"
+    );
+    rx.disable_intr().unwrap();
+    assert!(!readable(fd, 0));
+}
+
+/// Interrupt-driven receiver against a bursty sender: every wait must end in a wake-up, never
+/// in the timeout, and every frame must arrive in order.
+#[test]
+fn no_lost_wakeups_under_load() {
+    const N: u32 = 20_000;
+    let pool = pool(512);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 256);
+    let (_rx_a, mut tx) = a.start_simple(&pool, 64).unwrap();
+    let (mut rx, _tx_b) = b.start_simple(&pool, 64).unwrap();
+    let sender_pool = pool.clone();
+    let sender = std::thread::spawn(move || {
+        let mut v = Vec::with_capacity(32);
+        let mut seq = 0u32;
+        while seq < N {
+            while v.len() < 32 && seq + (v.len() as u32) < N {
+                let Some(mut m) = sender_pool.alloc() else {
+                    break;
+                };
+                m.copy_from(&frame(MAC_B, 0x88b5, seq + v.len() as u32, 60))
+                    .unwrap();
+                v.push(m);
+            }
+            let n = tx.tx_burst(&mut v);
+            seq += n as u32;
+            if seq % 1024 < 32 {
+                std::thread::sleep(Duration::from_micros(200));
+            } else if n == 0 {
+                std::thread::yield_now();
+            }
+        }
+    });
+    let fd = rx.intr_fd().unwrap();
+    let mut got = Vec::with_capacity(64);
+    let mut next = 0u32;
+    let mut sleeps = 0;
+    while next < N {
+        if rx.rx_burst(&mut got, 64) == 0 {
+            rx.enable_intr().unwrap();
+            if rx.rx_burst(&mut got, 64) == 0 {
+                assert!(readable(fd, 10_000), "lost wake-up at frame {next}");
+                sleeps += 1;
+            }
+            rx.disable_intr().unwrap();
+        }
+        for m in got.drain(..) {
+            assert_eq!(seq_of(&m), next);
+            next += 1;
+        }
+    }
+    sender.join().unwrap();
+    assert!(sleeps > 0, "the receiver did sleep on the fd");
+    assert_eq!(b.stats().ipackets, N as u64);
+}
