@@ -215,3 +215,46 @@ pub struct Guest {
     /// Times a driver attached to this slot.
     pub attaches: AtomicU64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    fn region(iova: u64, len: u64, writable: bool) -> DmaRegion {
+        let m = vdpdk_core::DmaMemory::alloc_with("t", len as usize, false).unwrap();
+        let fd: OwnedFd = m.fd().as_fd().try_clone_to_owned().unwrap();
+        DmaRegion::map(&File::from(fd), 0, iova, len, writable).unwrap()
+    }
+
+    proptest! {
+        /// Descriptor validation: an (IOVA, length) a guest puts in a descriptor translates only
+        /// when it lies wholly inside one mapping, whatever the values (including wrap-arounds).
+        #[test]
+        fn translate_accepts_exactly_the_contained_ranges(
+            iova in prop_oneof![any::<u64>(), 0x10000u64..0x14000, (u64::MAX - 0x2000)..=u64::MAX],
+            len in prop_oneof![any::<u64>(), 0u64..0x3000],
+            write in any::<bool>(),
+        ) {
+            let mut mem = GuestMem::default();
+            mem.add(region(0x10000, 0x2000, true)).unwrap();
+            mem.add(region(0x20000, 0x1000, false)).unwrap();
+            let inside = |base: u64, size: u64| {
+                iova.checked_add(len).is_some_and(|end| iova >= base && end <= base + size)
+            };
+            let expect = inside(0x10000, 0x2000) || (!write && inside(0x20000, 0x1000));
+            let got = mem.translate(iova, len, write);
+            prop_assert_eq!(got.is_some(), expect);
+        }
+    }
+
+    #[test]
+    fn overlapping_maps_are_refused_and_unmap_drops_rings() {
+        let mut mem = GuestMem::default();
+        mem.add(region(0x10000, 0x2000, true)).unwrap();
+        assert!(mem.add(region(0x11000, 0x2000, true)).is_err());
+        assert_eq!(mem.remove(0x10000, 0x2000), 1);
+        assert!(mem.is_empty());
+    }
+}
