@@ -36,8 +36,10 @@ pub fn driver_features() -> Features {
 /// Knobs for [`VdpdkPort::open_with`]; the defaults are what a normal driver sends.
 #[derive(Clone, Copy, Debug)]
 pub struct OpenOptions {
-    /// ABI major the driver claims (tests use another to check refusal).
+    /// ABI major the driver speaks (tests use another to check refusal on both sides).
     pub abi_major: u16,
+    /// Skip the driver-side version check so the device's refusal can be observed.
+    pub skip_version_check: bool,
     /// Features to request; intersected with what the device offers unless `force_features`.
     pub features: Features,
     /// Request `features` even if the device does not offer them.
@@ -48,6 +50,7 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             abi_major: abi::ABI_MAJOR,
+            skip_version_check: false,
             features: driver_features(),
             force_features: false,
         }
@@ -138,6 +141,12 @@ impl VdpdkPort {
         read_shared(&bar, abi::INFO_OFFSET, info.as_mut_bytes());
         if info.magic != abi::ABI_MAGIC {
             return Err(Error::Device("device info block has a bad magic".into()));
+        }
+        if info.abi_major != opts.abi_major && !opts.skip_version_check {
+            return Err(Error::Version(format!(
+                "device speaks vDPDK ABI {}.{}, this driver {}.x",
+                info.abi_major, info.abi_minor, opts.abi_major
+            )));
         }
         let mut port = VdpdkPort {
             dev: dev.clone(),

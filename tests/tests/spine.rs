@@ -252,3 +252,54 @@ fn rx_interrupt_wakes_a_sleeping_guest() {
     assert_eq!(GuestProc::parse_recv(&a.cmd("recv 1 2000"))[0].0, 1);
     a.quit();
 }
+
+#[test]
+fn driver_and_device_of_different_abi_majors_refuse_each_other() {
+    use guest_pmd::{OpenOptions, VdpdkPort};
+    use std::sync::Arc;
+    use vdpdk_core::Error;
+    let dir = TempDir::new("version");
+    let (mux, _wire) = start_mux(
+        &dir,
+        &[Vm {
+            name: "a",
+            mac: mac(0x5a),
+            rxq: 1,
+        }],
+    );
+    let connect = || Arc::new(vdpdk_pci::VfioUserPci::connect(&dir.sock("a")).unwrap());
+    // The driver sees the device's major in the info block and refuses first.
+    let opts = OpenOptions {
+        abi_major: 2,
+        ..Default::default()
+    };
+    match VdpdkPort::open_with(connect(), opts) {
+        Err(Error::Version(m)) => assert!(m.contains("ABI 1.0") && m.contains("2.x"), "{m}"),
+        other => panic!("expected a version error, got {:?}", other.map(|_| ())),
+    }
+    // A driver that insists is refused by the device, with the reason.
+    let opts = OpenOptions {
+        abi_major: 2,
+        skip_version_check: true,
+        ..Default::default()
+    };
+    match VdpdkPort::open_with(connect(), opts) {
+        Err(Error::Version(m)) => assert!(m.contains("2.x") && m.contains("1.x"), "{m}"),
+        other => panic!("expected a version error, got {:?}", other.map(|_| ())),
+    }
+    // Requesting a feature the device does not offer is refused too.
+    let opts = OpenOptions {
+        features: vdpdk_core::abi::Features::TX_CSUM,
+        force_features: true,
+        ..Default::default()
+    };
+    assert!(matches!(
+        VdpdkPort::open_with(connect(), opts),
+        Err(Error::Version(_))
+    ));
+    // And a matching driver attaches.
+    let port = VdpdkPort::open(connect()).unwrap();
+    assert!(port.features().contains(vdpdk_core::abi::Features::FLOW));
+    drop(port);
+    wait_for(5, "slot free", || !mux.guests()[0].attached);
+}

@@ -5,7 +5,8 @@
 //!
 //! Commands:
 //! - `send COUNT LEN DST_MAC` — transmit COUNT UDP frames (seq 0..COUNT) → `SENT n`
-//! - `recv COUNT TIMEOUT_MS` — receive until COUNT frames or timeout → `RECV total q0:n:digest ...`
+//! - `recv COUNT TIMEOUT_MS [QUEUE]` — receive until COUNT frames (on QUEUE) or timeout
+//!   → `RECV total q0:n:digest ...`
 //! - `flow TYPE VALUE QUEUE` — TYPE `ethtype` (hex) or `ethdst` (MAC) → `FLOW ok H` / `FLOW err MSG`
 //! - `wait-intr QUEUE TIMEOUT_MS` — arm the RX interrupt, sleep on its fd → `INTR woke|timeout`
 //! - `stats` → `STATS ipackets opackets ierrors oerrors | host h0 h1 ...`
@@ -88,7 +89,13 @@ fn main() {
                 );
                 unreachable!()
             }
-            ["recv", n, t] => recv(&mut rxqs, n.parse().unwrap(), t.parse().unwrap()),
+            ["recv", n, t] => recv(&mut rxqs, n.parse().unwrap(), t.parse().unwrap(), None),
+            ["recv", n, t, q] => recv(
+                &mut rxqs,
+                n.parse().unwrap(),
+                t.parse().unwrap(),
+                Some(q.parse().unwrap()),
+            ),
             ["flow", kind, val, q] => {
                 let item = match *kind {
                     "ethtype" => FlowItem::eth_type(u16::from_str_radix(val, 16).expect("hex")),
@@ -154,13 +161,15 @@ fn send(
     seq
 }
 
-fn recv(rxqs: &mut [Box<dyn RxQueue>], want: u64, timeout_ms: u64) -> String {
+/// Receives until `want` frames arrived (on queue `only`, if given) or the timeout.
+fn recv(rxqs: &mut [Box<dyn RxQueue>], want: u64, timeout_ms: u64, only: Option<usize>) -> String {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut counts = vec![0u64; rxqs.len()];
     let mut digests = vec![Digest::default(); rxqs.len()];
     let mut buf = Vec::with_capacity(32);
     let mut idle = 0u32;
-    while counts.iter().sum::<u64>() < want && Instant::now() < deadline {
+    let done = |c: &[u64]| only.map_or(c.iter().sum::<u64>(), |q| c[q]) >= want;
+    while !done(&counts) && Instant::now() < deadline {
         let mut got = 0;
         for (q, rx) in rxqs.iter_mut().enumerate() {
             got += rx.rx_burst(&mut buf, 32);
