@@ -199,7 +199,7 @@ impl Poller {
                 continue;
             }
             let mut dp = g.dp.lock();
-            let mut touched = 0u64;
+            let (mut touched, mut pkts, mut bytes) = (0u64, 0u64, 0u64);
             for (m, &t) in self.rx_buf.iter().zip(&self.targets) {
                 if t != gi && t != TARGET_ALL {
                     continue;
@@ -210,9 +210,14 @@ impl Poller {
                 }
                 if let Some(q) = deliver_one(g, &mut dp, m) {
                     touched |= 1 << (q % 64);
+                    pkts += 1;
+                    bytes += m.len() as u64;
                 }
             }
             if touched != 0 {
+                // One counter update per guest and burst, not per frame.
+                g.stats.add(StatsIndex::RxPackets, pkts);
+                g.stats.add(StatsIndex::RxBytes, bytes);
                 raise_rx_irqs(g, &dp, touched);
             }
         }
@@ -297,7 +302,8 @@ impl Poller {
     }
 }
 
-/// Copies one frame into the guest RX queue its rules choose. Returns the queue used.
+/// Copies one frame into the guest RX queue its rules choose. Returns the queue used (the
+/// caller counts delivered frames); drops are counted here.
 fn deliver_one(g: &Guest, dp: &mut DataPath, m: &Mbuf) -> Option<u16> {
     let DataPath {
         rxq, mem, rules, ..
@@ -350,8 +356,6 @@ fn deliver_one(g: &Guest, dp: &mut DataPath, m: &Mbuf) -> Option<u16> {
     };
     hq.ring
         .complete(idx, len as u16, 0, ol, ptype, mark.unwrap_or(0));
-    g.stats.add(StatsIndex::RxPackets, 1);
-    g.stats.add(StatsIndex::RxBytes, len as u64);
     Some(q)
 }
 

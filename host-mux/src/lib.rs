@@ -97,6 +97,15 @@ impl HostMux {
     pub fn start(cfg: &MuxConfig, mut backend: Box<dyn EthDev>) -> Result<HostMux> {
         let info = backend.info();
         let pool = Mempool::new("host-mux", cfg.pool_size, vdpdk_core::DEFAULT_BUF_SIZE)?;
+        if pool.memory().is_hugepage_backed() {
+            info!("{} packet buffers on hugepages", cfg.pool_size);
+        } else {
+            warn!(
+                "{} packet buffers on normal 4 KiB pages (no hugepages reserved; a NIC needs them: \
+                 echo 512 > /proc/sys/vm/nr_hugepages)",
+                cfg.pool_size
+            );
+        }
         backend.configure(&DevConfig {
             nb_rx_queues: 1,
             nb_tx_queues: 1,
