@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use host_mux::{BackendConfig, HostMux, MuxConfig};
-use vdpdk_core::{DevConfig, EthDev, MacAddr, Mempool};
+use vdpdk_core::{EthDev, MacAddr, Mempool};
 
 /// Serve vDPDK paravirtual NICs to VMs (QEMU `vfio-user-pci`) and process guests, multiplexed
 /// onto one NIC.
@@ -102,17 +102,8 @@ fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
 /// Far end of the pair backend: returns every frame with source and destination swapped.
 fn reflect(mut port: vdpdk_pair::PairPort, stop: Arc<AtomicBool>) {
     let pool = Mempool::new("reflector", 4096, vdpdk_core::DEFAULT_BUF_SIZE).expect("pool");
-    port.configure(&DevConfig {
-        nb_rx_queues: 1,
-        nb_tx_queues: 1,
-        ..Default::default()
-    })
-    .expect("configure reflector");
-    port.rx_queue_setup(0, 1024, &pool).expect("rxq");
-    port.tx_queue_setup(0, 1024).expect("txq");
-    port.start().expect("start");
-    let mut rx = port.take_rx_queue(0).expect("rxq");
-    let mut tx = port.take_tx_queue(0).expect("txq");
+    let (mut rx, mut tx) =
+        vdpdk_core::ethdev::start_single_queue(&mut port, &pool, 1024, false).expect("reflector");
     let mut buf = Vec::with_capacity(32);
     while !stop.load(Ordering::Relaxed) {
         if rx.rx_burst(&mut buf, 32) == 0 {

@@ -258,6 +258,82 @@ pub fn sum_stats(
     }
 }
 
+/// Where a port is in its lifecycle. Drivers share these checks so that every one of them
+/// refuses a wrong call order with the same clear words.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PortState {
+    #[default]
+    Unconfigured,
+    Configured,
+    Started,
+}
+
+impl PortState {
+    /// For calls that need a configured, stopped port (queue setup).
+    pub fn need_configured(self, what: &str) -> Result<()> {
+        match self {
+            PortState::Unconfigured => Err(Error::BadState(format!(
+                "{what} before configure; call configure first"
+            ))),
+            PortState::Started => Err(Error::BadState(format!(
+                "{what} while the port is started; stop it first"
+            ))),
+            PortState::Configured => Ok(()),
+        }
+    }
+
+    /// For calls that need a started port (taking queues).
+    pub fn need_started(self, what: &str) -> Result<()> {
+        if self != PortState::Started {
+            return Err(Error::BadState(format!(
+                "{what} before start; start the port first"
+            )));
+        }
+        Ok(())
+    }
+
+    /// For `start` itself.
+    pub fn need_startable(self) -> Result<()> {
+        match self {
+            PortState::Unconfigured => Err(Error::BadState(
+                "start before configure; call configure and set up the queues first".into(),
+            )),
+            PortState::Started => Err(Error::BadState("port is already started".into())),
+            PortState::Configured => Ok(()),
+        }
+    }
+}
+
+/// Refuses a queue id at or past the configured count.
+pub fn check_qid(kind: &str, qid: u16, configured: u16) -> Result<()> {
+    if qid >= configured {
+        return Err(Error::InvalidArg(format!(
+            "{kind} queue {qid} does not exist: {configured} configured"
+        )));
+    }
+    Ok(())
+}
+
+/// The common case in tools and tests: one RX and one TX queue of `nb_desc` descriptors,
+/// RX from `pool`, port started, both queues taken.
+pub fn start_single_queue(
+    dev: &mut dyn EthDev,
+    pool: &Mempool,
+    nb_desc: u16,
+    rx_intr: bool,
+) -> Result<(Box<dyn RxQueue>, Box<dyn TxQueue>)> {
+    dev.configure(&DevConfig {
+        nb_rx_queues: 1,
+        nb_tx_queues: 1,
+        rx_intr,
+        ..Default::default()
+    })?;
+    dev.rx_queue_setup(0, nb_desc, pool)?;
+    dev.tx_queue_setup(0, nb_desc)?;
+    dev.start()?;
+    Ok((dev.take_rx_queue(0)?, dev.take_tx_queue(0)?))
+}
+
 /// A receive queue (`rte_eth_rx_burst` and the RX interrupt calls).
 pub trait RxQueue: Send {
     /// Appends up to `max` received packets to `out`; returns how many.

@@ -197,12 +197,7 @@ impl Drop for LiveGuard {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Unconfigured,
-    Configured,
-    Started,
-}
+use vdpdk_core::ethdev::{check_qid, PortState as State};
 
 /// One end of the wire. See the crate docs for how packets travel.
 pub struct PairPort {
@@ -275,55 +270,6 @@ impl PairPort {
         self.flows.dropped.load(Ordering::Relaxed)
     }
 
-    /// Test and example shortcut: configures one RX and one TX queue of `nb_desc` descriptors
-    /// with RX interrupts enabled, starts the port and returns both queues.
-    pub fn start_simple(
-        &mut self,
-        pool: &Mempool,
-        nb_desc: u16,
-    ) -> Result<(Box<dyn RxQueue>, Box<dyn TxQueue>)> {
-        self.configure(&DevConfig {
-            nb_rx_queues: 1,
-            nb_tx_queues: 1,
-            rx_intr: true,
-            ..Default::default()
-        })?;
-        self.rx_queue_setup(0, nb_desc, pool)?;
-        self.tx_queue_setup(0, nb_desc)?;
-        self.start()?;
-        Ok((self.take_rx_queue(0)?, self.take_tx_queue(0)?))
-    }
-
-    fn need_configured(&self, what: &str) -> Result<()> {
-        match self.state {
-            State::Unconfigured => Err(Error::BadState(format!(
-                "{what} before configure; call configure first"
-            ))),
-            State::Started => Err(Error::BadState(format!(
-                "{what} while the port is started; stop it first"
-            ))),
-            State::Configured => Ok(()),
-        }
-    }
-
-    fn need_started(&self, what: &str) -> Result<()> {
-        if self.state != State::Started {
-            return Err(Error::BadState(format!(
-                "{what} before start; start the port first"
-            )));
-        }
-        Ok(())
-    }
-
-    fn check_qid(kind: &str, qid: u16, configured: u16) -> Result<()> {
-        if qid >= configured {
-            return Err(Error::InvalidArg(format!(
-                "{kind} queue {qid} does not exist: {configured} configured"
-            )));
-        }
-        Ok(())
-    }
-
     fn desc_lim(&self) -> DescLimits {
         DescLimits {
             min: 1,
@@ -385,8 +331,8 @@ impl EthDev for PairPort {
 
     /// `pool` is not used: received mbufs are the sender's, moved without a copy.
     fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, _pool: &Mempool) -> Result<()> {
-        self.need_configured("rx_queue_setup")?;
-        Self::check_qid("RX", qid, self.conf.nb_rx_queues)?;
+        self.state.need_configured("rx_queue_setup")?;
+        check_qid("RX", qid, self.conf.nb_rx_queues)?;
         self.desc_lim().check("RX", nb_desc)?;
         self.rx_desc[qid as usize] = Some(nb_desc);
         Ok(())
@@ -394,23 +340,15 @@ impl EthDev for PairPort {
 
     /// TX queues push straight into the peer's RX rings, so `nb_desc` is only validated.
     fn tx_queue_setup(&mut self, qid: u16, nb_desc: u16) -> Result<()> {
-        self.need_configured("tx_queue_setup")?;
-        Self::check_qid("TX", qid, self.conf.nb_tx_queues)?;
+        self.state.need_configured("tx_queue_setup")?;
+        check_qid("TX", qid, self.conf.nb_tx_queues)?;
         self.desc_lim().check("TX", nb_desc)?;
         self.tx_desc[qid as usize] = Some(nb_desc);
         Ok(())
     }
 
     fn start(&mut self) -> Result<()> {
-        match self.state {
-            State::Unconfigured => {
-                return Err(Error::BadState(
-                    "start before configure; call configure and set up the queues first".into(),
-                ))
-            }
-            State::Started => return Err(Error::BadState("port is already started".into())),
-            State::Configured => {}
-        }
+        self.state.need_startable()?;
         if let Some(q) = self.rx_desc.iter().position(Option::is_none) {
             return Err(Error::BadState(format!(
                 "start with RX queue {q} not set up"
@@ -472,8 +410,8 @@ impl EthDev for PairPort {
     }
 
     fn take_rx_queue(&mut self, qid: u16) -> Result<Box<dyn RxQueue>> {
-        self.need_started("take_rx_queue")?;
-        Self::check_qid("RX", qid, self.conf.nb_rx_queues)?;
+        self.state.need_started("take_rx_queue")?;
+        check_qid("RX", qid, self.conf.nb_rx_queues)?;
         if self.rx_taken[qid as usize] {
             return Err(Error::BadState(format!("RX queue {qid} was already taken")));
         }
@@ -489,8 +427,8 @@ impl EthDev for PairPort {
     }
 
     fn take_tx_queue(&mut self, qid: u16) -> Result<Box<dyn TxQueue>> {
-        self.need_started("take_tx_queue")?;
-        Self::check_qid("TX", qid, self.conf.nb_tx_queues)?;
+        self.state.need_started("take_tx_queue")?;
+        check_qid("TX", qid, self.conf.nb_tx_queues)?;
         if self.tx_taken[qid as usize] {
             return Err(Error::BadState(format!("TX queue {qid} was already taken")));
         }

@@ -1,4 +1,5 @@
 use std::time::{Duration, Instant};
+use vdpdk_core::ethdev::start_single_queue;
 
 use vdpdk_core::flow::{FlowAction, FlowAttr, FlowItem, Ipv4Fields, L4Ports};
 use vdpdk_core::DEFAULT_BUF_SIZE;
@@ -89,8 +90,8 @@ fn readable(fd: RawFd, timeout_ms: i32) -> bool {
 fn frames_cross_byte_identical_both_ways() {
     let pool = pool(256);
     let (mut a, mut b) = pair(MAC_A, MAC_B, 4, 512);
-    let (mut rx_a, mut tx_a) = a.start_simple(&pool, 256).unwrap();
-    let (mut rx_b, mut tx_b) = b.start_simple(&pool, 256).unwrap();
+    let (mut rx_a, mut tx_a) = start_single_queue(&mut a, &pool, 256, true).unwrap();
+    let (mut rx_b, mut tx_b) = start_single_queue(&mut b, &pool, 256, true).unwrap();
     assert!(a.link().up);
     assert_eq!(a.info().driver, "pair");
     assert_eq!(b.info().mac, MAC_B);
@@ -171,8 +172,8 @@ fn tx_queue_maps_to_rx_queue_modulo() {
 fn full_ring_leaves_the_rest_in_order() {
     let pool = pool(64);
     let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
-    let (_rx_a, mut tx) = a.start_simple(&pool, 8).unwrap();
-    let (mut rx, _tx_b) = b.start_simple(&pool, 8).unwrap();
+    let (_rx_a, mut tx) = start_single_queue(&mut a, &pool, 8, true).unwrap();
+    let (mut rx, _tx_b) = start_single_queue(&mut b, &pool, 8, true).unwrap();
     let frames: Vec<_> = (0..20).map(|i| frame(MAC_B, 0x88b5, i, 60)).collect();
     let mut v = mbufs(&pool, &frames);
     v[8].ol_flags = OlFlags::TX_IPV4;
@@ -209,7 +210,7 @@ fn full_ring_leaves_the_rest_in_order() {
 fn stopped_peer_drops_and_counts_errors() {
     let pool = pool(16);
     let (mut a, _b) = pair(MAC_A, MAC_B, 1, 64);
-    let (_rx, mut tx) = a.start_simple(&pool, 8).unwrap();
+    let (_rx, mut tx) = start_single_queue(&mut a, &pool, 8, true).unwrap();
     let mut v = mbufs(
         &pool,
         &[frame(MAC_B, 0x88b5, 0, 60), frame(MAC_B, 0x88b5, 1, 60)],
@@ -225,8 +226,8 @@ fn stopped_peer_drops_and_counts_errors() {
 fn dropped_peer_is_an_unplugged_cable() {
     let pool = pool(16);
     let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
-    let (_rx_a, mut tx) = a.start_simple(&pool, 8).unwrap();
-    drop(b.start_simple(&pool, 8).unwrap());
+    let (_rx_a, mut tx) = start_single_queue(&mut a, &pool, 8, true).unwrap();
+    drop(start_single_queue(&mut b, &pool, 8, true).unwrap());
     drop(b);
     let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 0, 60)]);
     assert_eq!(tx.tx_burst(&mut v), 1);
@@ -238,8 +239,8 @@ fn dropped_peer_is_an_unplugged_cable() {
 fn peer_restart_is_picked_up_by_tx() {
     let pool = pool(16);
     let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
-    let (_rx_a, mut tx) = a.start_simple(&pool, 8).unwrap();
-    let (rx, tx_b) = b.start_simple(&pool, 8).unwrap();
+    let (_rx_a, mut tx) = start_single_queue(&mut a, &pool, 8, true).unwrap();
+    let (rx, tx_b) = start_single_queue(&mut b, &pool, 8, true).unwrap();
     let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 0, 60)]);
     assert_eq!(tx.tx_burst(&mut v), 1);
     drop((rx, tx_b));
@@ -261,7 +262,7 @@ fn peer_restart_is_picked_up_by_tx() {
 fn flow_rules_steer_drop_and_mark() {
     let pool = pool(64);
     let (mut a, mut b) = pair(MAC_A, MAC_B, 4, 64);
-    let (_rx_a, mut tx) = a.start_simple(&pool, 64).unwrap();
+    let (_rx_a, mut tx) = start_single_queue(&mut a, &pool, 64, true).unwrap();
     b.configure(&conf(2, 1, false)).unwrap();
 
     // QUEUE 1 for EtherType 0x88b5 (created before start: rules survive it).
@@ -359,7 +360,7 @@ fn flow_rules_steer_drop_and_mark() {
 fn flow_priority_orders_matching() {
     let pool = pool(16);
     let (mut a, mut b) = pair(MAC_A, MAC_B, 4, 64);
-    let (_rx_a, mut tx) = a.start_simple(&pool, 16).unwrap();
+    let (_rx_a, mut tx) = start_single_queue(&mut a, &pool, 16, true).unwrap();
     b.configure(&conf(3, 1, false)).unwrap();
     let rule = |prio, q| FlowRule {
         attr: FlowAttr {
@@ -488,8 +489,8 @@ fn intr_requires_rx_intr_config() {
 fn intr_wakes_on_send_from_another_thread() {
     let pool = pool(16);
     let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
-    let (_rx_a, mut tx) = a.start_simple(&pool, 16).unwrap();
-    let (mut rx, _tx_b) = b.start_simple(&pool, 16).unwrap();
+    let (_rx_a, mut tx) = start_single_queue(&mut a, &pool, 16, true).unwrap();
+    let (mut rx, _tx_b) = start_single_queue(&mut b, &pool, 16, true).unwrap();
     let fd = rx.intr_fd().expect("rx_intr configured");
 
     rx.enable_intr().unwrap();
@@ -523,8 +524,8 @@ fn intr_wakes_on_send_from_another_thread() {
 fn arming_with_a_frame_waiting_signals_at_once() {
     let pool = pool(16);
     let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
-    let (_rx_a, mut tx) = a.start_simple(&pool, 16).unwrap();
-    let (mut rx, _tx_b) = b.start_simple(&pool, 16).unwrap();
+    let (_rx_a, mut tx) = start_single_queue(&mut a, &pool, 16, true).unwrap();
+    let (mut rx, _tx_b) = start_single_queue(&mut b, &pool, 16, true).unwrap();
     let fd = rx.intr_fd().unwrap();
     let mut v = mbufs(&pool, &[frame(MAC_B, 0x88b5, 1, 60)]);
     assert_eq!(tx.tx_burst(&mut v), 1);
@@ -545,8 +546,8 @@ fn no_lost_wakeups_under_load() {
     const N: u32 = 20_000;
     let pool = pool(512);
     let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 256);
-    let (_rx_a, mut tx) = a.start_simple(&pool, 64).unwrap();
-    let (mut rx, _tx_b) = b.start_simple(&pool, 64).unwrap();
+    let (_rx_a, mut tx) = start_single_queue(&mut a, &pool, 64, true).unwrap();
+    let (mut rx, _tx_b) = start_single_queue(&mut b, &pool, 64, true).unwrap();
     let sender_pool = pool.clone();
     let sender = std::thread::spawn(move || {
         let mut v = Vec::with_capacity(32);

@@ -42,12 +42,7 @@ pub const DESC_LIM: DescLimits = DescLimits {
 /// Room for a VLAN-tagged frame header on top of the MTU.
 const L2_OVERHEAD: usize = 18;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Unconfigured,
-    Configured,
-    Started,
-}
+use vdpdk_core::ethdev::PortState as State;
 
 /// A port backed by a kernel TAP interface. See the crate docs.
 pub struct TapPort {
@@ -212,25 +207,6 @@ impl TapPort {
         Ok(unsafe { ifr.ifr_ifru.ifru_flags })
     }
 
-    /// Test and example shortcut: configures RX and TX queue 0 with `nb_desc` descriptors,
-    /// starts the port and returns both queues.
-    pub fn start_simple(
-        &mut self,
-        pool: &Mempool,
-        nb_desc: u16,
-    ) -> Result<(Box<dyn RxQueue>, Box<dyn TxQueue>)> {
-        self.configure(&DevConfig {
-            nb_rx_queues: 1,
-            nb_tx_queues: 1,
-            rx_intr: true,
-            ..Default::default()
-        })?;
-        self.rx_queue_setup(0, nb_desc, pool)?;
-        self.tx_queue_setup(0, nb_desc)?;
-        self.start()?;
-        Ok((self.take_rx_queue(0)?, self.take_tx_queue(0)?))
-    }
-
     /// The id written to `Mbuf::port` of received packets (0 by default).
     pub fn port_id(&self) -> u16 {
         self.port_id
@@ -278,27 +254,6 @@ impl TapPort {
         // SAFETY: SIOCGIFMTU filled the mtu member of the union.
         let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
         mtu.clamp(68, u16::MAX as i32) as u16
-    }
-
-    fn need_configured(&self, what: &str) -> Result<()> {
-        match self.state {
-            State::Unconfigured => Err(Error::BadState(format!(
-                "{what} before configure; call configure first"
-            ))),
-            State::Started => Err(Error::BadState(format!(
-                "{what} while the port is started; stop it first"
-            ))),
-            State::Configured => Ok(()),
-        }
-    }
-
-    fn need_started(&self, what: &str) -> Result<()> {
-        if self.state != State::Started {
-            return Err(Error::BadState(format!(
-                "{what} before start; start the port first"
-            )));
-        }
-        Ok(())
     }
 
     fn check_qid(kind: &str, qid: u16) -> Result<()> {
@@ -360,7 +315,7 @@ impl EthDev for TapPort {
 
     /// `pool` buffers must hold a full frame at the interface MTU: a TAP read cannot scatter.
     fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, pool: &Mempool) -> Result<()> {
-        self.need_configured("rx_queue_setup")?;
+        self.state.need_configured("rx_queue_setup")?;
         Self::check_qid("RX", qid)?;
         DESC_LIM.check("RX", nb_desc)?;
         let room = (pool.buf_size() - MBUF_HEADROOM) as usize;
@@ -377,7 +332,7 @@ impl EthDev for TapPort {
     }
 
     fn tx_queue_setup(&mut self, qid: u16, nb_desc: u16) -> Result<()> {
-        self.need_configured("tx_queue_setup")?;
+        self.state.need_configured("tx_queue_setup")?;
         Self::check_qid("TX", qid)?;
         DESC_LIM.check("TX", nb_desc)?;
         self.tx_setup = Some(nb_desc);
@@ -385,15 +340,7 @@ impl EthDev for TapPort {
     }
 
     fn start(&mut self) -> Result<()> {
-        match self.state {
-            State::Unconfigured => {
-                return Err(Error::BadState(
-                    "start before configure; call configure and set up the queues first".into(),
-                ))
-            }
-            State::Started => return Err(Error::BadState("port is already started".into())),
-            State::Configured => {}
-        }
+        self.state.need_startable()?;
         if self.rx_setup.is_none() {
             return Err(Error::BadState("start with RX queue 0 not set up".into()));
         }
@@ -422,7 +369,7 @@ impl EthDev for TapPort {
     }
 
     fn take_rx_queue(&mut self, qid: u16) -> Result<Box<dyn RxQueue>> {
-        self.need_started("take_rx_queue")?;
+        self.state.need_started("take_rx_queue")?;
         Self::check_qid("RX", qid)?;
         if self.rx_taken {
             return Err(Error::BadState("RX queue 0 was already taken".into()));
@@ -441,7 +388,7 @@ impl EthDev for TapPort {
     }
 
     fn take_tx_queue(&mut self, qid: u16) -> Result<Box<dyn TxQueue>> {
-        self.need_started("take_tx_queue")?;
+        self.state.need_started("take_tx_queue")?;
         Self::check_qid("TX", qid)?;
         if self.tx_taken {
             return Err(Error::BadState("TX queue 0 was already taken".into()));

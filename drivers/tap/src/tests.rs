@@ -2,6 +2,7 @@
 //! (with a message) only when /dev/net/tun cannot be opened at all.
 
 use std::time::{Duration, Instant};
+use vdpdk_core::ethdev::start_single_queue;
 
 use vdpdk_core::DEFAULT_BUF_SIZE;
 
@@ -159,7 +160,7 @@ fn tx_burst_frames_reach_the_kernel_interface() {
 
     let sock = RawSock::bind(port.ifindex());
     let pool = pool();
-    let (_rx, mut tx) = port.start_simple(&pool, 64).unwrap();
+    let (_rx, mut tx) = start_single_queue(&mut port, &pool, 64, true).unwrap();
     let frames: Vec<_> = (0..8)
         .map(|i| frame(kmac, PORT_MAC, i, 60 + 200 * i as usize))
         .collect();
@@ -195,7 +196,7 @@ fn kernel_frames_arrive_through_rx_burst() {
     let kmac = port.kernel_mac().unwrap();
     let sock = RawSock::bind(port.ifindex());
     let pool = pool();
-    let (mut rx, _tx) = port.start_simple(&pool, 32).unwrap();
+    let (mut rx, _tx) = start_single_queue(&mut port, &pool, 32, true).unwrap();
     let fd = rx.intr_fd().expect("the tap fd");
     rx.enable_intr().unwrap();
 
@@ -242,7 +243,7 @@ fn rx_burst_counts_nombuf_when_the_pool_is_empty() {
     let mut port = TapPort::open(&ifname('n'), Some(PORT_MAC)).unwrap();
     let sock = RawSock::bind(port.ifindex());
     let pool = pool();
-    let (mut rx, _tx) = port.start_simple(&pool, 32).unwrap();
+    let (mut rx, _tx) = start_single_queue(&mut port, &pool, 32, true).unwrap();
     let mut hoard = Vec::new();
     pool.alloc_bulk(&mut hoard, 256);
     sock.send(&frame(PORT_MAC, MacAddr([2, 0, 0, 0, 0, 9]), 1, 60));
@@ -328,7 +329,7 @@ fn interface_lives_until_port_and_queues_drop() {
     let mut port = TapPort::open(&name, None).unwrap();
     assert_ne!(ifindex_of(&name), 0);
     let pool = pool();
-    let (rx, tx) = port.start_simple(&pool, 8).unwrap();
+    let (rx, tx) = start_single_queue(&mut port, &pool, 8, true).unwrap();
     drop(port);
     assert_ne!(ifindex_of(&name), 0, "queues keep the fd open");
     drop((rx, tx));

@@ -8,7 +8,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
-use vdpdk_core::{DevConfig, EthDev, MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
+use vdpdk_core::ethdev::start_single_queue;
+use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
 
 pub const WIRE_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xfe]);
 
@@ -110,18 +111,7 @@ pub fn start_mux(dir: &TempDir, vms: &[Vm]) -> (HostMux, Wire) {
         vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 8192);
     let mux = HostMux::start(&cfg, Box::new(mux_end)).expect("host-mux start");
     let pool = Mempool::new("wire", 16384, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    wire_end
-        .configure(&DevConfig {
-            nb_rx_queues: 1,
-            nb_tx_queues: 1,
-            ..Default::default()
-        })
-        .unwrap();
-    wire_end.rx_queue_setup(0, 1024, &pool).unwrap();
-    wire_end.tx_queue_setup(0, 1024).unwrap();
-    wire_end.start().unwrap();
-    let rx = wire_end.take_rx_queue(0).unwrap();
-    let tx = wire_end.take_tx_queue(0).unwrap();
+    let (rx, tx) = start_single_queue(&mut wire_end, &pool, 1024, false).unwrap();
     (
         mux,
         Wire {

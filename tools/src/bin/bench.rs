@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use guest_pmd::VdpdkPort;
 use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
+use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
-use vdpdk_core::{DevConfig, EthDev, MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
+use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
 
 /// Measure guest TX and RX Mpps through host-mux on the pair backend.
 #[derive(Parser, Debug)]
@@ -93,29 +94,15 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
 
     let mut port = VdpdkPort::connect(&sock)?;
     let g_pool = Mempool::new("bench-guest", 16384, vdpdk_core::DEFAULT_BUF_SIZE)?;
-    port.configure(&DevConfig {
-        nb_rx_queues: 1,
-        nb_tx_queues: 1,
-        ..Default::default()
-    })?;
-    port.rx_queue_setup(0, 1024, &g_pool)?;
-    port.tx_queue_setup(0, 1024)?;
-    port.start()?;
+    let (g_rx, g_tx) = start_single_queue(&mut port, &g_pool, 1024, false)?;
     let w_pool = Mempool::new("bench-wire", 16384, vdpdk_core::DEFAULT_BUF_SIZE)?;
-    wire.configure(&DevConfig {
-        nb_rx_queues: 1,
-        nb_tx_queues: 1,
-        ..Default::default()
-    })?;
-    wire.rx_queue_setup(0, 1024, &w_pool)?;
-    wire.tx_queue_setup(0, 1024)?;
-    wire.start()?;
+    let (w_rx, w_tx) = start_single_queue(&mut wire, &w_pool, 1024, false)?;
     let mut rig = Rig {
-        g_rx: port.take_rx_queue(0)?,
-        g_tx: port.take_tx_queue(0)?,
+        g_rx,
+        g_tx,
         g_pool,
-        w_rx: wire.take_rx_queue(0)?,
-        w_tx: wire.take_tx_queue(0)?,
+        w_rx,
+        w_tx,
         w_pool,
         buf: Vec::with_capacity(BURST * 2),
     };
@@ -132,11 +119,7 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     }
     for rep in 0..args.repeats {
         for r in results.iter_mut() {
-            let mpps = if r.0 == "tx" {
-                tx_run(&mut rig, r.1, dur)
-            } else {
-                rx_run(&mut rig, r.1, dur)
-            };
+            let mpps = run_one(&mut rig, r.0 == "tx", r.1, dur);
             eprintln!("  run {}: {} {:>4} B: {mpps:.2} Mpps", rep + 1, r.0, r.1);
             r.2.push(mpps);
         }
@@ -182,18 +165,28 @@ fn fill(pool: &Mempool, out: &mut Vec<Mbuf>, tmpl: &[u8]) {
     }
 }
 
-/// Guest sends as fast as it can; the wire end drains. Returns Mpps that reached the wire.
-fn tx_run(r: &mut Rig, size: usize, dur: Duration) -> f64 {
-    let tmpl = udp_frame(WIRE_MAC, GUEST_MAC, 1, size);
+/// One side sends as fast as it can while the other receives: guest -> wire when `tx`, wire ->
+/// guest otherwise. Returns the Mpps that arrived.
+fn run_one(r: &mut Rig, tx: bool, size: usize, dur: Duration) -> f64 {
+    let tmpl = if tx {
+        udp_frame(WIRE_MAC, GUEST_MAC, 1, size)
+    } else {
+        udp_frame(GUEST_MAC, WIRE_MAC, 1, size)
+    };
     let mut pending: Vec<Mbuf> = Vec::with_capacity(BURST);
     let mut measure = |d: Duration| {
+        let (pool, txq, rxq) = if tx {
+            (&r.g_pool, &mut r.g_tx, &mut r.w_rx)
+        } else {
+            (&r.w_pool, &mut r.w_tx, &mut r.g_rx)
+        };
         let t0 = Instant::now();
         let mut got = 0u64;
         while t0.elapsed() < d {
             for _ in 0..64 {
-                fill(&r.g_pool, &mut pending, &tmpl);
-                r.g_tx.tx_burst(&mut pending);
-                got += r.w_rx.rx_burst(&mut r.buf, BURST) as u64;
+                fill(pool, &mut pending, &tmpl);
+                txq.tx_burst(&mut pending);
+                got += rxq.rx_burst(&mut r.buf, BURST) as u64;
                 Mempool::free_bulk(&mut r.buf);
             }
         }
@@ -201,29 +194,7 @@ fn tx_run(r: &mut Rig, size: usize, dur: Duration) -> f64 {
     };
     measure(Duration::from_millis(200));
     let mpps = measure(dur);
-    drain(r);
-    mpps
-}
-
-/// The wire sends to the guest as fast as it can; the guest receives. Returns Mpps received.
-fn rx_run(r: &mut Rig, size: usize, dur: Duration) -> f64 {
-    let tmpl = udp_frame(GUEST_MAC, WIRE_MAC, 1, size);
-    let mut pending: Vec<Mbuf> = Vec::with_capacity(BURST);
-    let mut measure = |d: Duration| {
-        let t0 = Instant::now();
-        let mut got = 0u64;
-        while t0.elapsed() < d {
-            for _ in 0..64 {
-                fill(&r.w_pool, &mut pending, &tmpl);
-                r.w_tx.tx_burst(&mut pending);
-                got += r.g_rx.rx_burst(&mut r.buf, BURST) as u64;
-                Mempool::free_bulk(&mut r.buf);
-            }
-        }
-        got as f64 / t0.elapsed().as_secs_f64() / 1e6
-    };
-    measure(Duration::from_millis(200));
-    let mpps = measure(dur);
+    Mempool::free_bulk(&mut pending);
     drain(r);
     mpps
 }

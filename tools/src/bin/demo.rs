@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use guest_pmd::VdpdkPort;
 use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
+use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
-use vdpdk_core::{DevConfig, EthDev, MacAddr, Mbuf, Mempool};
+use vdpdk_core::{EthDev, MacAddr, Mbuf, Mempool};
 
 /// Run host-mux with two guests on an in-memory wire and show live per-guest stats.
 ///
@@ -86,16 +87,7 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
 
     // The wire: generator + counter.
     let pool = Mempool::new("wire", 8192, vdpdk_core::DEFAULT_BUF_SIZE)?;
-    wire.configure(&DevConfig {
-        nb_rx_queues: 1,
-        nb_tx_queues: 1,
-        ..Default::default()
-    })?;
-    wire.rx_queue_setup(0, 1024, &pool)?;
-    wire.tx_queue_setup(0, 1024)?;
-    wire.start()?;
-    let mut rx = wire.take_rx_queue(0)?;
-    let mut tx = wire.take_tx_queue(0)?;
+    let (mut rx, mut tx) = start_single_queue(&mut wire, &pool, 1024, false)?;
     let macs: Vec<MacAddr> = cfg.vms.iter().map(|v| v.mac).collect();
     let (mut sent, mut back) = (0u64, 0u64);
     let mut batch: Vec<Mbuf> = Vec::with_capacity(32);
@@ -180,16 +172,7 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
 fn guest_echo(sock: &Path, stop: Arc<AtomicBool>) -> vdpdk_core::Result<()> {
     let mut port = VdpdkPort::connect(sock)?;
     let pool = Mempool::new("guest", 8192, vdpdk_core::DEFAULT_BUF_SIZE)?;
-    port.configure(&DevConfig {
-        nb_rx_queues: 1,
-        nb_tx_queues: 1,
-        ..Default::default()
-    })?;
-    port.rx_queue_setup(0, 1024, &pool)?;
-    port.tx_queue_setup(0, 1024)?;
-    port.start()?;
-    let mut rx = port.take_rx_queue(0)?;
-    let mut tx = port.take_tx_queue(0)?;
+    let (mut rx, mut tx) = start_single_queue(&mut port, &pool, 1024, false)?;
     let mut buf: Vec<Mbuf> = Vec::with_capacity(32);
     while !stop.load(Ordering::Relaxed) {
         if rx.rx_burst(&mut buf, 32) == 0 && buf.is_empty() {

@@ -67,75 +67,59 @@ const _: () = assert!(size_of::<Desc>() == DESC_SIZE);
 const _: () = assert!(std::mem::offset_of!(Desc, flags) == 10);
 const _: () = assert!(std::mem::offset_of!(Desc, mark) == 20);
 
+/// Mbuf TX offload flags and the descriptor bits that carry them.
+const TX_OL_MAP: [(OlFlags, u32); 6] = [
+    (OlFlags::TX_IPV4, DESC_OL_TX_IPV4),
+    (OlFlags::TX_IPV6, DESC_OL_TX_IPV6),
+    (OlFlags::TX_IP_CKSUM, DESC_OL_TX_IP_CKSUM),
+    (OlFlags::TX_TCP_CKSUM, DESC_OL_TX_TCP_CKSUM),
+    (OlFlags::TX_UDP_CKSUM, DESC_OL_TX_UDP_CKSUM),
+    (OlFlags::TX_TCP_SEG, DESC_OL_TX_TCP_SEG),
+];
+/// Mbuf RX checksum flags and the descriptor bits that carry them.
+const RX_CSUM_MAP: [(OlFlags, u32); 4] = [
+    (OlFlags::RX_IP_CKSUM_GOOD, DESC_OL_RX_IP_CKSUM_GOOD),
+    (OlFlags::RX_IP_CKSUM_BAD, DESC_OL_RX_IP_CKSUM_BAD),
+    (OlFlags::RX_L4_CKSUM_GOOD, DESC_OL_RX_L4_CKSUM_GOOD),
+    (OlFlags::RX_L4_CKSUM_BAD, DESC_OL_RX_L4_CKSUM_BAD),
+];
+
+fn to_bits(f: OlFlags, map: &[(OlFlags, u32)]) -> u32 {
+    map.iter()
+        .filter(|(of, _)| f.contains(*of))
+        .fold(0, |o, (_, d)| o | d)
+}
+
+fn to_flags(bits: u32, map: &[(OlFlags, u32)]) -> OlFlags {
+    map.iter()
+        .filter(|(_, d)| bits & d != 0)
+        .fold(OlFlags::empty(), |f, (of, _)| f | *of)
+}
+
 impl Desc {
     /// TX offload request bits for an mbuf.
     pub fn tx_ol_from(m: &Mbuf) -> u32 {
-        let f = m.ol_flags;
-        let mut o = 0;
-        for (of, d) in [
-            (OlFlags::TX_IPV4, DESC_OL_TX_IPV4),
-            (OlFlags::TX_IPV6, DESC_OL_TX_IPV6),
-            (OlFlags::TX_IP_CKSUM, DESC_OL_TX_IP_CKSUM),
-            (OlFlags::TX_TCP_CKSUM, DESC_OL_TX_TCP_CKSUM),
-            (OlFlags::TX_UDP_CKSUM, DESC_OL_TX_UDP_CKSUM),
-            (OlFlags::TX_TCP_SEG, DESC_OL_TX_TCP_SEG),
-        ] {
-            if f.contains(of) {
-                o |= d;
-            }
-        }
-        o
+        to_bits(m.ol_flags, &TX_OL_MAP)
     }
 
     /// Mbuf offload flags for TX bits found in a guest descriptor.
     pub fn tx_ol_to_mbuf(ol: u32) -> OlFlags {
-        let mut f = OlFlags::empty();
-        for (of, d) in [
-            (OlFlags::TX_IPV4, DESC_OL_TX_IPV4),
-            (OlFlags::TX_IPV6, DESC_OL_TX_IPV6),
-            (OlFlags::TX_IP_CKSUM, DESC_OL_TX_IP_CKSUM),
-            (OlFlags::TX_TCP_CKSUM, DESC_OL_TX_TCP_CKSUM),
-            (OlFlags::TX_UDP_CKSUM, DESC_OL_TX_UDP_CKSUM),
-            (OlFlags::TX_TCP_SEG, DESC_OL_TX_TCP_SEG),
-        ] {
-            if ol & d != 0 {
-                f |= of;
-            }
-        }
-        f
+        to_flags(ol, &TX_OL_MAP)
     }
 
     /// RX bits describing a received mbuf's metadata.
     pub fn rx_ol_from(m: &Mbuf) -> u32 {
-        let f = m.ol_flags;
-        let mut o = 0;
-        for (of, d) in [
-            (OlFlags::RX_IP_CKSUM_GOOD, DESC_OL_RX_IP_CKSUM_GOOD),
-            (OlFlags::RX_IP_CKSUM_BAD, DESC_OL_RX_IP_CKSUM_BAD),
-            (OlFlags::RX_L4_CKSUM_GOOD, DESC_OL_RX_L4_CKSUM_GOOD),
-            (OlFlags::RX_L4_CKSUM_BAD, DESC_OL_RX_L4_CKSUM_BAD),
-            (OlFlags::RX_FDIR_ID, DESC_OL_RX_MARK),
-        ] {
-            if f.contains(of) {
-                o |= d;
-            }
-        }
-        o
+        let mark = if m.ol_flags.contains(OlFlags::RX_FDIR_ID) {
+            DESC_OL_RX_MARK
+        } else {
+            0
+        };
+        to_bits(m.ol_flags, &RX_CSUM_MAP) | mark
     }
 
     /// Applies a completed RX descriptor's metadata to the guest's mbuf.
     pub fn rx_apply_to(&self, m: &mut Mbuf) {
-        let mut f = OlFlags::empty();
-        for (of, d) in [
-            (OlFlags::RX_IP_CKSUM_GOOD, DESC_OL_RX_IP_CKSUM_GOOD),
-            (OlFlags::RX_IP_CKSUM_BAD, DESC_OL_RX_IP_CKSUM_BAD),
-            (OlFlags::RX_L4_CKSUM_GOOD, DESC_OL_RX_L4_CKSUM_GOOD),
-            (OlFlags::RX_L4_CKSUM_BAD, DESC_OL_RX_L4_CKSUM_BAD),
-        ] {
-            if self.ol_flags & d != 0 {
-                f |= of;
-            }
-        }
+        let mut f = to_flags(self.ol_flags, &RX_CSUM_MAP);
         if self.ol_flags & DESC_OL_RX_MARK != 0 {
             f |= OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID;
             m.mark = self.mark;
