@@ -282,6 +282,16 @@ impl PortState {
         }
     }
 
+    /// For calls that need a stopped port (configure).
+    pub fn need_stopped(self, what: &str) -> Result<()> {
+        if self == PortState::Started {
+            return Err(Error::BadState(format!(
+                "{what} while the port is started; stop it first"
+            )));
+        }
+        Ok(())
+    }
+
     /// For calls that need a started port (taking queues).
     pub fn need_started(self, what: &str) -> Result<()> {
         if self != PortState::Started {

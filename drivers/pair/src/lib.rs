@@ -297,11 +297,7 @@ impl EthDev for PairPort {
     }
 
     fn configure(&mut self, conf: &DevConfig) -> Result<()> {
-        if self.state == State::Started {
-            return Err(Error::BadState(
-                "configure while the port is started; stop it first".into(),
-            ));
-        }
+        self.state.need_stopped("configure")?;
         conf.validate(&self.info())?;
         if let Some(q) = self
             .flows

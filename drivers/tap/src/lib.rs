@@ -300,11 +300,7 @@ impl EthDev for TapPort {
     }
 
     fn configure(&mut self, conf: &DevConfig) -> Result<()> {
-        if self.state == State::Started {
-            return Err(Error::BadState(
-                "configure while the port is started; stop it first".into(),
-            ));
-        }
+        self.state.need_stopped("configure")?;
         conf.validate(&self.info())?;
         self.conf = conf.clone();
         self.rx_setup = None;
