@@ -6,9 +6,14 @@
 //! ifname = "vdpdk0"     # tap only
 //!
 //! [mux]
-//! idle_polls = 1024     # empty poll rounds before the poller sleeps (event mode)
+//! idle_polls = 1024     # empty poll rounds before a poller sleeps (event mode)
+//! sleep_timeout_ms = 200  # longest sleep; 0 = only events wake a poller
 //! pool_size = 8192      # host packet buffers
-//! poller_cpu = 1        # pin the poller thread (optional)
+//! stats_socket = "/run/vdpdk/stats.sock"   # optional: live stats for `host-mux --stats`
+//!
+//! [[cluster]]           # optional; default: one cluster, one combined unpinned poller
+//! cpus = [0, 1]         # the cores its pollers are pinned to
+//! mode = "auto"         # "split": an RX and a TX poller; "combined": one; auto: split if 2+ cpus
 //!
 //! [[vm]]
 //! name = "vm1"
@@ -16,6 +21,7 @@
 //! mac = "02:00:00:00:00:01"
 //! rx_queues = 4
 //! tx_queues = 1
+//! cluster = 0           # which [[cluster]] serves this VM (default 0)
 //! ```
 //! Validation errors name the offending key (`vm[1].mac: ...`).
 
@@ -62,6 +68,47 @@ pub struct VmConfig {
     pub mac: MacAddr,
     pub rx_queues: u16,
     pub tx_queues: u16,
+    /// Index into `MuxConfig::clusters`.
+    pub cluster: usize,
+}
+
+/// How a cluster spends its cores on polling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollMode {
+    /// An RX poller and a TX poller (needs two cores to be worth it).
+    Split,
+    /// One poller does both.
+    Combined,
+    /// Split when the cluster has two or more cores, else combined.
+    Auto,
+}
+
+/// A set of cores and the pollers that run on them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Cores the pollers are pinned to (empty: not pinned).
+    pub cpus: Vec<usize>,
+    pub mode: PollMode,
+}
+
+impl ClusterConfig {
+    /// Whether this cluster runs separate RX and TX pollers.
+    pub fn split(&self) -> bool {
+        match self.mode {
+            PollMode::Split => true,
+            PollMode::Combined => false,
+            PollMode::Auto => self.cpus.len() >= 2,
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            cpus: Vec::new(),
+            mode: PollMode::Combined,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,12 +119,35 @@ pub struct MuxConfig {
     pub idle_polls: u32,
     /// Host packet buffers (backend RX ring plus copies in flight).
     pub pool_size: u32,
-    /// CPU to pin the poller thread to (None: let the scheduler decide).
-    pub poller_cpu: Option<usize>,
+    /// Longest poller sleep in ms; 0 = sleep until an event.
+    pub sleep_timeout_ms: u32,
+    /// Poller clusters (at least one).
+    pub clusters: Vec<ClusterConfig>,
+    /// Unix socket serving a JSON stats snapshot to each connection.
+    pub stats_socket: Option<PathBuf>,
+    /// Keep unmapped guest memory as inaccessible reservations (catches use after unmap).
+    pub guard_unmapped: bool,
+}
+
+impl MuxConfig {
+    /// A config with defaults for everything but the backend and VMs.
+    pub fn new(backend: BackendConfig, vms: Vec<VmConfig>) -> MuxConfig {
+        MuxConfig {
+            backend,
+            vms,
+            idle_polls: DEFAULT_IDLE_POLLS,
+            pool_size: DEFAULT_POOL_SIZE,
+            sleep_timeout_ms: DEFAULT_SLEEP_TIMEOUT_MS,
+            clusters: vec![ClusterConfig::default()],
+            stats_socket: None,
+            guard_unmapped: false,
+        }
+    }
 }
 
 pub const DEFAULT_IDLE_POLLS: u32 = 1024;
 pub const DEFAULT_POOL_SIZE: u32 = 8192;
+pub const DEFAULT_SLEEP_TIMEOUT_MS: u32 = 200;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,7 +155,17 @@ struct RawConfig {
     backend: Option<RawBackend>,
     mux: Option<RawMux>,
     #[serde(default)]
+    cluster: Vec<RawCluster>,
+    #[serde(default)]
     vm: Vec<RawVm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    cpus: Vec<usize>,
+    mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -97,10 +177,13 @@ struct RawBackend {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawMux {
     idle_polls: Option<u32>,
     pool_size: Option<u32>,
-    poller_cpu: Option<usize>,
+    sleep_timeout_ms: Option<u32>,
+    stats_socket: Option<PathBuf>,
+    guard_unmapped: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +194,7 @@ struct RawVm {
     mac: Option<String>,
     rx_queues: Option<u16>,
     tx_queues: Option<u16>,
+    cluster: Option<usize>,
 }
 
 impl MuxConfig {
@@ -151,19 +235,32 @@ impl MuxConfig {
             }
             None => return Err(invalid("backend.kind", "missing")),
         };
-        let mux = raw.mux.unwrap_or(RawMux {
-            idle_polls: None,
-            pool_size: None,
-            poller_cpu: None,
-        });
-        if let Some(c) = mux.poller_cpu {
-            let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if c >= ncpu {
+        let mux = raw.mux.unwrap_or_default();
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut clusters = Vec::new();
+        for (i, c) in raw.cluster.into_iter().enumerate() {
+            let key = |k: &str| format!("cluster[{i}].{k}");
+            if let Some(&bad) = c.cpus.iter().find(|&&c| c >= ncpu) {
                 return Err(invalid(
-                    "mux.poller_cpu",
-                    format!("CPU {c} does not exist (this machine has {ncpu})"),
+                    key("cpus"),
+                    format!("CPU {bad} does not exist (this machine has {ncpu})"),
                 ));
             }
+            let mode = match c.mode.as_deref() {
+                None | Some("auto") => PollMode::Auto,
+                Some("split") => PollMode::Split,
+                Some("combined") => PollMode::Combined,
+                Some(other) => {
+                    return Err(invalid(
+                        key("mode"),
+                        format!("'{other}' (expected \"auto\", \"split\" or \"combined\")"),
+                    ))
+                }
+            };
+            clusters.push(ClusterConfig { cpus: c.cpus, mode });
+        }
+        if clusters.is_empty() {
+            clusters.push(ClusterConfig::default());
         }
         let pool_size = mux.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
         if !(1024..=1 << 20).contains(&pool_size) {
@@ -208,12 +305,23 @@ impl MuxConfig {
                 }
                 Ok(n)
             };
+            let cluster = v.cluster.unwrap_or(0);
+            if cluster >= clusters.len() {
+                return Err(invalid(
+                    key("cluster"),
+                    format!(
+                        "cluster {cluster} is not defined ({} [[cluster]])",
+                        clusters.len()
+                    ),
+                ));
+            }
             vms.push(VmConfig {
                 name,
                 socket,
                 mac,
                 rx_queues: q("rx_queues", v.rx_queues)?,
                 tx_queues: q("tx_queues", v.tx_queues)?,
+                cluster,
             });
         }
         Ok(MuxConfig {
@@ -221,7 +329,10 @@ impl MuxConfig {
             vms,
             idle_polls: mux.idle_polls.unwrap_or(DEFAULT_IDLE_POLLS).max(1),
             pool_size,
-            poller_cpu: mux.poller_cpu,
+            sleep_timeout_ms: mux.sleep_timeout_ms.unwrap_or(DEFAULT_SLEEP_TIMEOUT_MS),
+            clusters,
+            stats_socket: mux.stats_socket,
+            guard_unmapped: mux.guard_unmapped.unwrap_or(false),
         })
     }
 }
@@ -284,5 +395,25 @@ mod tests {
         );
         assert!(err_of(&GOOD.replace("ifname = \"vd0\"", "")).starts_with("backend.ifname"));
         assert!(err_of(&GOOD.replace("rx_queues = 4", "rx_qeues = 4")).contains("rx_qeues"));
+        assert!(err_of(&GOOD.replace("rx_queues = 4", "cluster = 1")).starts_with("vm[0].cluster"));
+        let clustered = format!("[[cluster]]\ncpus = [0]\nmode = \"sideways\"\n{GOOD}");
+        assert!(err_of(&clustered).starts_with("cluster[0].mode"));
+        let clustered = format!("[[cluster]]\ncpus = [4096]\n{GOOD}");
+        assert!(err_of(&clustered).starts_with("cluster[0].cpus"));
+    }
+
+    #[test]
+    fn clusters_and_modes() {
+        let c = MuxConfig::parse(&format!(
+            "[[cluster]]\ncpus = [0]\n[[cluster]]\nmode = \"split\"\n{GOOD}"
+        ))
+        .unwrap();
+        assert_eq!(c.clusters.len(), 2);
+        assert!(!c.clusters[0].split(), "auto with one cpu is combined");
+        assert!(c.clusters[1].split());
+        assert_eq!(
+            MuxConfig::parse(GOOD).unwrap().clusters,
+            vec![ClusterConfig::default()]
+        );
     }
 }

@@ -1,23 +1,29 @@
-//! The poller: moves frames between the backend NIC and every guest's rings.
+//! Pollers: move frames between the backend NIC and the guests' rings.
 //!
-//! One round: one RX burst from the backend, steered by destination MAC (broadcast and
-//! multicast to every running guest) and then by the guest's own flow rules to a guest RX queue;
-//! then up to one burst from each guest TX queue to the backend. After `idle_polls` empty rounds
-//! the poller asks guests to kick (flag in the data BAR), arms the backend's RX interrupt, polls
-//! once more (so nothing that raced the arming is missed) and sleeps in epoll.
+//! A poller has a role. An **RX** poller owns one backend RX queue: one burst per round, steered
+//! by destination MAC (broadcast and multicast to every running guest) and then by the guest's
+//! own flow rules to a guest RX queue. A **TX** poller serves the TX rings of its cluster's
+//! guests round-robin, at most one burst per guest queue per round (so a busy guest cannot
+//! starve the rest), into a backend TX queue. A **combined** poller does both.
+//!
+//! Event mode: after `idle_polls` empty rounds a poller arms its events (TX: a "kick wanted"
+//! flag in each of its guests' TX queues; RX: the backend queue's interrupt), polls once more so
+//! nothing that raced the arming is missed, and sleeps in epoll until a kick, an interrupt, a
+//! control event or `sleep_timeout`.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
 use vdpdk_core::abi::{self, StatsIndex};
 use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::guest::{DataPath, Guest};
+use crate::guest::{Guest, RxPath};
 
 pub const BURST: usize = 32;
 /// Largest frame a guest may transmit (also bounded by the host buffer size).
@@ -26,15 +32,40 @@ const MIN_FRAME: usize = 14;
 const TARGET_ALL: u16 = u16::MAX;
 const TARGET_NONE: u16 = u16::MAX - 1;
 
-/// Mux-wide counters (the poller's view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Rx,
+    Tx,
+    Combined,
+}
+
+impl Role {
+    fn rx(self) -> bool {
+        self != Role::Tx
+    }
+    fn tx(self) -> bool {
+        self != Role::Rx
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Rx => "rx",
+            Role::Tx => "tx",
+            Role::Combined => "rx+tx",
+        }
+    }
+}
+
+/// Counters of one poller, readable while it runs.
 #[derive(Default, Debug)]
-pub struct MuxStats {
+pub struct PollerStats {
     pub wire_rx: AtomicU64,
     pub wire_tx: AtomicU64,
     /// Unicast frames from the wire whose destination is no configured VM.
     pub rx_unknown_dst: AtomicU64,
-    /// Frames for a VM that has no running device.
+    /// Frames for a VM whose device is not running.
     pub rx_guest_stopped: AtomicU64,
+    /// Rounds in which the backend TX queue was full (guest frames wait in their rings).
+    pub tx_backpressure: AtomicU64,
     pub rounds: AtomicU64,
     pub empty_rounds: AtomicU64,
     pub sleeps: AtomicU64,
@@ -45,50 +76,79 @@ fn bump(c: &AtomicU64, v: u64) {
     c.fetch_add(v, Ordering::Relaxed);
 }
 
-pub struct Poller {
-    pub guests: Vec<Arc<Guest>>,
-    pub rxq: Box<dyn RxQueue>,
-    pub txq: Box<dyn TxQueue>,
-    pub pool: Mempool,
-    pub wake: Arc<EventFd>,
-    pub stop: Arc<AtomicBool>,
+/// How a poller sleeps.
+#[derive(Clone, Copy, Debug)]
+pub struct SleepPolicy {
+    /// Empty rounds before arming events and sleeping.
     pub idle_polls: u32,
-    pub stats: Arc<MuxStats>,
+    /// Longest sleep (ms); -1 sleeps until an event (any lost wake-up would then hang).
+    pub timeout_ms: i32,
+}
+
+pub struct Poller {
+    pub role: Role,
+    /// Every guest: the RX side steers to any of them (broadcast reaches all).
+    all_guests: Vec<Arc<Guest>>,
+    /// The guests whose TX rings this poller serves.
+    tx_guests: Vec<Arc<Guest>>,
+    rxq: Option<Box<dyn RxQueue>>,
+    txq: Option<Arc<Mutex<Box<dyn TxQueue>>>>,
+    pool: Mempool,
+    wake: Arc<EventFd>,
+    stop: Arc<AtomicBool>,
+    policy: SleepPolicy,
+    pub stats: Arc<PollerStats>,
     rx_buf: Vec<Mbuf>,
     tx_buf: Vec<Mbuf>,
     free_cache: Vec<Mbuf>,
     targets: Vec<u16>,
     max_frame: usize,
+    /// Where the next TX round starts, rotating so no guest is always served last.
+    tx_cursor: usize,
 }
 
 impl Poller {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        guests: Vec<Arc<Guest>>,
-        rxq: Box<dyn RxQueue>,
-        txq: Box<dyn TxQueue>,
+        role: Role,
+        all_guests: Vec<Arc<Guest>>,
+        tx_guests: Vec<Arc<Guest>>,
+        rxq: Option<Box<dyn RxQueue>>,
+        txq: Option<Arc<Mutex<Box<dyn TxQueue>>>>,
         pool: Mempool,
         wake: Arc<EventFd>,
         stop: Arc<AtomicBool>,
-        idle_polls: u32,
-        stats: Arc<MuxStats>,
+        policy: SleepPolicy,
     ) -> Poller {
+        assert_eq!(
+            role.rx(),
+            rxq.is_some(),
+            "an RX role needs a backend RX queue"
+        );
+        assert_eq!(
+            role.tx(),
+            txq.is_some(),
+            "a TX role needs a backend TX queue"
+        );
         let max_frame =
             MAX_FRAME.min(pool.buf_size() as usize - vdpdk_core::MBUF_HEADROOM as usize);
         Poller {
-            guests,
+            role,
+            all_guests,
+            tx_guests,
             rxq,
             txq,
             pool,
             wake,
             stop,
-            idle_polls,
-            stats,
+            policy,
+            stats: Arc::new(PollerStats::default()),
             rx_buf: Vec::with_capacity(BURST),
             tx_buf: Vec::with_capacity(BURST * 4),
             free_cache: Vec::with_capacity(BURST * 2),
             targets: Vec::with_capacity(BURST),
             max_frame,
+            tx_cursor: 0,
         }
     }
 
@@ -96,33 +156,34 @@ impl Poller {
     pub fn run(mut self) {
         let ep = Epoll::new().expect("epoll_create");
         ep.add(self.wake.as_raw_fd());
-        let backend_fd = self.rxq.intr_fd();
+        let backend_fd = self.rxq.as_ref().and_then(|q| q.intr_fd());
         if let Some(fd) = backend_fd {
             ep.add(fd);
         }
         let mut empty = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
-            if self.round() > 0 {
+            // Frames waiting for a full backend are work too: never sleep on them.
+            if self.round() > 0 || !self.tx_buf.is_empty() {
                 empty = 0;
                 continue;
             }
             empty += 1;
-            if empty < self.idle_polls {
+            if empty < self.policy.idle_polls {
                 std::hint::spin_loop();
                 continue;
             }
             // Event mode: ask for kicks and interrupts, then look once more before sleeping.
-            let armed = self.arm(true);
+            let rx_armed = self.arm(true);
             fence(Ordering::SeqCst);
             if self.round() == 0 && !self.stop.load(Ordering::Relaxed) {
-                // Without a backend interrupt, wake up often enough to see wire traffic.
-                let timeout_ms = if armed && backend_fd.is_some() {
-                    200
-                } else {
+                // An RX role whose backend cannot interrupt must still look at the wire often.
+                let timeout = if self.role.rx() && !(rx_armed && backend_fd.is_some()) {
                     1
+                } else {
+                    self.policy.timeout_ms
                 };
                 let t0 = Instant::now();
-                ep.wait(timeout_ms);
+                ep.wait(timeout);
                 bump(&self.stats.sleeps, 1);
                 bump(&self.stats.asleep_ns, t0.elapsed().as_nanos() as u64);
                 let _ = self.wake.read();
@@ -133,21 +194,26 @@ impl Poller {
         self.flush_pending();
     }
 
-    /// Sets or clears every running TX queue's kick request and the backend RX interrupt.
-    /// Returns whether the backend interrupt is armed.
+    /// Sets or clears the kick requests of the TX rings served here and the backend RX
+    /// interrupt. Returns whether the backend interrupt is armed.
     fn arm(&mut self, on: bool) -> bool {
-        for g in &self.guests {
-            let dp = g.dp.lock();
-            for q in 0..dp.txq.len() as u16 {
-                g.data_bar
-                    .flag(abi::txq_flags_offset(q) + abi::TXQ_FLAG_KICK_WANTED)
-                    .store(on as u32, Ordering::SeqCst);
+        if self.role.tx() {
+            for g in &self.tx_guests {
+                let n = g.tx.lock().queues.len() as u16;
+                for q in 0..n {
+                    g.data_bar
+                        .flag(abi::txq_flags_offset(q) + abi::TXQ_FLAG_KICK_WANTED)
+                        .store(on as u32, Ordering::SeqCst);
+                }
             }
         }
+        let Some(rxq) = self.rxq.as_mut() else {
+            return false;
+        };
         if on {
-            self.rxq.enable_intr().is_ok()
+            rxq.enable_intr().is_ok()
         } else {
-            let _ = self.rxq.disable_intr();
+            let _ = rxq.disable_intr();
             false
         }
     }
@@ -156,14 +222,20 @@ impl Poller {
     pub fn round(&mut self) -> usize {
         bump(&self.stats.rounds, 1);
         let mut work = 0;
-        let n = self.rxq.rx_burst(&mut self.rx_buf, BURST);
-        if n > 0 {
-            bump(&self.stats.wire_rx, n as u64);
-            self.deliver();
-            work += n;
+        if let Some(rxq) = self.rxq.as_mut() {
+            let n = rxq.rx_burst(&mut self.rx_buf, BURST);
+            if n > 0 {
+                bump(&self.stats.wire_rx, n as u64);
+                self.deliver();
+                work += n;
+            }
         }
-        for gi in 0..self.guests.len() {
-            work += self.pull_tx(gi);
+        if self.role.tx() {
+            let n = self.tx_guests.len();
+            for i in 0..n {
+                work += self.pull_tx((self.tx_cursor + i) % n);
+            }
+            self.tx_cursor = (self.tx_cursor + 1) % n.max(1);
         }
         if work == 0 {
             bump(&self.stats.empty_rounds, 1);
@@ -175,13 +247,13 @@ impl Poller {
         if dst.is_multicast() {
             return TARGET_ALL;
         }
-        self.guests
+        self.all_guests
             .iter()
             .position(|g| g.mac == dst)
             .map_or(TARGET_NONE, |i| i as u16)
     }
 
-    /// Steers the RX burst to guests, taking each guest's lock once per burst.
+    /// Steers the RX burst to guests, taking each guest's RX lock once per burst.
     fn deliver(&mut self) {
         self.targets.clear();
         let mut any_all = false;
@@ -193,22 +265,22 @@ impl Poller {
             any_all |= t == TARGET_ALL;
             self.targets.push(t);
         }
-        for (gi, g) in self.guests.iter().enumerate() {
+        for (gi, g) in self.all_guests.iter().enumerate() {
             let gi = gi as u16;
             if !any_all && !self.targets.contains(&gi) {
                 continue;
             }
-            let mut dp = g.dp.lock();
+            let mut rx = g.rx.lock();
             let (mut touched, mut pkts, mut bytes) = (0u64, 0u64, 0u64);
             for (m, &t) in self.rx_buf.iter().zip(&self.targets) {
                 if t != gi && t != TARGET_ALL {
                     continue;
                 }
-                if !dp.running {
+                if !rx.running {
                     bump(&self.stats.rx_guest_stopped, 1);
                     continue;
                 }
-                if let Some(q) = deliver_one(g, &mut dp, m) {
+                if let Some(q) = deliver_one(g, &mut rx, m) {
                     touched |= 1 << (q % 64);
                     pkts += 1;
                     bytes += m.len() as u64;
@@ -218,7 +290,7 @@ impl Poller {
                 // One counter update per guest and burst, not per frame.
                 g.stats.add(StatsIndex::RxPackets, pkts);
                 g.stats.add(StatsIndex::RxBytes, bytes);
-                raise_rx_irqs(g, &dp, touched);
+                raise_rx_irqs(g, &rx, touched);
             }
         }
         Mempool::free_bulk(&mut self.rx_buf);
@@ -227,17 +299,17 @@ impl Poller {
     /// Takes up to a burst from each of guest `gi`'s TX queues and sends it to the backend.
     fn pull_tx(&mut self, gi: usize) -> usize {
         if !self.tx_buf.is_empty() && !self.flush_pending() {
+            bump(&self.stats.tx_backpressure, 1);
             return 0; // backend still full: leave guest frames in their rings (backpressure)
         }
-        let g = &self.guests[gi];
-        let mut dp = g.dp.lock();
-        if !dp.running {
+        let g = self.tx_guests[gi].clone();
+        let mut guard = g.tx.lock();
+        if !guard.running {
             return 0;
         }
-        let DataPath { txq, mem, .. } = &mut *dp;
-        let mut taken = 0usize;
-        let mut bytes = 0u64;
-        for hq in txq.iter_mut().flatten() {
+        let tx = &mut *guard;
+        let (mut taken, mut bytes) = (0usize, 0u64);
+        for hq in tx.queues.iter_mut().flatten() {
             for _ in 0..BURST {
                 let idx = hq.next;
                 if hq.ring.flags(idx) & DESC_F_AVAIL == 0 {
@@ -246,7 +318,7 @@ impl Poller {
                 let d = hq.ring.read(idx);
                 let len = d.len as usize;
                 let src = if (MIN_FRAME..=self.max_frame).contains(&len) {
-                    mem.translate(d.addr, len as u64, false)
+                    tx.mem.translate(d.addr, len as u64, false)
                 } else {
                     None
                 };
@@ -265,8 +337,8 @@ impl Poller {
                 m.reset();
                 m.set_len(len).expect("len checked against max_frame");
                 // SAFETY: src..src+len lies in the guest's DMA map (translate checked it) and
-                // stays mapped while we hold the guest lock; the mbuf has room for len bytes.
-                // The guest may scribble on the source meanwhile; we only copy bytes.
+                // stays mapped while we hold the guest's TX lock; the mbuf has room for len
+                // bytes. The guest may scribble on the source meanwhile; we only copy bytes.
                 unsafe { std::ptr::copy_nonoverlapping(src, m.data_ptr(), len) };
                 m.ol_flags = Desc::tx_ol_to_mbuf(d.ol_flags);
                 m.tx_offload = TxOffloadInfo {
@@ -282,7 +354,7 @@ impl Poller {
                 bytes += len as u64;
             }
         }
-        drop(dp);
+        drop(guard);
         if taken > 0 {
             g.stats.add(StatsIndex::TxPackets, taken as u64);
             g.stats.add(StatsIndex::TxBytes, bytes);
@@ -296,7 +368,10 @@ impl Poller {
         if self.tx_buf.is_empty() {
             return true;
         }
-        let n = self.txq.tx_burst(&mut self.tx_buf);
+        let Some(txq) = &self.txq else {
+            return true;
+        };
+        let n = txq.lock().tx_burst(&mut self.tx_buf);
         bump(&self.stats.wire_tx, n as u64);
         self.tx_buf.is_empty()
     }
@@ -304,10 +379,10 @@ impl Poller {
 
 /// Copies one frame into the guest RX queue its rules choose. Returns the queue used (the
 /// caller counts delivered frames); drops are counted here.
-fn deliver_one(g: &Guest, dp: &mut DataPath, m: &Mbuf) -> Option<u16> {
-    let DataPath {
-        rxq, mem, rules, ..
-    } = dp;
+fn deliver_one(g: &Guest, rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
+    let RxPath {
+        queues, mem, rules, ..
+    } = rx;
     let frame = m.data();
     let mut q = 0u16;
     let mut mark = None;
@@ -320,7 +395,7 @@ fn deliver_one(g: &Guest, dp: &mut DataPath, m: &Mbuf) -> Option<u16> {
         q = v.queue.unwrap_or(0);
         mark = v.mark;
     }
-    let Some(hq) = rxq.get_mut(q as usize).and_then(|q| q.as_mut()) else {
+    let Some(hq) = queues.get_mut(q as usize).and_then(|q| q.as_mut()) else {
         g.stats.add(StatsIndex::RxNoDesc, 1);
         return None;
     };
@@ -343,7 +418,7 @@ fn deliver_one(g: &Guest, dp: &mut DataPath, m: &Mbuf) -> Option<u16> {
         return None;
     };
     // SAFETY: dst..dst+len lies in a writable region of the guest's DMA map (checked), mapped
-    // while we hold the guest lock; the source is our own mbuf.
+    // while we hold the guest's RX lock; the source is our own mbuf.
     unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, len) };
     let mut ol = Desc::rx_ol_from(m);
     if mark.is_some() {
@@ -360,10 +435,10 @@ fn deliver_one(g: &Guest, dp: &mut DataPath, m: &Mbuf) -> Option<u16> {
 }
 
 /// Fires the MSI-X vector of each touched RX queue whose guest armed its interrupt.
-fn raise_rx_irqs(g: &Guest, dp: &DataPath, touched: u64) {
+fn raise_rx_irqs(g: &Guest, rx: &RxPath, touched: u64) {
     // Pairs with the guest's fence between arming and re-checking its ring.
     fence(Ordering::SeqCst);
-    for q in 0..dp.rxq.len().min(64) {
+    for q in 0..rx.queues.len().min(64) {
         if touched & (1 << q) == 0 {
             continue;
         }
@@ -371,7 +446,7 @@ fn raise_rx_irqs(g: &Guest, dp: &DataPath, touched: u64) {
             .data_bar
             .flag(abi::rxq_flags_offset(q as u16) + abi::RXQ_FLAG_INTR_ARMED);
         if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
-            if let Some(Some(fd)) = dp.irq_fds.get(q) {
+            if let Some(Some(fd)) = rx.irq_fds.get(q) {
                 signal_eventfd(fd.as_raw_fd());
             }
         }
@@ -384,7 +459,7 @@ pub fn signal_eventfd(fd: RawFd) {
     unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
 }
 
-/// Minimal epoll wrapper for the poller's sleep.
+/// Minimal epoll wrapper for a poller's sleep.
 struct Epoll(std::os::fd::OwnedFd);
 
 impl Epoll {

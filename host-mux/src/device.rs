@@ -13,7 +13,6 @@ use vdpdk_core::flow::FlowRule;
 use vdpdk_core::{FlowHandle, MacAddr};
 use vfio_bindings::bindings::vfio::*;
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
-use vmm_sys_util::eventfd::EventFd;
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::guest::{DmaRegion, Guest, HostQueue};
@@ -53,7 +52,6 @@ fn fail<T>(s: CtrlStatus, msg: impl Into<String>) -> Result<T, (CtrlStatus, Stri
 pub struct VdpdkDevice {
     guest: Arc<Guest>,
     facts: PortFacts,
-    wake: Arc<EventFd>,
     cfg: [u8; CFG_SIZE],
     msix: Vec<u8>,
     ctrl_status: u32,
@@ -62,11 +60,10 @@ pub struct VdpdkDevice {
 }
 
 impl VdpdkDevice {
-    pub fn new(guest: Arc<Guest>, facts: PortFacts, wake: Arc<EventFd>) -> VdpdkDevice {
+    pub fn new(guest: Arc<Guest>, facts: PortFacts) -> VdpdkDevice {
         let mut d = VdpdkDevice {
             guest,
             facts,
-            wake,
             cfg: [0; CFG_SIZE],
             msix: vec![0; (abi::SIGNAL_BAR_SIZE as usize) - abi::MSIX_TABLE_OFFSET as usize],
             ctrl_status: 0,
@@ -192,15 +189,7 @@ impl VdpdkDevice {
     /// Back to power-on state: no queues, no rules, no DMA, no interrupts, clean data BAR.
     /// Called at start-up, on DEVICE_RESET and when a guest disconnects.
     pub fn reset_device(&mut self) {
-        {
-            let mut dp = self.guest.dp.lock();
-            dp.running = false;
-            dp.rxq.clear();
-            dp.txq.clear();
-            dp.rules.clear();
-            dp.irq_fds.clear();
-            dp.mem.clear();
-        }
+        self.guest.clear();
         let bar = &self.guest.data_bar;
         bar.clear();
         bar.write(abi::INFO_OFFSET, self.info_block().as_bytes());
@@ -309,13 +298,15 @@ impl VdpdkDevice {
                         ),
                     );
                 }
-                let mut dp = self.guest.dp.lock();
-                if dp.running {
-                    return fail(CtrlStatus::BadState, "stop the device before configuring");
-                }
-                dp.rxq = (0..nrx).map(|_| None).collect();
-                dp.txq = (0..ntx).map(|_| None).collect();
-                dp.rules.clear();
+                self.guest.with_both(|tx, rx| {
+                    if rx.running {
+                        return fail(CtrlStatus::BadState, "stop the device before configuring");
+                    }
+                    rx.queues = (0..nrx).map(|_| None).collect();
+                    tx.queues = (0..ntx).map(|_| None).collect();
+                    rx.rules.clear();
+                    Ok(())
+                })?;
                 self.state = State::Configured {
                     nrx: nrx as u16,
                     ntx: ntx as u16,
@@ -323,9 +314,9 @@ impl VdpdkDevice {
             }
             CtrlOp::RxqSetup | CtrlOp::TxqSetup => {
                 let (nrx, ntx) = self.configured()?;
-                let rx = op == CtrlOp::RxqSetup;
+                let is_rx = op == CtrlOp::RxqSetup;
                 let (qid, iova, size) = (req.args[0], req.args[1], req.args[2]);
-                let n = if rx { nrx } else { ntx };
+                let n = if is_rx { nrx } else { ntx };
                 if qid >= n as u64 {
                     return fail(
                         CtrlStatus::InvalidArg,
@@ -349,55 +340,62 @@ impl VdpdkDevice {
                     );
                 }
                 let len = size * DESC_SIZE as u64;
-                let mut dp = self.guest.dp.lock();
-                if dp.running {
-                    return fail(CtrlStatus::BadState, "stop the device before queue setup");
-                }
-                let Some(ptr) = dp.mem.translate(iova, len, true) else {
-                    return fail(
-                        CtrlStatus::InvalidArg,
-                        format!("ring {iova:#x}+{len:#x} is not inside the guest's DMA map"),
-                    );
-                };
-                // SAFETY: ptr..ptr+len lies in one writable DMA region; queues are dropped (under
-                // this lock) before that region is unmapped, so the ring outlives the RingPtr.
-                let ring = unsafe { RingPtr::new(ptr, size as u16) };
-                let q = HostQueue {
-                    ring,
-                    ring_iova: iova,
-                    ring_len: len,
-                    next: 0,
-                };
-                if rx {
-                    dp.rxq[qid as usize] = Some(q);
-                } else {
-                    dp.txq[qid as usize] = Some(q);
-                }
+                self.guest.with_both(|tx, rx| {
+                    if rx.running {
+                        return fail(CtrlStatus::BadState, "stop the device before queue setup");
+                    }
+                    let Some(ptr) = rx.mem.translate(iova, len, true) else {
+                        return fail(
+                            CtrlStatus::InvalidArg,
+                            format!("ring {iova:#x}+{len:#x} is not inside the guest's DMA map"),
+                        );
+                    };
+                    // SAFETY: ptr..ptr+len lies in one writable DMA region; queues are dropped (under
+                    // this lock) before that region is unmapped, so the ring outlives the RingPtr.
+                    let ring = unsafe { RingPtr::new(ptr, size as u16) };
+                    let q = HostQueue {
+                        ring,
+                        ring_iova: iova,
+                        ring_len: len,
+                        next: 0,
+                    };
+                    if is_rx {
+                        rx.queues[qid as usize] = Some(q);
+                    } else {
+                        tx.queues[qid as usize] = Some(q);
+                    }
+                    Ok(())
+                })?;
             }
             CtrlOp::Start => {
                 self.configured()?;
-                let mut dp = self.guest.dp.lock();
-                if let Some(q) = dp.rxq.iter().position(|q| q.is_none()) {
-                    return fail(CtrlStatus::BadState, format!("RX queue {q} is not set up"));
-                }
-                if let Some(q) = dp.txq.iter().position(|q| q.is_none()) {
-                    return fail(CtrlStatus::BadState, format!("TX queue {q} is not set up"));
-                }
-                dp.running = true;
-                drop(dp);
-                let _ = self.wake.write(1);
+                self.guest.with_both(|tx, rx| {
+                    if let Some(q) = rx.queues.iter().position(|q| q.is_none()) {
+                        return fail(CtrlStatus::BadState, format!("RX queue {q} is not set up"));
+                    }
+                    if let Some(q) = tx.queues.iter().position(|q| q.is_none()) {
+                        return fail(CtrlStatus::BadState, format!("TX queue {q} is not set up"));
+                    }
+                    tx.running = true;
+                    rx.running = true;
+                    Ok(())
+                })?;
+                let _ = self.guest.tx_wake.write(1);
             }
             CtrlOp::Stop => {
                 self.need_negotiated()?;
-                self.guest.dp.lock().running = false;
+                self.guest.set_running(false);
             }
             CtrlOp::Reset => {
                 self.need_negotiated()?;
-                let mut dp = self.guest.dp.lock();
-                dp.running = false;
-                dp.rxq.clear();
-                dp.txq.clear();
-                dp.rules.clear();
+                self.guest.with_both(|tx, rx| {
+                    let (mem_tx, mem_rx) = (tx.mem.clone(), rx.mem.clone());
+                    *tx = Default::default();
+                    *rx = Default::default();
+                    // DMA maps and interrupt fds belong to the connection, not the config.
+                    tx.mem = mem_tx;
+                    rx.mem = mem_rx;
+                });
                 self.state = State::Negotiated;
             }
             CtrlOp::FlowValidate | CtrlOp::FlowCreate => {
@@ -405,8 +403,8 @@ impl VdpdkDevice {
                 let rule = self.decode_rule(req)?;
                 self.check_rule(&rule, nrx)?;
                 if op == CtrlOp::FlowCreate {
-                    let mut dp = self.guest.dp.lock();
-                    if dp.rules.len() >= MAX_RULES_PER_GUEST {
+                    let mut rx = self.guest.rx.lock();
+                    if rx.rules.len() >= MAX_RULES_PER_GUEST {
                         return fail(
                             CtrlStatus::NoMem,
                             format!("at most {MAX_RULES_PER_GUEST} flow rules per VM"),
@@ -414,17 +412,17 @@ impl VdpdkDevice {
                     }
                     let h = FlowHandle(self.next_flow);
                     self.next_flow = self.next_flow.wrapping_add(1).max(1);
-                    dp.rules.push((h, rule));
+                    rx.rules.push((h, rule));
                     out[0] = h.0 as u64;
                 }
             }
             CtrlOp::FlowDestroy => {
                 self.configured()?;
                 let h = req.args[0];
-                let mut dp = self.guest.dp.lock();
-                let before = dp.rules.len();
-                dp.rules.retain(|(x, _)| x.0 as u64 != h);
-                if dp.rules.len() == before {
+                let mut rx = self.guest.rx.lock();
+                let before = rx.rules.len();
+                rx.rules.retain(|(x, _)| x.0 as u64 != h);
+                if rx.rules.len() == before {
                     return fail(
                         CtrlStatus::InvalidArg,
                         format!("no flow rule with handle {h}"),
@@ -433,7 +431,7 @@ impl VdpdkDevice {
             }
             CtrlOp::FlowFlush => {
                 self.configured()?;
-                self.guest.dp.lock().rules.clear();
+                self.guest.rx.lock().rules.clear();
             }
             CtrlOp::GetStats => {
                 let s = self.guest.stats.snapshot();
@@ -511,7 +509,7 @@ impl VdpdkDevice {
                 if v >= self.guest.max_txq as u32 {
                     self.bad_access(&format!("TX kick for queue {v}"));
                 }
-                let _ = self.wake.write(1);
+                let _ = self.guest.tx_wake.write(1);
             }
             o if o >= abi::MSIX_TABLE_OFFSET as u64 && o + 4 <= abi::SIGNAL_BAR_SIZE => {
                 let i = (o - abi::MSIX_TABLE_OFFSET as u64) as usize;
@@ -593,28 +591,24 @@ impl ServerBackend for VdpdkDevice {
             flags.contains(DmaMapFlags::WRITE),
         )
         .map_err(|e| einval(format!("mapping {address:#x}+{size:#x}: {e}")))?;
-        self.guest.dp.lock().mem.add(region).map_err(einval)?;
+        self.guest.map_region(region).map_err(einval)?;
         debug!("{}: DMA map {address:#x}+{size:#x}", self.guest.name);
         Ok(())
     }
 
     fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> std::io::Result<()> {
-        let mut dp = self.guest.dp.lock();
-        if flags.contains(DmaUnmapFlags::UNMAP_ALL) {
-            dp.running = false;
-            dp.rxq.iter_mut().for_each(|q| *q = None);
-            dp.txq.iter_mut().for_each(|q| *q = None);
-            dp.mem.clear();
-            return Ok(());
-        }
-        let dropped = dp.drop_queues_in(address, size);
+        let (iova, len) = if flags.contains(DmaUnmapFlags::UNMAP_ALL) {
+            (0, u64::MAX)
+        } else {
+            (address, size)
+        };
+        let dropped = self.guest.unmap_range(iova, len);
         if dropped > 0 {
             warn!(
-                "{}: DMA unmap {address:#x}+{size:#x} removed {dropped} rings; device stopped",
+                "{}: DMA unmap {iova:#x}+{len:#x} removed {dropped} rings; device stopped",
                 self.guest.name
             );
         }
-        dp.mem.remove(address, size);
         Ok(())
     }
 
@@ -643,23 +637,23 @@ impl ServerBackend for VdpdkDevice {
             .checked_add(count)
             .filter(|&e| e <= abi::MAX_QUEUES as u32)
             .ok_or_else(|| einval(format!("vectors {start}+{count} out of range")))?;
-        let mut dp = self.guest.dp.lock();
-        if dp.irq_fds.len() < end as usize {
-            dp.irq_fds.resize_with(end as usize, || None);
+        let mut rx = self.guest.rx.lock();
+        if rx.irq_fds.len() < end as usize {
+            rx.irq_fds.resize_with(end as usize, || None);
         }
         if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
             if fds.len() != count as usize {
                 return Err(einval(format!("{count} vectors but {} fds", fds.len())));
             }
             for (i, f) in fds.into_iter().enumerate() {
-                dp.irq_fds[start as usize + i] = Some(f);
+                rx.irq_fds[start as usize + i] = Some(f);
             }
         } else if flags & VFIO_IRQ_SET_DATA_NONE != 0 {
             if count == 0 {
-                dp.irq_fds.clear();
+                rx.irq_fds.clear();
             } else {
                 for v in start..end {
-                    dp.irq_fds[v as usize] = None;
+                    rx.irq_fds[v as usize] = None;
                 }
             }
         } else {

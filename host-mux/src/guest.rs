@@ -1,14 +1,17 @@
-//! Per-VM state shared between the VM's control thread (vfio-user server) and the poller.
+//! Per-VM state shared between the VM's control thread (vfio-user server) and the pollers.
 //!
-//! The control thread changes a guest's data path (DMA map, queues, rules, interrupt fds) only
-//! while holding `Guest::dp`; the poller holds the same lock for one bounded batch at a time and
-//! never while it sleeps, so a DMA unmap waits at most one batch and no poller ever touches a
-//! region after the control thread removed it.
+//! A guest's data path has two halves, each behind its own lock so that an RX poller and a TX
+//! poller never contend: `Guest::rx` (RX rings, flow rules, interrupt fds) and `Guest::tx` (TX
+//! rings). Each half holds its own view of the guest's DMA map (shared regions). The control
+//! thread changes a half only while holding its lock, and changes the DMA map only while holding
+//! both (TX first, then RX; pollers take one at a time, so there is no lock-order cycle). A
+//! poller holds a lock for one bounded batch and never while it sleeps, so a DMA unmap waits at
+//! most one batch, and no poller ever touches a region after the control thread removed it.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -29,6 +32,9 @@ pub struct DmaRegion {
 
 // SAFETY: the mapping is owned by this value; accesses go through raw pointers.
 unsafe impl Send for DmaRegion {}
+// SAFETY: &DmaRegion only exposes the address (via translate) and immutable metadata; who may
+// touch the bytes is governed by the guest locks.
+unsafe impl Sync for DmaRegion {}
 
 impl DmaRegion {
     /// Maps `len` bytes of `fd` at `offset` (the guest's DMA_MAP request).
@@ -75,23 +81,46 @@ impl DmaRegion {
     }
 }
 
+/// When set, unmapped guest memory is replaced by an inaccessible reservation instead of being
+/// returned to the system, so any use after unmap faults at once instead of silently reaching
+/// whatever the kernel maps there next (a test aid: address space is not reused).
+pub static GUARD_UNMAPPED: AtomicBool = AtomicBool::new(false);
+
 impl Drop for DmaRegion {
     fn drop(&mut self) {
+        let p = self.ptr.as_ptr().cast();
+        if GUARD_UNMAPPED.load(Ordering::Relaxed) {
+            // SAFETY: replaces our own mapping (same range) with a PROT_NONE one; nothing uses
+            // the range any more (pollers only translate under the guest locks).
+            let r = unsafe {
+                libc::mmap(
+                    p,
+                    self.map_len,
+                    libc::PROT_NONE,
+                    libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if r != libc::MAP_FAILED {
+                return;
+            }
+        }
         // SAFETY: ptr/map_len are our mmap; the owner guarantees no pointer into it is used
-        // after this (pollers only translate under the guest lock).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.map_len) };
+        // after this (pollers only translate under the guest locks).
+        unsafe { libc::munmap(p, self.map_len) };
     }
 }
 
-/// The guest's DMA address space as the host sees it.
-#[derive(Default)]
+/// The guest's DMA address space as the host sees it. Cloning shares the regions.
+#[derive(Default, Clone)]
 pub struct GuestMem {
-    regions: Vec<DmaRegion>,
+    regions: Vec<Arc<DmaRegion>>,
 }
 
 impl GuestMem {
     /// Adds a region; refuses overlaps with existing ones.
-    pub fn add(&mut self, r: DmaRegion) -> Result<(), String> {
+    pub fn add(&mut self, r: Arc<DmaRegion>) -> Result<(), String> {
         if self.regions.iter().any(|x| x.overlaps(r.iova, r.len)) {
             return Err(format!(
                 "DMA map {:#x}+{:#x} overlaps an existing mapping",
@@ -148,37 +177,39 @@ pub struct HostQueue {
     pub next: u16,
 }
 
-/// Everything the poller needs about one guest, guarded by `Guest::dp`.
+/// The RX half of a guest's data path, guarded by `Guest::rx`.
 #[derive(Default)]
-pub struct DataPath {
+pub struct RxPath {
     /// Set by Start, cleared by Stop/Reset/disconnect.
     pub running: bool,
     pub mem: GuestMem,
-    pub rxq: Vec<Option<HostQueue>>,
-    pub txq: Vec<Option<HostQueue>>,
+    pub queues: Vec<Option<HostQueue>>,
     /// Guest flow rules, matched in order on frames already steered to this guest.
     pub rules: Vec<(FlowHandle, FlowRule)>,
     /// MSI-X vector eventfds (vector n = RX queue n).
     pub irq_fds: Vec<Option<File>>,
 }
 
-impl DataPath {
-    /// Drops queues whose ring lies in `[iova, iova+len)` (about to be unmapped); returns how many.
-    pub fn drop_queues_in(&mut self, iova: u64, len: u64) -> usize {
-        let mut n = 0;
-        for q in self.rxq.iter_mut().chain(self.txq.iter_mut()) {
-            if q.as_ref().is_some_and(|h| {
-                h.ring_iova < iova.saturating_add(len) && iova < h.ring_iova + h.ring_len
-            }) {
-                *q = None;
-                n += 1;
-            }
+/// The TX half of a guest's data path, guarded by `Guest::tx`.
+#[derive(Default)]
+pub struct TxPath {
+    pub running: bool,
+    pub mem: GuestMem,
+    pub queues: Vec<Option<HostQueue>>,
+}
+
+/// Drops queues whose ring overlaps `[iova, iova+len)`; returns how many.
+fn drop_queues_in(queues: &mut [Option<HostQueue>], iova: u64, len: u64) -> usize {
+    let mut n = 0;
+    for q in queues.iter_mut() {
+        if q.as_ref().is_some_and(|h| {
+            h.ring_iova < iova.saturating_add(len) && iova < h.ring_iova + h.ring_len
+        }) {
+            *q = None;
+            n += 1;
         }
-        if n > 0 {
-            self.running = false;
-        }
-        n
     }
+    n
 }
 
 /// Counters of one guest, updated by the poller and the control thread, read by anyone.
@@ -207,13 +238,73 @@ pub struct Guest {
     pub max_rxq: u16,
     pub max_txq: u16,
     pub stats: GuestStats,
-    pub dp: Mutex<DataPath>,
+    pub rx: Mutex<RxPath>,
+    pub tx: Mutex<TxPath>,
+    /// Wakes the poller that serves this guest's TX queues (kicks, start).
+    pub tx_wake: Arc<vmm_sys_util::eventfd::EventFd>,
     /// BAR2, shared with the guest: queue flags live here.
     pub data_bar: Arc<SharedRegion>,
     /// A driver has negotiated with the device since the last reset or disconnect.
     pub attached: std::sync::atomic::AtomicBool,
     /// Times a driver attached to this slot.
     pub attaches: AtomicU64,
+}
+
+impl Guest {
+    /// Runs `f` with both halves locked (TX first, then RX: the one lock order).
+    pub fn with_both<R>(&self, f: impl FnOnce(&mut TxPath, &mut RxPath) -> R) -> R {
+        let mut tx = self.tx.lock();
+        let mut rx = self.rx.lock();
+        f(&mut tx, &mut rx)
+    }
+
+    pub fn set_running(&self, on: bool) {
+        self.with_both(|tx, rx| {
+            tx.running = on;
+            rx.running = on;
+        });
+    }
+
+    /// Adds a DMA region to both halves' maps.
+    pub fn map_region(&self, r: DmaRegion) -> Result<(), String> {
+        let r = Arc::new(r);
+        self.with_both(|tx, rx| {
+            tx.mem.add(r.clone())?;
+            rx.mem.add(r)
+        })
+    }
+
+    /// Removes DMA regions inside `[iova, iova+len)`. Rings inside the range are dropped and
+    /// the device stops: a ring must not outlive its memory. Returns the rings dropped.
+    pub fn unmap_range(&self, iova: u64, len: u64) -> usize {
+        self.with_both(|tx, rx| {
+            let n = drop_queues_in(&mut tx.queues, iova, len)
+                + drop_queues_in(&mut rx.queues, iova, len);
+            if n > 0 {
+                tx.running = false;
+                rx.running = false;
+            }
+            tx.mem.remove(iova, len);
+            rx.mem.remove(iova, len);
+            n
+        })
+    }
+
+    /// Back to a device with nothing: no queues, rules, DMA maps or interrupt fds.
+    pub fn clear(&self) {
+        self.with_both(|tx, rx| {
+            *tx = TxPath::default();
+            *rx = RxPath::default();
+        });
+    }
+
+    pub fn dma_regions(&self) -> usize {
+        self.rx.lock().mem.len()
+    }
+
+    pub fn running(&self) -> bool {
+        self.rx.lock().running
+    }
 }
 
 #[cfg(test)]
@@ -238,8 +329,8 @@ mod tests {
             write in any::<bool>(),
         ) {
             let mut mem = GuestMem::default();
-            mem.add(region(0x10000, 0x2000, true)).unwrap();
-            mem.add(region(0x20000, 0x1000, false)).unwrap();
+            mem.add(Arc::new(region(0x10000, 0x2000, true))).unwrap();
+            mem.add(Arc::new(region(0x20000, 0x1000, false))).unwrap();
             let inside = |base: u64, size: u64| {
                 iova.checked_add(len).is_some_and(|end| iova >= base && end <= base + size)
             };
@@ -252,8 +343,8 @@ mod tests {
     #[test]
     fn overlapping_maps_are_refused_and_unmap_drops_rings() {
         let mut mem = GuestMem::default();
-        mem.add(region(0x10000, 0x2000, true)).unwrap();
-        assert!(mem.add(region(0x11000, 0x2000, true)).is_err());
+        mem.add(Arc::new(region(0x10000, 0x2000, true))).unwrap();
+        assert!(mem.add(Arc::new(region(0x11000, 0x2000, true))).is_err());
         assert_eq!(mem.remove(0x10000, 0x2000), 1);
         assert!(mem.is_empty());
     }

@@ -13,6 +13,7 @@ pub mod device;
 pub mod guest;
 pub mod shm;
 
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -23,29 +24,68 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use parking_lot::Mutex;
-use vdpdk_core::abi::{self, STATS_COUNT};
-use vdpdk_core::{DevConfig, Error, EthDev, MacAddr, Mempool, Result};
+use serde::Serialize;
+use vdpdk_core::abi::{self, STATS_COUNT, STATS_NAMES};
+use vdpdk_core::{DevConfig, Error, EthDev, FlowItem, FlowRule, MacAddr, Mempool, Result};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-pub use config::{BackendConfig, MuxConfig, VmConfig};
-pub use datapath::MuxStats;
+pub use config::{BackendConfig, ClusterConfig, MuxConfig, PollMode, VmConfig};
+use datapath::{Poller, PollerStats, Role, SleepPolicy};
 use device::{PortFacts, VdpdkDevice};
-use guest::{DataPath, Guest, GuestStats};
+use guest::{Guest, GuestStats};
 use shm::SharedRegion;
 
 /// A point-in-time view of one VM slot.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct GuestSnapshot {
     pub name: String,
+    #[serde(serialize_with = "ser_display")]
     pub mac: MacAddr,
     pub attached: bool,
     pub attaches: u64,
-    /// Device started with queues the poller serves.
+    /// Device started with queues the pollers serve.
     pub running: bool,
     /// DMA regions currently mapped from this guest.
     pub dma_regions: usize,
-    /// Indexed by `abi::StatsIndex`.
+    /// Indexed by `abi::StatsIndex` (names in `abi::STATS_NAMES`).
+    #[serde(serialize_with = "ser_guest_stats")]
     pub stats: [u64; STATS_COUNT],
+}
+
+/// A point-in-time view of one poller thread.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PollerSnapshot {
+    pub name: String,
+    pub role: &'static str,
+    pub cpu: Option<usize>,
+    pub guests: usize,
+    pub wire_rx: u64,
+    pub wire_tx: u64,
+    pub rx_unknown_dst: u64,
+    pub rx_guest_stopped: u64,
+    pub tx_backpressure: u64,
+    pub rounds: u64,
+    pub empty_rounds: u64,
+    pub sleeps: u64,
+    pub asleep_ms: u64,
+}
+
+/// Everything `host-mux --stats` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct MuxSnapshot {
+    pub guests: Vec<GuestSnapshot>,
+    pub pollers: Vec<PollerSnapshot>,
+}
+
+fn ser_display<S: serde::Serializer>(v: &MacAddr, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn ser_guest_stats<S: serde::Serializer>(
+    v: &[u64; STATS_COUNT],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_map(STATS_NAMES.iter().zip(v.iter()))
 }
 
 struct VmSlot {
@@ -54,24 +94,39 @@ struct VmSlot {
     thread: Option<JoinHandle<()>>,
 }
 
+struct PollerHandle {
+    name: String,
+    role: Role,
+    cpu: Option<usize>,
+    guests: usize,
+    wake: Arc<EventFd>,
+    stats: Arc<PollerStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
 /// A running multiplexer. Dropping it (or calling [`HostMux::shutdown`]) stops it.
 pub struct HostMux {
-    guests: Vec<Arc<Guest>>,
+    inner: Arc<Shared>,
     stop: Arc<AtomicBool>,
-    wake: Arc<EventFd>,
-    poller: Option<JoinHandle<()>>,
     slots: Vec<VmSlot>,
-    stats: Arc<MuxStats>,
+    stats_listener: Option<(OwnedFd, PathBuf, JoinHandle<()>)>,
     backend: Arc<Mutex<Box<dyn EthDev>>>,
 }
 
-/// Backend RX ring size: the largest the backend allows up to 1024.
+/// What the stats socket needs to read while the mux runs.
+struct Shared {
+    guests: Vec<Arc<Guest>>,
+    pollers: Mutex<Vec<PollerHandle>>,
+}
+
+/// Backend ring size: the largest the backend allows up to 1024.
 fn pick_ring(lim: vdpdk_core::DescLimits) -> u16 {
     let want = 1024u16.clamp(lim.min, lim.max);
     want - want % lim.align.max(1)
 }
 
-/// Binds a VM socket. A stale socket file (nobody listening) is replaced; a live one is an error.
+/// Binds a Unix socket. A stale socket file (nobody listening) is replaced; a live one is an
+/// error.
 fn bind_socket(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
@@ -91,10 +146,27 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
         .map_err(|e| Error::InvalidArg(format!("binding {}: {e}", path.display())))
 }
 
+/// The pollers a cluster runs.
+fn cluster_roles(c: &ClusterConfig) -> Vec<(Role, Option<usize>)> {
+    if c.split() {
+        let tx_cpu = c.cpus.get(1).or(c.cpus.first()).copied();
+        vec![(Role::Rx, c.cpus.first().copied()), (Role::Tx, tx_cpu)]
+    } else {
+        vec![(Role::Combined, c.cpus.first().copied())]
+    }
+}
+
 impl HostMux {
-    /// Starts serving `cfg.vms` on `backend` (configured and started here with one RX and one
-    /// TX queue; software steering).
+    /// Starts serving `cfg.vms` on `backend`, which is configured and started here: one RX
+    /// queue per cluster (each VM's MAC steered by a backend flow rule to its cluster's queue
+    /// when there is more than one) and one TX queue per TX poller (shared when the backend has
+    /// fewer).
+    ///
+    /// Threads: one control thread per configured VM (blocked on its socket), the pollers of
+    /// each cluster, and one stats thread when `stats_socket` is set. The count is fixed at
+    /// start-up: guests attaching or leaving create no threads.
     pub fn start(cfg: &MuxConfig, mut backend: Box<dyn EthDev>) -> Result<HostMux> {
+        guest::GUARD_UNMAPPED.store(cfg.guard_unmapped, Ordering::Relaxed);
         let info = backend.info();
         let pool = Mempool::new("host-mux", cfg.pool_size, vdpdk_core::DEFAULT_BUF_SIZE)?;
         if pool.memory().is_hugepage_backed() {
@@ -106,17 +178,59 @@ impl HostMux {
                 cfg.pool_size
             );
         }
+        let plans: Vec<(usize, Role, Option<usize>)> = cfg
+            .clusters
+            .iter()
+            .enumerate()
+            .flat_map(|(ci, c)| {
+                cluster_roles(c)
+                    .into_iter()
+                    .map(move |(r, cpu)| (ci, r, cpu))
+            })
+            .collect();
+        let n_rx = cfg.clusters.len() as u16;
+        let n_tx = plans.iter().filter(|p| p.1 != Role::Rx).count() as u16;
+        if n_rx > info.max_rx_queues {
+            return Err(Error::InvalidArg(format!(
+                "{} clusters need {n_rx} RX queues but the {} backend has {}",
+                cfg.clusters.len(),
+                info.driver,
+                info.max_rx_queues
+            )));
+        }
+        let nb_tx = n_tx.min(info.max_tx_queues).max(1);
         backend.configure(&DevConfig {
-            nb_rx_queues: 1,
-            nb_tx_queues: 1,
+            nb_rx_queues: n_rx,
+            nb_tx_queues: nb_tx,
             rx_intr: info.rx_intr,
             ..Default::default()
         })?;
-        backend.rx_queue_setup(0, pick_ring(info.rx_desc_lim), &pool)?;
-        backend.tx_queue_setup(0, pick_ring(info.tx_desc_lim))?;
+        for q in 0..n_rx {
+            backend.rx_queue_setup(q, pick_ring(info.rx_desc_lim), &pool)?;
+        }
+        for q in 0..nb_tx {
+            backend.tx_queue_setup(q, pick_ring(info.tx_desc_lim))?;
+        }
+        // Steer each VM's MAC to its cluster's RX queue (queue 0 also gets broadcast and
+        // unknown traffic; its poller delivers broadcast to every VM).
+        if n_rx > 1 {
+            for vm in cfg.vms.iter().filter(|v| v.cluster != 0) {
+                let rule = FlowRule::to_queue(vec![FlowItem::eth_dst(vm.mac)], vm.cluster as u16);
+                backend.flow_create(&rule).map_err(|e| {
+                    Error::Unsupported(format!(
+                        "the {} backend cannot steer {} to cluster {}'s queue ({e}); use one cluster",
+                        info.driver, vm.name, vm.cluster
+                    ))
+                })?;
+            }
+        }
         backend.start()?;
-        let rxq = backend.take_rx_queue(0)?;
-        let txq = backend.take_tx_queue(0)?;
+        let mut rxqs: Vec<_> = (0..n_rx)
+            .map(|q| backend.take_rx_queue(q).map(Some))
+            .collect::<Result<_>>()?;
+        let txqs: Vec<_> = (0..nb_tx)
+            .map(|q| backend.take_tx_queue(q).map(|t| Arc::new(Mutex::new(t))))
+            .collect::<Result<_>>()?;
         let link = backend.link();
         let facts = PortFacts {
             mtu: info.mtu,
@@ -125,9 +239,20 @@ impl HostMux {
             link_speed_mbps: link.speed_mbps,
         };
 
+        // Each cluster's TX-serving poller has the wake fd its guests kick.
+        let wakes: Vec<Arc<EventFd>> = plans
+            .iter()
+            .map(|_| EventFd::new(EFD_NONBLOCK).map(Arc::new))
+            .collect::<std::io::Result<_>>()?;
+        let tx_wake_of = |cluster: usize| {
+            let i = plans
+                .iter()
+                .position(|p| p.0 == cluster && p.1 != Role::Rx)
+                .expect("every cluster has a TX-serving poller");
+            wakes[i].clone()
+        };
+
         let stop = Arc::new(AtomicBool::new(false));
-        let wake = Arc::new(EventFd::new(EFD_NONBLOCK)?);
-        let stats = Arc::new(MuxStats::default());
         let mut guests = Vec::new();
         let mut slots = Vec::new();
         for vm in &cfg.vms {
@@ -137,23 +262,26 @@ impl HostMux {
                 max_rxq: vm.rx_queues,
                 max_txq: vm.tx_queues,
                 stats: GuestStats::default(),
-                dp: Mutex::new(DataPath::default()),
+                rx: Default::default(),
+                tx: Default::default(),
+                tx_wake: tx_wake_of(vm.cluster),
                 data_bar: Arc::new(SharedRegion::new(&vm.name, abi::DATA_BAR_SIZE as usize)?),
                 attached: AtomicBool::new(false),
                 attaches: Default::default(),
             });
             let listener = bind_socket(&vm.socket)?;
             let keep = listener.as_fd_dup()?;
-            let dev = VdpdkDevice::new(guest.clone(), facts, wake.clone());
+            let dev = VdpdkDevice::new(guest.clone(), facts);
             let stop2 = stop.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vfu-{}", vm.name))
                 .spawn(move || serve_vm(dev, listener, stop2))?;
             info!(
-                "{}: serving {} (MAC {})",
+                "{}: serving {} (MAC {}, cluster {})",
                 vm.name,
                 vm.socket.display(),
-                vm.mac
+                vm.mac,
+                vm.cluster
             );
             guests.push(guest);
             slots.push(VmSlot {
@@ -162,66 +290,120 @@ impl HostMux {
                 thread: Some(thread),
             });
         }
-        let poller = datapath::Poller::new(
-            guests.clone(),
-            rxq,
-            txq,
-            pool,
-            wake.clone(),
-            stop.clone(),
-            cfg.idle_polls,
-            stats.clone(),
-        );
-        let cpu = cfg.poller_cpu;
-        let poller = std::thread::Builder::new()
-            .name("mux-poll".into())
-            .spawn(move || {
-                if let Some(c) = cpu {
-                    if let Err(e) = pin_current_thread(c) {
-                        warn!("cannot pin the poller to CPU {c}: {e}");
+
+        let policy = SleepPolicy {
+            idle_polls: cfg.idle_polls,
+            timeout_ms: if cfg.sleep_timeout_ms == 0 {
+                -1
+            } else {
+                cfg.sleep_timeout_ms.min(i32::MAX as u32) as i32
+            },
+        };
+        let mut pollers = Vec::new();
+        let mut tx_next = 0usize;
+        for (i, &(ci, role, cpu)) in plans.iter().enumerate() {
+            let mine: Vec<Arc<Guest>> = cfg
+                .vms
+                .iter()
+                .zip(&guests)
+                .filter(|(v, _)| v.cluster == ci)
+                .map(|(_, g)| g.clone())
+                .collect();
+            let rxq = if role != Role::Tx {
+                rxqs[ci].take()
+            } else {
+                None
+            };
+            let txq = (role != Role::Rx).then(|| {
+                let t = txqs[tx_next % txqs.len()].clone();
+                tx_next += 1;
+                t
+            });
+            let name = format!("c{ci}-{}", role.name().replace('+', ""));
+            let p = Poller::new(
+                role,
+                guests.clone(),
+                mine.clone(),
+                rxq,
+                txq,
+                pool.clone(),
+                wakes[i].clone(),
+                stop.clone(),
+                policy,
+            );
+            let stats = p.stats.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("poll-{name}"))
+                .spawn(move || {
+                    if let Some(c) = cpu {
+                        if let Err(e) = pin_current_thread(c) {
+                            warn!("cannot pin a poller to CPU {c}: {e}");
+                        }
                     }
-                }
-                poller.run()
-            })?;
-        Ok(HostMux {
+                    p.run()
+                })?;
+            info!(
+                "poller {name}: {} on {}, {} VMs",
+                role.name(),
+                cpu.map_or("any CPU".into(), |c| format!("CPU {c}")),
+                mine.len()
+            );
+            pollers.push(PollerHandle {
+                name,
+                role,
+                cpu,
+                guests: mine.len(),
+                wake: wakes[i].clone(),
+                stats,
+                thread: Some(thread),
+            });
+        }
+        let inner = Arc::new(Shared {
             guests,
+            pollers: Mutex::new(pollers),
+        });
+        let stats_listener = match &cfg.stats_socket {
+            None => None,
+            Some(path) => {
+                let l = bind_socket(path)?;
+                let keep = l.as_fd_dup()?;
+                let (inner2, stop2) = (inner.clone(), stop.clone());
+                let t = std::thread::Builder::new()
+                    .name("mux-stats".into())
+                    .spawn(move || serve_stats(l, inner2, stop2))?;
+                Some((keep, path.clone(), t))
+            }
+        };
+        Ok(HostMux {
+            inner,
             stop,
-            wake,
-            poller: Some(poller),
             slots,
-            stats,
+            stats_listener,
             backend: Arc::new(Mutex::new(backend)),
         })
     }
 
     pub fn guests(&self) -> Vec<GuestSnapshot> {
-        self.guests
-            .iter()
-            .map(|g| {
-                let dp = g.dp.lock();
-                GuestSnapshot {
-                    name: g.name.clone(),
-                    running: dp.running,
-                    dma_regions: dp.mem.len(),
-                    mac: g.mac,
-                    attached: g.attached.load(Ordering::Relaxed),
-                    attaches: g.attaches.load(Ordering::Relaxed),
-                    stats: g.stats.snapshot(),
-                }
-            })
-            .collect()
+        self.inner.guests()
     }
 
-    pub fn stats(&self) -> &MuxStats {
-        &self.stats
+    pub fn pollers(&self) -> Vec<PollerSnapshot> {
+        self.inner.pollers()
+    }
+
+    pub fn snapshot(&self) -> MuxSnapshot {
+        MuxSnapshot {
+            guests: self.guests(),
+            pollers: self.pollers(),
+        }
     }
 
     pub fn backend_stats(&self) -> vdpdk_core::PortStats {
         self.backend.lock().stats()
     }
 
-    /// Stops the poller and the listeners. Control threads of still-connected guests end when
-    /// their guest disconnects.
+    /// Stops the pollers and the listeners. Control threads of still-connected guests end
+    /// when their guest disconnects.
     pub fn shutdown(mut self) {
         self.stop_all();
     }
@@ -230,12 +412,20 @@ impl HostMux {
         if self.stop.swap(true, Ordering::SeqCst) {
             return;
         }
-        let _ = self.wake.write(1);
-        if let Some(p) = self.poller.take() {
-            let _ = p.join();
+        for p in self.inner.pollers.lock().iter_mut() {
+            let _ = p.wake.write(1);
+            if let Some(t) = p.thread.take() {
+                let _ = t.join();
+            }
+        }
+        if let Some((fd, path, t)) = self.stats_listener.take() {
+            // SAFETY: shutdown on a listening socket we hold a dup of; wakes a blocked accept.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+            let _ = t.join();
+            let _ = std::fs::remove_file(path);
         }
         for s in &mut self.slots {
-            // SAFETY: shutdown on a listening socket we hold a dup of; wakes a blocked accept.
+            // SAFETY: as above.
             unsafe { libc::shutdown(s.listener.as_raw_fd(), libc::SHUT_RDWR) };
             let _ = std::fs::remove_file(&s.socket);
         }
@@ -256,10 +446,83 @@ impl HostMux {
     }
 }
 
+impl Shared {
+    fn guests(&self) -> Vec<GuestSnapshot> {
+        self.guests
+            .iter()
+            .map(|g| GuestSnapshot {
+                name: g.name.clone(),
+                mac: g.mac,
+                attached: g.attached.load(Ordering::Relaxed),
+                attaches: g.attaches.load(Ordering::Relaxed),
+                running: g.running(),
+                dma_regions: g.dma_regions(),
+                stats: g.stats.snapshot(),
+            })
+            .collect()
+    }
+
+    fn pollers(&self) -> Vec<PollerSnapshot> {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        self.pollers
+            .lock()
+            .iter()
+            .map(|p| PollerSnapshot {
+                name: p.name.clone(),
+                role: p.role.name(),
+                cpu: p.cpu,
+                guests: p.guests,
+                wire_rx: get(&p.stats.wire_rx),
+                wire_tx: get(&p.stats.wire_tx),
+                rx_unknown_dst: get(&p.stats.rx_unknown_dst),
+                rx_guest_stopped: get(&p.stats.rx_guest_stopped),
+                tx_backpressure: get(&p.stats.tx_backpressure),
+                rounds: get(&p.stats.rounds),
+                empty_rounds: get(&p.stats.empty_rounds),
+                sleeps: get(&p.stats.sleeps),
+                asleep_ms: get(&p.stats.asleep_ns) / 1_000_000,
+            })
+            .collect()
+    }
+}
+
 impl Drop for HostMux {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// Answers each connection to the stats socket with one JSON snapshot.
+fn serve_stats(listener: UnixListener, inner: Arc<Shared>, stop: Arc<AtomicBool>) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(mut conn) = conn else {
+            continue;
+        };
+        let snap = MuxSnapshot {
+            guests: inner.guests(),
+            pollers: inner.pollers(),
+        };
+        if let Ok(text) = serde_json::to_string(&snap) {
+            let _ = writeln!(conn, "{text}");
+        }
+    }
+}
+
+/// Reads a snapshot from a running host-mux's stats socket.
+pub fn query_stats(path: &Path) -> Result<serde_json::Value> {
+    use std::io::Read;
+    let mut s = UnixStream::connect(path).map_err(|e| {
+        Error::InvalidArg(format!(
+            "{}: {e} (is host-mux running with mux.stats_socket?)",
+            path.display()
+        ))
+    })?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    serde_json::from_str(&text).map_err(|e| Error::Device(format!("bad stats reply: {e}")))
 }
 
 trait DupFd {

@@ -21,10 +21,13 @@ use vdpdk_core::{EthDev, MacAddr, Mempool};
 #[derive(Parser, Debug)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Args {
-    /// TOML config: [backend] kind = "tap" (ifname = ...) or "pair", [mux], and [[vm]] entries
-    /// (name, socket, mac, rx_queues, tx_queues). See host-mux/src/config.rs or README.md.
-    #[arg(short, long)]
-    config: PathBuf,
+    /// TOML config: [backend] kind = "tap" (ifname = ...) or "pair", [mux], [[cluster]] and
+    /// [[vm]] entries. See configs/pair.toml and README.md for every key.
+    #[arg(short, long, required_unless_present = "stats")]
+    config: Option<PathBuf>,
+    /// Print the live stats of a running host-mux (its mux.stats_socket) as JSON and exit.
+    #[arg(long, value_name = "SOCKET", conflicts_with = "config")]
+    stats: Option<PathBuf>,
     /// Print a per-VM stats table every N seconds (0 = never).
     #[arg(long, default_value_t = 2)]
     stats_interval: u64,
@@ -42,10 +45,26 @@ extern "C" fn on_signal(_: libc::c_int) {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
-    let cfg = match MuxConfig::load(&args.config) {
+    if let Some(sock) = &args.stats {
+        match host_mux::query_stats(sock) {
+            Ok(v) => {
+                println!("{}", serde_json::to_string_pretty(&v).expect("JSON value"));
+                return;
+            }
+            Err(e) => {
+                eprintln!("host-mux: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let path = args
+        .config
+        .clone()
+        .expect("clap requires --config without --stats");
+    let cfg = match MuxConfig::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("host-mux: bad config {}: {e}", args.config.display());
+            eprintln!("host-mux: bad config {}: {e}", path.display());
             std::process::exit(2);
         }
     };

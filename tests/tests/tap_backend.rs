@@ -51,19 +51,21 @@ fn guest_traffic_crosses_a_real_tap_interface() {
     let tap = vdpdk_tap::TapPort::open(&ifname, None).expect("open TAP (are you root?)");
     let ifindex = tap.ifindex();
     let cfg = MuxConfig {
-        backend: BackendConfig::Tap {
-            ifname: ifname.clone(),
-        },
-        vms: vec![VmConfig {
-            name: "a".into(),
-            socket: dir.sock("a"),
-            mac: gmac,
-            rx_queues: 2,
-            tx_queues: 1,
-        }],
         idle_polls: 256,
         pool_size: 4096,
-        poller_cpu: None,
+        ..MuxConfig::new(
+            BackendConfig::Tap {
+                ifname: ifname.clone(),
+            },
+            vec![VmConfig {
+                name: "a".into(),
+                socket: dir.sock("a"),
+                mac: gmac,
+                rx_queues: 2,
+                tx_queues: 1,
+                cluster: 0,
+            }],
+        )
     };
     let sock = packet_socket(ifindex);
     let mux = HostMux::start(&cfg, Box::new(tap)).unwrap();

@@ -92,20 +92,21 @@ pub struct Vm {
 /// Starts host-mux on a pair backend serving `vms`, returns it and the wire's far end.
 pub fn start_mux(dir: &TempDir, vms: &[Vm]) -> (HostMux, Wire) {
     let cfg = MuxConfig {
-        backend: BackendConfig::Pair,
-        vms: vms
-            .iter()
-            .map(|v| VmConfig {
-                name: v.name.into(),
-                socket: dir.sock(v.name),
-                mac: v.mac,
-                rx_queues: v.rxq,
-                tx_queues: 1,
-            })
-            .collect(),
         idle_polls: 256,
         pool_size: 16384,
-        poller_cpu: None,
+        ..MuxConfig::new(
+            BackendConfig::Pair,
+            vms.iter()
+                .map(|v| VmConfig {
+                    name: v.name.into(),
+                    socket: dir.sock(v.name),
+                    mac: v.mac,
+                    rx_queues: v.rxq,
+                    tx_queues: 1,
+                    cluster: 0,
+                })
+                .collect(),
+        )
     };
     let (mux_end, mut wire_end) =
         vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 8192);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use guest_pmd::VdpdkPort;
-use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
+use host_mux::{BackendConfig, ClusterConfig, HostMux, MuxConfig, PollMode, VmConfig};
 use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
@@ -76,17 +76,23 @@ fn main() {
 fn run(args: &Args) -> vdpdk_core::Result<()> {
     let sock = args.dir.join("bench.sock");
     let cfg = MuxConfig {
-        backend: BackendConfig::Pair,
-        vms: vec![VmConfig {
-            name: "bench".into(),
-            socket: sock.clone(),
-            mac: GUEST_MAC,
-            rx_queues: 1,
-            tx_queues: 1,
-        }],
         idle_polls: 1 << 20,
         pool_size: 16384,
-        poller_cpu: Some(args.mux_cpu),
+        clusters: vec![ClusterConfig {
+            cpus: vec![args.mux_cpu],
+            mode: PollMode::Combined,
+        }],
+        ..MuxConfig::new(
+            BackendConfig::Pair,
+            vec![VmConfig {
+                name: "bench".into(),
+                socket: sock.clone(),
+                mac: GUEST_MAC,
+                rx_queues: 1,
+                tx_queues: 1,
+                cluster: 0,
+            }],
+        )
     };
     let (mux_end, mut wire) = vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 4096);
     let mux = HostMux::start(&cfg, Box::new(mux_end))?;

@@ -55,19 +55,21 @@ fn main() {
 
 fn run(args: &Args) -> vdpdk_core::Result<()> {
     let cfg = MuxConfig {
-        backend: BackendConfig::Pair,
-        vms: (0..args.guests)
-            .map(|i| VmConfig {
-                name: format!("vm{i}"),
-                socket: args.dir.join(format!("vm{i}.sock")),
-                mac: guest_mac(i),
-                rx_queues: 1,
-                tx_queues: 1,
-            })
-            .collect(),
         idle_polls: 1024,
         pool_size: 16384,
-        poller_cpu: None,
+        ..MuxConfig::new(
+            BackendConfig::Pair,
+            (0..args.guests)
+                .map(|i| VmConfig {
+                    name: format!("vm{i}"),
+                    socket: args.dir.join(format!("vm{i}.sock")),
+                    mac: guest_mac(i),
+                    rx_queues: 1,
+                    tx_queues: 1,
+                    cluster: 0,
+                })
+                .collect(),
+        )
     };
     let (mux_end, mut wire) = vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 8192);
     let mux = HostMux::start(&cfg, Box::new(mux_end))?;

@@ -281,6 +281,19 @@ pub enum StatsIndex {
     RxFlowDrop = 9,
 }
 pub const STATS_COUNT: usize = 10;
+/// Names of the `StatsIndex` counters, in order (for tables and JSON).
+pub const STATS_NAMES: [&str; STATS_COUNT] = [
+    "rx_packets",
+    "rx_bytes",
+    "rx_no_desc",
+    "tx_packets",
+    "tx_bytes",
+    "tx_bad_desc",
+    "tx_backend_drop",
+    "rx_bad_desc",
+    "ctrl_errors",
+    "rx_flow_drop",
+];
 
 /// Version/feature negotiation, run by the host on `CtrlOp::Negotiate`.
 /// Majors must match; the driver may request only offered features. Returns the agreed set.
