@@ -189,7 +189,9 @@ impl Poller {
                 let _ = self.wake.read();
             }
             self.arm(false);
-            empty = 0;
+            // Look once after waking; if that finds nothing, go straight back to sleep instead of
+            // spinning `idle_polls` rounds again (an idle mux must cost almost nothing).
+            empty = self.policy.idle_polls.saturating_sub(1);
         }
         self.flush_pending();
     }

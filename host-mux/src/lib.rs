@@ -7,6 +7,7 @@
 //! flow rules. Every guest request is validated: no VM can reach another's traffic, memory or
 //! queues.
 
+pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod device;

@@ -1,7 +1,7 @@
 //! A guest process for the integration tests: attaches to a host-mux socket with guest-pmd and
 //! obeys line commands on stdin, answering one line each on stdout.
 //!
-//! usage: vdpdk-test-guest SOCKET [RXQ] [TXQ]
+//! usage: vdpdk-test-guest SOCKET [RXQ] [TXQ] [RING]   (RING: RX/TX descriptors, default 2048)
 //!
 //! Commands:
 //! - `send COUNT LEN DST_MAC` — transmit COUNT UDP frames (seq 0..COUNT) → `SENT n`
@@ -23,11 +23,12 @@ use vdpdk_core::{DevConfig, EthDev, FlowItem, FlowRule, MacAddr, Mbuf, Mempool, 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 2 {
-        eprintln!("usage: vdpdk-test-guest SOCKET [RXQ] [TXQ]");
+        eprintln!("usage: vdpdk-test-guest SOCKET [RXQ] [TXQ] [RING]");
         std::process::exit(2);
     }
     let nrx: u16 = args.get(2).map_or(1, |s| s.parse().expect("RXQ"));
     let ntx: u16 = args.get(3).map_or(1, |s| s.parse().expect("TXQ"));
+    let ring: u16 = args.get(4).map_or(2048, |s| s.parse().expect("RING"));
     let mut port = match VdpdkPort::connect(Path::new(&args[1])) {
         Ok(p) => p,
         Err(e) => {
@@ -35,7 +36,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let pool = Mempool::new("guest", 16384, vdpdk_core::DEFAULT_BUF_SIZE).expect("pool");
+    // Enough buffers for every RX ring to stay full while a TX ring is in flight.
+    let bufs = (nrx as u32 + ntx as u32 + 2) * ring as u32;
+    let pool = Mempool::new("guest", bufs, vdpdk_core::DEFAULT_BUF_SIZE).expect("pool");
     port.configure(&DevConfig {
         nb_rx_queues: nrx,
         nb_tx_queues: ntx,
@@ -44,10 +47,10 @@ fn main() {
     })
     .expect("configure");
     for q in 0..nrx {
-        port.rx_queue_setup(q, 2048, &pool).expect("rxq");
+        port.rx_queue_setup(q, ring, &pool).expect("rxq");
     }
     for q in 0..ntx {
-        port.tx_queue_setup(q, 512).expect("txq");
+        port.tx_queue_setup(q, ring).expect("txq");
     }
     port.start().expect("start");
     let mut rxqs: Vec<Box<dyn RxQueue>> =

@@ -134,9 +134,16 @@ pub struct GuestProc {
 
 impl GuestProc {
     pub fn spawn(socket: &Path, rxq: u16) -> GuestProc {
+        Self::spawn_with(socket, rxq, 2048)
+    }
+
+    /// A guest with `rxq` RX queues and rings of `ring` descriptors.
+    pub fn spawn_with(socket: &Path, rxq: u16, ring: u16) -> GuestProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vdpdk-test-guest"))
             .arg(socket)
             .arg(rxq.to_string())
+            .arg("1")
+            .arg(ring.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

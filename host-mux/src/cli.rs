@@ -1,0 +1,175 @@
+//! The host-mux command line (the `host-mux` binary is `cli::main`; tests run the same code
+//! under another binary name).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::{BackendConfig, HostMux, MuxConfig};
+use clap::Parser;
+use vdpdk_core::{EthDev, MacAddr, Mempool};
+
+/// Serve vDPDK paravirtual NICs to VMs (QEMU `vfio-user-pci`) and process guests, multiplexed
+/// onto one NIC.
+///
+/// Each `[[vm]]` of the config gets its own vfio-user socket and MAC; frames from the NIC are
+/// steered to a VM by destination MAC (broadcast to all) and then by the VM's own flow rules.
+/// Start a VM with:
+///   qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on
+///     -machine q35,memory-backend=mem
+///     -device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/vdpdk/vm1.sock"}}'
+#[derive(Parser, Debug)]
+#[command(version, about, long_about, verbatim_doc_comment)]
+struct Args {
+    /// TOML config: [backend] kind = "tap" (ifname = ...) or "pair", [mux], [[cluster]] and
+    /// [[vm]] entries. See configs/pair.toml and README.md for every key.
+    #[arg(short, long, required_unless_present = "stats")]
+    config: Option<PathBuf>,
+    /// Print the live stats of a running host-mux (its mux.stats_socket) as JSON and exit.
+    #[arg(long, value_name = "SOCKET", conflicts_with = "config")]
+    stats: Option<PathBuf>,
+    /// Print a per-VM stats table every N seconds (0 = never).
+    #[arg(long, default_value_t = 2)]
+    stats_interval: u64,
+    /// Exit after N seconds (0 = run until SIGINT/SIGTERM).
+    #[arg(long, default_value_t = 0)]
+    duration: u64,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Parses the command line and runs host-mux (exits the process on errors).
+pub fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    if let Some(sock) = &args.stats {
+        match crate::query_stats(sock) {
+            Ok(v) => {
+                println!("{}", serde_json::to_string_pretty(&v).expect("JSON value"));
+                return;
+            }
+            Err(e) => {
+                eprintln!("host-mux: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let path = args
+        .config
+        .clone()
+        .expect("clap requires --config without --stats");
+    let cfg = match MuxConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("host-mux: bad config {}: {e}", path.display());
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&cfg, &args) {
+        eprintln!("host-mux: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
+    // SAFETY: installing a handler that only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let reflector_stop = Arc::new(AtomicBool::new(false));
+    let mut reflector = None;
+    let backend: Box<dyn EthDev> = match &cfg.backend {
+        BackendConfig::Tap { ifname } => Box::new(vdpdk_tap::TapPort::open(ifname, None)?),
+        BackendConfig::Pair => {
+            let (mux_end, far_end) = vdpdk_pair::pair(
+                MacAddr([2, 0, 0, 0, 0, 0xfd]),
+                MacAddr([2, 0, 0, 0, 0, 0xfe]),
+                1,
+                4096,
+            );
+            let stop = reflector_stop.clone();
+            reflector = Some(std::thread::spawn(move || reflect(far_end, stop)));
+            Box::new(mux_end)
+        }
+    };
+    let mux = HostMux::start(cfg, backend)?;
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        if args.duration > 0 && t0.elapsed() >= Duration::from_secs(args.duration) {
+            break;
+        }
+        if args.stats_interval > 0 && last.elapsed() >= Duration::from_secs(args.stats_interval) {
+            last = Instant::now();
+            print!("{}", crate::stats_table(&mux.guests()));
+        }
+    }
+    log::info!("shutting down");
+    mux.shutdown();
+    reflector_stop.store(true, Ordering::SeqCst);
+    if let Some(r) = reflector {
+        let _ = r.join();
+    }
+    Ok(())
+}
+
+/// Far end of the pair backend: returns every frame with source and destination swapped.
+/// Sleeps on the wire's RX interrupt when idle, so an idle host-mux stays idle.
+fn reflect(mut port: vdpdk_pair::PairPort, stop: Arc<AtomicBool>) {
+    let pool = Mempool::new("reflector", 4096, vdpdk_core::DEFAULT_BUF_SIZE).expect("pool");
+    let (mut rx, mut tx) =
+        vdpdk_core::ethdev::start_single_queue(&mut port, &pool, 1024, true).expect("reflector");
+    let (mut buf, mut pending) = (Vec::with_capacity(32), Vec::with_capacity(32));
+    let mut empty = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        // Frames the wire could not take yet go first; nothing is dropped.
+        if !pending.is_empty() {
+            tx.tx_burst(&mut pending);
+            if !pending.is_empty() {
+                std::thread::yield_now();
+                continue;
+            }
+        }
+        if rx.rx_burst(&mut buf, 32) == 0 {
+            empty += 1;
+            if empty >= 64 {
+                sleep_on(&mut *rx, 100);
+                empty = 0;
+            }
+            continue;
+        }
+        empty = 0;
+        for m in &mut buf {
+            let d = m.data_mut();
+            if d.len() >= 12 {
+                let (a, b) = d.split_at_mut(6);
+                a.swap_with_slice(&mut b[..6]);
+            }
+        }
+        tx.tx_burst(&mut buf);
+        pending.append(&mut buf);
+    }
+}
+
+/// Arms the queue's interrupt and sleeps on it (at most `ms`).
+fn sleep_on(rx: &mut dyn vdpdk_core::RxQueue, ms: i32) {
+    let (Ok(()), Some(fd)) = (rx.enable_intr(), rx.intr_fd()) else {
+        std::thread::sleep(Duration::from_millis(1));
+        return;
+    };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on our own eventfd.
+    unsafe { libc::poll(&mut p, 1, ms) };
+    let _ = rx.disable_intr();
+}
