@@ -187,6 +187,19 @@ impl VdpdkPort {
         Ok(port)
     }
 
+    /// Unmaps and re-maps the memory of every pool the device can reach, as a guest does when
+    /// its memory layout changes. Descriptors the device meets during the gap are refused by it
+    /// and show up as errors; rings are not touched, so the port keeps running.
+    pub fn remap_dma(&self) -> Result<()> {
+        let maps = self.maps.lock();
+        for p in &maps.pools {
+            let m = p.memory();
+            self.dev.dma_unmap(m.iova_base(), m.len() as u64)?;
+            self.dev.dma_map(m)?;
+        }
+        Ok(())
+    }
+
     /// Features agreed with the device.
     pub fn features(&self) -> Features {
         self.features

@@ -91,7 +91,11 @@ pub struct Vm {
 
 /// Starts host-mux on a pair backend serving `vms`, returns it and the wire's far end.
 pub fn start_mux(dir: &TempDir, vms: &[Vm]) -> (HostMux, Wire) {
-    let cfg = MuxConfig {
+    start_mux_cfg(mux_config(dir, vms))
+}
+
+fn mux_config(dir: &TempDir, vms: &[Vm]) -> MuxConfig {
+    MuxConfig {
         idle_polls: 256,
         pool_size: 16384,
         ..MuxConfig::new(
@@ -107,9 +111,14 @@ pub fn start_mux(dir: &TempDir, vms: &[Vm]) -> (HostMux, Wire) {
                 })
                 .collect(),
         )
-    };
+    }
+}
+
+/// Starts host-mux on a pair backend with `cfg` (its backend must be `Pair`).
+pub fn start_mux_cfg(cfg: MuxConfig) -> (HostMux, Wire) {
+    assert_eq!(cfg.backend, BackendConfig::Pair);
     let (mux_end, mut wire_end) =
-        vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 8192);
+        vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 4, 8192);
     let mux = HostMux::start(&cfg, Box::new(mux_end)).expect("host-mux start");
     let pool = Mempool::new("wire", 16384, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
     let (rx, tx) = start_single_queue(&mut wire_end, &pool, 1024, false).unwrap();
