@@ -102,6 +102,10 @@ pub struct Poller {
     tx_buf: Vec<Mbuf>,
     free_cache: Vec<Mbuf>,
     targets: Vec<u16>,
+    /// Distinct unicast targets of the current burst.
+    hit: Vec<u16>,
+    /// Guest MACs as u64 keys, sorted, with the guest index: O(log n) steering.
+    mac_index: Vec<(u64, u16)>,
     max_frame: usize,
     /// Where the next TX round starts, rotating so no guest is always served last.
     tx_cursor: usize,
@@ -132,6 +136,12 @@ impl Poller {
         );
         let max_frame =
             MAX_FRAME.min(pool.buf_size() as usize - vdpdk_core::MBUF_HEADROOM as usize);
+        let mut mac_index: Vec<(u64, u16)> = all_guests
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (mac_key(g.mac), i as u16))
+            .collect();
+        mac_index.sort_unstable();
         Poller {
             role,
             all_guests,
@@ -147,6 +157,8 @@ impl Poller {
             tx_buf: Vec::with_capacity(BURST * 4),
             free_cache: Vec::with_capacity(BURST * 2),
             targets: Vec::with_capacity(BURST),
+            hit: Vec::with_capacity(BURST),
+            mac_index,
             max_frame,
             tx_cursor: 0,
         }
@@ -249,29 +261,35 @@ impl Poller {
         if dst.is_multicast() {
             return TARGET_ALL;
         }
-        self.all_guests
-            .iter()
-            .position(|g| g.mac == dst)
-            .map_or(TARGET_NONE, |i| i as u16)
+        let k = mac_key(dst);
+        self.mac_index
+            .binary_search_by_key(&k, |e| e.0)
+            .map_or(TARGET_NONE, |i| self.mac_index[i].1)
     }
 
-    /// Steers the RX burst to guests, taking each guest's RX lock once per burst.
+    /// Steers the RX burst to guests, taking each target guest's RX lock once per burst.
     fn deliver(&mut self) {
         self.targets.clear();
+        self.hit.clear();
         let mut any_all = false;
         for i in 0..self.rx_buf.len() {
             let t = MacAddr::dst_of(self.rx_buf[i].data()).map_or(TARGET_NONE, |d| self.lookup(d));
-            if t == TARGET_NONE {
-                bump(&self.stats.rx_unknown_dst, 1);
+            match t {
+                TARGET_NONE => bump(&self.stats.rx_unknown_dst, 1),
+                TARGET_ALL => any_all = true,
+                t if !self.hit.contains(&t) => self.hit.push(t),
+                _ => {}
             }
-            any_all |= t == TARGET_ALL;
             self.targets.push(t);
         }
-        for (gi, g) in self.all_guests.iter().enumerate() {
-            let gi = gi as u16;
-            if !any_all && !self.targets.contains(&gi) {
-                continue;
-            }
+        // Broadcast in the burst: every guest is a target, in order (frame order per guest
+        // is preserved either way).
+        if any_all {
+            self.hit.clear();
+            self.hit.extend(0..self.all_guests.len() as u16);
+        }
+        for &gi in &self.hit {
+            let g = &self.all_guests[gi as usize];
             let mut rx = g.rx.lock();
             let (mut touched, mut pkts, mut bytes) = (0u64, 0u64, 0u64);
             for (m, &t) in self.rx_buf.iter().zip(&self.targets) {
@@ -282,7 +300,7 @@ impl Poller {
                     bump(&self.stats.rx_guest_stopped, 1);
                     continue;
                 }
-                if let Some(q) = deliver_one(g, &mut rx, m) {
+                if let Some(q) = deliver_one(&mut rx, m) {
                     touched |= 1 << (q % 64);
                     pkts += 1;
                     bytes += m.len() as u64;
@@ -290,8 +308,8 @@ impl Poller {
             }
             if touched != 0 {
                 // One counter update per guest and burst, not per frame.
-                g.stats.add(StatsIndex::RxPackets, pkts);
-                g.stats.add(StatsIndex::RxBytes, bytes);
+                rx.stats.add(StatsIndex::RxPackets, pkts);
+                rx.stats.add(StatsIndex::RxBytes, bytes);
                 raise_rx_irqs(g, &rx, touched);
             }
         }
@@ -327,7 +345,7 @@ impl Poller {
                 let Some(src) = src else {
                     hq.ring.release(idx, DESC_F_ERROR);
                     hq.next = idx.wrapping_add(1);
-                    g.stats.add(StatsIndex::TxBadDesc, 1);
+                    tx.stats.add(StatsIndex::TxBadDesc, 1);
                     continue;
                 };
                 if self.free_cache.is_empty()
@@ -356,10 +374,10 @@ impl Poller {
                 bytes += len as u64;
             }
         }
+        tx.stats.add(StatsIndex::TxPackets, taken as u64);
+        tx.stats.add(StatsIndex::TxBytes, bytes);
         drop(guard);
         if taken > 0 {
-            g.stats.add(StatsIndex::TxPackets, taken as u64);
-            g.stats.add(StatsIndex::TxBytes, bytes);
             self.flush_pending();
         }
         taken
@@ -381,9 +399,18 @@ impl Poller {
 
 /// Copies one frame into the guest RX queue its rules choose. Returns the queue used (the
 /// caller counts delivered frames); drops are counted here.
-fn deliver_one(g: &Guest, rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
+/// A MAC as an integer key (the six bytes, big-endian).
+fn mac_key(m: MacAddr) -> u64 {
+    m.0.iter().fold(0, |k, &b| k << 8 | b as u64)
+}
+
+fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
     let RxPath {
-        queues, mem, rules, ..
+        queues,
+        mem,
+        rules,
+        stats,
+        ..
     } = rx;
     let frame = m.data();
     let mut q = 0u16;
@@ -391,19 +418,19 @@ fn deliver_one(g: &Guest, rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
     if let Some((_, r)) = rules.iter().find(|(_, r)| r.matches(frame)) {
         let v = r.verdict();
         if v.drop {
-            g.stats.add(StatsIndex::RxFlowDrop, 1);
+            stats.add(StatsIndex::RxFlowDrop, 1);
             return None;
         }
         q = v.queue.unwrap_or(0);
         mark = v.mark;
     }
     let Some(hq) = queues.get_mut(q as usize).and_then(|q| q.as_mut()) else {
-        g.stats.add(StatsIndex::RxNoDesc, 1);
+        stats.add(StatsIndex::RxNoDesc, 1);
         return None;
     };
     let idx = hq.next;
     if hq.ring.flags(idx) & DESC_F_AVAIL == 0 {
-        g.stats.add(StatsIndex::RxNoDesc, 1);
+        stats.add(StatsIndex::RxNoDesc, 1);
         return None;
     }
     let d = hq.ring.read(idx);
@@ -416,7 +443,7 @@ fn deliver_one(g: &Guest, rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
     hq.next = idx.wrapping_add(1);
     let Some(dst) = dst else {
         hq.ring.complete(idx, 0, DESC_F_ERROR, 0, 0, 0);
-        g.stats.add(StatsIndex::RxBadDesc, 1);
+        stats.add(StatsIndex::RxBadDesc, 1);
         return None;
     };
     // SAFETY: dst..dst+len lies in a writable region of the guest's DMA map (checked), mapped

@@ -389,12 +389,12 @@ impl VdpdkDevice {
             CtrlOp::Reset => {
                 self.need_negotiated()?;
                 self.guest.with_both(|tx, rx| {
-                    let (mem_tx, mem_rx) = (tx.mem.clone(), rx.mem.clone());
-                    *tx = Default::default();
-                    *rx = Default::default();
-                    // DMA maps and interrupt fds belong to the connection, not the config.
-                    tx.mem = mem_tx;
-                    rx.mem = mem_rx;
+                    // DMA maps, interrupt fds and counters outlive a reset of the config.
+                    tx.running = false;
+                    tx.queues.clear();
+                    rx.running = false;
+                    rx.queues.clear();
+                    rx.rules.clear();
                 });
                 self.state = State::Negotiated;
             }
@@ -434,7 +434,7 @@ impl VdpdkDevice {
                 self.guest.rx.lock().rules.clear();
             }
             CtrlOp::GetStats => {
-                let s = self.guest.stats.snapshot();
+                let s = self.guest.stats_snapshot();
                 out[..s.len()].copy_from_slice(&s);
             }
         }

@@ -177,9 +177,24 @@ pub struct HostQueue {
     pub next: u16,
 }
 
+/// Counters kept inside a locked path: plain integers, updated by whoever holds the lock (no
+/// atomic read-modify-write on the hot path, which would also wait for every preceding store
+/// into guest memory to drain). Indexed by `StatsIndex`.
+#[derive(Default, Clone, Copy)]
+pub struct PathStats(pub [u64; STATS_COUNT]);
+
+impl PathStats {
+    #[inline]
+    pub fn add(&mut self, i: StatsIndex, v: u64) {
+        self.0[i as usize] += v;
+    }
+}
+
 /// The RX half of a guest's data path, guarded by `Guest::rx`.
 #[derive(Default)]
 pub struct RxPath {
+    /// RX counters (survive resets and reconnects: they describe the VM slot).
+    pub stats: PathStats,
     /// Set by Start, cleared by Stop/Reset/disconnect.
     pub running: bool,
     pub mem: GuestMem,
@@ -193,6 +208,8 @@ pub struct RxPath {
 /// The TX half of a guest's data path, guarded by `Guest::tx`.
 #[derive(Default)]
 pub struct TxPath {
+    /// TX counters (survive resets and reconnects).
+    pub stats: PathStats,
     pub running: bool,
     pub mem: GuestMem,
     pub queues: Vec<Option<HostQueue>>,
@@ -212,7 +229,7 @@ fn drop_queues_in(queues: &mut [Option<HostQueue>], iova: u64, len: u64) -> usiz
     n
 }
 
-/// Counters of one guest, updated by the poller and the control thread, read by anyone.
+/// Counters the control thread updates (refused requests), read by anyone.
 #[derive(Default)]
 pub struct GuestStats {
     c: [AtomicU64; STATS_COUNT],
@@ -290,12 +307,29 @@ impl Guest {
         })
     }
 
-    /// Back to a device with nothing: no queues, rules, DMA maps or interrupt fds.
+    /// Back to a device with nothing: no queues, rules, DMA maps or interrupt fds (counters
+    /// stay: they describe the VM slot).
     pub fn clear(&self) {
         self.with_both(|tx, rx| {
-            *tx = TxPath::default();
-            *rx = RxPath::default();
+            *tx = TxPath {
+                stats: tx.stats,
+                ..Default::default()
+            };
+            *rx = RxPath {
+                stats: rx.stats,
+                ..Default::default()
+            };
         });
+    }
+
+    /// All counters of this VM slot, indexed by `StatsIndex`.
+    pub fn stats_snapshot(&self) -> [u64; STATS_COUNT] {
+        let mut s = self.stats.snapshot();
+        let (t, r) = (self.tx.lock().stats.0, self.rx.lock().stats.0);
+        for i in 0..STATS_COUNT {
+            s[i] += t[i] + r[i];
+        }
+        s
     }
 
     pub fn dma_regions(&self) -> usize {

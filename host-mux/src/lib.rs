@@ -458,7 +458,7 @@ impl Shared {
                 attaches: g.attaches.load(Ordering::Relaxed),
                 running: g.running(),
                 dma_regions: g.dma_regions(),
-                stats: g.stats.snapshot(),
+                stats: g.stats_snapshot(),
             })
             .collect()
     }

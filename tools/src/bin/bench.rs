@@ -2,6 +2,10 @@
 //! in-memory pair backend. Guest->wire (TX) and wire->guest (RX) Mpps at the given frame sizes,
 //! batch 32; the guest side and the mux poller run pinned to different CPUs. Runs are
 //! interleaved (TX and RX, all sizes, then again) and the median is reported.
+//!
+//! With `--guests 1,2,4,16,64` it measures scaling instead: N guests on one poller, aggregate
+//! Mpps each way at the first frame size, and fairness as each guest's share of the traffic
+//! relative to an equal share (1.00 = perfectly fair).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -38,6 +42,9 @@ struct Args {
     /// Also print results as one JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Scaling mode: guest counts to measure, comma separated (1..=200 each).
+    #[arg(long, value_delimiter = ',')]
+    guests: Vec<usize>,
 }
 
 const BURST: usize = 32;
@@ -67,7 +74,16 @@ fn main() {
         eprintln!("vdpdk-bench: this machine has CPUs 0..{}", ncpu - 1);
         std::process::exit(2);
     }
-    if let Err(e) = run(&args) {
+    if args.guests.iter().any(|&n| !(1..=200).contains(&n)) {
+        eprintln!("vdpdk-bench: --guests values must be in 1..=200");
+        std::process::exit(2);
+    }
+    let res = if args.guests.is_empty() {
+        run(&args)
+    } else {
+        scale(&args)
+    };
+    if let Err(e) = res {
         eprintln!("vdpdk-bench: {e}");
         std::process::exit(1);
     }
@@ -211,5 +227,180 @@ fn drain(r: &mut Rig) {
         r.w_rx.rx_burst(&mut r.buf, BURST);
         r.g_rx.rx_burst(&mut r.buf, BURST);
         Mempool::free_bulk(&mut r.buf);
+    }
+}
+
+fn scale_guest_mac(i: usize) -> MacAddr {
+    MacAddr([2, 0, 0, 1, (i >> 8) as u8, i as u8])
+}
+
+/// Scaling mode: for each guest count, aggregate Mpps and per-guest shares, both directions.
+fn scale(args: &Args) -> vdpdk_core::Result<()> {
+    let size = args.sizes[0];
+    println!(
+        "vdpdk-bench scaling: {size} B frames, one combined poller on CPU {}, guests driven from CPU {}, {} x {:.1}s",
+        args.mux_cpu, args.guest_cpu, args.repeats, args.secs
+    );
+    println!(
+        "{:>6} {:<18} {:>12} {:>10} {:>10}",
+        "guests", "direction", "median Mpps", "min share", "max share"
+    );
+    host_mux::pin_current_thread(args.guest_cpu)?;
+    for &n in &args.guests {
+        let vms = (0..n)
+            .map(|i| VmConfig {
+                name: format!("g{i}"),
+                socket: args.dir.join(format!("g{i}.sock")),
+                mac: scale_guest_mac(i),
+                rx_queues: 1,
+                tx_queues: 1,
+                cluster: 0,
+            })
+            .collect();
+        let cfg = MuxConfig {
+            idle_polls: 1 << 20,
+            pool_size: 32768,
+            clusters: vec![ClusterConfig {
+                cpus: vec![args.mux_cpu],
+                mode: PollMode::Combined,
+            }],
+            ..MuxConfig::new(BackendConfig::Pair, vms)
+        };
+        let (mux_end, mut wire) =
+            vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 4096);
+        let mux = HostMux::start(&cfg, Box::new(mux_end))?;
+        let w_pool = Mempool::new("scale-wire", 16384, vdpdk_core::DEFAULT_BUF_SIZE)?;
+        let (mut w_rx, mut w_tx) = start_single_queue(&mut wire, &w_pool, 1024, false)?;
+        let mut ports = Vec::new();
+        let mut queues = Vec::new();
+        for vm in &cfg.vms {
+            let mut port = VdpdkPort::connect(&vm.socket)?;
+            let pool = Mempool::new("scale-guest", 1024, vdpdk_core::DEFAULT_BUF_SIZE)?;
+            let (rx, tx) = start_single_queue(&mut port, &pool, 256, false)?;
+            ports.push(port);
+            queues.push((rx, tx, pool));
+        }
+        for dir in ["wire -> guests", "guests -> wire"] {
+            let mut runs: Vec<(f64, Vec<u64>)> = Vec::new();
+            for _ in 0..args.repeats {
+                let r = if dir.starts_with("wire") {
+                    scale_rx(&mut queues, &w_pool, &mut *w_tx, size, args.secs)
+                } else {
+                    scale_tx(&mut queues, &mut *w_rx, size, args.secs)
+                };
+                runs.push(r);
+            }
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (mpps, counts) = &runs[runs.len() / 2];
+            let fair = counts.iter().sum::<u64>() as f64 / n as f64;
+            let share = |c: u64| if fair > 0.0 { c as f64 / fair } else { 0.0 };
+            let min = share(*counts.iter().min().unwrap());
+            let max = share(*counts.iter().max().unwrap());
+            println!("{n:>6} {dir:<18} {mpps:>12.2} {min:>10.2} {max:>10.2}");
+            if args.json {
+                println!(
+                    "{{\"guests\":{n},\"direction\":\"{dir}\",\"size\":{size},\"median_mpps\":{mpps:.3},\"min_share\":{min:.3},\"max_share\":{max:.3}}}"
+                );
+            }
+        }
+        drop(queues);
+        drop(ports);
+        mux.shutdown();
+    }
+    Ok(())
+}
+
+type GuestQueues = (Box<dyn RxQueue>, Box<dyn TxQueue>, Mempool);
+
+/// The wire offers frames round-robin to every guest's MAC; every guest polls. Returns
+/// (Mpps received by all guests, per-guest counts).
+fn scale_rx(
+    guests: &mut [GuestQueues],
+    w_pool: &Mempool,
+    w_tx: &mut dyn TxQueue,
+    size: usize,
+    secs: f64,
+) -> (f64, Vec<u64>) {
+    let n = guests.len();
+    let tmpls: Vec<Vec<u8>> = (0..n)
+        .map(|i| udp_frame(scale_guest_mac(i), WIRE_MAC, 1, size))
+        .collect();
+    let mut counts = vec![0u64; n];
+    let (mut pending, mut buf): (Vec<Mbuf>, Vec<Mbuf>) = (Vec::new(), Vec::new());
+    let mut next = 0usize;
+    let t0 = Instant::now();
+    let dur = Duration::from_secs_f64(secs);
+    while t0.elapsed() < dur {
+        let start = pending.len();
+        w_pool.alloc_bulk(&mut pending, BURST - start);
+        for m in &mut pending[start..] {
+            m.copy_from(&tmpls[next]).expect("fits");
+            next = (next + 1) % n;
+        }
+        w_tx.tx_burst(&mut pending);
+        for (i, g) in guests.iter_mut().enumerate() {
+            counts[i] += g.0.rx_burst(&mut buf, BURST) as u64;
+            Mempool::free_bulk(&mut buf);
+        }
+    }
+    let el = t0.elapsed().as_secs_f64();
+    Mempool::free_bulk(&mut pending);
+    settle(guests, None);
+    (counts.iter().sum::<u64>() as f64 / el / 1e6, counts)
+}
+
+/// Every guest offers a burst in turn; the wire counts per source. Returns (Mpps on the wire,
+/// per-guest counts).
+fn scale_tx(
+    guests: &mut [GuestQueues],
+    w_rx: &mut dyn RxQueue,
+    size: usize,
+    secs: f64,
+) -> (f64, Vec<u64>) {
+    let n = guests.len();
+    let tmpls: Vec<Vec<u8>> = (0..n)
+        .map(|i| udp_frame(WIRE_MAC, scale_guest_mac(i), 1, size))
+        .collect();
+    let mut counts = vec![0u64; n];
+    let (mut pending, mut buf): (Vec<Mbuf>, Vec<Mbuf>) = (Vec::new(), Vec::new());
+    let t0 = Instant::now();
+    let dur = Duration::from_secs_f64(secs);
+    while t0.elapsed() < dur {
+        for (i, g) in guests.iter_mut().enumerate() {
+            g.2.alloc_bulk(&mut pending, BURST);
+            for m in &mut pending {
+                m.copy_from(&tmpls[i]).expect("fits");
+            }
+            g.1.tx_burst(&mut pending);
+            Mempool::free_bulk(&mut pending);
+            while w_rx.rx_burst(&mut buf, BURST) > 0 {
+                for m in &buf {
+                    let src = (m.data()[10] as usize) << 8 | m.data()[11] as usize;
+                    if src < n {
+                        counts[src] += 1;
+                    }
+                }
+                Mempool::free_bulk(&mut buf);
+            }
+        }
+    }
+    let el = t0.elapsed().as_secs_f64();
+    settle(guests, Some(w_rx));
+    (counts.iter().sum::<u64>() as f64 / el / 1e6, counts)
+}
+
+/// Drains what is still in flight so the next measurement starts clean.
+fn settle(guests: &mut [GuestQueues], mut w_rx: Option<&mut dyn RxQueue>) {
+    let mut buf = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(50) {
+        for g in guests.iter_mut() {
+            g.0.rx_burst(&mut buf, BURST);
+            Mempool::free_bulk(&mut buf);
+        }
+        if let Some(w) = w_rx.as_deref_mut() {
+            w.rx_burst(&mut buf, BURST);
+            Mempool::free_bulk(&mut buf);
+        }
     }
 }
