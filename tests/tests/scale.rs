@@ -152,6 +152,26 @@ fn sixty_four_guests_on_two_cores_fixed_threads_own_traffic_idle_cost() {
     }
     let pollers = snap["pollers"].as_array().unwrap();
     assert_eq!(pollers.len(), if cpus >= 2 { 2 } else { 1 }, "{pollers:?}");
+    // Each poller thread is pinned to its cluster's core.
+    for (i, p) in pollers.iter().enumerate() {
+        let name = format!("poll-{}", p["name"].as_str().unwrap());
+        let cpus_allowed = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| {
+                let t = t.unwrap().path();
+                let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+                (comm.trim() == name).then(|| std::fs::read_to_string(t.join("status")).unwrap())
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no thread {name}"))
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Cpus_allowed_list:")
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap();
+        assert_eq!(cpus_allowed, i.min(cpus - 1).to_string(), "{name} pinned");
+    }
     assert_eq!(threads_of(pid), threads_before, "traffic created threads");
     for g in guests.drain(..) {
         g.quit();
