@@ -283,3 +283,34 @@ fn two_clusters_each_serve_their_guests_and_broadcast_reaches_both() {
     a.quit();
     b.quit();
 }
+
+#[test]
+fn a_flooding_guest_does_not_starve_its_neighbour() {
+    let dir = TempDir::new("starve");
+    let (amac, bmac) = (mac(0xaa), mac(0xab));
+    let (mux, mut wire) = mux_with(&dir, &[("a", amac), ("b", bmac)], |_| {});
+    let mut a = GuestProc::spawn(&dir.sock("a"), 1);
+    let mut b = GuestProc::spawn(&dir.sock("b"), 1);
+    a.start(&format!("flood {WIRE_MAC} 1500"));
+    // Let A fill the wire and its ring first.
+    let _ = wire.recv(5000, Duration::from_millis(200));
+    b.start(&format!("send 500 64 {WIRE_MAC}"));
+    let (mut from_b, t0) = (0usize, Instant::now());
+    while from_b < 500 && t0.elapsed() < Duration::from_secs(20) {
+        from_b += wire
+            .recv(256, Duration::from_millis(20))
+            .iter()
+            .filter(|f| f[6..12] == bmac.0)
+            .count();
+    }
+    assert_eq!(from_b, 500, "B's frames got through while A flooded");
+    assert_eq!(b.answer(), "SENT 500");
+    let sent_a = mux.guests()[0].stats[StatsIndex::TxPackets as usize];
+    println!(
+        "B's 500 frames crossed in {:?} while A sent {sent_a}",
+        t0.elapsed()
+    );
+    assert!(sent_a > 500, "A really was flooding ({sent_a})");
+    a.child.kill().unwrap();
+    b.quit();
+}
