@@ -1,0 +1,460 @@
+//! A software E810 PF: the register file, the admin queue engine and the commands a driver
+//! sends during bring-up, with the formats of DPDK `base/ice_adminq_cmd.h` and
+//! `base/ice_hw_autogen.h` (shared/reference/e810-facts.md; the C++ model in vmuxIO's
+//! `e810_bm` was the behavioural reference for completion semantics). Unknown commands answer
+//! with an admin error, never a panic; every response buffer is zeroed before it is filled.
+//!
+//! Fault injection ([`Faults`]) lets tests make the firmware stop answering, report a newer API,
+//! complete with the wrong opcode or sit in a global reset.
+
+pub mod dma;
+pub mod pci;
+pub mod regs;
+
+use std::collections::HashMap;
+
+use vdpdk_core::MacAddr;
+
+use dma::DmaSpace;
+use regs::*;
+
+// The few AQ constants the model needs, written out from [AQC] rather than shared with the
+// driver (see regs.rs for why).
+const FLAG_DD: u16 = 0x1;
+const FLAG_CMP: u16 = 0x2;
+const FLAG_ERR: u16 = 0x4;
+const FLAG_RD: u16 = 0x400;
+const FLAG_BUF: u16 = 0x1000;
+/// `ice_aq_err`: EINVAL 14, ENOMEM 9, ENOSYS 17 (the answer to an unknown opcode).
+const RC_EINVAL: u16 = 14;
+const RC_ENOMEM: u16 = 9;
+const RC_ENOSYS: u16 = 17;
+
+/// Misbehaviours a test can switch on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// Ignore tail writes to the send queue (the firmware hangs).
+    pub stop_answering: bool,
+    /// Report this API major in get_ver.
+    pub api_major: Option<u8>,
+    /// Complete every command with this opcode instead of its own.
+    pub wrong_opcode: Option<u16>,
+    /// Report a global reset in progress (GLGEN_RSTAT.DEVSTATE = 1).
+    pub in_global_reset: bool,
+    /// Make every command fail with this admin error.
+    pub fail_all: Option<u16>,
+}
+
+/// One admin ring as the device sees it.
+#[derive(Default, Clone, Copy, Debug)]
+struct Ring {
+    bal: u32,
+    bah: u32,
+    len: u32,
+    head: u32,
+    tail: u32,
+}
+
+impl Ring {
+    fn enabled(&self) -> bool {
+        self.len & (1 << 31) != 0
+    }
+    fn entries(&self) -> u32 {
+        self.len & 0x3FF
+    }
+    fn base(&self) -> u64 {
+        (self.bah as u64) << 32 | self.bal as u64
+    }
+}
+
+/// Model configuration (what the "NVM" says).
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub mac: MacAddr,
+    pub pf_id: u8,
+    pub num_queues: u32,
+    pub num_msix: u32,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            mac: MacAddr([0x00, 0x1b, 0x21, 0xe8, 0x10, 0x00]),
+            pf_id: 0,
+            num_queues: 64,
+            num_msix: 64,
+        }
+    }
+}
+
+/// The model's state; drive it with `mmio_read` / `mmio_write`.
+pub struct E810Model {
+    pub cfg: ModelConfig,
+    pub faults: Faults,
+    pub dma: DmaSpace,
+    atq: Ring,
+    arq: Ring,
+    /// Registers without behaviour: read back what was written.
+    plain: HashMap<u64, u32>,
+    link_up: bool,
+    lse_enabled: bool,
+    /// Admin commands seen, by opcode (for tests and debugging).
+    pub commands: HashMap<u16, u32>,
+    /// Events that could not be posted because the ARQ had no free buffer.
+    pub events_dropped: u32,
+}
+
+/// The outcome of one admin command.
+struct Reply {
+    retval: u16,
+    params: Option<[u8; 16]>,
+    data: Vec<u8>,
+    /// Response length to report (defaults to data.len()).
+    datalen: Option<u16>,
+}
+
+impl Reply {
+    fn ok() -> Reply {
+        Reply {
+            retval: 0,
+            params: None,
+            data: Vec::new(),
+            datalen: None,
+        }
+    }
+    fn err(rc: u16) -> Reply {
+        Reply {
+            retval: rc,
+            ..Reply::ok()
+        }
+    }
+}
+
+impl E810Model {
+    pub fn new(cfg: ModelConfig) -> E810Model {
+        E810Model {
+            cfg,
+            faults: Faults::default(),
+            dma: DmaSpace::default(),
+            atq: Ring::default(),
+            arq: Ring::default(),
+            plain: HashMap::new(),
+            link_up: false,
+            lse_enabled: false,
+            commands: HashMap::new(),
+            events_dropped: 0,
+        }
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    /// A PF reset: the admin queue survives (its reset source is EMPR), everything else goes.
+    fn pf_reset(&mut self) {
+        self.plain.clear();
+        self.link_up = false;
+        self.lse_enabled = false;
+    }
+
+    pub fn mmio_read(&mut self, off: u64) -> u32 {
+        match off {
+            PF_FUNC_RID => self.cfg.pf_id as u32,
+            // Reset completes at once: PFSWR reads back 0.
+            PFGEN_CTRL => 0,
+            GLGEN_RSTAT => self.faults.in_global_reset as u32,
+            GLNVM_ULD => {
+                if self.faults.in_global_reset {
+                    0
+                } else {
+                    0x33B
+                }
+            }
+            GLNVM_FLA => 1 << 6,
+            GL_MNG_FWSM => 0,
+            PFLAN_RX_QALLOC | PFLAN_TX_QALLOC => 1 << 31, // FIRSTQ 0, VALID
+            ATQBAL => self.atq.bal,
+            ATQBAH => self.atq.bah,
+            ATQLEN => self.atq.len,
+            ATQH => self.atq.head,
+            ATQT => self.atq.tail,
+            ARQBAL => self.arq.bal,
+            ARQBAH => self.arq.bah,
+            ARQLEN => self.arq.len,
+            ARQH => self.arq.head,
+            ARQT => self.arq.tail,
+            _ => self.plain.get(&off).copied().unwrap_or(0),
+        }
+    }
+
+    pub fn mmio_write(&mut self, off: u64, v: u32) {
+        match off {
+            PFGEN_CTRL => {
+                if v & 1 != 0 {
+                    self.pf_reset();
+                }
+            }
+            ATQBAL => self.atq.bal = v & !0x3F,
+            ATQBAH => self.atq.bah = v,
+            ATQLEN => self.atq.len = v,
+            ATQH => self.atq.head = v & 0x3FF,
+            ATQT => {
+                self.atq.tail = v & 0x3FF;
+                if !self.faults.stop_answering {
+                    self.process_atq();
+                }
+            }
+            ARQBAL => self.arq.bal = v & !0x3F,
+            ARQBAH => self.arq.bah = v,
+            ARQLEN => self.arq.len = v,
+            ARQH => self.arq.head = v & 0x3FF,
+            ARQT => self.arq.tail = v & 0x3FF,
+            _ => {
+                self.plain.insert(off, v);
+            }
+        }
+    }
+
+    /// Completes every descriptor from head to tail.
+    fn process_atq(&mut self) {
+        if !self.atq.enabled() || self.atq.entries() == 0 {
+            return;
+        }
+        let n = self.atq.entries();
+        let mut guard = 0;
+        while self.atq.head != self.atq.tail && self.atq.tail < n && guard < n {
+            guard += 1;
+            let at = self.atq.base() + self.atq.head as u64 * 32;
+            let mut d = [0u8; 32];
+            if !self.dma.read(at, &mut d) {
+                // A ring outside the DMA map: real hardware would raise a fault; stop here.
+                log::warn!("model: ATQ descriptor at {at:#x} is not DMA-mapped");
+                return;
+            }
+            self.complete(at, &mut d);
+            self.atq.head = (self.atq.head + 1) % n;
+        }
+    }
+
+    fn complete(&mut self, at: u64, d: &mut [u8; 32]) {
+        let le16 = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let flags = le16(d, 0);
+        let opcode = le16(d, 2);
+        let datalen = le16(d, 4) as usize;
+        let addr = (u32::from_le_bytes(d[24..28].try_into().unwrap()) as u64) << 32
+            | u32::from_le_bytes(d[28..32].try_into().unwrap()) as u64;
+        *self.commands.entry(opcode).or_default() += 1;
+        let has_buf = flags & FLAG_BUF != 0;
+        let mut input = Vec::new();
+        if has_buf && flags & FLAG_RD != 0 {
+            input = vec![0u8; datalen];
+            if !self.dma.read(addr, &mut input) {
+                input.clear();
+            }
+        }
+        let mut params = [0u8; 16];
+        params.copy_from_slice(&d[16..32]);
+        let mut reply = match self.faults.fail_all {
+            Some(rc) => Reply::err(rc),
+            None => self.command(opcode, &params, &input, has_buf, datalen),
+        };
+        if !reply.data.is_empty() && has_buf && flags & FLAG_RD == 0 {
+            if reply.data.len() > datalen {
+                // Too small a buffer: ENOMEM with the length needed [VMX].
+                reply = Reply {
+                    datalen: Some(reply.data.len() as u16),
+                    ..Reply::err(RC_ENOMEM)
+                };
+            } else {
+                let mut out = vec![0u8; datalen];
+                out[..reply.data.len()].copy_from_slice(&reply.data);
+                self.dma.write(addr, &out);
+            }
+        }
+        let mut new_flags = (flags & !0x1FF) | FLAG_DD | FLAG_CMP;
+        if reply.retval != 0 {
+            new_flags |= FLAG_ERR;
+        }
+        let op = self.faults.wrong_opcode.unwrap_or(opcode);
+        d[0..2].copy_from_slice(&new_flags.to_le_bytes());
+        d[2..4].copy_from_slice(&op.to_le_bytes());
+        let dl = reply.datalen.unwrap_or(if reply.data.is_empty() {
+            datalen as u16
+        } else {
+            reply.data.len() as u16
+        });
+        d[4..6].copy_from_slice(&dl.to_le_bytes());
+        d[6..8].copy_from_slice(&reply.retval.to_le_bytes());
+        if let Some(p) = reply.params {
+            // Keep the buffer address of indirect commands.
+            d[16..24].copy_from_slice(&p[..8]);
+            if !has_buf {
+                d[24..32].copy_from_slice(&p[8..]);
+            }
+        }
+        self.dma.write(at, d);
+    }
+
+    fn command(
+        &mut self,
+        opcode: u16,
+        p: &[u8; 16],
+        _input: &[u8],
+        has_buf: bool,
+        buf_len: usize,
+    ) -> Reply {
+        let needs_buf = |r: Reply| if has_buf { r } else { Reply::err(RC_EINVAL) };
+        match opcode {
+            // get_ver: fw 1.3.0 (branch 0), API 1.7.9 (branch 0).
+            0x0001 => {
+                let mut q = [0u8; 16];
+                q[0..4].copy_from_slice(&0x0001_0203u32.to_le_bytes()); // rom_ver
+                q[4..8].copy_from_slice(&4242u32.to_le_bytes()); // fw_build
+                q[8..12].copy_from_slice(&[0, 1, 3, 0]);
+                q[12..16].copy_from_slice(&[0, self.faults.api_major.unwrap_or(1), 7, 9]);
+                Reply {
+                    params: Some(q),
+                    ..Reply::ok()
+                }
+            }
+            // q_shutdown, clear_pf_cfg, clear_pxe, set_mac_cfg: accepted.
+            0x0003 | 0x02A4 | 0x0603 => Reply::ok(),
+            0x0110 => {
+                if p[0] == 2 {
+                    Reply::ok()
+                } else {
+                    Reply::err(RC_EINVAL)
+                }
+            }
+            // list dev/func caps: 32-byte elements, count u32 at params @4.
+            0x000A | 0x000B => {
+                let caps: [(u16, u32, u32); 6] = [
+                    (0x0005, 1, 0),                   // VALID_FUNCTIONS
+                    (0x0017, 768, 0),                 // VSI
+                    (0x0041, self.cfg.num_queues, 0), // RXQS (phys_id = first queue)
+                    (0x0042, self.cfg.num_queues, 0), // TXQS
+                    (0x0043, self.cfg.num_msix, 0),   // MSIX
+                    (0x0047, 9702, 0),                // MAX_MTU
+                ];
+                let mut data = Vec::new();
+                for (id, number, phys) in caps {
+                    let mut e = [0u8; 32];
+                    e[0..2].copy_from_slice(&id.to_le_bytes());
+                    e[4..8].copy_from_slice(&number.to_le_bytes());
+                    e[12..16].copy_from_slice(&phys.to_le_bytes());
+                    data.extend_from_slice(&e);
+                }
+                let mut q = *p;
+                q[4..8].copy_from_slice(&(caps.len() as u32).to_le_bytes());
+                needs_buf(Reply {
+                    params: Some(q),
+                    data,
+                    ..Reply::ok()
+                })
+            }
+            // manage_mac_read: flags LAN_ADDR_VALID, num_addr 1, one LAN entry.
+            0x0107 => {
+                let mut q = *p;
+                q[0..2].copy_from_slice(&0x10u16.to_le_bytes());
+                q[4] = 1;
+                let mut e = vec![0u8; 8];
+                e[0] = 0; // lport
+                e[1] = 0; // LAN
+                e[2..8].copy_from_slice(&self.cfg.mac.0);
+                needs_buf(Reply {
+                    params: Some(q),
+                    data: e,
+                    ..Reply::ok()
+                })
+            }
+            // get_sw_cfg: one physical port element (type 0, number 0) on switch 0x1.
+            0x0200 => {
+                let mut q = *p;
+                q[2..4].copy_from_slice(&0u16.to_le_bytes()); // no continuation
+                q[4..6].copy_from_slice(&1u16.to_le_bytes());
+                let data = vec![0x00, 0x00, 0x01, 0x00, self.cfg.pf_id, 0x00];
+                needs_buf(Reply {
+                    params: Some(q),
+                    data,
+                    ..Reply::ok()
+                })
+            }
+            // restart_an: cmd_flags @2, bit 2 ENABLE brings the link up, clear takes it down.
+            0x0605 => {
+                if p[0] != 0 {
+                    return Reply::err(RC_EINVAL);
+                }
+                let up = p[2] & 0x4 != 0;
+                if up != self.link_up {
+                    self.link_up = up;
+                    if self.lse_enabled {
+                        self.post_link_event();
+                    }
+                }
+                Reply::ok()
+            }
+            // get_link_status: cmd_flags @2 bits 1:0 = 3 enables LSE, 2 disables.
+            0x0607 => {
+                match u16::from_le_bytes([p[2], p[3]]) & 0x3 {
+                    3 => self.lse_enabled = true,
+                    2 => self.lse_enabled = false,
+                    _ => {}
+                }
+                if buf_len < 32 {
+                    return Reply {
+                        datalen: Some(32),
+                        ..Reply::err(RC_ENOMEM)
+                    };
+                }
+                needs_buf(Reply {
+                    data: self.link_data(),
+                    ..Reply::ok()
+                })
+            }
+            0x0613 => Reply::ok(),
+            _ => Reply::err(RC_ENOSYS),
+        }
+    }
+
+    /// get_link_status data (V1, 32 bytes): link_info @2 (UP b0, MEDIA_AVAILABLE b6),
+    /// max_frame_size @6, link_speed @10 (100G = b10).
+    fn link_data(&self) -> Vec<u8> {
+        let mut d = vec![0u8; 32];
+        d[2] = 0x40 | self.link_up as u8;
+        d[6..8].copy_from_slice(&9728u16.to_le_bytes());
+        if self.link_up {
+            d[10..12].copy_from_slice(&(1u16 << 10).to_le_bytes());
+        }
+        d
+    }
+
+    /// Writes a link status event (opcode 0x0607) into the next free ARQ buffer.
+    fn post_link_event(&mut self) {
+        let n = self.arq.entries();
+        if !self.arq.enabled() || n == 0 || self.arq.head == self.arq.tail {
+            self.events_dropped += 1;
+            return;
+        }
+        let at = self.arq.base() + self.arq.head as u64 * 32;
+        let mut d = [0u8; 32];
+        if !self.dma.read(at, &mut d) {
+            self.events_dropped += 1;
+            return;
+        }
+        let buf_len = u16::from_le_bytes([d[4], d[5]]) as usize;
+        let addr = (u32::from_le_bytes(d[24..28].try_into().unwrap()) as u64) << 32
+            | u32::from_le_bytes(d[28..32].try_into().unwrap()) as u64;
+        let data = self.link_data();
+        if buf_len < data.len() || !self.dma.write(addr, &data) {
+            self.events_dropped += 1;
+            return;
+        }
+        let flags = (u16::from_le_bytes([d[0], d[1]]) & !0x1FF) | FLAG_DD | FLAG_CMP;
+        d[0..2].copy_from_slice(&flags.to_le_bytes());
+        d[2..4].copy_from_slice(&0x0607u16.to_le_bytes());
+        d[4..6].copy_from_slice(&(data.len() as u16).to_le_bytes());
+        d[6..8].copy_from_slice(&0u16.to_le_bytes());
+        self.dma.write(at, &d);
+        self.arq.head = (self.arq.head + 1) % n;
+    }
+}

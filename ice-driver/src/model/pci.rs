@@ -1,0 +1,81 @@
+//! The model as a [`PciDevice`] in this process: register accesses call straight into the
+//! model, DMA maps are mapped again from their fds (so the model never depends on the driver
+//! keeping a mapping alive), MSI-X eventfds are kept for the data path.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use vdpdk_core::{DmaMemory, Error, Result};
+use vdpdk_pci::{MappedBar, PciDevice};
+
+use super::E810Model;
+
+/// BAR0 size of an E810 PF (128 MiB; 32 MiB of it is registers) — only used for bounds here.
+const BAR0_SIZE: u64 = 128 << 20;
+
+pub struct ModelPci {
+    pub model: Arc<Mutex<E810Model>>,
+    config: [u8; 64],
+}
+
+impl ModelPci {
+    pub fn new(model: Arc<Mutex<E810Model>>) -> ModelPci {
+        let mut config = [0u8; 64];
+        config[0..2].copy_from_slice(&crate::INTEL_VENDOR_ID.to_le_bytes());
+        config[2..4].copy_from_slice(&crate::E810_C_QSFP.to_le_bytes());
+        config[0x0b] = 0x02; // class: network
+        ModelPci { model, config }
+    }
+
+    fn check(bar: u8, off: u64) -> Result<()> {
+        if bar != 0 || !off.is_multiple_of(4) || off + 4 > BAR0_SIZE {
+            return Err(Error::InvalidArg(format!("BAR{bar} access at {off:#x}")));
+        }
+        Ok(())
+    }
+}
+
+impl PciDevice for ModelPci {
+    fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = self.config.get(off as usize + i).copied().unwrap_or(0);
+        }
+        Ok(())
+    }
+    fn config_write(&self, _off: u64, _data: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    fn bar_read32(&self, bar: u8, off: u64) -> Result<u32> {
+        Self::check(bar, off)?;
+        Ok(self.model.lock().mmio_read(off))
+    }
+    fn bar_write32(&self, bar: u8, off: u64, val: u32) -> Result<()> {
+        Self::check(bar, off)?;
+        self.model.lock().mmio_write(off, val);
+        Ok(())
+    }
+    fn map_bar(&self, bar: u8) -> Result<MappedBar> {
+        Err(Error::Unsupported(format!(
+            "the model traps every BAR{bar} access"
+        )))
+    }
+    fn dma_map(&self, mem: &DmaMemory) -> Result<()> {
+        self.model
+            .lock()
+            .dma
+            .map(mem.fd(), 0, mem.iova_base(), mem.len() as u64)
+            .map_err(Error::from)
+    }
+    fn dma_unmap(&self, iova: u64, len: u64) -> Result<()> {
+        self.model.lock().dma.unmap(iova, len);
+        Ok(())
+    }
+    fn set_msix_eventfds(&self, _fds: &[RawFd]) -> Result<()> {
+        Err(Error::Unsupported("model MSI-X is not wired up yet".into()))
+    }
+    fn reset(&self) -> Result<()> {
+        self.model.lock().mmio_write(super::regs::PFGEN_CTRL, 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! E810 PF registers the driver uses (BAR0 offsets, 32-bit, little-endian).
+//!
+//! Sources: DPDK `drivers/net/intel/ice/base/ice_hw_autogen.h` ([HWA]) and
+//! `ice_common.c` ([CMN]), as summarised with citations in shared/reference/e810-facts.md.
+//! The software model keeps its own map (model/regs.rs) so that a wrong value here cannot be
+//! hidden by the model agreeing with it; tests check both against literal public values.
+
+// Reset and init checks [HWA].
+pub const PF_FUNC_RID: u64 = 0x0009_E880;
+pub const PF_FUNC_RID_FUNCTION_NUMBER_M: u32 = 0x7;
+pub const PFGEN_CTRL: u64 = 0x0009_1000;
+pub const PFGEN_CTRL_PFSWR: u32 = 1 << 0;
+pub const GLGEN_RSTAT: u64 = 0x000B_8188;
+pub const GLGEN_RSTAT_DEVSTATE_M: u32 = 0x3;
+pub const GLNVM_ULD: u64 = 0x000B_6008;
+/// PCIER_DONE, PCIER_DONE_1, CORER_DONE, GLOBR_DONE, POR_DONE, POR_DONE_1, PCIER_DONE_2
+/// ([CMN] `ICE_RESET_DONE_MASK`).
+pub const RESET_DONE_MASK: u32 = 0x33B;
+pub const GLNVM_FLA: u64 = 0x000B_6108;
+pub const GLNVM_FLA_LOCKED: u32 = 1 << 6;
+pub const GL_MNG_FWSM: u64 = 0x000B_6134;
+pub const GL_MNG_FWSM_FW_MODES_M: u32 = 0x7;
+/// FW_MODES bit for recovery mode ([CMN] `ice_get_fw_mode`).
+pub const FW_MODE_RECOVERY: u32 = 1 << 1;
+
+// Admin queue [HWA] (Reset Source EMPR: a PF reset leaves them alone).
+pub const PF_FW_ATQBAL: u64 = 0x0008_0000;
+pub const PF_FW_ARQBAL: u64 = 0x0008_0080;
+pub const PF_FW_ATQBAH: u64 = 0x0008_0100;
+pub const PF_FW_ARQBAH: u64 = 0x0008_0180;
+pub const PF_FW_ATQLEN: u64 = 0x0008_0200;
+pub const PF_FW_ARQLEN: u64 = 0x0008_0280;
+pub const PF_FW_ATQH: u64 = 0x0008_0300;
+pub const PF_FW_ARQH: u64 = 0x0008_0380;
+pub const PF_FW_ATQT: u64 = 0x0008_0400;
+pub const PF_FW_ARQT: u64 = 0x0008_0480;
+pub const AQ_LEN_M: u32 = 0x3FF;
+pub const AQ_LEN_VFE: u32 = 1 << 28;
+pub const AQ_LEN_OVFL: u32 = 1 << 29;
+pub const AQ_LEN_CRIT: u32 = 1 << 30;
+pub const AQ_LEN_ENABLE: u32 = 1 << 31;
+pub const AQ_HT_M: u32 = 0x3FF;
+
+// Queue allocation [HWA, ETH].
+pub const PFLAN_RX_QALLOC: u64 = 0x001D_2500;
+pub const PFLAN_TX_QALLOC: u64 = 0x001D_0480;
+pub const QALLOC_FIRSTQ_M: u32 = 0x7FF;
+pub const QALLOC_VALID: u32 = 1 << 31;
+
+// Port statistics, indexed by lport, stride 8; 40-bit counters are L | (H & 0xFF) << 32 [HWA].
+pub const GLPRT_GORCL: u64 = 0x0038_0000;
+pub const GLPRT_GOTCL: u64 = 0x0038_0B40;
+pub const GLPRT_UPRCL: u64 = 0x0038_1300;
+pub const GLPRT_UPTCL: u64 = 0x0038_11C0;
+pub const GLPRT_STRIDE: u64 = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The driver's table against literal values from DPDK `base/ice_hw_autogen.h`.
+    #[test]
+    fn offsets_match_the_public_header() {
+        for (ours, public) in [
+            (PF_FUNC_RID, 0x0009_E880u64),
+            (PFGEN_CTRL, 0x0009_1000),
+            (GLGEN_RSTAT, 0x000B_8188),
+            (GLNVM_ULD, 0x000B_6008),
+            (GLNVM_FLA, 0x000B_6108),
+            (GL_MNG_FWSM, 0x000B_6134),
+            (PF_FW_ATQBAL, 0x0008_0000),
+            (PF_FW_ARQBAL, 0x0008_0080),
+            (PF_FW_ATQLEN, 0x0008_0200),
+            (PF_FW_ATQH, 0x0008_0300),
+            (PF_FW_ATQT, 0x0008_0400),
+            (PF_FW_ARQT, 0x0008_0480),
+            (PFLAN_RX_QALLOC, 0x001D_2500),
+            (GLPRT_GORCL, 0x0038_0000),
+            (GLPRT_UPRCL, 0x0038_1300),
+        ] {
+            assert_eq!(ours, public, "offset {ours:#x}");
+        }
+        assert_eq!(RESET_DONE_MASK, 0b11_0011_1011);
+        assert_eq!(AQ_LEN_ENABLE, 0x8000_0000);
+        assert_eq!(AQ_LEN_CRIT, 0x4000_0000);
+    }
+}

@@ -1,0 +1,97 @@
+//! The driver brings up the software E810 in this process; the model misbehaves on request and
+//! the driver reports it clearly without hanging.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ice_driver::model::pci::ModelPci;
+use ice_driver::model::{E810Model, Faults, ModelConfig};
+use ice_driver::{IceDevice, IceError};
+use parking_lot::Mutex;
+use vdpdk_core::MacAddr;
+
+fn model(faults: Faults) -> (Arc<Mutex<E810Model>>, Arc<ModelPci>) {
+    let cfg = ModelConfig {
+        mac: MacAddr([0x00, 0x1b, 0x21, 0xaa, 0xbb, 0xcc]),
+        ..Default::default()
+    };
+    let m = Arc::new(Mutex::new(E810Model::new(cfg)));
+    m.lock().faults = faults;
+    let pci = Arc::new(ModelPci::new(m.clone()));
+    (m, pci)
+}
+
+#[test]
+fn driver_brings_up_the_model_and_the_link() {
+    let (m, pci) = model(Faults::default());
+    let mut ice = IceDevice::probe(pci).expect("probe");
+    let info = ice.info().clone();
+    assert_eq!(info.mac, MacAddr([0x00, 0x1b, 0x21, 0xaa, 0xbb, 0xcc]));
+    assert_eq!(info.api_version, (1, 7, 9));
+    assert_eq!((info.num_rxq, info.num_txq, info.num_msix), (64, 64, 64));
+    assert_eq!((info.lport, info.sw_id), (0, 1));
+    assert!(!info.link.up);
+    let link = ice.link_up().unwrap();
+    assert!(link.up && link.media_available);
+    assert_eq!(link.speed_mbps, 100_000);
+    assert!(m.lock().link_up());
+    // The link change also arrived as a firmware event on the receive queue.
+    assert_eq!(ice.poll_events().unwrap().map(|l| l.up), Some(true));
+    assert_eq!(ice.poll_events().unwrap(), None, "one event, consumed once");
+    // Every bring-up command reached the model once, in the documented set.
+    let seen = m.lock().commands.clone();
+    for op in [
+        0x0001u16, 0x02A4, 0x0110, 0x000B, 0x000A, 0x0200, 0x0107, 0x0603, 0x0613, 0x0607, 0x0605,
+    ] {
+        assert!(
+            seen.contains_key(&op),
+            "opcode {op:#06x} never sent: {seen:?}"
+        );
+    }
+    ice.shutdown().unwrap();
+    assert_eq!(m.lock().commands[&0x0003], 1, "q_shutdown sent");
+}
+
+#[test]
+fn a_firmware_that_stops_answering_times_out_cleanly() {
+    let (_m, pci) = model(Faults {
+        stop_answering: true,
+        ..Default::default()
+    });
+    let t0 = Instant::now();
+    match IceDevice::probe(pci) {
+        Err(IceError::Timeout(m)) => assert!(m.contains("0x0001"), "{m}"),
+        other => panic!("expected a timeout, got {:?}", other.map(|_| ())),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "no hang");
+}
+
+#[test]
+fn malformed_or_refusing_firmware_is_reported() {
+    let probe = |f: Faults| {
+        IceDevice::probe(model(f).1)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = probe(Faults {
+        api_major: Some(2),
+        ..Default::default()
+    });
+    assert!(e.contains("newer than this driver"), "{e}");
+    let e = probe(Faults {
+        wrong_opcode: Some(0x0999),
+        ..Default::default()
+    });
+    assert!(e.contains("completed as opcode 0x0999"), "{e}");
+    let e = probe(Faults {
+        in_global_reset: true,
+        ..Default::default()
+    });
+    assert!(e.contains("global reset is in progress"), "{e}");
+    let e = probe(Faults {
+        fail_all: Some(14),
+        ..Default::default()
+    });
+    assert!(e.contains("EINVAL") && e.contains("0x0001"), "{e}");
+}

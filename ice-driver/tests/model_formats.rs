@@ -1,0 +1,119 @@
+//! The model checked against the public formats with literal values (offsets and bits from
+//! DPDK `base/ice_hw_autogen.h` and `base/ice_adminq_cmd.h`), independent of both the driver's
+//! and the model's own constant tables.
+
+use std::sync::Arc;
+
+use ice_driver::model::pci::ModelPci;
+use ice_driver::model::{E810Model, ModelConfig};
+use parking_lot::Mutex;
+use vdpdk_core::DmaMemory;
+use vdpdk_pci::PciDevice;
+
+fn setup() -> (ModelPci, DmaMemory) {
+    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let pci = ModelPci::new(m);
+    let mem = DmaMemory::alloc_with("fmt", 8192, false).unwrap();
+    pci.dma_map(&mem).unwrap();
+    (pci, mem)
+}
+
+/// Programs a 4-entry ATQ at the start of `mem` through the literal register offsets.
+fn program_atq(pci: &ModelPci, mem: &DmaMemory) {
+    let w = |off: u64, v: u32| pci.bar_write32(0, off, v).unwrap();
+    w(0x80300, 0); // PF_FW_ATQH
+    w(0x80400, 0); // PF_FW_ATQT
+    w(0x80200, 4 | 1 << 31); // PF_FW_ATQLEN: 4 entries, ENABLE
+    w(0x80000, mem.iova_base() as u32); // PF_FW_ATQBAL
+    w(0x80100, (mem.iova_base() >> 32) as u32); // PF_FW_ATQBAH
+}
+
+fn desc(mem: &DmaMemory, i: usize) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    // SAFETY: descriptor i of the ring at the start of our own mapping.
+    unsafe { std::ptr::copy_nonoverlapping(mem.as_ptr().add(i * 32), d.as_mut_ptr(), 32) };
+    d
+}
+
+fn put_desc(mem: &DmaMemory, i: usize, d: &[u8; 32]) {
+    // SAFETY: as above.
+    unsafe { std::ptr::copy_nonoverlapping(d.as_ptr(), mem.as_ptr().add(i * 32), 32) };
+}
+
+#[test]
+fn init_registers_read_as_documented() {
+    let (pci, _mem) = setup();
+    let r = |off| pci.bar_read32(0, off).unwrap();
+    assert_eq!(r(0xB6008) & 0x33B, 0x33B, "GLNVM_ULD: all reset-done bits");
+    assert_eq!(r(0xB8188) & 0x3, 0, "GLGEN_RSTAT.DEVSTATE active");
+    assert_ne!(r(0xB6108) & (1 << 6), 0, "GLNVM_FLA.LOCKED");
+    assert_eq!(r(0xB6134) & 0x7, 0, "GL_MNG_FWSM: normal mode");
+    pci.bar_write32(0, 0x91000, 1).unwrap(); // PFGEN_CTRL.PFSWR
+    assert_eq!(r(0x91000) & 1, 0, "PF reset completes (PFSWR self-clears)");
+    assert_ne!(r(0x1D2500) & (1 << 31), 0, "PFLAN_RX_QALLOC.VALID");
+}
+
+#[test]
+fn admin_descriptor_completion_follows_ice_aq_desc() {
+    let (pci, mem) = setup();
+    program_atq(&pci, &mem);
+    // get_ver: flags SI (0x2000) @0, opcode 0x0001 @2.
+    let mut d = [0u8; 32];
+    d[0..2].copy_from_slice(&0x2000u16.to_le_bytes());
+    d[2..4].copy_from_slice(&0x0001u16.to_le_bytes());
+    put_desc(&mem, 0, &d);
+    pci.bar_write32(0, 0x80400, 1).unwrap(); // tail
+    assert_eq!(
+        pci.bar_read32(0, 0x80300).unwrap(),
+        1,
+        "ATQH caught up with the tail"
+    );
+    let c = desc(&mem, 0);
+    let flags = u16::from_le_bytes([c[0], c[1]]);
+    assert_eq!(flags & 0x7, 0x3, "DD | CMP, no ERR");
+    assert_eq!(flags & 0x2000, 0x2000, "SI kept");
+    assert_eq!(u16::from_le_bytes([c[6], c[7]]), 0, "retval OK");
+    assert_eq!(
+        c[16 + 13],
+        1,
+        "api_maj at params byte 13 (E810 API major 1)"
+    );
+
+    // An unknown opcode answers ERR with an admin error, and the queue keeps going.
+    let mut d = [0u8; 32];
+    d[0..2].copy_from_slice(&0x2000u16.to_le_bytes());
+    d[2..4].copy_from_slice(&0x7777u16.to_le_bytes());
+    put_desc(&mem, 1, &d);
+    pci.bar_write32(0, 0x80400, 2).unwrap();
+    let c = desc(&mem, 1);
+    assert_eq!(
+        u16::from_le_bytes([c[0], c[1]]) & 0x7,
+        0x7,
+        "DD | CMP | ERR"
+    );
+    assert_ne!(u16::from_le_bytes([c[6], c[7]]), 0, "an admin error code");
+}
+
+#[test]
+fn indirect_response_too_small_reports_enomem_and_needed_length() {
+    let (pci, mem) = setup();
+    program_atq(&pci, &mem);
+    // get_link_status with an 8-byte buffer (needs 32): BUF (0x1000) | SI, datalen 8,
+    // buffer address in params bytes 8..16 (high, low).
+    let buf_iova = mem.iova_base() + 4096;
+    let mut d = [0u8; 32];
+    d[0..2].copy_from_slice(&0x3000u16.to_le_bytes());
+    d[2..4].copy_from_slice(&0x0607u16.to_le_bytes());
+    d[4..6].copy_from_slice(&8u16.to_le_bytes());
+    d[24..28].copy_from_slice(&((buf_iova >> 32) as u32).to_le_bytes());
+    d[28..32].copy_from_slice(&(buf_iova as u32).to_le_bytes());
+    put_desc(&mem, 0, &d);
+    pci.bar_write32(0, 0x80400, 1).unwrap();
+    let c = desc(&mem, 0);
+    assert_eq!(u16::from_le_bytes([c[6], c[7]]), 9, "ENOMEM");
+    assert_eq!(
+        u16::from_le_bytes([c[4], c[5]]),
+        32,
+        "datalen = length needed"
+    );
+}
