@@ -95,3 +95,45 @@ fn malformed_or_refusing_firmware_is_reported() {
     });
     assert!(e.contains("EINVAL") && e.contains("0x0001"), "{e}");
 }
+
+#[test]
+fn driver_brings_up_the_model_in_another_process_over_vfio_user() {
+    let dir = std::env::temp_dir().join(format!("ice-vfu-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("e810.sock");
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_ice-model-server"))
+        .args([
+            "--socket",
+            sock.to_str().unwrap(),
+            "--mac",
+            "00:1b:21:12:34:56",
+            "--queues",
+            "128",
+        ])
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !sock.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pci = Arc::new(vdpdk_pci::VfioUserPci::connect(&sock).unwrap());
+    let mut ice = IceDevice::probe(pci).expect("probe over vfio-user");
+    assert_eq!(
+        ice.info().mac,
+        MacAddr([0x00, 0x1b, 0x21, 0x12, 0x34, 0x56])
+    );
+    assert_eq!(ice.info().num_rxq, 128);
+    let link = ice.link_up().unwrap();
+    assert!(link.up);
+    assert_eq!(ice.poll_events().unwrap().map(|l| l.up), Some(true));
+    ice.shutdown().unwrap();
+    drop(ice);
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@
 pub mod dma;
 pub mod pci;
 pub mod regs;
+pub mod server;
 
 use std::collections::HashMap;
 

@@ -1,0 +1,127 @@
+//! The model behind a vfio-user socket: a separate process that looks to the driver exactly
+//! like an E810 behind kernel vfio (trapped BAR0, DMA maps with fds).
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use vfio_bindings::bindings::vfio::*;
+use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, Server, ServerBackend, ServerRegion};
+
+use super::E810Model;
+
+const BAR0_SIZE: u64 = 128 << 20;
+const CFG_SIZE: usize = 256;
+
+struct Backend {
+    model: Arc<Mutex<E810Model>>,
+    cfg: [u8; CFG_SIZE],
+}
+
+impl ServerBackend for Backend {
+    // Reads never fail (the vfio_user client waits for data even after an error reply).
+    fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> std::io::Result<()> {
+        match region {
+            VFIO_PCI_CONFIG_REGION_INDEX => {
+                for (i, b) in data.iter_mut().enumerate() {
+                    *b = self.cfg.get(offset as usize + i).copied().unwrap_or(0);
+                }
+            }
+            VFIO_PCI_BAR0_REGION_INDEX if data.len() == 4 && offset + 4 <= BAR0_SIZE => {
+                let v = self.model.lock().mmio_read(offset);
+                data.copy_from_slice(&v.to_le_bytes());
+            }
+            _ => data.fill(0xff),
+        }
+        Ok(())
+    }
+
+    fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        if region == VFIO_PCI_BAR0_REGION_INDEX && data.len() == 4 && offset + 4 <= BAR0_SIZE {
+            let v = u32::from_le_bytes(data.try_into().expect("4 bytes"));
+            self.model.lock().mmio_write(offset, v);
+        }
+        Ok(())
+    }
+
+    fn dma_map(
+        &mut self,
+        _flags: DmaMapFlags,
+        offset: u64,
+        address: u64,
+        size: u64,
+        fd: Option<File>,
+    ) -> std::io::Result<()> {
+        let fd = fd.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "DMA map without an fd")
+        })?;
+        self.model.lock().dma.map(fd.as_fd(), offset, address, size)
+    }
+
+    fn dma_unmap(&mut self, flags: DmaUnmapFlags, address: u64, size: u64) -> std::io::Result<()> {
+        let mut m = self.model.lock();
+        if flags.contains(DmaUnmapFlags::UNMAP_ALL) {
+            m.dma.clear();
+        } else {
+            m.dma.unmap(address, size);
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) -> std::io::Result<()> {
+        self.model.lock().mmio_write(super::regs::PFGEN_CTRL, 1);
+        Ok(())
+    }
+
+    fn set_irqs(
+        &mut self,
+        _i: u32,
+        _f: u32,
+        _s: u32,
+        _c: u32,
+        _fds: Vec<File>,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serves `model` on `socket` until the client disconnects (then serves the next one) or
+/// the listener fails.
+pub fn serve(model: Arc<Mutex<E810Model>>, socket: &Path) -> Result<(), vfio_user::Error> {
+    let region = |index: u32, size: u64, flags: u32| ServerRegion {
+        region_info: vfio_region_info {
+            argsz: std::mem::size_of::<vfio_region_info>() as u32,
+            flags,
+            index,
+            cap_offset: 0,
+            size,
+            offset: 0,
+        },
+        sparse_areas: Vec::new(),
+        mmap_fd: None,
+    };
+    let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+    let mut regions: Vec<ServerRegion> =
+        (0..VFIO_PCI_NUM_REGIONS).map(|i| region(i, 0, 0)).collect();
+    regions[VFIO_PCI_BAR0_REGION_INDEX as usize] =
+        region(VFIO_PCI_BAR0_REGION_INDEX, BAR0_SIZE, rw);
+    regions[VFIO_PCI_CONFIG_REGION_INDEX as usize] =
+        region(VFIO_PCI_CONFIG_REGION_INDEX, CFG_SIZE as u64, rw);
+    let irqs = vec![IrqInfo {
+        index: VFIO_PCI_MSIX_IRQ_INDEX,
+        flags: VFIO_IRQ_INFO_EVENTFD,
+        count: 0,
+    }];
+    let mut cfg = [0u8; CFG_SIZE];
+    cfg[0..2].copy_from_slice(&crate::INTEL_VENDOR_ID.to_le_bytes());
+    cfg[2..4].copy_from_slice(&crate::E810_C_QSFP.to_le_bytes());
+    cfg[0x0b] = 0x02;
+    let server = Server::new(socket, true, irqs, regions)?;
+    let mut backend = Backend { model, cfg };
+    loop {
+        server.run(&mut backend)?;
+        backend.model.lock().dma.clear();
+    }
+}
