@@ -58,7 +58,7 @@ pub struct IceInfo {
 
 /// An E810 PF after bring-up.
 pub struct IceDevice {
-    regs: Regs,
+    regs: Arc<Regs>,
     aq: AdminQueue,
     info: IceInfo,
 }
@@ -106,7 +106,7 @@ impl IceDevice {
                 "{v:04x}:{d:04x} is not an E810"
             )));
         }
-        let regs = Regs::new(dev.clone());
+        let regs = Arc::new(Regs::new(dev.clone()));
         let pf_id = (regs.read(PF_FUNC_RID)? & PF_FUNC_RID_FUNCTION_NUMBER_M) as u8;
         Self::pf_reset(&regs)?;
         let mut aq = AdminQueue::new(&mut |m| Ok(dev.dma_map(m)?))?;
@@ -291,6 +291,22 @@ impl IceDevice {
             .ok_or_else(|| IceError::Firmware("no LAN address in the MAC list".into()))?;
         self.info.mac = MacAddr(lan[2..8].try_into().expect("6 bytes"));
         Ok(())
+    }
+
+    /// Sets up and enables PF RX queue `q` (PF-relative) with `n` descriptors from `pool`.
+    pub fn setup_rx_queue(
+        &mut self,
+        q: u16,
+        n: u16,
+        pool: &vdpdk_core::Mempool,
+    ) -> Result<crate::rxq::IceRxQueue, IceError> {
+        if q as u32 >= self.info.num_rxq {
+            return Err(IceError::InvalidArg(format!(
+                "RX queue {q}: the function has {}",
+                self.info.num_rxq
+            )));
+        }
+        crate::rxq::IceRxQueue::setup(self.regs.clone(), q, n, pool, 9728, Default::default())
     }
 
     /// Enables link status events and asks for link up ([AQC] set_event_mask, get_link_status

@@ -9,9 +9,11 @@
 //! Flow Director, offloads and the ethdev traits follow (see issue #3's progress notes).
 
 pub mod adminq;
+pub mod ctx;
 pub mod dev;
 pub mod model;
 pub mod regs;
+pub mod rxq;
 
 use std::sync::Arc;
 

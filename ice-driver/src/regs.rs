@@ -47,6 +47,26 @@ pub const PFLAN_TX_QALLOC: u64 = 0x001D_0480;
 pub const QALLOC_FIRSTQ_M: u32 = 0x7FF;
 pub const QALLOC_VALID: u32 = 1 << 31;
 
+// LAN RX queues, PF-relative queue index [HWA].
+/// QRX_CONTEXT(i, q): dword `i` (0..8) of queue `q`'s RLAN context.
+pub fn qrx_context(i: u64, q: u64) -> u64 {
+    0x0028_0000 + 0x2000 * i + 4 * q
+}
+pub fn qrx_ctrl(q: u64) -> u64 {
+    0x0012_0000 + 4 * q
+}
+pub const QRX_CTRL_QENA_REQ: u32 = 1 << 0;
+pub const QRX_CTRL_QENA_STAT: u32 = 1 << 2;
+pub fn qrx_tail(q: u64) -> u64 {
+    0x0029_0000 + 4 * q
+}
+/// QRXFLXP_CNTXT(q): RXDID_IDX bits 5:0, RXDID_PRIO bits 10:8.
+pub fn qrxflxp_cntxt(q: u64) -> u64 {
+    0x0048_0000 + 4 * q
+}
+/// Flexible RX descriptor id of the 32-byte "NIC" layout ([LTR] `ICE_RXDID_FLEX_NIC`).
+pub const RXDID_FLEX_NIC: u32 = 2;
+
 // Port statistics, indexed by lport, stride 8; 40-bit counters are L | (H & 0xFF) << 32 [HWA].
 pub const GLPRT_GORCL: u64 = 0x0038_0000;
 pub const GLPRT_GOTCL: u64 = 0x0038_0B40;
@@ -80,6 +100,10 @@ mod tests {
         ] {
             assert_eq!(ours, public, "offset {ours:#x}");
         }
+        assert_eq!(qrx_context(1, 2), 0x0028_2008);
+        assert_eq!(qrx_ctrl(3), 0x0012_000C);
+        assert_eq!(qrx_tail(3), 0x0029_000C);
+        assert_eq!(qrxflxp_cntxt(1), 0x0048_0004);
         assert_eq!(RESET_DONE_MASK, 0b11_0011_1011);
         assert_eq!(AQ_LEN_ENABLE, 0x8000_0000);
         assert_eq!(AQ_LEN_CRIT, 0x4000_0000);

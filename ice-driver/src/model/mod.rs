@@ -46,6 +46,82 @@ pub struct Faults {
     pub fail_all: Option<u16>,
 }
 
+/// E810 packet type of a frame ([LTR] `ice_ptype_lkup`: 1 L2, 11 ARP, 23 IPv4, 24 IPv4/UDP,
+/// 26 IPv4/TCP, 28 IPv4/ICMP, 89 IPv6, 90 IPv6/UDP, 92 IPv6/TCP).
+fn e810_ptype(frame: &[u8]) -> u16 {
+    let et = frame.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    match et {
+        Some(0x0806) => 11,
+        Some(0x0800) => match frame.get(23) {
+            Some(17) => 24,
+            Some(6) => 26,
+            Some(1) => 28,
+            _ => 23,
+        },
+        Some(0x86dd) => match frame.get(20) {
+            Some(17) => 90,
+            Some(6) => 92,
+            _ => 89,
+        },
+        _ => 1,
+    }
+}
+
+/// RFC 1071 sum of 16-bit words (not inverted), folded.
+fn sum16(data: &[u8], mut acc: u32) -> u32 {
+    for c in data.chunks(2) {
+        acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc
+}
+
+/// Checks IPv4 header and TCP/UDP checksums: (evaluated, ip_bad, l4_bad).
+fn verify_checksums(frame: &[u8]) -> (bool, bool, bool) {
+    if frame.get(12..14) != Some(&[0x08, 0x00]) || frame.len() < 34 {
+        return (false, false, false);
+    }
+    let ihl = (frame[14] & 0xf) as usize * 4;
+    if ihl < 20 || frame.len() < 14 + ihl {
+        return (true, true, false);
+    }
+    let ip_bad = sum16(&frame[14..14 + ihl], 0) != 0xffff;
+    let total = u16::from_be_bytes([frame[16], frame[17]]) as usize;
+    let proto = frame[23];
+    let l4 = &frame[14 + ihl..(14 + total).min(frame.len()).max(14 + ihl)];
+    let l4_bad = match proto {
+        17 if l4.len() >= 8 && (l4[6], l4[7]) == (0, 0) => false, // no UDP checksum
+        6 | 17 if l4.len() >= 8 => {
+            let mut acc = sum16(&frame[26..34], 0);
+            acc = sum16(&[0, proto], acc);
+            acc = sum16(&(l4.len() as u16).to_be_bytes(), acc);
+            sum16(l4, acc) != 0xffff
+        }
+        _ => false,
+    };
+    (true, ip_bad, l4_bad)
+}
+
+/// The 32-byte flex NIC write-back for a received frame [LTR `ice_32b_rx_flex_desc_nic`]:
+/// rxdid @0, ptype @2 (bits 9:0), pkt_len @4 (bits 13:0), status_error0 @8 (DD b0, EOF b1,
+/// L3L4P b3, XSUM_IPE b4, XSUM_L4E b5).
+fn rx_writeback(frame: &[u8], rxdid: u8) -> [u8; 32] {
+    let mut wb = [0u8; 32];
+    wb[0] = rxdid;
+    wb[2..4].copy_from_slice(&e810_ptype(frame).to_le_bytes());
+    wb[4..6].copy_from_slice(&(frame.len() as u16 & 0x3FFF).to_le_bytes());
+    let (eval, ip_bad, l4_bad) = verify_checksums(frame);
+    let mut st: u16 = 0b11;
+    if eval {
+        st |= 1 << 3;
+        st |= (ip_bad as u16) << 4 | (l4_bad as u16) << 5;
+    }
+    wb[8..10].copy_from_slice(&st.to_le_bytes());
+    wb
+}
+
 /// One admin ring as the device sees it.
 #[derive(Default, Clone, Copy, Debug)]
 struct Ring {
@@ -66,6 +142,31 @@ impl Ring {
     fn base(&self) -> u64 {
         (self.bah as u64) << 32 | self.bal as u64
     }
+}
+
+/// One LAN RX queue as the device sees it.
+#[derive(Default, Clone)]
+struct RxQueueState {
+    ctx: [u32; 8],
+    enabled: bool,
+    base: u64,
+    len: u32,
+    dbuf: usize,
+    rxmax: usize,
+    head: u32,
+    tail: u32,
+    rxdid: u8,
+}
+
+/// Model counters (per port, like GLPRT_*).
+#[derive(Default, Clone, Copy, Debug)]
+pub struct ModelStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Frames dropped because the target queue was disabled or had no descriptor.
+    pub rx_dropped: u64,
+    /// Frames longer than the queue's buffers (multi-buffer RX is not modelled).
+    pub rx_oversize: u64,
 }
 
 /// Model configuration (what the "NVM" says).
@@ -103,6 +204,8 @@ pub struct E810Model {
     pub commands: HashMap<u16, u32>,
     /// Events that could not be posted because the ARQ had no free buffer.
     pub events_dropped: u32,
+    rxq: Vec<RxQueueState>,
+    pub stats: ModelStats,
 }
 
 /// The outcome of one admin command.
@@ -144,7 +247,93 @@ impl E810Model {
             lse_enabled: false,
             commands: HashMap::new(),
             events_dropped: 0,
+            rxq: Vec::new(),
+            stats: ModelStats::default(),
         }
+    }
+
+    /// The RX queue a register offset in `[base, base + 4 * num_queues)` belongs to.
+    fn queue_of(&self, off: u64, base: u64) -> Option<usize> {
+        let q = off.checked_sub(base)? / 4;
+        (off.is_multiple_of(4) && q < self.cfg.num_queues as u64).then_some(q as usize)
+    }
+
+    fn rxq_mut(&mut self, q: usize) -> &mut RxQueueState {
+        if self.rxq.len() <= q {
+            self.rxq.resize(q + 1, RxQueueState::default());
+        }
+        &mut self.rxq[q]
+    }
+
+    /// QRX_CONTEXT dword `i` of queue `q`, if `off` is one.
+    fn rx_ctx_reg(&self, off: u64) -> Option<(usize, usize)> {
+        let rel = off.checked_sub(QRX_CONTEXT_BASE)?;
+        let i = rel / QRX_CONTEXT_DWORD_STRIDE;
+        if i >= 8 {
+            return None;
+        }
+        let q = self.queue_of(
+            QRX_CONTEXT_BASE + rel % QRX_CONTEXT_DWORD_STRIDE,
+            QRX_CONTEXT_BASE,
+        )?;
+        Some((i as usize, q))
+    }
+
+    fn rx_enable(&mut self, q: usize, on: bool) {
+        let st = self.rxq_mut(q);
+        if !on {
+            st.enabled = false;
+            return;
+        }
+        let mut c = [0u8; 32];
+        for (i, dw) in st.ctx.iter().enumerate() {
+            c[i * 4..i * 4 + 4].copy_from_slice(&dw.to_le_bytes());
+        }
+        let f = |(l, w): (usize, usize)| crate::ctx::get_bits(&c, l, w);
+        st.base = f(RLAN_BASE) << 7;
+        st.len = f(RLAN_QLEN) as u32;
+        st.dbuf = (f(RLAN_DBUF) as usize) << 7;
+        st.rxmax = f(RLAN_RXMAX) as usize;
+        st.head = f(RLAN_HEAD) as u32;
+        // Only 32-byte descriptors are modelled (dsize 1); a queue asking for 16 stays off.
+        st.enabled = st.len > 0 && f(RLAN_DSIZE) == 1;
+    }
+
+    /// A frame arrives from the wire for PF queue `q` (after steering).
+    pub fn receive_on(&mut self, q: usize, frame: &[u8]) -> bool {
+        let Some(st) = self.rxq.get(q).filter(|s| s.enabled).cloned() else {
+            self.stats.rx_dropped += 1;
+            return false;
+        };
+        if frame.len() > st.dbuf || frame.len() > st.rxmax.max(st.dbuf) {
+            self.stats.rx_oversize += 1;
+            return false;
+        }
+        if st.head == st.tail % st.len {
+            self.stats.rx_dropped += 1;
+            return false;
+        }
+        let at = st.base + st.head as u64 * 32;
+        let mut d = [0u8; 32];
+        if !self.dma.read(at, &mut d) {
+            self.stats.rx_dropped += 1;
+            return false;
+        }
+        let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
+        if !self.dma.write(addr, frame) {
+            self.stats.rx_dropped += 1;
+            return false;
+        }
+        let wb = rx_writeback(frame, st.rxdid);
+        // Status (with DD) last: write the rest, then the status word.
+        self.dma.write(at + 10, &wb[10..]);
+        self.dma.write(at, &wb[..8]);
+        self.dma.write(at + 8, &wb[8..10]);
+        let s = &mut self.rxq[q];
+        s.head = (s.head + 1) % s.len;
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += frame.len() as u64;
+        true
     }
 
     pub fn link_up(&self) -> bool {
@@ -184,7 +373,22 @@ impl E810Model {
             ARQLEN => self.arq.len,
             ARQH => self.arq.head,
             ARQT => self.arq.tail,
-            _ => self.plain.get(&off).copied().unwrap_or(0),
+            _ => {
+                if let Some((i, q)) = self.rx_ctx_reg(off) {
+                    return self.rxq.get(q).map_or(0, |s| s.ctx[i]);
+                }
+                if let Some(q) = self.queue_of(off, QRX_CTRL_BASE) {
+                    // QENA_STAT (b2) mirrors the request (b0) at once.
+                    return self
+                        .rxq
+                        .get(q)
+                        .map_or(0, |s| if s.enabled { 0b101 } else { 0 });
+                }
+                if let Some(q) = self.queue_of(off, QRX_TAIL_BASE) {
+                    return self.rxq.get(q).map_or(0, |s| s.tail);
+                }
+                self.plain.get(&off).copied().unwrap_or(0)
+            }
         }
     }
 
@@ -211,7 +415,17 @@ impl E810Model {
             ARQH => self.arq.head = v & 0x3FF,
             ARQT => self.arq.tail = v & 0x3FF,
             _ => {
-                self.plain.insert(off, v);
+                if let Some((i, q)) = self.rx_ctx_reg(off) {
+                    self.rxq_mut(q).ctx[i] = v;
+                } else if let Some(q) = self.queue_of(off, QRX_CTRL_BASE) {
+                    self.rx_enable(q, v & 1 != 0);
+                } else if let Some(q) = self.queue_of(off, QRX_TAIL_BASE) {
+                    self.rxq_mut(q).tail = v & 0x1FFF;
+                } else if let Some(q) = self.queue_of(off, QRXFLXP_CNTXT_BASE) {
+                    self.rxq_mut(q).rxdid = (v & 0x3F) as u8;
+                } else {
+                    self.plain.insert(off, v);
+                }
             }
         }
     }

@@ -21,3 +21,18 @@ pub const ATQH: u64 = 0x80300;
 pub const ARQH: u64 = 0x80380;
 pub const ATQT: u64 = 0x80400;
 pub const ARQT: u64 = 0x80480;
+
+// LAN RX queues (PF-relative index q) [HWA].
+pub const QRX_CONTEXT_BASE: u64 = 0x280000; // + 0x2000 * dword + 4 * q
+pub const QRX_CONTEXT_DWORD_STRIDE: u64 = 0x2000;
+pub const QRX_CTRL_BASE: u64 = 0x120000;
+pub const QRX_TAIL_BASE: u64 = 0x290000;
+pub const QRXFLXP_CNTXT_BASE: u64 = 0x480000;
+
+/// RLAN context fields the model reads, (lsb, width) [CMN `ice_rlan_ctx_info`].
+pub const RLAN_HEAD: (usize, usize) = (0, 13);
+pub const RLAN_BASE: (usize, usize) = (32, 57);
+pub const RLAN_QLEN: (usize, usize) = (89, 13);
+pub const RLAN_DBUF: (usize, usize) = (102, 7);
+pub const RLAN_DSIZE: (usize, usize) = (116, 1);
+pub const RLAN_RXMAX: (usize, usize) = (174, 14);

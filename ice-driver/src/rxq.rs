@@ -1,0 +1,219 @@
+//! LAN RX queues: 32-byte flexible descriptors (RXDID 2), RLAN context through QRX_CONTEXT,
+//! enable through QRX_CTRL ([LB] `ice_setup_rx_ctx`, [RXTX] `ice_program_hw_rx_queue`;
+//! formats [LTR] `ice_32b_rx_flex_desc_nic`; e810-facts.md §4).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vdpdk_core::{DmaMemory, Mbuf, Mempool, OlFlags, PacketType, QueueCounters, RxQueue};
+
+use crate::ctx::{rlan, set_bits};
+use crate::regs::*;
+use crate::{IceError, Regs};
+
+pub const RX_DESC_SIZE: usize = 32;
+// status_error0 bits (write-back byte 8) [LTR].
+const RX_DD: u16 = 1 << 0;
+const RX_EOF: u16 = 1 << 1;
+const RX_L3L4P: u16 = 1 << 3;
+const RX_XSUM_IPE: u16 = 1 << 4;
+const RX_XSUM_L4E: u16 = 1 << 5;
+const RX_RXE: u16 = 1 << 10;
+
+/// E810 packet type ([LTR] `ice_ptype_lkup`) to the DPDK-style one.
+pub fn ptype_to_mbuf(p: u16) -> PacketType {
+    let (l2, l3, l4) = (
+        PacketType::L2_ETHER,
+        PacketType::L3_IPV4,
+        PacketType::L3_IPV6,
+    );
+    PacketType(match p {
+        1 => l2,
+        11 => PacketType::L2_ETHER_ARP,
+        23 => l2 | l3,
+        24 => l2 | l3 | PacketType::L4_UDP,
+        26 => l2 | l3 | PacketType::L4_TCP,
+        27 => l2 | l3 | PacketType::L4_SCTP,
+        28 => l2 | l3 | PacketType::L4_ICMP,
+        89 => l2 | l4,
+        90 => l2 | l4 | PacketType::L4_UDP,
+        92 => l2 | l4 | PacketType::L4_TCP,
+        _ => PacketType::UNKNOWN,
+    })
+}
+
+pub struct IceRxQueue {
+    regs: Arc<Regs>,
+    q: u16,
+    ring: DmaMemory,
+    n: u16,
+    ntc: u16,
+    slots: Vec<Option<Mbuf>>,
+    pool: Mempool,
+    cache: Vec<Mbuf>,
+    /// Descriptors refilled since the tail was last written.
+    unposted: u16,
+    counters: Arc<QueueCounters>,
+}
+
+impl IceRxQueue {
+    /// Programs and enables PF queue `q` with `n` descriptors filled from `pool`.
+    pub fn setup(
+        regs: Arc<Regs>,
+        q: u16,
+        n: u16,
+        pool: &Mempool,
+        max_frame: u16,
+        counters: Arc<QueueCounters>,
+    ) -> Result<IceRxQueue, IceError> {
+        // Ring constraints [RXTX]: 64..=8160 descriptors, a multiple of 32.
+        if !(64..=8160).contains(&n) || !n.is_multiple_of(32) {
+            return Err(IceError::InvalidArg(format!(
+                "RX ring of {n}: need 64..=8160, a multiple of 32"
+            )));
+        }
+        let ring = DmaMemory::alloc_with("ice-rxq", n as usize * RX_DESC_SIZE, false)?;
+        regs.device().dma_map(&ring)?;
+        regs.device().dma_map(pool.memory())?;
+        let buf_len = (pool.buf_size() - vdpdk_core::MBUF_HEADROOM) as u64 & !127;
+        let dbuf = buf_len >> 7;
+        let mut ctx = [0u8; rlan::SIZE];
+        set_bits(&mut ctx, rlan::BASE.0, rlan::BASE.1, ring.iova_base() >> 7);
+        set_bits(&mut ctx, rlan::QLEN.0, rlan::QLEN.1, n as u64);
+        set_bits(&mut ctx, rlan::DBUF.0, rlan::DBUF.1, dbuf);
+        set_bits(&mut ctx, rlan::DSIZE.0, rlan::DSIZE.1, 1);
+        set_bits(&mut ctx, rlan::CRCSTRIP.0, rlan::CRCSTRIP.1, 1);
+        set_bits(&mut ctx, rlan::L2TSEL.0, rlan::L2TSEL.1, 1);
+        let rxmax = (max_frame as u64).min(5 * dbuf * 128);
+        set_bits(&mut ctx, rlan::RXMAX.0, rlan::RXMAX.1, rxmax);
+        set_bits(&mut ctx, rlan::LRXQTHRESH.0, rlan::LRXQTHRESH.1, 1);
+        set_bits(&mut ctx, rlan::PREFENA.0, rlan::PREFENA.1, 1);
+        let qq = q as u64;
+        regs.write(qrxflxp_cntxt(qq), RXDID_FLEX_NIC | 3 << 8)?;
+        for (i, dw) in ctx.chunks_exact(4).enumerate() {
+            regs.write(
+                qrx_context(i as u64, qq),
+                u32::from_le_bytes(dw.try_into().expect("4")),
+            )?;
+        }
+        let mut rq = IceRxQueue {
+            regs,
+            q,
+            ring,
+            n,
+            ntc: 0,
+            slots: (0..n).map(|_| None).collect(),
+            pool: pool.clone(),
+            cache: Vec::with_capacity(64),
+            unposted: 0,
+            counters,
+        };
+        for i in 0..n {
+            rq.refill(i);
+        }
+        // Hardware ignores tail bits 2:0; DPDK writes N - 1.
+        rq.regs.write(qrx_tail(qq), (n - 1) as u32)?;
+        rq.regs.write(qrx_ctrl(qq), QRX_CTRL_QENA_REQ)?;
+        let t0 = Instant::now();
+        while rq.regs.read(qrx_ctrl(qq))? & QRX_CTRL_QENA_STAT == 0 {
+            if t0.elapsed() > Duration::from_millis(10) {
+                return Err(IceError::Timeout(format!("RX queue {q} did not enable")));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        Ok(rq)
+    }
+
+    fn desc_ptr(&self, i: u16) -> *mut u8 {
+        // SAFETY: i < n, inside the ring.
+        unsafe { self.ring.as_ptr().add(i as usize * RX_DESC_SIZE) }
+    }
+
+    /// Puts a fresh buffer in slot `i` (read format: packet address, header address 0).
+    fn refill(&mut self, i: u16) -> bool {
+        if self.cache.is_empty() && self.pool.alloc_bulk(&mut self.cache, 64) == 0 {
+            self.counters
+                .nombuf
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        let mut m = self.cache.pop().expect("cache refilled");
+        m.reset();
+        let p = self.desc_ptr(i).cast::<u64>();
+        // SAFETY: slot i is 32 bytes, 8-byte aligned; the device owns it only after the tail
+        // write that follows.
+        unsafe {
+            p.write_volatile(m.data_iova());
+            p.add(1).write_volatile(0);
+            p.add(2).write_volatile(0);
+            p.add(3).write_volatile(0);
+        }
+        self.slots[i as usize] = Some(m);
+        true
+    }
+
+    /// PF-relative queue index.
+    pub fn queue(&self) -> u16 {
+        self.q
+    }
+}
+
+impl RxQueue for IceRxQueue {
+    fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+        let (mut got, mut bytes) = (0usize, 0u64);
+        while got < max {
+            let p = self.desc_ptr(self.ntc);
+            // SAFETY: status_error0 at byte 8 of the slot; read it before anything else and
+            // fence so the rest of the write-back is read after DD.
+            let st = unsafe { p.add(8).cast::<u16>().read_volatile() };
+            if st & RX_DD == 0 {
+                break;
+            }
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            let mut wb = [0u8; RX_DESC_SIZE];
+            // SAFETY: the whole 32-byte slot, now written back by the device.
+            unsafe { std::ptr::copy_nonoverlapping(p, wb.as_mut_ptr(), RX_DESC_SIZE) };
+            let i = self.ntc;
+            self.ntc = (self.ntc + 1) % self.n;
+            let m = self.slots[i as usize].take();
+            let refilled = self.refill(i);
+            self.unposted += refilled as u16;
+            let Some(mut m) = m else { continue };
+            let len = (u16::from_le_bytes([wb[4], wb[5]]) & 0x3FFF) as usize;
+            if st & RX_EOF == 0 || st & RX_RXE != 0 || m.set_len(len).is_err() {
+                // Multi-buffer frames and MAC errors are not delivered yet.
+                self.counters
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            m.packet_type = ptype_to_mbuf(u16::from_le_bytes([wb[2], wb[3]]) & 0x3FF);
+            if st & RX_L3L4P != 0 {
+                m.ol_flags |= if st & RX_XSUM_IPE != 0 {
+                    OlFlags::RX_IP_CKSUM_BAD
+                } else {
+                    OlFlags::RX_IP_CKSUM_GOOD
+                };
+                m.ol_flags |= if st & RX_XSUM_L4E != 0 {
+                    OlFlags::RX_L4_CKSUM_BAD
+                } else {
+                    OlFlags::RX_L4_CKSUM_GOOD
+                };
+            }
+            m.queue = self.q;
+            bytes += len as u64;
+            out.push(m);
+            got += 1;
+        }
+        if self.unposted >= 32 {
+            // Give back everything up to (not including) the next slot we will read.
+            let tail = (self.ntc + self.n - 1) % self.n;
+            let _ = self.regs.write(qrx_tail(self.q as u64), tail as u32);
+            self.unposted = 0;
+        }
+        if got > 0 {
+            self.counters.add(got as u64, bytes);
+        }
+        got
+    }
+}
