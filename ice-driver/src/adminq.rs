@@ -60,6 +60,13 @@ pub const OP_SET_MAC_CFG: u16 = 0x0603;
 pub const OP_RESTART_AN: u16 = 0x0605;
 pub const OP_GET_LINK_STATUS: u16 = 0x0607;
 pub const OP_SET_EVENT_MASK: u16 = 0x0613;
+pub const OP_ADD_VSI: u16 = 0x0210;
+pub const OP_GET_DFLT_TOPO: u16 = 0x0400;
+pub const OP_ADD_SCHED_ELEMS: u16 = 0x0401;
+pub const OP_DELETE_SCHED_ELEMS: u16 = 0x040F;
+pub const OP_QUERY_SCHED_RES: u16 = 0x0412;
+pub const OP_ADD_TXQS: u16 = 0x0C30;
+pub const OP_DIS_TXQS: u16 = 0x0C31;
 
 /// `enum ice_aq_err` names for the low byte of `retval` [AQC].
 pub fn aq_err_name(rc: u16) -> &'static str {

@@ -49,6 +49,24 @@ pub mod rlan {
     pub const SIZE: usize = 32;
 }
 
+/// TLAN (TX queue) context fields, (lsb, width) from [CMN] `ice_tlan_ctx_info`; 22 bytes.
+pub mod tlan {
+    pub const BASE: (usize, usize) = (0, 57);
+    pub const PORT_NUM: (usize, usize) = (57, 3);
+    pub const CGD_NUM: (usize, usize) = (60, 5);
+    pub const PF_NUM: (usize, usize) = (65, 3);
+    pub const VMVF_TYPE: (usize, usize) = (78, 2);
+    pub const SRC_VSI: (usize, usize) = (80, 10);
+    pub const WB_MODE: (usize, usize) = (101, 1);
+    pub const QLEN: (usize, usize) = (135, 13);
+    pub const TSO_ENA: (usize, usize) = (152, 1);
+    pub const TSO_QNUM: (usize, usize) = (153, 11);
+    pub const LEGACY_INT: (usize, usize) = (164, 1);
+    pub const SIZE: usize = 22;
+    /// vmvf_type for a PF queue.
+    pub const VMVF_TYPE_PF: u64 = 2;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,30 @@ pub struct IceDevice {
     regs: Arc<Regs>,
     aq: AdminQueue,
     info: IceInfo,
+    /// HW number of the PF VSI (created on first queue setup).
+    vsi: Option<u16>,
+    /// TEID of the queue-group scheduler node TX queues hang off.
+    qgroup_teid: Option<u32>,
+}
+
+/// Scheduler element types ([AQC] `ICE_AQC_ELEM_TYPE_*`).
+mod elem {
+    pub const ROOT_PORT: u8 = 1;
+    pub const TC: u8 = 2;
+    pub const SE_GENERIC: u8 = 3;
+    pub const ENTRY_POINT: u8 = 4;
+    /// valid_sections = GENERIC | CIR | EIR.
+    pub const VALID_ALL: u8 = 0x7;
+}
+
+/// A 16-byte scheduler element: type, valid sections, CIR/EIR {profile 0, bw_alloc 4}.
+fn sched_elem_data(kind: u8) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    d[0] = kind;
+    d[1] = elem::VALID_ALL;
+    d[6..8].copy_from_slice(&4u16.to_le_bytes()); // cir.bw_alloc
+    d[10..12].copy_from_slice(&4u16.to_le_bytes()); // eir.bw_alloc
+    d
 }
 
 /// Link speed bits of `link_speed` ([AQC] `ICE_AQ_LINK_SPEED_*`) in Mbit/s.
@@ -118,6 +142,8 @@ impl IceDevice {
                 pf_id,
                 ..Default::default()
             },
+            vsi: None,
+            qgroup_teid: None,
         };
         ice.init_hw()?;
         Ok(ice)
@@ -307,6 +333,178 @@ impl IceDevice {
             )));
         }
         crate::rxq::IceRxQueue::setup(self.regs.clone(), q, n, pool, 9728, Default::default())
+    }
+
+    /// Creates the PF VSI owning queues `0..nq` ([SW] `ice_aq_add_vsi`, DPDK PF settings:
+    /// SW and RXQ_MAP sections, LAN_ENA, contiguous queue map, TC0 over all queues).
+    fn ensure_vsi(&mut self, nq: u16) -> Result<u16, IceError> {
+        if let Some(v) = self.vsi {
+            return Ok(v);
+        }
+        let mut props = [0u8; 128];
+        props[0..2].copy_from_slice(&(1u16 | 1 << 6).to_le_bytes()); // valid: SW | RXQ_MAP
+        props[2] = self.info.sw_id as u8;
+        props[4] = 1 << 4; // sw_flags2: LAN_ENA
+        props[12] = 0x1B; // inner_vlan_flags: TX_MODE_ALL | EMODE_NOTHING
+        props[16..20].copy_from_slice(&0x00FA_C688u32.to_le_bytes()); // ingress up table
+        props[20..24].copy_from_slice(&0x00FA_C688u32.to_le_bytes()); // egress up table
+        props[30..32].copy_from_slice(&0u16.to_le_bytes()); // q_mapping[0]: first queue
+        props[32..34].copy_from_slice(&nq.to_le_bytes()); // q_mapping[1]: count
+        let log2 = 16 - (nq.max(1) - 1).leading_zeros() as u16;
+        props[62..64].copy_from_slice(&(log2 << 11).to_le_bytes()); // tc_mapping[0]
+        props[84..88].copy_from_slice(&0x00FA_C688u32.to_le_bytes()); // outer up table
+        let mut d = AqDesc::direct(OP_ADD_VSI);
+        d.set_param_u16(6, 2); // vsi_flags: type PF
+        let done = self.send(d, Some(&mut props), true)?;
+        let v = done.param_u16(0) & 0x3FF;
+        self.vsi = Some(v);
+        Ok(v)
+    }
+
+    /// Builds the scheduler branch TX queues hang off and returns the queue-group node
+    /// ([SCH]: query resources, read the default topology, delete default nodes below the
+    /// software entry layer, add one generic node per layer down to the queue-group layer).
+    fn ensure_qgroup(&mut self) -> Result<u32, IceError> {
+        if let Some(t) = self.qgroup_teid {
+            return Ok(t);
+        }
+        let mut res = vec![0u8; 32 + 9 * 32];
+        self.send(AqDesc::direct(OP_QUERY_SCHED_RES), Some(&mut res), false)?;
+        let layers = u16::from_le_bytes([res[2], res[3]]) as usize;
+        if !(5..=9).contains(&layers) {
+            return Err(IceError::Firmware(format!("{layers} scheduler layers")));
+        }
+        let mut topo = vec![0u8; AQ_MAX_BUF];
+        let mut d = AqDesc::direct(OP_GET_DFLT_TOPO);
+        d.params[0] = self.info.lport;
+        let done = self.send(d, Some(&mut topo), false)?;
+        let branches = done.params[1] as usize;
+        if branches == 0 || branches * 240 > AQ_MAX_BUF {
+            return Err(IceError::Firmware(format!("{branches} topology branches")));
+        }
+        // First branch: header {parent_teid, num_elems u16}, then 24-byte elements
+        // {parent_teid, node_teid, data[16]} indexed by layer.
+        let b = &topo[..240];
+        let n = (u16::from_le_bytes([b[4], b[5]]) as usize).min(9);
+        // (parent_teid, node_teid, elem_type) of the element at layer i.
+        let el = |i: usize| {
+            let e = &b[8 + i * 24..8 + (i + 1) * 24];
+            let word = |o: usize| u32::from_le_bytes(e[o..o + 4].try_into().expect("4"));
+            (word(0), word(4), e[8])
+        };
+        let mut tc0 = None;
+        let mut entry_layer = None;
+        let mut remove = Vec::new();
+        for i in 0..n {
+            let (_, teid, kind) = el(i);
+            match kind {
+                elem::TC if tc0.is_none() => tc0 = Some(teid),
+                elem::ENTRY_POINT => entry_layer = Some(i),
+                _ => {}
+            }
+        }
+        let entry = entry_layer
+            .ok_or_else(|| IceError::Firmware("no entry point in the topology".into()))?;
+        let tc0 = tc0.ok_or_else(|| IceError::Firmware("no TC node in the topology".into()))?;
+        for i in entry..n {
+            let (parent, teid, kind) = el(i);
+            if kind != elem::TC && kind != elem::ROOT_PORT {
+                remove.push((parent, teid));
+            }
+        }
+        // Delete deepest first so no node is removed before its children; the buffer is
+        // {parent_teid, num_elems u16, rsvd u16, teid[]} [SCH ice_sched_rm_dflt_nodes].
+        for (parent, teid) in remove.into_iter().rev() {
+            let mut buf = [0u8; 12];
+            buf[0..4].copy_from_slice(&parent.to_le_bytes());
+            buf[4..6].copy_from_slice(&1u16.to_le_bytes());
+            buf[8..12].copy_from_slice(&teid.to_le_bytes());
+            let mut d = AqDesc::direct(OP_DELETE_SCHED_ELEMS);
+            d.set_param_u16(0, 1);
+            self.send(d, Some(&mut buf), true)?;
+        }
+        // VSI layer = layers - 4 (9 layers) or layers - 2 (5 layers); queue groups at
+        // layers - 2; leaves (queues) at layers - 1 [SCH].
+        let vsi_layer = if layers == 5 { layers - 2 } else { layers - 4 };
+        let qgroup_layer = layers - 2;
+        let mut parent = tc0;
+        for _layer in entry..=qgroup_layer.max(vsi_layer) {
+            let mut buf = [0u8; 8 + 24];
+            buf[0..4].copy_from_slice(&parent.to_le_bytes());
+            buf[4..6].copy_from_slice(&1u16.to_le_bytes());
+            buf[8..12].copy_from_slice(&parent.to_le_bytes());
+            buf[16..32].copy_from_slice(&sched_elem_data(elem::SE_GENERIC));
+            let mut d = AqDesc::direct(OP_ADD_SCHED_ELEMS);
+            d.set_param_u16(0, 1);
+            self.send(d, Some(&mut buf), true)?;
+            let teid = u32::from_le_bytes(buf[12..16].try_into().expect("4"));
+            if teid == 0 {
+                return Err(IceError::Firmware(
+                    "add_sched_elems returned no node TEID".into(),
+                ));
+            }
+            parent = teid;
+        }
+        self.qgroup_teid = Some(parent);
+        Ok(parent)
+    }
+
+    /// Creates PF TX queue `q` with `n` descriptors ([CMN] `ice_ena_vsi_txq`: one queue group
+    /// of one queue, TLAN context as Linux `ice_setup_tx_ctx` fills it).
+    pub fn setup_tx_queue(&mut self, q: u16, n: u16) -> Result<crate::txq::IceTxQueue, IceError> {
+        use crate::ctx::{set_bits, tlan};
+        if q as u32 >= self.info.num_txq {
+            return Err(IceError::InvalidArg(format!(
+                "TX queue {q}: the function has {}",
+                self.info.num_txq
+            )));
+        }
+        if !(64..=4096).contains(&n) || !n.is_multiple_of(32) {
+            return Err(IceError::InvalidArg(format!(
+                "TX ring of {n}: need 64..=4096, a multiple of 32"
+            )));
+        }
+        let nq = self.info.num_txq.min(u16::MAX as u32) as u16;
+        let vsi = self.ensure_vsi(nq)?;
+        let parent = self.ensure_qgroup()?;
+        let ring = vdpdk_core::DmaMemory::alloc_with(
+            "ice-txq",
+            n as usize * crate::txq::TX_DESC_SIZE,
+            false,
+        )?;
+        self.regs.device().dma_map(&ring)?;
+        let mut ctx = [0u8; tlan::SIZE];
+        let f = |c: &mut [u8], (l, w): (usize, usize), v: u64| set_bits(c, l, w, v);
+        f(&mut ctx, tlan::BASE, ring.iova_base() >> 7);
+        f(&mut ctx, tlan::PORT_NUM, self.info.lport as u64);
+        f(&mut ctx, tlan::PF_NUM, self.info.pf_id as u64);
+        f(&mut ctx, tlan::VMVF_TYPE, tlan::VMVF_TYPE_PF);
+        f(&mut ctx, tlan::SRC_VSI, vsi as u64);
+        f(&mut ctx, tlan::QLEN, n as u64);
+        f(&mut ctx, tlan::TSO_ENA, 1);
+        f(&mut ctx, tlan::TSO_QNUM, q as u64);
+        f(&mut ctx, tlan::LEGACY_INT, 1);
+        let mut buf = [0u8; 8 + 48];
+        buf[0..4].copy_from_slice(&parent.to_le_bytes());
+        buf[4] = 1; // num_txqs
+        buf[8..10].copy_from_slice(&q.to_le_bytes());
+        buf[16..16 + tlan::SIZE].copy_from_slice(&ctx);
+        buf[40..56].copy_from_slice(&sched_elem_data(0));
+        let mut d = AqDesc::direct(OP_ADD_TXQS);
+        d.params[0] = 1; // num_qgrps
+        self.send(d, Some(&mut buf), true)?;
+        if u32::from_le_bytes(buf[12..16].try_into().expect("4")) == 0 {
+            return Err(IceError::Firmware(format!(
+                "add_txqs returned no TEID for queue {q}"
+            )));
+        }
+        Ok(crate::txq::IceTxQueue::new(
+            self.regs.clone(),
+            q,
+            ring,
+            n,
+            Default::default(),
+        ))
     }
 
     /// Enables link status events and asks for link up ([AQC] set_event_mask, get_link_status

@@ -14,6 +14,7 @@ pub mod dev;
 pub mod model;
 pub mod regs;
 pub mod rxq;
+pub mod txq;
 
 use std::sync::Arc;
 

@@ -67,6 +67,14 @@ pub fn qrxflxp_cntxt(q: u64) -> u64 {
 /// Flexible RX descriptor id of the 32-byte "NIC" layout ([LTR] `ICE_RXDID_FLEX_NIC`).
 pub const RXDID_FLEX_NIC: u32 = 2;
 
+// LAN TX queues [HWA]: doorbell takes the next-to-use index; head reads bits 12:0.
+pub fn qtx_comm_dbell(q: u64) -> u64 {
+    0x002C_0000 + 4 * q
+}
+pub fn qtx_comm_head(q: u64) -> u64 {
+    0x000E_0000 + 4 * q
+}
+
 // Port statistics, indexed by lport, stride 8; 40-bit counters are L | (H & 0xFF) << 32 [HWA].
 pub const GLPRT_GORCL: u64 = 0x0038_0000;
 pub const GLPRT_GOTCL: u64 = 0x0038_0B40;
@@ -104,6 +112,8 @@ mod tests {
         assert_eq!(qrx_ctrl(3), 0x0012_000C);
         assert_eq!(qrx_tail(3), 0x0029_000C);
         assert_eq!(qrxflxp_cntxt(1), 0x0048_0004);
+        assert_eq!(qtx_comm_dbell(2), 0x002C_0008);
+        assert_eq!(qtx_comm_head(2), 0x000E_0008);
         assert_eq!(RESET_DONE_MASK, 0b11_0011_1011);
         assert_eq!(AQ_LEN_ENABLE, 0x8000_0000);
         assert_eq!(AQ_LEN_CRIT, 0x4000_0000);

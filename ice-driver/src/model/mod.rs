@@ -158,6 +158,15 @@ struct RxQueueState {
     rxdid: u8,
 }
 
+/// One LAN TX queue created by add_txqs.
+#[derive(Default, Clone)]
+struct TxQueueState {
+    enabled: bool,
+    base: u64,
+    len: u32,
+    head: u32,
+}
+
 /// Model counters (per port, like GLPRT_*).
 #[derive(Default, Clone, Copy, Debug)]
 pub struct ModelStats {
@@ -167,6 +176,10 @@ pub struct ModelStats {
     pub rx_dropped: u64,
     /// Frames longer than the queue's buffers (multi-buffer RX is not modelled).
     pub rx_oversize: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// TX descriptors the model could not process (bad address, unknown type).
+    pub tx_errors: u64,
 }
 
 /// Model configuration (what the "NVM" says).
@@ -205,11 +218,23 @@ pub struct E810Model {
     /// Events that could not be posted because the ARQ had no free buffer.
     pub events_dropped: u32,
     rxq: Vec<RxQueueState>,
+    txq: Vec<TxQueueState>,
     pub stats: ModelStats,
+    /// Frames transmitted and not yet taken by the wire.
+    outbox: Vec<Vec<u8>>,
+    /// Scheduler nodes: TEID -> (parent TEID, layer).
+    sched: HashMap<u32, (u32, u32)>,
+    next_teid: u32,
+    next_vsi: u16,
+    /// Destination MAC -> PF queue (switch rules); unmatched frames go to queue 0.
+    pub mac_to_queue: Vec<(MacAddr, u16)>,
 }
 
 /// The outcome of one admin command.
 struct Reply {
+    /// Write `data` back into the buffer even though it was input (RD): firmware fills in
+    /// TEIDs and numbers in add_sched_elems / add_txqs buffers.
+    write_back: bool,
     retval: u16,
     params: Option<[u8; 16]>,
     data: Vec<u8>,
@@ -220,6 +245,7 @@ struct Reply {
 impl Reply {
     fn ok() -> Reply {
         Reply {
+            write_back: false,
             retval: 0,
             params: None,
             data: Vec::new(),
@@ -248,8 +274,82 @@ impl E810Model {
             commands: HashMap::new(),
             events_dropped: 0,
             rxq: Vec::new(),
+            txq: Vec::new(),
             stats: ModelStats::default(),
+            outbox: Vec::new(),
+            sched: Self::default_topology(),
+            next_teid: 0x200,
+            next_vsi: 5,
+            mac_to_queue: Vec::new(),
         }
+    }
+
+    /// Root port (layer 0), TC0 (layer 1) and the software entry point (layer 2).
+    fn default_topology() -> HashMap<u32, (u32, u32)> {
+        HashMap::from([(0x100, (0, 0)), (0x101, (0x100, 1)), (0x102, (0x101, 2))])
+    }
+
+    /// Frames transmitted since the last call (what left the port).
+    pub fn take_outbox(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// A frame from the wire: steered by destination MAC (switch rules), else queue 0.
+    pub fn receive(&mut self, frame: &[u8]) -> bool {
+        let dst = MacAddr::dst_of(frame);
+        let q = self
+            .mac_to_queue
+            .iter()
+            .find(|(m, _)| Some(*m) == dst)
+            .map_or(0, |r| r.1 as usize);
+        self.receive_on(q, frame)
+    }
+
+    /// Processes TX descriptors of queue `q` up to the doorbell `tail` ([LTR] `ice_tx_desc`:
+    /// qw0 address, qw1 DTYPE 3:0, CMD 15:4 (EOP 0x1, RS 0x2), BUF_SZ 47:34; DTYPE 1 is a
+    /// context descriptor). RS descriptors are written back with DTYPE 0xF (DESC_DONE).
+    fn tx_doorbell(&mut self, q: usize, tail: u32) {
+        let Some(st) = self.txq.get(q).filter(|s| s.enabled).cloned() else {
+            return;
+        };
+        let tail = tail % st.len.max(1);
+        let mut head = st.head;
+        let mut frame: Vec<u8> = Vec::new();
+        let mut guard = 0;
+        while head != tail && guard < st.len {
+            guard += 1;
+            let at = st.base + head as u64 * 16;
+            let mut d = [0u8; 16];
+            if !self.dma.read(at, &mut d) {
+                self.stats.tx_errors += 1;
+                break;
+            }
+            let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
+            let qw1 = u64::from_le_bytes(d[8..16].try_into().unwrap());
+            let cmd = (qw1 >> 4) & 0xFFF;
+            match qw1 & 0xF {
+                0 => {
+                    let len = ((qw1 >> 34) & 0x3FFF) as usize;
+                    let start = frame.len();
+                    frame.resize(start + len, 0);
+                    if !self.dma.read(addr, &mut frame[start..]) {
+                        self.stats.tx_errors += 1;
+                        frame.clear();
+                    } else if cmd & 0x1 != 0 {
+                        self.stats.tx_packets += 1;
+                        self.stats.tx_bytes += frame.len() as u64;
+                        self.outbox.push(std::mem::take(&mut frame));
+                    }
+                }
+                1 => {} // context descriptor: TSO/checksum offloads are not modelled yet
+                _ => self.stats.tx_errors += 1,
+            }
+            if cmd & 0x2 != 0 {
+                self.dma.write(at + 8, &0xFu64.to_le_bytes());
+            }
+            head = (head + 1) % st.len;
+        }
+        self.txq[q].head = head;
     }
 
     /// The RX queue a register offset in `[base, base + 4 * num_queues)` belongs to.
@@ -387,6 +487,9 @@ impl E810Model {
                 if let Some(q) = self.queue_of(off, QRX_TAIL_BASE) {
                     return self.rxq.get(q).map_or(0, |s| s.tail);
                 }
+                if let Some(q) = self.queue_of(off, QTX_COMM_HEAD_BASE) {
+                    return self.txq.get(q).map_or(0, |s| s.head);
+                }
                 self.plain.get(&off).copied().unwrap_or(0)
             }
         }
@@ -421,6 +524,8 @@ impl E810Model {
                     self.rx_enable(q, v & 1 != 0);
                 } else if let Some(q) = self.queue_of(off, QRX_TAIL_BASE) {
                     self.rxq_mut(q).tail = v & 0x1FFF;
+                } else if let Some(q) = self.queue_of(off, QTX_COMM_DBELL_BASE) {
+                    self.tx_doorbell(q, v & 0x1FFF);
                 } else if let Some(q) = self.queue_of(off, QRXFLXP_CNTXT_BASE) {
                     self.rxq_mut(q).rxdid = (v & 0x3F) as u8;
                 } else {
@@ -473,7 +578,7 @@ impl E810Model {
             Some(rc) => Reply::err(rc),
             None => self.command(opcode, &params, &input, has_buf, datalen),
         };
-        if !reply.data.is_empty() && has_buf && flags & FLAG_RD == 0 {
+        if !reply.data.is_empty() && has_buf && (flags & FLAG_RD == 0 || reply.write_back) {
             if reply.data.len() > datalen {
                 // Too small a buffer: ENOMEM with the length needed [VMX].
                 reply = Reply {
@@ -514,7 +619,7 @@ impl E810Model {
         &mut self,
         opcode: u16,
         p: &[u8; 16],
-        _input: &[u8],
+        input: &[u8],
         has_buf: bool,
         buf_len: usize,
     ) -> Reply {
@@ -627,7 +732,184 @@ impl E810Model {
                 })
             }
             0x0613 => Reply::ok(),
+            // add_vsi: returns the HW VSI number @0, used @4, free @6.
+            0x0210 => {
+                if input.len() < 128 {
+                    return Reply::err(RC_EINVAL);
+                }
+                let v = self.next_vsi;
+                self.next_vsi += 1;
+                let mut q = *p;
+                q[0..2].copy_from_slice(&v.to_le_bytes());
+                q[4..6].copy_from_slice(&1u16.to_le_bytes());
+                q[6..8].copy_from_slice(&767u16.to_le_bytes());
+                Reply {
+                    params: Some(q),
+                    ..Reply::ok()
+                }
+            }
+            // query_sched_res: generic props (32 B: phys_levels @0, logical_levels @2), then
+            // 9 layer props of 32 B (max_sibl_grp_sz @10).
+            0x0412 => {
+                let mut d = vec![0u8; 32 + 9 * 32];
+                d[0..2].copy_from_slice(&(SCHED_LAYERS as u16).to_le_bytes());
+                d[2..4].copy_from_slice(&(SCHED_LAYERS as u16).to_le_bytes());
+                for l in 0..9 {
+                    let o = 32 + l * 32;
+                    d[o] = l as u8;
+                    d[o + 10..o + 12].copy_from_slice(&8u16.to_le_bytes());
+                }
+                needs_buf(Reply {
+                    data: d,
+                    ..Reply::ok()
+                })
+            }
+            // get_dflt_topo: num_branches @1; one 240-byte branch {parent_teid, num_elems,
+            // rsvd, 9 x {parent_teid, node_teid, data[16] (elem_type @0)}}.
+            0x0400 => {
+                let mut q = *p;
+                q[1] = 1;
+                let mut d = vec![0u8; 240];
+                d[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+                let chain = [(0x100u32, 0u32, 1u8), (0x101, 0x100, 2), (0x102, 0x101, 4)];
+                let present: Vec<_> = chain
+                    .iter()
+                    .filter(|c| self.sched.contains_key(&c.0))
+                    .collect();
+                d[4..6].copy_from_slice(&(present.len() as u16).to_le_bytes());
+                for (i, (teid, parent, kind)) in present.into_iter().enumerate() {
+                    let o = 8 + i * 24;
+                    d[o..o + 4].copy_from_slice(&parent.to_le_bytes());
+                    d[o + 4..o + 8].copy_from_slice(&teid.to_le_bytes());
+                    d[o + 8] = *kind;
+                    d[o + 9] = 0x7;
+                }
+                needs_buf(Reply {
+                    params: Some(q),
+                    data: d,
+                    ..Reply::ok()
+                })
+            }
+            // delete_sched_elems: {parent_teid, num_elems u16, rsvd, teid[]}.
+            0x040F => {
+                if input.len() < 8 {
+                    return Reply::err(RC_EINVAL);
+                }
+                let n = u16::from_le_bytes([input[4], input[5]]) as usize;
+                if input.len() < 8 + 4 * n {
+                    return Reply::err(RC_EINVAL);
+                }
+                for i in 0..n {
+                    let t = u32::from_le_bytes(input[8 + 4 * i..12 + 4 * i].try_into().unwrap());
+                    if self.sched.values().any(|&(parent, _)| parent == t) {
+                        return Reply::err(12); // EBUSY: still has children
+                    }
+                    if self.sched.remove(&t).is_none() {
+                        return Reply::err(2); // ENOENT
+                    }
+                }
+                Reply::ok()
+            }
+            // add_sched_elems: groups of {hdr{parent_teid, num_elems, rsvd}, elems[24 B]};
+            // the firmware writes each new node_teid back.
+            0x0401 => self.add_sched_elems(p, input),
+            // add_txqs: groups of {parent_teid, num_txqs u8, rsvd[3], queues[48 B] {txq_id,
+            // rsvd, q_teid (written back), txq_ctx[22], rsvd, sched info[16]}}.
+            0x0C30 => self.add_txqs(p, input),
+            0x0C31 => {
+                for s in &mut self.txq {
+                    s.enabled = false;
+                }
+                Reply::ok()
+            }
             _ => Reply::err(RC_ENOSYS),
+        }
+    }
+
+    fn add_sched_elems(&mut self, p: &[u8; 16], input: &[u8]) -> Reply {
+        let groups = u16::from_le_bytes([p[0], p[1]]) as usize;
+        let mut out = input.to_vec();
+        let mut o = 0usize;
+        for _ in 0..groups {
+            let Some(hdr) = input.get(o..o + 8) else {
+                return Reply::err(RC_EINVAL);
+            };
+            let n = u16::from_le_bytes([hdr[4], hdr[5]]) as usize;
+            o += 8;
+            for _ in 0..n {
+                let Some(e) = input.get(o..o + 24) else {
+                    return Reply::err(RC_EINVAL);
+                };
+                let parent = u32::from_le_bytes(e[0..4].try_into().unwrap());
+                let Some(&(_, layer)) = self.sched.get(&parent) else {
+                    return Reply::err(2); // ENOENT
+                };
+                if layer + 2 >= SCHED_LAYERS {
+                    return Reply::err(RC_EINVAL); // only queues go below the queue groups
+                }
+                let teid = self.next_teid;
+                self.next_teid += 1;
+                self.sched.insert(teid, (parent, layer + 1));
+                out[o + 4..o + 8].copy_from_slice(&teid.to_le_bytes());
+                o += 24;
+            }
+        }
+        Reply {
+            write_back: true,
+            data: out,
+            ..Reply::ok()
+        }
+    }
+
+    fn add_txqs(&mut self, p: &[u8; 16], input: &[u8]) -> Reply {
+        let groups = p[0] as usize;
+        let mut out = input.to_vec();
+        let mut o = 0usize;
+        for _ in 0..groups {
+            let Some(hdr) = input.get(o..o + 8) else {
+                return Reply::err(RC_EINVAL);
+            };
+            let parent = u32::from_le_bytes(hdr[0..4].try_into().unwrap());
+            match self.sched.get(&parent) {
+                Some(&(_, layer)) if layer == SCHED_LAYERS - 2 => {}
+                _ => return Reply::err(RC_EINVAL), // not a queue-group node
+            }
+            let n = hdr[4] as usize;
+            o += 8;
+            for _ in 0..n {
+                let Some(e) = input.get(o..o + 48) else {
+                    return Reply::err(RC_EINVAL);
+                };
+                let q = u16::from_le_bytes([e[0], e[1]]) as usize;
+                if q >= self.cfg.num_queues as usize {
+                    return Reply::err(RC_EINVAL);
+                }
+                let ctx = &e[8..30];
+                let f = |(l, w): (usize, usize)| crate::ctx::get_bits(ctx, l, w);
+                let len = f(TLAN_QLEN) as u32;
+                if len == 0 {
+                    return Reply::err(RC_EINVAL);
+                }
+                if self.txq.len() <= q {
+                    self.txq.resize(q + 1, TxQueueState::default());
+                }
+                self.txq[q] = TxQueueState {
+                    enabled: true,
+                    base: f(TLAN_BASE) << 7,
+                    len,
+                    head: 0,
+                };
+                let teid = self.next_teid;
+                self.next_teid += 1;
+                self.sched.insert(teid, (parent, SCHED_LAYERS - 1));
+                out[o + 4..o + 8].copy_from_slice(&teid.to_le_bytes());
+                o += 48;
+            }
+        }
+        Reply {
+            write_back: true,
+            data: out,
+            ..Reply::ok()
         }
     }
 

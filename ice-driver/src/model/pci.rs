@@ -9,14 +9,29 @@ use parking_lot::Mutex;
 use vdpdk_core::{DmaMemory, Error, Result};
 use vdpdk_pci::{MappedBar, PciDevice};
 
-use super::E810Model;
+use super::{E810Model, ModelConfig};
 
 /// BAR0 size of an E810 PF (128 MiB; 32 MiB of it is registers) — only used for bounds here.
 const BAR0_SIZE: u64 = 128 << 20;
 
+/// Where frames the model transmits go.
+pub trait Wire: Send + Sync {
+    fn transmit(&self, frame: &[u8]);
+}
+
+/// A cable to another model's port (two cards back to back).
+pub struct ModelCable(pub Arc<Mutex<E810Model>>);
+
+impl Wire for ModelCable {
+    fn transmit(&self, frame: &[u8]) {
+        self.0.lock().receive(frame);
+    }
+}
+
 pub struct ModelPci {
     pub model: Arc<Mutex<E810Model>>,
     config: [u8; 64],
+    wire: Mutex<Option<Arc<dyn Wire>>>,
 }
 
 impl ModelPci {
@@ -25,7 +40,29 @@ impl ModelPci {
         config[0..2].copy_from_slice(&crate::INTEL_VENDOR_ID.to_le_bytes());
         config[2..4].copy_from_slice(&crate::E810_C_QSFP.to_le_bytes());
         config[0x0b] = 0x02; // class: network
-        ModelPci { model, config }
+        ModelPci {
+            model,
+            config,
+            wire: Mutex::new(None),
+        }
+    }
+
+    /// Plugs the port into a wire; transmitted frames go there (else they wait in the model).
+    pub fn set_wire(&self, w: Arc<dyn Wire>) {
+        *self.wire.lock() = Some(w);
+    }
+
+    /// Two models cabled back to back, each behind its own in-process PCI device.
+    pub fn back_to_back(a: ModelConfig, b: ModelConfig) -> (Arc<ModelPci>, Arc<ModelPci>) {
+        let ma = Arc::new(Mutex::new(E810Model::new(a)));
+        let mb = Arc::new(Mutex::new(E810Model::new(b)));
+        let (pa, pb) = (
+            Arc::new(ModelPci::new(ma.clone())),
+            Arc::new(ModelPci::new(mb.clone())),
+        );
+        pa.set_wire(Arc::new(ModelCable(mb)));
+        pb.set_wire(Arc::new(ModelCable(ma)));
+        (pa, pb)
     }
 
     fn check(bar: u8, off: u64) -> Result<()> {
@@ -52,7 +89,21 @@ impl PciDevice for ModelPci {
     }
     fn bar_write32(&self, bar: u8, off: u64, val: u32) -> Result<()> {
         Self::check(bar, off)?;
-        self.model.lock().mmio_write(off, val);
+        let out = {
+            let mut m = self.model.lock();
+            m.mmio_write(off, val);
+            if self.wire.lock().is_some() {
+                m.take_outbox()
+            } else {
+                Vec::new()
+            }
+        };
+        // Deliver with our model unlocked: the peer may be transmitting to us meanwhile.
+        if let Some(w) = self.wire.lock().clone() {
+            for f in &out {
+                w.transmit(f);
+            }
+        }
         Ok(())
     }
     fn map_bar(&self, bar: u8) -> Result<MappedBar> {

@@ -36,3 +36,15 @@ pub const RLAN_QLEN: (usize, usize) = (89, 13);
 pub const RLAN_DBUF: (usize, usize) = (102, 7);
 pub const RLAN_DSIZE: (usize, usize) = (116, 1);
 pub const RLAN_RXMAX: (usize, usize) = (174, 14);
+
+// LAN TX queues [HWA].
+pub const QTX_COMM_DBELL_BASE: u64 = 0x2C0000;
+pub const QTX_COMM_HEAD_BASE: u64 = 0xE0000;
+
+/// TLAN context fields the model reads, (lsb, width) [CMN `ice_tlan_ctx_info`].
+pub const TLAN_BASE: (usize, usize) = (0, 57);
+pub const TLAN_QLEN: (usize, usize) = (135, 13);
+pub const TLAN_SRC_VSI: (usize, usize) = (80, 10);
+
+/// Scheduler layers of the modelled port (E810 default, [SCH]).
+pub const SCHED_LAYERS: u32 = 9;
