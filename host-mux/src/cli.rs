@@ -86,6 +86,10 @@ fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
     let mut reflector = None;
     let backend: Box<dyn EthDev> = match &cfg.backend {
         BackendConfig::Tap { ifname } => Box::new(vdpdk_tap::TapPort::open(ifname, None)?),
+        BackendConfig::IceVfioUser { socket } => {
+            let pci = vdpdk_pci::VfioUserPci::connect(socket)?;
+            Box::new(ice_driver::IcePort::open(std::sync::Arc::new(pci))?)
+        }
         BackendConfig::Pair => {
             let (mux_end, far_end) = vdpdk_pair::pair(
                 MacAddr([2, 0, 0, 0, 0, 0xfd]),

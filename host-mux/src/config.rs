@@ -4,6 +4,7 @@
 //! [backend]
 //! kind = "tap"          # "tap": a Linux TAP interface; "pair": in-memory wire (see below)
 //! ifname = "vdpdk0"     # tap only
+//! socket = "/run/e810.sock"  # ice only: the E810's vfio-user socket
 //!
 //! [mux]
 //! idle_polls = 1024     # empty poll rounds before a poller sleeps (event mode)
@@ -59,6 +60,9 @@ pub enum BackendConfig {
     /// An in-memory wire. The binary puts a reflector on its far end (every frame comes back
     /// with source and destination MAC swapped); tests and tools attach their own far end.
     Pair,
+    /// An Intel E810 driven by our ice driver, reached over a vfio-user socket (a card
+    /// exported by a vfio-user server, or the `ice-model-server` software E810).
+    IceVfioUser { socket: PathBuf },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +177,7 @@ struct RawCluster {
 struct RawBackend {
     kind: Option<String>,
     ifname: Option<String>,
+    socket: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -227,10 +232,18 @@ impl MuxConfig {
                 }
                 BackendConfig::Pair
             }
+            Some("ice") => BackendConfig::IceVfioUser {
+                socket: rb.socket.ok_or_else(|| {
+                    invalid(
+                        "backend.socket",
+                        "required for kind = \"ice\": the E810's vfio-user socket",
+                    )
+                })?,
+            },
             Some(other) => {
                 return Err(invalid(
                     "backend.kind",
-                    format!("unknown backend '{other}' (expected \"tap\" or \"pair\")"),
+                    format!("unknown backend '{other}' (expected \"tap\", \"pair\" or \"ice\")"),
                 ))
             }
             None => return Err(invalid("backend.kind", "missing")),
@@ -394,6 +407,18 @@ mod tests {
                 .starts_with("vm[1].mac")
         );
         assert!(err_of(&GOOD.replace("ifname = \"vd0\"", "")).starts_with("backend.ifname"));
+        let ice = GOOD.replace("kind = \"tap\"\n        ifname = \"vd0\"", "kind = \"ice\"");
+        assert!(err_of(&ice).starts_with("backend.socket"));
+        let ice = ice.replace(
+            "kind = \"ice\"",
+            "kind = \"ice\"\nsocket = \"/run/e810.sock\"",
+        );
+        assert_eq!(
+            MuxConfig::parse(&ice).unwrap().backend,
+            BackendConfig::IceVfioUser {
+                socket: "/run/e810.sock".into()
+            }
+        );
         assert!(err_of(&GOOD.replace("rx_queues = 4", "rx_qeues = 4")).contains("rx_qeues"));
         assert!(err_of(&GOOD.replace("rx_queues = 4", "cluster = 1")).starts_with("vm[0].cluster"));
         let clustered = format!("[[cluster]]\ncpus = [0]\nmode = \"sideways\"\n{GOOD}");

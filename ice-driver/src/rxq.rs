@@ -156,6 +156,11 @@ impl IceRxQueue {
     pub fn queue(&self) -> u16 {
         self.q
     }
+
+    /// Counts into `c` (the port's per-queue counters) from now on.
+    pub fn set_counters(&mut self, c: Arc<QueueCounters>) {
+        self.counters = c;
+    }
 }
 
 impl RxQueue for IceRxQueue {

@@ -101,6 +101,11 @@ impl IceTxQueue {
     pub fn queue(&self) -> u16 {
         self.q
     }
+
+    /// Counts into `c` (the port's per-queue counters) from now on.
+    pub fn set_counters(&mut self, c: Arc<QueueCounters>) {
+        self.counters = c;
+    }
 }
 
 impl TxQueue for IceTxQueue {

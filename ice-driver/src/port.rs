@@ -1,0 +1,187 @@
+//! The ethdev face of the E810 driver: [`IcePort`] implements [`EthDev`] over [`IceDevice`],
+//! so host-mux and the tools drive a real (or modelled) E810 like any other backend.
+
+use std::sync::Arc;
+
+use vdpdk_core::ethdev::{check_qid, sum_stats, PortState};
+use vdpdk_core::{
+    DescLimits, DevConfig, DevInfo, Error, EthDev, LinkStatus, Mempool, PortStats, QueueCounters,
+    Result, RxOffloads, RxQueue, TxOffloads, TxQueue,
+};
+use vdpdk_pci::PciDevice;
+
+use crate::rxq::IceRxQueue;
+use crate::txq::IceTxQueue;
+use crate::IceDevice;
+
+/// RX/TX ring limits (power-of-two not required; multiples of 32, [RXTX]).
+const RING_LIM: DescLimits = DescLimits {
+    min: 64,
+    max: 4096,
+    align: 32,
+};
+
+pub struct IcePort {
+    dev: IceDevice,
+    state: PortState,
+    conf: DevConfig,
+    rx_setup: Vec<Option<(u16, Mempool)>>,
+    tx_setup: Vec<Option<u16>>,
+    rxq: Vec<Option<IceRxQueue>>,
+    txq: Vec<Option<IceTxQueue>>,
+    rx_counters: Vec<Arc<QueueCounters>>,
+    tx_counters: Vec<Arc<QueueCounters>>,
+}
+
+impl IcePort {
+    /// Probes the E810 behind `pci` and brings it up.
+    pub fn open(pci: Arc<dyn PciDevice>) -> Result<IcePort> {
+        Ok(IcePort {
+            dev: IceDevice::probe(pci)?,
+            state: PortState::Unconfigured,
+            conf: DevConfig::default(),
+            rx_setup: Vec::new(),
+            tx_setup: Vec::new(),
+            rxq: Vec::new(),
+            txq: Vec::new(),
+            rx_counters: Vec::new(),
+            tx_counters: Vec::new(),
+        })
+    }
+
+    pub fn device(&mut self) -> &mut IceDevice {
+        &mut self.dev
+    }
+}
+
+impl EthDev for IcePort {
+    fn info(&self) -> DevInfo {
+        let i = self.dev.info();
+        let maxq = |n: u32| n.min(256) as u16;
+        DevInfo {
+            driver: "ice".into(),
+            mac: i.mac,
+            max_rx_queues: maxq(i.num_rxq),
+            max_tx_queues: maxq(i.num_txq),
+            rx_desc_lim: RING_LIM,
+            tx_desc_lim: RING_LIM,
+            mtu: 1500,
+            max_mtu: i.max_mtu.min(u16::MAX as u32) as u16,
+            rx_offload_capa: RxOffloads::IPV4_CKSUM | RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM,
+            tx_offload_capa: TxOffloads::empty(),
+            rx_intr: false,
+        }
+    }
+
+    fn configure(&mut self, conf: &DevConfig) -> Result<()> {
+        self.state.need_stopped("configure")?;
+        conf.validate(&self.info())?;
+        self.conf = conf.clone();
+        self.rx_setup = vec![None; conf.nb_rx_queues as usize];
+        self.tx_setup = vec![None; conf.nb_tx_queues as usize];
+        self.rx_counters = (0..conf.nb_rx_queues).map(|_| Default::default()).collect();
+        self.tx_counters = (0..conf.nb_tx_queues).map(|_| Default::default()).collect();
+        self.state = PortState::Configured;
+        Ok(())
+    }
+
+    fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, pool: &Mempool) -> Result<()> {
+        self.state.need_configured("rx_queue_setup")?;
+        check_qid("RX", qid, self.conf.nb_rx_queues)?;
+        RING_LIM.check("RX", nb_desc)?;
+        self.rx_setup[qid as usize] = Some((nb_desc, pool.clone()));
+        Ok(())
+    }
+
+    fn tx_queue_setup(&mut self, qid: u16, nb_desc: u16) -> Result<()> {
+        self.state.need_configured("tx_queue_setup")?;
+        check_qid("TX", qid, self.conf.nb_tx_queues)?;
+        RING_LIM.check("TX", nb_desc)?;
+        self.tx_setup[qid as usize] = Some(nb_desc);
+        Ok(())
+    }
+
+    /// Creates the hardware queues (RX contexts, TX queues through the scheduler) and brings
+    /// the link up.
+    fn start(&mut self) -> Result<()> {
+        self.state.need_startable()?;
+        if let Some(q) = self.rx_setup.iter().position(Option::is_none) {
+            return Err(Error::BadState(format!(
+                "start with RX queue {q} not set up"
+            )));
+        }
+        if let Some(q) = self.tx_setup.iter().position(Option::is_none) {
+            return Err(Error::BadState(format!(
+                "start with TX queue {q} not set up"
+            )));
+        }
+        let mut rxq = Vec::new();
+        for (q, s) in self.rx_setup.iter().enumerate() {
+            let (n, pool) = s.as_ref().expect("checked above");
+            let mut r = self.dev.setup_rx_queue(q as u16, *n, pool)?;
+            r.set_counters(self.rx_counters[q].clone());
+            rxq.push(Some(r));
+        }
+        let mut txq = Vec::new();
+        for (q, n) in self.tx_setup.iter().enumerate() {
+            let mut t = self
+                .dev
+                .setup_tx_queue(q as u16, n.expect("checked above"))?;
+            t.set_counters(self.tx_counters[q].clone());
+            txq.push(Some(t));
+        }
+        self.dev.link_up()?;
+        self.rxq = rxq;
+        self.txq = txq;
+        self.state = PortState::Started;
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if self.state != PortState::Started {
+            return Err(Error::BadState("stop of a port that is not started".into()));
+        }
+        self.rxq.clear();
+        self.txq.clear();
+        self.state = PortState::Configured;
+        Ok(())
+    }
+
+    fn take_rx_queue(&mut self, qid: u16) -> Result<Box<dyn RxQueue>> {
+        self.state.need_started("take_rx_queue")?;
+        check_qid("RX", qid, self.conf.nb_rx_queues)?;
+        let q = self.rxq[qid as usize]
+            .take()
+            .ok_or_else(|| Error::BadState(format!("RX queue {qid} was already taken")))?;
+        Ok(Box::new(q))
+    }
+
+    fn take_tx_queue(&mut self, qid: u16) -> Result<Box<dyn TxQueue>> {
+        self.state.need_started("take_tx_queue")?;
+        check_qid("TX", qid, self.conf.nb_tx_queues)?;
+        let q = self.txq[qid as usize]
+            .take()
+            .ok_or_else(|| Error::BadState(format!("TX queue {qid} was already taken")))?;
+        Ok(Box::new(q))
+    }
+
+    fn link(&self) -> LinkStatus {
+        let l = self.dev.info().link;
+        LinkStatus {
+            up: l.up,
+            speed_mbps: l.speed_mbps,
+            full_duplex: true,
+        }
+    }
+
+    fn stats(&self) -> PortStats {
+        sum_stats(&self.rx_counters, &self.tx_counters)
+    }
+
+    fn reset_stats(&mut self) {
+        self.rx_counters
+            .iter()
+            .chain(&self.tx_counters)
+            .for_each(|c| c.reset());
+    }
+}
