@@ -326,13 +326,37 @@ impl IceDevice {
         n: u16,
         pool: &vdpdk_core::Mempool,
     ) -> Result<crate::rxq::IceRxQueue, IceError> {
+        self.setup_rx_queue_with(q, n, pool, None)
+    }
+
+    /// Like [`IceDevice::setup_rx_queue`], with MSI-X vector `irq.0` signalling `irq.1`.
+    pub fn setup_rx_queue_with(
+        &mut self,
+        q: u16,
+        n: u16,
+        pool: &vdpdk_core::Mempool,
+        irq: Option<(u16, Arc<vmm_sys_util::eventfd::EventFd>)>,
+    ) -> Result<crate::rxq::IceRxQueue, IceError> {
         if q as u32 >= self.info.num_rxq {
             return Err(IceError::InvalidArg(format!(
                 "RX queue {q}: the function has {}",
                 self.info.num_rxq
             )));
         }
-        crate::rxq::IceRxQueue::setup(self.regs.clone(), q, n, pool, 9728, Default::default())
+        if let Some((v, _)) = &irq {
+            if *v as u32 >= self.info.num_msix {
+                return Err(IceError::InvalidArg(format!(
+                    "MSI-X vector {v}: the function has {}",
+                    self.info.num_msix
+                )));
+            }
+        }
+        crate::rxq::IceRxQueue::setup(self.regs.clone(), q, n, pool, 9728, Default::default(), irq)
+    }
+
+    /// Routes MSI-X vectors `0..fds.len()` to these eventfds.
+    pub fn set_msix(&mut self, fds: &[std::os::fd::RawFd]) -> Result<(), IceError> {
+        Ok(self.regs.device().set_msix_eventfds(fds)?)
     }
 
     /// Creates the PF VSI owning queues `0..nq` ([SW] `ice_aq_add_vsi`, DPDK PF settings:

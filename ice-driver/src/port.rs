@@ -1,7 +1,10 @@
 //! The ethdev face of the E810 driver: [`IcePort`] implements [`EthDev`] over [`IceDevice`],
 //! so host-mux and the tools drive a real (or modelled) E810 like any other backend.
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
+
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use vdpdk_core::ethdev::{check_qid, sum_stats, PortState};
 use vdpdk_core::{
@@ -31,6 +34,8 @@ pub struct IcePort {
     txq: Vec<Option<IceTxQueue>>,
     rx_counters: Vec<Arc<QueueCounters>>,
     tx_counters: Vec<Arc<QueueCounters>>,
+    /// Vector 0 (misc/admin, [ETH] `ice_pf_enable_irq0`) then one per RX queue.
+    irq_fds: Vec<Arc<EventFd>>,
 }
 
 impl IcePort {
@@ -46,6 +51,7 @@ impl IcePort {
             txq: Vec::new(),
             rx_counters: Vec::new(),
             tx_counters: Vec::new(),
+            irq_fds: Vec::new(),
         })
     }
 
@@ -69,7 +75,7 @@ impl EthDev for IcePort {
             max_mtu: i.max_mtu.min(u16::MAX as u32) as u16,
             rx_offload_capa: RxOffloads::IPV4_CKSUM | RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM,
             tx_offload_capa: TxOffloads::empty(),
-            rx_intr: false,
+            rx_intr: i.num_msix > 1,
         }
     }
 
@@ -81,6 +87,13 @@ impl EthDev for IcePort {
         self.tx_setup = vec![None; conf.nb_tx_queues as usize];
         self.rx_counters = (0..conf.nb_rx_queues).map(|_| Default::default()).collect();
         self.tx_counters = (0..conf.nb_tx_queues).map(|_| Default::default()).collect();
+        self.irq_fds = if conf.rx_intr {
+            (0..=conf.nb_rx_queues)
+                .map(|_| EventFd::new(EFD_NONBLOCK).map(Arc::new))
+                .collect::<std::io::Result<_>>()?
+        } else {
+            Vec::new()
+        };
         self.state = PortState::Configured;
         Ok(())
     }
@@ -115,10 +128,15 @@ impl EthDev for IcePort {
                 "start with TX queue {q} not set up"
             )));
         }
+        if !self.irq_fds.is_empty() {
+            let fds: Vec<_> = self.irq_fds.iter().map(|e| e.as_raw_fd()).collect();
+            self.dev.set_msix(&fds)?;
+        }
         let mut rxq = Vec::new();
         for (q, s) in self.rx_setup.iter().enumerate() {
             let (n, pool) = s.as_ref().expect("checked above");
-            let mut r = self.dev.setup_rx_queue(q as u16, *n, pool)?;
+            let irq = self.irq_fds.get(q + 1).map(|fd| (q as u16 + 1, fd.clone()));
+            let mut r = self.dev.setup_rx_queue_with(q as u16, *n, pool, irq)?;
             r.set_counters(self.rx_counters[q].clone());
             rxq.push(Some(r));
         }

@@ -75,6 +75,21 @@ pub fn qtx_comm_head(q: u64) -> u64 {
     0x000E_0000 + 4 * q
 }
 
+// Interrupts [HWA] (MSI-X indices are PF-relative vectors).
+/// QINT_RQCTL(q): MSIX_INDX bits 10:0, ITR_INDX bits 12:11, CAUSE_ENA bit 30.
+pub fn qint_rqctl(q: u64) -> u64 {
+    0x0015_0000 + 4 * q
+}
+pub const QINT_CAUSE_ENA: u32 = 1 << 30;
+pub const QINT_ITR_INDX_SHIFT: u32 = 11;
+/// GLINT_DYN_CTL(v): INTENA b0, CLEARPBA b1, ITR_INDX bits 4:3 (3 = none), INTERVAL 16:5.
+pub fn glint_dyn_ctl(v: u64) -> u64 {
+    0x0016_0000 + 4 * v
+}
+pub const DYN_CTL_INTENA: u32 = 1 << 0;
+pub const DYN_CTL_CLEARPBA: u32 = 1 << 1;
+pub const DYN_CTL_ITR_NONE: u32 = 3 << 3;
+
 // Port statistics, indexed by lport, stride 8; 40-bit counters are L | (H & 0xFF) << 32 [HWA].
 pub const GLPRT_GORCL: u64 = 0x0038_0000;
 pub const GLPRT_GOTCL: u64 = 0x0038_0B40;
@@ -114,6 +129,8 @@ mod tests {
         assert_eq!(qrxflxp_cntxt(1), 0x0048_0004);
         assert_eq!(qtx_comm_dbell(2), 0x002C_0008);
         assert_eq!(qtx_comm_head(2), 0x000E_0008);
+        assert_eq!(qint_rqctl(5), 0x0015_0014);
+        assert_eq!(glint_dyn_ctl(5), 0x0016_0014);
         assert_eq!(RESET_DONE_MASK, 0b11_0011_1011);
         assert_eq!(AQ_LEN_ENABLE, 0x8000_0000);
         assert_eq!(AQ_LEN_CRIT, 0x4000_0000);

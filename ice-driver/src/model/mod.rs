@@ -228,6 +228,14 @@ pub struct E810Model {
     next_vsi: u16,
     /// Destination MAC -> PF queue (switch rules); unmatched frames go to queue 0.
     pub mac_to_queue: Vec<(MacAddr, u16)>,
+    /// QINT_RQCTL per RX queue.
+    rq_ctl: HashMap<usize, u32>,
+    /// Vectors whose INTENA is set (armed); firing one clears it (auto-mask).
+    armed: std::collections::HashSet<usize>,
+    /// MSI-X vector eventfds (from SET_IRQS).
+    msix: Vec<Option<std::os::fd::OwnedFd>>,
+    /// Interrupts fired, for tests.
+    pub interrupts: u64,
 }
 
 /// The outcome of one admin command.
@@ -281,6 +289,37 @@ impl E810Model {
             next_teid: 0x200,
             next_vsi: 5,
             mac_to_queue: Vec::new(),
+            rq_ctl: HashMap::new(),
+            armed: Default::default(),
+            msix: Vec::new(),
+            interrupts: 0,
+        }
+    }
+
+    /// Routes MSI-X vectors 0.. to these eventfds.
+    pub fn set_msix(&mut self, fds: Vec<Option<std::os::fd::OwnedFd>>) {
+        self.msix = fds;
+    }
+
+    /// Fires RX queue `q`'s vector if its cause is enabled and the vector is armed; the
+    /// vector then stays masked until software re-arms it (GLINT_DYN_CTL.INTENA).
+    fn rx_interrupt(&mut self, q: usize) {
+        let Some(&ctl) = self.rq_ctl.get(&q) else {
+            return;
+        };
+        if ctl & (1 << 30) == 0 {
+            return;
+        }
+        let v = (ctl & 0x7FF) as usize;
+        if !self.armed.remove(&v) {
+            return;
+        }
+        if let Some(Some(fd)) = self.msix.get(v) {
+            use std::os::fd::AsRawFd;
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writing 8 bytes from a local buffer to an eventfd we own.
+            unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), 8) };
+            self.interrupts += 1;
         }
     }
 
@@ -433,6 +472,7 @@ impl E810Model {
         s.head = (s.head + 1) % s.len;
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += frame.len() as u64;
+        self.rx_interrupt(q);
         true
     }
 
@@ -524,6 +564,14 @@ impl E810Model {
                     self.rx_enable(q, v & 1 != 0);
                 } else if let Some(q) = self.queue_of(off, QRX_TAIL_BASE) {
                     self.rxq_mut(q).tail = v & 0x1FFF;
+                } else if let Some(q) = self.queue_of(off, QINT_RQCTL_BASE) {
+                    self.rq_ctl.insert(q, v);
+                } else if let Some(vec) = self.queue_of(off, GLINT_DYN_CTL_BASE) {
+                    if v & 1 != 0 {
+                        self.armed.insert(vec);
+                    } else {
+                        self.armed.remove(&vec);
+                    }
                 } else if let Some(q) = self.queue_of(off, QTX_COMM_DBELL_BASE) {
                     self.tx_doorbell(q, v & 0x1FFF);
                 } else if let Some(q) = self.queue_of(off, QRXFLXP_CNTXT_BASE) {

@@ -122,8 +122,24 @@ impl PciDevice for ModelPci {
         self.model.lock().dma.unmap(iova, len);
         Ok(())
     }
-    fn set_msix_eventfds(&self, _fds: &[RawFd]) -> Result<()> {
-        Err(Error::Unsupported("model MSI-X is not wired up yet".into()))
+    fn set_msix_eventfds(&self, fds: &[RawFd]) -> Result<()> {
+        // Duplicate: the caller keeps its fds, the model owns its copies.
+        let owned = fds
+            .iter()
+            .map(|&fd| {
+                // SAFETY: fd is an open eventfd of the caller's; dup returns a new one we own.
+                let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+                if d < 0 {
+                    return Err(Error::from(std::io::Error::last_os_error()));
+                }
+                // SAFETY: fresh fd.
+                Ok(Some(unsafe {
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d)
+                }))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.model.lock().set_msix(owned);
+        Ok(())
     }
     fn reset(&self) -> Result<()> {
         self.model.lock().mmio_write(super::regs::PFGEN_CTRL, 1);

@@ -48,3 +48,7 @@ pub const TLAN_SRC_VSI: (usize, usize) = (80, 10);
 
 /// Scheduler layers of the modelled port (E810 default, [SCH]).
 pub const SCHED_LAYERS: u32 = 9;
+
+// Interrupts [HWA].
+pub const QINT_RQCTL_BASE: u64 = 0x150000;
+pub const GLINT_DYN_CTL_BASE: u64 = 0x160000;
