@@ -58,7 +58,7 @@ fn rx_interrupts_wake_a_sleeper_and_none_is_lost_in_arm_arrive_races() {
                 s += 1;
                 inj2.store(s, Ordering::Relaxed);
             }
-            if s % 7 == 0 {
+            if s.is_multiple_of(7) {
                 std::thread::yield_now();
             }
         }
