@@ -302,8 +302,16 @@ impl AdminQueue {
                     "ATQ head {h} is outside the ring"
                 )));
             }
-            if t0.elapsed() > self.timeout {
+            if t0.elapsed() > self.timeout
+                || (h == 0 && regs.read(PF_FW_ATQLEN)? & AQ_LEN_ENABLE == 0)
+            {
                 let len = regs.read(PF_FW_ATQLEN)?;
+                if len & AQ_LEN_ENABLE == 0 {
+                    return Err(IceError::Reset(format!(
+                        "admin command {op:#06x}: the admin queue was disabled (device reset); \
+                         probe the device again"
+                    )));
+                }
                 let crit = if len & AQ_LEN_CRIT != 0 {
                     " (firmware reports a critical error)"
                 } else {

@@ -37,6 +37,8 @@ pub enum IceError {
     Init(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    #[error("device reset: {0}")]
+    Reset(String),
     #[error("firmware misbehaved: {0}")]
     Firmware(String),
     #[error("admin command {opcode:#06x} failed: {} (retval {retval})", adminq::aq_err_name(*retval))]

@@ -480,6 +480,28 @@ impl E810Model {
         self.link_up
     }
 
+    /// A global (CORE) reset, as firmware or another PF may trigger at any time: every queue
+    /// and the admin queue stop, link drops, and the device reads as resetting until
+    /// `finish_reset`.
+    pub fn global_reset(&mut self) {
+        self.atq = Ring::default();
+        self.arq = Ring::default();
+        for q in &mut self.rxq {
+            q.enabled = false;
+        }
+        for q in &mut self.txq {
+            q.enabled = false;
+        }
+        self.pf_reset();
+        self.sched = Self::default_topology();
+        self.faults.in_global_reset = true;
+    }
+
+    /// The global reset is over: registers read as ready again.
+    pub fn finish_reset(&mut self) {
+        self.faults.in_global_reset = false;
+    }
+
     /// A PF reset: the admin queue survives (its reset source is EMPR), everything else goes.
     fn pf_reset(&mut self) {
         self.plain.clear();
