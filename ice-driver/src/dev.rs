@@ -354,6 +354,16 @@ impl IceDevice {
         crate::rxq::IceRxQueue::setup(self.regs.clone(), q, n, pool, 9728, Default::default(), irq)
     }
 
+    /// Starts port counters from the current register values.
+    pub fn hw_counters(&self) -> Result<crate::stats::HwCounters, IceError> {
+        crate::stats::HwCounters::new(&self.regs, self.info.lport)
+    }
+
+    /// Adds what the port counters moved since the last update.
+    pub fn update_counters(&self, c: &mut crate::stats::HwCounters) -> Result<(), IceError> {
+        c.update(&self.regs, self.info.lport)
+    }
+
     /// Routes MSI-X vectors `0..fds.len()` to these eventfds.
     pub fn set_msix(&mut self, fds: &[std::os::fd::RawFd]) -> Result<(), IceError> {
         Ok(self.regs.device().set_msix_eventfds(fds)?)

@@ -15,6 +15,7 @@ pub mod model;
 pub mod port;
 pub mod regs;
 pub mod rxq;
+pub mod stats;
 pub mod txq;
 
 use std::sync::Arc;

@@ -114,3 +114,34 @@ fn two_cards_back_to_back_pass_frames_both_ways() {
         assert_eq!(dg, de, "byte-identical, in order");
     }
 }
+
+#[test]
+fn port_counters_are_40_bit_and_survive_a_wrap() {
+    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let mut ice = IceDevice::probe(Arc::new(ModelPci::new(m.clone()))).unwrap();
+    let pool = Mempool::new("st", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    let mut rx = ice.setup_rx_queue(0, 256, &pool).unwrap();
+    // GLPRT_GORCL (0x380000) 100 bytes before the 40-bit wrap.
+    m.lock().set_port_counter(0x380000, (1 << 40) - 100);
+    let mut c = ice.hw_counters().unwrap();
+    let uc = udp_frame(
+        MacAddr([2, 0, 0, 0, 0, 9]),
+        MacAddr([2, 0, 0, 0, 0, 1]),
+        1,
+        60,
+    );
+    let bc = udp_frame(MacAddr::BROADCAST, MacAddr([2, 0, 0, 0, 0, 1]), 2, 100);
+    for f in [&uc, &uc, &bc] {
+        assert!(m.lock().receive_on(0, f));
+    }
+    ice.update_counters(&mut c).unwrap();
+    assert_eq!(
+        c.get("rx_bytes"),
+        Some(64 + 64 + 104),
+        "CRC included, wrap handled"
+    );
+    assert_eq!(c.get("rx_unicast"), Some(2));
+    assert_eq!(c.get("rx_broadcast"), Some(1));
+    let mut out = Vec::new();
+    assert_eq!(rx.rx_burst(&mut out, 32), 3);
+}

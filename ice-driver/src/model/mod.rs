@@ -236,6 +236,8 @@ pub struct E810Model {
     msix: Vec<Option<std::os::fd::OwnedFd>>,
     /// Interrupts fired, for tests.
     pub interrupts: u64,
+    /// 40-bit port counters by L-register offset (wrap at 2^40 like the hardware).
+    port_counters: HashMap<u64, u64>,
 }
 
 /// The outcome of one admin command.
@@ -293,7 +295,37 @@ impl E810Model {
             armed: Default::default(),
             msix: Vec::new(),
             interrupts: 0,
+            port_counters: HashMap::new(),
         }
+    }
+
+    fn count(&mut self, reg: u64, v: u64) {
+        let c = self.port_counters.entry(reg).or_default();
+        *c = (*c + v) & ((1 << 40) - 1);
+    }
+
+    /// Sets a port counter (tests use it to start near the 40-bit wrap).
+    pub fn set_port_counter(&mut self, l_reg: u64, v: u64) {
+        self.port_counters.insert(l_reg, v & ((1 << 40) - 1));
+    }
+
+    fn count_frame(&mut self, frame: &[u8], rx: bool) {
+        let dst = MacAddr::dst_of(frame).unwrap_or(MacAddr::ZERO);
+        let (bytes, uc, mc, bc) = if rx {
+            (GLPRT_GORCL, GLPRT_UPRCL, GLPRT_MPRCL, GLPRT_BPRCL)
+        } else {
+            (GLPRT_GOTCL, GLPRT_UPTCL, GLPRT_MPTCL, GLPRT_BPTCL)
+        };
+        // Byte counters include the 4-byte CRC the wire carries.
+        self.count(bytes, frame.len() as u64 + 4);
+        let kind = if dst.is_broadcast() {
+            bc
+        } else if dst.is_multicast() {
+            mc
+        } else {
+            uc
+        };
+        self.count(kind, 1);
     }
 
     /// Routes MSI-X vectors 0.. to these eventfds.
@@ -377,7 +409,9 @@ impl E810Model {
                     } else if cmd & 0x1 != 0 {
                         self.stats.tx_packets += 1;
                         self.stats.tx_bytes += frame.len() as u64;
-                        self.outbox.push(std::mem::take(&mut frame));
+                        let f = std::mem::take(&mut frame);
+                        self.count_frame(&f, false);
+                        self.outbox.push(f);
                     }
                 }
                 1 => {} // context descriptor: TSO/checksum offloads are not modelled yet
@@ -472,6 +506,7 @@ impl E810Model {
         s.head = (s.head + 1) % s.len;
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += frame.len() as u64;
+        self.count_frame(frame, true);
         self.rx_interrupt(q);
         true
     }
@@ -551,6 +586,12 @@ impl E810Model {
                 }
                 if let Some(q) = self.queue_of(off, QTX_COMM_HEAD_BASE) {
                     return self.txq.get(q).map_or(0, |s| s.head);
+                }
+                if let Some(&v) = self.port_counters.get(&off) {
+                    return v as u32;
+                }
+                if let Some(&v) = off.checked_sub(4).and_then(|l| self.port_counters.get(&l)) {
+                    return (v >> 32) as u32 & 0xFF;
                 }
                 self.plain.get(&off).copied().unwrap_or(0)
             }

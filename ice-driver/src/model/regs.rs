@@ -52,3 +52,13 @@ pub const SCHED_LAYERS: u32 = 9;
 // Interrupts [HWA].
 pub const QINT_RQCTL_BASE: u64 = 0x150000;
 pub const GLINT_DYN_CTL_BASE: u64 = 0x160000;
+
+// Port counters (lport 0), L at the offset and H (bits 39:32) at +4 [HWA].
+pub const GLPRT_GORCL: u64 = 0x380000;
+pub const GLPRT_UPRCL: u64 = 0x381300;
+pub const GLPRT_MPRCL: u64 = 0x381340;
+pub const GLPRT_BPRCL: u64 = 0x381380;
+pub const GLPRT_GOTCL: u64 = 0x380B40;
+pub const GLPRT_UPTCL: u64 = 0x3811C0;
+pub const GLPRT_MPTCL: u64 = 0x381200;
+pub const GLPRT_BPTCL: u64 = 0x381240;
