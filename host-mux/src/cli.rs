@@ -86,9 +86,12 @@ fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
     let mut reflector = None;
     let backend: Box<dyn EthDev> = match &cfg.backend {
         BackendConfig::Tap { ifname } => Box::new(vdpdk_tap::TapPort::open(ifname, None)?),
-        BackendConfig::IceVfioUser { socket } => {
-            let pci = vdpdk_pci::VfioUserPci::connect(socket)?;
-            Box::new(ice_driver::IcePort::open(std::sync::Arc::new(pci))?)
+        BackendConfig::IceVfioUser { socket, ddp } => {
+            let pci = std::sync::Arc::new(vdpdk_pci::VfioUserPci::connect(socket)?);
+            let src = ddp
+                .clone()
+                .map_or(ice_driver::DdpSource::Default, ice_driver::DdpSource::File);
+            Box::new(ice_driver::IcePort::open_with(pci, src)?)
         }
         BackendConfig::Pair => {
             let (mux_end, far_end) = vdpdk_pair::pair(

@@ -5,6 +5,7 @@
 //! kind = "tap"          # "tap": a Linux TAP interface; "pair": in-memory wire (see below)
 //! ifname = "vdpdk0"     # tap only
 //! socket = "/run/e810.sock"  # ice only: the E810's vfio-user socket
+//! ddp = "/lib/firmware/intel/ice/ddp/ice.pkg"  # ice only, optional (default: that path if present)
 //!
 //! [mux]
 //! idle_polls = 1024     # empty poll rounds before a poller sleeps (event mode)
@@ -62,7 +63,11 @@ pub enum BackendConfig {
     Pair,
     /// An Intel E810 driven by our ice driver, reached over a vfio-user socket (a card
     /// exported by a vfio-user server, or the `ice-model-server` software E810).
-    IceVfioUser { socket: PathBuf },
+    IceVfioUser {
+        socket: PathBuf,
+        /// DDP package file (must exist); None: the standard path if present, else safe mode.
+        ddp: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +183,7 @@ struct RawBackend {
     kind: Option<String>,
     ifname: Option<String>,
     socket: Option<PathBuf>,
+    ddp: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +245,7 @@ impl MuxConfig {
                         "required for kind = \"ice\": the E810's vfio-user socket",
                     )
                 })?,
+                ddp: rb.ddp,
             },
             Some(other) => {
                 return Err(invalid(

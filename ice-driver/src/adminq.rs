@@ -60,6 +60,9 @@ pub const OP_SET_MAC_CFG: u16 = 0x0603;
 pub const OP_RESTART_AN: u16 = 0x0605;
 pub const OP_GET_LINK_STATUS: u16 = 0x0607;
 pub const OP_SET_EVENT_MASK: u16 = 0x0613;
+pub const OP_REQ_RES: u16 = 0x0008;
+pub const OP_RELEASE_RES: u16 = 0x0009;
+pub const OP_DOWNLOAD_PKG: u16 = 0x0C40;
 pub const OP_ADD_VSI: u16 = 0x0210;
 pub const OP_GET_DFLT_TOPO: u16 = 0x0400;
 pub const OP_ADD_SCHED_ELEMS: u16 = 0x0401;
@@ -222,6 +225,14 @@ impl AdminQueue {
         };
         d.set_buf_addr(self.arq_bufs.iova(i * AQ_MAX_BUF));
         Self::write_desc(&self.arq, i, &d);
+    }
+
+    /// The DMA ranges the queue uses (to unmap them when the driver goes).
+    pub fn dma_ranges(&self) -> Vec<(u64, u64)> {
+        [&self.atq, &self.arq, &self.arq_bufs, &self.cmd_buf]
+            .iter()
+            .map(|m| (m.iova_base(), m.len() as u64))
+            .collect()
     }
 
     /// Disables both rings.

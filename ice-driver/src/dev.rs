@@ -54,6 +54,8 @@ pub struct IceInfo {
     pub lport: u8,
     pub sw_id: u16,
     pub link: LinkInfo,
+    /// No DDP package loaded: the driver offers one queue pair (Linux/DPDK policy).
+    pub safe_mode: bool,
 }
 
 /// An E810 PF after bring-up.
@@ -140,6 +142,7 @@ impl IceDevice {
             aq,
             info: IceInfo {
                 pf_id,
+                safe_mode: true,
                 ..Default::default()
             },
             vsi: None,
@@ -362,6 +365,45 @@ impl IceDevice {
     /// Adds what the port counters moved since the last update.
     pub fn update_counters(&self, c: &mut crate::stats::HwCounters) -> Result<(), IceError> {
         c.update(&self.regs, self.info.lport)
+    }
+
+    /// Downloads a DDP package ([DDP] `ice_dwnld_cfg_bufs`): takes the global config lock
+    /// (resource 4, write); "done" means another PF already loaded one; sends every
+    /// configuration buffer with download_pkg, LAST_BUF on the final one; releases the lock.
+    /// Leaves safe mode on success.
+    pub fn download_package(&mut self, pkg: &[u8]) -> Result<(), IceError> {
+        let bufs = crate::ddp::config_buffers(pkg)?;
+        let mut d = AqDesc::direct(OP_REQ_RES);
+        d.set_param_u16(0, 4); // global config lock
+        d.set_param_u16(2, 2); // write access
+        d.set_param_u32(4, 3000); // timeout (ms)
+        let got = self.send(d, None, false)?;
+        let status = got.param_u16(12);
+        if status == 2 {
+            info!("DDP package already loaded by another function");
+            self.info.safe_mode = false;
+            return Ok(());
+        }
+        let mut result = Ok(());
+        for (i, b) in bufs.iter().enumerate() {
+            let mut buf = b.to_vec();
+            let mut d = AqDesc::direct(OP_DOWNLOAD_PKG);
+            d.params[0] = (i + 1 == bufs.len()) as u8; // LAST_BUF
+            if let Err(e) = self.send(d, Some(&mut buf), true) {
+                result = Err(IceError::Init(format!(
+                    "DDP buffer {i} of {} refused: {e}",
+                    bufs.len()
+                )));
+                break;
+            }
+        }
+        let mut d = AqDesc::direct(OP_RELEASE_RES);
+        d.set_param_u16(0, 4);
+        self.send(d, None, false)?;
+        result?;
+        self.info.safe_mode = false;
+        info!("DDP package loaded ({} buffers)", bufs.len());
+        Ok(())
     }
 
     /// Routes MSI-X vectors `0..fds.len()` to these eventfds.
@@ -594,5 +636,15 @@ impl IceDevice {
         let r = self.send(d, None, false);
         self.aq.stop(&self.regs)?;
         r.map(|_| ())
+    }
+}
+
+impl Drop for IceDevice {
+    /// Stops the admin queue and withdraws its memory from the device.
+    fn drop(&mut self) {
+        let _ = self.aq.stop(&self.regs);
+        for (iova, len) in self.aq.dma_ranges() {
+            let _ = self.regs.device().dma_unmap(iova, len);
+        }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod adminq;
 pub mod ctx;
+pub mod ddp;
 pub mod dev;
 pub mod model;
 pub mod port;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use vdpdk_pci::{MappedBar, PciDevice};
 
 pub use dev::{IceDevice, IceInfo};
-pub use port::IcePort;
+pub use port::{DdpSource, IcePort};
 
 /// Vendor and device ids of the E810-C QSFP (base/ice_devids.h); the model presents these.
 pub const INTEL_VENDOR_ID: u16 = 0x8086;

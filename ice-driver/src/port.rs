@@ -38,11 +38,47 @@ pub struct IcePort {
     irq_fds: Vec<Arc<EventFd>>,
 }
 
+/// Where the DDP package comes from.
+#[derive(Clone, Debug)]
+pub enum DdpSource {
+    /// The standard path if the file exists; safe mode (with a warning) if not.
+    Default,
+    /// This file, which must exist.
+    File(std::path::PathBuf),
+    /// These bytes (tests, embedded packages).
+    Bytes(Vec<u8>),
+    /// Stay in safe mode.
+    None,
+}
+
 impl IcePort {
-    /// Probes the E810 behind `pci` and brings it up.
+    /// Probes the E810 behind `pci`, loads the DDP package from the standard path when present,
+    /// and brings it up.
     pub fn open(pci: Arc<dyn PciDevice>) -> Result<IcePort> {
+        Self::open_with(pci, DdpSource::Default)
+    }
+
+    pub fn open_with(pci: Arc<dyn PciDevice>, ddp: DdpSource) -> Result<IcePort> {
+        let mut dev = IceDevice::probe(pci)?;
+        let default = std::path::Path::new(crate::ddp::DEFAULT_PKG_PATH);
+        let pkg = match ddp {
+            DdpSource::Default if default.exists() => Some(crate::ddp::read_package(default)?),
+            DdpSource::Default => {
+                log::warn!(
+                    "no DDP package at {}: safe mode, one queue pair",
+                    default.display()
+                );
+                None
+            }
+            DdpSource::File(p) => Some(crate::ddp::read_package(&p)?),
+            DdpSource::Bytes(b) => Some(b),
+            DdpSource::None => None,
+        };
+        if let Some(pkg) = pkg {
+            dev.download_package(&pkg)?;
+        }
         Ok(IcePort {
-            dev: IceDevice::probe(pci)?,
+            dev,
             state: PortState::Unconfigured,
             conf: DevConfig::default(),
             rx_setup: Vec::new(),
@@ -63,7 +99,8 @@ impl IcePort {
 impl EthDev for IcePort {
     fn info(&self) -> DevInfo {
         let i = self.dev.info();
-        let maxq = |n: u32| n.min(256) as u16;
+        // Safe mode (no DDP package) offers one queue pair, as Linux and DPDK do.
+        let maxq = |n: u32| if i.safe_mode { 1 } else { n.min(256) as u16 };
         DevInfo {
             driver: "ice".into(),
             mac: i.mac,

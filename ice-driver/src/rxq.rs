@@ -274,3 +274,14 @@ impl RxQueue for IceRxQueue {
         self.irq.as_ref().map(|(_, fd)| fd.as_raw_fd())
     }
 }
+
+impl Drop for IceRxQueue {
+    /// Disables the queue and withdraws its ring from the device before the memory goes.
+    fn drop(&mut self) {
+        let _ = self.regs.write(qrx_ctrl(self.q as u64), 0);
+        let _ = self
+            .regs
+            .device()
+            .dma_unmap(self.ring.iova_base(), self.ring.len() as u64);
+    }
+}

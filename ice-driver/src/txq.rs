@@ -169,3 +169,14 @@ impl TxQueue for IceTxQueue {
         take
     }
 }
+
+impl Drop for IceTxQueue {
+    /// Withdraws the ring from the device before the memory goes (the queue itself is
+    /// disabled with dis_txqs by the device owner).
+    fn drop(&mut self) {
+        let _ = self
+            .regs
+            .device()
+            .dma_unmap(self.ring.iova_base(), self.ring.len() as u64);
+    }
+}

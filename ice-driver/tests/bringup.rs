@@ -178,3 +178,37 @@ fn a_reset_during_traffic_gives_clear_errors_and_a_fresh_probe_works() {
     let mut again = IceDevice::probe(pci).unwrap();
     assert!(again.link_up().unwrap().up);
 }
+
+#[test]
+fn ddp_package_download_leaves_safe_mode() {
+    use ice_driver::{ddp, DdpSource, IcePort};
+    use vdpdk_core::EthDev;
+    let (m, pci) = model(Faults::default());
+    let port = IcePort::open_with(pci, DdpSource::None).unwrap();
+    assert_eq!(port.info().max_rx_queues, 1, "safe mode without a package");
+    drop(port);
+    let pci = Arc::new(ModelPci::new(m.clone()));
+    let port = IcePort::open_with(pci, DdpSource::Bytes(ddp::synthetic_package(5))).unwrap();
+    assert_eq!(port.info().max_rx_queues, 64);
+    assert!(m.lock().pkg_loaded);
+    assert_eq!(
+        m.lock().commands[&0x0C40],
+        5,
+        "five configuration buffers, metadata not sent"
+    );
+    // A second function finds the package already loaded (lock status "done").
+    let pci = Arc::new(ModelPci::new(m.clone()));
+    let port = IcePort::open_with(pci, DdpSource::Bytes(ddp::synthetic_package(5))).unwrap();
+    assert_eq!(port.info().max_rx_queues, 64);
+    assert_eq!(m.lock().commands[&0x0C40], 5);
+    // A named package that is missing is a clear error.
+    let (_m, pci) = model(Faults::default());
+    let e = IcePort::open_with(pci, DdpSource::File("/nonexistent/ice.pkg".into()))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/nonexistent/ice.pkg") && e.contains("safe mode"),
+        "{e}"
+    );
+}

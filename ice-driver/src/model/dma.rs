@@ -55,6 +55,10 @@ impl DmaSpace {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
+        // A new map replaces whatever overlapped it (a driver that died without unmapping
+        // leaves stale maps behind; the IOVAs it used may be handed out again).
+        self.regions
+            .retain(|r| !(iova < r.iova + r.len && r.iova < iova + len));
         self.regions.push(Region {
             iova,
             len,

@@ -238,6 +238,10 @@ pub struct E810Model {
     pub interrupts: u64,
     /// 40-bit port counters by L-register offset (wrap at 2^40 like the hardware).
     port_counters: HashMap<u64, u64>,
+    /// DDP: buffers received in the current download, and whether a package is active.
+    pkg_bufs: u32,
+    pub pkg_loaded: bool,
+    cfg_lock_held: bool,
 }
 
 /// The outcome of one admin command.
@@ -296,6 +300,9 @@ impl E810Model {
             msix: Vec::new(),
             interrupts: 0,
             port_counters: HashMap::new(),
+            pkg_bufs: 0,
+            pkg_loaded: false,
+            cfg_lock_held: false,
         }
     }
 
@@ -927,6 +934,43 @@ impl E810Model {
             // add_txqs: groups of {parent_teid, num_txqs u8, rsvd[3], queues[48 B] {txq_id,
             // rsvd, q_teid (written back), txq_ctx[22], rsvd, sched info[16]}}.
             0x0C30 => self.add_txqs(p, input),
+            // req_res: res_id @0 (4 = global config lock), access @2; status @12:
+            // 2 (done) when a package is already active.
+            0x0008 => {
+                if u16::from_le_bytes([p[0], p[1]]) != 4 {
+                    return Reply::err(RC_EINVAL);
+                }
+                let mut q = *p;
+                if self.pkg_loaded {
+                    q[12..14].copy_from_slice(&2u16.to_le_bytes());
+                } else if self.cfg_lock_held {
+                    return Reply::err(12); // EBUSY
+                } else {
+                    self.cfg_lock_held = true;
+                    self.pkg_bufs = 0;
+                    q[12..14].copy_from_slice(&0u16.to_le_bytes());
+                }
+                Reply {
+                    params: Some(q),
+                    ..Reply::ok()
+                }
+            }
+            0x0009 => {
+                self.cfg_lock_held = false;
+                Reply::ok()
+            }
+            // download_pkg: 4 KiB buffers (RD) under the config lock; LAST_BUF (byte 0 bit 0)
+            // activates the package.
+            0x0C40 => {
+                if !self.cfg_lock_held || input.len() != 4096 {
+                    return Reply::err(RC_EINVAL);
+                }
+                self.pkg_bufs += 1;
+                if p[0] & 1 != 0 {
+                    self.pkg_loaded = true;
+                }
+                Reply::ok()
+            }
             0x0C31 => {
                 for s in &mut self.txq {
                     s.enabled = false;
