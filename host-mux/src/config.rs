@@ -423,7 +423,8 @@ mod tests {
         assert_eq!(
             MuxConfig::parse(&ice).unwrap().backend,
             BackendConfig::IceVfioUser {
-                socket: "/run/e810.sock".into()
+                socket: "/run/e810.sock".into(),
+                ddp: None
             }
         );
         assert!(err_of(&GOOD.replace("rx_queues = 4", "rx_qeues = 4")).contains("rx_qeues"));

@@ -47,7 +47,7 @@ pub fn config_buffers(pkg: &[u8]) -> Result<Vec<&[u8]>, IceError> {
         let buf_count = u32_at(pkg, o)? as usize;
         o += 4;
         let end = o
-            .checked_add(buf_count.checked_mul(PKG_BUF_SIZE).unwrap_or(usize::MAX))
+            .checked_add(buf_count.saturating_mul(PKG_BUF_SIZE))
             .filter(|&e| e <= pkg.len())
             .ok_or_else(|| {
                 IceError::InvalidArg(format!(
