@@ -86,8 +86,15 @@ fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
     let mut reflector = None;
     let backend: Box<dyn EthDev> = match &cfg.backend {
         BackendConfig::Tap { ifname } => Box::new(vdpdk_tap::TapPort::open(ifname, None)?),
-        BackendConfig::IceVfioUser { socket, ddp } => {
-            let pci = std::sync::Arc::new(vdpdk_pci::VfioUserPci::connect(socket)?);
+        BackendConfig::Ice { access, ddp } => {
+            let pci: std::sync::Arc<dyn vdpdk_pci::PciDevice> = match access {
+                crate::config::IceAccess::Pci(bdf) => {
+                    std::sync::Arc::new(vdpdk_pci::KernelVfioPci::open(bdf)?)
+                }
+                crate::config::IceAccess::VfioUser(sock) => {
+                    std::sync::Arc::new(vdpdk_pci::VfioUserPci::connect(sock)?)
+                }
+            };
             let src = ddp
                 .clone()
                 .map_or(ice_driver::DdpSource::Default, ice_driver::DdpSource::File);

@@ -4,7 +4,8 @@
 //! [backend]
 //! kind = "tap"          # "tap": a Linux TAP interface; "pair": in-memory wire (see below)
 //! ifname = "vdpdk0"     # tap only
-//! socket = "/run/e810.sock"  # ice only: the E810's vfio-user socket
+//! pci = "0000:3b:00.0"  # ice: the E810 bound to vfio-pci, or
+//! socket = "/run/e810.sock"  # ice: the E810 behind a vfio-user socket
 //! ddp = "/lib/firmware/intel/ice/ddp/ice.pkg"  # ice only, optional (default: that path if present)
 //!
 //! [mux]
@@ -61,13 +62,21 @@ pub enum BackendConfig {
     /// An in-memory wire. The binary puts a reflector on its far end (every frame comes back
     /// with source and destination MAC swapped); tests and tools attach their own far end.
     Pair,
-    /// An Intel E810 driven by our ice driver, reached over a vfio-user socket (a card
-    /// exported by a vfio-user server, or the `ice-model-server` software E810).
-    IceVfioUser {
-        socket: PathBuf,
+    /// An Intel E810 driven by our ice driver.
+    Ice {
+        access: IceAccess,
         /// DDP package file (must exist); None: the standard path if present, else safe mode.
         ddp: Option<PathBuf>,
     },
+}
+
+/// How host-mux reaches the E810.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IceAccess {
+    /// A PCI function bound to the kernel's vfio-pci driver ("0000:3b:00.0").
+    Pci(String),
+    /// A vfio-user socket (a card exported by a vfio-user server, or `ice-model-server`).
+    VfioUser(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +192,7 @@ struct RawBackend {
     kind: Option<String>,
     ifname: Option<String>,
     socket: Option<PathBuf>,
+    pci: Option<String>,
     ddp: Option<PathBuf>,
 }
 
@@ -238,15 +248,37 @@ impl MuxConfig {
                 }
                 BackendConfig::Pair
             }
-            Some("ice") => BackendConfig::IceVfioUser {
-                socket: rb.socket.ok_or_else(|| {
-                    invalid(
-                        "backend.socket",
-                        "required for kind = \"ice\": the E810's vfio-user socket",
-                    )
-                })?,
-                ddp: rb.ddp,
-            },
+            Some("ice") => {
+                let access = match (rb.pci, rb.socket) {
+                    (Some(bdf), None) => {
+                        let ok = bdf.len() == 12
+                            && bdf.chars().enumerate().all(|(i, c)| match i {
+                                4 | 7 => c == ':',
+                                10 => c == '.',
+                                _ => c.is_ascii_hexdigit(),
+                            });
+                        if !ok {
+                            return Err(invalid(
+                                "backend.pci",
+                                format!("'{bdf}' is not a PCI address like 0000:3b:00.0"),
+                            ));
+                        }
+                        IceAccess::Pci(bdf)
+                    }
+                    (None, Some(sock)) => IceAccess::VfioUser(sock),
+                    _ => {
+                        return Err(invalid(
+                            "backend.pci",
+                            "kind = \"ice\" needs exactly one of pci (a vfio-pci bound \
+                             function) or socket (a vfio-user socket)",
+                        ))
+                    }
+                };
+                BackendConfig::Ice {
+                    access,
+                    ddp: rb.ddp,
+                }
+            }
             Some(other) => {
                 return Err(invalid(
                     "backend.kind",
@@ -415,15 +447,19 @@ mod tests {
         );
         assert!(err_of(&GOOD.replace("ifname = \"vd0\"", "")).starts_with("backend.ifname"));
         let ice = GOOD.replace("kind = \"tap\"\n        ifname = \"vd0\"", "kind = \"ice\"");
-        assert!(err_of(&ice).starts_with("backend.socket"));
+        assert!(err_of(&ice).starts_with("backend.pci"));
+        assert!(
+            err_of(&ice.replace("kind = \"ice\"", "kind = \"ice\"\npci = \"3b:00.0\""))
+                .starts_with("backend.pci")
+        );
         let ice = ice.replace(
             "kind = \"ice\"",
             "kind = \"ice\"\nsocket = \"/run/e810.sock\"",
         );
         assert_eq!(
             MuxConfig::parse(&ice).unwrap().backend,
-            BackendConfig::IceVfioUser {
-                socket: "/run/e810.sock".into(),
+            BackendConfig::Ice {
+                access: IceAccess::VfioUser("/run/e810.sock".into()),
                 ddp: None
             }
         );

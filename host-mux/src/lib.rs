@@ -30,7 +30,7 @@ use vdpdk_core::abi::{self, STATS_COUNT, STATS_NAMES};
 use vdpdk_core::{DevConfig, Error, EthDev, FlowItem, FlowRule, MacAddr, Mempool, Result};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-pub use config::{BackendConfig, ClusterConfig, MuxConfig, PollMode, VmConfig};
+pub use config::{BackendConfig, ClusterConfig, IceAccess, MuxConfig, PollMode, VmConfig};
 use datapath::{Poller, PollerStats, Role, SleepPolicy};
 use device::{PortFacts, VdpdkDevice};
 use guest::{Guest, GuestStats};

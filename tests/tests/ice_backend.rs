@@ -108,3 +108,48 @@ fn guests_exchange_frames_through_host_mux_on_the_ice_driver() {
     a.quit();
     b.quit();
 }
+
+#[test]
+fn host_mux_binary_runs_on_an_e810_behind_a_vfio_user_socket() {
+    use std::sync::Arc;
+    let dir = TempDir::new("icecli");
+    let card = dir.0.join("e810.sock");
+    let model = Arc::new(parking_lot::Mutex::new(ice_driver::model::E810Model::new(
+        ModelConfig::default(),
+    )));
+    let card2 = card.clone();
+    std::thread::spawn(move || ice_driver::model::server::serve(model, &card2));
+    let t0 = Instant::now();
+    while !card.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let cfg = dir.0.join("mux.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[backend]\nkind = \"ice\"\nsocket = \"{}\"\n[[vm]]\nname = \"vm1\"\nsocket = \"{}\"\nmac = \"02:00:00:00:00:01\"\n",
+            card.display(),
+            dir.sock("vm1").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vdpdk-test-mux"))
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--duration",
+            "1",
+            "--stats-interval",
+            "0",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("E810 PF 0") && err.contains("vm1: serving"),
+        "{err}"
+    );
+}

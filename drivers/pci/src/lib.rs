@@ -1,7 +1,8 @@
 //! PCI access for drivers: the [`PciDevice`] trait (config space, BARs, DMA map, MSI-X eventfds,
 //! reset) and its backends. A driver written against the trait runs unchanged on a device behind
-//! a vfio-user socket ([`VfioUserPci`]), behind kernel vfio, or inside a VM.
+//! a vfio-user socket ([`VfioUserPci`]), behind kernel vfio ([`KernelVfioPci`]), or inside a VM.
 
+mod vfio_kernel;
 mod vfio_user_client;
 
 use std::os::fd::RawFd;
@@ -9,6 +10,7 @@ use std::ptr::NonNull;
 
 use vdpdk_core::{DmaMemory, Result};
 
+pub use vfio_kernel::KernelVfioPci;
 pub use vfio_user_client::VfioUserPci;
 
 /// Access to one PCI function. Methods take `&self` (implementations lock internally) so queues
