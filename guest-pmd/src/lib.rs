@@ -471,10 +471,7 @@ impl EthDev for VdpdkPort {
     }
 
     fn reset_stats(&mut self) {
-        self.rx_counters
-            .iter()
-            .chain(&self.tx_counters)
-            .for_each(|c| c.reset());
+        vdpdk_core::ethdev::reset_all(&self.rx_counters, &self.tx_counters);
     }
 
     fn flow_validate(&self, rule: &FlowRule) -> Result<()> {

@@ -97,21 +97,8 @@ impl VdpdkDevice {
 
     /// The vfio-user regions this device exposes.
     pub fn regions(&self) -> Vec<ServerRegion> {
-        let region = |index: u32, size: u64, flags: u32| ServerRegion {
-            region_info: vfio_region_info {
-                argsz: std::mem::size_of::<vfio_region_info>() as u32,
-                flags,
-                index,
-                cap_offset: 0,
-                size,
-                offset: 0,
-            },
-            sparse_areas: Vec::new(),
-            mmap_fd: None,
-        };
-        let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
-        let mut regions: Vec<ServerRegion> =
-            (0..VFIO_PCI_NUM_REGIONS).map(|i| region(i, 0, 0)).collect();
+        use vdpdk_pci::server::{empty_regions, region, RW as rw};
+        let mut regions = empty_regions();
         regions[VFIO_PCI_BAR0_REGION_INDEX as usize] =
             region(VFIO_PCI_BAR0_REGION_INDEX, abi::SIGNAL_BAR_SIZE, rw);
         let mut bar2 = region(

@@ -344,6 +344,11 @@ pub fn start_single_queue(
     Ok((dev.take_rx_queue(0)?, dev.take_tx_queue(0)?))
 }
 
+/// Zeroes every queue's counters (`EthDev::reset_stats` of drivers that count per queue).
+pub fn reset_all(rx: &[std::sync::Arc<QueueCounters>], tx: &[std::sync::Arc<QueueCounters>]) {
+    rx.iter().chain(tx).for_each(|c| c.reset());
+}
+
 /// A receive queue (`rte_eth_rx_burst` and the RX interrupt calls).
 pub trait RxQueue: Send {
     /// Appends up to `max` received packets to `out`; returns how many.

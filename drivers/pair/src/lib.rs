@@ -455,10 +455,7 @@ impl EthDev for PairPort {
     }
 
     fn reset_stats(&mut self) {
-        self.rx_counters
-            .iter()
-            .chain(&self.tx_counters)
-            .for_each(|c| c.reset());
+        vdpdk_core::ethdev::reset_all(&self.rx_counters, &self.tx_counters);
         self.flows.dropped.store(0, Ordering::Relaxed);
     }
 

@@ -13,6 +13,45 @@ use vdpdk_core::{DmaMemory, Result};
 pub use vfio_kernel::KernelVfioPci;
 pub use vfio_user_client::VfioUserPci;
 
+/// The vfio region index of BAR `bar` (0..=5).
+pub fn bar_region_index(bar: u8) -> Result<u32> {
+    if bar > 5 {
+        return Err(vdpdk_core::Error::InvalidArg(format!(
+            "BAR {bar} does not exist"
+        )));
+    }
+    Ok(vfio_bindings::bindings::vfio::VFIO_PCI_BAR0_REGION_INDEX + bar as u32)
+}
+
+/// Region tables for vfio-user PCI device servers (host-mux's vDPDK device, the E810 model).
+pub mod server {
+    use vfio_bindings::bindings::vfio::*;
+    use vfio_user::ServerRegion;
+
+    /// A region description with no capabilities and no fd.
+    pub fn region(index: u32, size: u64, flags: u32) -> ServerRegion {
+        ServerRegion {
+            region_info: vfio_region_info {
+                argsz: std::mem::size_of::<vfio_region_info>() as u32,
+                flags,
+                index,
+                cap_offset: 0,
+                size,
+                offset: 0,
+            },
+            sparse_areas: Vec::new(),
+            mmap_fd: None,
+        }
+    }
+
+    /// Every PCI region index, all absent (size 0), ready to fill in.
+    pub fn empty_regions() -> Vec<ServerRegion> {
+        (0..VFIO_PCI_NUM_REGIONS).map(|i| region(i, 0, 0)).collect()
+    }
+
+    pub const RW: u32 = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
+}
+
 /// Access to one PCI function. Methods take `&self` (implementations lock internally) so queues
 /// on several threads can share the device for their rare slow-path accesses (kicks).
 pub trait PciDevice: Send + Sync {

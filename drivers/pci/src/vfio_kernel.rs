@@ -48,13 +48,6 @@ impl KernelVfioPci {
             device,
         })
     }
-
-    fn bar_index(bar: u8) -> Result<u32> {
-        if bar > 5 {
-            return Err(Error::InvalidArg(format!("BAR {bar} does not exist")));
-        }
-        Ok(VFIO_PCI_BAR0_REGION_INDEX + bar as u32)
-    }
 }
 
 impl PciDevice for KernelVfioPci {
@@ -70,16 +63,17 @@ impl PciDevice for KernelVfioPci {
     }
     fn bar_read32(&self, bar: u8, off: u64) -> Result<u32> {
         let mut b = [0u8; 4];
-        self.device.region_read(Self::bar_index(bar)?, &mut b, off);
+        self.device
+            .region_read(crate::bar_region_index(bar)?, &mut b, off);
         Ok(u32::from_le_bytes(b))
     }
     fn bar_write32(&self, bar: u8, off: u64, val: u32) -> Result<()> {
         self.device
-            .region_write(Self::bar_index(bar)?, &val.to_le_bytes(), off);
+            .region_write(crate::bar_region_index(bar)?, &val.to_le_bytes(), off);
         Ok(())
     }
     fn map_bar(&self, bar: u8) -> Result<MappedBar> {
-        let idx = Self::bar_index(bar)?;
+        let idx = crate::bar_region_index(bar)?;
         if self.device.get_region_flags(idx) & VFIO_REGION_INFO_FLAG_MMAP == 0 {
             return Err(Error::Unsupported(format!(
                 "{}: BAR {bar} is not mappable",

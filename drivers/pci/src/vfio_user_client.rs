@@ -29,13 +29,6 @@ impl VfioUserPci {
             client: Mutex::new(client),
         })
     }
-
-    fn bar_region(bar: u8) -> Result<u32> {
-        if bar > 5 {
-            return Err(Error::InvalidArg(format!("BAR {bar} does not exist")));
-        }
-        Ok(VFIO_PCI_BAR0_REGION_INDEX + bar as u32)
-    }
 }
 
 impl PciDevice for VfioUserPci {
@@ -57,7 +50,7 @@ impl PciDevice for VfioUserPci {
         let mut b = [0u8; 4];
         self.client
             .lock()
-            .region_read(Self::bar_region(bar)?, off, &mut b)
+            .region_read(crate::bar_region_index(bar)?, off, &mut b)
             .map_err(|e| dev_err("BAR read", e))?;
         Ok(u32::from_le_bytes(b))
     }
@@ -65,13 +58,13 @@ impl PciDevice for VfioUserPci {
     fn bar_write32(&self, bar: u8, off: u64, val: u32) -> Result<()> {
         self.client
             .lock()
-            .region_write(Self::bar_region(bar)?, off, &val.to_le_bytes())
+            .region_write(crate::bar_region_index(bar)?, off, &val.to_le_bytes())
             .map_err(|e| dev_err("BAR write", e))
     }
 
     fn map_bar(&self, bar: u8) -> Result<MappedBar> {
         let client = self.client.lock();
-        let idx = Self::bar_region(bar)?;
+        let idx = crate::bar_region_index(bar)?;
         let region = client
             .region(idx)
             .ok_or_else(|| Error::Device(format!("device has no BAR {bar}")))?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use vfio_bindings::bindings::vfio::*;
-use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, Server, ServerBackend, ServerRegion};
+use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, Server, ServerBackend};
 
 use super::E810Model;
 
@@ -90,21 +90,8 @@ impl ServerBackend for Backend {
 /// Serves `model` on `socket` until the client disconnects (then serves the next one) or
 /// the listener fails.
 pub fn serve(model: Arc<Mutex<E810Model>>, socket: &Path) -> Result<(), vfio_user::Error> {
-    let region = |index: u32, size: u64, flags: u32| ServerRegion {
-        region_info: vfio_region_info {
-            argsz: std::mem::size_of::<vfio_region_info>() as u32,
-            flags,
-            index,
-            cap_offset: 0,
-            size,
-            offset: 0,
-        },
-        sparse_areas: Vec::new(),
-        mmap_fd: None,
-    };
-    let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
-    let mut regions: Vec<ServerRegion> =
-        (0..VFIO_PCI_NUM_REGIONS).map(|i| region(i, 0, 0)).collect();
+    use vdpdk_pci::server::{empty_regions, region, RW as rw};
+    let mut regions = empty_regions();
     regions[VFIO_PCI_BAR0_REGION_INDEX as usize] =
         region(VFIO_PCI_BAR0_REGION_INDEX, BAR0_SIZE, rw);
     regions[VFIO_PCI_CONFIG_REGION_INDEX as usize] =
