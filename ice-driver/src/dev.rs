@@ -67,6 +67,16 @@ pub struct IceDevice {
     vsi: Option<u16>,
     /// TEID of the queue-group scheduler node TX queues hang off.
     qgroup_teid: Option<u32>,
+    fdir: Option<FdirQueues>,
+}
+
+/// The control VSI and its queue pair for Flow Director programming.
+struct FdirQueues {
+    vsi: u16,
+    tx: crate::txq::IceTxQueue,
+    rx: crate::rxq::IceRxQueue,
+    _pool: vdpdk_core::Mempool,
+    template: vdpdk_core::DmaMemory,
 }
 
 /// Scheduler element types ([AQC] `ICE_AQC_ELEM_TYPE_*`).
@@ -147,6 +157,7 @@ impl IceDevice {
             },
             vsi: None,
             qgroup_teid: None,
+            fdir: None,
         };
         ice.init_hw()?;
         Ok(ice)
@@ -357,6 +368,78 @@ impl IceDevice {
         crate::rxq::IceRxQueue::setup(self.regs.clone(), q, n, pool, 9728, Default::default(), irq)
     }
 
+    /// Sets up Flow Director programming: a control VSI (FLOW_DIR section, PROG_ENABLE) owning
+    /// the function's last queue pair, with a TX queue for filter descriptors and an RX queue
+    /// for programming status.
+    fn fdir_queues(&mut self) -> Result<&mut FdirQueues, IceError> {
+        if self.fdir.is_none() {
+            if self.info.safe_mode {
+                return Err(IceError::Unsupported(
+                    "Flow Director needs the DDP package (the port is in safe mode)".into(),
+                ));
+            }
+            let q = (self.info.num_txq.min(self.info.num_rxq).max(2) - 1) as u16;
+            let vsi = self.add_vsi(3, q, 1, true)?;
+            let tx = self.add_tx_queue(q, 64, vsi)?;
+            let pool = vdpdk_core::Mempool::new("ice-fdir", 128, 2048 + vdpdk_core::MBUF_HEADROOM)?;
+            let rx = self.setup_rx_queue_with(q, 64, &pool, None)?;
+            let template = vdpdk_core::DmaMemory::alloc_with("ice-fdir-pkt", 4096, false)?;
+            self.regs.device().dma_map(&template)?;
+            self.fdir = Some(FdirQueues {
+                vsi,
+                tx,
+                rx,
+                _pool: pool,
+                template,
+            });
+        }
+        Ok(self.fdir.as_mut().expect("set above"))
+    }
+
+    /// Adds (or removes) a Flow Director filter and checks the programming status.
+    pub fn fdir_program(
+        &mut self,
+        f: &crate::fdir::FdirFilter,
+        remove: bool,
+    ) -> Result<(), IceError> {
+        use crate::fdir::{WB_FAIL, WB_FAIL_PROF};
+        let pf_vsi = self.vsi;
+        let fq = self.fdir_queues()?;
+        let (qw0, qw1) = f.descriptor(pf_vsi.unwrap_or(fq.vsi), remove);
+        let len = f.packet.len().min(4096);
+        // SAFETY: the template buffer is 4096 bytes of our own DMA memory.
+        unsafe { std::ptr::copy_nonoverlapping(f.packet.as_ptr(), fq.template.as_ptr(), len) };
+        fq.tx.program(qw0, qw1, fq.template.iova_base(), len)?;
+        let t0 = Instant::now();
+        let st = loop {
+            if let Some(st) = fq.rx.take_status() {
+                break st;
+            }
+            if t0.elapsed() > Duration::from_millis(100) {
+                return Err(IceError::Timeout(
+                    "no Flow Director programming status".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(10));
+        };
+        if st & WB_FAIL_PROF != 0 {
+            return Err(IceError::Unsupported(format!(
+                "Flow Director profile {} is not programmed",
+                f.prof
+            )));
+        }
+        if st & WB_FAIL != 0 {
+            return Err(if remove {
+                IceError::InvalidArg("Flow Director: no such filter".into())
+            } else {
+                IceError::Core(vdpdk_core::Error::NoMem(
+                    "the Flow Director table is full".into(),
+                ))
+            });
+        }
+        Ok(())
+    }
+
     /// Starts port counters from the current register values.
     pub fn hw_counters(&self) -> Result<crate::stats::HwCounters, IceError> {
         crate::stats::HwCounters::new(&self.regs, self.info.lport)
@@ -417,24 +500,42 @@ impl IceDevice {
         if let Some(v) = self.vsi {
             return Ok(v);
         }
+        let v = self.add_vsi(2, 0, nq, false)?;
+        self.vsi = Some(v);
+        Ok(v)
+    }
+
+    /// add_vsi of `kind` (2 = PF, 3 = CTRL [AQC ICE_AQ_VSI_TYPE_*]) owning queues
+    /// `first..first+nq`; `fdir` enables Flow Director programming (FLOW_DIR section,
+    /// fd_options PROG_ENABLE).
+    pub(crate) fn add_vsi(
+        &mut self,
+        kind: u16,
+        first: u16,
+        nq: u16,
+        fdir: bool,
+    ) -> Result<u16, IceError> {
         let mut props = [0u8; 128];
-        props[0..2].copy_from_slice(&(1u16 | 1 << 6).to_le_bytes()); // valid: SW | RXQ_MAP
+        let mut valid: u16 = 1 | 1 << 6; // SW | RXQ_MAP
+        if fdir {
+            valid |= 1 << 11; // FLOW_DIR
+            props[90..92].copy_from_slice(&(1u16 << 3).to_le_bytes()); // fd_options: PROG_ENABLE
+        }
+        props[0..2].copy_from_slice(&valid.to_le_bytes());
         props[2] = self.info.sw_id as u8;
         props[4] = 1 << 4; // sw_flags2: LAN_ENA
         props[12] = 0x1B; // inner_vlan_flags: TX_MODE_ALL | EMODE_NOTHING
         props[16..20].copy_from_slice(&0x00FA_C688u32.to_le_bytes()); // ingress up table
         props[20..24].copy_from_slice(&0x00FA_C688u32.to_le_bytes()); // egress up table
-        props[30..32].copy_from_slice(&0u16.to_le_bytes()); // q_mapping[0]: first queue
+        props[30..32].copy_from_slice(&first.to_le_bytes()); // q_mapping[0]: first queue
         props[32..34].copy_from_slice(&nq.to_le_bytes()); // q_mapping[1]: count
         let log2 = 16 - (nq.max(1) - 1).leading_zeros() as u16;
         props[62..64].copy_from_slice(&(log2 << 11).to_le_bytes()); // tc_mapping[0]
         props[84..88].copy_from_slice(&0x00FA_C688u32.to_le_bytes()); // outer up table
         let mut d = AqDesc::direct(OP_ADD_VSI);
-        d.set_param_u16(6, 2); // vsi_flags: type PF
+        d.set_param_u16(6, kind); // vsi_flags: type
         let done = self.send(d, Some(&mut props), true)?;
-        let v = done.param_u16(0) & 0x3FF;
-        self.vsi = Some(v);
-        Ok(v)
+        Ok(done.param_u16(0) & 0x3FF)
     }
 
     /// Builds the scheduler branch TX queues hang off and returns the queue-group node
@@ -528,7 +629,6 @@ impl IceDevice {
     /// Creates PF TX queue `q` with `n` descriptors ([CMN] `ice_ena_vsi_txq`: one queue group
     /// of one queue, TLAN context as Linux `ice_setup_tx_ctx` fills it).
     pub fn setup_tx_queue(&mut self, q: u16, n: u16) -> Result<crate::txq::IceTxQueue, IceError> {
-        use crate::ctx::{set_bits, tlan};
         if q as u32 >= self.info.num_txq {
             return Err(IceError::InvalidArg(format!(
                 "TX queue {q}: the function has {}",
@@ -540,8 +640,22 @@ impl IceDevice {
                 "TX ring of {n}: need 64..=4096, a multiple of 32"
             )));
         }
-        let nq = self.info.num_txq.min(u16::MAX as u32) as u16;
+        // The last queue pair is kept for Flow Director programming (the control VSI's).
+        let nq = (self.info.num_txq.min(u16::MAX as u32) as u16)
+            .saturating_sub(1)
+            .max(1);
         let vsi = self.ensure_vsi(nq)?;
+        self.add_tx_queue(q, n, vsi)
+    }
+
+    /// Creates PF TX queue `q` for HW VSI `vsi` through add_txqs.
+    pub(crate) fn add_tx_queue(
+        &mut self,
+        q: u16,
+        n: u16,
+        vsi: u16,
+    ) -> Result<crate::txq::IceTxQueue, IceError> {
+        use crate::ctx::{set_bits, tlan};
         let parent = self.ensure_qgroup()?;
         let ring = vdpdk_core::DmaMemory::alloc_with(
             "ice-txq",

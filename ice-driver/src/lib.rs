@@ -12,6 +12,7 @@ pub mod adminq;
 pub mod ctx;
 pub mod ddp;
 pub mod dev;
+pub mod fdir;
 pub mod model;
 pub mod port;
 pub mod regs;

@@ -8,8 +8,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use vdpdk_core::ethdev::{check_qid, sum_stats, PortState};
 use vdpdk_core::{
-    DescLimits, DevConfig, DevInfo, Error, EthDev, LinkStatus, Mempool, PortStats, QueueCounters,
-    Result, RxOffloads, RxQueue, TxOffloads, TxQueue,
+    DescLimits, DevConfig, DevInfo, Error, EthDev, FlowHandle, FlowRule, LinkStatus, Mempool,
+    PortStats, QueueCounters, Result, RxOffloads, RxQueue, TxOffloads, TxQueue,
 };
 use vdpdk_pci::PciDevice;
 
@@ -36,6 +36,9 @@ pub struct IcePort {
     tx_counters: Vec<Arc<QueueCounters>>,
     /// Vector 0 (misc/admin, [ETH] `ice_pf_enable_irq0`) then one per RX queue.
     irq_fds: Vec<Arc<EventFd>>,
+    /// Installed Flow Director filters by handle.
+    flows: Vec<(FlowHandle, crate::fdir::FdirFilter)>,
+    next_flow: u32,
 }
 
 /// Where the DDP package comes from.
@@ -88,6 +91,8 @@ impl IcePort {
             rx_counters: Vec::new(),
             tx_counters: Vec::new(),
             irq_fds: Vec::new(),
+            flows: Vec::new(),
+            next_flow: 1,
         })
     }
 
@@ -231,6 +236,45 @@ impl EthDev for IcePort {
 
     fn stats(&self) -> PortStats {
         sum_stats(&self.rx_counters, &self.tx_counters)
+    }
+
+    /// Checks that Flow Director can apply `rule` (pattern, actions, queues configured).
+    fn flow_validate(&self, rule: &FlowRule) -> Result<()> {
+        if self.dev.info().safe_mode {
+            return Err(Error::Unsupported(
+                "Flow Director needs the DDP package (safe mode)".into(),
+            ));
+        }
+        crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1), 0)?;
+        Ok(())
+    }
+
+    fn flow_create(&mut self, rule: &FlowRule) -> Result<FlowHandle> {
+        self.flow_validate(rule)?;
+        let h = FlowHandle(self.next_flow);
+        let f = crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1), h.0)?;
+        self.dev.fdir_program(&f, false)?;
+        self.next_flow += 1;
+        self.flows.push((h, f));
+        Ok(h)
+    }
+
+    fn flow_destroy(&mut self, handle: FlowHandle) -> Result<()> {
+        let i = self
+            .flows
+            .iter()
+            .position(|(h, _)| *h == handle)
+            .ok_or_else(|| Error::InvalidArg(format!("no flow rule with handle {}", handle.0)))?;
+        self.dev.fdir_program(&self.flows[i].1, true)?;
+        self.flows.remove(i);
+        Ok(())
+    }
+
+    fn flow_flush(&mut self) -> Result<()> {
+        while let Some((h, _)) = self.flows.last().cloned() {
+            self.flow_destroy(h)?;
+        }
+        Ok(())
     }
 
     fn reset_stats(&mut self) {

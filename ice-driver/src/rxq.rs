@@ -176,6 +176,24 @@ impl IceRxQueue {
         self.q
     }
 
+    /// Takes the next write-back as a raw status qword 1 (programming status on the Flow
+    /// Director control queue), recycling its descriptor.
+    pub(crate) fn take_status(&mut self) -> Option<u64> {
+        let p = self.desc_ptr(self.ntc);
+        // SAFETY: qword 1 of slot ntc (bytes 8..16); DD is bit 0.
+        let qw1 = unsafe { p.add(8).cast::<u64>().read_volatile() };
+        if qw1 & 1 == 0 {
+            return None;
+        }
+        let i = self.ntc;
+        self.ntc = (self.ntc + 1) % self.n;
+        self.slots[i as usize] = None;
+        self.refill(i);
+        let tail = (self.ntc + self.n - 1) % self.n;
+        let _ = self.regs.write(qrx_tail(self.q as u64), tail as u32);
+        Some(qw1)
+    }
+
     /// Counts into `c` (the port's per-queue counters) from now on.
     pub fn set_counters(&mut self, c: Arc<QueueCounters>) {
         self.counters = c;

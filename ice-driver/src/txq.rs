@@ -102,6 +102,61 @@ impl IceTxQueue {
         self.q
     }
 
+    /// Posts a Flow Director filter descriptor and its template packet (at `pkt_iova`,
+    /// `len` bytes) and waits until the device has consumed both (DESC_DONE on the data
+    /// descriptor). Used on the control VSI's programming queue only.
+    pub(crate) fn program(
+        &mut self,
+        qw0: u64,
+        qw1: u64,
+        pkt_iova: u64,
+        len: usize,
+    ) -> Result<(), crate::IceError> {
+        if self.in_flight() + 2 >= self.n {
+            self.reclaim_all();
+        }
+        let write = |i: u16, a: u64, b: u64| {
+            // SAFETY: slot i is free (the programming queue is drained after every command).
+            unsafe {
+                let p = self
+                    .ring
+                    .as_ptr()
+                    .add(i as usize * TX_DESC_SIZE)
+                    .cast::<u64>();
+                p.write_volatile(a);
+                p.add(1).write_volatile(b);
+            }
+        };
+        let i = self.ntu;
+        write(i, qw0, qw1);
+        let j = (i + 1) % self.n;
+        write(
+            j,
+            pkt_iova,
+            data_qw1(len, CMD_EOP | CMD_RS | crate::fdir::CMD_DUMMY),
+        );
+        self.ntu = (j + 1) % self.n;
+        std::sync::atomic::fence(Ordering::Release);
+        self.regs
+            .write(qtx_comm_dbell(self.q as u64), self.ntu as u32)?;
+        let t0 = std::time::Instant::now();
+        // SAFETY: qw1 of the data descriptor we wrote.
+        while unsafe { self.qw1_ptr(j).read_volatile() } & 0xF != DTYPE_DESC_DONE {
+            if t0.elapsed() > std::time::Duration::from_millis(100) {
+                return Err(crate::IceError::Timeout(
+                    "Flow Director programming descriptor not done".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_micros(10));
+        }
+        self.ntc = self.ntu;
+        Ok(())
+    }
+
+    fn reclaim_all(&mut self) {
+        self.reclaim();
+    }
+
     /// Counts into `c` (the port's per-queue counters) from now on.
     pub fn set_counters(&mut self, c: Arc<QueueCounters>) {
         self.counters = c;

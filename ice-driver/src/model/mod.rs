@@ -238,6 +238,10 @@ pub struct E810Model {
     pub interrupts: u64,
     /// 40-bit port counters by L-register offset (wrap at 2^40 like the hardware).
     port_counters: HashMap<u64, u64>,
+    /// Flow Director filters: (profile, extracted key) -> (queue, drop, fdid).
+    fdir: HashMap<(u8, Vec<u8>), (u16, bool, u32)>,
+    /// Frames dropped by a Flow Director DROP filter.
+    pub fdir_drops: u64,
     /// DDP: buffers received in the current download, and whether a package is active.
     pkg_bufs: u32,
     pub pkg_loaded: bool,
@@ -300,6 +304,8 @@ impl E810Model {
             msix: Vec::new(),
             interrupts: 0,
             port_counters: HashMap::new(),
+            fdir: HashMap::new(),
+            fdir_drops: 0,
             pkg_bufs: 0,
             pkg_loaded: false,
             cfg_lock_held: false,
@@ -372,8 +378,80 @@ impl E810Model {
         std::mem::take(&mut self.outbox)
     }
 
-    /// A frame from the wire: steered by destination MAC (switch rules), else queue 0.
+    /// Flow Director capacity of the model.
+    pub const FDIR_CAPACITY: usize = 1024;
+
+    /// The key a built-in profile extracts from a frame (profiles 1: ETH dst, 2: EtherType,
+    /// 3: IPv4 dst + UDP dst port; see crate::fdir for why they are built in).
+    fn fdir_key(prof: u8, f: &[u8]) -> Option<Vec<u8>> {
+        match prof {
+            1 => f.get(0..6).map(<[u8]>::to_vec),
+            2 => f.get(12..14).map(<[u8]>::to_vec),
+            3 if f.get(12..14) == Some(&[8, 0])
+                && f.get(23) == Some(&17)
+                && f.get(14) == Some(&0x45) =>
+            {
+                let mut k = f.get(30..34)?.to_vec();
+                k.extend_from_slice(f.get(36..38)?);
+                Some(k)
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies a filter programming command; returns the status qword 1 [LTR
+    /// ICE_FXD_FLTR_WB_QW1_*]: DD, PROG_ID (0 add, 1 del), FAIL, FAIL_PROF.
+    fn fdir_program(&mut self, qw0: u64, qw1: u64, template: &[u8]) -> u64 {
+        let remove = qw1 >> 4 & 1 == 1;
+        let prof = (qw1 >> 8 & 0x3F) as u8;
+        let mut st = 1 | (remove as u64) << 1;
+        let Some(key) = Self::fdir_key(prof, template) else {
+            return st | 1 << 5; // FAIL_PROF
+        };
+        if remove {
+            if self.fdir.remove(&(prof, key)).is_none() {
+                st |= 1 << 4;
+            }
+        } else if self.fdir.len() >= Self::FDIR_CAPACITY
+            && !self.fdir.contains_key(&(prof, key.clone()))
+        {
+            st |= 1 << 4;
+        } else {
+            let queue = (qw0 & 0x7FF) as u16;
+            let drop = qw0 >> 40 & 1 == 1;
+            self.fdir
+                .insert((prof, key), (queue, drop, (qw1 >> 32) as u32));
+        }
+        st
+    }
+
+    /// Writes a programming status into RX queue `q`'s next descriptor (qword 1).
+    fn post_status(&mut self, q: usize, st: u64) {
+        let Some(s) = self.rxq.get(q).filter(|s| s.enabled).cloned() else {
+            return;
+        };
+        if s.head == s.tail % s.len.max(1) {
+            return;
+        }
+        let at = s.base + s.head as u64 * 32;
+        self.dma.write(at + 8, &st.to_le_bytes());
+        self.rxq[q].head = (s.head + 1) % s.len;
+    }
+
+    /// A frame from the wire: Flow Director filters first, then destination MAC (switch
+    /// rules), else queue 0.
     pub fn receive(&mut self, frame: &[u8]) -> bool {
+        for prof in 1..=3u8 {
+            if let Some(k) = Self::fdir_key(prof, frame) {
+                if let Some(&(q, drop, _)) = self.fdir.get(&(prof, k)) {
+                    if drop {
+                        self.fdir_drops += 1;
+                        return false;
+                    }
+                    return self.receive_on(q as usize, frame);
+                }
+            }
+        }
         let dst = MacAddr::dst_of(frame);
         let q = self
             .mac_to_queue
@@ -393,6 +471,7 @@ impl E810Model {
         let tail = tail % st.len.max(1);
         let mut head = st.head;
         let mut frame: Vec<u8> = Vec::new();
+        let mut pending_fd: Option<(u64, u64)> = None;
         let mut guard = 0;
         while head != tail && guard < st.len {
             guard += 1;
@@ -413,6 +492,13 @@ impl E810Model {
                     if !self.dma.read(addr, &mut frame[start..]) {
                         self.stats.tx_errors += 1;
                         frame.clear();
+                    } else if cmd & 0x010 != 0 {
+                        // DUMMY: a Flow Director template, not a frame for the wire.
+                        let t = std::mem::take(&mut frame);
+                        if let Some((qw0, fqw1)) = pending_fd.take() {
+                            let status = self.fdir_program(qw0, fqw1, &t);
+                            self.post_status(q, status);
+                        }
                     } else if cmd & 0x1 != 0 {
                         self.stats.tx_packets += 1;
                         self.stats.tx_bytes += frame.len() as u64;
@@ -422,9 +508,10 @@ impl E810Model {
                     }
                 }
                 1 => {} // context descriptor: TSO/checksum offloads are not modelled yet
+                8 => pending_fd = Some((u64::from_le_bytes(d[0..8].try_into().unwrap()), qw1)),
                 _ => self.stats.tx_errors += 1,
             }
-            if cmd & 0x2 != 0 {
+            if qw1 & 0xF == 0 && cmd & 0x2 != 0 {
                 self.dma.write(at + 8, &0xFu64.to_le_bytes());
             }
             head = (head + 1) % st.len;

@@ -1,0 +1,233 @@
+//! Flow Director: exact-match filters that steer (or drop) received frames, programmed through
+//! a control VSI's queue pair ([RXTX] `ice_fdir_programming`, [LTR] `ice_fltr_desc`):
+//! a 16-byte filter descriptor (DTYPE 8) followed by a data descriptor (EOP | RS | DUMMY)
+//! pointing at a packet carrying the fields to match; the result comes back as a programming
+//! status write-back on the control RX queue (qword 1: DD b0, PROG_ID 2:1, FAIL b4,
+//! FAIL_PROF b5 [LTR `ICE_FXD_FLTR_WB_QW1_*`]).
+//!
+//! Profiles: the hardware extracts fields by flow profile. This driver uses three profile ids
+//! (below). On a real card they must first be programmed through the DDP flow tables
+//! (`ice_flow_add_prof`), which is not written yet; the software model has them built in.
+
+use vdpdk_core::flow::{FlowAction, FlowItem, FlowRule};
+use vdpdk_core::MacAddr;
+
+use crate::IceError;
+
+/// Match the destination MAC.
+pub const PROF_ETH_DST: u8 = 1;
+/// Match the EtherType.
+pub const PROF_ETH_TYPE: u8 = 2;
+/// Match IPv4 destination address and UDP destination port.
+pub const PROF_IPV4_UDP_DST: u8 = 3;
+
+// Filter descriptor fields [LTR ICE_FXD_FLTR_QW0_* / QW1_*].
+pub const QW0_QINDEX_M: u64 = 0x7FF;
+pub const QW0_COMP_Q: u64 = 1 << 11;
+/// COMP_REPORT = 2: report status for every programming command.
+pub const QW0_COMP_REPORT_ALL: u64 = 2 << 12;
+pub const QW0_DROP: u64 = 1 << 40;
+pub const QW1_DTYPE_FLTR_PROG: u64 = 0x8;
+pub const QW1_PCMD_REMOVE: u64 = 1 << 4;
+pub const QW1_PROF_S: u64 = 8;
+pub const QW1_FD_VSI_S: u64 = 14;
+pub const QW1_FDID_S: u64 = 32;
+/// Data descriptor command bit DUMMY (the packet is a filter template, not sent).
+pub const CMD_DUMMY: u64 = 0x010;
+// Programming status write-back, qword 1.
+pub const WB_DD: u64 = 1 << 0;
+pub const WB_FAIL: u64 = 1 << 4;
+pub const WB_FAIL_PROF: u64 = 1 << 5;
+
+/// A filter ready to program: profile, template packet, and the fate of matching frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdirFilter {
+    pub prof: u8,
+    pub packet: Vec<u8>,
+    pub queue: u16,
+    pub drop: bool,
+    pub fdid: u32,
+}
+
+impl FdirFilter {
+    /// The two filter-descriptor qwords for adding (or removing) this filter on `vsi`.
+    pub fn descriptor(&self, vsi: u16, remove: bool) -> (u64, u64) {
+        let mut qw0 = (self.queue as u64 & QW0_QINDEX_M) | QW0_COMP_Q | QW0_COMP_REPORT_ALL;
+        if self.drop {
+            qw0 |= QW0_DROP;
+        }
+        let mut qw1 = QW1_DTYPE_FLTR_PROG
+            | (self.prof as u64) << QW1_PROF_S
+            | (vsi as u64 & 0x3FF) << QW1_FD_VSI_S
+            | (self.fdid as u64) << QW1_FDID_S;
+        if remove {
+            qw1 |= QW1_PCMD_REMOVE;
+        }
+        (qw0, qw1)
+    }
+}
+
+fn full_mac(m: &MacAddr) -> bool {
+    m.0 == [0xff; 6]
+}
+
+/// `[ETH (no fields)], IPV4 (dst exact), UDP (dst exact)` -> (address, port).
+fn ipv4_udp_dst(items: &[FlowItem]) -> Option<([u8; 4], u16)> {
+    let rest = match items {
+        [FlowItem::Eth { mask, .. }, rest @ ..] if *mask == Default::default() => rest,
+        rest => rest,
+    };
+    match rest {
+        [FlowItem::Ipv4 {
+            spec: ip,
+            mask: ipm,
+        }, FlowItem::Udp {
+            spec: udp,
+            mask: udpm,
+        }] if ipm.dst.octets() == [0xff; 4]
+            && ipm.src.octets() == [0; 4]
+            && ipm.proto == 0
+            && udpm.dst == 0xffff
+            && udpm.src == 0 =>
+        {
+            Some((ip.dst.octets(), udp.dst))
+        }
+        _ => None,
+    }
+}
+
+/// Maps an rte_flow rule onto a Flow Director filter, or says why it cannot be offloaded.
+/// `nb_rx` bounds QUEUE actions.
+pub fn filter_for(rule: &FlowRule, nb_rx: u16, fdid: u32) -> Result<FdirFilter, IceError> {
+    rule.check_shape()
+        .map_err(|e| IceError::InvalidArg(e.to_string()))?;
+    let unsupported =
+        |why: &str| IceError::Unsupported(format!("Flow Director cannot offload {why}"));
+    let mut packet = vec![0u8; 60];
+    let prof = match rule.pattern.as_slice() {
+        [FlowItem::Eth { spec, mask }] if full_mac(&mask.dst) && mask.src.0 == [0; 6] && mask.ether_type == 0 => {
+            packet[0..6].copy_from_slice(&spec.dst.0);
+            PROF_ETH_DST
+        }
+        [FlowItem::Eth { spec, mask }] if mask.dst.0 == [0; 6] && mask.src.0 == [0; 6] && mask.ether_type == 0xffff => {
+            packet[12..14].copy_from_slice(&spec.ether_type.to_be_bytes());
+            PROF_ETH_TYPE
+        }
+        items if ipv4_udp_dst(items).is_some() => {
+            let (dst, port) = ipv4_udp_dst(items).expect("guard");
+            packet[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            packet[14] = 0x45;
+            packet[23] = 17;
+            packet[30..34].copy_from_slice(&dst);
+            packet[36..38].copy_from_slice(&port.to_be_bytes());
+            PROF_IPV4_UDP_DST
+        }
+        _ => {
+            return Err(unsupported(
+                "this pattern: supported are ETH dst (exact), ETH type (exact), and IPv4 dst + UDP dst (exact)",
+            ))
+        }
+    };
+    let mut queue = 0;
+    let mut drop = false;
+    for a in &rule.actions {
+        match a {
+            FlowAction::Queue(q) if *q < nb_rx => queue = *q,
+            FlowAction::Queue(q) => {
+                return Err(IceError::InvalidArg(format!(
+                    "queue {q}: the port has {nb_rx} RX queues"
+                )))
+            }
+            FlowAction::Drop => drop = true,
+            FlowAction::Mark(_) => return Err(unsupported("MARK yet")),
+        }
+    }
+    Ok(FdirFilter {
+        prof,
+        packet,
+        queue,
+        drop,
+        fdid,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vdpdk_core::flow::{Ipv4Fields, L4Ports};
+
+    #[test]
+    fn descriptor_fields_sit_where_the_header_puts_them() {
+        let f = FdirFilter {
+            prof: 1,
+            packet: vec![],
+            queue: 5,
+            drop: true,
+            fdid: 0xABCD,
+        };
+        let (q0, q1) = f.descriptor(7, true);
+        assert_eq!(q0 & 0x7FF, 5);
+        assert_ne!(q0 & (1 << 40), 0, "DROP at bit 40");
+        assert_eq!(q1 & 0xF, 8, "DTYPE filter programming");
+        assert_eq!((q1 >> 4) & 1, 1, "PCMD remove");
+        assert_eq!((q1 >> 8) & 0x3F, 1, "PROF 13:8");
+        assert_eq!((q1 >> 14) & 0x3FF, 7, "FD_VSI 23:14");
+        assert_eq!(q1 >> 32, 0xABCD, "FDID 63:32");
+    }
+
+    #[test]
+    fn rules_map_to_profiles_or_are_refused() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let f = filter_for(&FlowRule::to_queue(vec![FlowItem::eth_dst(mac)], 2), 4, 1).unwrap();
+        assert_eq!((f.prof, f.queue), (PROF_ETH_DST, 2));
+        assert_eq!(&f.packet[0..6], &mac.0);
+        let f = filter_for(
+            &FlowRule::to_queue(vec![FlowItem::eth_type(0x88b5)], 1),
+            4,
+            1,
+        )
+        .unwrap();
+        assert_eq!(f.prof, PROF_ETH_TYPE);
+        let udp = FlowRule::to_queue(
+            vec![
+                FlowItem::Ipv4 {
+                    spec: Ipv4Fields {
+                        dst: [10, 0, 0, 2].into(),
+                        ..Default::default()
+                    },
+                    mask: Ipv4Fields {
+                        dst: [255; 4].into(),
+                        ..Default::default()
+                    },
+                },
+                FlowItem::Udp {
+                    spec: L4Ports { src: 0, dst: 4789 },
+                    mask: L4Ports {
+                        src: 0,
+                        dst: 0xffff,
+                    },
+                },
+            ],
+            3,
+        );
+        assert_eq!(filter_for(&udp, 4, 1).unwrap().prof, PROF_IPV4_UDP_DST);
+        assert!(matches!(
+            filter_for(&FlowRule::to_queue(vec![FlowItem::eth_dst(mac)], 9), 4, 1),
+            Err(IceError::InvalidArg(_))
+        ));
+        let partial = FlowRule::to_queue(
+            vec![FlowItem::Eth {
+                spec: Default::default(),
+                mask: vdpdk_core::flow::EthFields {
+                    dst: MacAddr([0xff, 0, 0, 0, 0, 0]),
+                    ..Default::default()
+                },
+            }],
+            0,
+        );
+        assert!(matches!(
+            filter_for(&partial, 4, 1),
+            Err(IceError::Unsupported(_))
+        ));
+    }
+}
