@@ -13,6 +13,7 @@
 //! sleep_timeout_ms = 200  # longest sleep; 0 = only events wake a poller
 //! pool_size = 8192      # host packet buffers
 //! stats_socket = "/run/vdpdk/stats.sock"   # optional: live stats for `host-mux --stats`
+//! hw_steering = true    # a NIC RX queue per VM, steered by flow rules (default: on for ice)
 //!
 //! [[cluster]]           # optional; default: one cluster, one combined unpinned poller
 //! cpus = [0, 1]         # the cores its pollers are pinned to
@@ -145,6 +146,9 @@ pub struct MuxConfig {
     pub stats_socket: Option<PathBuf>,
     /// Keep unmapped guest memory as inaccessible reservations (catches use after unmap).
     pub guard_unmapped: bool,
+    /// Give every VM its own backend RX queue, steered by a backend flow rule on its MAC
+    /// (Flow Director on the E810) instead of steering in software.
+    pub hw_steering: bool,
 }
 
 impl MuxConfig {
@@ -159,6 +163,7 @@ impl MuxConfig {
             clusters: vec![ClusterConfig::default()],
             stats_socket: None,
             guard_unmapped: false,
+            hw_steering: false,
         }
     }
 }
@@ -205,6 +210,7 @@ struct RawMux {
     sleep_timeout_ms: Option<u32>,
     stats_socket: Option<PathBuf>,
     guard_unmapped: Option<bool>,
+    hw_steering: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -376,6 +382,9 @@ impl MuxConfig {
                 cluster,
             });
         }
+        let hw_steering = mux
+            .hw_steering
+            .unwrap_or(matches!(backend, BackendConfig::Ice { .. }));
         Ok(MuxConfig {
             backend,
             vms,
@@ -385,6 +394,7 @@ impl MuxConfig {
             clusters,
             stats_socket: mux.stats_socket,
             guard_unmapped: mux.guard_unmapped.unwrap_or(false),
+            hw_steering,
         })
     }
 }

@@ -85,13 +85,21 @@ pub struct SleepPolicy {
     pub timeout_ms: i32,
 }
 
+/// A backend RX queue a poller serves: shared (steer by MAC) or dedicated to one guest (the
+/// NIC already steered by MAC, e.g. Flow Director).
+pub struct RxSource {
+    pub queue: Box<dyn RxQueue>,
+    /// Index into the poller's `all_guests` when the queue belongs to one guest.
+    pub owner: Option<u16>,
+}
+
 pub struct Poller {
     pub role: Role,
     /// Every guest: the RX side steers to any of them (broadcast reaches all).
     all_guests: Vec<Arc<Guest>>,
     /// The guests whose TX rings this poller serves.
     tx_guests: Vec<Arc<Guest>>,
-    rxq: Option<Box<dyn RxQueue>>,
+    rxqs: Vec<RxSource>,
     txq: Option<Arc<Mutex<Box<dyn TxQueue>>>>,
     pool: Mempool,
     wake: Arc<EventFd>,
@@ -117,17 +125,16 @@ impl Poller {
         role: Role,
         all_guests: Vec<Arc<Guest>>,
         tx_guests: Vec<Arc<Guest>>,
-        rxq: Option<Box<dyn RxQueue>>,
+        rxqs: Vec<RxSource>,
         txq: Option<Arc<Mutex<Box<dyn TxQueue>>>>,
         pool: Mempool,
         wake: Arc<EventFd>,
         stop: Arc<AtomicBool>,
         policy: SleepPolicy,
     ) -> Poller {
-        assert_eq!(
-            role.rx(),
-            rxq.is_some(),
-            "an RX role needs a backend RX queue"
+        assert!(
+            role.rx() || rxqs.is_empty(),
+            "a TX-only poller owns no RX queue"
         );
         assert_eq!(
             role.tx(),
@@ -146,7 +153,7 @@ impl Poller {
             role,
             all_guests,
             tx_guests,
-            rxq,
+            rxqs,
             txq,
             pool,
             wake,
@@ -168,10 +175,11 @@ impl Poller {
     pub fn run(mut self) {
         let ep = Epoll::new().expect("epoll_create");
         ep.add(self.wake.as_raw_fd());
-        let backend_fd = self.rxq.as_ref().and_then(|q| q.intr_fd());
-        if let Some(fd) = backend_fd {
-            ep.add(fd);
+        let fds: Vec<Option<RawFd>> = self.rxqs.iter().map(|s| s.queue.intr_fd()).collect();
+        for fd in fds.iter().flatten() {
+            ep.add(*fd);
         }
+        let all_interruptible = fds.iter().all(Option::is_some);
         let mut empty = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             // Frames waiting for a full backend are work too: never sleep on them.
@@ -189,7 +197,7 @@ impl Poller {
             fence(Ordering::SeqCst);
             if self.round() == 0 && !self.stop.load(Ordering::Relaxed) {
                 // An RX role whose backend cannot interrupt must still look at the wire often.
-                let timeout = if self.role.rx() && !(rx_armed && backend_fd.is_some()) {
+                let timeout = if self.role.rx() && !(rx_armed && all_interruptible) {
                     1
                 } else {
                     self.policy.timeout_ms
@@ -221,26 +229,27 @@ impl Poller {
                 }
             }
         }
-        let Some(rxq) = self.rxq.as_mut() else {
-            return false;
-        };
-        if on {
-            rxq.enable_intr().is_ok()
-        } else {
-            let _ = rxq.disable_intr();
-            false
+        let mut all = !self.rxqs.is_empty();
+        for s in &mut self.rxqs {
+            if on {
+                all &= s.queue.enable_intr().is_ok();
+            } else {
+                let _ = s.queue.disable_intr();
+            }
         }
+        on && all
     }
 
     /// One poll round; returns frames moved.
     pub fn round(&mut self) -> usize {
         bump(&self.stats.rounds, 1);
         let mut work = 0;
-        if let Some(rxq) = self.rxq.as_mut() {
-            let n = rxq.rx_burst(&mut self.rx_buf, BURST);
+        for i in 0..self.rxqs.len() {
+            let n = self.rxqs[i].queue.rx_burst(&mut self.rx_buf, BURST);
             if n > 0 {
                 bump(&self.stats.wire_rx, n as u64);
-                self.deliver();
+                let owner = self.rxqs[i].owner;
+                self.deliver(owner);
                 work += n;
             }
         }
@@ -268,11 +277,20 @@ impl Poller {
     }
 
     /// Steers the RX burst to guests, taking each target guest's RX lock once per burst.
-    fn deliver(&mut self) {
+    /// A dedicated queue's frames all go to its owner (the NIC matched them already).
+    fn deliver(&mut self, owner: Option<u16>) {
         self.targets.clear();
         self.hit.clear();
         let mut any_all = false;
-        for i in 0..self.rx_buf.len() {
+        if let Some(gi) = owner {
+            self.targets.resize(self.rx_buf.len(), gi);
+            self.hit.push(gi);
+        }
+        for i in 0..if owner.is_some() {
+            0
+        } else {
+            self.rx_buf.len()
+        } {
             let t = MacAddr::dst_of(self.rx_buf[i].data()).map_or(TARGET_NONE, |d| self.lookup(d));
             match t {
                 TARGET_NONE => bump(&self.stats.rx_unknown_dst, 1),

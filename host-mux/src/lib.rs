@@ -189,8 +189,33 @@ impl HostMux {
                     .map(move |(r, cpu)| (ci, r, cpu))
             })
             .collect();
-        let n_rx = cfg.clusters.len() as u16;
         let n_tx = plans.iter().filter(|p| p.1 != Role::Rx).count() as u16;
+        // RX queue layout: (cluster whose RX poller serves it, owning VM). With hardware
+        // steering queue 0 takes broadcast and unknown frames and every VM gets its own queue,
+        // steered by a backend flow rule on its MAC; otherwise each cluster gets one queue.
+        let nvm = cfg.vms.len();
+        let hw = cfg.hw_steering && nvm > 0 && nvm < info.max_rx_queues as usize;
+        if cfg.hw_steering && !hw {
+            warn!(
+                "hardware steering needs {} RX queues, the {} backend has {}: steering in software",
+                1 + nvm,
+                info.driver,
+                info.max_rx_queues
+            );
+        }
+        let layout: Vec<(usize, Option<u16>)> = if hw {
+            std::iter::once((0, None))
+                .chain(
+                    cfg.vms
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (v.cluster, Some(i as u16))),
+                )
+                .collect()
+        } else {
+            (0..cfg.clusters.len()).map(|c| (c, None)).collect()
+        };
+        let n_rx = layout.len() as u16;
         if n_rx > info.max_rx_queues {
             return Err(Error::InvalidArg(format!(
                 "{} clusters need {n_rx} RX queues but the {} backend has {}",
@@ -212,9 +237,21 @@ impl HostMux {
         for q in 0..nb_tx {
             backend.tx_queue_setup(q, pick_ring(info.tx_desc_lim))?;
         }
-        // Steer each VM's MAC to its cluster's RX queue (queue 0 also gets broadcast and
-        // unknown traffic; its poller delivers broadcast to every VM).
-        if n_rx > 1 {
+        backend.start()?;
+        if hw {
+            for (i, vm) in cfg.vms.iter().enumerate() {
+                let rule = FlowRule::to_queue(vec![FlowItem::eth_dst(vm.mac)], i as u16 + 1);
+                backend.flow_create(&rule).map_err(|e| {
+                    Error::Unsupported(format!(
+                        "the {} backend cannot steer {} to its own queue ({e}); set mux.hw_steering = false",
+                        info.driver, vm.name
+                    ))
+                })?;
+            }
+            info!("hardware steering: one {} RX queue per VM", info.driver);
+        } else if n_rx > 1 {
+            // Each VM's MAC to its cluster's queue (queue 0 also gets broadcast and unknown
+            // traffic; its poller delivers broadcast to every VM).
             for vm in cfg.vms.iter().filter(|v| v.cluster != 0) {
                 let rule = FlowRule::to_queue(vec![FlowItem::eth_dst(vm.mac)], vm.cluster as u16);
                 backend.flow_create(&rule).map_err(|e| {
@@ -225,8 +262,7 @@ impl HostMux {
                 })?;
             }
         }
-        backend.start()?;
-        let mut rxqs: Vec<_> = (0..n_rx)
+        let mut rxqs: Vec<Option<Box<dyn vdpdk_core::RxQueue>>> = (0..n_rx)
             .map(|q| backend.take_rx_queue(q).map(Some))
             .collect::<Result<_>>()?;
         let txqs: Vec<_> = (0..nb_tx)
@@ -310,10 +346,20 @@ impl HostMux {
                 .filter(|(v, _)| v.cluster == ci)
                 .map(|(_, g)| g.clone())
                 .collect();
-            let rxq = if role != Role::Tx {
-                rxqs[ci].take()
+            let rxq: Vec<datapath::RxSource> = if role != Role::Tx {
+                layout
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (c, _))| *c == ci)
+                    .filter_map(|(q, (_, owner))| {
+                        rxqs[q].take().map(|queue| datapath::RxSource {
+                            queue,
+                            owner: *owner,
+                        })
+                    })
+                    .collect()
             } else {
-                None
+                Vec::new()
             };
             let txq = (role != Role::Rx).then(|| {
                 let t = txqs[tx_next % txqs.len()].clone();

@@ -10,7 +10,7 @@ use common::*;
 use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
 use ice_driver::model::pci::ModelPci;
 use ice_driver::model::ModelConfig;
-use ice_driver::{IceDevice, IcePort};
+use ice_driver::{DdpSource, IceDevice, IcePort};
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
 
@@ -28,7 +28,12 @@ fn guests_exchange_frames_through_host_mux_on_the_ice_driver() {
             ..Default::default()
         },
     );
-    let port = IcePort::open(card_a).unwrap();
+    // With the DDP package the card leaves safe mode: a queue per VM, steered by Flow Director.
+    let port = IcePort::open_with(
+        card_a,
+        DdpSource::Bytes(ice_driver::ddp::synthetic_package(2)),
+    )
+    .unwrap();
     let vms = [("a", amac), ("b", bmac)]
         .iter()
         .map(|(n, m)| VmConfig {
@@ -43,6 +48,7 @@ fn guests_exchange_frames_through_host_mux_on_the_ice_driver() {
     // (`backend` only tells the CLI what to open; HostMux::start takes the port itself.)
     let cfg = MuxConfig {
         idle_polls: 64,
+        hw_steering: true,
         ..MuxConfig::new(BackendConfig::Pair, vms)
     };
     let mux = HostMux::start(&cfg, Box::new(port)).unwrap();
@@ -105,6 +111,13 @@ fn guests_exchange_frames_through_host_mux_on_the_ice_driver() {
     );
     let bs = mux.backend_stats();
     assert_eq!((bs.ipackets, bs.opackets), (1000, 200), "{bs:?}");
+    assert_eq!(
+        bs.q_ipackets,
+        vec![0, 500, 500],
+        "Flow Director put each VM's frames on its own queue"
+    );
+    let unknown: u64 = mux.pollers().iter().map(|p| p.rx_unknown_dst).sum();
+    assert_eq!(unknown, 0);
     a.quit();
     b.quit();
 }
