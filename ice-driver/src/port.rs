@@ -116,7 +116,10 @@ impl EthDev for IcePort {
             mtu: 1500,
             max_mtu: i.max_mtu.min(u16::MAX as u32) as u16,
             rx_offload_capa: RxOffloads::IPV4_CKSUM | RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM,
-            tx_offload_capa: TxOffloads::empty(),
+            tx_offload_capa: TxOffloads::IPV4_CKSUM
+                | TxOffloads::UDP_CKSUM
+                | TxOffloads::TCP_CKSUM
+                | TxOffloads::TCP_TSO,
             rx_intr: i.num_msix > 1,
         }
     }

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use vdpdk_core::{DmaMemory, Mbuf, Mempool, QueueCounters, TxQueue};
+use vdpdk_core::{DmaMemory, Mbuf, Mempool, OlFlags, QueueCounters, TxQueue};
 
 use crate::regs::*;
 use crate::Regs;
@@ -16,6 +16,42 @@ const DTYPE_DESC_DONE: u64 = 0xF;
 const CMD_EOP: u64 = 0x001;
 const CMD_RS: u64 = 0x002;
 const CMD_SHIFT: u64 = 4;
+/// OFFSET field (MACLEN 2-byte words bits 0-6, IPLEN 4-byte words 7-13, L4LEN 4-byte words
+/// 14-17) starts at qw1 bit 16 [LTR].
+const OFFSET_SHIFT: u64 = 16;
+const CMD_IIPT_IPV6: u64 = 0x020;
+const CMD_IIPT_IPV4: u64 = 0x040;
+const CMD_IIPT_IPV4_CSUM: u64 = 0x060;
+const CMD_L4T_TCP: u64 = 0x100;
+const CMD_L4T_UDP: u64 = 0x300;
+/// Context descriptor command: TSO [LTR ICE_TX_CTX_DESC_TSO].
+const CTX_CMD_TSO: u64 = 0x01;
+
+/// Data-descriptor offload command bits and OFFSET for an mbuf's TX offload requests
+/// ([CTX] `ci_txd_enable_checksum`): the checksum fields must be pre-seeded as DPDK's
+/// `rte_net_intel_cksum_prepare` does.
+fn offload_fields(m: &Mbuf) -> (u64, u64) {
+    let f = m.ol_flags;
+    let t = m.tx_offload;
+    let mut cmd = 0;
+    if f.contains(OlFlags::TX_IP_CKSUM) {
+        cmd |= CMD_IIPT_IPV4_CSUM;
+    } else if f.contains(OlFlags::TX_IPV4) {
+        cmd |= CMD_IIPT_IPV4;
+    } else if f.contains(OlFlags::TX_IPV6) {
+        cmd |= CMD_IIPT_IPV6;
+    }
+    if f.intersects(OlFlags::TX_TCP_CKSUM | OlFlags::TX_TCP_SEG) {
+        cmd |= CMD_L4T_TCP;
+    } else if f.contains(OlFlags::TX_UDP_CKSUM) {
+        cmd |= CMD_L4T_UDP;
+    }
+    if cmd == 0 {
+        return (0, 0);
+    }
+    let offset = (t.l2_len as u64 / 2) | (t.l3_len as u64 / 4) << 7 | (t.l4_len as u64 / 4) << 14;
+    (cmd, offset)
+}
 const BUF_SZ_SHIFT: u64 = 34;
 /// Report status (RS) once per this many descriptors; the driver reclaims up to the last one.
 const RS_EVERY: u16 = 32;
@@ -39,6 +75,8 @@ pub struct IceTxQueue {
     rs_marks: std::collections::VecDeque<u16>,
     since_rs: u16,
     done: Vec<Mbuf>,
+    /// Data-descriptor index of each packet of the burst being posted (reused buffer).
+    posted: Vec<u16>,
     counters: Arc<QueueCounters>,
     mapped_pools: Vec<u32>,
 }
@@ -62,6 +100,7 @@ impl IceTxQueue {
             rs_marks: Default::default(),
             since_rs: 0,
             done: Vec::with_capacity(n as usize),
+            posted: Vec::with_capacity(64),
             counters,
             mapped_pools: Vec::new(),
         }
@@ -166,31 +205,55 @@ impl IceTxQueue {
 impl TxQueue for IceTxQueue {
     fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
         self.reclaim();
-        // One slot stays empty so a full ring is not mistaken for an empty one.
-        let free = (self.n - 1 - self.in_flight()) as usize;
-        let take = free.min(pkts.len());
-        if take == 0 {
-            return 0;
-        }
         let mut bytes = 0u64;
-        for m in pkts.drain(..take) {
+        let mut take = 0;
+        for m in pkts.iter() {
+            let need = 1 + m.ol_flags.contains(OlFlags::TX_TCP_SEG) as u16;
+            // One slot stays empty so a full ring is not mistaken for an empty one.
+            if self.in_flight() + need > self.n - 1 {
+                break;
+            }
             let pid = m.pool_id();
             if !self.mapped_pools.contains(&pid) {
                 if self.regs.device().dma_map(m.pool().memory()).is_err() {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                    break;
                 }
                 self.mapped_pools.push(pid);
             }
+            let (cmd_ol, offset) = offload_fields(m);
+            if m.ol_flags.contains(OlFlags::TX_TCP_SEG) {
+                // Context descriptor: DTYPE 1, CMD TSO, TSO_LEN (payload bytes) @30, MSS @50.
+                let t = m.tx_offload;
+                let hdrs = t.l2_len as usize + t.l3_len as usize + t.l4_len as usize;
+                let payload = m.len().saturating_sub(hdrs) as u64;
+                let qw1 = 1
+                    | CTX_CMD_TSO << 4
+                    | (payload & 0x3FFFF) << 30
+                    | (t.tso_segsz as u64 & 0x3FFF) << 50;
+                let i = self.ntu;
+                // SAFETY: slot i is free (checked above).
+                unsafe {
+                    let p = self
+                        .ring
+                        .as_ptr()
+                        .add(i as usize * TX_DESC_SIZE)
+                        .cast::<u64>();
+                    p.write_volatile(0);
+                    p.add(1).write_volatile(qw1);
+                }
+                self.ntu = (self.ntu + 1) % self.n;
+                self.since_rs += 1;
+            }
             let i = self.ntu;
             self.since_rs += 1;
-            let mut cmd = CMD_EOP;
+            let mut cmd = CMD_EOP | cmd_ol;
             if self.since_rs >= RS_EVERY {
                 cmd |= CMD_RS;
                 self.since_rs = 0;
                 self.rs_marks.push_back(i);
             }
-            // SAFETY: slot i is free (in_flight < n - 1); 16 bytes, 8-byte aligned.
+            // SAFETY: slot i is free (checked above); 16 bytes, 8-byte aligned.
             unsafe {
                 let p = self
                     .ring
@@ -198,11 +261,17 @@ impl TxQueue for IceTxQueue {
                     .add(i as usize * TX_DESC_SIZE)
                     .cast::<u64>();
                 p.write_volatile(m.data_iova());
-                p.add(1).write_volatile(data_qw1(m.len(), cmd));
+                p.add(1)
+                    .write_volatile(data_qw1(m.len(), cmd) | offset << OFFSET_SHIFT);
             }
             bytes += m.len() as u64;
-            self.slots[i as usize] = Some(m);
+            self.posted.push(i);
             self.ntu = (self.ntu + 1) % self.n;
+            take += 1;
+        }
+        // Each mbuf stays with its data descriptor until the device is done with it.
+        for (m, i) in pkts.drain(..take).zip(self.posted.drain(..)) {
+            self.slots[i as usize] = Some(m);
         }
         // Make sure the burst's last descriptor reports status, so it is reclaimed even if
         // no more traffic follows.

@@ -8,6 +8,7 @@
 //! complete with the wrong opcode or sit in a global reset.
 
 pub mod dma;
+pub mod offload;
 pub mod pci;
 pub mod regs;
 pub mod server;
@@ -472,6 +473,8 @@ impl E810Model {
         let mut head = st.head;
         let mut frame: Vec<u8> = Vec::new();
         let mut pending_fd: Option<(u64, u64)> = None;
+        // MSS from a TSO context descriptor, applied to the next packet.
+        let mut tso_mss: Option<usize> = None;
         let mut guard = 0;
         while head != tail && guard < st.len {
             guard += 1;
@@ -500,14 +503,31 @@ impl E810Model {
                             self.post_status(q, status);
                         }
                     } else if cmd & 0x1 != 0 {
-                        self.stats.tx_packets += 1;
-                        self.stats.tx_bytes += frame.len() as u64;
-                        let f = std::mem::take(&mut frame);
-                        self.count_frame(&f, false);
-                        self.outbox.push(f);
+                        let mut f = std::mem::take(&mut frame);
+                        let o = offload::TxOffload::from_qw1(qw1);
+                        let out = match tso_mss.take() {
+                            Some(mss) => offload::tso_segment(&f, &o, mss),
+                            None => {
+                                if o.any() {
+                                    offload::apply_checksums(&mut f, &o);
+                                }
+                                vec![f]
+                            }
+                        };
+                        for f in out {
+                            self.stats.tx_packets += 1;
+                            self.stats.tx_bytes += f.len() as u64;
+                            self.count_frame(&f, false);
+                            self.outbox.push(f);
+                        }
                     }
                 }
-                1 => {} // context descriptor: TSO/checksum offloads are not modelled yet
+                // Context descriptor: CMD TSO (bit 4 of qw1) with MSS in bits 63:50.
+                1 => {
+                    if (qw1 >> 4) & 0x1 != 0 {
+                        tso_mss = Some((qw1 >> 50 & 0x3FFF) as usize);
+                    }
+                }
                 8 => pending_fd = Some((u64::from_le_bytes(d[0..8].try_into().unwrap()), qw1)),
                 _ => self.stats.tx_errors += 1,
             }
