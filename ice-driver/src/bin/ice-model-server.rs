@@ -22,6 +22,12 @@ struct Args {
     /// Queues per direction the card offers.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=2048))]
     queues: u32,
+    /// Cable this card to another: bind this datagram socket for frames arriving...
+    #[arg(long, requires = "wire_peer")]
+    wire_local: Option<PathBuf>,
+    /// ...and send transmitted frames to the other card's datagram socket.
+    #[arg(long, requires = "wire_local")]
+    wire_peer: Option<PathBuf>,
 }
 
 fn main() {
@@ -39,8 +45,22 @@ fn main() {
         num_queues: args.queues,
         ..Default::default()
     });
+    let model = Arc::new(Mutex::new(model));
+    let wire: Option<Arc<dyn ice_driver::model::pci::Wire>> =
+        match (&args.wire_local, &args.wire_peer) {
+            (Some(l), Some(p)) => {
+                match ice_driver::model::server::DatagramCable::connect(model.clone(), l, p) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        eprintln!("ice-model-server: --wire-local {}: {e}", l.display());
+                        std::process::exit(2);
+                    }
+                }
+            }
+            _ => None,
+        };
     eprintln!("ice-model-server: E810 model on {}", args.socket.display());
-    if let Err(e) = ice_driver::model::server::serve(Arc::new(Mutex::new(model)), &args.socket) {
+    if let Err(e) = ice_driver::model::server::serve_with_wire(model, &args.socket, wire) {
         eprintln!("ice-model-server: {e}");
         std::process::exit(1);
     }

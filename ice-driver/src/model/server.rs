@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use vfio_bindings::bindings::vfio::*;
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, Server, ServerBackend};
 
+use super::pci::Wire;
 use super::E810Model;
 
 const BAR0_SIZE: u64 = 128 << 20;
@@ -18,6 +19,7 @@ const CFG_SIZE: usize = 256;
 struct Backend {
     model: Arc<Mutex<E810Model>>,
     cfg: [u8; CFG_SIZE],
+    wire: Option<Arc<dyn Wire>>,
 }
 
 impl ServerBackend for Backend {
@@ -41,7 +43,20 @@ impl ServerBackend for Backend {
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
         if region == VFIO_PCI_BAR0_REGION_INDEX && data.len() == 4 && offset + 4 <= BAR0_SIZE {
             let v = u32::from_le_bytes(data.try_into().expect("4 bytes"));
-            self.model.lock().mmio_write(offset, v);
+            let out = {
+                let mut m = self.model.lock();
+                m.mmio_write(offset, v);
+                if self.wire.is_some() {
+                    m.take_outbox()
+                } else {
+                    Vec::new()
+                }
+            };
+            if let Some(w) = &self.wire {
+                for f in &out {
+                    w.transmit(f);
+                }
+            }
         }
         Ok(())
     }
@@ -87,9 +102,56 @@ impl ServerBackend for Backend {
     }
 }
 
+/// A cable between model processes: frames travel as datagrams between two Unix sockets.
+pub struct DatagramCable {
+    sock: std::os::unix::net::UnixDatagram,
+    peer: std::path::PathBuf,
+}
+
+impl DatagramCable {
+    /// Binds `local` and sends to `peer`; a thread feeds what arrives into `model`.
+    pub fn connect(
+        model: Arc<Mutex<E810Model>>,
+        local: &Path,
+        peer: &Path,
+    ) -> std::io::Result<Arc<DatagramCable>> {
+        let _ = std::fs::remove_file(local);
+        let sock = std::os::unix::net::UnixDatagram::bind(local)?;
+        let rx = sock.try_clone()?;
+        std::thread::Builder::new()
+            .name("model-wire".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 16384];
+                while let Ok(n) = rx.recv(&mut buf) {
+                    model.lock().receive(&buf[..n]);
+                }
+            })?;
+        Ok(Arc::new(DatagramCable {
+            sock,
+            peer: peer.to_path_buf(),
+        }))
+    }
+}
+
+impl Wire for DatagramCable {
+    fn transmit(&self, frame: &[u8]) {
+        // A peer that is not listening (yet) is an unplugged cable: the frame is lost.
+        let _ = self.sock.send_to(frame, &self.peer);
+    }
+}
+
 /// Serves `model` on `socket` until the client disconnects (then serves the next one) or
 /// the listener fails.
 pub fn serve(model: Arc<Mutex<E810Model>>, socket: &Path) -> Result<(), vfio_user::Error> {
+    serve_with_wire(model, socket, None)
+}
+
+/// Like [`serve`], with transmitted frames going to `wire`.
+pub fn serve_with_wire(
+    model: Arc<Mutex<E810Model>>,
+    socket: &Path,
+    wire: Option<Arc<dyn Wire>>,
+) -> Result<(), vfio_user::Error> {
     use vdpdk_pci::server::{empty_regions, region, RW as rw};
     let mut regions = empty_regions();
     regions[VFIO_PCI_BAR0_REGION_INDEX as usize] =
@@ -106,7 +168,7 @@ pub fn serve(model: Arc<Mutex<E810Model>>, socket: &Path) -> Result<(), vfio_use
     cfg[2..4].copy_from_slice(&crate::E810_C_QSFP.to_le_bytes());
     cfg[0x0b] = 0x02;
     let server = Server::new(socket, true, irqs, regions)?;
-    let mut backend = Backend { model, cfg };
+    let mut backend = Backend { model, cfg, wire };
     loop {
         server.run(&mut backend)?;
         backend.model.lock().dma.clear();
