@@ -239,16 +239,22 @@ impl HostMux {
         }
         backend.start()?;
         if hw {
-            for (i, vm) in cfg.vms.iter().enumerate() {
+            let steered = cfg.vms.iter().enumerate().try_for_each(|(i, vm)| {
                 let rule = FlowRule::to_queue(vec![FlowItem::eth_dst(vm.mac)], i as u16 + 1);
-                backend.flow_create(&rule).map_err(|e| {
-                    Error::Unsupported(format!(
-                        "the {} backend cannot steer {} to its own queue ({e}); set mux.hw_steering = false",
-                        info.driver, vm.name
-                    ))
-                })?;
+                backend.flow_create(&rule).map(|_| ())
+            });
+            match steered {
+                Ok(()) => info!("hardware steering: one {} RX queue per VM", info.driver),
+                Err(e) => {
+                    // Everything then arrives on queue 0 and is steered in software; the
+                    // per-VM queues stay empty.
+                    warn!(
+                        "the {} backend cannot steer VM MACs to their own queues ({e}); steering in software",
+                        info.driver
+                    );
+                    let _ = backend.flow_flush();
+                }
             }
-            info!("hardware steering: one {} RX queue per VM", info.driver);
         } else if n_rx > 1 {
             // Each VM's MAC to its cluster's queue (queue 0 also gets broadcast and unknown
             // traffic; its poller delivers broadcast to every VM).

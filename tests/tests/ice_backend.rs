@@ -166,3 +166,58 @@ fn host_mux_binary_runs_on_an_e810_behind_a_vfio_user_socket() {
         "{err}"
     );
 }
+
+#[test]
+fn without_flow_profiles_host_mux_falls_back_to_software_steering() {
+    let dir = TempDir::new("icefall");
+    let amac = mac(0xda);
+    let (card_a, card_b) = ModelPci::back_to_back(ModelConfig::default(), ModelConfig::default());
+    card_a.model.lock().faults.fdir_no_profiles = true;
+    let port = IcePort::open_with(
+        card_a,
+        DdpSource::Bytes(ice_driver::ddp::synthetic_package(2)),
+    )
+    .unwrap();
+    let vms = vec![VmConfig {
+        name: "a".into(),
+        socket: dir.sock("a"),
+        mac: amac,
+        rx_queues: 1,
+        tx_queues: 1,
+        cluster: 0,
+    }];
+    let cfg = MuxConfig {
+        idle_polls: 64,
+        hw_steering: true,
+        ..MuxConfig::new(BackendConfig::Pair, vms)
+    };
+    let mux = HostMux::start(&cfg, Box::new(port)).unwrap();
+    let mut wire = IceDevice::probe(card_b).unwrap();
+    let pool = Mempool::new("wire", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    let mut w_tx = wire.setup_tx_queue(0, 256).unwrap();
+    let mut a = GuestProc::spawn(&dir.sock("a"), 1);
+    let frames: Vec<Vec<u8>> = (0..100)
+        .map(|s| udp_frame(amac, WIRE_MAC, s, 200))
+        .collect();
+    let mut batch: Vec<Mbuf> = frames
+        .iter()
+        .map(|f| {
+            let mut m = pool.alloc().unwrap();
+            m.copy_from(f).unwrap();
+            m
+        })
+        .collect();
+    while !batch.is_empty() {
+        w_tx.tx_burst(&mut batch);
+    }
+    assert_eq!(
+        GuestProc::parse_recv(&a.cmd("recv 100 10000"))[0],
+        (100, digest(&frames))
+    );
+    assert_eq!(
+        mux.backend_stats().q_ipackets,
+        vec![100, 0],
+        "all on the shared queue"
+    );
+    a.quit();
+}

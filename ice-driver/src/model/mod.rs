@@ -45,6 +45,8 @@ pub struct Faults {
     pub in_global_reset: bool,
     /// Make every command fail with this admin error.
     pub fail_all: Option<u16>,
+    /// Behave like a card whose Flow Director profiles were never programmed (FAIL_PROF).
+    pub fdir_no_profiles: bool,
 }
 
 /// E810 packet type of a frame ([LTR] `ice_ptype_lkup`: 1 L2, 11 ARP, 23 IPv4, 24 IPv4/UDP,
@@ -406,6 +408,9 @@ impl E810Model {
         let remove = qw1 >> 4 & 1 == 1;
         let prof = (qw1 >> 8 & 0x3F) as u8;
         let mut st = 1 | (remove as u64) << 1;
+        if self.faults.fdir_no_profiles {
+            return st | 1 << 5;
+        }
         let Some(key) = Self::fdir_key(prof, template) else {
             return st | 1 << 5; // FAIL_PROF
         };
