@@ -39,6 +39,10 @@ pub const WB_DD: u64 = 1 << 0;
 pub const WB_FAIL: u64 = 1 << 4;
 pub const WB_FAIL_PROF: u64 = 1 << 5;
 
+/// The flow id the RX write-back carries when no filter with an id matched (DPDK reads
+/// `flow_id != 0xFFFFFFFF` as "FDIR id valid").
+pub const NO_FDID: u32 = 0xFFFF_FFFF;
+
 /// A filter ready to program: profile, template packet, and the fate of matching frames.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FdirFilter {
@@ -98,7 +102,7 @@ fn ipv4_udp_dst(items: &[FlowItem]) -> Option<([u8; 4], u16)> {
 
 /// Maps an rte_flow rule onto a Flow Director filter, or says why it cannot be offloaded.
 /// `nb_rx` bounds QUEUE actions.
-pub fn filter_for(rule: &FlowRule, nb_rx: u16, fdid: u32) -> Result<FdirFilter, IceError> {
+pub fn filter_for(rule: &FlowRule, nb_rx: u16) -> Result<FdirFilter, IceError> {
     rule.check_shape()
         .map_err(|e| IceError::InvalidArg(e.to_string()))?;
     let unsupported =
@@ -130,6 +134,8 @@ pub fn filter_for(rule: &FlowRule, nb_rx: u16, fdid: u32) -> Result<FdirFilter, 
     };
     let mut queue = 0;
     let mut drop = false;
+    // Without MARK the filter carries NO_FDID, which the write-back reports as "no flow id".
+    let mut fdid = NO_FDID;
     for a in &rule.actions {
         match a {
             FlowAction::Queue(q) if *q < nb_rx => queue = *q,
@@ -139,7 +145,12 @@ pub fn filter_for(rule: &FlowRule, nb_rx: u16, fdid: u32) -> Result<FdirFilter, 
                 )))
             }
             FlowAction::Drop => drop = true,
-            FlowAction::Mark(_) => return Err(unsupported("MARK yet")),
+            FlowAction::Mark(m) if *m == NO_FDID => {
+                return Err(IceError::InvalidArg(format!(
+                    "MARK {m:#x} is reserved (no flow id)"
+                )))
+            }
+            FlowAction::Mark(m) => fdid = *m,
         }
     }
     Ok(FdirFilter {
@@ -178,15 +189,10 @@ mod tests {
     #[test]
     fn rules_map_to_profiles_or_are_refused() {
         let mac = MacAddr([2, 0, 0, 0, 0, 1]);
-        let f = filter_for(&FlowRule::to_queue(vec![FlowItem::eth_dst(mac)], 2), 4, 1).unwrap();
+        let f = filter_for(&FlowRule::to_queue(vec![FlowItem::eth_dst(mac)], 2), 4).unwrap();
         assert_eq!((f.prof, f.queue), (PROF_ETH_DST, 2));
         assert_eq!(&f.packet[0..6], &mac.0);
-        let f = filter_for(
-            &FlowRule::to_queue(vec![FlowItem::eth_type(0x88b5)], 1),
-            4,
-            1,
-        )
-        .unwrap();
+        let f = filter_for(&FlowRule::to_queue(vec![FlowItem::eth_type(0x88b5)], 1), 4).unwrap();
         assert_eq!(f.prof, PROF_ETH_TYPE);
         let udp = FlowRule::to_queue(
             vec![
@@ -210,9 +216,9 @@ mod tests {
             ],
             3,
         );
-        assert_eq!(filter_for(&udp, 4, 1).unwrap().prof, PROF_IPV4_UDP_DST);
+        assert_eq!(filter_for(&udp, 4).unwrap().prof, PROF_IPV4_UDP_DST);
         assert!(matches!(
-            filter_for(&FlowRule::to_queue(vec![FlowItem::eth_dst(mac)], 9), 4, 1),
+            filter_for(&FlowRule::to_queue(vec![FlowItem::eth_dst(mac)], 9), 4),
             Err(IceError::InvalidArg(_))
         ));
         let partial = FlowRule::to_queue(
@@ -226,7 +232,7 @@ mod tests {
             0,
         );
         assert!(matches!(
-            filter_for(&partial, 4, 1),
+            filter_for(&partial, 4),
             Err(IceError::Unsupported(_))
         ));
     }

@@ -248,14 +248,14 @@ impl EthDev for IcePort {
                 "Flow Director needs the DDP package (safe mode)".into(),
             ));
         }
-        crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1), 0)?;
+        crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
         Ok(())
     }
 
     fn flow_create(&mut self, rule: &FlowRule) -> Result<FlowHandle> {
         self.flow_validate(rule)?;
         let h = FlowHandle(self.next_flow);
-        let f = crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1), h.0)?;
+        let f = crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
         self.dev.fdir_program(&f, false)?;
         self.next_flow += 1;
         self.flows.push((h, f));

@@ -242,6 +242,11 @@ impl RxQueue for IceRxQueue {
                     OlFlags::RX_L4_CKSUM_GOOD
                 };
             }
+            let flow_id = u32::from_le_bytes(wb[24..28].try_into().expect("4 bytes"));
+            if flow_id != crate::fdir::NO_FDID {
+                m.ol_flags |= OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID;
+                m.mark = flow_id;
+            }
             m.queue = self.q;
             bytes += len as u64;
             out.push(m);

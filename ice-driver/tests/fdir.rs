@@ -110,11 +110,38 @@ fn three_macs_land_on_three_queues_and_removal_stops_steering() {
         Err(Error::Unsupported(m)) => assert!(m.contains("Flow Director cannot offload"), "{m}"),
         other => panic!("{other:?}"),
     }
-    let mark = FlowRule {
-        actions: vec![FlowAction::Queue(1), FlowAction::Mark(5)],
+    let reserved = FlowRule {
+        actions: vec![FlowAction::Queue(1), FlowAction::Mark(u32::MAX)],
         ..FlowRule::to_queue(vec![FlowItem::eth_dst(macs[0])], 1)
     };
-    assert!(port.flow_validate(&mark).is_err());
+    assert!(
+        port.flow_validate(&reserved).is_err(),
+        "the no-id value cannot be a MARK"
+    );
+
+    // MARK: frames matching carry the id; others carry none.
+    let h = port
+        .flow_create(&FlowRule {
+            actions: vec![FlowAction::Queue(3), FlowAction::Mark(0x5eed)],
+            ..FlowRule::to_queue(vec![FlowItem::eth_dst(macs[1])], 3)
+        })
+        .unwrap();
+    send(macs[1], 2);
+    send(macs[2], 1);
+    let mut out = Vec::new();
+    while rxq[3].rx_burst(&mut out, 32) > 0 {}
+    assert_eq!(out.len(), 3);
+    let marked: Vec<_> = out
+        .iter()
+        .map(|m| {
+            m.ol_flags
+                .contains(vdpdk_core::OlFlags::RX_FDIR_ID)
+                .then_some(m.mark)
+        })
+        .collect();
+    assert_eq!(marked, vec![Some(0x5eed), Some(0x5eed), None]);
+    out.clear();
+    port.flow_destroy(h).unwrap();
     port.flow_flush().unwrap();
     send(macs[0], 3);
     assert_eq!(

@@ -449,12 +449,12 @@ impl E810Model {
     pub fn receive(&mut self, frame: &[u8]) -> bool {
         for prof in 1..=3u8 {
             if let Some(k) = Self::fdir_key(prof, frame) {
-                if let Some(&(q, drop, _)) = self.fdir.get(&(prof, k)) {
+                if let Some(&(q, drop, fdid)) = self.fdir.get(&(prof, k)) {
                     if drop {
                         self.fdir_drops += 1;
                         return false;
                     }
-                    return self.receive_on(q as usize, frame);
+                    return self.receive_with(q as usize, frame, fdid);
                 }
             }
         }
@@ -593,6 +593,12 @@ impl E810Model {
 
     /// A frame arrives from the wire for PF queue `q` (after steering).
     pub fn receive_on(&mut self, q: usize, frame: &[u8]) -> bool {
+        self.receive_with(q, frame, u32::MAX)
+    }
+
+    /// Like `receive_on`, with the flow id (FDID) of the filter that matched written back
+    /// (0xFFFFFFFF: none).
+    fn receive_with(&mut self, q: usize, frame: &[u8], flow_id: u32) -> bool {
         let Some(st) = self.rxq.get(q).filter(|s| s.enabled).cloned() else {
             self.stats.rx_dropped += 1;
             return false;
@@ -616,8 +622,9 @@ impl E810Model {
             self.stats.rx_dropped += 1;
             return false;
         }
-        let wb = rx_writeback(frame, st.rxdid);
-        // Status (with DD) last: write the rest, then the status word.
+        let mut wb = rx_writeback(frame, st.rxdid);
+        wb[24..28].copy_from_slice(&flow_id.to_le_bytes()); // flow_id [LTR flex NIC @24]
+                                                            // Status (with DD) last: write the rest, then the status word.
         self.dma.write(at + 10, &wb[10..]);
         self.dma.write(at, &wb[..8]);
         self.dma.write(at + 8, &wb[8..10]);
