@@ -111,6 +111,21 @@ impl IceTxQueue {
         unsafe { self.ring.as_ptr().add(i as usize * TX_DESC_SIZE + 8).cast() }
     }
 
+    /// Writes descriptor `i` (the caller owns the slot: it is not in flight).
+    fn write_desc(&self, i: u16, qw0: u64, qw1: u64) {
+        // SAFETY: i < n, so the 16 bytes lie in the ring, 8-byte aligned; the device reads the
+        // slot only after the doorbell that follows.
+        unsafe {
+            let p = self
+                .ring
+                .as_ptr()
+                .add(i as usize * TX_DESC_SIZE)
+                .cast::<u64>();
+            p.write_volatile(qw0);
+            p.add(1).write_volatile(qw1);
+        }
+    }
+
     /// Frees buffers up to each completed status report (hardware writes DESC_DONE there).
     fn reclaim(&mut self) {
         while let Some(&mark) = self.rs_marks.front() {
@@ -154,22 +169,10 @@ impl IceTxQueue {
         if self.in_flight() + 2 >= self.n {
             self.reclaim_all();
         }
-        let write = |i: u16, a: u64, b: u64| {
-            // SAFETY: slot i is free (the programming queue is drained after every command).
-            unsafe {
-                let p = self
-                    .ring
-                    .as_ptr()
-                    .add(i as usize * TX_DESC_SIZE)
-                    .cast::<u64>();
-                p.write_volatile(a);
-                p.add(1).write_volatile(b);
-            }
-        };
         let i = self.ntu;
-        write(i, qw0, qw1);
+        self.write_desc(i, qw0, qw1);
         let j = (i + 1) % self.n;
-        write(
+        self.write_desc(
             j,
             pkt_iova,
             data_qw1(len, CMD_EOP | CMD_RS | crate::fdir::CMD_DUMMY),
@@ -231,17 +234,7 @@ impl TxQueue for IceTxQueue {
                     | CTX_CMD_TSO << 4
                     | (payload & 0x3FFFF) << 30
                     | (t.tso_segsz as u64 & 0x3FFF) << 50;
-                let i = self.ntu;
-                // SAFETY: slot i is free (checked above).
-                unsafe {
-                    let p = self
-                        .ring
-                        .as_ptr()
-                        .add(i as usize * TX_DESC_SIZE)
-                        .cast::<u64>();
-                    p.write_volatile(0);
-                    p.add(1).write_volatile(qw1);
-                }
+                self.write_desc(self.ntu, 0, qw1);
                 self.ntu = (self.ntu + 1) % self.n;
                 self.since_rs += 1;
             }
@@ -253,17 +246,11 @@ impl TxQueue for IceTxQueue {
                 self.since_rs = 0;
                 self.rs_marks.push_back(i);
             }
-            // SAFETY: slot i is free (checked above); 16 bytes, 8-byte aligned.
-            unsafe {
-                let p = self
-                    .ring
-                    .as_ptr()
-                    .add(i as usize * TX_DESC_SIZE)
-                    .cast::<u64>();
-                p.write_volatile(m.data_iova());
-                p.add(1)
-                    .write_volatile(data_qw1(m.len(), cmd) | offset << OFFSET_SHIFT);
-            }
+            self.write_desc(
+                i,
+                m.data_iova(),
+                data_qw1(m.len(), cmd) | offset << OFFSET_SHIFT,
+            );
             bytes += m.len() as u64;
             self.posted.push(i);
             self.ntu = (self.ntu + 1) % self.n;
