@@ -185,7 +185,7 @@ fn linux_accepts_offloaded_checksums_through_a_tap() {
         }
     }
     let _ns = Ns(ns.clone());
-    let mut tap = vdpdk_tap::TapPort::open(&ifname, None).expect("TAP (run as root)");
+    let tap = vdpdk_tap::TapPort::open(&ifname, None).expect("TAP (run as root)");
     let kmac = tap.kernel_mac().unwrap();
     run(&["ip", "link", "set", &ifname, "netns", &ns]);
     run(&[
@@ -228,7 +228,13 @@ fn linux_accepts_offloaded_checksums_through_a_tap() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
 
-    let (m, _ice, mut tx, pool) = setup();
+    // The model's port is cabled to the TAP: what it transmits reaches the namespace's stack.
+    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let pci = Arc::new(ModelPci::new(m.clone()));
+    pci.set_wire(ice_driver::model::cable::EthDevCable::connect(m.clone(), Box::new(tap)).unwrap());
+    let mut ice = IceDevice::probe(pci).unwrap();
+    let mut tx = ice.setup_tx_queue(0, 256).unwrap();
+    let pool = Mempool::new("ol", 1024, 9216).unwrap();
     let csum = OlFlags::TX_IPV4 | OlFlags::TX_IP_CKSUM | OlFlags::TX_UDP_CKSUM;
     let mut good = (0..5)
         .map(|_| mbuf(&pool, &frame(kmac, 17, 64), csum, 8, 0))
@@ -245,22 +251,11 @@ fn linux_accepts_offloaded_checksums_through_a_tap() {
         0,
     )];
     tx.tx_burst(&mut badm);
-    let out = m.lock().take_outbox();
-    assert_eq!(out.len(), 6);
-    let tap_pool = Mempool::new("tap", 256, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    let (_rx, mut ttx) =
-        vdpdk_core::ethdev::start_single_queue(&mut tap, &tap_pool, 64, false).unwrap();
-    let mut v: Vec<Mbuf> = out
-        .iter()
-        .map(|f| {
-            let mut mb = tap_pool.alloc().unwrap();
-            mb.copy_from(f).unwrap();
-            mb
-        })
-        .collect();
-    while !v.is_empty() {
-        ttx.tx_burst(&mut v);
-    }
+    assert_eq!(
+        m.lock().stats.tx_packets,
+        6,
+        "all six left the port into the cable"
+    );
     let got = listener.wait_with_output().unwrap();
     let n: u32 = String::from_utf8_lossy(&got.stdout).trim().parse().unwrap();
     assert_eq!(n, 5, "Linux delivered exactly the offloaded frames");

@@ -28,6 +28,10 @@ struct Args {
     /// ...and send transmitted frames to the other card's datagram socket.
     #[arg(long, requires = "wire_local")]
     wire_peer: Option<PathBuf>,
+    /// Cable the card to a Linux TAP interface of this name (created if missing), so the
+    /// Linux stack and tools see its traffic.
+    #[arg(long, conflicts_with_all = ["wire_local", "wire_peer"])]
+    wire_tap: Option<String>,
 }
 
 fn main() {

@@ -7,6 +7,7 @@
 //! Fault injection ([`Faults`]) lets tests make the firmware stop answering, report a newer API,
 //! complete with the wrong opcode or sit in a global reset.
 
+pub mod cable;
 pub mod dma;
 pub mod offload;
 pub mod pci;
