@@ -697,6 +697,23 @@ impl IceDevice {
         ))
     }
 
+    /// Disables PF TX queue `q` ([AQC] dis_txqs 0x0C31: one group {parent_teid, num_qs,
+    /// rsvd, q_id[]}; num_entries @1, vmvf_and_timeout @2 = 5 << 10 as Linux sends).
+    pub fn disable_tx_queue(&mut self, q: u16) -> Result<(), IceError> {
+        let Some(parent) = self.qgroup_teid else {
+            return Ok(()); // no TX queue was ever created
+        };
+        let mut buf = [0u8; 8];
+        buf[0..4].copy_from_slice(&parent.to_le_bytes());
+        buf[4] = 1;
+        buf[6..8].copy_from_slice(&q.to_le_bytes());
+        let mut d = AqDesc::direct(OP_DIS_TXQS);
+        d.params[1] = 1;
+        d.set_param_u16(2, 5 << 10);
+        self.send(d, Some(&mut buf), true)?;
+        Ok(())
+    }
+
     /// Enables link status events and asks for link up ([AQC] set_event_mask, get_link_status
     /// with LSE, restart_an with ENABLE). Returns the link state reported right after.
     pub fn link_up(&mut self) -> Result<LinkInfo, IceError> {

@@ -200,12 +200,17 @@ impl EthDev for IcePort {
         Ok(())
     }
 
+    /// Disables the hardware queues (RX through QRX_CTRL as each queue drops, TX through
+    /// dis_txqs).
     fn stop(&mut self) -> Result<()> {
         if self.state != PortState::Started {
             return Err(Error::BadState("stop of a port that is not started".into()));
         }
         self.rxq.clear();
         self.txq.clear();
+        for q in 0..self.conf.nb_tx_queues {
+            self.dev.disable_tx_queue(q)?;
+        }
         self.state = PortState::Configured;
         Ok(())
     }

@@ -202,3 +202,23 @@ fn model_cabled_to_the_pair_backend_passes_frames_both_ways() {
     }
     assert_eq!(got, in_frames, "pair -> model -> driver");
 }
+
+#[test]
+fn stopping_the_port_disables_its_tx_queues() {
+    use ice_driver::IcePort;
+    use vdpdk_core::ethdev::start_single_queue;
+    use vdpdk_core::EthDev;
+    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let mut port = IcePort::open_with(
+        Arc::new(ModelPci::new(m.clone())),
+        ice_driver::DdpSource::None,
+    )
+    .unwrap();
+    let pool = Mempool::new("stop", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    let (rx, tx) = start_single_queue(&mut port, &pool, 128, false).unwrap();
+    assert!(m.lock().tx_queue_enabled(0));
+    drop((rx, tx));
+    port.stop().unwrap();
+    assert!(!m.lock().tx_queue_enabled(0), "dis_txqs reached the device");
+    assert_eq!(m.lock().commands[&0x0C31], 1);
+}

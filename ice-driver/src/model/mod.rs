@@ -642,6 +642,11 @@ impl E810Model {
         self.link_up
     }
 
+    /// Whether PF TX queue `q` is enabled (created by add_txqs and not disabled).
+    pub fn tx_queue_enabled(&self, q: usize) -> bool {
+        self.txq.get(q).is_some_and(|s| s.enabled)
+    }
+
     /// A global (CORE) reset, as firmware or another PF may trigger at any time: every queue
     /// and the admin queue stop, link drops, and the device reads as resetting until
     /// `finish_reset`.
@@ -1091,9 +1096,28 @@ impl E810Model {
                 }
                 Reply::ok()
             }
+            // dis_txqs: groups {parent_teid, num_qs u8, rsvd u8, q_id u16[]}; num_entries @1.
             0x0C31 => {
-                for s in &mut self.txq {
-                    s.enabled = false;
+                let groups = p[1] as usize;
+                let mut o = 0;
+                for _ in 0..groups {
+                    let Some(h) = input.get(o..o + 6) else {
+                        return Reply::err(RC_EINVAL);
+                    };
+                    let n = h[4] as usize;
+                    let ids = o + 6;
+                    for k in 0..n {
+                        let Some(b) = input.get(ids + 2 * k..ids + 2 * k + 2) else {
+                            return Reply::err(RC_EINVAL);
+                        };
+                        let q = u16::from_le_bytes([b[0], b[1]]) as usize;
+                        match self.txq.get_mut(q) {
+                            Some(s) if s.enabled => s.enabled = false,
+                            _ => return Reply::err(2), // ENOENT: not an enabled queue
+                        }
+                    }
+                    // Groups are padded to an even number of queue ids.
+                    o = ids + 2 * (n + n % 2);
                 }
                 Reply::ok()
             }
