@@ -5,7 +5,7 @@
 //! status write-back on the control RX queue (qword 1: DD b0, PROG_ID 2:1, FAIL b4,
 //! FAIL_PROF b5 [LTR `ICE_FXD_FLTR_WB_QW1_*`]).
 //!
-//! Profiles: the hardware extracts fields by flow profile. This driver uses three profile ids
+//! Profiles: the hardware extracts fields by flow profile. This driver uses six profile ids
 //! (below). On a real card they must first be programmed through the DDP flow tables
 //! (`ice_flow_add_prof`), which is not written yet; the software model has them built in.
 
@@ -20,6 +20,12 @@ pub const PROF_ETH_DST: u8 = 1;
 pub const PROF_ETH_TYPE: u8 = 2;
 /// Match IPv4 destination address and UDP destination port.
 pub const PROF_IPV4_UDP_DST: u8 = 3;
+/// Match IPv4 destination address and TCP destination port.
+pub const PROF_IPV4_TCP_DST: u8 = 4;
+/// Match IPv6 destination address and UDP destination port.
+pub const PROF_IPV6_UDP_DST: u8 = 5;
+/// Match IPv6 destination address and TCP destination port.
+pub const PROF_IPV6_TCP_DST: u8 = 6;
 
 // Filter descriptor fields [LTR ICE_FXD_FLTR_QW0_* / QW1_*].
 pub const QW0_QINDEX_M: u64 = 0x7FF;
@@ -75,26 +81,59 @@ fn full_mac(m: &MacAddr) -> bool {
     m.0 == [0xff; 6]
 }
 
-/// `[ETH (no fields)], IPV4 (dst exact), UDP (dst exact)` -> (address, port).
-fn ipv4_udp_dst(items: &[FlowItem]) -> Option<([u8; 4], u16)> {
+/// `[ETH (no fields)], IPV4|IPV6 (dst exact), UDP|TCP (dst exact)` -> (profile, template).
+fn l3l4_dst(items: &[FlowItem]) -> Option<(u8, Vec<u8>)> {
     let rest = match items {
         [FlowItem::Eth { mask, .. }, rest @ ..] if *mask == Default::default() => rest,
         rest => rest,
     };
-    match rest {
-        [FlowItem::Ipv4 {
-            spec: ip,
-            mask: ipm,
-        }, FlowItem::Udp {
-            spec: udp,
-            mask: udpm,
-        }] if ipm.dst.octets() == [0xff; 4]
-            && ipm.src.octets() == [0; 4]
-            && ipm.proto == 0
-            && udpm.dst == 0xffff
-            && udpm.src == 0 =>
+    let (l4, port_spec, port_mask) = match rest.get(1) {
+        Some(FlowItem::Udp { spec, mask }) => (17u8, spec.dst, *mask),
+        Some(FlowItem::Tcp { spec, mask }) => (6u8, spec.dst, *mask),
+        _ => return None,
+    };
+    if rest.len() != 2 || port_mask.dst != 0xffff || port_mask.src != 0 {
+        return None;
+    }
+    let udp = l4 == 17;
+    match rest[0] {
+        FlowItem::Ipv4 { spec, mask }
+            if mask.dst.octets() == [0xff; 4] && mask.src.octets() == [0; 4] && mask.proto == 0 =>
         {
-            Some((ip.dst.octets(), udp.dst))
+            let mut t = vec![0u8; 60];
+            t[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            t[14] = 0x45;
+            t[23] = l4;
+            t[30..34].copy_from_slice(&spec.dst.octets());
+            t[36..38].copy_from_slice(&port_spec.to_be_bytes());
+            Some((
+                if udp {
+                    PROF_IPV4_UDP_DST
+                } else {
+                    PROF_IPV4_TCP_DST
+                },
+                t,
+            ))
+        }
+        FlowItem::Ipv6 { spec, mask }
+            if mask.dst.octets() == [0xff; 16]
+                && mask.src.octets() == [0; 16]
+                && mask.next_header == 0 =>
+        {
+            let mut t = vec![0u8; 78];
+            t[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+            t[14] = 0x60;
+            t[20] = l4;
+            t[38..54].copy_from_slice(&spec.dst.octets());
+            t[56..58].copy_from_slice(&port_spec.to_be_bytes());
+            Some((
+                if udp {
+                    PROF_IPV6_UDP_DST
+                } else {
+                    PROF_IPV6_TCP_DST
+                },
+                t,
+            ))
         }
         _ => None,
     }
@@ -117,18 +156,14 @@ pub fn filter_for(rule: &FlowRule, nb_rx: u16) -> Result<FdirFilter, IceError> {
             packet[12..14].copy_from_slice(&spec.ether_type.to_be_bytes());
             PROF_ETH_TYPE
         }
-        items if ipv4_udp_dst(items).is_some() => {
-            let (dst, port) = ipv4_udp_dst(items).expect("guard");
-            packet[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-            packet[14] = 0x45;
-            packet[23] = 17;
-            packet[30..34].copy_from_slice(&dst);
-            packet[36..38].copy_from_slice(&port.to_be_bytes());
-            PROF_IPV4_UDP_DST
+        items if l3l4_dst(items).is_some() => {
+            let (prof, t) = l3l4_dst(items).expect("guard");
+            packet = t;
+            prof
         }
         _ => {
             return Err(unsupported(
-                "this pattern: supported are ETH dst (exact), ETH type (exact), and IPv4 dst + UDP dst (exact)",
+                "this pattern: supported are ETH dst, ETH type, and IPv4/IPv6 dst + UDP/TCP dst port (all exact)",
             ))
         }
     };

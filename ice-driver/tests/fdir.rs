@@ -161,3 +161,98 @@ fn safe_mode_refuses_flow_rules() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn ipv6_and_tcp_destination_filters_steer() {
+    use vdpdk_core::flow::{Ipv4Fields, Ipv6Fields, L4Ports};
+    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let mut port = IcePort::open_with(
+        Arc::new(ModelPci::new(m.clone())),
+        DdpSource::Bytes(ddp::synthetic_package(1)),
+    )
+    .unwrap();
+    port.configure(&DevConfig {
+        nb_rx_queues: 3,
+        nb_tx_queues: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let pool = Mempool::new("fd6", 2048, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    for q in 0..3 {
+        port.rx_queue_setup(q, 128, &pool).unwrap();
+    }
+    port.tx_queue_setup(0, 128).unwrap();
+    port.start().unwrap();
+    let mut rxq: Vec<_> = (0..3).map(|q| port.take_rx_queue(q).unwrap()).collect();
+    let v6: std::net::Ipv6Addr = "fd00::7".parse().unwrap();
+    let ports = |dst| L4Ports { src: 0, dst };
+    let full = L4Ports {
+        src: 0,
+        dst: 0xffff,
+    };
+    port.flow_create(&FlowRule::to_queue(
+        vec![
+            FlowItem::Ipv6 {
+                spec: Ipv6Fields {
+                    dst: v6,
+                    ..Default::default()
+                },
+                mask: Ipv6Fields {
+                    dst: [0xff; 16].into(),
+                    ..Default::default()
+                },
+            },
+            FlowItem::Tcp {
+                spec: ports(443),
+                mask: full,
+            },
+        ],
+        1,
+    ))
+    .unwrap();
+    port.flow_create(&FlowRule::to_queue(
+        vec![
+            FlowItem::Ipv4 {
+                spec: Ipv4Fields {
+                    dst: [10, 0, 0, 9].into(),
+                    ..Default::default()
+                },
+                mask: Ipv4Fields {
+                    dst: [255; 4].into(),
+                    ..Default::default()
+                },
+            },
+            FlowItem::Tcp {
+                spec: ports(80),
+                mask: full,
+            },
+        ],
+        2,
+    ))
+    .unwrap();
+    let mut v6tcp = vec![0u8; 78];
+    v6tcp[12..14].copy_from_slice(&[0x86, 0xdd]);
+    v6tcp[14] = 0x60;
+    v6tcp[20] = 6;
+    v6tcp[38..54].copy_from_slice(&v6.octets());
+    v6tcp[56..58].copy_from_slice(&443u16.to_be_bytes());
+    let mut v4tcp = vec![0u8; 60];
+    v4tcp[12..14].copy_from_slice(&[8, 0]);
+    v4tcp[14] = 0x45;
+    v4tcp[23] = 6;
+    v4tcp[30..34].copy_from_slice(&[10, 0, 0, 9]);
+    v4tcp[36..38].copy_from_slice(&80u16.to_be_bytes());
+    let mut other = v4tcp.clone();
+    other[37] = 81; // port 81: no filter
+    for f in [&v6tcp, &v4tcp, &other] {
+        assert!(m.lock().receive(f));
+    }
+    let mut out = Vec::new();
+    let n: Vec<usize> = rxq.iter_mut().map(|q| q.rx_burst(&mut out, 32)).collect();
+    assert_eq!(
+        n,
+        vec![1, 1, 1],
+        "IPv6/TCP to 1, IPv4/TCP to 2, the rest to 0"
+    );
+    assert_eq!(out[1].data(), &v6tcp[..]);
+}

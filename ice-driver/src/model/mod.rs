@@ -385,18 +385,27 @@ impl E810Model {
     /// Flow Director capacity of the model.
     pub const FDIR_CAPACITY: usize = 1024;
 
-    /// The key a built-in profile extracts from a frame (profiles 1: ETH dst, 2: EtherType,
-    /// 3: IPv4 dst + UDP dst port; see crate::fdir for why they are built in).
+    /// The key a built-in profile extracts from a frame (1: ETH dst, 2: EtherType,
+    /// 3/4: IPv4 dst + UDP/TCP dst port, 5/6: IPv6 dst + UDP/TCP dst port; see crate::fdir
+    /// for why they are built in). IPv4 without options, IPv6 without extension headers.
     fn fdir_key(prof: u8, f: &[u8]) -> Option<Vec<u8>> {
+        // Odd L3/L4 profiles are UDP, even ones TCP.
+        let l4 = if prof % 2 == 1 { 17u8 } else { 6 };
         match prof {
             1 => f.get(0..6).map(<[u8]>::to_vec),
             2 => f.get(12..14).map(<[u8]>::to_vec),
-            3 if f.get(12..14) == Some(&[8, 0])
-                && f.get(23) == Some(&17)
-                && f.get(14) == Some(&0x45) =>
+            3 | 4
+                if f.get(12..14) == Some(&[8, 0])
+                    && f.get(23) == Some(&l4)
+                    && f.get(14) == Some(&0x45) =>
             {
                 let mut k = f.get(30..34)?.to_vec();
                 k.extend_from_slice(f.get(36..38)?);
+                Some(k)
+            }
+            5 | 6 if f.get(12..14) == Some(&[0x86, 0xdd]) && f.get(20) == Some(&l4) => {
+                let mut k = f.get(38..54)?.to_vec();
+                k.extend_from_slice(f.get(56..58)?);
                 Some(k)
             }
             _ => None,
@@ -448,7 +457,7 @@ impl E810Model {
     /// A frame from the wire: Flow Director filters first, then destination MAC (switch
     /// rules), else queue 0.
     pub fn receive(&mut self, frame: &[u8]) -> bool {
-        for prof in 1..=3u8 {
+        for prof in 1..=6u8 {
             if let Some(k) = Self::fdir_key(prof, frame) {
                 if let Some(&(q, drop, fdid)) = self.fdir.get(&(prof, k)) {
                     if drop {
