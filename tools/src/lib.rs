@@ -1,0 +1,136 @@
+//! Shared pieces of the tools: opening a port from a command-line spec, so every tool runs
+//! unchanged on any backend.
+
+use std::sync::Arc;
+
+use vdpdk_core::{Error, EthDev, Result};
+
+/// Opens a port from a spec:
+/// - `vdpdk:/path/vm.sock` — a vDPDK device served by host-mux (guest-pmd, process transport)
+/// - `tap:IFNAME` — a Linux TAP interface (created if missing)
+/// - `ice:/path/e810.sock` — an E810 behind a vfio-user socket (e.g. ice-model-server)
+/// - `ice-pci:0000:3b:00.0` — an E810 bound to vfio-pci
+pub fn open_port(spec: &str) -> Result<Box<dyn EthDev>> {
+    let (kind, arg) = spec.split_once(':').ok_or_else(|| bad(spec))?;
+    if arg.is_empty() {
+        return Err(bad(spec));
+    }
+    Ok(match kind {
+        "vdpdk" => Box::new(guest_pmd::VdpdkPort::connect(arg.as_ref())?),
+        "tap" => Box::new(vdpdk_tap::TapPort::open(arg, None)?),
+        "ice" => Box::new(ice_driver::IcePort::open(Arc::new(
+            vdpdk_pci::VfioUserPci::connect(arg.as_ref())?,
+        ))?),
+        "ice-pci" => Box::new(ice_driver::IcePort::open(Arc::new(
+            vdpdk_pci::KernelVfioPci::open(arg)?,
+        ))?),
+        _ => return Err(bad(spec)),
+    })
+}
+
+fn bad(spec: &str) -> Error {
+    Error::InvalidArg(format!(
+        "port '{spec}': expected vdpdk:SOCKET, tap:IFNAME, ice:SOCKET or ice-pci:BDF"
+    ))
+}
+
+/// A latency histogram with logarithmic buckets (about 3% resolution) from 10 ns to ~100 s.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    count: u64,
+    max_ns: u64,
+}
+
+const SUB: usize = 32; // buckets per power of two
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: vec![0; 64 * SUB],
+            count: 0,
+            max_ns: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn index(ns: u64) -> usize {
+        let ns = ns.max(1);
+        let exp = 63 - ns.leading_zeros() as usize;
+        let frac = if exp >= 5 {
+            ((ns >> (exp - 5)) & 31) as usize
+        } else {
+            ((ns << (5 - exp)) & 31) as usize
+        };
+        exp * SUB + frac
+    }
+
+    fn value(i: usize) -> u64 {
+        let (exp, frac) = (i / SUB, (i % SUB) as u64);
+        if exp >= 5 {
+            (32 + frac) << (exp - 5)
+        } else {
+            (32 + frac) >> (5 - exp)
+        }
+    }
+
+    pub fn record(&mut self, ns: u64) {
+        self.buckets[Self::index(ns)] += 1;
+        self.count += 1;
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn max_ns(&self) -> u64 {
+        self.max_ns
+    }
+
+    /// The value at quantile `q` (0..=1), to bucket resolution.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let want = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        if want == self.count {
+            return self.max_ns;
+        }
+        let mut seen = 0;
+        for (i, &c) in self.buckets.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return Self::value(i).min(self.max_ns);
+            }
+        }
+        self.max_ns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_within_bucket_resolution() {
+        let mut h = Histogram::default();
+        for ns in 1..=10_000u64 {
+            h.record(ns * 100);
+        }
+        let close = |a: u64, b: u64| (a as f64 - b as f64).abs() / (b as f64) < 0.04;
+        assert!(close(h.quantile(0.5), 500_000), "{}", h.quantile(0.5));
+        assert!(close(h.quantile(0.99), 990_000), "{}", h.quantile(0.99));
+        assert_eq!(h.max_ns(), 1_000_000);
+        assert_eq!(h.quantile(1.0), 1_000_000);
+    }
+
+    #[test]
+    fn bad_port_specs_are_refused() {
+        for s in ["", "vdpdk", "vdpdk:", "nic:eth0"] {
+            let e = open_port(s).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains("expected vdpdk:SOCKET"), "{s}: {e}");
+        }
+    }
+}
