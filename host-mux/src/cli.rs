@@ -3,12 +3,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{BackendConfig, HostMux, MuxConfig};
 use clap::Parser;
-use vdpdk_core::{EthDev, MacAddr, Mempool};
+use vdpdk_core::{EthDev, MacAddr};
 
 /// Serve vDPDK paravirtual NICs to VMs (QEMU `vfio-user-pci`) and process guests, multiplexed
 /// onto one NIC.
@@ -82,8 +81,6 @@ fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let reflector_stop = Arc::new(AtomicBool::new(false));
-    let mut reflector = None;
     let backend: Box<dyn EthDev> = match &cfg.backend {
         BackendConfig::Tap { ifname } => Box::new(vdpdk_tap::TapPort::open(ifname, None)?),
         BackendConfig::Ice { access, ddp } => {
@@ -100,17 +97,12 @@ fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
                 .map_or(ice_driver::DdpSource::Default, ice_driver::DdpSource::File);
             Box::new(ice_driver::IcePort::open_with(pci, src)?)
         }
-        BackendConfig::Pair => {
-            let (mux_end, far_end) = vdpdk_pair::pair(
-                MacAddr([2, 0, 0, 0, 0, 0xfd]),
-                MacAddr([2, 0, 0, 0, 0, 0xfe]),
-                1,
-                4096,
-            );
-            let stop = reflector_stop.clone();
-            reflector = Some(std::thread::spawn(move || reflect(far_end, stop)));
-            Box::new(mux_end)
-        }
+        // An in-memory wire whose far end echoes (MACs swapped), with no thread of its own.
+        BackendConfig::Pair => Box::new(vdpdk_pair::reflector(
+            MacAddr([2, 0, 0, 0, 0, 0xfd]),
+            1,
+            4096,
+        )),
     };
     let mux = HostMux::start(cfg, backend)?;
     let t0 = Instant::now();
@@ -127,63 +119,5 @@ fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
     }
     log::info!("shutting down");
     mux.shutdown();
-    reflector_stop.store(true, Ordering::SeqCst);
-    if let Some(r) = reflector {
-        let _ = r.join();
-    }
     Ok(())
-}
-
-/// Far end of the pair backend: returns every frame with source and destination swapped.
-/// Sleeps on the wire's RX interrupt when idle, so an idle host-mux stays idle.
-fn reflect(mut port: vdpdk_pair::PairPort, stop: Arc<AtomicBool>) {
-    let pool = Mempool::new("reflector", 4096, vdpdk_core::DEFAULT_BUF_SIZE).expect("pool");
-    let (mut rx, mut tx) =
-        vdpdk_core::ethdev::start_single_queue(&mut port, &pool, 1024, true).expect("reflector");
-    let (mut buf, mut pending) = (Vec::with_capacity(32), Vec::with_capacity(32));
-    let mut empty = 0u32;
-    while !stop.load(Ordering::Relaxed) {
-        // Frames the wire could not take yet go first; nothing is dropped.
-        if !pending.is_empty() {
-            tx.tx_burst(&mut pending);
-            if !pending.is_empty() {
-                std::thread::yield_now();
-                continue;
-            }
-        }
-        if rx.rx_burst(&mut buf, 32) == 0 {
-            empty += 1;
-            if empty >= 64 {
-                sleep_on(&mut *rx, 100);
-                empty = 0;
-            }
-            continue;
-        }
-        empty = 0;
-        for m in &mut buf {
-            let d = m.data_mut();
-            if d.len() >= 12 {
-                let (a, b) = d.split_at_mut(6);
-                a.swap_with_slice(&mut b[..6]);
-            }
-        }
-        tx.tx_burst(&mut buf);
-        pending.append(&mut buf);
-    }
-}
-
-/// Arms the queue's interrupt and sleeps on it (at most `ms`).
-fn sleep_on(rx: &mut dyn vdpdk_core::RxQueue, ms: i32) {
-    let (Ok(()), Some(fd)) = (rx.enable_intr(), rx.intr_fd()) else {
-        std::thread::sleep(Duration::from_millis(1));
-        return;
-    };
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd on our own eventfd.
-    unsafe { libc::poll(&mut p, 1, ms) };
-    let _ = rx.disable_intr();
 }

@@ -69,6 +69,28 @@ pub fn pair(mac_a: MacAddr, mac_b: MacAddr, max_queues: u16, depth: usize) -> (P
     (a, b)
 }
 
+/// A single port wired to itself through a reflector: every frame it transmits comes back on
+/// its own RX side with source and destination MAC swapped, like a far end that echoes. No
+/// thread is involved (the swap happens in `tx_burst`), so it costs no core of its own.
+pub fn reflector(mac: MacAddr, max_queues: u16, depth: usize) -> PairPort {
+    assert!(
+        (1..=MAX_QUEUES).contains(&max_queues),
+        "pair: max_queues {max_queues} outside 1..={MAX_QUEUES}"
+    );
+    assert!(depth > 0, "pair: depth must be at least 1");
+    let inbox = Arc::new(Inbox::default());
+    let mut p = PairPort::new(
+        mac,
+        0,
+        max_queues,
+        depth.min(u16::MAX as usize) as u16,
+        inbox.clone(),
+        inbox,
+    );
+    p.swap_macs = true;
+    p
+}
+
 /// Where a port receives: the peer's TX queues look it up here. `gen` changes whenever `rx`
 /// does, so a TX queue revalidates its cached copy with one atomic load per burst.
 #[derive(Default)]
@@ -222,6 +244,8 @@ pub struct PairPort {
     side: Option<Arc<RxSide>>,
     flows: Arc<FlowTable>,
     next_flow: u32,
+    /// Swap source and destination MAC on transmit (the reflector).
+    swap_macs: bool,
 }
 
 impl PairPort {
@@ -252,6 +276,7 @@ impl PairPort {
             side: None,
             flows: Arc::new(FlowTable::default()),
             next_flow: 1,
+            swap_macs: false,
         }
     }
 
@@ -437,6 +462,7 @@ impl EthDev for PairPort {
             qid,
             counters: self.tx_counters[qid as usize].clone(),
             unsent: Vec::new(),
+            swap_macs: self.swap_macs,
             _live: LiveGuard::new(&self.live),
         }))
     }
@@ -604,6 +630,7 @@ struct PairTxQueue {
     counters: Arc<QueueCounters>,
     /// Reused buffer for the frames a full ring refused, so bursts never allocate.
     unsent: Vec<Mbuf>,
+    swap_macs: bool,
     _live: LiveGuard,
 }
 
@@ -653,7 +680,17 @@ impl TxQueue for PairTxQueue {
         // The ring currently locked: consecutive frames to one queue share one lock.
         let mut locked: Option<(usize, parking_lot::MutexGuard<'_, VecDeque<Mbuf>>)> = None;
         let mut it = pkts.drain(..);
+        let swap = |m: &mut Mbuf| {
+            if m.len() >= 12 {
+                let (a, b) = m.data_mut().split_at_mut(6);
+                a.swap_with_slice(&mut b[..6]);
+            }
+        };
         while let Some(mut m) = it.next() {
+            // The reflector's receiver sees (and its rules match) the swapped frame.
+            if self.swap_macs {
+                swap(&mut m);
+            }
             let v = rules
                 .as_ref()
                 .and_then(|rules| rules.iter().find(|e| e.rule.matches(m.data())))
@@ -680,6 +717,9 @@ impl TxQueue for PairTxQueue {
                 bytes += len;
                 touched |= 1 << q;
             } else {
+                if self.swap_macs {
+                    swap(&mut m); // back to what the caller handed us
+                }
                 self.unsent.push(m);
                 self.unsent.extend(it.by_ref());
                 break;

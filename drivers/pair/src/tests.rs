@@ -592,3 +592,37 @@ fn no_lost_wakeups_under_load() {
     assert!(sleeps > 0, "the receiver did sleep on the fd");
     assert_eq!(b.stats().ipackets, N as u64);
 }
+
+#[test]
+fn reflector_returns_every_frame_with_macs_swapped_and_keeps_the_rest_on_a_full_ring() {
+    let mut r = crate::reflector(MacAddr([2, 0, 0, 0, 0, 0x0a]), 1, 64);
+    let pool = Mempool::new("refl", 256, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    let (mut rx, mut tx) = start_single_queue(&mut r, &pool, 32, false).unwrap();
+    let f = |s: u8| {
+        let mut v = vec![s; 60];
+        v[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xbb]);
+        v[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xaa]);
+        v
+    };
+    let mut batch = Vec::new();
+    for s in 0..40u8 {
+        let mut m = pool.alloc().unwrap();
+        m.copy_from(&f(s)).unwrap();
+        batch.push(m);
+    }
+    assert_eq!(tx.tx_burst(&mut batch), 32, "ring of 32");
+    assert_eq!(batch.len(), 8);
+    assert_eq!(
+        batch[0].data(),
+        &f(32)[..],
+        "refused frames come back unswapped"
+    );
+    let mut out = Vec::new();
+    assert_eq!(rx.rx_burst(&mut out, 64), 32);
+    for (s, m) in out.iter().enumerate() {
+        let mut want = f(s as u8);
+        let (a, b) = want.split_at_mut(6);
+        a.swap_with_slice(&mut b[..6]);
+        assert_eq!(m.data(), &want[..]);
+    }
+}
