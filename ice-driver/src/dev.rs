@@ -230,9 +230,16 @@ impl IceDevice {
         self.discover_caps(OP_LIST_FUNC_CAPS)?;
         self.read_switch_config()?;
         self.read_mac()?;
-        // set_mac_cfg: max_frame_size u16 @0 = 9728 [CMN ice_init_hw].
+        // set_mac_cfg [CMN ice_aq_set_mac_pfc_cfg]: max_frame_size u16 @0 = 9728,
+        // tx_tmr_priority @3 = 0, tx_tmr_value u16 @4 and fc_refresh_threshold u16 @6 taken
+        // from the E800 PRTMAC pause registers of timer index 8
+        // (E800_PRTMAC_HSEC_CTL_TX_PAUSE_QUANTA(8), _REFRESH_TIMER(8)) [HWA].
+        let quanta = self.regs.read(PRTMAC_HSEC_CTL_TX_PAUSE_QUANTA_8)? & 0xFFFF;
+        let refresh = self.regs.read(PRTMAC_HSEC_CTL_TX_PAUSE_REFRESH_TIMER_8)? & 0xFFFF;
         let mut d = AqDesc::direct(OP_SET_MAC_CFG);
         d.set_param_u16(0, 9728);
+        d.set_param_u16(4, quanta as u16);
+        d.set_param_u16(6, refresh as u16);
         self.send(d, None, false)?;
         info!(
             "E810 PF {}: firmware {}.{}.{}, API {}.{}.{}, MAC {}, {} RX / {} TX queues",

@@ -41,10 +41,17 @@ pub const AQ_LEN_CRIT: u32 = 1 << 30;
 pub const AQ_LEN_ENABLE: u32 = 1 << 31;
 pub const AQ_HT_M: u32 = 0x3FF;
 
+// Flow-control timers set_mac_cfg passes on (E800, timer index 8) [HWA]:
+// 0x001E36E0 + 32 * 8 and 0x001E3800 + 32 * 8.
+pub const PRTMAC_HSEC_CTL_TX_PAUSE_QUANTA_8: u64 = 0x001E_37E0;
+pub const PRTMAC_HSEC_CTL_TX_PAUSE_REFRESH_TIMER_8: u64 = 0x001E_3900;
+
 // Queue allocation [HWA, ETH].
 pub const PFLAN_RX_QALLOC: u64 = 0x001D_2500;
-pub const PFLAN_TX_QALLOC: u64 = 0x001D_0480;
-pub const QALLOC_FIRSTQ_M: u32 = 0x7FF;
+pub const PFLAN_TX_QALLOC: u64 = 0x001D_2580;
+/// FIRSTQ of PFLAN_RX_QALLOC is bits 10:0; of PFLAN_TX_QALLOC bits 13:0 [HWA].
+pub const RX_QALLOC_FIRSTQ_M: u32 = 0x7FF;
+pub const TX_QALLOC_FIRSTQ_M: u32 = 0x3FFF;
 pub const QALLOC_VALID: u32 = 1 << 31;
 
 // LAN RX queues, PF-relative queue index [HWA].
@@ -118,6 +125,7 @@ mod tests {
             (PF_FW_ATQT, 0x0008_0400),
             (PF_FW_ARQT, 0x0008_0480),
             (PFLAN_RX_QALLOC, 0x001D_2500),
+            (PFLAN_TX_QALLOC, 0x001D_2580),
             (GLPRT_GORCL, 0x0038_0000),
             (GLPRT_UPRCL, 0x0038_1300),
         ] {

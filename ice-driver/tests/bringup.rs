@@ -48,6 +48,11 @@ fn driver_brings_up_the_model_and_the_link() {
             "opcode {op:#06x} never sent: {seen:?}"
         );
     }
+    assert_eq!(
+        m.lock().mac_cfg,
+        [9728, 0xFFFF, 0x7FFF],
+        "pause timers passed on from PRTMAC"
+    );
     ice.shutdown().unwrap();
     assert_eq!(m.lock().commands[&0x0003], 1, "q_shutdown sent");
 }

@@ -51,6 +51,7 @@ fn init_registers_read_as_documented() {
     pci.bar_write32(0, 0x91000, 1).unwrap(); // PFGEN_CTRL.PFSWR
     assert_eq!(r(0x91000) & 1, 0, "PF reset completes (PFSWR self-clears)");
     assert_ne!(r(0x1D2500) & (1 << 31), 0, "PFLAN_RX_QALLOC.VALID");
+    assert_ne!(r(0x1D2580) & (1 << 31), 0, "PFLAN_TX_QALLOC.VALID");
 }
 
 #[test]

@@ -240,6 +240,8 @@ pub struct E810Model {
     msix: Vec<Option<std::os::fd::OwnedFd>>,
     /// Interrupts fired, for tests.
     pub interrupts: u64,
+    /// Last set_mac_cfg: [max_frame_size, tx_tmr_value, fc_refresh_threshold].
+    pub mac_cfg: [u16; 3],
     /// 40-bit port counters by L-register offset (wrap at 2^40 like the hardware).
     port_counters: HashMap<u64, u64>,
     /// Flow Director filters: (profile, extracted key) -> (queue, drop, fdid).
@@ -307,6 +309,7 @@ impl E810Model {
             armed: Default::default(),
             msix: Vec::new(),
             interrupts: 0,
+            mac_cfg: [0; 3],
             port_counters: HashMap::new(),
             fdir: HashMap::new(),
             fdir_drops: 0,
@@ -700,6 +703,8 @@ impl E810Model {
             }
             GLNVM_FLA => 1 << 6,
             GL_MNG_FWSM => 0,
+            PRTMAC_PAUSE_QUANTA_8 => 0xFFFF,
+            PRTMAC_PAUSE_REFRESH_8 => 0x7FFF,
             PFLAN_RX_QALLOC | PFLAN_TX_QALLOC => 1 << 31, // FIRSTQ 0, VALID
             ATQBAL => self.atq.bal,
             ATQBAH => self.atq.bah,
@@ -889,8 +894,13 @@ impl E810Model {
                     ..Reply::ok()
                 }
             }
-            // q_shutdown, clear_pf_cfg, clear_pxe, set_mac_cfg: accepted.
-            0x0003 | 0x02A4 | 0x0603 => Reply::ok(),
+            // q_shutdown, clear_pf_cfg: accepted.
+            0x0003 | 0x02A4 => Reply::ok(),
+            // set_mac_cfg: remember what the driver asked for (max frame @0, pause timers).
+            0x0603 => {
+                self.mac_cfg = [0, 4, 6].map(|o| u16::from_le_bytes([p[o], p[o + 1]]));
+                Reply::ok()
+            }
             0x0110 => {
                 if p[0] == 2 {
                     Reply::ok()

@@ -9,7 +9,7 @@ pub const GLNVM_ULD: u64 = 0xB6008;
 pub const GLNVM_FLA: u64 = 0xB6108;
 pub const GL_MNG_FWSM: u64 = 0xB6134;
 pub const PFLAN_RX_QALLOC: u64 = 0x1D2500;
-pub const PFLAN_TX_QALLOC: u64 = 0x1D0480;
+pub const PFLAN_TX_QALLOC: u64 = 0x1D2580;
 
 pub const ATQBAL: u64 = 0x80000;
 pub const ARQBAL: u64 = 0x80080;
@@ -62,3 +62,7 @@ pub const GLPRT_GOTCL: u64 = 0x380B40;
 pub const GLPRT_UPTCL: u64 = 0x3811C0;
 pub const GLPRT_MPTCL: u64 = 0x381200;
 pub const GLPRT_BPTCL: u64 = 0x381240;
+
+// Flow-control timer registers of timer index 8 (E800) [HWA].
+pub const PRTMAC_PAUSE_QUANTA_8: u64 = 0x1E37E0;
+pub const PRTMAC_PAUSE_REFRESH_8: u64 = 0x1E3900;
