@@ -254,11 +254,15 @@ impl Poller {
             }
         }
         if self.role.tx() {
-            let n = self.tx_guests.len();
+            // Borrow the guest list out of self for the round (a move, no allocation and no
+            // reference counting per guest), so pull_tx can use the rest of self.
+            let guests = std::mem::take(&mut self.tx_guests);
+            let n = guests.len();
             for i in 0..n {
-                work += self.pull_tx((self.tx_cursor + i) % n);
+                work += self.pull_tx(&guests[(self.tx_cursor + i) % n]);
             }
             self.tx_cursor = (self.tx_cursor + 1) % n.max(1);
+            self.tx_guests = guests;
         }
         if work == 0 {
             bump(&self.stats.empty_rounds, 1);
@@ -334,13 +338,12 @@ impl Poller {
         Mempool::free_bulk(&mut self.rx_buf);
     }
 
-    /// Takes up to a burst from each of guest `gi`'s TX queues and sends it to the backend.
-    fn pull_tx(&mut self, gi: usize) -> usize {
+    /// Takes up to a burst from each of guest `g`'s TX queues and sends it to the backend.
+    fn pull_tx(&mut self, g: &Guest) -> usize {
         if !self.tx_buf.is_empty() && !self.flush_pending() {
             bump(&self.stats.tx_backpressure, 1);
             return 0; // backend still full: leave guest frames in their rings (backpressure)
         }
-        let g = self.tx_guests[gi].clone();
         let mut guard = g.tx.lock();
         if !guard.running {
             return 0;
