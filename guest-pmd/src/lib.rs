@@ -397,12 +397,7 @@ impl EthDev for VdpdkPort {
     fn start(&mut self) -> Result<()> {
         self.need_stopped("start")?;
         self.configured()?;
-        if let Some(q) = self.rxq.iter().position(|q| q.is_none()) {
-            return Err(Error::BadState(format!("RX queue {q} is not set up")));
-        }
-        if let Some(q) = self.txq.iter().position(|q| q.is_none()) {
-            return Err(Error::BadState(format!("TX queue {q} is not set up")));
-        }
+        vdpdk_core::ethdev::check_all_set_up(&self.rxq, &self.txq)?;
         for q in self.rxq.iter_mut().flatten() {
             q.fill();
         }

@@ -163,16 +163,7 @@ impl EthDev for IcePort {
     /// the link up.
     fn start(&mut self) -> Result<()> {
         self.state.need_startable()?;
-        if let Some(q) = self.rx_setup.iter().position(Option::is_none) {
-            return Err(Error::BadState(format!(
-                "start with RX queue {q} not set up"
-            )));
-        }
-        if let Some(q) = self.tx_setup.iter().position(Option::is_none) {
-            return Err(Error::BadState(format!(
-                "start with TX queue {q} not set up"
-            )));
-        }
+        vdpdk_core::ethdev::check_all_set_up(&self.rx_setup, &self.tx_setup)?;
         if !self.irq_fds.is_empty() {
             let fds: Vec<_> = self.irq_fds.iter().map(|e| e.as_raw_fd()).collect();
             self.dev.set_msix(&fds)?;

@@ -299,3 +299,45 @@ fn hostile_guest_is_refused_and_counted_while_neighbour_keeps_traffic() {
     drop(raw);
     good.quit();
 }
+
+#[test]
+fn garbage_interrupt_setup_is_refused_and_counted() {
+    use vfio_bindings::bindings::vfio::*;
+    let dir = TempDir::new("irqs");
+    let (mux, _wire) = start_mux(
+        &dir,
+        &[Vm {
+            name: "evil",
+            mac: mac(0x4f),
+            rxq: 1,
+        }],
+    );
+    let mut c = vfio_user::Client::new(&dir.sock("evil")).unwrap();
+    let errors = |mux: &host_mux::HostMux| mux.guests()[0].stats[StatsIndex::CtrlErrors as usize];
+    let before = errors(&mux);
+    let none = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
+    let efd = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+    // Vectors past the 64 the device has; an index that is not MSI-X; eventfds promised but
+    // not sent; an unknown data type. (The client ignores error replies; the host counts them.)
+    c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, none, 60, 10, &[])
+        .unwrap();
+    c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, none, u32::MAX, 2, &[])
+        .unwrap();
+    c.set_irqs(VFIO_PCI_INTX_IRQ_INDEX, none, 0, 1, &[])
+        .unwrap();
+    c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, efd, 0, 2, &[]).unwrap();
+    c.set_irqs(
+        VFIO_PCI_MSIX_IRQ_INDEX,
+        VFIO_IRQ_SET_ACTION_TRIGGER,
+        0,
+        1,
+        &[],
+    )
+    .unwrap();
+    wait_for(5, "five refusals counted", || errors(&mux) == before + 5);
+    // The device still serves the connection afterwards.
+    let mut v = [0u8; 4];
+    c.region_read(VFIO_PCI_BAR0_REGION_INDEX, REG_MAGIC, &mut v)
+        .unwrap();
+    assert_eq!(u32::from_le_bytes(v), ABI_MAGIC);
+}

@@ -314,6 +314,21 @@ impl PortState {
     }
 }
 
+/// Refuses to start while any configured RX or TX queue has not been set up.
+pub fn check_all_set_up<R, T>(rx: &[Option<R>], tx: &[Option<T>]) -> Result<()> {
+    if let Some(q) = rx.iter().position(Option::is_none) {
+        return Err(Error::BadState(format!(
+            "start with RX queue {q} not set up"
+        )));
+    }
+    if let Some(q) = tx.iter().position(Option::is_none) {
+        return Err(Error::BadState(format!(
+            "start with TX queue {q} not set up"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a queue id at or past the configured count.
 pub fn check_qid(kind: &str, qid: u16, configured: u16) -> Result<()> {
     if qid >= configured {

@@ -370,16 +370,7 @@ impl EthDev for PairPort {
 
     fn start(&mut self) -> Result<()> {
         self.state.need_startable()?;
-        if let Some(q) = self.rx_desc.iter().position(Option::is_none) {
-            return Err(Error::BadState(format!(
-                "start with RX queue {q} not set up"
-            )));
-        }
-        if let Some(q) = self.tx_desc.iter().position(Option::is_none) {
-            return Err(Error::BadState(format!(
-                "start with TX queue {q} not set up"
-            )));
-        }
+        vdpdk_core::ethdev::check_all_set_up(&self.rx_desc, &self.tx_desc)?;
         let rings = self
             .rx_desc
             .iter()
