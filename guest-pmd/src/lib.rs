@@ -2,8 +2,8 @@
 //!
 //! The driver of the vDPDK paravirtual NIC (`1af4:7abc`), implementing the vdpdk-core ethdev
 //! traits. PCI access goes through [`vdpdk_pci::PciDevice`], so the same driver runs in a VM
-//! (sysfs/vfio, DMA = guest-physical) or as a host process talking vfio-user to host-mux (DMA
-//! memory shared by memfd): see [`VdpdkPort::connect`].
+//! (vfio no-IOMMU, DMA = guest-physical: [`VdpdkPort::open_in_vm`]) or as a host process
+//! talking vfio-user to host-mux (DMA memory shared by memfd: [`VdpdkPort::connect`]).
 
 mod queue;
 
@@ -110,6 +110,26 @@ impl VdpdkPort {
     /// Connects to a host-mux VM socket as a process guest.
     pub fn connect(socket: &Path) -> Result<VdpdkPort> {
         Self::open(Arc::new(VfioUserPci::connect(socket)?))
+    }
+
+    /// Opens a vDPDK device inside a VM (vfio-pci in no-IOMMU mode): the one at `bdf`, or the
+    /// first one in the system when `bdf` is None. DMA memory becomes guest-physical, so create
+    /// mempools after this call.
+    pub fn open_in_vm(bdf: Option<&str>) -> Result<VdpdkPort> {
+        let bdf = match bdf {
+            Some(b) => b.to_string(),
+            None => vdpdk_pci::find_pci_devices(abi::VENDOR_ID, abi::DEVICE_ID)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    Error::InvalidArg(format!(
+                        "no vDPDK device ({:04x}:{:04x}) in /sys/bus/pci/devices",
+                        abi::VENDOR_ID,
+                        abi::DEVICE_ID
+                    ))
+                })?,
+        };
+        Self::open(Arc::new(vdpdk_pci::NoIommuVfioPci::open(&bdf)?))
     }
 
     pub fn open(dev: Arc<dyn PciDevice>) -> Result<VdpdkPort> {
@@ -467,6 +487,19 @@ impl EthDev for VdpdkPort {
 
     fn reset_stats(&mut self) {
         vdpdk_core::ethdev::reset_all(&self.rx_counters, &self.tx_counters);
+    }
+
+    /// The host's counters for this VM, named `host_<name>` (empty if the host cannot answer).
+    fn xstats(&self) -> Vec<(String, u64)> {
+        self.host_stats()
+            .map(|h| {
+                abi::STATS_NAMES
+                    .iter()
+                    .zip(h)
+                    .map(|(n, v)| (format!("host_{n}"), v))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn flow_validate(&self, rule: &FlowRule) -> Result<()> {

@@ -275,8 +275,14 @@ fn two_clusters_each_serve_their_guests_and_broadcast_reaches_both() {
         "A's frames and broadcast stay on queue 0: {p:?}"
     );
     // TX from each cluster reaches the wire.
-    assert_eq!(a.cmd(&format!("send 100 80 {WIRE_MAC}")), "SENT 100");
-    assert_eq!(b.cmd(&format!("send 100 80 {WIRE_MAC}")), "SENT 100");
+    assert_eq!(
+        GuestProc::sent(&a.cmd(&format!("send 100 80 {WIRE_MAC}"))),
+        100
+    );
+    assert_eq!(
+        GuestProc::sent(&b.cmd(&format!("send 100 80 {WIRE_MAC}"))),
+        100
+    );
     assert_eq!(wire.recv(200, Duration::from_secs(10)).len(), 200);
     let p = mux.pollers();
     assert_eq!((p[0].wire_tx, p[2].wire_tx), (100, 100), "{p:?}");
@@ -304,7 +310,7 @@ fn a_flooding_guest_does_not_starve_its_neighbour() {
             .count();
     }
     assert_eq!(from_b, 500, "B's frames got through while A flooded");
-    assert_eq!(b.answer(), "SENT 500");
+    assert_eq!(GuestProc::sent(&b.answer()), 500);
     let sent_a = mux.guests()[0].stats[StatsIndex::TxPackets as usize];
     println!(
         "B's 500 frames crossed in {:?} while A sent {sent_a}",

@@ -92,7 +92,10 @@ fn guests_exchange_frames_through_host_mux_on_the_ice_driver() {
         (500, digest(&to_b))
     );
 
-    assert_eq!(a.cmd(&format!("send 200 256 {WIRE_MAC}")), "SENT 200");
+    assert_eq!(
+        GuestProc::sent(&a.cmd(&format!("send 200 256 {WIRE_MAC}"))),
+        200
+    );
     let mut got = Vec::new();
     let mut out = Vec::new();
     let t0 = Instant::now();

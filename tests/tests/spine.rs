@@ -70,8 +70,14 @@ fn two_guests_get_only_their_frames_and_their_tx_reaches_the_wire() {
     assert_eq!(unknown_dst, 100);
 
     // Guests -> wire.
-    assert_eq!(a.cmd(&format!("send 300 128 {WIRE_MAC}")), "SENT 300");
-    assert_eq!(b.cmd(&format!("send 200 1500 {WIRE_MAC}")), "SENT 200");
+    assert_eq!(
+        GuestProc::sent(&a.cmd(&format!("send 300 128 {WIRE_MAC}"))),
+        300
+    );
+    assert_eq!(
+        GuestProc::sent(&b.cmd(&format!("send 200 1500 {WIRE_MAC}"))),
+        200
+    );
     let got = wire.recv(500, Duration::from_secs(10));
     assert_eq!(got.len(), 500);
     let from_a: Vec<Vec<u8>> = got
@@ -244,7 +250,7 @@ fn rx_interrupt_wakes_a_sleeping_guest() {
     a.start("wait-intr 0 10000");
     std::thread::sleep(Duration::from_millis(200));
     wire.send(&frames_to(a_mac, 1, 64));
-    assert_eq!(a.answer(), "INTR woke");
+    assert!(a.answer().starts_with("INTR woke "));
     assert_eq!(GuestProc::parse_recv(&a.cmd("recv 1 2000"))[0].0, 1);
     a.quit();
 }

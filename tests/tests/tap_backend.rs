@@ -76,7 +76,7 @@ fn guest_traffic_crosses_a_real_tap_interface() {
 
     // Guest -> kernel: the frames appear on the interface, intact.
     let peer = mac(0x99);
-    assert_eq!(g.cmd(&format!("send 50 200 {peer}")), "SENT 50");
+    assert_eq!(GuestProc::sent(&g.cmd(&format!("send 50 200 {peer}"))), 50);
     let mut seen = Vec::new();
     let mut buf = [0u8; 2048];
     let deadline = Instant::now() + Duration::from_secs(10);

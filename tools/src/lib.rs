@@ -1,12 +1,16 @@
 //! Shared pieces of the tools: opening a port from a command-line spec, so every tool runs
 //! unchanged on any backend.
 
+pub mod guestctl;
+
 use std::sync::Arc;
 
 use vdpdk_core::{Error, EthDev, Result};
 
 /// Opens a port from a spec:
 /// - `vdpdk:/path/vm.sock` — a vDPDK device served by host-mux (guest-pmd, process transport)
+/// - `vdpdk-vm:0000:00:03.0` or `vdpdk-vm:auto` — a vDPDK device inside a VM, bound to vfio-pci
+///   in no-IOMMU mode (guest-pmd, in-VM transport; DMA memory becomes guest-physical)
 /// - `tap:IFNAME` — a Linux TAP interface (created if missing)
 /// - `ice:/path/e810.sock` — an E810 behind a vfio-user socket (e.g. ice-model-server)
 /// - `ice-pci:0000:3b:00.0` — an E810 bound to vfio-pci
@@ -17,6 +21,9 @@ pub fn open_port(spec: &str) -> Result<Box<dyn EthDev>> {
     }
     Ok(match kind {
         "vdpdk" => Box::new(guest_pmd::VdpdkPort::connect(arg.as_ref())?),
+        "vdpdk-vm" => Box::new(guest_pmd::VdpdkPort::open_in_vm(
+            (arg != "auto").then_some(arg),
+        )?),
         "tap" => Box::new(vdpdk_tap::TapPort::open(arg, None)?),
         "ice" => Box::new(ice_driver::IcePort::open(Arc::new(
             vdpdk_pci::VfioUserPci::connect(arg.as_ref())?,
@@ -30,7 +37,8 @@ pub fn open_port(spec: &str) -> Result<Box<dyn EthDev>> {
 
 fn bad(spec: &str) -> Error {
     Error::InvalidArg(format!(
-        "port '{spec}': expected vdpdk:SOCKET, tap:IFNAME, ice:SOCKET or ice-pci:BDF"
+        "port '{spec}': expected vdpdk:SOCKET, vdpdk-vm:BDF (or vdpdk-vm:auto), tap:IFNAME, \
+         ice:SOCKET or ice-pci:BDF"
     ))
 }
 

@@ -1,13 +1,35 @@
 //! DMA-able memory: a memfd mapping that can be shared with another process (vfio-user DMA_MAP
 //! sends its fd) and, when the system has hugepages reserved, backed by them.
+//!
+//! Two address modes, like DPDK's `--iova-mode`:
+//! - virtual (default): the IOVA of a byte is its virtual address; an IOMMU or a vfio-user
+//!   server maps it (process guests, kernel vfio with type1).
+//! - physical ([`use_physical_addresses`]): inside a VM without a vIOMMU the device sees
+//!   guest-physical addresses, so every allocation is made of hugepages arranged so that the
+//!   mapping is contiguous both virtually and physically, and its IOVA is the physical address.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{Error, Result};
 
 const HUGEPAGE_SIZE: usize = 2 << 20;
 const PAGE_SIZE: usize = 4096;
+
+static PHYSICAL: AtomicBool = AtomicBool::new(false);
+
+/// Switches this process to physical addressing: every later [`DmaMemory`] is hugepage-backed,
+/// physically contiguous and addressed by its physical address. Transports for a device that
+/// sees physical memory (vfio no-IOMMU inside a VM) call it before any memory is allocated.
+pub fn use_physical_addresses() {
+    PHYSICAL.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`use_physical_addresses`] is in effect.
+pub fn physical_addresses() -> bool {
+    PHYSICAL.load(Ordering::Relaxed)
+}
 
 /// A shared, file-backed mapping used for packet buffers and descriptor rings.
 ///
@@ -18,6 +40,8 @@ pub struct DmaMemory {
     len: usize,
     fd: OwnedFd,
     hugepages: bool,
+    /// The IOVA is a physical address (see [`use_physical_addresses`]).
+    physical: bool,
     iova_base: u64,
 }
 
@@ -34,9 +58,13 @@ impl DmaMemory {
     }
 
     /// Like [`DmaMemory::alloc`], with hugepages only tried when `try_hugepages` is set.
+    /// In physical mode hugepages are always used (see the module docs).
     pub fn alloc_with(name: &str, len: usize, try_hugepages: bool) -> Result<Self> {
         if len == 0 {
             return Err(Error::InvalidArg("DMA memory of 0 bytes".into()));
+        }
+        if physical_addresses() {
+            return Self::alloc_physical(name, len);
         }
         if try_hugepages {
             let hlen = len.div_ceil(HUGEPAGE_SIZE) * HUGEPAGE_SIZE;
@@ -47,7 +75,7 @@ impl DmaMemory {
         Self::map_memfd(name, len.div_ceil(PAGE_SIZE) * PAGE_SIZE, 0)
     }
 
-    fn map_memfd(name: &str, len: usize, extra_flags: libc::c_uint) -> Result<Self> {
+    fn create_memfd(name: &str, len: usize, extra_flags: libc::c_uint) -> Result<OwnedFd> {
         let cname = std::ffi::CString::new(format!("vdpdk-{name}"))
             .map_err(|_| Error::InvalidArg("memory name contains NUL".into()))?;
         // SAFETY: cname is a valid C string; memfd_create has no other memory arguments.
@@ -61,27 +89,90 @@ impl DmaMemory {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
             return Err(std::io::Error::last_os_error().into());
         }
-        // SAFETY: mapping a file we own with the length we just set; result checked below.
-        let p = unsafe {
+        Ok(fd)
+    }
+
+    /// Hugepages laid out in physical order: fault every page in, learn each one's physical
+    /// address from /proc/self/pagemap, then map them again, sorted, into one virtual range.
+    /// Pages reserved early (at boot or right after) are physically consecutive; if these are
+    /// not, the allocation fails rather than hand the device a buffer that crosses a gap.
+    fn alloc_physical(name: &str, len: usize) -> Result<Self> {
+        let len = len.div_ceil(HUGEPAGE_SIZE) * HUGEPAGE_SIZE;
+        let fd = Self::create_memfd(name, len, libc::MFD_HUGETLB).map_err(|e| {
+            Error::NoMem(format!(
+                "{len} bytes of hugepages for '{name}': {e} (reserve 2 MiB hugepages: \
+                 echo N > /proc/sys/vm/nr_hugepages)"
+            ))
+        })?;
+        let first = map_shared(&fd, None, len, 0).map_err(|e| {
+            Error::NoMem(format!(
+                "{len} bytes of hugepages for '{name}': {e} (too few free hugepages?)"
+            ))
+        })?;
+        let pages = len / HUGEPAGE_SIZE;
+        let phys: Result<Vec<u64>> = (0..pages)
+            // SAFETY: each address lies inside the mapping just made (and populated).
+            .map(|i| physical_address(unsafe { first.as_ptr().add(i * HUGEPAGE_SIZE) }))
+            .collect();
+        // SAFETY: unmapping the temporary mapping; the pages stay allocated in the memfd.
+        unsafe { libc::munmap(first.as_ptr().cast(), len) };
+        let phys = phys?;
+        let mut order: Vec<usize> = (0..pages).collect();
+        order.sort_by_key(|&i| phys[i]);
+        for w in order.windows(2) {
+            if phys[w[1]] != phys[w[0]] + HUGEPAGE_SIZE as u64 {
+                return Err(Error::NoMem(format!(
+                    "the {pages} hugepages for '{name}' are not physically contiguous \
+                     ({:#x} then {:#x}); reserve hugepages early, e.g. at boot",
+                    phys[w[0]], phys[w[1]]
+                )));
+            }
+        }
+        // Reserve one virtual range, then place each page at its physical rank inside it.
+        // SAFETY: an anonymous PROT_NONE reservation; result checked.
+        let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd.as_raw_fd(),
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
                 0,
             )
         };
-        if p == libc::MAP_FAILED {
+        if base == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error().into());
         }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::NoMem("mmap null".into()))?;
+        let base = base.cast::<u8>();
+        for (rank, &page) in order.iter().enumerate() {
+            // SAFETY: rank * HUGEPAGE_SIZE < len: the target lies inside our reservation.
+            let at = NonNull::new(unsafe { base.add(rank * HUGEPAGE_SIZE) }).expect("non-null");
+            if let Err(e) = map_shared(&fd, Some(at), HUGEPAGE_SIZE, page * HUGEPAGE_SIZE) {
+                // SAFETY: releasing our own reservation (and whatever was placed in it).
+                unsafe { libc::munmap(base.cast(), len) };
+                return Err(e);
+            }
+        }
+        Ok(DmaMemory {
+            ptr: NonNull::new(base).expect("mmap does not return null"),
+            len,
+            fd,
+            hugepages: true,
+            physical: true,
+            iova_base: phys[order[0]],
+        })
+    }
+
+    fn map_memfd(name: &str, len: usize, extra_flags: libc::c_uint) -> Result<Self> {
+        let fd = Self::create_memfd(name, len, extra_flags)?;
+        let ptr = map_shared(&fd, None, len, 0)?;
         Ok(DmaMemory {
             ptr,
             len,
             fd,
             hugepages: extra_flags & libc::MFD_HUGETLB != 0,
-            iova_base: p as u64,
+            physical: false,
+            iova_base: ptr.as_ptr() as u64,
         })
     }
 
@@ -96,6 +187,10 @@ impl DmaMemory {
     }
     pub fn is_hugepage_backed(&self) -> bool {
         self.hugepages
+    }
+    /// Whether the IOVAs are physical addresses (allocated in physical mode).
+    pub fn is_physical(&self) -> bool {
+        self.physical
     }
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -112,6 +207,59 @@ impl DmaMemory {
     pub fn iova(&self, off: usize) -> u64 {
         self.iova_base + off as u64
     }
+}
+
+/// Maps `len` bytes of `fd` from `offset`, read-write, shared and populated; at `at` (replacing
+/// what is there, which must be a reservation of ours) or wherever the kernel picks.
+fn map_shared(
+    fd: &OwnedFd,
+    at: Option<NonNull<u8>>,
+    len: usize,
+    offset: usize,
+) -> Result<NonNull<u8>> {
+    let (addr, fixed) = match at {
+        Some(a) => (a.as_ptr().cast(), libc::MAP_FIXED),
+        None => (std::ptr::null_mut(), 0),
+    };
+    // SAFETY: maps a file we own; with MAP_FIXED the caller guarantees `at..at+len` is its own
+    // reservation, so nothing else is replaced. The result is checked below.
+    let p = unsafe {
+        libc::mmap(
+            addr,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_POPULATE | fixed,
+            fd.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::NoMem("mmap returned null".into()))
+}
+
+/// The physical address behind a mapped, present virtual address (Linux pagemap: one 64-bit
+/// entry per 4 KiB page, bit 63 = present, bits 0-54 = page frame number; the frame number
+/// reads as 0 without CAP_SYS_ADMIN). Source: Documentation/admin-guide/mm/pagemap.rst.
+fn physical_address(va: *const u8) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/pagemap")?;
+    let va = va as u64;
+    let mut e = [0u8; 8];
+    f.read_exact_at(&mut e, (va / PAGE_SIZE as u64) * 8)?;
+    let e = u64::from_le_bytes(e);
+    let pfn = e & ((1 << 55) - 1);
+    if e >> 63 == 0 {
+        return Err(Error::Device(format!("page at {va:#x} is not present")));
+    }
+    if pfn == 0 {
+        return Err(Error::Refused(
+            "/proc/self/pagemap hides physical addresses (physical mode needs CAP_SYS_ADMIN)"
+                .into(),
+        ));
+    }
+    Ok(pfn * PAGE_SIZE as u64 + va % PAGE_SIZE as u64)
 }
 
 impl Drop for DmaMemory {

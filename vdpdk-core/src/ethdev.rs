@@ -408,6 +408,11 @@ pub trait EthDev: Send {
     fn link(&self) -> LinkStatus;
     fn stats(&self) -> PortStats;
     fn reset_stats(&mut self);
+    /// Driver-specific named counters (`rte_eth_xstats_get`), e.g. the host's view of a
+    /// paravirtual port. None by default.
+    fn xstats(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 
     /// Checks whether the device can apply `rule` without changing anything.
     fn flow_validate(&self, rule: &FlowRule) -> Result<()> {

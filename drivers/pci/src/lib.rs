@@ -1,8 +1,10 @@
 //! PCI access for drivers: the [`PciDevice`] trait (config space, BARs, DMA map, MSI-X eventfds,
 //! reset) and its backends. A driver written against the trait runs unchanged on a device behind
-//! a vfio-user socket ([`VfioUserPci`]), behind kernel vfio ([`KernelVfioPci`]), or inside a VM.
+//! a vfio-user socket ([`VfioUserPci`]), behind kernel vfio ([`KernelVfioPci`]), or inside a VM
+//! without a virtual IOMMU ([`NoIommuVfioPci`]).
 
 mod vfio_kernel;
+mod vfio_noiommu;
 mod vfio_user_client;
 
 use std::os::fd::RawFd;
@@ -11,6 +13,7 @@ use std::ptr::NonNull;
 use vdpdk_core::{DmaMemory, Result};
 
 pub use vfio_kernel::KernelVfioPci;
+pub use vfio_noiommu::{find_pci_devices, NoIommuVfioPci};
 pub use vfio_user_client::VfioUserPci;
 
 /// The vfio region index of BAR `bar` (0..=5).

@@ -207,6 +207,13 @@ impl GuestProc {
         .collect()
     }
 
+    /// The count of a `SENT n digest` answer.
+    pub fn sent(ans: &str) -> u64 {
+        let mut w = ans.split_whitespace();
+        assert_eq!(w.next(), Some("SENT"), "{ans}");
+        w.next().and_then(|n| n.parse().ok()).expect(ans)
+    }
+
     /// Parses `STATS ipackets opackets ierrors oerrors | host [..]`.
     pub fn parse_stats(ans: &str) -> (Vec<u64>, Vec<u64>) {
         let (a, b) = ans.split_once('|').expect(ans);
