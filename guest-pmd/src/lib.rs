@@ -62,12 +62,22 @@ impl Default for OpenOptions {
 pub(crate) struct DmaMaps {
     dev: Arc<dyn PciDevice>,
     pools: Vec<Mempool>,
+    /// In a VM each 4 KiB guest page would be its own host-side mapping, and buffers cross
+    /// those; hugepage pools keep every buffer inside one mapping (see vdpdk_core::mbuf).
+    require_hugepages: bool,
 }
 
 impl DmaMaps {
     pub(crate) fn ensure(&mut self, pool: &Mempool) -> Result<()> {
         if self.pools.iter().any(|p| p.id() == pool.id()) {
             return Ok(());
+        }
+        if self.require_hugepages && !pool.memory().is_hugepage_backed() {
+            return Err(Error::NoMem(format!(
+                "mempool '{}' is not on hugepages, which a VM's vDPDK device needs \
+                 (reserve them before creating the pool: echo N > /proc/sys/vm/nr_hugepages)",
+                pool.name()
+            )));
         }
         self.dev.dma_map(pool.memory())?;
         self.pools.push(pool.clone());
@@ -92,6 +102,9 @@ pub struct VdpdkPort {
     tx_counters: Vec<Arc<QueueCounters>>,
     irq_fds: Vec<Arc<EventFd>>,
     started: bool,
+    /// Rings on hugepages: behind a virtual IOMMU each guest page is a separate host-side DMA
+    /// mapping, and a ring must lie inside one.
+    ring_hugepages: bool,
 }
 
 fn status_error(s: u32, msg: String) -> Error {
@@ -112,9 +125,11 @@ impl VdpdkPort {
         Self::open(Arc::new(VfioUserPci::connect(socket)?))
     }
 
-    /// Opens a vDPDK device inside a VM (vfio-pci in no-IOMMU mode): the one at `bdf`, or the
-    /// first one in the system when `bdf` is None. DMA memory becomes guest-physical, so create
-    /// mempools after this call.
+    /// Opens a vDPDK device inside a VM, bound to vfio-pci: the one at `bdf`, or the first one
+    /// in the system when `bdf` is None. Behind the VM's virtual IOMMU (the normal case) DMA
+    /// memory is mapped into the device's IOMMU domain at its virtual address, exactly like a
+    /// process guest; in vfio no-IOMMU mode (a kernel with CONFIG_VFIO_NOIOMMU and no vIOMMU)
+    /// DMA memory becomes guest-physical, so create mempools after this call.
     pub fn open_in_vm(bdf: Option<&str>) -> Result<VdpdkPort> {
         let bdf = match bdf {
             Some(b) => b.to_string(),
@@ -129,7 +144,20 @@ impl VdpdkPort {
                     ))
                 })?,
         };
-        Self::open(Arc::new(vdpdk_pci::NoIommuVfioPci::open(&bdf)?))
+        let group = std::fs::read_link(format!("/sys/bus/pci/devices/{bdf}/iommu_group"))
+            .ok()
+            .and_then(|l| l.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let noiommu = group
+            .as_ref()
+            .is_some_and(|g| Path::new(&format!("/dev/vfio/noiommu-{g}")).exists());
+        let mut port = if noiommu {
+            Self::open(Arc::new(vdpdk_pci::NoIommuVfioPci::open(&bdf)?))?
+        } else {
+            Self::open(Arc::new(vdpdk_pci::KernelVfioPci::open(&bdf)?))?
+        };
+        port.ring_hugepages = true;
+        port.maps.lock().require_hugepages = true;
+        Ok(port)
     }
 
     pub fn open(dev: Arc<dyn PciDevice>) -> Result<VdpdkPort> {
@@ -178,6 +206,7 @@ impl VdpdkPort {
             maps: Arc::new(Mutex::new(DmaMaps {
                 dev,
                 pools: Vec::new(),
+                require_hugepages: false,
             })),
             rings: Vec::new(),
             rxq: Vec::new(),
@@ -186,6 +215,7 @@ impl VdpdkPort {
             tx_counters: Vec::new(),
             irq_fds: Vec::new(),
             started: false,
+            ring_hugepages: false,
         };
         let offered = Features::from_bits_truncate(info.features);
         let want = if opts.force_features {
@@ -287,7 +317,14 @@ impl VdpdkPort {
 
     fn alloc_ring(&mut self, qid: u16, rx: bool, n: u16) -> Result<Arc<DmaMemory>> {
         let name = format!("{}ring{qid}", if rx { "rx" } else { "tx" });
-        let mem = DmaMemory::alloc_with(&name, n as usize * DESC_SIZE, false)?;
+        let len = n as usize * DESC_SIZE;
+        let mem = DmaMemory::alloc_with(&name, len, self.ring_hugepages)?;
+        if self.ring_hugepages && !mem.is_hugepage_backed() {
+            return Err(Error::NoMem(format!(
+                "{name}: no free 2 MiB hugepage for the ring (reserve some: \
+                 echo 64 > /proc/sys/vm/nr_hugepages)"
+            )));
+        }
         self.dev.dma_map(&mem)?;
         Ok(Arc::new(mem))
     }

@@ -188,6 +188,18 @@ impl VdpdkDevice {
         self.cfg[5] = 0;
     }
 
+    /// Stops the data path and forgets queues and flow rules. DMA maps, interrupt fds and
+    /// counters outlive this (they belong to the VMM's view of the device, not the driver's).
+    fn stop_and_clear_queues(&mut self) {
+        self.guest.with_both(|tx, rx| {
+            tx.running = false;
+            tx.queues.clear();
+            rx.running = false;
+            rx.queues.clear();
+            rx.rules.clear();
+        });
+    }
+
     fn bad_access(&self, what: &str) {
         self.guest.stats.add(StatsIndex::CtrlErrors, 1);
         debug!("{}: refused {what}", self.guest.name);
@@ -256,9 +268,10 @@ impl VdpdkDevice {
                 let major = (req.args[0] >> 16) as u16;
                 let agreed = abi::negotiate(abi::ABI_MAJOR, offered_features(), major, req.args[1])
                     .map_err(|m| (CtrlStatus::Version, m))?;
-                if self.state != State::Fresh {
-                    self.reset_device();
-                }
+                // A driver starting over (a restarted guest app) drops its queues and rules;
+                // vfio-level state (DMA maps, interrupt fds, PCI config) belongs to the VMM
+                // and survives, as it does on CtrlOp::Reset.
+                self.stop_and_clear_queues();
                 self.state = State::Negotiated;
                 self.guest.attached.store(true, Ordering::Relaxed);
                 self.guest.attaches.fetch_add(1, Ordering::Relaxed);
@@ -375,14 +388,7 @@ impl VdpdkDevice {
             }
             CtrlOp::Reset => {
                 self.need_negotiated()?;
-                self.guest.with_both(|tx, rx| {
-                    // DMA maps, interrupt fds and counters outlive a reset of the config.
-                    tx.running = false;
-                    tx.queues.clear();
-                    rx.running = false;
-                    rx.queues.clear();
-                    rx.rules.clear();
-                });
+                self.stop_and_clear_queues();
                 self.state = State::Negotiated;
             }
             CtrlOp::FlowValidate | CtrlOp::FlowCreate => {
@@ -566,9 +572,16 @@ impl ServerBackend for VdpdkDevice {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, m)
         };
         let Some(fd) = fd else {
-            return Err(einval(format!(
-                "DMA map {address:#x}+{size:#x} without an fd (guest RAM must be shareable)"
-            )));
+            // QEMU sends its non-shared memory (firmware ROMs; all of RAM unless it is a shared
+            // memfd) without an fd, for DMA through socket messages, which we do not offer.
+            // Refusing would fail QEMU's device realize, so accept and leave it unreachable:
+            // descriptors pointing there are refused like any unmapped address.
+            info!(
+                "{}: DMA map {address:#x}+{size:#x} without an fd stays unreachable \
+                 (guest RAM must be a shared memfd: memory-backend-memfd,share=on)",
+                self.guest.name
+            );
+            return Ok(());
         };
         let region = DmaRegion::map(
             &fd,
@@ -628,7 +641,12 @@ impl ServerBackend for VdpdkDevice {
         if rx.irq_fds.len() < end as usize {
             rx.irq_fds.resize_with(end as usize, || None);
         }
-        if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
+        if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 && fds.is_empty() {
+            // QEMU's encoding of eventfd -1 (vector unused): a run of them comes without fds.
+            for v in start..end {
+                rx.irq_fds[v as usize] = None;
+            }
+        } else if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
             if fds.len() != count as usize {
                 return Err(einval(format!("{count} vectors but {} fds", fds.len())));
             }

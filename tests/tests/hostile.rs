@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -317,13 +318,17 @@ fn garbage_interrupt_setup_is_refused_and_counted() {
     let before = errors(&mux);
     let none = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
     let efd = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
-    // Vectors past the 64 the device has; an index that is not MSI-X; eventfds promised but
-    // not sent; an unknown data type. (The client ignores error replies; the host counts them.)
+    // Vectors past the 64 the device has; an index that is not MSI-X; two eventfds promised
+    // but one sent; an unknown data type. (The client ignores error replies; the host counts
+    // them.) Eventfd data with no fds at all is QEMU's way of saying "fd -1" and is accepted.
+    let one = std::fs::File::open("/dev/null").unwrap();
     c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, none, 60, 10, &[])
         .unwrap();
     c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, none, u32::MAX, 2, &[])
         .unwrap();
     c.set_irqs(VFIO_PCI_INTX_IRQ_INDEX, none, 0, 1, &[])
+        .unwrap();
+    c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, efd, 0, 2, &[one.as_raw_fd()])
         .unwrap();
     c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, efd, 0, 2, &[]).unwrap();
     c.set_irqs(

@@ -26,6 +26,22 @@ pub fn bar_region_index(bar: u8) -> Result<u32> {
     Ok(vfio_bindings::bindings::vfio::VFIO_PCI_BAR0_REGION_INDEX + bar as u32)
 }
 
+/// PCI command register and its memory-space and bus-master bits (PCI Local Bus spec 3.0,
+/// 6.2.2).
+const PCI_COMMAND: u64 = 0x04;
+const PCI_COMMAND_MEMORY: u16 = 1 << 1;
+const PCI_COMMAND_MASTER: u16 = 1 << 2;
+
+/// Turns on memory decoding and bus mastering, as a driver does at probe. vfio leaves bus
+/// mastering to its user, and without it a device may neither DMA nor signal MSI-X (QEMU drops
+/// MSI writes from a function whose bus-master bit is clear).
+pub fn enable_bus_master(dev: &dyn PciDevice) -> Result<()> {
+    let mut cmd = [0u8; 2];
+    dev.config_read(PCI_COMMAND, &mut cmd)?;
+    let cmd = u16::from_le_bytes(cmd) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
+    dev.config_write(PCI_COMMAND, &cmd.to_le_bytes())
+}
+
 /// Region tables for vfio-user PCI device servers (host-mux's vDPDK device, the E810 model).
 pub mod server {
     use vfio_bindings::bindings::vfio::*;

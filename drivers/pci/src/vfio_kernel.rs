@@ -42,11 +42,13 @@ impl KernelVfioPci {
         let ops: Arc<dyn VfioOps> = container.clone();
         let device =
             VfioDevice::new(&path, ops, false).map_err(|e| hint(bdf, "opening the device", e))?;
-        Ok(KernelVfioPci {
+        let dev = KernelVfioPci {
             bdf: bdf.to_string(),
             container,
             device,
-        })
+        };
+        crate::enable_bus_master(&dev)?;
+        Ok(dev)
     }
 }
 

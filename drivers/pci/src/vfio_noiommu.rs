@@ -34,13 +34,6 @@ ioctl_io_nr!(VFIO_DEVICE_GET_REGION_INFO, VFIO_TYPE, VFIO_BASE + 8);
 ioctl_io_nr!(VFIO_DEVICE_SET_IRQS, VFIO_TYPE, VFIO_BASE + 10);
 ioctl_io_nr!(VFIO_DEVICE_RESET, VFIO_TYPE, VFIO_BASE + 11);
 
-/// PCI command register bits (PCI Local Bus spec 3.0, 6.2.2): memory space, bus master.
-/// Bus mastering matters even for a paravirtual device: QEMU drops MSI writes from a function
-/// whose bus master bit is clear.
-const PCI_COMMAND: u64 = 0x04;
-const PCI_COMMAND_MEMORY: u16 = 1 << 1;
-const PCI_COMMAND_MASTER: u16 = 1 << 2;
-
 #[derive(Clone, Copy, Default)]
 struct Region {
     offset: u64,
@@ -177,10 +170,7 @@ impl NoIommuVfioPci {
             device,
             regions,
         };
-        let mut cmd = [0u8; 2];
-        dev.config_read(PCI_COMMAND, &mut cmd)?;
-        let cmd = u16::from_le_bytes(cmd) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
-        dev.config_write(PCI_COMMAND, &cmd.to_le_bytes())?;
+        crate::enable_bus_master(&dev)?;
         Ok(dev)
     }
 
