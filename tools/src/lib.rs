@@ -2,6 +2,7 @@
 //! unchanged on any backend.
 
 pub mod guestctl;
+pub mod smol;
 
 use std::sync::Arc;
 
