@@ -14,8 +14,8 @@
 //! - `flood DST_MAC LEN` — transmit forever (until killed)
 //! - `quit`
 //!
-//! A digest is an order-independent sum over frame contents ([`Digest`]), so two sides can
-//! compare what was sent with what arrived.
+//! A digest is an order-sensitive hash over the frames in sending or arrival order
+//! ([`Digest`]), so two sides can compare what was sent with what arrived.
 
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};

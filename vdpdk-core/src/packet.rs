@@ -61,19 +61,115 @@ pub fn ether_frame(dst: MacAddr, src: MacAddr, ether_type: u16, seq: u64, len: u
 
 /// RFC 1071 Internet checksum.
 pub fn inet_checksum(data: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
+    !fold(ones_sum(0, data))
+}
+
+/// Adds `data` (big-endian 16-bit words, an odd last byte padded) to a one's-complement sum.
+pub fn ones_sum(mut acc: u64, data: &[u8]) -> u64 {
+    let mut words = data.chunks_exact(2);
+    for w in &mut words {
+        acc += u16::from_be_bytes([w[0], w[1]]) as u64;
+    }
+    if let [last] = words.remainder() {
+        acc += (*last as u64) << 8;
+    }
+    acc
+}
+
+/// Folds a one's-complement sum to 16 bits (not inverted).
+pub fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Completes a checksum the sender left partial (Linux CHECKSUM_PARTIAL, virtio-net
+/// NEEDS_CSUM): the field at `start + offset` holds the pseudo-header sum; the checksum covers
+/// everything from `start`. A result of 0 is sent as 0xffff, as Linux does. False if the
+/// offsets do not fit the frame.
+pub fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> bool {
+    let field = start + offset;
+    if start > frame.len() || field + 2 > frame.len() {
+        return false;
+    }
+    let c = !fold(ones_sum(0, &frame[start..]));
+    let c = if c == 0 { 0xffff } else { c };
+    frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// Where a TCP segment's headers are: IP header at `l3` (v4 or v6), TCP header at `l4`,
+/// payload from `payload`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpLayout {
+    pub l3: usize,
+    pub l4: usize,
+    pub payload: usize,
+    pub ipv6: bool,
+}
+
+impl TcpLayout {
+    /// Parses an Ethernet (optionally one VLAN tag) + IPv4/IPv6 + TCP frame. IPv6 extension
+    /// headers are not followed (None).
+    pub fn parse(f: &[u8]) -> Option<TcpLayout> {
+        let mut l3 = 14;
+        let mut et = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
+        if et == 0x8100 {
+            et = u16::from_be_bytes([*f.get(16)?, *f.get(17)?]);
+            l3 = 18;
+        }
+        let (l4, ipv6) = match et {
+            0x0800 if *f.get(l3 + 9)? == 6 => (l3 + (*f.get(l3)? as usize & 0xf) * 4, false),
+            0x86dd if *f.get(l3 + 6)? == 6 => (l3 + 40, true),
+            _ => return None,
         };
-        sum += w as u32;
+        let payload = l4 + (*f.get(l4 + 12)? as usize >> 4) * 4;
+        (payload <= f.len() && payload >= l4 + 20).then_some(TcpLayout {
+            l3,
+            l4,
+            payload,
+            ipv6,
+        })
     }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
+}
+
+/// Turns a copy of a super-frame's headers followed by one payload chunk into segment `k` of a
+/// TCP segmentation with `mss`-byte chunks: IP length (and IPv4 id + k), TCP sequence number
+/// (+ k * mss), FIN/PSH only on the `last` segment, and full IPv4 header and TCP checksums.
+pub fn finish_tcp_segment(seg: &mut [u8], t: &TcpLayout, k: usize, mss: usize, last: bool) {
+    let (ip, tcp) = (t.l3, t.l4);
+    let l4_len = seg.len() - tcp;
+    if t.ipv6 {
+        let plen = (seg.len() - ip - 40) as u16;
+        seg[ip + 4..ip + 6].copy_from_slice(&plen.to_be_bytes());
+    } else {
+        let tot = (seg.len() - ip) as u16;
+        seg[ip + 2..ip + 4].copy_from_slice(&tot.to_be_bytes());
+        let id = u16::from_be_bytes([seg[ip + 4], seg[ip + 5]]).wrapping_add(k as u16);
+        seg[ip + 4..ip + 6].copy_from_slice(&id.to_be_bytes());
+        seg[ip + 10..ip + 12].fill(0);
+        let c = inet_checksum(&seg[ip..tcp]);
+        seg[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
     }
-    !(sum as u16)
+    let seq = u32::from_be_bytes(seg[tcp + 4..tcp + 8].try_into().expect("4 bytes"))
+        .wrapping_add((k * mss) as u32);
+    seg[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
+    if !last {
+        seg[tcp + 13] &= !(0x01 | 0x08); // FIN, PSH
+    }
+    if k > 0 {
+        seg[tcp + 13] &= !0x80; // CWR only on the first
+    }
+    seg[tcp + 16..tcp + 18].fill(0);
+    let pseudo = if t.ipv6 {
+        ones_sum(0, &seg[ip + 8..ip + 40])
+    } else {
+        ones_sum(0, &seg[ip + 12..ip + 20])
+    };
+    let acc = ones_sum(pseudo + 6 + l4_len as u64, &seg[tcp..]);
+    let c = !fold(acc);
+    seg[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Order-sensitive FNV-1a digest over a sequence of frames (length-delimited).
@@ -107,6 +203,87 @@ mod tests {
         assert_eq!(f.len(), 128);
         assert_eq!(inet_checksum(&f[14..34]), 0);
         assert_eq!(frame_seq(&f), Some(77));
+    }
+
+    /// Ethernet + IPv4 + TCP (with FIN|PSH) carrying `payload`, checksums left zero.
+    fn tcp4(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 54];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + payload.len()) as u16).to_be_bytes());
+        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+        f[46] = 5 << 4;
+        f[47] = 0x18 | 0x01; // PSH ACK FIN
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn tcp_checksum_ok(seg: &[u8], t: &TcpLayout) -> bool {
+        let l4_len = (seg.len() - t.l4) as u64;
+        let acc = ones_sum(
+            ones_sum(0, &seg[t.l3 + 12..t.l3 + 20]) + 6 + l4_len,
+            &seg[t.l4..],
+        );
+        fold(acc) == 0xffff
+    }
+
+    #[test]
+    fn a_tcp_super_frame_becomes_valid_mss_segments() {
+        let payload: Vec<u8> = (0..4000u32).map(|i| (i * 7) as u8).collect();
+        let f = tcp4(&payload);
+        let t = TcpLayout::parse(&f).unwrap();
+        assert_eq!((t.l3, t.l4, t.payload, t.ipv6), (14, 34, 54, false));
+        let mss = 1448;
+        let chunks: Vec<&[u8]> = f[t.payload..].chunks(mss).collect();
+        let mut joined = Vec::new();
+        for (k, c) in chunks.iter().enumerate() {
+            let mut seg = f[..t.payload].to_vec();
+            seg.extend_from_slice(c);
+            let last = k + 1 == chunks.len();
+            finish_tcp_segment(&mut seg, &t, k, mss, last);
+            assert_eq!(
+                inet_checksum(&seg[14..34]),
+                0,
+                "IPv4 header checksum of {k}"
+            );
+            assert!(tcp_checksum_ok(&seg, &t), "TCP checksum of segment {k}");
+            assert_eq!(
+                u16::from_be_bytes([seg[16], seg[17]]) as usize,
+                40 + c.len()
+            );
+            assert_eq!(u16::from_be_bytes([seg[18], seg[19]]), 0x1234 + k as u16);
+            let seq = u32::from_be_bytes(seg[38..42].try_into().unwrap());
+            assert_eq!(seq, 1000 + (k * mss) as u32);
+            assert_eq!(
+                seg[47] & 0x09 != 0,
+                last,
+                "FIN/PSH only on the last segment"
+            );
+            joined.extend_from_slice(&seg[54..]);
+        }
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(joined, payload);
+    }
+
+    #[test]
+    fn a_partial_checksum_is_completed() {
+        let mut f = tcp4(b"hello, partial checksum");
+        let t = TcpLayout::parse(&f).unwrap();
+        // What a sender with CHECKSUM_PARTIAL leaves: the pseudo-header sum in the field.
+        let l4_len = (f.len() - t.l4) as u64;
+        let pseudo = fold(ones_sum(0, &f[26..34]) + 6 + l4_len);
+        f[50..52].copy_from_slice(&pseudo.to_be_bytes());
+        assert!(complete_checksum(&mut f, t.l4, 16));
+        assert!(tcp_checksum_ok(&f, &t));
+        assert!(
+            !complete_checksum(&mut f, 60, 16),
+            "offsets past the end are refused"
+        );
     }
 
     #[test]

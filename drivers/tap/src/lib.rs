@@ -16,11 +16,9 @@
 //! The interface is not persistent: it disappears when the port and every queue taken from it
 //! are dropped (the last close of the tap fd deletes it).
 
-use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -44,13 +42,13 @@ const L2_OVERHEAD: usize = 18;
 
 use vdpdk_core::ethdev::PortState as State;
 
+mod iface;
+pub use iface::{TapInterface, VirtioNetHdr, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN};
+
 /// A port backed by a kernel TAP interface. See the crate docs.
 pub struct TapPort {
+    iface: TapInterface,
     tap: Arc<OwnedFd>,
-    /// AF_INET datagram socket, only used for interface ioctls.
-    ctl: OwnedFd,
-    ifname: String,
-    ifindex: u32,
     mac: MacAddr,
     port_id: u16,
     state: State,
@@ -64,29 +62,6 @@ pub struct TapPort {
     tx_counters: [Arc<QueueCounters>; 1],
 }
 
-/// A zeroed `ifreq` carrying `name`.
-fn ifreq(name: &str) -> libc::ifreq {
-    // SAFETY: ifreq is plain old data (integers, arrays, a union of those and a raw pointer);
-    // all-zero bytes are a valid value of each.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    ifr
-}
-
-/// Runs an interface ioctl that reads or writes `ifr`.
-fn ifr_ioctl(fd: RawFd, req: libc::c_ulong, ifr: &mut libc::ifreq, what: &str) -> Result<()> {
-    // SAFETY: every request used here (TUNSETIFF, SIOC[GS]IF*) reads/writes one `struct ifreq`,
-    // and `ifr` is a valid, exclusively borrowed one.
-    let r = unsafe { libc::ioctl(fd, req as _, ifr as *mut libc::ifreq) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return Err(Error::Device(format!("{what}: {e}")));
-    }
-    Ok(())
-}
-
 /// A random unicast, locally administered MAC for a port opened without one.
 fn random_mac() -> MacAddr {
     let r = std::collections::hash_map::RandomState::new()
@@ -96,76 +71,16 @@ fn random_mac() -> MacAddr {
     MacAddr([(r[0] & 0xfc) | 0x02, r[1], r[2], r[3], r[4], r[5]])
 }
 
-fn check_ifname(name: &str) -> Result<()> {
-    if name.len() >= libc::IFNAMSIZ
-        || name
-            .bytes()
-            .any(|b| b == 0 || b == b'/' || b == b':' || b.is_ascii_whitespace())
-    {
-        return Err(Error::InvalidArg(format!(
-            "interface name '{name}': at most {} bytes, no '/', ':', NUL or spaces",
-            libc::IFNAMSIZ - 1
-        )));
-    }
-    Ok(())
-}
-
 impl TapPort {
     /// Creates (or attaches to) TAP interface `ifname` and brings it up. An empty name lets the
     /// kernel pick one (`tapN`); see [`TapPort::ifname`]. `mac` is the address this port
     /// presents; None picks a random locally administered one. Needs CAP_NET_ADMIN.
     pub fn open(ifname: &str, mac: Option<MacAddr>) -> Result<TapPort> {
-        check_ifname(ifname)?;
-        let file: File = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open("/dev/net/tun")
-            .map_err(|e| Error::Device(format!("open /dev/net/tun: {e}")))?;
-        let tap = OwnedFd::from(file);
-
-        let mut ifr = ifreq(ifname);
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-        // TUNSETIFF is a c_int on musl and a c_ulong on glibc.
-        #[allow(clippy::unnecessary_cast)]
-        let tunsetiff = libc::TUNSETIFF as libc::c_ulong;
-        ifr_ioctl(
-            tap.as_raw_fd(),
-            tunsetiff,
-            &mut ifr,
-            &format!("TUNSETIFF '{ifname}'"),
-        )?;
-        let name: Vec<u8> = ifr
-            .ifr_name
-            .iter()
-            .take_while(|&&c| c != 0)
-            .map(|&c| c as u8)
-            .collect();
-        let ifname = String::from_utf8_lossy(&name).into_owned();
-
-        // SAFETY: socket takes no pointers; the result is checked before use.
-        let s = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if s < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
-        // SAFETY: s is a fresh descriptor nothing else owns.
-        let ctl = unsafe { OwnedFd::from_raw_fd(s) };
-
-        let mut ifr = ifreq(&ifname);
-        ifr_ioctl(
-            ctl.as_raw_fd(),
-            libc::SIOCGIFINDEX,
-            &mut ifr,
-            "SIOCGIFINDEX",
-        )?;
-        // SAFETY: SIOCGIFINDEX filled the ifindex member of the union.
-        let ifindex = unsafe { ifr.ifr_ifru.ifru_ifindex } as u32;
-
-        let mut port = TapPort {
-            tap: Arc::new(tap),
-            ctl,
-            ifname,
-            ifindex,
+        let iface = TapInterface::create(ifname, false)?;
+        iface.set_up()?;
+        let port = TapPort {
+            tap: iface.fd.clone(),
+            iface,
             mac: mac.unwrap_or_else(random_mac),
             port_id: 0,
             state: State::Unconfigured,
@@ -178,33 +93,7 @@ impl TapPort {
             rx_counters: Default::default(),
             tx_counters: Default::default(),
         };
-        port.set_up()?;
         Ok(port)
-    }
-
-    /// Sets IFF_UP on the kernel interface: frames only flow through an interface that is up.
-    fn set_up(&mut self) -> Result<()> {
-        let flags = self.if_flags()?;
-        let mut ifr = ifreq(&self.ifname);
-        ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-        ifr_ioctl(
-            self.ctl.as_raw_fd(),
-            libc::SIOCSIFFLAGS,
-            &mut ifr,
-            "SIOCSIFFLAGS",
-        )
-    }
-
-    fn if_flags(&self) -> Result<libc::c_short> {
-        let mut ifr = ifreq(&self.ifname);
-        ifr_ioctl(
-            self.ctl.as_raw_fd(),
-            libc::SIOCGIFFLAGS,
-            &mut ifr,
-            "SIOCGIFFLAGS",
-        )?;
-        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-        Ok(unsafe { ifr.ifr_ifru.ifru_flags })
     }
 
     /// The id written to `Mbuf::port` of received packets (0 by default).
@@ -219,41 +108,21 @@ impl TapPort {
 
     /// The kernel interface's name (useful when `open` was given an empty one).
     pub fn ifname(&self) -> &str {
-        &self.ifname
+        self.iface.ifname()
     }
 
     /// The kernel interface's index (for AF_PACKET binds, netlink, ...).
     pub fn ifindex(&self) -> u32 {
-        self.ifindex
+        self.iface.ifindex()
     }
 
     /// The kernel interface's own MAC, the other end of the cable.
     pub fn kernel_mac(&self) -> Result<MacAddr> {
-        let mut ifr = ifreq(&self.ifname);
-        ifr_ioctl(
-            self.ctl.as_raw_fd(),
-            libc::SIOCGIFHWADDR,
-            &mut ifr,
-            "SIOCGIFHWADDR",
-        )?;
-        // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
-        let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
-        let mut m = [0u8; 6];
-        for (d, s) in m.iter_mut().zip(sa.sa_data.iter()) {
-            *d = *s as u8;
-        }
-        Ok(MacAddr(m))
+        self.iface.mac()
     }
 
-    /// The kernel interface's MTU (1500 unless someone changed it).
     fn mtu(&self) -> u16 {
-        let mut ifr = ifreq(&self.ifname);
-        if ifr_ioctl(self.ctl.as_raw_fd(), libc::SIOCGIFMTU, &mut ifr, "").is_err() {
-            return 1500;
-        }
-        // SAFETY: SIOCGIFMTU filled the mtu member of the union.
-        let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
-        mtu.clamp(68, u16::MAX as i32) as u16
+        self.iface.mtu()
     }
 
     fn check_qid(kind: &str, qid: u16) -> Result<()> {
@@ -401,9 +270,7 @@ impl EthDev for TapPort {
     /// Up while the kernel interface is administratively up. IFF_RUNNING is not used: the
     /// kernel updates it asynchronously, so it lags right after open.
     fn link(&self) -> LinkStatus {
-        let up = self
-            .if_flags()
-            .is_ok_and(|f| f & libc::IFF_UP as libc::c_short != 0);
+        let up = self.iface.is_up();
         LinkStatus {
             up,
             speed_mbps: 0,

@@ -1,6 +1,8 @@
 //! These tests create real TAP interfaces and need CAP_NET_ADMIN and /dev/net/tun. They skip
 //! (with a message) only when /dev/net/tun cannot be opened at all.
 
+use std::fs::OpenOptions;
+use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 use vdpdk_core::ethdev::start_single_queue;
 
