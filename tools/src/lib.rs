@@ -3,6 +3,7 @@
 
 pub mod guestctl;
 pub mod smol;
+pub mod tapfwd;
 
 use std::sync::Arc;
 

@@ -1,0 +1,101 @@
+//! `vdpdk-tapfwd`: exposes a port to the kernel as a TAP interface (see tools/src/tapfwd.rs).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use vdpdk_tools::open_port;
+use vdpdk_tools::tapfwd::{run, FwdStats};
+
+/// Expose a port (e.g. a vDPDK guest port) as a Linux TAP interface with the port's MAC and MTU,
+/// so the kernel's stack and tools (ping, iperf3, ssh) run over it. The kernel's checksum and
+/// TSO work is passed along through virtio-net headers and finished here.
+///
+/// Ports: vdpdk:SOCKET, vdpdk-vm:BDF|auto, tap:IFNAME, ice:SOCKET, ice-pci:BDF.
+#[derive(Parser, Debug)]
+#[command(name = "vdpdk-tapfwd", version, about, long_about)]
+struct Args {
+    /// The port to expose.
+    #[arg(long)]
+    port: String,
+    /// Name of the TAP interface to create.
+    #[arg(long, default_value = "vdpdk-tap0")]
+    ifname: String,
+    /// Seconds to run (0 = until Ctrl-C).
+    #[arg(long, default_value_t = 0.0)]
+    duration: f64,
+    /// Print the counters every N seconds (0 = only at the end).
+    #[arg(long, default_value_t = 0.0)]
+    stats_interval: f64,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn main() {
+    let args = Args::parse();
+    for (v, name) in [
+        (args.duration, "--duration"),
+        (args.stats_interval, "--stats-interval"),
+    ] {
+        if !(v >= 0.0 && v.is_finite()) {
+            eprintln!("error: {name} must be a non-negative number of seconds");
+            std::process::exit(2);
+        }
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let mut port = open_port(&args.port).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1)
+    });
+    let stats = FwdStats::default();
+    let start = Instant::now();
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut last = Instant::now();
+            while !STOP.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                if args.duration > 0.0 && start.elapsed().as_secs_f64() >= args.duration {
+                    STOP.store(true, Ordering::Relaxed);
+                }
+                if args.stats_interval > 0.0 && last.elapsed().as_secs_f64() >= args.stats_interval
+                {
+                    println!("[{:6.1} s] {}", start.elapsed().as_secs_f64(), stats.line());
+                    last = Instant::now();
+                }
+            }
+        });
+        run(&mut *port, &args.ifname, &STOP, &stats, |tap| {
+            println!(
+                "{} is up on {} (MAC {}, MTU {}), ready",
+                tap.ifname(),
+                args.port,
+                port_mac(tap),
+                tap.mtu()
+            );
+        })
+        .inspect_err(|_| STOP.store(true, Ordering::Relaxed))
+    });
+    if let Err(e) = r {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+    println!(
+        "done after {:.1} s: {}",
+        start.elapsed().as_secs_f64(),
+        stats.line()
+    );
+}
+
+fn port_mac(tap: &vdpdk_tap::TapInterface) -> String {
+    tap.mac()
+        .map(|m| m.to_string())
+        .unwrap_or_else(|e| e.to_string())
+}

@@ -1,0 +1,108 @@
+//! Shared by the tools' network tests: host-mux on a TAP backend whose interface lives in a
+//! private network namespace (the "outside world" a guest talks to).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+
+use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
+use vdpdk_core::MacAddr;
+
+pub const GUEST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x71]);
+
+/// A network namespace holding the TAP interface, deleted on drop.
+pub struct Netns(pub String);
+impl Netns {
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+}
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+pub fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("run ip");
+    assert!(st.success(), "ip {args:?} failed");
+}
+
+pub struct Setup {
+    pub mux: HostMux,
+    pub ns: Netns,
+    pub sock: PathBuf,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// host-mux on a TAP interface living in a fresh namespace with address 10.<net>.0.1/24.
+pub fn setup(tag: &str, net: u8) -> Setup {
+    assert!(
+        Path::new("/dev/net/tun").exists(),
+        "/dev/net/tun is missing: .ci/run creates it; run as root"
+    );
+    let id = std::process::id() % 10_000;
+    let dir = std::env::temp_dir().join(format!("vdpdk-smol-{tag}-{id}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ifname = format!("vsm{tag}{id}");
+    let tap = vdpdk_tap::TapPort::open(&ifname, None).expect("open TAP (root?)");
+    let sock = dir.join("g.sock");
+    let cfg = MuxConfig {
+        idle_polls: 256,
+        pool_size: 4096,
+        ..MuxConfig::new(
+            BackendConfig::Tap {
+                ifname: ifname.clone(),
+            },
+            vec![VmConfig {
+                name: "g".into(),
+                socket: sock.clone(),
+                mac: GUEST_MAC,
+                rx_queues: 1,
+                tx_queues: 1,
+                cluster: 0,
+            }],
+        )
+    };
+    let mux = HostMux::start(&cfg, Box::new(tap)).expect("host-mux");
+    let ns = Netns(format!("vdpdk-smol-{tag}-{id}"));
+    let _ = Command::new("ip").args(["netns", "del", &ns.0]).status();
+    ip(&["netns", "add", &ns.0]);
+    // The TAP keeps working when its interface moves: host-mux holds the queue fd.
+    ip(&["link", "set", &ifname, "netns", &ns.0]);
+    let addr = format!("10.{net}.0.1/24");
+    for a in [
+        vec!["addr", "add", addr.as_str(), "dev", ifname.as_str()],
+        vec!["link", "set", ifname.as_str(), "up"],
+        vec!["link", "set", "lo", "up"],
+    ] {
+        let mut args = vec!["ip"];
+        args.extend(a);
+        let o = ns.exec(&args);
+        assert!(o.status.success(), "{args:?}: {o:?}");
+    }
+    Setup {
+        mux,
+        ns,
+        sock,
+        _dir: TempDir(dir),
+    }
+}
+
+/// Kills a child process and reaps it.
+pub fn finish(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
