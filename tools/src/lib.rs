@@ -4,6 +4,7 @@
 pub mod guestctl;
 pub mod smol;
 pub mod tapfwd;
+pub mod testpmd;
 
 use std::sync::Arc;
 
