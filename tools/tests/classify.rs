@@ -6,13 +6,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
-use vdpdk_core::ethdev::start_single_queue;
+mod common;
+
+use common::WIRE_MAC as WIRE;
 use vdpdk_core::packet::ether_frame;
 use vdpdk_core::{MacAddr, Mbuf, Mempool};
 
 const VM: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x5c]);
-const WIRE: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
 /// (EtherType, frames): four classes and one type that is none of them.
 const MIX: [(u16, u64); 5] = [
     (0x0800, 4000),
@@ -82,31 +82,10 @@ fn run_mode(
 
 #[test]
 fn hardware_and_software_classification_count_the_same_mix() {
-    let dir = std::env::temp_dir().join(format!("vdpdk-classify-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("c.sock");
-    let cfg = MuxConfig {
-        idle_polls: 256,
-        pool_size: 16384,
-        ..MuxConfig::new(
-            BackendConfig::Pair,
-            vec![VmConfig {
-                name: "c".into(),
-                socket: sock.clone(),
-                mac: VM,
-                rx_queues: 5,
-                tx_queues: 1,
-                cluster: 0,
-            }],
-        )
-    };
-    let (mux_end, mut far) = vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE, 1, 8192);
-    let mux = HostMux::start(&cfg, Box::new(mux_end)).unwrap();
-    let pool = Mempool::new("wire", 16384, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    let (_rx, tx) = start_single_queue(&mut far, &pool, 1024, false).unwrap();
-    let mut wire = (tx, pool);
-    let port = format!("vdpdk:{}", sock.display());
+    let r = common::pair_mux("classify", VM, 5);
+    let port = r.port.clone();
+    let mut wire = (r.tx, r.pool);
+    let mux = r.mux;
 
     let hw = run_mode(&port, "hw", &mut wire);
     let sw = run_mode(&port, "sw", &mut wire);
@@ -126,7 +105,6 @@ fn hardware_and_software_classification_count_the_same_mix() {
     // Nothing was lost on the way: host-mux delivered every frame into the guest's rings.
     let g = &mux.guests()[0];
     assert_eq!(g.stats[2], 0, "rx_no_desc: {g:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -6,64 +6,16 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
-use vdpdk_core::ethdev::start_single_queue;
+mod common;
+
+use common::{PairRig, WIRE_MAC as WIRE};
 use vdpdk_core::packet::udp_frame;
-use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
+use vdpdk_core::{MacAddr, Mbuf};
 
 const VM: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x3d]);
-const WIRE: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
 
-struct Rig {
-    mux: HostMux,
-    /// The far end of the wire must outlive its queues.
-    _far: vdpdk_pair::PairPort,
-    rx: Box<dyn RxQueue>,
-    tx: Box<dyn TxQueue>,
-    pool: Mempool,
-    port: String,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn rig(tag: &str, rxq: u16) -> Rig {
-    let dir = std::env::temp_dir().join(format!("vdpdk-testpmd-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("t.sock");
-    let cfg = MuxConfig {
-        idle_polls: 256,
-        pool_size: 16384,
-        ..MuxConfig::new(
-            BackendConfig::Pair,
-            vec![VmConfig {
-                name: "t".into(),
-                socket: sock.clone(),
-                mac: VM,
-                rx_queues: rxq,
-                tx_queues: rxq,
-                cluster: 0,
-            }],
-        )
-    };
-    let (mux_end, mut far) = vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE, 1, 8192);
-    let mux = HostMux::start(&cfg, Box::new(mux_end)).unwrap();
-    let pool = Mempool::new("wire", 16384, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    let (rx, tx) = start_single_queue(&mut far, &pool, 1024, false).unwrap();
-    Rig {
-        mux,
-        _far: far,
-        rx,
-        tx,
-        pool,
-        port: format!("vdpdk:{}", sock.display()),
-        dir,
-    }
+fn rig(tag: &str, queues: u16) -> PairRig {
+    common::pair_mux(&format!("testpmd-{tag}"), VM, queues)
 }
 
 /// Kills the process if a test fails before stopping it.

@@ -106,3 +106,55 @@ pub fn finish(mut c: Child) {
     let _ = c.kill();
     let _ = c.wait();
 }
+
+/// host-mux on the in-memory wire serving one VM (`mac`, `queues` RX and TX queues), with the
+/// wire's far end started (one queue) for the test to drive.
+pub struct PairRig {
+    pub mux: HostMux,
+    pub rx: Box<dyn vdpdk_core::RxQueue>,
+    pub tx: Box<dyn vdpdk_core::TxQueue>,
+    pub pool: vdpdk_core::Mempool,
+    /// The VM's port spec (`vdpdk:SOCKET`).
+    pub port: String,
+    /// The far end must outlive its queues.
+    _far: vdpdk_pair::PairPort,
+    _dir: TempDir,
+}
+
+pub const WIRE_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+
+pub fn pair_mux(tag: &str, mac: MacAddr, queues: u16) -> PairRig {
+    let dir = std::env::temp_dir().join(format!("vdpdk-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("vm.sock");
+    let cfg = MuxConfig {
+        idle_polls: 256,
+        pool_size: 16384,
+        ..MuxConfig::new(
+            BackendConfig::Pair,
+            vec![VmConfig {
+                name: tag.into(),
+                socket: sock.clone(),
+                mac,
+                rx_queues: queues,
+                tx_queues: queues,
+                cluster: 0,
+            }],
+        )
+    };
+    let (mux_end, mut far) = vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 8192);
+    let mux = HostMux::start(&cfg, Box::new(mux_end)).expect("host-mux");
+    let pool = vdpdk_core::Mempool::new("wire", 16384, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    let (rx, tx) =
+        vdpdk_core::ethdev::start_single_queue(&mut far, &pool, 1024, false).expect("wire");
+    PairRig {
+        mux,
+        rx,
+        tx,
+        pool,
+        port: format!("vdpdk:{}", sock.display()),
+        _far: far,
+        _dir: TempDir(dir),
+    }
+}
