@@ -340,6 +340,17 @@ impl IceDevice {
         Ok(())
     }
 
+    /// Sets the RX interrupt throttle of vector `v`: after an interrupt, the next one waits at
+    /// least `us` microseconds (rounded down to the 2 µs granularity; 0 = none).
+    pub fn set_rx_itr(&self, v: u16, us: u32) -> Result<(), IceError> {
+        if us > ITR_MAX_US {
+            return Err(IceError::InvalidArg(format!(
+                "ITR of {us} µs exceeds the hardware's {ITR_MAX_US} µs"
+            )));
+        }
+        self.regs.write(glint_itr(0, v as u64), us / ITR_GRAN_US)
+    }
+
     /// Sets up and enables PF RX queue `q` (PF-relative) with `n` descriptors from `pool`.
     pub fn setup_rx_queue(
         &mut self,

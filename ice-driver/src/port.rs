@@ -39,6 +39,8 @@ pub struct IcePort {
     /// Installed Flow Director filters by handle.
     flows: Vec<(FlowHandle, crate::fdir::FdirFilter)>,
     next_flow: u32,
+    /// RX interrupt throttle (µs, 0 = none), see [`IcePort::set_rx_itr`].
+    rx_itr_us: u32,
 }
 
 /// Where the DDP package comes from.
@@ -55,6 +57,26 @@ pub enum DdpSource {
 }
 
 impl IcePort {
+    /// Interrupt moderation for the RX queues (the E810's ITR): after an RX interrupt, the
+    /// next one on that queue's vector comes at least `us` microseconds later, however many
+    /// frames arrive (0 = every arming may fire at once; at most 8190, 2 µs steps). Applies
+    /// now if the port runs, else at start.
+    pub fn set_rx_itr(&mut self, us: u32) -> Result<()> {
+        if us > crate::regs::ITR_MAX_US {
+            return Err(vdpdk_core::Error::InvalidArg(format!(
+                "RX ITR of {us} µs exceeds the hardware's {} µs",
+                crate::regs::ITR_MAX_US
+            )));
+        }
+        self.rx_itr_us = us;
+        if self.state == PortState::Started {
+            for v in 1..self.irq_fds.len() {
+                self.dev.set_rx_itr(v as u16, us)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Probes the E810 behind `pci`, loads the DDP package from the standard path when present,
     /// and brings it up.
     pub fn open(pci: Arc<dyn PciDevice>) -> Result<IcePort> {
@@ -93,6 +115,7 @@ impl IcePort {
             irq_fds: Vec::new(),
             flows: Vec::new(),
             next_flow: 1,
+            rx_itr_us: 0,
         })
     }
 
@@ -172,6 +195,9 @@ impl EthDev for IcePort {
         for (q, s) in self.rx_setup.iter().enumerate() {
             let (n, pool) = s.as_ref().expect("checked above");
             let irq = self.irq_fds.get(q + 1).map(|fd| (q as u16 + 1, fd.clone()));
+            if let Some((v, _)) = &irq {
+                self.dev.set_rx_itr(*v, self.rx_itr_us)?;
+            }
             let mut r = self.dev.setup_rx_queue_with(q as u16, *n, pool, irq)?;
             r.set_counters(self.rx_counters[q].clone());
             rxq.push(Some(r));

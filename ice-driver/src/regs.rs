@@ -93,6 +93,13 @@ pub const QINT_ITR_INDX_SHIFT: u32 = 11;
 pub fn glint_dyn_ctl(v: u64) -> u64 {
     0x0016_0000 + 4 * v
 }
+/// GLINT_ITR(i, v): interval of ITR index i (0..=2) for vector v, bits 11:0 in 2 µs units
+/// [HWA; Linux ice_txrx.h ICE_ITR_GRAN_S 1]. RX queue causes use ITR index 0.
+pub fn glint_itr(i: u64, v: u64) -> u64 {
+    0x0015_4000 + i * 8192 + 4 * v
+}
+pub const ITR_GRAN_US: u32 = 2;
+pub const ITR_MAX_US: u32 = 0xFFF * ITR_GRAN_US;
 pub const DYN_CTL_INTENA: u32 = 1 << 0;
 pub const DYN_CTL_CLEARPBA: u32 = 1 << 1;
 pub const DYN_CTL_ITR_NONE: u32 = 3 << 3;
@@ -139,6 +146,10 @@ mod tests {
         assert_eq!(qtx_comm_head(2), 0x000E_0008);
         assert_eq!(qint_rqctl(5), 0x0015_0014);
         assert_eq!(glint_dyn_ctl(5), 0x0016_0014);
+        // GLINT_ITR(_i, _INT) = 0x00154000 + _i * 8192 + _INT * 4 [HWA].
+        assert_eq!(glint_itr(0, 1), 0x0015_4004);
+        assert_eq!(glint_itr(2, 3), 0x0015_800C);
+        assert_eq!(ITR_MAX_US, 8190);
         assert_eq!(RESET_DONE_MASK, 0b11_0011_1011);
         assert_eq!(AQ_LEN_ENABLE, 0x8000_0000);
         assert_eq!(AQ_LEN_CRIT, 0x4000_0000);

@@ -15,7 +15,7 @@ fn model(faults: Faults) -> (Arc<Mutex<E810Model>>, Arc<ModelPci>) {
         mac: MacAddr([0x00, 0x1b, 0x21, 0xaa, 0xbb, 0xcc]),
         ..Default::default()
     };
-    let m = Arc::new(Mutex::new(E810Model::new(cfg)));
+    let m = E810Model::shared(cfg);
     m.lock().faults = faults;
     let pci = Arc::new(ModelPci::new(m.clone()));
     (m, pci)

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use ice_driver::model::pci::ModelPci;
 use ice_driver::model::{E810Model, ModelConfig};
 use ice_driver::{ddp, DdpSource, IcePort};
-use parking_lot::Mutex;
 use vdpdk_core::packet::{ether_frame, udp_frame};
 use vdpdk_core::{DevConfig, Error, EthDev, FlowAction, FlowItem, FlowRule, MacAddr, Mempool};
 
 #[test]
 fn three_macs_land_on_three_queues_and_removal_stops_steering() {
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let pci = Arc::new(ModelPci::new(m.clone()));
     let mut port = IcePort::open_with(pci, DdpSource::Bytes(ddp::synthetic_package(2))).unwrap();
     port.configure(&DevConfig {
@@ -153,7 +152,7 @@ fn three_macs_land_on_three_queues_and_removal_stops_steering() {
 
 #[test]
 fn safe_mode_refuses_flow_rules() {
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let port = IcePort::open_with(Arc::new(ModelPci::new(m)), DdpSource::None).unwrap();
     let rule = FlowRule::to_queue(vec![FlowItem::eth_dst(MacAddr([2, 0, 0, 0, 0, 1]))], 0);
     match port.flow_validate(&rule) {
@@ -165,7 +164,7 @@ fn safe_mode_refuses_flow_rules() {
 #[test]
 fn ipv6_and_tcp_destination_filters_steer() {
     use vdpdk_core::flow::{Ipv4Fields, Ipv6Fields, L4Ports};
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let mut port = IcePort::open_with(
         Arc::new(ModelPci::new(m.clone())),
         DdpSource::Bytes(ddp::synthetic_package(1)),

@@ -2,16 +2,13 @@
 //! DPDK `base/ice_hw_autogen.h` and `base/ice_adminq_cmd.h`), independent of both the driver's
 //! and the model's own constant tables.
 
-use std::sync::Arc;
-
 use ice_driver::model::pci::ModelPci;
 use ice_driver::model::{E810Model, ModelConfig};
-use parking_lot::Mutex;
 use vdpdk_core::DmaMemory;
 use vdpdk_pci::PciDevice;
 
 fn setup() -> (ModelPci, DmaMemory) {
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let pci = ModelPci::new(m);
     let mem = DmaMemory::alloc_with("fmt", 8192, false).unwrap();
     pci.dma_map(&mem).unwrap();

@@ -65,7 +65,7 @@ fn setup() -> (
     ice_driver::txq::IceTxQueue,
     Mempool,
 ) {
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let mut ice = IceDevice::probe(Arc::new(ModelPci::new(m.clone()))).unwrap();
     let tx = ice.setup_tx_queue(0, 256).unwrap();
     let pool = Mempool::new("ol", 1024, 9216).unwrap();
@@ -229,7 +229,7 @@ fn linux_accepts_offloaded_checksums_through_a_tap() {
     std::thread::sleep(std::time::Duration::from_millis(500));
 
     // The model's port is cabled to the TAP: what it transmits reaches the namespace's stack.
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let pci = Arc::new(ModelPci::new(m.clone()));
     pci.set_wire(ice_driver::model::cable::EthDevCable::connect(m.clone(), Box::new(tap)).unwrap());
     let mut ice = IceDevice::probe(pci).unwrap();

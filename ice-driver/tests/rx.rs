@@ -6,13 +6,12 @@ use std::sync::Arc;
 use ice_driver::model::pci::ModelPci;
 use ice_driver::model::{E810Model, ModelConfig};
 use ice_driver::IceDevice;
-use parking_lot::Mutex;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{MacAddr, Mempool, OlFlags, PacketType, RxQueue};
 
 #[test]
 fn frames_arrive_intact_with_ptype_and_checksum_status() {
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let mut ice = IceDevice::probe(Arc::new(ModelPci::new(m.clone()))).unwrap();
     let pool = Mempool::new("rx", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
     let mut rxq = ice.setup_rx_queue(3, 256, &pool).unwrap();
@@ -50,7 +49,7 @@ fn frames_arrive_intact_with_ptype_and_checksum_status() {
 
 #[test]
 fn a_full_ring_drops_until_the_driver_returns_descriptors() {
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let mut ice = IceDevice::probe(Arc::new(ModelPci::new(m.clone()))).unwrap();
     let pool = Mempool::new("rx", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
     let mut rxq = ice.setup_rx_queue(0, 64, &pool).unwrap();

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use ice_driver::model::pci::ModelPci;
 use ice_driver::model::{E810Model, ModelConfig};
 use ice_driver::IceDevice;
-use parking_lot::Mutex;
 use vdpdk_core::packet::{udp_frame, Digest};
 use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
 
@@ -25,7 +24,7 @@ fn send(tx: &mut dyn TxQueue, pool: &Mempool, frames: &[Vec<u8>]) {
 
 #[test]
 fn tx_queue_is_created_through_the_scheduler_and_frames_leave_intact() {
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let mut ice = IceDevice::probe(Arc::new(ModelPci::new(m.clone()))).unwrap();
     let mut tx = ice.setup_tx_queue(0, 256).unwrap();
     let seen = m.lock().commands.clone();
@@ -117,7 +116,7 @@ fn two_cards_back_to_back_pass_frames_both_ways() {
 
 #[test]
 fn port_counters_are_40_bit_and_survive_a_wrap() {
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let mut ice = IceDevice::probe(Arc::new(ModelPci::new(m.clone()))).unwrap();
     let pool = Mempool::new("st", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
     let mut rx = ice.setup_rx_queue(0, 256, &pool).unwrap();
@@ -150,7 +149,7 @@ fn port_counters_are_40_bit_and_survive_a_wrap() {
 fn model_cabled_to_the_pair_backend_passes_frames_both_ways() {
     use ice_driver::model::cable::EthDevCable;
     use vdpdk_core::ethdev::start_single_queue;
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let pci = Arc::new(ModelPci::new(m.clone()));
     let (card_end, mut far) = vdpdk_pair::pair(
         MacAddr([2, 0, 0, 0, 0, 1]),
@@ -208,7 +207,7 @@ fn stopping_the_port_disables_its_tx_queues() {
     use ice_driver::IcePort;
     use vdpdk_core::ethdev::start_single_queue;
     use vdpdk_core::EthDev;
-    let m = Arc::new(Mutex::new(E810Model::new(ModelConfig::default())));
+    let m = E810Model::shared(ModelConfig::default());
     let mut port = IcePort::open_with(
         Arc::new(ModelPci::new(m.clone())),
         ice_driver::DdpSource::None,

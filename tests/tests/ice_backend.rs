@@ -127,12 +127,9 @@ fn guests_exchange_frames_through_host_mux_on_the_ice_driver() {
 
 #[test]
 fn host_mux_binary_runs_on_an_e810_behind_a_vfio_user_socket() {
-    use std::sync::Arc;
     let dir = TempDir::new("icecli");
     let card = dir.0.join("e810.sock");
-    let model = Arc::new(parking_lot::Mutex::new(ice_driver::model::E810Model::new(
-        ModelConfig::default(),
-    )));
+    let model = ice_driver::model::E810Model::shared(ModelConfig::default());
     let card2 = card.clone();
     std::thread::spawn(move || ice_driver::model::server::serve(model, &card2));
     let t0 = Instant::now();

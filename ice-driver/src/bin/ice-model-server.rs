@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ice_driver::model::{E810Model, ModelConfig};
-use parking_lot::Mutex;
 use vdpdk_core::MacAddr;
 
 /// Serve a software Intel E810 over vfio-user.
@@ -49,7 +48,7 @@ fn main() {
         num_queues: args.queues,
         ..Default::default()
     });
-    let model = Arc::new(Mutex::new(model));
+    let model = model.into_shared();
     let wire: Option<Arc<dyn ice_driver::model::pci::Wire>> =
         match (&args.wire_local, &args.wire_peer) {
             (Some(l), Some(p)) => {

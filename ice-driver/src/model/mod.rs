@@ -236,6 +236,16 @@ pub struct E810Model {
     rq_ctl: HashMap<usize, u32>,
     /// Vectors whose INTENA is set (armed); firing one clears it (auto-mask).
     armed: std::collections::HashSet<usize>,
+    /// GLINT_ITR intervals in µs by (ITR index, vector); 0 or absent: no throttling.
+    itr_us: HashMap<(u8, usize), u64>,
+    /// When each vector last fired, and the vectors whose interrupt waits for its interval.
+    last_fire: HashMap<usize, std::time::Instant>,
+    held: std::collections::HashSet<usize>,
+    /// Interrupts the ITR held back (each fires when its interval ends).
+    pub throttled: u64,
+    /// The shared handle this model lives in (set by [`E810Model::into_shared`]): a held
+    /// interrupt's timer needs it to come back.
+    self_ref: Option<std::sync::Weak<parking_lot::Mutex<E810Model>>>,
     /// MSI-X vector eventfds (from SET_IRQS).
     msix: Vec<Option<std::os::fd::OwnedFd>>,
     /// Interrupts fired, for tests.
@@ -307,6 +317,11 @@ impl E810Model {
             mac_to_queue: Vec::new(),
             rq_ctl: HashMap::new(),
             armed: Default::default(),
+            itr_us: HashMap::new(),
+            last_fire: HashMap::new(),
+            held: Default::default(),
+            throttled: 0,
+            self_ref: None,
             msix: Vec::new(),
             interrupts: 0,
             mac_cfg: [0; 3],
@@ -353,8 +368,24 @@ impl E810Model {
         self.msix = fds;
     }
 
+    /// The model behind a shared handle, as the PCI front ends use it; interrupt throttling
+    /// (ITR) needs this to fire held interrupts later.
+    pub fn into_shared(mut self) -> std::sync::Arc<parking_lot::Mutex<E810Model>> {
+        std::sync::Arc::new_cyclic(|w| {
+            self.self_ref = Some(w.clone());
+            parking_lot::Mutex::new(self)
+        })
+    }
+
+    /// `E810Model::new(cfg).into_shared()`.
+    pub fn shared(cfg: ModelConfig) -> std::sync::Arc<parking_lot::Mutex<E810Model>> {
+        Self::new(cfg).into_shared()
+    }
+
     /// Fires RX queue `q`'s vector if its cause is enabled and the vector is armed; the
-    /// vector then stays masked until software re-arms it (GLINT_DYN_CTL.INTENA).
+    /// vector then stays masked until software re-arms it (GLINT_DYN_CTL.INTENA). With an
+    /// ITR interval on the queue's ITR index, an interrupt due sooner than that after the
+    /// vector's last one is held and fires when the interval ends (interrupt moderation).
     fn rx_interrupt(&mut self, q: usize) {
         let Some(&ctl) = self.rq_ctl.get(&q) else {
             return;
@@ -363,9 +394,39 @@ impl E810Model {
             return;
         }
         let v = (ctl & 0x7FF) as usize;
+        if !self.armed.contains(&v) || self.held.contains(&v) {
+            return;
+        }
+        let itr_index = (ctl >> 11 & 3) as u8; // 3 = no ITR
+        let interval = std::time::Duration::from_micros(
+            self.itr_us.get(&(itr_index, v)).copied().unwrap_or(0),
+        );
+        let due = self.last_fire.get(&v).map(|t| *t + interval);
+        if let (Some(due), Some(me)) = (due, self.self_ref.clone()) {
+            let now = std::time::Instant::now();
+            if due > now {
+                self.held.insert(v);
+                self.throttled += 1;
+                std::thread::spawn(move || {
+                    std::thread::sleep(due - now);
+                    if let Some(m) = me.upgrade() {
+                        let mut m = m.lock();
+                        m.held.remove(&v);
+                        m.fire(v);
+                    }
+                });
+                return;
+            }
+        }
+        self.fire(v);
+    }
+
+    /// Signals vector `v` if it is (still) armed, and disarms it.
+    fn fire(&mut self, v: usize) {
         if !self.armed.remove(&v) {
             return;
         }
+        self.last_fire.insert(v, std::time::Instant::now());
         if let Some(Some(fd)) = self.msix.get(v) {
             use std::os::fd::AsRawFd;
             let one = 1u64.to_ne_bytes();
@@ -773,6 +834,15 @@ impl E810Model {
                     self.rx_enable(q, v & 1 != 0);
                 } else if let Some(q) = self.queue_of(off, QRX_TAIL_BASE) {
                     self.rxq_mut(q).tail = v & 0x1FFF;
+                } else if (GLINT_ITR_BASE..GLINT_ITR_BASE + 3 * GLINT_ITR_INDEX_STRIDE)
+                    .contains(&off)
+                {
+                    let rel = off - GLINT_ITR_BASE;
+                    let key = (
+                        (rel / GLINT_ITR_INDEX_STRIDE) as u8,
+                        (rel % GLINT_ITR_INDEX_STRIDE / 4) as usize,
+                    );
+                    self.itr_us.insert(key, (v & 0xFFF) as u64 * ITR_GRAN_US);
                 } else if let Some(q) = self.queue_of(off, QINT_RQCTL_BASE) {
                     self.rq_ctl.insert(q, v);
                 } else if let Some(vec) = self.queue_of(off, GLINT_DYN_CTL_BASE) {

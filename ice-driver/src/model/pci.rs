@@ -54,8 +54,8 @@ impl ModelPci {
 
     /// Two models cabled back to back, each behind its own in-process PCI device.
     pub fn back_to_back(a: ModelConfig, b: ModelConfig) -> (Arc<ModelPci>, Arc<ModelPci>) {
-        let ma = Arc::new(Mutex::new(E810Model::new(a)));
-        let mb = Arc::new(Mutex::new(E810Model::new(b)));
+        let ma = E810Model::shared(a);
+        let mb = E810Model::shared(b);
         let (pa, pb) = (
             Arc::new(ModelPci::new(ma.clone())),
             Arc::new(ModelPci::new(mb.clone())),

@@ -66,3 +66,10 @@ pub const GLPRT_BPTCL: u64 = 0x381240;
 // Flow-control timer registers of timer index 8 (E800) [HWA].
 pub const PRTMAC_PAUSE_QUANTA_8: u64 = 0x1E37E0;
 pub const PRTMAC_PAUSE_REFRESH_8: u64 = 0x1E3900;
+
+/// GLINT_ITR(i, v): interval of ITR index i (0..=2) for vector v, INTERVAL bits 11:0 in 2 µs
+/// units [HWA `GLINT_ITR(_i, _INT) (0x00154000 + ((_i) * 8192 + (_INT) * 4))`; Linux
+/// ice_txrx.h ICE_ITR_GRAN_S 1].
+pub const GLINT_ITR_BASE: u64 = 0x154000;
+pub const GLINT_ITR_INDEX_STRIDE: u64 = 8192;
+pub const ITR_GRAN_US: u64 = 2;
