@@ -83,7 +83,11 @@ fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
     }
     let backend: Box<dyn EthDev> = match &cfg.backend {
         BackendConfig::Tap { ifname } => Box::new(vdpdk_tap::TapPort::open(ifname, None)?),
-        BackendConfig::Ice { access, ddp } => {
+        BackendConfig::Ice {
+            access,
+            ddp,
+            rx_itr_us,
+        } => {
             let pci: std::sync::Arc<dyn vdpdk_pci::PciDevice> = match access {
                 crate::config::IceAccess::Pci(bdf) => {
                     std::sync::Arc::new(vdpdk_pci::KernelVfioPci::open(bdf)?)
@@ -95,7 +99,9 @@ fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
             let src = ddp
                 .clone()
                 .map_or(ice_driver::DdpSource::Default, ice_driver::DdpSource::File);
-            Box::new(ice_driver::IcePort::open_with(pci, src)?)
+            let mut port = ice_driver::IcePort::open_with(pci, src)?;
+            port.set_rx_itr(*rx_itr_us)?;
+            Box::new(port)
         }
         // An in-memory wire whose far end echoes (MACs swapped), with no thread of its own.
         BackendConfig::Pair => Box::new(vdpdk_pair::reflector(

@@ -7,6 +7,7 @@
 //! pci = "0000:3b:00.0"  # ice: the E810 bound to vfio-pci, or
 //! socket = "/run/e810.sock"  # ice: the E810 behind a vfio-user socket
 //! ddp = "/lib/firmware/intel/ice/ddp/ice.pkg"  # ice only, optional (default: that path if present)
+//! rx_itr_us = 0         # ice only: RX interrupt moderation in µs (0..=8190, default 0 = none)
 //!
 //! [mux]
 //! idle_polls = 1024     # empty poll rounds before a poller sleeps (event mode)
@@ -68,6 +69,9 @@ pub enum BackendConfig {
         access: IceAccess,
         /// DDP package file (must exist); None: the standard path if present, else safe mode.
         ddp: Option<PathBuf>,
+        /// RX interrupt moderation (µs): after waking a sleeping poller, the NIC waits this
+        /// long before interrupting again. 0 = none.
+        rx_itr_us: u32,
     },
 }
 
@@ -199,6 +203,7 @@ struct RawBackend {
     socket: Option<PathBuf>,
     pci: Option<String>,
     ddp: Option<PathBuf>,
+    rx_itr_us: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -280,9 +285,17 @@ impl MuxConfig {
                         ))
                     }
                 };
+                let rx_itr_us = rb.rx_itr_us.unwrap_or(0);
+                if rx_itr_us > 8190 {
+                    return Err(invalid(
+                        "backend.rx_itr_us",
+                        format!("{rx_itr_us} µs: the E810 moderates in 0..=8190 µs"),
+                    ));
+                }
                 BackendConfig::Ice {
                     access,
                     ddp: rb.ddp,
+                    rx_itr_us,
                 }
             }
             Some(other) => {
@@ -470,9 +483,19 @@ mod tests {
             MuxConfig::parse(&ice).unwrap().backend,
             BackendConfig::Ice {
                 access: IceAccess::VfioUser("/run/e810.sock".into()),
-                ddp: None
+                ddp: None,
+                rx_itr_us: 0,
             }
         );
+        assert!(
+            err_of(&ice.replace("kind = \"ice\"", "kind = \"ice\"\nrx_itr_us = 9000"))
+                .starts_with("backend.rx_itr_us")
+        );
+        let itr = ice.replace("kind = \"ice\"", "kind = \"ice\"\nrx_itr_us = 50");
+        assert!(matches!(
+            MuxConfig::parse(&itr).unwrap().backend,
+            BackendConfig::Ice { rx_itr_us: 50, .. }
+        ));
         assert!(err_of(&GOOD.replace("rx_queues = 4", "rx_qeues = 4")).contains("rx_qeues"));
         assert!(err_of(&GOOD.replace("rx_queues = 4", "cluster = 1")).starts_with("vm[0].cluster"));
         let clustered = format!("[[cluster]]\ncpus = [0]\nmode = \"sideways\"\n{GOOD}");
