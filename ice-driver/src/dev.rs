@@ -463,9 +463,31 @@ impl IceDevice {
         crate::stats::HwCounters::new(&self.regs, self.info.lport)
     }
 
-    /// Adds what the port counters moved since the last update.
+    fn vsi_number(&self) -> Result<u16, IceError> {
+        self.vsi.ok_or_else(|| {
+            IceError::InvalidArg("the PF VSI exists once the first queue is set up".into())
+        })
+    }
+
+    /// Starts the LAN VSI's counters (and its RX discard counter) from the current values.
+    pub fn vsi_counters(
+        &self,
+    ) -> Result<(crate::stats::HwCounters, crate::stats::Counter32), IceError> {
+        let vsi = self.vsi_number()?;
+        Ok((
+            crate::stats::HwCounters::vsi(&self.regs, vsi)?,
+            crate::stats::Counter32::start(&self.regs, crate::stats::glv_rdpc(vsi))?,
+        ))
+    }
+
+    /// Adds what a counter set moved since the last update.
     pub fn update_counters(&self, c: &mut crate::stats::HwCounters) -> Result<(), IceError> {
-        c.update(&self.regs, self.info.lport)
+        c.update(&self.regs)
+    }
+
+    /// Adds what the LAN VSI's RX discard counter moved.
+    pub fn update_rx_discards(&self, c: &mut crate::stats::Counter32) -> Result<(), IceError> {
+        c.update(&self.regs, crate::stats::glv_rdpc(self.vsi_number()?))
     }
 
     /// Downloads a DDP package ([DDP] `ice_dwnld_cfg_bufs`): takes the global config lock

@@ -41,6 +41,14 @@ pub struct IcePort {
     next_flow: u32,
     /// RX interrupt throttle (µs, 0 = none), see [`IcePort::set_rx_itr`].
     rx_itr_us: u32,
+    /// Hardware counters since start (port, LAN VSI, VSI RX discards); None before start.
+    hw: parking_lot::Mutex<Option<HwStats>>,
+}
+
+struct HwStats {
+    port: crate::stats::HwCounters,
+    vsi: crate::stats::HwCounters,
+    rx_discards: crate::stats::Counter32,
 }
 
 /// Where the DDP package comes from.
@@ -116,6 +124,7 @@ impl IcePort {
             flows: Vec::new(),
             next_flow: 1,
             rx_itr_us: 0,
+            hw: parking_lot::Mutex::new(None),
         })
     }
 
@@ -211,6 +220,12 @@ impl EthDev for IcePort {
             txq.push(Some(t));
         }
         self.dev.link_up()?;
+        let (vsi, rx_discards) = self.dev.vsi_counters()?;
+        *self.hw.lock() = Some(HwStats {
+            port: self.dev.hw_counters()?,
+            vsi,
+            rx_discards,
+        });
         self.rxq = rxq;
         self.txq = txq;
         self.state = PortState::Started;
@@ -259,8 +274,36 @@ impl EthDev for IcePort {
         }
     }
 
+    /// Software per-queue counters, plus `imissed` from the VSI's RX discard counter.
     fn stats(&self) -> PortStats {
-        sum_stats(&self.rx_counters, &self.tx_counters)
+        let mut s = sum_stats(&self.rx_counters, &self.tx_counters);
+        if let Some(hw) = self.hw.lock().as_mut() {
+            if self.dev.update_rx_discards(&mut hw.rx_discards).is_ok() {
+                s.imissed = hw.rx_discards.total;
+            }
+        }
+        s
+    }
+
+    /// The port (GLPRT, `port_*`) and LAN VSI (GLV, `vsi_*`) hardware counters since start,
+    /// 40-bit wraps accounted for.
+    fn xstats(&self) -> Vec<(String, u64)> {
+        let mut g = self.hw.lock();
+        let Some(hw) = g.as_mut() else {
+            return Vec::new();
+        };
+        if self.dev.update_counters(&mut hw.port).is_err()
+            || self.dev.update_counters(&mut hw.vsi).is_err()
+            || self.dev.update_rx_discards(&mut hw.rx_discards).is_err()
+        {
+            return Vec::new();
+        }
+        hw.port
+            .named()
+            .map(|(n, v)| (format!("port_{n}"), v))
+            .chain(hw.vsi.named().map(|(n, v)| (n.to_string(), v)))
+            .chain([("vsi_rx_discards".to_string(), hw.rx_discards.total)])
+            .collect()
     }
 
     /// Checks that Flow Director can apply `rule` (pattern, actions, queues configured).

@@ -230,6 +230,8 @@ pub struct E810Model {
     sched: HashMap<u32, (u32, u32)>,
     next_teid: u32,
     next_vsi: u16,
+    /// The last VSI added: the one the LAN queues (and VSI counters) belong to.
+    lan_vsi: Option<u16>,
     /// Destination MAC -> PF queue (switch rules); unmatched frames go to queue 0.
     pub mac_to_queue: Vec<(MacAddr, u16)>,
     /// QINT_RQCTL per RX queue.
@@ -314,6 +316,7 @@ impl E810Model {
             sched: Self::default_topology(),
             next_teid: 0x200,
             next_vsi: 5,
+            lan_vsi: None,
             mac_to_queue: Vec::new(),
             rq_ctl: HashMap::new(),
             armed: Default::default(),
@@ -344,23 +347,46 @@ impl E810Model {
         self.port_counters.insert(l_reg, v & ((1 << 40) - 1));
     }
 
+    /// Counts a frame in the port counters and, when a LAN VSI exists, in its VSI counters
+    /// (every LAN queue of the model belongs to the PF's VSI).
     fn count_frame(&mut self, frame: &[u8], rx: bool) {
         let dst = MacAddr::dst_of(frame).unwrap_or(MacAddr::ZERO);
-        let (bytes, uc, mc, bc) = if rx {
-            (GLPRT_GORCL, GLPRT_UPRCL, GLPRT_MPRCL, GLPRT_BPRCL)
-        } else {
-            (GLPRT_GOTCL, GLPRT_UPTCL, GLPRT_MPTCL, GLPRT_BPTCL)
-        };
-        // Byte counters include the 4-byte CRC the wire carries.
-        self.count(bytes, frame.len() as u64 + 4);
         let kind = if dst.is_broadcast() {
-            bc
+            3
         } else if dst.is_multicast() {
-            mc
+            2
         } else {
-            uc
+            1
         };
-        self.count(kind, 1);
+        let port = if rx {
+            [GLPRT_GORCL, GLPRT_UPRCL, GLPRT_MPRCL, GLPRT_BPRCL]
+        } else {
+            [GLPRT_GOTCL, GLPRT_UPTCL, GLPRT_MPTCL, GLPRT_BPTCL]
+        };
+        // Port byte counters include the 4-byte CRC the wire carries.
+        self.count(port[0], frame.len() as u64 + 4);
+        self.count(port[kind], 1);
+        if let Some(vsi) = self.lan_vsi {
+            let vsi_regs = if rx {
+                [GLV_GORCL, GLV_UPRCL, GLV_MPRCL, GLV_BPRCL]
+            } else {
+                [GLV_GOTCL, GLV_UPTCL, GLV_MPTCL, GLV_BPTCL]
+            };
+            let at = GLV_STRIDE * vsi as u64;
+            self.count(vsi_regs[0] + at, frame.len() as u64);
+            self.count(vsi_regs[kind] + at, 1);
+        }
+    }
+
+    /// A frame for the VSI found no free descriptor (GLV_RDPC, 32 bits).
+    fn count_rx_discard(&mut self) {
+        if let Some(vsi) = self.lan_vsi {
+            let c = self
+                .port_counters
+                .entry(GLV_RDPC + 4 * vsi as u64)
+                .or_default();
+            *c = (*c + 1) & 0xFFFF_FFFF;
+        }
     }
 
     /// Routes MSI-X vectors 0.. to these eventfds.
@@ -683,6 +709,7 @@ impl E810Model {
         }
         if st.head == st.tail % st.len {
             self.stats.rx_dropped += 1;
+            self.count_rx_discard();
             return false;
         }
         let at = st.base + st.head as u64 * 32;
@@ -745,6 +772,7 @@ impl E810Model {
     /// A PF reset: the admin queue survives (its reset source is EMPR), everything else goes.
     fn pf_reset(&mut self) {
         self.plain.clear();
+        self.lan_vsi = None;
         self.link_up = false;
         self.lse_enabled = false;
     }
@@ -1071,6 +1099,10 @@ impl E810Model {
                 }
                 let v = self.next_vsi;
                 self.next_vsi += 1;
+                // vsi_flags @6, type in bits 1:0: 2 = PF [AQC ICE_AQ_VSI_TYPE_PF].
+                if u16::from_le_bytes([p[6], p[7]]) & 3 == 2 {
+                    self.lan_vsi = Some(v);
+                }
                 let mut q = *p;
                 q[0..2].copy_from_slice(&v.to_le_bytes());
                 q[4..6].copy_from_slice(&1u16.to_le_bytes());

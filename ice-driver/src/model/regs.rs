@@ -73,3 +73,18 @@ pub const PRTMAC_PAUSE_REFRESH_8: u64 = 0x1E3900;
 pub const GLINT_ITR_BASE: u64 = 0x154000;
 pub const GLINT_ITR_INDEX_STRIDE: u64 = 8192;
 pub const ITR_GRAN_US: u64 = 2;
+
+/// VSI counters, indexed by HW VSI number [HWA]: 40-bit L/H pairs with stride 8
+/// (`GLV_GORCL(_i) (0x003B0000 + ((_i) * 8))`, ...), and the 32-bit RX discard counter
+/// `GLV_RDPC(_i) (0x00294C04 + ((_i) * 4))` (frames for the VSI dropped for lack of
+/// descriptors).
+pub const GLV_GORCL: u64 = 0x3B0000;
+pub const GLV_UPRCL: u64 = 0x3B2000;
+pub const GLV_MPRCL: u64 = 0x3B4000;
+pub const GLV_BPRCL: u64 = 0x3B6000;
+pub const GLV_GOTCL: u64 = 0x300000;
+pub const GLV_UPTCL: u64 = 0x30A000;
+pub const GLV_MPTCL: u64 = 0x30C000;
+pub const GLV_BPTCL: u64 = 0x30E000;
+pub const GLV_STRIDE: u64 = 8;
+pub const GLV_RDPC: u64 = 0x294C04;
