@@ -148,6 +148,29 @@ impl MappedBar {
     }
 }
 
+impl MappedBar {
+    /// Maps `len` bytes of a vfio device fd at `offset` (a region vfio reported as mappable).
+    pub fn map_device_region(fd: RawFd, offset: u64, len: usize) -> std::io::Result<MappedBar> {
+        // SAFETY: a fresh shared mapping of the caller's device fd; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast()).ok_or_else(|| std::io::Error::other("mmap null"))?;
+        // SAFETY: ptr/len is the mapping just created; MappedBar unmaps it on drop.
+        Ok(unsafe { MappedBar::new(ptr, len, true) })
+    }
+}
+
 impl Drop for MappedBar {
     fn drop(&mut self) {
         if self.unmap {

@@ -4,7 +4,6 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::PathBuf;
-use std::ptr::NonNull;
 use std::sync::Arc;
 
 use vdpdk_core::{DmaMemory, Error, Result};
@@ -82,28 +81,12 @@ impl PciDevice for KernelVfioPci {
                 self.bdf
             )));
         }
-        let len = self.device.get_region_size(idx) as usize;
-        // SAFETY: mapping the region of our device fd at the offset vfio reported; checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                self.device.as_raw_fd(),
-                self.device.get_region_offset(idx) as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(hint(
-                &self.bdf,
-                "mmap of a BAR",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        let ptr = NonNull::new(p.cast()).ok_or_else(|| Error::Device("mmap null".into()))?;
-        // SAFETY: ptr/len is the mapping just created; MappedBar unmaps it on drop.
-        Ok(unsafe { MappedBar::new(ptr, len, true) })
+        MappedBar::map_device_region(
+            self.device.as_raw_fd(),
+            self.device.get_region_offset(idx),
+            self.device.get_region_size(idx) as usize,
+        )
+        .map_err(|e| hint(&self.bdf, "mmap of a BAR", e))
     }
     fn dma_map(&self, mem: &DmaMemory) -> Result<()> {
         // SAFETY: the memory is a live mapping owned by `mem`; the driver accesses it only

@@ -13,7 +13,6 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 
 use vdpdk_core::{DmaMemory, Error, Result};
 use vfio_bindings::bindings::vfio::*;
@@ -245,23 +244,8 @@ impl PciDevice for NoIommuVfioPci {
                 self.bdf
             )));
         }
-        // SAFETY: mapping the region of our device fd at the offset vfio reported; checked.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                r.size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                self.device.as_raw_fd(),
-                r.offset as libc::off_t,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(os_err(&self.bdf, "mmap of a BAR"));
-        }
-        let ptr = NonNull::new(p.cast()).ok_or_else(|| Error::Device("mmap null".into()))?;
-        // SAFETY: ptr/len is the mapping just created; MappedBar unmaps it on drop.
-        Ok(unsafe { MappedBar::new(ptr, r.size as usize, true) })
+        MappedBar::map_device_region(self.device.as_raw_fd(), r.offset, r.size as usize)
+            .map_err(|e| err(&self.bdf, "mmap of a BAR", e))
     }
     /// Nothing to map without an IOMMU; the memory must carry physical addresses.
     fn dma_map(&self, mem: &DmaMemory) -> Result<()> {
