@@ -246,7 +246,9 @@ impl TxQueue for GuestTxQueue {
         let mut bytes = 0u64;
         let mut sent = 0;
         for m in pkts.drain(..n) {
-            if !self.ensure_mapped(&m) {
+            // One descriptor carries one buffer: the port offers no MULTI_SEGS, and a chain
+            // is refused rather than sent truncated.
+            if m.is_chained() || !self.ensure_mapped(&m) {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 continue; // the mbuf is freed; its memory cannot reach the device
             }

@@ -325,7 +325,7 @@ impl Poller {
                 if let Some(q) = deliver_one(&mut rx, m) {
                     touched |= 1 << (q % 64);
                     pkts += 1;
-                    bytes += m.len() as u64;
+                    bytes += m.pkt_len() as u64;
                 }
             }
             if touched != 0 {
@@ -455,7 +455,8 @@ fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
         return None;
     }
     let d = hq.ring.read(idx);
-    let len = frame.len();
+    // The whole packet: a backend may hand over a chain (several buffers).
+    let len = m.pkt_len();
     let dst = if d.len as usize >= len {
         mem.translate(d.addr, len as u64, true)
     } else {
@@ -467,9 +468,14 @@ fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
         stats.add(StatsIndex::RxBadDesc, 1);
         return None;
     };
-    // SAFETY: dst..dst+len lies in a writable region of the guest's DMA map (checked), mapped
-    // while we hold the guest's RX lock; the source is our own mbuf.
-    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, len) };
+    let mut at = 0;
+    for seg in m.segments() {
+        // SAFETY: dst..dst+len lies in a writable region of the guest's DMA map (checked),
+        // mapped while we hold the guest's RX lock, and the segments add up to len; the
+        // source is our own mbuf.
+        unsafe { std::ptr::copy_nonoverlapping(seg.data().as_ptr(), dst.add(at), seg.len()) };
+        at += seg.len();
+    }
     let mut ol = Desc::rx_ol_from(m);
     if mark.is_some() {
         ol |= vdpdk_core::abi::desc::DESC_OL_RX_MARK;

@@ -277,7 +277,9 @@ impl HostMux {
         let link = backend.link();
         let facts = PortFacts {
             mtu: info.mtu,
-            max_mtu: info.max_mtu,
+            // The backend runs at its default MTU (host-mux does not raise it), so that is
+            // also the most a guest can use.
+            max_mtu: info.mtu,
             link_up: link.up,
             link_speed_mbps: link.speed_mbps,
         };

@@ -237,7 +237,7 @@ impl IceDevice {
         let quanta = self.regs.read(PRTMAC_HSEC_CTL_TX_PAUSE_QUANTA_8)? & 0xFFFF;
         let refresh = self.regs.read(PRTMAC_HSEC_CTL_TX_PAUSE_REFRESH_TIMER_8)? & 0xFFFF;
         let mut d = AqDesc::direct(OP_SET_MAC_CFG);
-        d.set_param_u16(0, 9728);
+        d.set_param_u16(0, crate::rxq::MAX_FRAME);
         d.set_param_u16(4, quanta as u16);
         d.set_param_u16(6, refresh as u16);
         self.send(d, None, false)?;
@@ -358,15 +358,17 @@ impl IceDevice {
         n: u16,
         pool: &vdpdk_core::Mempool,
     ) -> Result<crate::rxq::IceRxQueue, IceError> {
-        self.setup_rx_queue_with(q, n, pool, None)
+        self.setup_rx_queue_with(q, n, pool, Default::default(), None)
     }
 
-    /// Like [`IceDevice::setup_rx_queue`], with MSI-X vector `irq.0` signalling `irq.1`.
+    /// Like [`IceDevice::setup_rx_queue`], with frame limits (MTU, scatter) and MSI-X vector
+    /// `irq.0` signalling `irq.1`.
     pub fn setup_rx_queue_with(
         &mut self,
         q: u16,
         n: u16,
         pool: &vdpdk_core::Mempool,
+        limits: crate::rxq::RxFrameLimits,
         irq: Option<(u16, Arc<vmm_sys_util::eventfd::EventFd>)>,
     ) -> Result<crate::rxq::IceRxQueue, IceError> {
         if q as u32 >= self.info.num_rxq {
@@ -383,7 +385,15 @@ impl IceDevice {
                 )));
             }
         }
-        crate::rxq::IceRxQueue::setup(self.regs.clone(), q, n, pool, 9728, Default::default(), irq)
+        crate::rxq::IceRxQueue::setup(
+            self.regs.clone(),
+            q,
+            n,
+            pool,
+            limits,
+            Default::default(),
+            irq,
+        )
     }
 
     /// Sets up Flow Director programming: a control VSI (FLOW_DIR section, PROG_ENABLE) owning
@@ -400,7 +410,7 @@ impl IceDevice {
             let vsi = self.add_vsi(3, q, 1, true)?;
             let tx = self.add_tx_queue(q, 64, vsi)?;
             let pool = vdpdk_core::Mempool::new("ice-fdir", 128, 2048 + vdpdk_core::MBUF_HEADROOM)?;
-            let rx = self.setup_rx_queue_with(q, 64, &pool, None)?;
+            let rx = self.setup_rx_queue_with(q, 64, &pool, Default::default(), None)?;
             let template = vdpdk_core::DmaMemory::alloc_with("ice-fdir-pkt", 4096, false)?;
             self.regs.device().dma_map(&template)?;
             self.fdir = Some(FdirQueues {

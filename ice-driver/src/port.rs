@@ -18,6 +18,8 @@ use crate::txq::IceTxQueue;
 use crate::IceDevice;
 
 /// RX/TX ring limits (power-of-two not required; multiples of 32, [RXTX]).
+const DEFAULT_MTU: u16 = 1500;
+
 const RING_LIM: DescLimits = DescLimits {
     min: 64,
     max: 4096,
@@ -131,6 +133,19 @@ impl IcePort {
     pub fn device(&mut self) -> &mut IceDevice {
         &mut self.dev
     }
+
+    /// Frame size and scatter from the configured MTU and RX offloads.
+    fn rx_limits(&self) -> crate::rxq::RxFrameLimits {
+        let mtu = if self.conf.mtu == 0 {
+            DEFAULT_MTU
+        } else {
+            self.conf.mtu
+        };
+        crate::rxq::RxFrameLimits {
+            max_frame: mtu + crate::rxq::ETH_OVERHEAD,
+            scatter: self.conf.rx_offloads.contains(RxOffloads::SCATTER),
+        }
+    }
 }
 
 impl EthDev for IcePort {
@@ -145,13 +160,18 @@ impl EthDev for IcePort {
             max_tx_queues: maxq(i.num_txq),
             rx_desc_lim: RING_LIM,
             tx_desc_lim: RING_LIM,
-            mtu: 1500,
-            max_mtu: i.max_mtu.min(u16::MAX as u32) as u16,
-            rx_offload_capa: RxOffloads::IPV4_CKSUM | RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM,
+            mtu: DEFAULT_MTU,
+            max_mtu: (i.max_mtu.min(u16::MAX as u32) as u16)
+                .min(crate::rxq::MAX_FRAME - crate::rxq::ETH_OVERHEAD),
+            rx_offload_capa: RxOffloads::IPV4_CKSUM
+                | RxOffloads::UDP_CKSUM
+                | RxOffloads::TCP_CKSUM
+                | RxOffloads::SCATTER,
             tx_offload_capa: TxOffloads::IPV4_CKSUM
                 | TxOffloads::UDP_CKSUM
                 | TxOffloads::TCP_CKSUM
-                | TxOffloads::TCP_TSO,
+                | TxOffloads::TCP_TSO
+                | TxOffloads::MULTI_SEGS,
             rx_intr: i.num_msix > 1,
         }
     }
@@ -175,10 +195,31 @@ impl EthDev for IcePort {
         Ok(())
     }
 
+    /// Refuses a pool whose buffers cannot hold an MTU-sized frame: in one buffer without
+    /// `RxOffloads::SCATTER`, in five with it.
     fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, pool: &Mempool) -> Result<()> {
         self.state.need_configured("rx_queue_setup")?;
         check_qid("RX", qid, self.conf.nb_rx_queues)?;
         RING_LIM.check("RX", nb_desc)?;
+        let limits = self.rx_limits();
+        let buf = crate::rxq::rx_buf_len(pool);
+        if limits.rxmax(buf) < limits.max_frame as u64 {
+            let mtu = limits.max_frame - crate::rxq::ETH_OVERHEAD;
+            return Err(Error::InvalidArg(if limits.scatter {
+                format!(
+                    "MTU {mtu} needs {} B frames; {} buffers of {buf} B hold fewer",
+                    limits.max_frame,
+                    crate::rxq::MAX_RX_SEGS
+                )
+            } else {
+                format!(
+                    "MTU {mtu} needs {} B frames but pool {} receives {buf} B per buffer: \
+                     enable RxOffloads::SCATTER or use larger buffers",
+                    limits.max_frame,
+                    pool.name()
+                )
+            }));
+        }
         self.rx_setup[qid as usize] = Some((nb_desc, pool.clone()));
         Ok(())
     }
@@ -207,7 +248,10 @@ impl EthDev for IcePort {
             if let Some((v, _)) = &irq {
                 self.dev.set_rx_itr(*v, self.rx_itr_us)?;
             }
-            let mut r = self.dev.setup_rx_queue_with(q as u16, *n, pool, irq)?;
+            let limits = self.rx_limits();
+            let mut r = self
+                .dev
+                .setup_rx_queue_with(q as u16, *n, pool, limits, irq)?;
             r.set_counters(self.rx_counters[q].clone());
             rxq.push(Some(r));
         }

@@ -45,6 +45,50 @@ pub fn ptype_to_mbuf(p: u16) -> PacketType {
     })
 }
 
+/// Buffers one received frame may span [FBSD `ICE_MAX_RX_SEGS`; DPDK `ICE_SUPPORT_CHAIN_NUM`].
+pub const MAX_RX_SEGS: u64 = 5;
+/// Bytes a frame adds to its MTU: Ethernet header, CRC and two VLAN tags [DPDK
+/// `ICE_ETH_OVERHEAD`].
+pub const ETH_OVERHEAD: u16 = 14 + 4 + 2 * 4;
+/// Largest frame the MAC is configured for (set_mac_cfg max_frame_size) [DPDK
+/// `ICE_FRAME_SIZE_MAX`].
+pub const MAX_FRAME: u16 = 9728;
+
+/// How large a frame an RX queue takes, and whether it may span buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxFrameLimits {
+    /// Largest frame accepted (bytes, CRC stripped); larger ones are dropped by the device.
+    pub max_frame: u16,
+    /// Frames larger than one buffer arrive as mbuf chains (`RxOffloads::SCATTER`); without
+    /// it the device drops them.
+    pub scatter: bool,
+}
+
+impl Default for RxFrameLimits {
+    /// A 1500 B MTU, no scatter.
+    fn default() -> Self {
+        RxFrameLimits {
+            max_frame: 1500 + ETH_OVERHEAD,
+            scatter: false,
+        }
+    }
+}
+
+impl RxFrameLimits {
+    /// The RLAN context's RXMAX for buffers of `dbuf` bytes: one buffer without scatter, at
+    /// most five with it [DPDK ice_rxtx.c `ice_rx_queue_init`: max_pkt_len =
+    /// min(ICE_SUPPORT_CHAIN_NUM * rx_buf_len, frame_size)].
+    pub fn rxmax(&self, dbuf: u64) -> u64 {
+        let bufs = if self.scatter { MAX_RX_SEGS } else { 1 };
+        (self.max_frame as u64).min(bufs * dbuf)
+    }
+}
+
+/// Usable receive bytes of each buffer of `pool` (the RLAN DBUF granule is 128 B).
+pub fn rx_buf_len(pool: &Mempool) -> u64 {
+    (pool.buf_size() - vdpdk_core::MBUF_HEADROOM) as u64 & !127
+}
+
 pub struct IceRxQueue {
     regs: Arc<Regs>,
     q: u16,
@@ -59,6 +103,12 @@ pub struct IceRxQueue {
     counters: Arc<QueueCounters>,
     /// MSI-X vector and the eventfd it signals, when RX interrupts are configured.
     irq: Option<(u16, Arc<EventFd>)>,
+    /// Chains are delivered (else a multi-buffer frame is an error).
+    scatter: bool,
+    /// The segments of a frame whose last descriptor has not been written back yet (it may
+    /// straddle two bursts), and whether one of them was bad.
+    partial: Option<Mbuf>,
+    partial_bad: bool,
 }
 
 impl IceRxQueue {
@@ -68,7 +118,7 @@ impl IceRxQueue {
         q: u16,
         n: u16,
         pool: &Mempool,
-        max_frame: u16,
+        limits: RxFrameLimits,
         counters: Arc<QueueCounters>,
         irq: Option<(u16, Arc<EventFd>)>,
     ) -> std::result::Result<IceRxQueue, IceError> {
@@ -81,7 +131,13 @@ impl IceRxQueue {
         let ring = DmaMemory::alloc_with("ice-rxq", n as usize * RX_DESC_SIZE, false)?;
         regs.device().dma_map(&ring)?;
         regs.device().dma_map(pool.memory())?;
-        let buf_len = (pool.buf_size() - vdpdk_core::MBUF_HEADROOM) as u64 & !127;
+        let buf_len = rx_buf_len(pool);
+        if buf_len == 0 {
+            return Err(IceError::InvalidArg(format!(
+                "RX buffers of {} B leave under 128 B after the headroom",
+                pool.buf_size()
+            )));
+        }
         let dbuf = buf_len >> 7;
         let mut ctx = [0u8; rlan::SIZE];
         set_bits(&mut ctx, rlan::BASE.0, rlan::BASE.1, ring.iova_base() >> 7);
@@ -90,8 +146,12 @@ impl IceRxQueue {
         set_bits(&mut ctx, rlan::DSIZE.0, rlan::DSIZE.1, 1);
         set_bits(&mut ctx, rlan::CRCSTRIP.0, rlan::CRCSTRIP.1, 1);
         set_bits(&mut ctx, rlan::L2TSEL.0, rlan::L2TSEL.1, 1);
-        let rxmax = (max_frame as u64).min(5 * dbuf * 128);
-        set_bits(&mut ctx, rlan::RXMAX.0, rlan::RXMAX.1, rxmax);
+        set_bits(
+            &mut ctx,
+            rlan::RXMAX.0,
+            rlan::RXMAX.1,
+            limits.rxmax(buf_len),
+        );
         set_bits(&mut ctx, rlan::LRXQTHRESH.0, rlan::LRXQTHRESH.1, 1);
         set_bits(&mut ctx, rlan::PREFENA.0, rlan::PREFENA.1, 1);
         let qq = q as u64;
@@ -114,6 +174,9 @@ impl IceRxQueue {
             unposted: 0,
             counters,
             irq,
+            scatter: limits.scatter,
+            partial: None,
+            partial_bad: false,
         };
         if let Some((v, _)) = &rq.irq {
             // Cause enabled on vector v with ITR index 0 [LB ice_cfg_rxq_interrupt]; the vector
@@ -122,7 +185,12 @@ impl IceRxQueue {
             rq.regs.write(glint_dyn_ctl(*v as u64), DYN_CTL_ITR_NONE)?;
         }
         for i in 0..n {
-            rq.refill(i);
+            if !rq.refill(i) {
+                return Err(IceError::InvalidArg(format!(
+                    "mempool {} has fewer free buffers than the {n} RX descriptors",
+                    pool.name()
+                )));
+            }
         }
         // Hardware ignores tail bits 2:0; DPDK writes N - 1.
         rq.regs.write(qrx_tail(qq), (n - 1) as u32)?;
@@ -150,10 +218,7 @@ impl IceRxQueue {
 
     /// Puts a fresh buffer in slot `i` (read format: packet address, header address 0).
     fn refill(&mut self, i: u16) -> bool {
-        if self.cache.is_empty() && self.pool.alloc_bulk(&mut self.cache, 64) == 0 {
-            self.counters
-                .nombuf
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !self.has_spare_buffer() {
             return false;
         }
         let mut m = self.cache.pop().expect("cache refilled");
@@ -198,6 +263,17 @@ impl IceRxQueue {
     pub fn set_counters(&mut self, c: Arc<QueueCounters>) {
         self.counters = c;
     }
+
+    /// Whether a buffer is at hand to replace the next consumed one (counts a miss).
+    fn has_spare_buffer(&mut self) -> bool {
+        if self.cache.is_empty() && self.pool.alloc_bulk(&mut self.cache, 64) == 0 {
+            self.counters
+                .nombuf
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
 }
 
 impl RxQueue for IceRxQueue {
@@ -211,6 +287,12 @@ impl RxQueue for IceRxQueue {
             if st & RX_DD == 0 {
                 break;
             }
+            // A descriptor is consumed only with a replacement buffer in hand, so every slot
+            // the device owns has a buffer; when the pool is dry the frame waits in the ring
+            // (the device counts what no longer fits) [DPDK `ice_recv_pkts`].
+            if !self.has_spare_buffer() {
+                break;
+            }
             std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
             let mut wb = [0u8; RX_DESC_SIZE];
             // SAFETY: the whole 32-byte slot, now written back by the device.
@@ -218,12 +300,35 @@ impl RxQueue for IceRxQueue {
             let i = self.ntc;
             self.ntc = (self.ntc + 1) % self.n;
             let m = self.slots[i as usize].take();
-            let refilled = self.refill(i);
-            self.unposted += refilled as u16;
-            let Some(mut m) = m else { continue };
+            self.refill(i);
+            self.unposted += 1;
+            let Some(mut m) = m else {
+                // Unreachable while the invariant above holds; never hand out a stale slot.
+                self.partial_bad = true;
+                continue;
+            };
+            // pkt_len is this buffer's share of the frame [LTR flex NIC write-back @4].
             let len = (u16::from_le_bytes([wb[4], wb[5]]) & 0x3FFF) as usize;
-            if st & RX_EOF == 0 || st & RX_RXE != 0 || m.set_len(len).is_err() {
-                // Multi-buffer frames and MAC errors are not delivered yet.
+            self.partial_bad |= m.set_len(len).is_err();
+            if st & RX_EOF == 0 {
+                match &mut self.partial {
+                    Some(head) => head.chain(m),
+                    None => self.partial = Some(m),
+                }
+                continue;
+            }
+            let mut m = match self.partial.take() {
+                Some(mut head) => {
+                    head.chain(m);
+                    head
+                }
+                None => m,
+            };
+            // Status, type and checksum bits are valid on the last descriptor of a frame.
+            let bad = std::mem::take(&mut self.partial_bad)
+                || st & RX_RXE != 0
+                || (m.is_chained() && !self.scatter);
+            if bad {
                 self.counters
                     .errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -248,7 +353,7 @@ impl RxQueue for IceRxQueue {
                 m.mark = flow_id;
             }
             m.queue = self.q;
-            bytes += len as u64;
+            bytes += m.pkt_len() as u64;
             out.push(m);
             got += 1;
         }

@@ -53,6 +53,37 @@ fn offload_fields(m: &Mbuf) -> (u64, u64) {
     (cmd, offset)
 }
 const BUF_SZ_SHIFT: u64 = 34;
+/// Largest buffer one data descriptor carries (BUF_SZ is 14 bits: 16K - 1) [FBSD
+/// `ICE_MAX_DMA_SEG_SIZE`].
+pub const MAX_BUF_PER_DESC: usize = 16 * 1024 - 1;
+/// Data descriptors one packet may use [FBSD `ICE_MAX_TX_SEGS`]. A TSO packet may use more as
+/// long as each MSS-sized window stays within 8; keeping TSO chains to 8 too makes every window
+/// trivially legal.
+pub const MAX_SEGS: usize = 8;
+/// TSO limits [DPDK ice_rxtx.c `ICE_MIN_TSO_MSS`, `ICE_MAX_TSO_MSS`; FBSD `ICE_TSO_SIZE`].
+const TSO_MSS: std::ops::RangeInclusive<u16> = 64..=9728;
+const TSO_MAX_PAYLOAD: usize = 256 * 1024 - 1;
+
+/// Why a packet cannot go to the device as it is, or None when it can.
+fn unsendable(m: &Mbuf) -> Option<&'static str> {
+    if m.nb_segs() > MAX_SEGS {
+        return Some("more than 8 segments");
+    }
+    if m.segments()
+        .any(|s| s.is_empty() || s.len() > MAX_BUF_PER_DESC)
+    {
+        return Some("a segment is empty or larger than 16383 B");
+    }
+    if m.ol_flags.contains(OlFlags::TX_TCP_SEG) {
+        let t = m.tx_offload;
+        let hdrs = t.l2_len as usize + t.l3_len as usize + t.l4_len as usize;
+        let payload = m.pkt_len().saturating_sub(hdrs);
+        if !TSO_MSS.contains(&t.tso_segsz) || payload == 0 || payload > TSO_MAX_PAYLOAD {
+            return Some("TSO MSS outside 64..=9728 or payload outside 1..=262143 B");
+        }
+    }
+    None
+}
 /// Report status (RS) once per this many descriptors; the driver reclaims up to the last one.
 const RS_EVERY: u16 = 32;
 
@@ -205,31 +236,58 @@ impl IceTxQueue {
     }
 }
 
+impl IceTxQueue {
+    /// Maps the pools of all of `m`'s segments into the device (once per pool).
+    fn map_pools(&mut self, m: &Mbuf) -> bool {
+        for seg in m.segments() {
+            let pid = seg.pool_id();
+            if !self.mapped_pools.contains(&pid) {
+                if self.regs.device().dma_map(seg.pool().memory()).is_err() {
+                    return false;
+                }
+                self.mapped_pools.push(pid);
+            }
+        }
+        true
+    }
+}
+
+/// Marks a packet of a burst that was refused rather than posted.
+const REFUSED: u16 = u16::MAX;
+
 impl TxQueue for IceTxQueue {
+    /// One data descriptor per segment (EOP on the last), preceded by a context descriptor
+    /// for TSO; the whole chain is freed when its last descriptor completes.
     fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
         self.reclaim();
         let mut bytes = 0u64;
         let mut take = 0;
+        let mut refused = 0u64;
         for m in pkts.iter() {
-            let need = 1 + m.ol_flags.contains(OlFlags::TX_TCP_SEG) as u16;
+            if let Some(why) = unsendable(m) {
+                log::debug!("ice TX queue {}: dropped a packet: {why}", self.q);
+                self.posted.push(REFUSED);
+                refused += 1;
+                take += 1;
+                continue;
+            }
+            let tso = m.ol_flags.contains(OlFlags::TX_TCP_SEG);
+            let need = tso as u16 + m.nb_segs() as u16;
             // One slot stays empty so a full ring is not mistaken for an empty one.
             if self.in_flight() + need > self.n - 1 {
                 break;
             }
-            let pid = m.pool_id();
-            if !self.mapped_pools.contains(&pid) {
-                if self.regs.device().dma_map(m.pool().memory()).is_err() {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                self.mapped_pools.push(pid);
+            if !self.map_pools(m) {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                break;
             }
             let (cmd_ol, offset) = offload_fields(m);
-            if m.ol_flags.contains(OlFlags::TX_TCP_SEG) {
+            let pkt_len = m.pkt_len();
+            if tso {
                 // Context descriptor: DTYPE 1, CMD TSO, TSO_LEN (payload bytes) @30, MSS @50.
                 let t = m.tx_offload;
                 let hdrs = t.l2_len as usize + t.l3_len as usize + t.l4_len as usize;
-                let payload = m.len().saturating_sub(hdrs) as u64;
+                let payload = (pkt_len - hdrs) as u64;
                 let qw1 = 1
                     | CTX_CMD_TSO << 4
                     | (payload & 0x3FFFF) << 30
@@ -238,27 +296,43 @@ impl TxQueue for IceTxQueue {
                 self.ntu = (self.ntu + 1) % self.n;
                 self.since_rs += 1;
             }
-            let i = self.ntu;
-            self.since_rs += 1;
-            let mut cmd = CMD_EOP | cmd_ol;
-            if self.since_rs >= RS_EVERY {
-                cmd |= CMD_RS;
-                self.since_rs = 0;
-                self.rs_marks.push_back(i);
+            let mut last = self.ntu;
+            for seg in m.segments() {
+                let i = self.ntu;
+                self.since_rs += 1;
+                // Offload commands and header lengths go on every data descriptor of the
+                // packet [CTX `ci_txd_enable_checksum` is applied per descriptor].
+                let mut cmd = cmd_ol;
+                if !seg.is_chained() {
+                    cmd |= CMD_EOP;
+                    if self.since_rs >= RS_EVERY {
+                        cmd |= CMD_RS;
+                        self.since_rs = 0;
+                        self.rs_marks.push_back(i);
+                    }
+                }
+                self.write_desc(
+                    i,
+                    seg.data_iova(),
+                    data_qw1(seg.len(), cmd) | offset << OFFSET_SHIFT,
+                );
+                last = i;
+                self.ntu = (self.ntu + 1) % self.n;
             }
-            self.write_desc(
-                i,
-                m.data_iova(),
-                data_qw1(m.len(), cmd) | offset << OFFSET_SHIFT,
-            );
-            bytes += m.len() as u64;
-            self.posted.push(i);
-            self.ntu = (self.ntu + 1) % self.n;
+            bytes += pkt_len as u64;
+            self.posted.push(last);
             take += 1;
         }
-        // Each mbuf stays with its data descriptor until the device is done with it.
+        // Each packet stays with its last data descriptor until the device is done with it.
         for (m, i) in pkts.drain(..take).zip(self.posted.drain(..)) {
-            self.slots[i as usize] = Some(m);
+            if i == REFUSED {
+                drop(m);
+            } else {
+                self.slots[i as usize] = Some(m);
+            }
+        }
+        if refused > 0 {
+            self.counters.errors.fetch_add(refused, Ordering::Relaxed);
         }
         // Make sure the burst's last descriptor reports status, so it is reclaimed even if
         // no more traffic follows.
@@ -276,7 +350,7 @@ impl TxQueue for IceTxQueue {
         let _ = self
             .regs
             .write(qtx_comm_dbell(self.q as u64), self.ntu as u32);
-        self.counters.add(take as u64, bytes);
+        self.counters.add((take as u64) - refused, bytes);
         take
     }
 }

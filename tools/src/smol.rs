@@ -74,6 +74,9 @@ pub struct PhyTx<'a> {
 
 impl smoltcp::phy::RxToken for PhyRx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        if self.0.is_chained() {
+            return f(&self.0.to_vec()); // rare: a frame spanning buffers
+        }
         f(self.0.data())
     }
 }

@@ -21,6 +21,9 @@ use vdpdk_core::packet::{complete_checksum, finish_tcp_segment, TcpLayout};
 use vdpdk_core::{EthDev, Mbuf, Mempool, Result, RxQueue, TxQueue};
 use vdpdk_tap::{TapInterface, VirtioNetHdr, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN};
 
+/// Buffers of one frame written to the TAP in a single writev (more are dropped, counted).
+const MAX_SEGS: usize = 16;
+
 /// Counters of a running forwarder (all monotonic).
 #[derive(Debug, Default)]
 pub struct FwdStats {
@@ -197,9 +200,20 @@ fn port_to_kernel(fd: RawFd, mut rx: Box<dyn RxQueue>, stop: &AtomicBool, stats:
         }
         idle = 0;
         for m in burst.drain(..) {
-            let iov = [IoSlice::new(&hdr), IoSlice::new(m.data())];
-            // SAFETY: two valid iovecs (IoSlice is ABI-compatible with struct iovec).
-            let r = unsafe { libc::writev(fd, iov.as_ptr().cast(), 2) };
+            // The virtio-net header, then each buffer of the frame (a chain is gathered).
+            let mut iov = [IoSlice::new(&[]); 1 + MAX_SEGS];
+            iov[0] = IoSlice::new(&hdr);
+            let mut n = 1;
+            for (v, seg) in iov[1..].iter_mut().zip(m.segments()) {
+                *v = IoSlice::new(seg.data());
+                n += 1;
+            }
+            let r = if m.nb_segs() > MAX_SEGS {
+                -1 // never written truncated
+            } else {
+                // SAFETY: n valid iovecs (IoSlice is ABI-compatible with struct iovec).
+                unsafe { libc::writev(fd, iov.as_ptr().cast(), n as libc::c_int) }
+            };
             if r < 0 {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
             } else {

@@ -283,7 +283,7 @@ pub fn forward(
                     }
                     let c = &counters[lane.rx_port];
                     c.rx.fetch_add(n as u64, Ordering::Relaxed);
-                    let bytes: usize = pkts.iter().map(|m| m.data().len()).sum();
+                    let bytes: usize = pkts.iter().map(|m| m.pkt_len()).sum();
                     c.rx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
                     match mode {
                         FwdMode::Rxonly => {
@@ -304,12 +304,12 @@ pub fn forward(
                 (_, None) => continue,
             }
             busy = true;
-            let bytes: usize = pkts.iter().map(|m| m.data().len()).sum();
+            let bytes: usize = pkts.iter().map(|m| m.pkt_len()).sum();
             let total = pkts.len();
             let sent = lane.tx.tx_burst(&mut pkts);
             let c = &counters[lane.tx_port];
             c.tx.fetch_add(sent as u64, Ordering::Relaxed);
-            let unsent: usize = pkts.iter().map(|m| m.data().len()).sum();
+            let unsent: usize = pkts.iter().map(|m| m.pkt_len()).sum();
             c.tx_bytes
                 .fetch_add((bytes - unsent) as u64, Ordering::Relaxed);
             if sent < total && !matches!(mode, FwdMode::Txonly | FwdMode::Flowgen) {

@@ -145,7 +145,13 @@ pub struct DevConfig {
     pub tx_offloads: TxOffloads,
     /// Enable RX interrupt support on every RX queue.
     pub rx_intr: bool,
+    /// Largest IP packet (L3 bytes) the port receives and sends; 0 keeps the device default
+    /// (`DevInfo::mtu`). Frames larger than an RX buffer need `RxOffloads::SCATTER`.
+    pub mtu: u16,
 }
+
+/// Smallest MTU a port accepts (IPv4's minimum, RFC 791).
+pub const MIN_MTU: u16 = 68;
 
 impl DevConfig {
     /// Checks the request against what the device offers.
@@ -172,6 +178,12 @@ impl DevConfig {
             return Err(Error::Unsupported(format!(
                 "TX offloads {:?}",
                 self.tx_offloads - info.tx_offload_capa
+            )));
+        }
+        if self.mtu != 0 && !(MIN_MTU..=info.max_mtu).contains(&self.mtu) {
+            return Err(Error::InvalidArg(format!(
+                "MTU {} outside the device's {MIN_MTU}..={}",
+                self.mtu, info.max_mtu
             )));
         }
         if self.rx_intr && !info.rx_intr {
@@ -387,6 +399,10 @@ pub trait RxQueue: Send {
 pub trait TxQueue: Send {
     /// Sends packets from the front of `pkts`, removing the ones it took; the rest (the device
     /// was full) stay in `pkts` in order for the caller to retry or free. Returns how many it took.
+    ///
+    /// A packet the queue cannot send (a chained mbuf on a port without
+    /// `TxOffloads::MULTI_SEGS`, or one breaking the device's limits) is taken, dropped and
+    /// counted in `oerrors`, never sent truncated.
     fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize;
 }
 

@@ -2,7 +2,10 @@
 //! [`Mbuf`] handle that owns one buffer while a packet is in flight.
 //!
 //! No allocation happens per packet: buffers are recycled through the pool's free list, and the
-//! bulk calls take the free-list lock once per batch. An `Mbuf` points at its pool without a
+//! bulk calls take the free-list lock once per batch. A packet larger than one buffer is a chain
+//! of mbufs (DPDK's multi-segment mbuf): the first segment carries the packet's metadata and owns
+//! the rest through `next`. Only chained segments cost a small heap allocation, so the
+//! single-buffer hot path is unchanged. An `Mbuf` points at its pool without a
 //! per-packet reference count; the pool counts outstanding buffers in batches and frees its
 //! memory only when the last `Mempool` handle and the last `Mbuf` are gone.
 
@@ -238,6 +241,7 @@ impl Mempool {
             tx_offload: TxOffloadInfo::default(),
             port: 0,
             queue: 0,
+            next: None,
         }
     }
 
@@ -272,7 +276,25 @@ impl Mempool {
         total
     }
 
-    /// Returns every mbuf in `mbufs` to its pool, one lock per run of mbufs from the same pool.
+    /// Builds a packet holding `bytes`, chaining as many buffers as it takes (each filled to its
+    /// data room after the default headroom). On exhaustion nothing is kept.
+    pub fn alloc_packet(&self, bytes: &[u8]) -> Result<Mbuf> {
+        let room = (self.buf_size() - MBUF_HEADROOM) as usize;
+        let mut chunks = bytes.chunks(room);
+        let first = chunks.next().unwrap_or(&[]);
+        let no_buf = || Error::NoMem(format!("mempool {} is empty", self.name()));
+        let mut head = self.alloc().ok_or_else(no_buf)?;
+        head.copy_from(first)?;
+        for c in chunks {
+            let mut seg = self.alloc().ok_or_else(no_buf)?;
+            seg.copy_from(c)?;
+            head.chain(seg);
+        }
+        Ok(head)
+    }
+
+    /// Returns every mbuf in `mbufs` (with its chained segments) to its pool, one lock per run
+    /// of buffers from the same pool.
     pub fn free_bulk(mbufs: &mut Vec<Mbuf>) {
         let mut run: Option<NonNull<PoolInner>> = None;
         let mut idxs = [0u32; 64];
@@ -285,17 +307,21 @@ impl Mempool {
             // SAFETY: releasing exactly the references those mbufs held.
             unsafe { release(pool, idxs.len()) };
         };
-        for m in mbufs.drain(..) {
-            if run != Some(m.pool) || n == idxs.len() {
-                if let Some(p) = run {
-                    flush(p, &idxs[..n]);
+        for head in mbufs.drain(..) {
+            let mut seg = Some(head);
+            while let Some(mut m) = seg {
+                seg = m.next.take().map(|b| *b);
+                if run != Some(m.pool) || n == idxs.len() {
+                    if let Some(p) = run {
+                        flush(p, &idxs[..n]);
+                    }
+                    run = Some(m.pool);
+                    n = 0;
                 }
-                run = Some(m.pool);
-                n = 0;
+                idxs[n] = m.idx();
+                n += 1;
+                std::mem::forget(m);
             }
-            idxs[n] = m.idx();
-            n += 1;
-            std::mem::forget(m);
         }
         if let Some(p) = run {
             flush(p, &idxs[..n]);
@@ -346,6 +372,8 @@ pub struct Mbuf {
     pub tx_offload: TxOffloadInfo,
     pub port: u16,
     pub queue: u16,
+    /// The packet's next segment; metadata above is meaningful on the first segment only.
+    next: Option<Box<Mbuf>>,
 }
 
 // SAFETY: an Mbuf exclusively owns its buffer; the pool it points to is Sync.
@@ -368,12 +396,63 @@ impl Mbuf {
         self.pool_inner().refs.fetch_add(1, Ordering::Relaxed);
         Mempool { inner: self.pool }
     }
-    /// Packet length in bytes.
+    /// Data length of this segment (DPDK's `data_len`); the whole packet of a chain is
+    /// [`Mbuf::pkt_len`].
     pub fn len(&self) -> usize {
         self.data_len as usize
     }
     pub fn is_empty(&self) -> bool {
         self.data_len == 0
+    }
+    /// Length of the whole packet, every segment of the chain (DPDK's `pkt_len`).
+    pub fn pkt_len(&self) -> usize {
+        self.segments().map(Mbuf::len).sum()
+    }
+    /// Segments in the chain, this one included (DPDK's `nb_segs`).
+    pub fn nb_segs(&self) -> usize {
+        self.segments().count()
+    }
+    /// Whether the packet spans more than this buffer.
+    pub fn is_chained(&self) -> bool {
+        self.next.is_some()
+    }
+    /// This segment, then each chained one in order.
+    pub fn segments(&self) -> impl Iterator<Item = &Mbuf> {
+        std::iter::successors(Some(self), |m| m.next.as_deref())
+    }
+    /// The next segment, if any.
+    pub fn next_segment(&self) -> Option<&Mbuf> {
+        self.next.as_deref()
+    }
+    /// Appends `seg` (and its own chain) at the end of this packet.
+    pub fn chain(&mut self, seg: Mbuf) {
+        let mut tail = &mut self.next;
+        while let Some(m) = tail {
+            tail = &mut m.next;
+        }
+        *tail = Some(Box::new(seg));
+    }
+    /// Detaches and returns everything after this segment.
+    pub fn take_next(&mut self) -> Option<Mbuf> {
+        self.next.take().map(|b| *b)
+    }
+    /// Copies the whole packet (all segments) to the front of `out`; returns the bytes
+    /// copied, or None (nothing copied) when `out` is shorter than the packet.
+    pub fn copy_to(&self, out: &mut [u8]) -> Option<usize> {
+        let total = self.pkt_len();
+        let out = out.get_mut(..total)?;
+        let mut at = 0;
+        for s in self.segments() {
+            out[at..at + s.len()].copy_from_slice(s.data());
+            at += s.len();
+        }
+        Some(total)
+    }
+    /// The whole packet as one vector (tests, slow paths).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.pkt_len()];
+        self.copy_to(&mut v);
+        v
     }
     /// Bytes that still fit after the current data.
     pub fn tailroom(&self) -> usize {
@@ -441,8 +520,10 @@ impl Mbuf {
         self.data_mut().copy_from_slice(bytes);
         Ok(())
     }
-    /// Clears data and metadata so the buffer can be reused for a new packet.
+    /// Clears data and metadata so the buffer can be reused for a new packet; chained
+    /// segments go back to their pool.
     pub fn reset(&mut self) {
+        self.next = None;
         self.data_off = MBUF_HEADROOM;
         self.data_len = 0;
         self.ol_flags = OlFlags::empty();
@@ -467,6 +548,7 @@ impl std::fmt::Debug for Mbuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mbuf")
             .field("len", &self.data_len)
+            .field("nb_segs", &self.nb_segs())
             .field("ol_flags", &self.ol_flags)
             .field("packet_type", &self.packet_type)
             .finish()
@@ -550,6 +632,61 @@ mod tests {
         Mempool::free_bulk(&mut v);
         assert_eq!(a.available(), 8);
         assert_eq!(b.available(), 8);
+    }
+
+    #[test]
+    fn a_packet_larger_than_a_buffer_becomes_a_chain() {
+        let pool = Mempool::new("chain", 8, 256).unwrap(); // 128 B data room
+        let bytes: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        let m = pool.alloc_packet(&bytes).unwrap();
+        assert_eq!(m.nb_segs(), 3);
+        assert_eq!(m.pkt_len(), 300);
+        assert_eq!(m.len(), 128, "the first segment holds one data room");
+        let lens: Vec<usize> = m.segments().map(Mbuf::len).collect();
+        assert_eq!(lens, [128, 128, 44]);
+        assert_eq!(m.to_vec(), bytes);
+        let mut short = [0u8; 299];
+        assert_eq!(m.copy_to(&mut short), None, "a short buffer gets nothing");
+        assert_eq!(pool.available(), 5);
+        drop(m);
+        assert_eq!(pool.available(), 8, "dropping the head frees every segment");
+        // Exhaustion keeps nothing.
+        let hold: Vec<Mbuf> = (0..6).map(|_| pool.alloc().unwrap()).collect();
+        assert!(matches!(pool.alloc_packet(&bytes), Err(Error::NoMem(_))));
+        assert_eq!(pool.available(), 2);
+        drop(hold);
+    }
+
+    #[test]
+    fn chains_across_pools_are_freed_in_bulk_and_by_reset() {
+        let a = Mempool::new("a", 4, DEFAULT_BUF_SIZE).unwrap();
+        let b = Mempool::new("b", 4, DEFAULT_BUF_SIZE).unwrap();
+        let mut head = a.alloc().unwrap();
+        head.copy_from(b"head").unwrap();
+        let mut tail = b.alloc().unwrap();
+        tail.copy_from(b"-tail").unwrap();
+        let mut mid = b.alloc().unwrap();
+        mid.copy_from(b"-mid").unwrap();
+        head.chain(mid);
+        head.chain(tail);
+        assert_eq!(head.to_vec(), b"head-mid-tail");
+        assert_eq!(head.next_segment().unwrap().data(), b"-mid");
+        let mut v = vec![head, a.alloc().unwrap()];
+        Mempool::free_bulk(&mut v);
+        assert_eq!((a.available(), b.available()), (4, 4));
+
+        let mut m = a.alloc().unwrap();
+        m.chain(b.alloc().unwrap());
+        m.reset();
+        assert!(!m.is_chained());
+        assert_eq!(b.available(), 4, "reset returns the chained segment");
+        let rest = {
+            m.chain(b.alloc().unwrap());
+            m.take_next().unwrap()
+        };
+        assert_eq!(m.nb_segs(), 1);
+        drop(rest);
+        assert_eq!(b.available(), 4);
     }
 
     #[test]

@@ -315,8 +315,10 @@ impl EthDev for PairPort {
             tx_desc_lim: self.desc_lim(),
             mtu: MTU,
             max_mtu: MAX_MTU,
-            rx_offload_capa: RxOffloads::empty(),
-            tx_offload_capa: TxOffloads::empty(),
+            // Chains cross the wire as they are (the mbufs move), so a receiver sees the
+            // sender's segments.
+            rx_offload_capa: RxOffloads::SCATTER,
+            tx_offload_capa: TxOffloads::MULTI_SEGS,
             rx_intr: true,
         }
     }
@@ -575,7 +577,7 @@ impl RxQueue for PairRxQueue {
             m.packet_type = PacketType::parse(m.data());
             m.port = self.port_id;
             m.queue = self.qid;
-            bytes += m.len() as u64;
+            bytes += m.pkt_len() as u64;
             out.push(m);
             n += 1;
         }
@@ -687,7 +689,7 @@ impl TxQueue for PairTxQueue {
                 .and_then(|rules| rules.iter().find(|e| e.rule.matches(m.data())))
                 .map(|e| e.verdict)
                 .unwrap_or_default();
-            let len = m.len() as u64;
+            let len = m.pkt_len() as u64;
             if v.drop {
                 flow_drops += 1;
                 sent += 1;

@@ -87,6 +87,26 @@ fn readable(fd: RawFd, timeout_ms: i32) -> bool {
 }
 
 #[test]
+fn chains_cross_as_chains_and_count_whole_packets() {
+    let pool = pool(64);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
+    let (_rx_a, mut tx_a) = start_single_queue(&mut a, &pool, 16, false).unwrap();
+    let (mut rx_b, _tx_b) = start_single_queue(&mut b, &pool, 16, false).unwrap();
+    let f = frame(MAC_B, 0x88b5, 1, 1000);
+    let mut m = pool.alloc().unwrap();
+    m.copy_from(&f[..100]).unwrap();
+    let mut tail = pool.alloc().unwrap();
+    tail.copy_from(&f[100..]).unwrap();
+    m.chain(tail);
+    assert_eq!(tx_a.tx_burst(&mut vec![m]), 1);
+    let mut got = Vec::new();
+    assert_eq!(rx_b.rx_burst(&mut got, 8), 1);
+    assert_eq!((got[0].nb_segs(), got[0].to_vec()), (2, f));
+    assert_eq!(a.stats().obytes, 1000);
+    assert_eq!(b.stats().ibytes, 1000);
+}
+
+#[test]
 fn frames_cross_byte_identical_both_ways() {
     let pool = pool(256);
     let (mut a, mut b) = pair(MAC_A, MAC_B, 4, 512);

@@ -166,14 +166,23 @@ fn tx_burst_frames_reach_the_kernel_interface() {
     let frames: Vec<_> = (0..8)
         .map(|i| frame(kmac, PORT_MAC, i, 60 + 200 * i as usize))
         .collect();
+    // Odd frames go as two-buffer chains (one writev each).
     let mut v: Vec<Mbuf> = frames
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             let mut m = pool.alloc().unwrap();
-            m.copy_from(f).unwrap();
+            let cut = if i % 2 == 1 { 50 } else { f.len() };
+            m.copy_from(&f[..cut]).unwrap();
+            if cut < f.len() {
+                let mut tail = pool.alloc().unwrap();
+                tail.copy_from(&f[cut..]).unwrap();
+                m.chain(tail);
+            }
             m
         })
         .collect();
+    assert_eq!(v[1].nb_segs(), 2);
     assert_eq!(tx.tx_burst(&mut v), 8);
     assert!(v.is_empty());
     assert_eq!(pool.available(), 256, "sent mbufs go back to the pool");

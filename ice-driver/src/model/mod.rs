@@ -178,7 +178,7 @@ pub struct ModelStats {
     pub rx_bytes: u64,
     /// Frames dropped because the target queue was disabled or had no descriptor.
     pub rx_dropped: u64,
-    /// Frames longer than the queue's buffers (multi-buffer RX is not modelled).
+    /// Frames longer than the queue's RXMAX.
     pub rx_oversize: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
@@ -703,34 +703,50 @@ impl E810Model {
             self.stats.rx_dropped += 1;
             return false;
         };
-        if frame.len() > st.dbuf || frame.len() > st.rxmax.max(st.dbuf) {
+        // RXMAX bounds the frame; it may span up to RXMAX / DBUF buffers, one descriptor each
+        // (EOF on the last) [LTR `ice_rlan_ctx`, flex NIC write-back].
+        if frame.is_empty() || frame.len() > st.rxmax || st.dbuf == 0 {
             self.stats.rx_oversize += 1;
             return false;
         }
-        if st.head == st.tail % st.len {
+        let pieces: Vec<&[u8]> = frame.chunks(st.dbuf).collect();
+        let free = (st.tail % st.len + st.len - st.head) % st.len;
+        if (free as usize) < pieces.len().max(1) {
             self.stats.rx_dropped += 1;
             self.count_rx_discard();
             return false;
         }
-        let at = st.base + st.head as u64 * 32;
-        let mut d = [0u8; 32];
-        if !self.dma.read(at, &mut d) {
-            self.stats.rx_dropped += 1;
-            return false;
+        let mut head = st.head;
+        for (k, piece) in pieces.iter().enumerate() {
+            let at = st.base + head as u64 * 32;
+            let mut d = [0u8; 32];
+            if !self.dma.read(at, &mut d) {
+                self.stats.rx_dropped += 1;
+                return false;
+            }
+            let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
+            if !self.dma.write(addr, piece) {
+                self.stats.rx_dropped += 1;
+                return false;
+            }
+            let mut wb = if k + 1 == pieces.len() {
+                let mut wb = rx_writeback(frame, st.rxdid);
+                wb[24..28].copy_from_slice(&flow_id.to_le_bytes()); // flow_id [LTR flex NIC @24]
+                wb
+            } else {
+                let mut wb = [0u8; 32];
+                wb[0] = st.rxdid;
+                wb[8] = 1; // DD without EOF: more of the frame follows
+                wb
+            };
+            wb[4..6].copy_from_slice(&(piece.len() as u16 & 0x3FFF).to_le_bytes());
+            // Status (with DD) last: write the rest, then the status word.
+            self.dma.write(at + 10, &wb[10..]);
+            self.dma.write(at, &wb[..8]);
+            self.dma.write(at + 8, &wb[8..10]);
+            head = (head + 1) % st.len;
         }
-        let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
-        if !self.dma.write(addr, frame) {
-            self.stats.rx_dropped += 1;
-            return false;
-        }
-        let mut wb = rx_writeback(frame, st.rxdid);
-        wb[24..28].copy_from_slice(&flow_id.to_le_bytes()); // flow_id [LTR flex NIC @24]
-                                                            // Status (with DD) last: write the rest, then the status word.
-        self.dma.write(at + 10, &wb[10..]);
-        self.dma.write(at, &wb[..8]);
-        self.dma.write(at + 8, &wb[8..10]);
-        let s = &mut self.rxq[q];
-        s.head = (s.head + 1) % s.len;
+        self.rxq[q].head = head;
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += frame.len() as u64;
         self.count_frame(frame, true);

@@ -41,7 +41,15 @@ struct Args {
     /// Packet buffers in the pool.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(256..))]
     mbufs: u32,
-    /// RX offloads to enable, DPDK names (e.g. ipv4_cksum,udp_cksum).
+    /// Bytes per packet buffer, headroom included (frames larger than one buffer need
+    /// --rx-offloads scatter).
+    #[arg(long, default_value_t = vdpdk_core::DEFAULT_BUF_SIZE,
+          value_parser = clap::value_parser!(u16).range(256..))]
+    mbuf_size: u16,
+    /// Port MTU (0 = the device's default).
+    #[arg(long, default_value_t = 0)]
+    mtu: u16,
+    /// RX offloads to enable, DPDK names (e.g. ipv4_cksum,udp_cksum,scatter).
     #[arg(long, default_value = "")]
     rx_offloads: String,
     /// TX offloads to enable, DPDK names (e.g. ipv4_cksum,tcp_cksum,tcp_tso).
@@ -116,8 +124,7 @@ fn main() {
         .iter()
         .map(|p| open_port(p).unwrap_or_else(|e| fail(format!("{p}: {e}"))))
         .collect();
-    let pool =
-        Mempool::new("testpmd", a.mbufs, vdpdk_core::DEFAULT_BUF_SIZE).unwrap_or_else(|e| fail(e));
+    let pool = Mempool::new("testpmd", a.mbufs, a.mbuf_size).unwrap_or_else(|e| fail(e));
     let mut lanes = Vec::new();
     for (pi, port) in ports.iter_mut().enumerate() {
         let info = port.info();
@@ -127,6 +134,7 @@ fn main() {
             rx_offloads: rx_off,
             tx_offloads: tx_off,
             rx_intr: false,
+            mtu: a.mtu,
         };
         let mut setup = || -> vdpdk_core::Result<()> {
             port.configure(&conf)?;
