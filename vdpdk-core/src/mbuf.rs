@@ -307,20 +307,27 @@ impl Mempool {
             // SAFETY: releasing exactly the references those mbufs held.
             unsafe { release(pool, idxs.len()) };
         };
-        for head in mbufs.drain(..) {
-            let mut seg = Some(head);
-            while let Some(mut m) = seg {
-                seg = m.next.take().map(|b| *b);
-                if run != Some(m.pool) || n == idxs.len() {
-                    if let Some(p) = run {
-                        flush(p, &idxs[..n]);
-                    }
-                    run = Some(m.pool);
-                    n = 0;
+        // Queues one buffer's index, flushing when the pool changes or the batch is full.
+        let mut put = |m: Mbuf| {
+            if run != Some(m.pool) || n == idxs.len() {
+                if let Some(p) = run {
+                    flush(p, &idxs[..n]);
                 }
-                idxs[n] = m.idx();
-                n += 1;
-                std::mem::forget(m);
+                run = Some(m.pool);
+                n = 0;
+            }
+            idxs[n] = m.idx();
+            n += 1;
+            std::mem::forget(m);
+        };
+        for mut m in mbufs.drain(..) {
+            let mut next = m.next.take();
+            put(m);
+            // Chained segments (rare) follow their head.
+            while let Some(seg) = next {
+                let mut seg = *seg;
+                next = seg.next.take();
+                put(seg);
             }
         }
         if let Some(p) = run {
@@ -405,14 +412,23 @@ impl Mbuf {
         self.data_len == 0
     }
     /// Length of the whole packet, every segment of the chain (DPDK's `pkt_len`).
+    #[inline]
     pub fn pkt_len(&self) -> usize {
-        self.segments().map(Mbuf::len).sum()
+        match &self.next {
+            None => self.data_len as usize,
+            Some(_) => self.segments().map(Mbuf::len).sum(),
+        }
     }
     /// Segments in the chain, this one included (DPDK's `nb_segs`).
+    #[inline]
     pub fn nb_segs(&self) -> usize {
-        self.segments().count()
+        match &self.next {
+            None => 1,
+            Some(_) => self.segments().count(),
+        }
     }
     /// Whether the packet spans more than this buffer.
+    #[inline]
     pub fn is_chained(&self) -> bool {
         self.next.is_some()
     }
@@ -523,7 +539,9 @@ impl Mbuf {
     /// Clears data and metadata so the buffer can be reused for a new packet; chained
     /// segments go back to their pool.
     pub fn reset(&mut self) {
-        self.next = None;
+        if self.next.is_some() {
+            self.next = None;
+        }
         self.data_off = MBUF_HEADROOM;
         self.data_len = 0;
         self.ol_flags = OlFlags::empty();
