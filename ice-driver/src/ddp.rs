@@ -28,6 +28,54 @@ fn u32_at(b: &[u8], o: usize) -> Result<u32, IceError> {
 /// The 4 KiB configuration buffers of the package's E810 segment, in download order, ending
 /// before the first metadata buffer.
 pub fn config_buffers(pkg: &[u8]) -> Result<Vec<&[u8]>, IceError> {
+    let mut bufs = Vec::new();
+    for b in buffer_table(pkg)? {
+        let sections = u16::from_le_bytes([b[0], b[1]]);
+        if sections > 0 && u32_at(b, 4)? & METADATA_BUF != 0 {
+            break;
+        }
+        bufs.push(b);
+    }
+    if bufs.is_empty() {
+        return Err(IceError::InvalidArg(
+            "DDP package has no configuration buffers".into(),
+        ));
+    }
+    Ok(bufs)
+}
+
+/// The payloads of every section of type `sid` in the E810 segment, in buffer order
+/// ([DDP] `ice_pkg_enum_section`; a buffer is checked as `ice_pkg_val_buf` does: 1..=511
+/// sections, data_end 12..=4096, each section inside the buffer).
+pub fn sections(pkg: &[u8], sid: u32) -> Result<Vec<&[u8]>, IceError> {
+    let bad = |what: &str| IceError::InvalidArg(format!("DDP buffer malformed: {what}"));
+    let mut out = Vec::new();
+    for b in buffer_table(pkg)? {
+        let count = u16::from_le_bytes([b[0], b[1]]) as usize;
+        let data_end = u16::from_le_bytes([b[2], b[3]]) as usize;
+        if !(1..=511).contains(&count) || !(12..=PKG_BUF_SIZE).contains(&data_end) {
+            return Err(bad("section count or data_end out of range"));
+        }
+        for i in 0..count {
+            let e = 4 + 8 * i;
+            let ty = u32_at(b, e)?;
+            let off = u16::from_le_bytes([b[e + 4], b[e + 5]]) as usize;
+            let size = u16::from_le_bytes([b[e + 6], b[e + 7]]) as usize;
+            if ty != sid {
+                continue;
+            }
+            let sec = b
+                .get(off..off + size)
+                .filter(|_| off >= 12 && size > 0)
+                .ok_or_else(|| bad("section outside its buffer"))?;
+            out.push(sec);
+        }
+    }
+    Ok(out)
+}
+
+/// Every 4 KiB buffer of the package's E810 segment ([DDP] `ice_find_buf_table`).
+fn buffer_table(pkg: &[u8]) -> Result<Vec<&[u8]>, IceError> {
     let seg_count = u32_at(pkg, 4)? as usize;
     if seg_count == 0 || seg_count > 64 {
         return Err(IceError::InvalidArg(format!(
@@ -54,20 +102,7 @@ pub fn config_buffers(pkg: &[u8]) -> Result<Vec<&[u8]>, IceError> {
                     "DDP buffer table of {buf_count} runs past the file"
                 ))
             })?;
-        let mut bufs = Vec::new();
-        for b in pkg[o..end].chunks_exact(PKG_BUF_SIZE) {
-            let sections = u16::from_le_bytes([b[0], b[1]]);
-            if sections > 0 && u32_at(b, 4)? & METADATA_BUF != 0 {
-                break;
-            }
-            bufs.push(b);
-        }
-        if bufs.is_empty() {
-            return Err(IceError::InvalidArg(
-                "DDP package has no configuration buffers".into(),
-            ));
-        }
-        return Ok(bufs);
+        return Ok(pkg[o..end].chunks_exact(PKG_BUF_SIZE).collect());
     }
     Err(IceError::InvalidArg(
         "DDP package has no E810 segment".into(),
@@ -85,8 +120,22 @@ pub fn read_package(path: &Path) -> Result<Vec<u8>, IceError> {
     })
 }
 
-/// Builds a minimal valid package (one E810 segment with `n` configuration buffers and one
-/// metadata buffer). For tests and the model.
+/// Packet-type groups of the synthetic package's FD XLT1 table: the packet types the model
+/// parses, grouped as a real package groups them (names after [FT] `ICE_PTG_*`); others 0.
+pub const SYNTHETIC_PTGS: [(u16, u8); 9] = [
+    (1, 67),  // MAC payload: L2 other
+    (11, 67), // ARP
+    (23, 18), // IPv4 payload
+    (24, 17), // IPv4/UDP
+    (26, 16), // IPv4/TCP
+    (28, 18), // IPv4/ICMP
+    (89, 21), // IPv6 payload
+    (90, 20), // IPv6/UDP
+    (92, 19), // IPv6/TCP
+];
+
+/// Builds a minimal valid package (one E810 segment with `n` configuration buffers, the first
+/// carrying an FD XLT1 table, and one metadata buffer). For tests and the model.
 pub fn synthetic_package(n: usize) -> Vec<u8> {
     let mut p = Vec::new();
     p.extend_from_slice(&[1, 0, 0, 0]); // format version
@@ -102,15 +151,33 @@ pub fn synthetic_package(n: usize) -> Vec<u8> {
     p.extend_from_slice(&0u32.to_le_bytes()); // NVM table: 0 entries
     p.extend_from_slice(&((n + 1) as u32).to_le_bytes());
     for i in 0..=n {
-        let mut b = vec![0u8; PKG_BUF_SIZE];
-        b[0..2].copy_from_slice(&1u16.to_le_bytes());
-        b[2..4].copy_from_slice(&16u16.to_le_bytes());
         let ty: u32 = if i == n {
             METADATA_BUF | 1
         } else {
             0x10 + i as u32
         };
-        b[4..8].copy_from_slice(&ty.to_le_bytes());
+        let mut secs: Vec<(u32, Vec<u8>)> = vec![(ty, vec![0u8; 4])];
+        if i == 0 && n > 0 {
+            // FD XLT1: count 1024, offset 0, one PTG byte per packet type.
+            let mut x = vec![0u8; 4 + 1024];
+            x[0..2].copy_from_slice(&1024u16.to_le_bytes());
+            for (ptype, ptg) in SYNTHETIC_PTGS {
+                x[4 + ptype as usize] = ptg;
+            }
+            secs.push((crate::fdprof::SID_XLT1_FD, x));
+        }
+        let mut b = vec![0u8; PKG_BUF_SIZE];
+        let mut at = 4 + 8 * secs.len();
+        for (k, (t, data)) in secs.iter().enumerate() {
+            let e = 4 + 8 * k;
+            b[e..e + 4].copy_from_slice(&t.to_le_bytes());
+            b[e + 4..e + 6].copy_from_slice(&(at as u16).to_le_bytes());
+            b[e + 6..e + 8].copy_from_slice(&(data.len() as u16).to_le_bytes());
+            b[at..at + data.len()].copy_from_slice(data);
+            at = (at + data.len()).div_ceil(4) * 4;
+        }
+        b[0..2].copy_from_slice(&(secs.len() as u16).to_le_bytes());
+        b[2..4].copy_from_slice(&(at as u16).to_le_bytes());
         p.extend_from_slice(&b);
     }
     p

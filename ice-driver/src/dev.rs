@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use vdpdk_core::MacAddr;
 use vdpdk_pci::PciDevice;
 
@@ -56,6 +56,8 @@ pub struct IceInfo {
     pub link: LinkInfo,
     /// No DDP package loaded: the driver offers one queue pair (Linux/DPDK policy).
     pub safe_mode: bool,
+    /// PCI functions of the device (VALID_FUNCTIONS bitmap, counted).
+    pub num_funcs: u32,
 }
 
 /// An E810 PF after bring-up.
@@ -68,7 +70,13 @@ pub struct IceDevice {
     /// TEID of the queue-group scheduler node TX queues hang off.
     qgroup_teid: Option<u32>,
     fdir: Option<FdirQueues>,
+    /// The FD block's tables (from the DDP package) and live profiles.
+    fd: Option<crate::fdprof::FdTables>,
 }
+
+/// fd_options bits of the VSI properties [AQC `ICE_AQ_VSI_FD_ENABLE`, `_PROG_ENABLE`].
+const VSI_FD_ENABLE: u16 = 1 << 0;
+const VSI_FD_PROG_ENABLE: u16 = 1 << 3;
 
 /// The control VSI and its queue pair for Flow Director programming.
 struct FdirQueues {
@@ -158,6 +166,7 @@ impl IceDevice {
             vsi: None,
             qgroup_teid: None,
             fdir: None,
+            fd: None,
         };
         ice.init_hw()?;
         Ok(ice)
@@ -277,6 +286,7 @@ impl IceDevice {
                 caps::TXQS => (self.info.num_txq, self.info.first_txq) = (number, phys),
                 caps::MSIX => self.info.num_msix = number,
                 caps::MAX_MTU => self.info.max_mtu = number,
+                caps::VALID_FUNCTIONS => self.info.num_funcs = number.count_ones(),
                 _ => {}
             }
         }
@@ -407,7 +417,7 @@ impl IceDevice {
                 ));
             }
             let q = (self.info.num_txq.min(self.info.num_rxq).max(2) - 1) as u16;
-            let vsi = self.add_vsi(3, q, 1, true)?;
+            let vsi = self.add_vsi(3, q, 1, VSI_FD_PROG_ENABLE)?;
             let tx = self.add_tx_queue(q, 64, vsi)?;
             let pool = vdpdk_core::Mempool::new("ice-fdir", 128, 2048 + vdpdk_core::MBUF_HEADROOM)?;
             let rx = self.setup_rx_queue_with(q, 64, &pool, Default::default(), None)?;
@@ -424,12 +434,40 @@ impl IceDevice {
         Ok(self.fdir.as_mut().expect("set above"))
     }
 
-    /// Adds (or removes) a Flow Director filter and checks the programming status.
+    /// Adds (or removes) a Flow Director filter and checks the programming status. The
+    /// filter's flow profile goes live in the card with its first filter and is withdrawn
+    /// with its last.
     pub fn fdir_program(
         &mut self,
         f: &crate::fdir::FdirFilter,
         remove: bool,
     ) -> Result<(), IceError> {
+        if !remove {
+            self.activate_profile(f.prof)?;
+        }
+        let res = self.fdir_send(f, remove);
+        let Some(live) = self
+            .fd
+            .as_mut()
+            .and_then(|fd| fd.profiles.get_mut(f.prof as usize))
+        else {
+            return res;
+        };
+        match (&res, remove) {
+            (Ok(()), false) => live.filters += 1,
+            (Ok(()), true) => live.filters = live.filters.saturating_sub(1),
+            _ => {}
+        }
+        if live.filters == 0 {
+            if let Err(e) = self.deactivate_profile(f.prof) {
+                warn!("Flow Director profile withdrawal failed: {e}");
+            }
+        }
+        res
+    }
+
+    /// Posts one programming descriptor and its training packet, and reads the status.
+    fn fdir_send(&mut self, f: &crate::fdir::FdirFilter, remove: bool) -> Result<(), IceError> {
         use crate::fdir::{WB_FAIL, WB_FAIL_PROF};
         let pf_vsi = self.vsi;
         let fq = self.fdir_queues()?;
@@ -451,10 +489,9 @@ impl IceDevice {
             std::thread::sleep(Duration::from_micros(10));
         };
         if st & WB_FAIL_PROF != 0 {
-            return Err(IceError::Unsupported(format!(
-                "Flow Director profile {} is not programmed",
-                f.prof
-            )));
+            return Err(IceError::Unsupported(
+                "Flow Director: the card found no flow profile for the filter's packet".into(),
+            ));
         }
         if st & WB_FAIL != 0 {
             return Err(if remove {
@@ -466,6 +503,181 @@ impl IceDevice {
             });
         }
         Ok(())
+    }
+
+    /// Keeps the FD tables a downloaded package carries (without them filters are refused).
+    fn load_fd_tables(&mut self, pkg: &[u8]) {
+        match crate::fdprof::FdTables::from_package(pkg) {
+            Ok(t) => self.fd = Some(t),
+            Err(e) => warn!("{e}: Flow Director filters will be refused"),
+        }
+    }
+
+    /// Whether a filter of profile `kind` could go live next to the live ones.
+    pub fn fdir_profile_check(&self, kind: u8) -> Result<(), IceError> {
+        let fd = self.fd.as_ref().ok_or_else(|| {
+            IceError::Unsupported(
+                "Flow Director: the DDP package has no FD packet-type table".into(),
+            )
+        })?;
+        if let Some(other) = fd.conflict(kind) {
+            let name = |k| crate::fdprof::profile_def(k).map_or("?", |d| d.name);
+            return Err(IceError::Unsupported(format!(
+                "Flow Director: {} rules cannot coexist with the {} rules in place (the E810 \
+                 serves a packet type with one flow profile); remove those first",
+                name(kind),
+                name(other)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Allocates one firmware resource of `res_type` ([CMN] `ice_alloc_hw_res`: buffer
+    /// {res_type, num_elems 1, elem}; the firmware writes the index into elem).
+    fn alloc_res(&mut self, res_type: u16) -> Result<u16, IceError> {
+        let mut buf = [0u8; 6];
+        buf[0..2].copy_from_slice(&res_type.to_le_bytes());
+        buf[2..4].copy_from_slice(&1u16.to_le_bytes());
+        let mut d = AqDesc::direct(crate::fdprof::OP_ALLOC_RES);
+        d.set_param_u16(0, 1); // num_entries
+        self.send(d, Some(&mut buf), true)?;
+        Ok(u16::from_le_bytes([buf[4], buf[5]]))
+    }
+
+    /// Frees firmware resources ([CMN] `ice_free_hw_res`).
+    fn free_res(&mut self, res_type: u16, idx: &[u16]) -> Result<(), IceError> {
+        if idx.is_empty() {
+            return Ok(());
+        }
+        let mut buf: Vec<u8> = [res_type, idx.len() as u16]
+            .iter()
+            .chain(idx)
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut d = AqDesc::direct(crate::fdprof::OP_FREE_RES);
+        d.set_param_u16(0, 1);
+        self.send(d, Some(&mut buf), true)?;
+        Ok(())
+    }
+
+    /// Sends one update_package buffer under the change lock ([DDP] `ice_update_pkg`: request
+    /// resource 3 for write, update with LAST_BUF, release even on failure).
+    fn update_package(&mut self, mut buf: Vec<u8>) -> Result<(), IceError> {
+        let mut d = AqDesc::direct(OP_REQ_RES);
+        d.set_param_u16(0, crate::fdprof::CHANGE_LOCK_RES_ID);
+        d.set_param_u16(2, 2); // write
+        d.set_param_u32(4, 1000); // timeout (ms) [DDP ICE_CHANGE_LOCK_TIMEOUT]
+        self.send(d, None, false)?;
+        let mut d = AqDesc::direct(crate::fdprof::OP_UPDATE_PKG);
+        d.params[0] = 1; // LAST_BUF
+        let res = self.send(d, Some(&mut buf), true);
+        let mut d = AqDesc::direct(OP_RELEASE_RES);
+        d.set_param_u16(0, crate::fdprof::CHANGE_LOCK_RES_ID);
+        self.send(d, None, false)?;
+        res.map(|_| ())
+    }
+
+    /// Makes flow profile `kind` live: hardware profile id and its swap/input-set registers
+    /// (once), one TCAM entry per PTG, and an update buffer with the extraction sequence, the
+    /// TCAM entries and (the first time) the XLT2 entries of the PF and control VSIs.
+    fn activate_profile(&mut self, kind: u8) -> Result<(), IceError> {
+        use crate::fdprof::*;
+        self.fdir_profile_check(kind)?;
+        let pf_vsi = self.vsi_number()?;
+        let ctrl_vsi = self.fdir_queues()?.vsi;
+        let fd = self.fd.as_ref().expect("checked above");
+        let live = &fd.profiles[kind as usize];
+        if !live.tcam.is_empty() {
+            return Ok(());
+        }
+        let def = profile_def(kind)
+            .ok_or_else(|| IceError::InvalidArg(format!("no flow profile {kind}")))?;
+        let regs = fd_swap(&extraction(def.fields))?;
+        let groups = ptgs(&fd.xlt1, &def.ptypes);
+        let (hw_id, es_written, vsig) = (live.hw_id, live.es_written, fd.vsig);
+        let p = match hw_id {
+            Some(p) => p,
+            None => {
+                let p = self.alloc_res(RES_FD_PROFID | RES_IGNORE_INDEX)?;
+                let p = u8::try_from(p).ok().filter(|p| *p < 128).ok_or_else(|| {
+                    IceError::Firmware(format!("flow profile id {p} is out of range"))
+                })?;
+                for j in 0..6 {
+                    self.regs.write(glqf_fdswap(p, j), regs.swap[j])?;
+                    self.regs.write(glqf_fdinset(p, j), regs.inset[j])?;
+                }
+                self.regs.write(glqf_fdmask_sel(p), 0)?;
+                self.fd.as_mut().expect("set").profiles[kind as usize].hw_id = Some(p);
+                p
+            }
+        };
+        let mut tcam: Vec<(u16, u8)> = Vec::new();
+        for &g in &groups {
+            match self.alloc_res(RES_FD_TCAM | RES_IGNORE_INDEX | RES_SCAN_BOTTOM) {
+                Ok(t) => tcam.push((t, g)),
+                Err(e) => {
+                    let idx: Vec<u16> = tcam.iter().map(|t| t.0).collect();
+                    let _ = self.free_res(RES_FD_TCAM, &idx);
+                    return Err(e);
+                }
+            }
+        }
+        let new_vsig = vsig.unwrap_or(vsig_value(1, self.info.pf_id));
+        let n = !es_written as usize + tcam.len() + 2 * vsig.is_none() as usize;
+        let mut b = PkgBuf::new(n);
+        if !es_written {
+            b.add(SID_FLD_VEC_FD, &es_section(p, &regs.es))?;
+        }
+        for &(t, g) in tcam.iter().rev() {
+            b.add(
+                SID_PROF_TCAM_FD,
+                &tcam_section(t, &tcam_key(g, new_vsig), p),
+            )?;
+        }
+        if vsig.is_none() {
+            b.add(SID_XLT2_FD, &xlt2_section(pf_vsi, new_vsig))?;
+            b.add(SID_XLT2_FD, &xlt2_section(ctrl_vsi, new_vsig))?;
+        }
+        if let Err(e) = self.update_package(b.finish()) {
+            let idx: Vec<u16> = tcam.iter().map(|t| t.0).collect();
+            let _ = self.free_res(RES_FD_TCAM, &idx);
+            return Err(IceError::Unsupported(format!(
+                "Flow Director: the card refused the {} flow profile ({e})",
+                def.name
+            )));
+        }
+        let fd = self.fd.as_mut().expect("set");
+        fd.vsig = Some(new_vsig);
+        let live = &mut fd.profiles[kind as usize];
+        live.es_written = true;
+        live.tcam = tcam;
+        info!(
+            "Flow Director profile '{}' live as hardware profile {p} ({} packet-type groups)",
+            def.name,
+            live.tcam.len()
+        );
+        Ok(())
+    }
+
+    /// Withdraws profile `kind`'s TCAM entries (rewritten to never match, then freed), so
+    /// its packet types are free for another profile.
+    fn deactivate_profile(&mut self, kind: u8) -> Result<(), IceError> {
+        use crate::fdprof::*;
+        let Some(fd) = self.fd.as_mut() else {
+            return Ok(());
+        };
+        let live = &mut fd.profiles[kind as usize];
+        let tcam = std::mem::take(&mut live.tcam);
+        if tcam.is_empty() {
+            return Ok(());
+        }
+        let mut b = PkgBuf::new(tcam.len());
+        for &(t, _) in &tcam {
+            b.add(SID_PROF_TCAM_FD, &tcam_section(t, &TCAM_NEVER, 0))?;
+        }
+        self.update_package(b.finish())?;
+        let idx: Vec<u16> = tcam.iter().map(|t| t.0).collect();
+        self.free_res(RES_FD_TCAM, &idx)
     }
 
     /// Starts port counters from the current register values.
@@ -515,6 +727,7 @@ impl IceDevice {
         if status == 2 {
             info!("DDP package already loaded by another function");
             self.info.safe_mode = false;
+            self.load_fd_tables(pkg);
             return Ok(());
         }
         let mut result = Ok(());
@@ -535,6 +748,7 @@ impl IceDevice {
         self.send(d, None, false)?;
         result?;
         self.info.safe_mode = false;
+        self.load_fd_tables(pkg);
         info!("DDP package loaded ({} buffers)", bufs.len());
         Ok(())
     }
@@ -550,26 +764,41 @@ impl IceDevice {
         if let Some(v) = self.vsi {
             return Ok(v);
         }
-        let v = self.add_vsi(2, 0, nq, false)?;
+        let fd = if self.info.safe_mode {
+            0
+        } else {
+            VSI_FD_ENABLE
+        };
+        let v = self.add_vsi(2, 0, nq, fd)?;
         self.vsi = Some(v);
         Ok(v)
     }
 
     /// add_vsi of `kind` (2 = PF, 3 = CTRL [AQC ICE_AQ_VSI_TYPE_*]) owning queues
-    /// `first..first+nq`; `fdir` enables Flow Director programming (FLOW_DIR section,
-    /// fd_options PROG_ENABLE).
+    /// `first..first+nq`; non-zero `fd_options` adds the FLOW_DIR section. A VSI receiving
+    /// through Flow Director (FD_ENABLE) gets this function's share of the guaranteed
+    /// filters and the best-effort pool from GLQF_FD_SIZE [ETH `ice_setup_vsi`; CMN
+    /// `ice_parse_fdir_func_caps`].
     pub(crate) fn add_vsi(
         &mut self,
         kind: u16,
         first: u16,
         nq: u16,
-        fdir: bool,
+        fd_options: u16,
     ) -> Result<u16, IceError> {
         let mut props = [0u8; 128];
         let mut valid: u16 = 1 | 1 << 6; // SW | RXQ_MAP
-        if fdir {
+        if fd_options != 0 {
             valid |= 1 << 11; // FLOW_DIR
-            props[90..92].copy_from_slice(&(1u16 << 3).to_le_bytes()); // fd_options: PROG_ENABLE
+            props[90..92].copy_from_slice(&fd_options.to_le_bytes());
+            if fd_options & VSI_FD_ENABLE != 0 {
+                let size = self.regs.read(crate::fdprof::GLQF_FD_SIZE)?;
+                let guar = (size & 0x7FFF) / self.info.num_funcs.max(1);
+                let best_effort = size >> 16 & 0x7FFF;
+                props[92..94].copy_from_slice(&(guar as u16).to_le_bytes()); // dedicated
+                props[94..96].copy_from_slice(&(best_effort as u16).to_le_bytes());
+                // shared
+            }
         }
         props[0..2].copy_from_slice(&valid.to_le_bytes());
         props[2] = self.info.sw_id as u8;

@@ -5,9 +5,12 @@
 //! status write-back on the control RX queue (qword 1: DD b0, PROG_ID 2:1, FAIL b4,
 //! FAIL_PROF b5 [LTR `ICE_FXD_FLTR_WB_QW1_*`]).
 //!
-//! Profiles: the hardware extracts fields by flow profile. This driver uses six profile ids
-//! (below). On a real card they must first be programmed through the DDP flow tables
-//! (`ice_flow_add_prof`), which is not written yet; the software model has them built in.
+//! Profiles: the hardware extracts a filter's key by flow profile, and picks the profile from
+//! the training packet's packet type. This driver knows six profiles (below), which
+//! `crate::fdprof` programs into the card through the DDP tables when their first filter
+//! comes. Training packets are built from the transmit side, as Linux builds them
+//! (`ice_fdir_get_gen_prgm_pkt`: source and destination swapped); the profile's swap
+//! registers turn them back.
 
 use vdpdk_core::flow::{FlowAction, FlowItem, FlowRule};
 use vdpdk_core::MacAddr;
@@ -35,7 +38,12 @@ pub const QW0_COMP_REPORT_ALL: u64 = 2 << 12;
 pub const QW0_DROP: u64 = 1 << 40;
 pub const QW1_DTYPE_FLTR_PROG: u64 = 0x8;
 pub const QW1_PCMD_REMOVE: u64 = 1 << 4;
+pub const QW1_PROF_PRI_S: u64 = 5;
 pub const QW1_PROF_S: u64 = 8;
+/// The PROF and PROF_PRI values both drivers always write [FDIR `ice_fdir_get_prgm_desc`:
+/// desc_prof 1, desc_prof_prio 3]; the flow profile itself comes from the training packet.
+const DESC_PROF: u64 = 1;
+const DESC_PROF_PRI: u64 = 3;
 pub const QW1_FD_VSI_S: u64 = 14;
 pub const QW1_FDID_S: u64 = 32;
 /// Data descriptor command bit DUMMY (the packet is a filter template, not sent).
@@ -67,7 +75,8 @@ impl FdirFilter {
             qw0 |= QW0_DROP;
         }
         let mut qw1 = QW1_DTYPE_FLTR_PROG
-            | (self.prof as u64) << QW1_PROF_S
+            | DESC_PROF_PRI << QW1_PROF_PRI_S
+            | DESC_PROF << QW1_PROF_S
             | (vsi as u64 & 0x3FF) << QW1_FD_VSI_S
             | (self.fdid as u64) << QW1_FDID_S;
         if remove {
@@ -100,12 +109,20 @@ fn l3l4_dst(items: &[FlowItem]) -> Option<(u8, Vec<u8>)> {
         FlowItem::Ipv4 { spec, mask }
             if mask.dst.octets() == [0xff; 4] && mask.src.octets() == [0; 4] && mask.proto == 0 =>
         {
+            // Linux's ice_fdir_udpv4_pkt / tcpv4_pkt: total length 28 or 40, TTL 64, the
+            // rule's destination address and port in the source fields.
             let mut t = vec![0u8; 60];
             t[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
             t[14] = 0x45;
+            let tot: u16 = if udp { 28 } else { 40 };
+            t[16..18].copy_from_slice(&tot.to_be_bytes());
+            t[22] = 64;
             t[23] = l4;
-            t[30..34].copy_from_slice(&spec.dst.octets());
-            t[36..38].copy_from_slice(&port_spec.to_be_bytes());
+            t[26..30].copy_from_slice(&spec.dst.octets());
+            t[34..36].copy_from_slice(&port_spec.to_be_bytes());
+            if !udp {
+                t[46] = 0x50; // TCP data offset 5
+            }
             Some((
                 if udp {
                     PROF_IPV4_UDP_DST
@@ -120,12 +137,20 @@ fn l3l4_dst(items: &[FlowItem]) -> Option<(u8, Vec<u8>)> {
                 && mask.src.octets() == [0; 16]
                 && mask.next_header == 0 =>
         {
+            // Transmit side as above: the rule's address in the source field (22), its port
+            // in the source port (54).
             let mut t = vec![0u8; 78];
             t[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
             t[14] = 0x60;
+            let plen: u16 = if udp { 8 } else { 20 };
+            t[18..20].copy_from_slice(&plen.to_be_bytes());
             t[20] = l4;
-            t[38..54].copy_from_slice(&spec.dst.octets());
-            t[56..58].copy_from_slice(&port_spec.to_be_bytes());
+            t[21] = 64;
+            t[22..38].copy_from_slice(&spec.dst.octets());
+            t[54..56].copy_from_slice(&port_spec.to_be_bytes());
+            if !udp {
+                t[66] = 0x50;
+            }
             Some((
                 if udp {
                     PROF_IPV6_UDP_DST
@@ -205,7 +230,7 @@ mod tests {
     #[test]
     fn descriptor_fields_sit_where_the_header_puts_them() {
         let f = FdirFilter {
-            prof: 1,
+            prof: 4,
             packet: vec![],
             queue: 5,
             drop: true,
@@ -216,7 +241,12 @@ mod tests {
         assert_ne!(q0 & (1 << 40), 0, "DROP at bit 40");
         assert_eq!(q1 & 0xF, 8, "DTYPE filter programming");
         assert_eq!((q1 >> 4) & 1, 1, "PCMD remove");
-        assert_eq!((q1 >> 8) & 0x3F, 1, "PROF 13:8");
+        assert_eq!(
+            (q1 >> 8) & 0x3F,
+            1,
+            "PROF 13:8 is the constant 1, whatever the profile"
+        );
+        assert_eq!((q1 >> 5) & 0x7, 3, "PROF_PRI 7:5");
         assert_eq!((q1 >> 14) & 0x3FF, 7, "FD_VSI 23:14");
         assert_eq!(q1 >> 32, 0xABCD, "FDID 63:32");
     }

@@ -13,6 +13,7 @@ pub mod ctx;
 pub mod ddp;
 pub mod dev;
 pub mod fdir;
+pub mod fdprof;
 pub mod model;
 pub mod port;
 pub mod regs;

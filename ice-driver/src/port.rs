@@ -357,7 +357,8 @@ impl EthDev for IcePort {
                 "Flow Director needs the DDP package (safe mode)".into(),
             ));
         }
-        crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
+        let f = crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
+        self.dev.fdir_profile_check(f.prof)?;
         Ok(())
     }
 

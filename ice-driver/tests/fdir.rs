@@ -72,7 +72,22 @@ fn three_macs_land_on_three_queues_and_removal_stops_steering() {
         "no double remove"
     );
 
-    // EtherType steering and DROP.
+    // The card serves a packet type with one flow profile: EtherType rules cannot join the
+    // dst MAC rules in place, and are refused up front with the reason.
+    let by_type = FlowRule::to_queue(vec![FlowItem::eth_type(0x88b5)], 1);
+    match port.flow_validate(&by_type) {
+        Err(Error::Unsupported(m)) => assert!(m.contains("ETH dst rules in place"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // Once the MAC rules are gone, their profile leaves the TCAM and EtherType can come:
+    // steering and DROP.
+    port.flow_flush().unwrap();
+    send(macs[0], 1);
+    assert_eq!(
+        counts(&mut rxq),
+        vec![1, 0, 0, 0],
+        "flush removed the MAC filters"
+    );
     let h = port
         .flow_create(&FlowRule {
             actions: vec![FlowAction::Drop],
@@ -88,6 +103,15 @@ fn three_macs_land_on_three_queues_and_removal_stops_steering() {
     )));
     assert_eq!(m.lock().fdir_drops, 1);
     port.flow_destroy(h).unwrap();
+    for (i, mac) in macs.iter().enumerate() {
+        if i != 1 {
+            port.flow_create(&FlowRule::to_queue(
+                vec![FlowItem::eth_dst(*mac)],
+                i as u16 + 1,
+            ))
+            .unwrap();
+        }
+    }
 
     // Bad rules: a queue the port does not have, a pattern FDIR cannot match, MARK.
     let bad_q = FlowRule::to_queue(vec![FlowItem::eth_dst(macs[0])], 7);

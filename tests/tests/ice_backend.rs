@@ -172,7 +172,7 @@ fn without_flow_profiles_host_mux_falls_back_to_software_steering() {
     let dir = TempDir::new("icefall");
     let amac = mac(0xda);
     let (card_a, card_b) = ModelPci::back_to_back(ModelConfig::default(), ModelConfig::default());
-    card_a.model.lock().faults.fdir_no_profiles = true;
+    card_a.model.lock().faults.refuse_profile_updates = true;
     let port = IcePort::open_with(
         card_a,
         DdpSource::Bytes(ice_driver::ddp::synthetic_package(2)),

@@ -23,6 +23,8 @@ fn iperf_bytes(json: &str) -> (u64, u64) {
 }
 
 fn iperf(inside: &Netns, outside: &Netns, reverse: bool) -> (u64, u64) {
+    // A server for any number of tests (a failed attempt must not leave it waiting forever),
+    // killed when the measurement is done.
     let mut server = Command::new("ip")
         .args([
             "netns",
@@ -30,32 +32,53 @@ fn iperf(inside: &Netns, outside: &Netns, reverse: bool) -> (u64, u64) {
             &outside.0,
             "iperf3",
             "-s",
-            "-1",
             "-B",
             "10.94.0.1",
         ])
         .stdout(Stdio::null())
         .spawn()
         .expect("iperf3 -s");
-    let mut args = vec!["iperf3", "-c", "10.94.0.1", "-t", "2", "--json"];
+    // Every client run is bounded (a stalled TCP connection would otherwise wait forever).
+    // It is refused until the server listens, which on a busy 2-core host takes a while, so
+    // retry; a run only counts when its JSON carries no error.
+    let mut args = vec![
+        "timeout",
+        "30",
+        "iperf3",
+        "-c",
+        "10.94.0.1",
+        "-t",
+        "2",
+        "--connect-timeout",
+        "3000",
+        "--json",
+    ];
     if reverse {
         args.push("-R");
     }
-    // The client is refused until the server listens; retry briefly.
     let mut text = String::new();
-    for _ in 0..50 {
+    let mut ok = false;
+    for attempt in 0..20 {
         let o = inside.exec(&args);
         text = String::from_utf8_lossy(&o.stdout).into_owned();
-        if o.status.success() {
+        // iperf3 3.12 may exit 0 with {"error": "unable to connect ..."} in its JSON.
+        let failed = serde_json::from_str::<serde_json::Value>(&text)
+            .map_or(true, |v| v.get("error").is_some());
+        if o.status.success() && !failed {
+            ok = true;
             break;
         }
-        assert!(
-            text.contains("unable to connect"),
-            "iperf3 {args:?}: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        if !text.contains("unable to connect") || attempt > 0 {
+            eprintln!(
+                "iperf3 {args:?} attempt {attempt} failed ({}): {text}",
+                o.status
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
+    let _ = server.kill();
     let _ = server.wait();
+    assert!(ok, "iperf3 {args:?} never succeeded: {text}");
     iperf_bytes(&text)
 }
 

@@ -9,6 +9,7 @@
 
 pub mod cable;
 pub mod dma;
+pub mod fdpipe;
 pub mod offload;
 pub mod pci;
 pub mod regs;
@@ -32,6 +33,10 @@ const FLAG_BUF: u16 = 0x1000;
 const RC_EINVAL: u16 = 14;
 const RC_ENOMEM: u16 = 9;
 const RC_ENOSYS: u16 = 17;
+const RC_ENOENT: u16 = 2;
+const RC_EIO: u16 = 5;
+const RC_EBUSY: u16 = 12;
+const RC_ENOSPC: u16 = 16;
 
 /// Misbehaviours a test can switch on.
 #[derive(Clone, Copy, Debug, Default)]
@@ -46,8 +51,8 @@ pub struct Faults {
     pub in_global_reset: bool,
     /// Make every command fail with this admin error.
     pub fail_all: Option<u16>,
-    /// Behave like a card whose Flow Director profiles were never programmed (FAIL_PROF).
-    pub fdir_no_profiles: bool,
+    /// Refuse every update_package (Flow Director profiles can never be programmed).
+    pub refuse_profile_updates: bool,
 }
 
 /// E810 packet type of a frame ([LTR] `ice_ptype_lkup`: 1 L2, 11 ARP, 23 IPv4, 24 IPv4/UDP,
@@ -256,8 +261,13 @@ pub struct E810Model {
     pub mac_cfg: [u16; 3],
     /// 40-bit port counters by L-register offset (wrap at 2^40 like the hardware).
     port_counters: HashMap<u64, u64>,
-    /// Flow Director filters: (profile, extracted key) -> (queue, drop, fdid).
+    /// Flow Director filters: (hardware profile, extracted key) -> (queue, drop, fdid).
     fdir: HashMap<(u8, Vec<u8>), (u16, bool, u32)>,
+    /// The FD classification tables the driver programs (profiles, TCAM, XLT1/2, ES).
+    fd: fdpipe::FdPipeline,
+    /// The control VSI (added with type CTRL): training packets are classified with it.
+    ctrl_vsi: Option<u16>,
+    change_lock_held: bool,
     /// Frames dropped by a Flow Director DROP filter.
     pub fdir_drops: u64,
     /// DDP: buffers received in the current download, and whether a package is active.
@@ -330,6 +340,9 @@ impl E810Model {
             mac_cfg: [0; 3],
             port_counters: HashMap::new(),
             fdir: HashMap::new(),
+            fd: fdpipe::FdPipeline::default(),
+            ctrl_vsi: None,
+            change_lock_held: false,
             fdir_drops: 0,
             pkg_bufs: 0,
             pkg_loaded: false,
@@ -475,45 +488,20 @@ impl E810Model {
     /// Flow Director capacity of the model.
     pub const FDIR_CAPACITY: usize = 1024;
 
-    /// The key a built-in profile extracts from a frame (1: ETH dst, 2: EtherType,
-    /// 3/4: IPv4 dst + UDP/TCP dst port, 5/6: IPv6 dst + UDP/TCP dst port; see crate::fdir
-    /// for why they are built in). IPv4 without options, IPv6 without extension headers.
-    fn fdir_key(prof: u8, f: &[u8]) -> Option<Vec<u8>> {
-        // Odd L3/L4 profiles are UDP, even ones TCP.
-        let l4 = if prof % 2 == 1 { 17u8 } else { 6 };
-        match prof {
-            1 => f.get(0..6).map(<[u8]>::to_vec),
-            2 => f.get(12..14).map(<[u8]>::to_vec),
-            3 | 4
-                if f.get(12..14) == Some(&[8, 0])
-                    && f.get(23) == Some(&l4)
-                    && f.get(14) == Some(&0x45) =>
-            {
-                let mut k = f.get(30..34)?.to_vec();
-                k.extend_from_slice(f.get(36..38)?);
-                Some(k)
-            }
-            5 | 6 if f.get(12..14) == Some(&[0x86, 0xdd]) && f.get(20) == Some(&l4) => {
-                let mut k = f.get(38..54)?.to_vec();
-                k.extend_from_slice(f.get(56..58)?);
-                Some(k)
-            }
-            _ => None,
-        }
-    }
-
     /// Applies a filter programming command; returns the status qword 1 [LTR
     /// ICE_FXD_FLTR_WB_QW1_*]: DD, PROG_ID (0 add, 1 del), FAIL, FAIL_PROF.
     fn fdir_program(&mut self, qw0: u64, qw1: u64, template: &[u8]) -> u64 {
         let remove = qw1 >> 4 & 1 == 1;
-        let prof = (qw1 >> 8 & 0x3F) as u8;
         let mut st = 1 | (remove as u64) << 1;
-        if self.faults.fdir_no_profiles {
-            return st | 1 << 5;
-        }
-        let Some(key) = Self::fdir_key(prof, template) else {
+        // The profile comes from the training packet (packet type, PTG, the control VSI's
+        // group, TCAM), not from the descriptor's PROF field.
+        let prof = self
+            .ctrl_vsi
+            .and_then(|vsi| self.fd.profile(e810_ptype(template), vsi));
+        let Some(prof) = prof else {
             return st | 1 << 5; // FAIL_PROF
         };
+        let key = self.fd.key(prof, template, true);
         if remove {
             if self.fdir.remove(&(prof, key)).is_none() {
                 st |= 1 << 4;
@@ -547,15 +535,17 @@ impl E810Model {
     /// A frame from the wire: Flow Director filters first, then destination MAC (switch
     /// rules), else queue 0.
     pub fn receive(&mut self, frame: &[u8]) -> bool {
-        for prof in 1..=6u8 {
-            if let Some(k) = Self::fdir_key(prof, frame) {
-                if let Some(&(q, drop, fdid)) = self.fdir.get(&(prof, k)) {
-                    if drop {
-                        self.fdir_drops += 1;
-                        return false;
-                    }
-                    return self.receive_with(q as usize, frame, fdid);
+        let prof = self
+            .lan_vsi
+            .and_then(|vsi| self.fd.profile(e810_ptype(frame), vsi));
+        if let Some(prof) = prof {
+            let key = self.fd.key(prof, frame, false);
+            if let Some(&(q, drop, fdid)) = self.fdir.get(&(prof, key)) {
+                if drop {
+                    self.fdir_drops += 1;
+                    return false;
                 }
+                return self.receive_with(q as usize, frame, fdid);
             }
         }
         let dst = MacAddr::dst_of(frame);
@@ -777,6 +767,9 @@ impl E810Model {
         }
         self.pf_reset();
         self.sched = Self::default_topology();
+        // Filters and programmed profiles are gone; the package's XLT1 stays loaded.
+        self.fdir.clear();
+        self.fd.clear_programming();
         self.faults.in_global_reset = true;
     }
 
@@ -789,6 +782,8 @@ impl E810Model {
     fn pf_reset(&mut self) {
         self.plain.clear();
         self.lan_vsi = None;
+        self.ctrl_vsi = None;
+        self.change_lock_held = false;
         self.link_up = false;
         self.lse_enabled = false;
     }
@@ -807,6 +802,8 @@ impl E810Model {
                 }
             }
             GLNVM_FLA => 1 << 6,
+            // GLQF_FD_SIZE: 512 guaranteed filters and 512 best effort (FDIR_CAPACITY).
+            0x0046_0010 => 512 << 16 | 512,
             GL_MNG_FWSM => 0,
             PRTMAC_PAUSE_QUANTA_8 => 0xFFFF,
             PRTMAC_PAUSE_REFRESH_8 => 0x7FFF,
@@ -900,6 +897,8 @@ impl E810Model {
                 } else if let Some(q) = self.queue_of(off, QRXFLXP_CNTXT_BASE) {
                     self.rxq_mut(q).rxdid = (v & 0x3F) as u8;
                 } else {
+                    // FD profile registers also read back what was written.
+                    self.fd.reg_write(off, v);
                     self.plain.insert(off, v);
                 }
             }
@@ -1116,8 +1115,10 @@ impl E810Model {
                 let v = self.next_vsi;
                 self.next_vsi += 1;
                 // vsi_flags @6, type in bits 1:0: 2 = PF [AQC ICE_AQ_VSI_TYPE_PF].
-                if u16::from_le_bytes([p[6], p[7]]) & 3 == 2 {
-                    self.lan_vsi = Some(v);
+                match u16::from_le_bytes([p[6], p[7]]) & 3 {
+                    2 => self.lan_vsi = Some(v),
+                    3 => self.ctrl_vsi = Some(v),
+                    _ => {}
                 }
                 let mut q = *p;
                 q[0..2].copy_from_slice(&v.to_le_bytes());
@@ -1198,6 +1199,18 @@ impl E810Model {
             0x0C30 => self.add_txqs(p, input),
             // req_res: res_id @0 (4 = global config lock), access @2; status @12:
             // 2 (done) when a package is already active.
+            // Resource 3 is the change lock update_package needs.
+            0x0008 if u16::from_le_bytes([p[0], p[1]]) == 3 => {
+                if self.change_lock_held {
+                    return Reply::err(RC_EBUSY);
+                }
+                self.change_lock_held = true;
+                Reply::ok()
+            }
+            0x0009 if u16::from_le_bytes([p[0], p[1]]) == 3 => {
+                self.change_lock_held = false;
+                Reply::ok()
+            }
             0x0008 => {
                 if u16::from_le_bytes([p[0], p[1]]) != 4 {
                     return Reply::err(RC_EINVAL);
@@ -1228,10 +1241,63 @@ impl E810Model {
                     return Reply::err(RC_EINVAL);
                 }
                 self.pkg_bufs += 1;
+                self.fd.load_package_buffer(input);
                 if p[0] & 1 != 0 {
                     self.pkg_loaded = true;
                 }
                 Reply::ok()
+            }
+            // alloc_res / free_res: num_entries @0 (one group); buffer {res_type, num_elems,
+            // elems[]}; alloc writes the index it handed out into elems[0].
+            0x0208 | 0x0209 => {
+                let (Some(ty), Some(n)) = (
+                    input.get(0..2).map(|b| u16::from_le_bytes([b[0], b[1]])),
+                    input
+                        .get(2..4)
+                        .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize),
+                ) else {
+                    return Reply::err(RC_EINVAL);
+                };
+                if u16::from_le_bytes([p[0], p[1]]) != 1 || input.len() < 4 + 2 * n {
+                    return Reply::err(RC_EINVAL);
+                }
+                if opcode == 0x0209 {
+                    let all = (0..n).all(|k| {
+                        let i = u16::from_le_bytes([input[4 + 2 * k], input[5 + 2 * k]]);
+                        self.fd.free(ty, i)
+                    });
+                    return if all {
+                        Reply::ok()
+                    } else {
+                        Reply::err(RC_ENOENT)
+                    };
+                }
+                if n != 1 {
+                    return Reply::err(RC_EINVAL);
+                }
+                let Some(idx) = self.fd.alloc(ty) else {
+                    return Reply::err(RC_ENOSPC);
+                };
+                let mut data = input.to_vec();
+                data[4..6].copy_from_slice(&idx.to_le_bytes());
+                Reply {
+                    write_back: true,
+                    data,
+                    ..Reply::ok()
+                }
+            }
+            // update_package: one buffer (LAST_BUF) under the change lock.
+            0x0C42 => {
+                if !self.change_lock_held || !has_buf {
+                    return Reply::err(RC_EINVAL);
+                }
+                if self.faults.refuse_profile_updates {
+                    return Reply::err(RC_EIO);
+                }
+                match self.fd.update(input) {
+                    Ok(()) => Reply::ok(),
+                    Err(_) => Reply::err(RC_EINVAL),
+                }
             }
             // dis_txqs: groups {parent_teid, num_qs u8, rsvd u8, q_id u16[]}; num_entries @1.
             0x0C31 => {
