@@ -34,6 +34,25 @@ fn three_macs_land_on_three_queues_and_removal_stops_steering() {
         port.flow_validate(&rule).unwrap();
         handles.push(port.flow_create(&rule).unwrap());
     }
+    // The dst MAC profile went live through the DDP tables: a profile id and TCAM entries
+    // from alloc_res (0x0208), one update_package (0x0C42) under the change lock, and the
+    // profile's registers at the public offsets (GLQF_FDSWAP(p, 0) = 0x413000 + 4p: identity
+    // swap for a MAC profile; GLQF_FDINSET(p, 0) = 0x412000 + 4p: all words in the input set).
+    {
+        let mut model = m.lock();
+        let seen = model.commands.clone();
+        assert_eq!(
+            seen.get(&0x0C42),
+            Some(&1),
+            "one update for the profile: {seen:?}"
+        );
+        assert!(seen.get(&0x0208).is_some_and(|&n| n >= 2), "{seen:?}");
+        let p = (0..128u64)
+            .find(|p| model.mmio_read(0x413000 + 4 * p) != 0)
+            .expect("a profile's swap registers were written");
+        assert_eq!(model.mmio_read(0x413000 + 4 * p), 0x83828180);
+        assert_eq!(model.mmio_read(0x412000 + 4 * p + 512 * 5), 0x9F9F9F9F);
+    }
     let src = MacAddr([2, 0, 0, 0, 0, 0x99]);
     let send = |mac: MacAddr, n: u64| {
         for s in 0..n {

@@ -312,3 +312,99 @@ fn extract(frame: &[u8], w: Word) -> [u8; 2] {
         .and_then(|s| frame.get(s + w.off as usize..s + w.off as usize + 2))
         .map_or([0, 0], |b| [b[0], b[1]])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4 KiB package buffer with one FD XLT1 section: ptype 24 (IPv4/UDP) in PTG 5.
+    fn xlt1_buffer() -> Vec<u8> {
+        let mut b = vec![0u8; 4096];
+        b[0..2].copy_from_slice(&1u16.to_le_bytes()); // one section
+        b[2..4].copy_from_slice(&(12u16 + 4 + 1024).to_le_bytes()); // data_end
+        b[4..8].copy_from_slice(&32u32.to_le_bytes()); // FD XLT1
+        b[8..10].copy_from_slice(&12u16.to_le_bytes()); // offset
+        b[10..12].copy_from_slice(&(4u16 + 1024).to_le_bytes()); // size
+        b[12..14].copy_from_slice(&1024u16.to_le_bytes()); // count
+        b[16 + 24] = 5;
+        b
+    }
+
+    fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[12..14].copy_from_slice(&[8, 0]);
+        f[14] = 0x45;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&src);
+        f[30..34].copy_from_slice(&dst);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    /// The update buffer Linux builds for an IPv4/UDP 4-tuple profile (P 2, PTG 5, TCAM
+    /// 0x1FF, VSI 10 into VSIG 1), written out by hand from the reference dump.
+    fn reference_update() -> Vec<u8> {
+        let mut b = vec![
+            0x04, 0x00, 0xa6, 0x00, 0x24, 0x00, 0x00, 0x00, 0x24, 0x00, 0x64, 0x00, 0x22, 0x00,
+            0x00, 0x00, 0x88, 0x00, 0x0f, 0x00, 0x21, 0x00, 0x00, 0x00, 0x98, 0x00, 0x06, 0x00,
+            0x21, 0x00, 0x00, 0x00, 0xa0, 0x00, 0x06, 0x00, 0x01, 0x00, 0x02, 0x00,
+        ];
+        for _ in 0..18 {
+            b.extend_from_slice(&[0xff, 0xff, 0x01, 0x00]);
+        }
+        b.extend_from_slice(&[
+            0x35, 0x02, 0x00, 0x00, 0x35, 0x00, 0x00, 0x00, 0x20, 0x12, 0x00, 0x00, 0x20, 0x10,
+            0x00, 0x00, 0x20, 0x0e, 0x00, 0x00, 0x20, 0x0c, 0x00, 0x00, 0x01, 0x00, 0xff, 0x01,
+            0xff, 0xff, 0xfa, 0xfe, 0xff, 0xff, 0xff, 0x05, 0x01, 0x00, 0x02, 0x00, 0x01, 0x00,
+            0x0a, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x0a, 0x00, 0x01, 0x00,
+        ]);
+        assert_eq!(b.len(), 0xa6);
+        b
+    }
+
+    #[test]
+    fn a_reference_profile_classifies_frames_by_its_training_packet() {
+        let mut fd = FdPipeline::default();
+        fd.load_package_buffer(&xlt1_buffer());
+        assert_eq!(fd.profile(24, 10), None, "nothing programmed yet");
+        assert!(
+            fd.update(&reference_update()).is_err(),
+            "ids not allocated yet"
+        );
+        for want in 0..=2 {
+            assert_eq!(fd.alloc(0x2058), Some(want));
+        }
+        assert_eq!(
+            fd.alloc(0x3059),
+            Some(0x1FF),
+            "scan bottom takes the highest"
+        );
+        fd.update(&reference_update()).unwrap();
+        // Registers from the reference: 4-tuple swap (words 23<->21, 22<->20, 19<->18).
+        let swap = [
+            0x83828180, 0x87868584, 0x8B8A8988, 0x8F8E8D8C, 0x92939190, 0x95949796,
+        ];
+        for (j, v) in swap.into_iter().enumerate() {
+            assert!(fd.reg_write(0x413000 + 4 * 2 + 512 * j as u64, v));
+            assert!(fd.reg_write(0x412000 + 4 * 2 + 512 * j as u64, 0x9F9F9F9F));
+        }
+        assert_eq!(fd.profile(24, 10), Some(2));
+        assert_eq!(fd.profile(26, 10), None, "TCP is another PTG");
+        assert_eq!(fd.profile(24, 11), None, "VSI 11 is not in the group");
+
+        // Training packet from the transmit side: the rule's destination in source fields.
+        let training = udp4([10, 0, 0, 2], [10, 0, 0, 9], 4789, 5555);
+        let rx = udp4([10, 0, 0, 9], [10, 0, 0, 2], 5555, 4789);
+        let other = udp4([10, 0, 0, 9], [10, 0, 0, 2], 5555, 4790);
+        let k = fd.key(2, &training, true);
+        assert_eq!(k.len(), 48, "24 words in the input set");
+        assert_eq!(fd.key(2, &rx, false), k);
+        assert_ne!(fd.key(2, &other, false), k);
+
+        // A freed TCAM entry stops matching.
+        assert!(fd.free(0x59, 0x1FF));
+        assert_eq!(fd.profile(24, 10), None);
+        assert!(!fd.free(0x59, 0x1FF), "double free refused");
+    }
+}
