@@ -20,7 +20,8 @@ use parking_lot::Mutex;
 use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
 use vdpdk_core::abi::{self, StatsIndex};
 use vdpdk_core::mbuf::TxOffloadInfo;
-use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
+use vdpdk_core::packet::{fill_tx_checksums, finish_tcp_segment, TcpLayout, TxLayout};
+use vdpdk_core::{MacAddr, Mbuf, Mempool, OlFlags, RxQueue, TxOffloads, TxQueue};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::guest::{Guest, RxPath};
@@ -28,6 +29,17 @@ use crate::guest::{Guest, RxPath};
 pub const BURST: usize = 32;
 /// Largest frame a guest may transmit (also bounded by the host buffer size).
 pub const MAX_FRAME: usize = 9018;
+/// Checksum offloads host-mux gives guests: the backend's hardware when it has them, else
+/// software here.
+pub const CSUM_TX_OFFLOADS: TxOffloads = TxOffloads::IPV4_CKSUM
+    .union(TxOffloads::UDP_CKSUM)
+    .union(TxOffloads::TCP_CKSUM);
+/// Every TX offload guests see: checksums, and TCP segmentation done here in software (a
+/// guest hands over a super-frame of up to 64 KiB in one buffer).
+pub const GUEST_TX_OFFLOADS: TxOffloads = CSUM_TX_OFFLOADS.union(TxOffloads::TCP_TSO);
+/// Smallest TSO segment size a guest may ask for: bounds the host buffers one super-frame
+/// takes (at most 256).
+pub const MIN_TSO_MSS: usize = 256;
 const MIN_FRAME: usize = 14;
 const TARGET_ALL: u16 = u16::MAX;
 const TARGET_NONE: u16 = u16::MAX - 1;
@@ -60,6 +72,8 @@ impl Role {
 pub struct PollerStats {
     pub wire_rx: AtomicU64,
     pub wire_tx: AtomicU64,
+    /// Segments cut from guests' TCP super-frames (TSO in software).
+    pub tso_segments: AtomicU64,
     /// Unicast frames from the wire whose destination is no configured VM.
     pub rx_unknown_dst: AtomicU64,
     /// Frames for a VM whose device is not running.
@@ -115,6 +129,8 @@ pub struct Poller {
     /// Guest MACs as u64 keys, sorted, with the guest index: O(log n) steering.
     mac_index: Vec<(u64, u16)>,
     max_frame: usize,
+    /// Checksum offloads the backend performs (the rest is done in software).
+    hw_tx: TxOffloads,
     /// Where the next TX round starts, rotating so no guest is always served last.
     tx_cursor: usize,
 }
@@ -167,8 +183,15 @@ impl Poller {
             hit: Vec::with_capacity(BURST),
             mac_index,
             max_frame,
+            hw_tx: TxOffloads::empty(),
             tx_cursor: 0,
         }
+    }
+
+    /// Lets the backend compute these checksums (it was configured with them).
+    pub fn with_hw_tx_offloads(mut self, o: TxOffloads) -> Poller {
+        self.hw_tx = o & CSUM_TX_OFFLOADS;
+        self
     }
 
     /// Runs until `stop` is set.
@@ -358,39 +381,92 @@ impl Poller {
                 }
                 let d = hq.ring.read(idx);
                 let len = d.len as usize;
-                let src = if (MIN_FRAME..=self.max_frame).contains(&len) {
-                    tx.mem.translate(d.addr, len as u64, false)
-                } else {
-                    None
-                };
-                let Some(src) = src else {
-                    hq.ring.release(idx, DESC_F_ERROR);
-                    hq.next = idx.wrapping_add(1);
-                    tx.stats.add(StatsIndex::TxBadDesc, 1);
-                    continue;
-                };
-                if self.free_cache.is_empty()
-                    && self.pool.alloc_bulk(&mut self.free_cache, BURST) == 0
-                {
-                    break; // out of host buffers: try again next round
-                }
-                let mut m = self.free_cache.pop().expect("cache refilled");
-                m.reset();
-                m.set_len(len).expect("len checked against max_frame");
-                // SAFETY: src..src+len lies in the guest's DMA map (translate checked it) and
-                // stays mapped while we hold the guest's TX lock; the mbuf has room for len
-                // bytes. The guest may scribble on the source meanwhile; we only copy bytes.
-                unsafe { std::ptr::copy_nonoverlapping(src, m.data_ptr(), len) };
-                m.ol_flags = Desc::tx_ol_to_mbuf(d.ol_flags);
-                m.tx_offload = TxOffloadInfo {
+                let flags = Desc::tx_ol_to_mbuf(d.ol_flags);
+                let info = TxOffloadInfo {
                     l2_len: d.l2_len,
                     l3_len: d.l3_len,
                     l4_len: d.l4_len,
                     tso_segsz: d.tso_segsz,
                 };
+                // The guest's offload request, checked against the descriptor alone (the
+                // frame's bytes are the guest's to scribble on; only our copy is parsed).
+                let request = tx_request(flags, info, len, self.max_frame);
+                let src = match request {
+                    Some(_) if len >= MIN_FRAME => tx.mem.translate(d.addr, len as u64, false),
+                    _ => None,
+                };
+                let (Some(src), Some(request)) = (src, request) else {
+                    hq.ring.release(idx, DESC_F_ERROR);
+                    hq.next = idx.wrapping_add(1);
+                    tx.stats.add(StatsIndex::TxBadDesc, 1);
+                    continue;
+                };
+                let need = match request {
+                    TxRequest::Segment { nseg, .. } => nseg,
+                    _ => 1,
+                };
+                while self.free_cache.len() < need {
+                    let want = need - self.free_cache.len();
+                    if self.pool.alloc_bulk(&mut self.free_cache, want.max(BURST)) == 0 {
+                        break;
+                    }
+                }
+                if self.free_cache.len() < need {
+                    break; // out of host buffers: try again next round
+                }
+                match request {
+                    TxRequest::Segment { lay, mss, nseg } => {
+                        for k in 0..nseg {
+                            let mut m = self.free_cache.pop().expect("reserved above");
+                            m.reset();
+                            let off = lay.payload + k * mss;
+                            let chunk = mss.min(len - off);
+                            m.set_len(lay.payload + chunk)
+                                .expect("headers + mss checked against max_frame");
+                            // SAFETY: both source ranges lie in src..src+len, which translate
+                            // checked and which stays mapped while we hold the guest's TX
+                            // lock; the mbuf has room for payload + chunk bytes.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(src, m.data_ptr(), lay.payload);
+                                std::ptr::copy_nonoverlapping(
+                                    src.add(off),
+                                    m.data_ptr().add(lay.payload),
+                                    chunk,
+                                );
+                            }
+                            let tcp = TcpLayout {
+                                l3: lay.l3,
+                                l4: lay.l4,
+                                payload: lay.payload,
+                                ipv6: lay.ipv6,
+                            };
+                            finish_tcp_segment(m.data_mut(), &tcp, k, mss, k + 1 == nseg);
+                            self.tx_buf.push(m);
+                        }
+                        bump(&self.stats.tso_segments, nseg as u64);
+                    }
+                    TxRequest::Plain | TxRequest::Checksum(_) => {
+                        let mut m = self.free_cache.pop().expect("reserved above");
+                        m.reset();
+                        m.set_len(len).expect("len checked against max_frame");
+                        // SAFETY: src..src+len lies in the guest's DMA map (translate checked
+                        // it) and stays mapped while we hold the guest's TX lock; the mbuf has
+                        // room for len bytes. The guest may scribble on the source meanwhile;
+                        // we only copy bytes.
+                        unsafe { std::ptr::copy_nonoverlapping(src, m.data_ptr(), len) };
+                        if let TxRequest::Checksum(lay) = request {
+                            if self.hw_tx.contains(csum_offloads(flags)) {
+                                m.ol_flags = flags;
+                                m.tx_offload = info;
+                            } else {
+                                fill_tx_checksums(m.data_mut(), flags, &lay);
+                            }
+                        }
+                        self.tx_buf.push(m);
+                    }
+                }
                 hq.ring.release(idx, 0);
                 hq.next = idx.wrapping_add(1);
-                self.tx_buf.push(m);
                 taken += 1;
                 bytes += len as u64;
             }
@@ -416,6 +492,69 @@ impl Poller {
         bump(&self.stats.wire_tx, n as u64);
         self.tx_buf.is_empty()
     }
+}
+
+/// What a guest's TX descriptor asks for, once checked.
+#[derive(Clone, Copy, Debug)]
+enum TxRequest {
+    /// Send as it is.
+    Plain,
+    /// Fill the checksums its flags name.
+    Checksum(TxLayout),
+    /// Cut a TCP super-frame into `nseg` segments of `mss` payload bytes.
+    Segment {
+        lay: TxLayout,
+        mss: usize,
+        nseg: usize,
+    },
+}
+
+/// Checks a TX descriptor's length and offload request; None refuses it. Offloads outside
+/// [`GUEST_TX_OFFLOADS`] (VLAN insertion, UDP segmentation, ...) are refused too.
+fn tx_request(flags: OlFlags, t: TxOffloadInfo, len: usize, max_frame: usize) -> Option<TxRequest> {
+    let known = OlFlags::TX_IPV4
+        | OlFlags::TX_IPV6
+        | OlFlags::TX_IP_CKSUM
+        | OlFlags::TX_TCP_CKSUM
+        | OlFlags::TX_UDP_CKSUM
+        | OlFlags::TX_TCP_SEG;
+    if !known.contains(flags) {
+        return None;
+    }
+    if !flags.contains(OlFlags::TX_TCP_SEG) {
+        if len > max_frame {
+            return None;
+        }
+        if !flags.intersects(OlFlags::TX_IP_CKSUM | OlFlags::TX_TCP_CKSUM | OlFlags::TX_UDP_CKSUM) {
+            return Some(TxRequest::Plain);
+        }
+        return TxLayout::new(flags, t, len).map(TxRequest::Checksum);
+    }
+    let lay = TxLayout::new(flags, t, len).filter(|l| l.l4_proto == 6)?;
+    let mss = t.tso_segsz as usize;
+    if mss < MIN_TSO_MSS || lay.payload + mss > max_frame || len <= lay.payload {
+        return None;
+    }
+    Some(TxRequest::Segment {
+        lay,
+        mss,
+        nseg: (len - lay.payload).div_ceil(mss),
+    })
+}
+
+/// The device checksum offloads a frame's TX flags need.
+fn csum_offloads(flags: OlFlags) -> TxOffloads {
+    let mut o = TxOffloads::empty();
+    for (f, t) in [
+        (OlFlags::TX_IP_CKSUM, TxOffloads::IPV4_CKSUM),
+        (OlFlags::TX_TCP_CKSUM, TxOffloads::TCP_CKSUM),
+        (OlFlags::TX_UDP_CKSUM, TxOffloads::UDP_CKSUM),
+    ] {
+        if flags.contains(f) {
+            o |= t;
+        }
+    }
+    o
 }
 
 /// Copies one frame into the guest RX queue its rules choose. Returns the queue used (the

@@ -32,6 +32,8 @@ pub fn offered_features() -> Features {
 pub struct PortFacts {
     pub mtu: u16,
     pub max_mtu: u16,
+    /// RX checksum offloads the backend reports per frame (passed through to guests).
+    pub rx_offloads: vdpdk_core::RxOffloads,
     pub link_up: bool,
     pub link_speed_mbps: u32,
 }
@@ -153,7 +155,6 @@ impl VdpdkDevice {
     }
 
     fn info_block(&self) -> abi::DeviceInfoBlock {
-        use vdpdk_core::{RxOffloads, TxOffloads};
         abi::DeviceInfoBlock {
             magic: abi::ABI_MAGIC,
             abi_major: abi::ABI_MAJOR,
@@ -168,8 +169,8 @@ impl VdpdkDevice {
             max_mtu: self.facts.max_mtu,
             link_up: self.facts.link_up as u16,
             link_speed_mbps: self.facts.link_speed_mbps,
-            rx_offload_capa: RxOffloads::empty().bits(),
-            tx_offload_capa: TxOffloads::empty().bits(),
+            rx_offload_capa: self.facts.rx_offloads.bits(),
+            tx_offload_capa: crate::datapath::GUEST_TX_OFFLOADS.bits(),
         }
     }
 

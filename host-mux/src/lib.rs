@@ -27,7 +27,9 @@ use log::{info, warn};
 use parking_lot::Mutex;
 use serde::Serialize;
 use vdpdk_core::abi::{self, STATS_COUNT, STATS_NAMES};
-use vdpdk_core::{DevConfig, Error, EthDev, FlowItem, FlowRule, MacAddr, Mempool, Result};
+use vdpdk_core::{
+    DevConfig, Error, EthDev, FlowItem, FlowRule, MacAddr, Mempool, Result, RxOffloads,
+};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 pub use config::{BackendConfig, ClusterConfig, IceAccess, MuxConfig, PollMode, VmConfig};
@@ -62,6 +64,8 @@ pub struct PollerSnapshot {
     pub guests: usize,
     pub wire_rx: u64,
     pub wire_tx: u64,
+    /// Segments cut from guests' TCP super-frames.
+    pub tso_segments: u64,
     pub rx_unknown_dst: u64,
     pub rx_guest_stopped: u64,
     pub tx_backpressure: u64,
@@ -225,10 +229,17 @@ impl HostMux {
             )));
         }
         let nb_tx = n_tx.min(info.max_tx_queues).max(1);
+        // Checksum offloads the backend has are used for guests' frames (the rest is done
+        // in software); RX checksum status is passed through to guests.
+        let hw_tx = info.tx_offload_capa & datapath::CSUM_TX_OFFLOADS;
+        let rx_csum = info.rx_offload_capa
+            & (RxOffloads::IPV4_CKSUM | RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM);
         backend.configure(&DevConfig {
             nb_rx_queues: n_rx,
             nb_tx_queues: nb_tx,
             rx_intr: info.rx_intr,
+            tx_offloads: hw_tx,
+            rx_offloads: rx_csum,
             ..Default::default()
         })?;
         for q in 0..n_rx {
@@ -277,6 +288,7 @@ impl HostMux {
         let link = backend.link();
         let facts = PortFacts {
             mtu: info.mtu,
+            rx_offloads: rx_csum,
             // The backend runs at its default MTU (host-mux does not raise it), so that is
             // also the most a guest can use.
             max_mtu: info.mtu,
@@ -385,7 +397,8 @@ impl HostMux {
                 wakes[i].clone(),
                 stop.clone(),
                 policy,
-            );
+            )
+            .with_hw_tx_offloads(hw_tx);
             let stats = p.stats.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("poll-{name}"))
@@ -529,6 +542,7 @@ impl Shared {
                 guests: p.guests,
                 wire_rx: get(&p.stats.wire_rx),
                 wire_tx: get(&p.stats.wire_tx),
+                tso_segments: get(&p.stats.tso_segments),
                 rx_unknown_dst: get(&p.stats.rx_unknown_dst),
                 rx_guest_stopped: get(&p.stats.rx_guest_stopped),
                 tx_backpressure: get(&p.stats.tx_backpressure),

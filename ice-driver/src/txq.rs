@@ -64,6 +64,27 @@ pub const MAX_SEGS: usize = 8;
 const TSO_MSS: std::ops::RangeInclusive<u16> = 64..=9728;
 const TSO_MAX_PAYLOAD: usize = 256 * 1024 - 1;
 
+/// Seeds the L4 checksum field with the pseudo-header sum, which the hardware adds the
+/// segment's data to [DPDK `ice_prep_pkts` -> `rte_net_intel_cksum_flags_prepare`: length
+/// included for checksum offload, left out for TSO]. False when the headers the offload
+/// request describes do not sit in the first segment.
+fn seed_pseudo_header(m: &mut Mbuf) -> bool {
+    let f = m.ol_flags;
+    if !f.intersects(OlFlags::TX_TCP_CKSUM | OlFlags::TX_UDP_CKSUM | OlFlags::TX_TCP_SEG) {
+        return true;
+    }
+    let pkt_len = m.pkt_len();
+    let Some(lay) = vdpdk_core::packet::TxLayout::new(f, m.tx_offload, m.len()) else {
+        return false;
+    };
+    let tso = f.contains(OlFlags::TX_TCP_SEG);
+    let d = m.data_mut();
+    let sum = lay.pseudo_sum(d, (!tso).then(|| pkt_len - lay.l4));
+    let field = lay.l4 + if lay.l4_proto == 6 { 16 } else { 6 };
+    d[field..field + 2].copy_from_slice(&vdpdk_core::packet::fold(sum).to_be_bytes());
+    true
+}
+
 /// Why a packet cannot go to the device as it is, or None when it can.
 fn unsendable(m: &Mbuf) -> Option<&'static str> {
     if m.nb_segs() > MAX_SEGS {
@@ -263,8 +284,10 @@ impl TxQueue for IceTxQueue {
         let mut bytes = 0u64;
         let mut take = 0;
         let mut refused = 0u64;
-        for m in pkts.iter() {
-            if let Some(why) = unsendable(m) {
+        for m in pkts.iter_mut() {
+            if let Some(why) = unsendable(m).or_else(|| {
+                (!seed_pseudo_header(m)).then_some("offload headers outside the first segment")
+            }) {
                 log::debug!("ice TX queue {}: dropped a packet: {why}", self.q);
                 self.posted.push(REFUSED);
                 refused += 1;

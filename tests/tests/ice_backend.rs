@@ -221,3 +221,129 @@ fn without_flow_profiles_host_mux_falls_back_to_software_steering() {
     );
     a.quit();
 }
+
+/// Checksum offloads through host-mux on the E810: a guest's TX checksum requests go to the
+/// card's hardware (the model computes them), and the card's RX checksum status reaches the
+/// guest.
+#[test]
+fn checksum_offloads_reach_the_card_and_its_rx_status_reaches_the_guest() {
+    use vdpdk_core::mbuf::TxOffloadInfo;
+    use vdpdk_core::packet::inet_checksum;
+    use vdpdk_core::{EthDev, OlFlags, RxOffloads, TxOffloads};
+    let dir = TempDir::new("icecsum");
+    let gmac = mac(0xcc);
+    let (card_a, card_b) = ModelPci::back_to_back(ModelConfig::default(), ModelConfig::default());
+    let port = IcePort::open_with(
+        card_a,
+        DdpSource::Bytes(ice_driver::ddp::synthetic_package(2)),
+    )
+    .unwrap();
+    let vms = vec![VmConfig {
+        name: "g".into(),
+        socket: dir.sock("g"),
+        mac: gmac,
+        rx_queues: 1,
+        tx_queues: 1,
+        cluster: 0,
+    }];
+    let cfg = MuxConfig {
+        idle_polls: 64,
+        ..MuxConfig::new(BackendConfig::Pair, vms)
+    };
+    let _mux = HostMux::start(&cfg, Box::new(port)).unwrap();
+    let mut wire = IceDevice::probe(card_b).unwrap();
+    wire.link_up().unwrap();
+    let wpool = Mempool::new("wire", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    let mut w_rx = wire.setup_rx_queue(0, 256, &wpool).unwrap();
+    let mut w_tx = wire.setup_tx_queue(0, 256).unwrap();
+
+    let mut guest = guest_pmd::VdpdkPort::connect(&dir.sock("g")).unwrap();
+    let csum = RxOffloads::IPV4_CKSUM | RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM;
+    assert_eq!(
+        guest.info().rx_offload_capa,
+        csum,
+        "the card's RX checksum status"
+    );
+    let gpool = Mempool::new("g", 512, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    guest
+        .configure(&vdpdk_core::DevConfig {
+            nb_rx_queues: 1,
+            nb_tx_queues: 1,
+            rx_offloads: csum,
+            tx_offloads: TxOffloads::IPV4_CKSUM | TxOffloads::UDP_CKSUM,
+            ..Default::default()
+        })
+        .unwrap();
+    guest.rx_queue_setup(0, 64, &gpool).unwrap();
+    guest.tx_queue_setup(0, 64).unwrap();
+    guest.start().unwrap();
+    let (mut g_rx, mut g_tx) = (
+        guest.take_rx_queue(0).unwrap(),
+        guest.take_tx_queue(0).unwrap(),
+    );
+
+    // Guest -> wire: IPv4 and UDP checksums zeroed, requested from the device.
+    let mut f = udp_frame(WIRE_MAC, gmac, 1, 200);
+    f[24..26].fill(0);
+    f[40..42].fill(0);
+    let mut m = gpool.alloc_packet(&f).unwrap();
+    m.ol_flags = OlFlags::TX_IPV4 | OlFlags::TX_IP_CKSUM | OlFlags::TX_UDP_CKSUM;
+    m.tx_offload = TxOffloadInfo {
+        l2_len: 14,
+        l3_len: 20,
+        l4_len: 8,
+        tso_segsz: 0,
+    };
+    assert_eq!(g_tx.tx_burst(&mut vec![m]), 1);
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    while out.is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        if w_rx.rx_burst(&mut out, 8) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let got = out[0].to_vec();
+    let mut ph = got[26..34].to_vec();
+    ph.extend_from_slice(&[0, 17]);
+    ph.extend_from_slice(&((got.len() - 34) as u16).to_be_bytes());
+    ph.extend_from_slice(&got[34..]);
+    assert_eq!(
+        inet_checksum(&got[14..34]),
+        0,
+        "IPv4 header checksum filled"
+    );
+    assert_eq!(inet_checksum(&ph), 0, "UDP checksum filled");
+
+    // Wire -> guest: a frame with a good UDP checksum and one with a broken one.
+    let mut good = udp_frame(gmac, WIRE_MAC, 2, 200);
+    let flags = OlFlags::TX_IPV4 | OlFlags::TX_IP_CKSUM | OlFlags::TX_UDP_CKSUM;
+    let info = TxOffloadInfo {
+        l2_len: 14,
+        l3_len: 20,
+        l4_len: 8,
+        tso_segsz: 0,
+    };
+    let lay = vdpdk_core::packet::TxLayout::new(flags, info, good.len()).unwrap();
+    vdpdk_core::packet::fill_tx_checksums(&mut good, flags, &lay);
+    let mut bad = good.clone();
+    bad[60] ^= 0xff;
+    let mut batch: Vec<Mbuf> = [good, bad]
+        .iter()
+        .map(|f| wpool.alloc_packet(f).unwrap())
+        .collect();
+    while !batch.is_empty() {
+        w_tx.tx_burst(&mut batch);
+    }
+    let mut rx = Vec::new();
+    let t0 = Instant::now();
+    while rx.len() < 2 && t0.elapsed() < Duration::from_secs(10) {
+        if g_rx.rx_burst(&mut rx, 8) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(rx.len(), 2);
+    assert!(rx[0]
+        .ol_flags
+        .contains(OlFlags::RX_IP_CKSUM_GOOD | OlFlags::RX_L4_CKSUM_GOOD));
+    assert!(rx[1].ol_flags.contains(OlFlags::RX_L4_CKSUM_BAD));
+}

@@ -3,10 +3,10 @@
 //! run over it.
 //!
 //! The TAP speaks virtio-net headers and tells the kernel it takes partial checksums and TCP
-//! super-frames (TUN_F_CSUM, TSO4, TSO6), so the kernel skips that work; the forwarder then
-//! completes checksums and cuts super-frames into MSS-sized segments in software, because no
-//! port here offers TX checksum/TSO offload through the trait yet (when one does, this is the
-//! place to hand the work to the device instead).
+//! super-frames (TUN_F_CSUM, TSO4, TSO6), so the kernel skips that work. A TCP super-frame goes
+//! to the port whole, with a TSO request, when the port offers TCP segmentation (a vDPDK port
+//! does: host-mux cuts it); otherwise, and for partial checksums, the forwarder finishes the
+//! work in software.
 //!
 //! Two threads: kernel → port (blocks in poll on the TAP fd) and port → kernel (polls the RX
 //! queue while busy, sleeps on its RX interrupt when idle).
@@ -16,13 +16,26 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use vdpdk_core::ethdev::start_single_queue;
+use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::packet::{complete_checksum, finish_tcp_segment, TcpLayout};
-use vdpdk_core::{EthDev, Mbuf, Mempool, Result, RxQueue, TxQueue};
+use vdpdk_core::{DevConfig, EthDev, Mbuf, Mempool, OlFlags, Result, RxQueue, TxOffloads, TxQueue};
 use vdpdk_tap::{TapInterface, VirtioNetHdr, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN};
 
 /// Buffers of one frame written to the TAP in a single writev (more are dropped, counted).
 const MAX_SEGS: usize = 16;
+
+/// How the forwarder treats the kernel's TCP super-frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TsoMode {
+    /// Hand them to the port with a TSO request when it offers TCP segmentation.
+    #[default]
+    Port,
+    /// Always cut them here.
+    Software,
+}
+
+/// Smallest MSS handed to the port (host-mux refuses smaller ones); below it, software.
+const PORT_TSO_MIN_MSS: usize = 256;
 
 /// Counters of a running forwarder (all monotonic).
 #[derive(Debug, Default)]
@@ -31,6 +44,8 @@ pub struct FwdStats {
     pub from_kernel: AtomicU64,
     /// TCP super-frames the forwarder segmented.
     pub super_frames: AtomicU64,
+    /// TCP super-frames handed to the port whole, for it to segment.
+    pub port_tso: AtomicU64,
     /// Frames put on the port (segments counted one by one).
     pub to_port: AtomicU64,
     /// Frames received on the port and written into the TAP.
@@ -43,9 +58,11 @@ impl FwdStats {
     pub fn line(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "kernel→port {} frames ({} super-frames cut) into {} | port→kernel {} | dropped {}",
+            "kernel→port {} frames ({} super-frames cut, {} to the port's TSO) into {} | \
+             port→kernel {} | dropped {}",
             g(&self.from_kernel),
             g(&self.super_frames),
+            g(&self.port_tso),
             g(&self.to_port),
             g(&self.to_kernel),
             g(&self.dropped)
@@ -58,24 +75,51 @@ impl FwdStats {
 pub fn run(
     port: &mut dyn EthDev,
     ifname: &str,
+    tso: TsoMode,
     stop: &AtomicBool,
     stats: &FwdStats,
     on_ready: impl FnOnce(&TapInterface),
 ) -> Result<()> {
     let info = port.info();
+    let tso_offloads = TxOffloads::TCP_TSO | TxOffloads::TCP_CKSUM | TxOffloads::IPV4_CKSUM;
+    let port_tso = tso == TsoMode::Port && info.tx_offload_capa.contains(tso_offloads);
     let tap = TapInterface::create(ifname, true)?;
     tap.set_mac(info.mac)?;
     tap.set_mtu(info.mtu)?;
     tap.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN)?;
     tap.set_up()?;
     let pool = Mempool::new("tapfwd", 8192, vdpdk_core::DEFAULT_BUF_SIZE)?;
-    let (rx, tx) = start_single_queue(port, &pool, 1024, info.rx_intr)?;
+    // Super-frames for the port's TSO travel in one buffer each (the largest a pool holds).
+    let big = if port_tso {
+        Some(Mempool::new("tapfwd-tso", 256, u16::MAX)?)
+    } else {
+        None
+    };
+    port.configure(&DevConfig {
+        nb_rx_queues: 1,
+        nb_tx_queues: 1,
+        rx_intr: info.rx_intr,
+        tx_offloads: if port_tso {
+            tso_offloads
+        } else {
+            TxOffloads::empty()
+        },
+        ..Default::default()
+    })?;
+    port.rx_queue_setup(0, 1024, &pool)?;
+    port.tx_queue_setup(0, 1024)?;
+    port.start()?;
+    let (rx, tx) = (port.take_rx_queue(0)?, port.take_tx_queue(0)?);
     on_ready(&tap);
     let fd = tap.fd();
+    let pools = Pools {
+        small: &pool,
+        tso: big.as_ref(),
+    };
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("tap→port".into())
-            .spawn_scoped(s, || kernel_to_port(fd, tx, &pool, stop, stats))
+            .spawn_scoped(s, || kernel_to_port(fd, tx, pools, stop, stats))
             .expect("spawn");
         port_to_kernel(fd, rx, stop, stats);
     });
@@ -93,10 +137,17 @@ fn wait_readable(fd: RawFd, ms: i32) {
     unsafe { libc::poll(&mut p, 1, ms) };
 }
 
+/// The forwarder's buffers: MTU-sized ones, and (with the port's TSO) super-frame-sized ones.
+#[derive(Clone, Copy)]
+struct Pools<'a> {
+    small: &'a Mempool,
+    tso: Option<&'a Mempool>,
+}
+
 fn kernel_to_port(
     fd: RawFd,
     mut tx: Box<dyn TxQueue>,
-    pool: &Mempool,
+    pools: Pools<'_>,
     stop: &AtomicBool,
     stats: &FwdStats,
 ) {
@@ -116,10 +167,17 @@ fn kernel_to_port(
         let Some(h) = VirtioNetHdr::parse(hdr) else {
             continue;
         };
-        if to_mbufs(&h, frame, pool, &mut batch).is_none() {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-        } else if h.gso_type != VirtioNetHdr::GSO_NONE {
-            stats.super_frames.fetch_add(1, Ordering::Relaxed);
+        match to_mbufs(&h, frame, pools, &mut batch) {
+            None => {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Sent::ToPortTso) => {
+                stats.port_tso.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Sent::Cut) => {
+                stats.super_frames.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Sent::Frame) => {}
         }
         if batch.len() >= 32 {
             flush(&mut *tx, &mut batch, stats);
@@ -128,8 +186,24 @@ fn kernel_to_port(
     flush(&mut *tx, &mut batch, stats);
 }
 
-/// Converts one frame from the kernel into ready-to-send mbufs (one, or one per segment).
-fn to_mbufs(h: &VirtioNetHdr, frame: &mut [u8], pool: &Mempool, out: &mut Vec<Mbuf>) -> Option<()> {
+/// What became of one frame from the kernel.
+enum Sent {
+    Frame,
+    /// A super-frame cut into segments here.
+    Cut,
+    /// A super-frame handed to the port whole with a TSO request.
+    ToPortTso,
+}
+
+/// Converts one frame from the kernel into ready-to-send mbufs: one, one super-frame with a
+/// TSO request, or one per segment.
+fn to_mbufs(
+    h: &VirtioNetHdr,
+    frame: &mut [u8],
+    pools: Pools<'_>,
+    out: &mut Vec<Mbuf>,
+) -> Option<Sent> {
+    let pool = pools.small;
     match h.gso_type & !VirtioNetHdr::GSO_ECN {
         VirtioNetHdr::GSO_NONE => {
             if h.flags & VirtioNetHdr::F_NEEDS_CSUM != 0
@@ -140,12 +214,17 @@ fn to_mbufs(h: &VirtioNetHdr, frame: &mut [u8], pool: &Mempool, out: &mut Vec<Mb
             let mut m = pool.alloc()?;
             m.copy_from(frame).ok()?;
             out.push(m);
+            Some(Sent::Frame)
         }
         VirtioNetHdr::GSO_TCPV4 | VirtioNetHdr::GSO_TCPV6 => {
             let t = TcpLayout::parse(frame)?;
             let mss = h.gso_size as usize;
             if mss == 0 {
                 return None;
+            }
+            if let Some(m) = port_tso_mbuf(pools.tso, frame, &t, mss) {
+                out.push(m);
+                return Some(Sent::ToPortTso);
             }
             let (headers, payload) = frame.split_at(t.payload);
             let chunks = payload.len().div_ceil(mss).max(1);
@@ -159,10 +238,34 @@ fn to_mbufs(h: &VirtioNetHdr, frame: &mut [u8], pool: &Mempool, out: &mut Vec<Mb
                 finish_tcp_segment(seg, &t, k, mss, k + 1 == chunks);
                 out.push(m);
             }
+            Some(Sent::Cut)
         }
-        _ => return None, // UDP fragmentation offload is never enabled on the TAP
+        _ => None, // UDP fragmentation offload is never enabled on the TAP
     }
-    Some(())
+}
+
+/// The super-frame in one buffer with a TSO request (DPDK flags and header lengths), when the
+/// port segments and the frame fits; None leaves the work to software.
+fn port_tso_mbuf(pool: Option<&Mempool>, frame: &[u8], t: &TcpLayout, mss: usize) -> Option<Mbuf> {
+    let pool = pool?;
+    if mss < PORT_TSO_MIN_MSS || t.l4 - t.l3 > u8::MAX as usize {
+        return None;
+    }
+    let mut m = pool.alloc()?;
+    m.copy_from(frame).ok()?;
+    let ip = if t.ipv6 {
+        OlFlags::TX_IPV6
+    } else {
+        OlFlags::TX_IPV4 | OlFlags::TX_IP_CKSUM
+    };
+    m.ol_flags = ip | OlFlags::TX_TCP_CKSUM | OlFlags::TX_TCP_SEG;
+    m.tx_offload = TxOffloadInfo {
+        l2_len: t.l3 as u8,
+        l3_len: (t.l4 - t.l3) as u16,
+        l4_len: (t.payload - t.l4) as u8,
+        tso_segsz: mss as u16,
+    };
+    Some(m)
 }
 
 /// Puts `batch` on the port, waiting briefly while its ring is full; what still does not fit

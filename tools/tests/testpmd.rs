@@ -215,17 +215,18 @@ fn flow_rules_are_created_and_bad_input_is_refused() {
     let (code, e) = run(&["--port", &r.port, "--tx-offloads", "teleport"]);
     assert_eq!(code, Some(2));
     assert!(e.contains("unknown offload 'teleport'"), "{e}");
-    // The vDPDK port offers no TSO: asking for it is refused when the port is configured.
+    // The vDPDK port offers no UDP segmentation: asking for it is refused when the port is
+    // configured.
     let (code, e) = run(&[
         "--port",
         &r.port,
         "--tx-offloads",
-        "tcp_tso",
+        "udp_tso",
         "--duration",
         "1",
     ]);
     assert_eq!(code, Some(1));
-    assert!(e.contains("TCP_TSO"), "{e}");
+    assert!(e.contains("UDP_TSO"), "{e}");
     // A rule the device cannot apply (queue 7 of 2) is refused by validate.
     let (code, e) = run(&[
         "--port",

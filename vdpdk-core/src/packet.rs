@@ -2,6 +2,7 @@
 //! and a stable digest to compare what was sent with what arrived.
 
 use crate::ethdev::MacAddr;
+use crate::mbuf::{OlFlags, TxOffloadInfo};
 
 /// Ethernet + IPv4 + UDP frame of exactly `len` bytes (min 60) whose payload starts with
 /// `seq` (8 bytes, big-endian) followed by a pattern derived from `seq`. Checksums are valid.
@@ -172,6 +173,87 @@ pub fn finish_tcp_segment(seg: &mut [u8], t: &TcpLayout, k: usize, mss: usize, l
     seg[tcp + 16..tcp + 18].copy_from_slice(&c.to_be_bytes());
 }
 
+/// Header layout of a frame an application asks a device to offload (DPDK semantics: the
+/// lengths come from the mbuf's `tx_offload`, the protocols from its flags), checked against
+/// the frame. None when the request is inconsistent: lengths that do not fit, an IP header
+/// shorter than its minimum, an L4 header too short for its protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxLayout {
+    pub l3: usize,
+    pub l4: usize,
+    pub payload: usize,
+    pub ipv6: bool,
+    /// 6 TCP, 17 UDP, 0 none.
+    pub l4_proto: u8,
+}
+
+impl TxLayout {
+    pub fn new(flags: OlFlags, t: TxOffloadInfo, frame_len: usize) -> Option<TxLayout> {
+        let ipv6 = flags.contains(OlFlags::TX_IPV6);
+        let ipv4 = flags.intersects(OlFlags::TX_IPV4 | OlFlags::TX_IP_CKSUM);
+        let l4_proto = if flags.intersects(OlFlags::TX_TCP_CKSUM | OlFlags::TX_TCP_SEG) {
+            6
+        } else if flags.contains(OlFlags::TX_UDP_CKSUM) {
+            17
+        } else {
+            0
+        };
+        let (l3, l4) = (t.l2_len as usize, t.l2_len as usize + t.l3_len as usize);
+        let payload = l4 + t.l4_len as usize;
+        let l3_ok = match (ipv4, ipv6) {
+            (true, false) => t.l3_len >= 20,
+            (false, true) => t.l3_len >= 40,
+            _ => false,
+        };
+        let l4_ok = match l4_proto {
+            6 => t.l4_len >= 20,
+            17 => t.l4_len >= 8,
+            _ => flags.contains(OlFlags::TX_IP_CKSUM) && !ipv6,
+        };
+        (l3 >= 14 && l3_ok && l4_ok && payload <= frame_len).then_some(TxLayout {
+            l3,
+            l4,
+            payload,
+            ipv6,
+            l4_proto,
+        })
+    }
+
+    /// The pseudo-header sum of the L4 checksum, without the length (what hardware that
+    /// segments needs seeded, DPDK `rte_ipv4_phdr_cksum` with TSO) or with `l4_len` added.
+    pub fn pseudo_sum(&self, frame: &[u8], l4_len: Option<usize>) -> u64 {
+        let addrs = if self.ipv6 {
+            &frame[self.l3 + 8..self.l3 + 40]
+        } else {
+            &frame[self.l3 + 12..self.l3 + 20]
+        };
+        ones_sum(0, addrs) + self.l4_proto as u64 + l4_len.unwrap_or(0) as u64
+    }
+}
+
+/// Fills, in software, the checksums `flags` ask for: the IPv4 header checksum and the TCP or
+/// UDP checksum over the pseudo-header and everything from the L4 header on (a UDP result of
+/// 0 is sent as 0xffff). The frame must have been checked with [`TxLayout::new`].
+pub fn fill_tx_checksums(frame: &mut [u8], flags: OlFlags, t: &TxLayout) {
+    if flags.contains(OlFlags::TX_IP_CKSUM) && !t.ipv6 {
+        frame[t.l3 + 10..t.l3 + 12].fill(0);
+        let c = inet_checksum(&frame[t.l3..t.l4]);
+        frame[t.l3 + 10..t.l3 + 12].copy_from_slice(&c.to_be_bytes());
+    }
+    let field = match t.l4_proto {
+        6 => t.l4 + 16,
+        17 => t.l4 + 6,
+        _ => return,
+    };
+    frame[field..field + 2].fill(0);
+    let pseudo = t.pseudo_sum(frame, Some(frame.len() - t.l4));
+    let mut c = !fold(ones_sum(pseudo, &frame[t.l4..]));
+    if t.l4_proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    frame[field..field + 2].copy_from_slice(&c.to_be_bytes());
+}
+
 /// Order-sensitive FNV-1a digest over a sequence of frames (length-delimited).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Digest(pub u64);
@@ -295,5 +377,75 @@ mod tests {
         y.add(b);
         y.add(a);
         assert_ne!(x, y);
+    }
+
+    /// Eth/IPv4/(TCP|UDP) with every checksum zeroed and a patterned payload.
+    fn zeroed(proto: u8, payload: usize) -> Vec<u8> {
+        let l4 = if proto == 6 { 20 } else { 8 };
+        let mut f = vec![0u8; 34 + l4 + payload];
+        f[12..14].copy_from_slice(&[8, 0]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((20 + l4 + payload) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = proto;
+        f[26..34].copy_from_slice(&[10, 1, 2, 3, 10, 4, 5, 6]);
+        if proto == 6 {
+            f[46] = 0x50;
+        } else {
+            f[38..40].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+        }
+        for (i, b) in f[34 + l4..].iter_mut().enumerate() {
+            *b = i as u8 ^ 0x5a;
+        }
+        f
+    }
+
+    /// Independent check: the IPv4 header and the L4 segment with its pseudo-header both sum
+    /// to 0xffff.
+    fn sums_ok(f: &[u8]) -> bool {
+        let mut ph = f[26..34].to_vec();
+        ph.extend_from_slice(&[0, f[23]]);
+        ph.extend_from_slice(&((f.len() - 34) as u16).to_be_bytes());
+        ph.extend_from_slice(&f[34..]);
+        inet_checksum(&f[14..34]) == 0 && inet_checksum(&ph) == 0
+    }
+
+    #[test]
+    fn software_tx_checksums_follow_the_offload_request() {
+        let t = |l4| TxOffloadInfo {
+            l2_len: 14,
+            l3_len: 20,
+            l4_len: l4,
+            tso_segsz: 0,
+        };
+        for (proto, l4, flag) in [
+            (17u8, 8u8, OlFlags::TX_UDP_CKSUM),
+            (6, 20, OlFlags::TX_TCP_CKSUM),
+        ] {
+            let mut f = zeroed(proto, 333);
+            let flags = OlFlags::TX_IPV4 | OlFlags::TX_IP_CKSUM | flag;
+            let lay = TxLayout::new(flags, t(l4), f.len()).unwrap();
+            fill_tx_checksums(&mut f, flags, &lay);
+            assert!(sums_ok(&f), "proto {proto}");
+        }
+        // Requests that do not fit the frame or lack a protocol are refused.
+        let flags = OlFlags::TX_IPV4 | OlFlags::TX_TCP_CKSUM;
+        assert!(
+            TxLayout::new(flags, t(20), 53).is_none(),
+            "headers past the end"
+        );
+        assert!(
+            TxLayout::new(flags, t(8), 100).is_none(),
+            "TCP header of 8 bytes"
+        );
+        assert!(
+            TxLayout::new(OlFlags::TX_TCP_CKSUM, t(20), 100).is_none(),
+            "no IP version"
+        );
+        let short_ip = TxOffloadInfo {
+            l3_len: 12,
+            ..t(20)
+        };
+        assert!(TxLayout::new(flags, short_ip, 100).is_none());
     }
 }

@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use vdpdk_tools::open_port;
-use vdpdk_tools::tapfwd::{run, FwdStats};
+use vdpdk_tools::tapfwd::{run, FwdStats, TsoMode};
 
 /// Expose a port (e.g. a vDPDK guest port) as a Linux TAP interface with the port's MAC and MTU,
 /// so the kernel's stack and tools (ping, iperf3, ssh) run over it. The kernel's checksum and
-/// TSO work is passed along through virtio-net headers and finished here.
+/// TSO work is passed along through virtio-net headers: TCP super-frames go to the port's TSO
+/// when it has one (a vDPDK port does), the rest is finished here.
 ///
 /// Ports: vdpdk:SOCKET, vdpdk-vm:BDF|auto, tap:IFNAME, ice:SOCKET, ice-pci:BDF.
 #[derive(Parser, Debug)]
@@ -27,6 +28,9 @@ struct Args {
     /// Print the counters every N seconds (0 = only at the end).
     #[arg(long, default_value_t = 0.0)]
     stats_interval: f64,
+    /// Cut the kernel's TCP super-frames here even when the port offers TSO.
+    #[arg(long)]
+    software_tso: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -72,7 +76,12 @@ fn main() {
                 }
             }
         });
-        run(&mut *port, &args.ifname, &STOP, &stats, |tap| {
+        let tso = if args.software_tso {
+            TsoMode::Software
+        } else {
+            TsoMode::Port
+        };
+        run(&mut *port, &args.ifname, tso, &STOP, &stats, |tap| {
             println!(
                 "{} is up on {} (MAC {}, MTU {}), ready",
                 tap.ifname(),
