@@ -7,7 +7,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use guest_pmd::VdpdkPort;
 use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{EthDev, Mbuf, Mempool, DEFAULT_BUF_SIZE};
@@ -26,15 +25,7 @@ fn two_buffers(pool: &Mempool, frame: &[u8], cut: usize) -> Mbuf {
 fn chains_are_gathered_towards_guests_and_refused_from_them() {
     let dir = TempDir::new("multiseg");
     let gmac = mac(0x5c);
-    let (_mux, mut wire) = start_mux(
-        &dir,
-        &[Vm {
-            name: "g",
-            mac: gmac,
-            rxq: 1,
-        }],
-    );
-    let mut port = VdpdkPort::connect(&dir.sock("g")).unwrap();
+    let (_mux, mut wire, mut port) = mux_with_guest(&dir, gmac);
     assert_eq!(
         port.info().max_mtu,
         wire.port.info().mtu,

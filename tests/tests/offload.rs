@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use guest_pmd::VdpdkPort;
 use vdpdk_core::abi::StatsIndex;
 use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::packet::inet_checksum;
@@ -66,15 +65,7 @@ fn mbuf(pool: &Mempool, f: &[u8], flags: OlFlags, l4_len: u8, mss: u16) -> Mbuf 
 fn guests_get_checksums_and_tcp_segmentation_done_by_host_mux() {
     let dir = TempDir::new("offload");
     let gmac = mac(0x0f);
-    let (mux, mut wire) = start_mux(
-        &dir,
-        &[Vm {
-            name: "g",
-            mac: gmac,
-            rxq: 1,
-        }],
-    );
-    let mut port = VdpdkPort::connect(&dir.sock("g")).unwrap();
+    let (mux, mut wire, mut port) = mux_with_guest(&dir, gmac);
     let info = port.info();
     let offered = TxOffloads::IPV4_CKSUM
         | TxOffloads::UDP_CKSUM

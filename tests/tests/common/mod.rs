@@ -114,6 +114,21 @@ fn mux_config(dir: &TempDir, vms: &[Vm]) -> MuxConfig {
     }
 }
 
+/// Starts host-mux serving one VM "g" with `mac` and attaches an in-process guest-pmd port
+/// to it (not started), for tests that drive the guest side through the ethdev API.
+pub fn mux_with_guest(dir: &TempDir, mac: MacAddr) -> (HostMux, Wire, guest_pmd::VdpdkPort) {
+    let (mux, wire) = start_mux(
+        dir,
+        &[Vm {
+            name: "g",
+            mac,
+            rxq: 1,
+        }],
+    );
+    let port = guest_pmd::VdpdkPort::connect(&dir.sock("g")).expect("guest-pmd connect");
+    (mux, wire, port)
+}
+
 /// Starts host-mux on a pair backend with `cfg` (its backend must be `Pair`).
 pub fn start_mux_cfg(cfg: MuxConfig) -> (HostMux, Wire) {
     assert_eq!(cfg.backend, BackendConfig::Pair);
