@@ -37,6 +37,10 @@ pub const CSUM_TX_OFFLOADS: TxOffloads = TxOffloads::IPV4_CKSUM
 /// Every TX offload guests see: checksums, and TCP segmentation done here in software (a
 /// guest hands over a super-frame of up to 64 KiB in one buffer).
 pub const GUEST_TX_OFFLOADS: TxOffloads = CSUM_TX_OFFLOADS.union(TxOffloads::TCP_TSO);
+/// Buffers for super-frames a backend segments in hardware: 16 KiB each (under the E810's
+/// 16383 B per descriptor), so a 64 KiB super-frame is a chain of 5, within its 8.
+pub const TSO_BUF_SIZE: u16 = 16 * 1024;
+pub const TSO_POOL_BUFS: u32 = 512;
 /// Smallest TSO segment size a guest may ask for: bounds the host buffers one super-frame
 /// takes (at most 256).
 pub const MIN_TSO_MSS: usize = 256;
@@ -74,6 +78,8 @@ pub struct PollerStats {
     pub wire_tx: AtomicU64,
     /// Segments cut from guests' TCP super-frames (TSO in software).
     pub tso_segments: AtomicU64,
+    /// Guest super-frames handed to the backend for segmentation (TSO in hardware).
+    pub tso_offloaded: AtomicU64,
     /// Unicast frames from the wire whose destination is no configured VM.
     pub rx_unknown_dst: AtomicU64,
     /// Frames for a VM whose device is not running.
@@ -131,6 +137,10 @@ pub struct Poller {
     max_frame: usize,
     /// Checksum offloads the backend performs (the rest is done in software).
     hw_tx: TxOffloads,
+    /// Large buffers for super-frames the backend segments itself (TSO in hardware); None
+    /// when it cannot and host-mux cuts them.
+    tso_pool: Option<Mempool>,
+    tso_bufs: Vec<Mbuf>,
     /// Where the next TX round starts, rotating so no guest is always served last.
     tx_cursor: usize,
 }
@@ -184,6 +194,8 @@ impl Poller {
             mac_index,
             max_frame,
             hw_tx: TxOffloads::empty(),
+            tso_pool: None,
+            tso_bufs: Vec::new(),
             tx_cursor: 0,
         }
     }
@@ -192,6 +204,56 @@ impl Poller {
     pub fn with_hw_tx_offloads(mut self, o: TxOffloads) -> Poller {
         self.hw_tx = o & CSUM_TX_OFFLOADS;
         self
+    }
+
+    /// Lets the backend segment guests' super-frames (it was configured with TCP_TSO and
+    /// MULTI_SEGS): each goes out as a chain of `pool`'s buffers with a TSO request.
+    pub fn with_hw_tso(mut self, pool: Mempool) -> Poller {
+        self.tso_pool = Some(pool);
+        self
+    }
+
+    /// A guest super-frame at `src` as a chain of TSO buffers carrying the request, or None
+    /// when the TSO pool is short (the descriptor waits for the next round).
+    fn hw_tso_chain(
+        &mut self,
+        src: *const u8,
+        len: usize,
+        flags: OlFlags,
+        info: TxOffloadInfo,
+        lay: &TxLayout,
+    ) -> Option<Mbuf> {
+        let pool = self.tso_pool.as_ref()?;
+        let room = (pool.buf_size() - vdpdk_core::MBUF_HEADROOM) as usize;
+        let nbuf = len.div_ceil(room);
+        if pool.alloc_bulk(&mut self.tso_bufs, nbuf) < nbuf {
+            Mempool::free_bulk(&mut self.tso_bufs);
+            return None;
+        }
+        let mut head: Option<Mbuf> = None;
+        for (k, mut m) in self.tso_bufs.drain(..).enumerate() {
+            m.reset();
+            let chunk = room.min(len - k * room);
+            m.set_len(chunk).expect("chunk <= room");
+            // SAFETY: src + k*room .. + chunk lies in src..src+len, which translate checked
+            // and which stays mapped while the caller holds the guest's TX lock; the buffer
+            // holds `room` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(src.add(k * room), m.data_ptr(), chunk) };
+            match &mut head {
+                None => head = Some(m),
+                Some(h) => h.chain(m),
+            }
+        }
+        let mut head = head?;
+        // The IPv4 header checksum and the TCP checksum are redone per segment by the device.
+        let ip = if lay.ipv6 {
+            OlFlags::empty()
+        } else {
+            OlFlags::TX_IP_CKSUM
+        };
+        head.ol_flags = flags | ip | OlFlags::TX_TCP_CKSUM;
+        head.tx_offload = info;
+        Some(head)
     }
 
     /// Runs until `stop` is set.
@@ -401,6 +463,20 @@ impl Poller {
                     tx.stats.add(StatsIndex::TxBadDesc, 1);
                     continue;
                 };
+                if let TxRequest::Segment { lay, .. } = request {
+                    if self.tso_pool.is_some() {
+                        let Some(m) = self.hw_tso_chain(src, len, flags, info, &lay) else {
+                            break; // out of TSO buffers: try again next round
+                        };
+                        self.tx_buf.push(m);
+                        bump(&self.stats.tso_offloaded, 1);
+                        hq.ring.release(idx, 0);
+                        hq.next = idx.wrapping_add(1);
+                        taken += 1;
+                        bytes += len as u64;
+                        continue;
+                    }
+                }
                 let need = match request {
                     TxRequest::Segment { nseg, .. } => nseg,
                     _ => 1,

@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use vdpdk_core::abi::{self, STATS_COUNT, STATS_NAMES};
 use vdpdk_core::{
-    DevConfig, Error, EthDev, FlowItem, FlowRule, MacAddr, Mempool, Result, RxOffloads,
+    DevConfig, Error, EthDev, FlowItem, FlowRule, MacAddr, Mempool, Result, RxOffloads, TxOffloads,
 };
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -66,6 +66,8 @@ pub struct PollerSnapshot {
     pub wire_tx: u64,
     /// Segments cut from guests' TCP super-frames.
     pub tso_segments: u64,
+    /// Guest super-frames the backend segmented in hardware.
+    pub tso_offloaded: u64,
     pub rx_unknown_dst: u64,
     pub rx_guest_stopped: u64,
     pub tx_backpressure: u64,
@@ -232,13 +234,27 @@ impl HostMux {
         // Checksum offloads the backend has are used for guests' frames (the rest is done
         // in software); RX checksum status is passed through to guests.
         let hw_tx = info.tx_offload_capa & datapath::CSUM_TX_OFFLOADS;
+        // Super-frames go to a backend that segments TCP itself (the E810) as buffer chains.
+        let tso_needs = TxOffloads::TCP_TSO | TxOffloads::MULTI_SEGS;
+        let hw_tso = info
+            .tx_offload_capa
+            .contains(tso_needs | datapath::CSUM_TX_OFFLOADS);
+        let tso_pool = if hw_tso {
+            Some(Mempool::new(
+                "host-mux-tso",
+                datapath::TSO_POOL_BUFS,
+                datapath::TSO_BUF_SIZE,
+            )?)
+        } else {
+            None
+        };
         let rx_csum = info.rx_offload_capa
             & (RxOffloads::IPV4_CKSUM | RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM);
         backend.configure(&DevConfig {
             nb_rx_queues: n_rx,
             nb_tx_queues: nb_tx,
             rx_intr: info.rx_intr,
-            tx_offloads: hw_tx,
+            tx_offloads: if hw_tso { hw_tx | tso_needs } else { hw_tx },
             rx_offloads: rx_csum,
             ..Default::default()
         })?;
@@ -399,6 +415,10 @@ impl HostMux {
                 policy,
             )
             .with_hw_tx_offloads(hw_tx);
+            let p = match &tso_pool {
+                Some(tp) if role != Role::Rx => p.with_hw_tso(tp.clone()),
+                _ => p,
+            };
             let stats = p.stats.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("poll-{name}"))
@@ -543,6 +563,7 @@ impl Shared {
                 wire_rx: get(&p.stats.wire_rx),
                 wire_tx: get(&p.stats.wire_tx),
                 tso_segments: get(&p.stats.tso_segments),
+                tso_offloaded: get(&p.stats.tso_offloaded),
                 rx_unknown_dst: get(&p.stats.rx_unknown_dst),
                 rx_guest_stopped: get(&p.stats.rx_guest_stopped),
                 tx_backpressure: get(&p.stats.tx_backpressure),

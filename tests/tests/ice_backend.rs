@@ -222,11 +222,11 @@ fn without_flow_profiles_host_mux_falls_back_to_software_steering() {
     a.quit();
 }
 
-/// Checksum offloads through host-mux on the E810: a guest's TX checksum requests go to the
-/// card's hardware (the model computes them), and the card's RX checksum status reaches the
-/// guest.
+/// Offloads through host-mux on the E810: a guest's TX checksum requests and TCP super-frames
+/// go to the card's hardware (the model computes and segments), and the card's RX checksum
+/// status reaches the guest.
 #[test]
-fn checksum_offloads_reach_the_card_and_its_rx_status_reaches_the_guest() {
+fn offloads_reach_the_card_and_its_rx_status_reaches_the_guest() {
     use vdpdk_core::mbuf::TxOffloadInfo;
     use vdpdk_core::packet::inet_checksum;
     use vdpdk_core::{EthDev, OlFlags, RxOffloads, TxOffloads};
@@ -250,7 +250,7 @@ fn checksum_offloads_reach_the_card_and_its_rx_status_reaches_the_guest() {
         idle_polls: 64,
         ..MuxConfig::new(BackendConfig::Pair, vms)
     };
-    let _mux = HostMux::start(&cfg, Box::new(port)).unwrap();
+    let mux = HostMux::start(&cfg, Box::new(port)).unwrap();
     let mut wire = IceDevice::probe(card_b).unwrap();
     wire.link_up().unwrap();
     let wpool = Mempool::new("wire", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
@@ -264,13 +264,16 @@ fn checksum_offloads_reach_the_card_and_its_rx_status_reaches_the_guest() {
         csum,
         "the card's RX checksum status"
     );
-    let gpool = Mempool::new("g", 512, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    let gpool = Mempool::new("g", 512, 16384).unwrap();
     guest
         .configure(&vdpdk_core::DevConfig {
             nb_rx_queues: 1,
             nb_tx_queues: 1,
             rx_offloads: csum,
-            tx_offloads: TxOffloads::IPV4_CKSUM | TxOffloads::UDP_CKSUM,
+            tx_offloads: TxOffloads::IPV4_CKSUM
+                | TxOffloads::UDP_CKSUM
+                | TxOffloads::TCP_CKSUM
+                | TxOffloads::TCP_TSO,
             ..Default::default()
         })
         .unwrap();
@@ -313,6 +316,56 @@ fn checksum_offloads_reach_the_card_and_its_rx_status_reaches_the_guest() {
         "IPv4 header checksum filled"
     );
     assert_eq!(inet_checksum(&ph), 0, "UDP checksum filled");
+    out.clear();
+
+    // A 10,000-byte TCP payload at MSS 1448: host-mux hands it to the card as a chain of
+    // 16 KiB buffers with a TSO request; the card sends 7 segments.
+    let mut big = udp_frame(WIRE_MAC, gmac, 3, 54 + 10_000);
+    big[16..18].copy_from_slice(&((40 + 10_000) as u16).to_be_bytes());
+    big[23] = 6;
+    big[24..26].fill(0);
+    big[38..42].copy_from_slice(&9000u32.to_be_bytes()); // seq
+    big[42..46].fill(0);
+    big[46] = 0x50;
+    big[47] = 0x18;
+    big[48..54].fill(0);
+    let mut m = gpool.alloc_packet(&big).unwrap();
+    m.ol_flags =
+        OlFlags::TX_IPV4 | OlFlags::TX_IP_CKSUM | OlFlags::TX_TCP_CKSUM | OlFlags::TX_TCP_SEG;
+    m.tx_offload = TxOffloadInfo {
+        l2_len: 14,
+        l3_len: 20,
+        l4_len: 20,
+        tso_segsz: 1448,
+    };
+    assert_eq!(g_tx.tx_burst(&mut vec![m]), 1);
+    let t0 = Instant::now();
+    while out.len() < 7 && t0.elapsed() < Duration::from_secs(10) {
+        if w_rx.rx_burst(&mut out, 8) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert_eq!(out.len(), 7);
+    let mut payload = Vec::new();
+    for (k, seg) in out.iter().enumerate() {
+        let s = seg.to_vec();
+        let mut ph = s[26..34].to_vec();
+        ph.extend_from_slice(&[0, 6]);
+        ph.extend_from_slice(&((s.len() - 34) as u16).to_be_bytes());
+        ph.extend_from_slice(&s[34..]);
+        assert_eq!(inet_checksum(&s[14..34]), 0, "segment {k} IPv4 checksum");
+        assert_eq!(inet_checksum(&ph), 0, "segment {k} TCP checksum");
+        assert_eq!(
+            u32::from_be_bytes(s[38..42].try_into().unwrap()),
+            9000 + (k * 1448) as u32
+        );
+        payload.extend_from_slice(&s[54..]);
+    }
+    assert_eq!(payload, big[54..].to_vec(), "the payload reassembles");
+    let p = mux.pollers();
+    let sum = |f: fn(&host_mux::PollerSnapshot) -> u64| p.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|p| p.tso_offloaded), 1, "segmented by the card");
+    assert_eq!(sum(|p| p.tso_segments), 0, "not by host-mux");
 
     // Wire -> guest: a frame with a good UDP checksum and one with a broken one.
     let mut good = udp_frame(gmac, WIRE_MAC, 2, 200);
