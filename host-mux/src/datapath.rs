@@ -683,18 +683,20 @@ fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
         stats.add(StatsIndex::RxBadDesc, 1);
         return None;
     };
-    if !m.is_chained() {
+    if m.is_chained() {
+        // A backend's chain is gathered into the one guest buffer.
+        let mut at = 0;
+        for seg in m.segments() {
+            // SAFETY: dst..dst+len lies in a writable region of the guest's DMA map (checked),
+            // mapped while we hold the guest's RX lock, and the segments add up to len; the
+            // source is our own mbuf.
+            unsafe { std::ptr::copy_nonoverlapping(seg.data().as_ptr(), dst.add(at), seg.len()) };
+            at += seg.len();
+        }
+    } else {
         // SAFETY: dst..dst+len lies in a writable region of the guest's DMA map (checked),
         // mapped while we hold the guest's RX lock; the source is our own mbuf.
         unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), dst, len) };
-    }
-    let mut at = 0;
-    for seg in m.segments().filter(|_| m.is_chained()) {
-        // SAFETY: dst..dst+len lies in a writable region of the guest's DMA map (checked),
-        // mapped while we hold the guest's RX lock, and the segments add up to len; the
-        // source is our own mbuf.
-        unsafe { std::ptr::copy_nonoverlapping(seg.data().as_ptr(), dst.add(at), seg.len()) };
-        at += seg.len();
     }
     let mut ol = Desc::rx_ol_from(m);
     if mark.is_some() {
