@@ -16,6 +16,13 @@
 //! stats_socket = "/run/vdpdk/stats.sock"   # optional: live stats for `host-mux --stats`
 //! hw_steering = true    # a NIC RX queue per VM, steered by flow rules (default: on for ice)
 //!
+//! [limits]              # what any one VM may make host-mux hold (defaults shown)
+//! dma_regions = 1024    # DMA_MAP regions per VM (each is one mmap in host-mux)
+//! dma_bytes = 68719476736  # bytes mapped per VM (64 GiB)
+//! flow_rules = 64       # flow rules per VM
+//! message_bytes = 1048576  # largest vfio-user message a VM may send (1 MiB)
+//! spoof_check = true    # drop (and count) TX frames whose source MAC is not the VM's own
+//!
 //! [[cluster]]           # optional; default: one cluster, one combined unpinned poller
 //! cpus = [0, 1]         # the cores its pollers are pinned to
 //! mode = "auto"         # "split": an RX and a TX poller; "combined": one; auto: split if 2+ cpus
@@ -153,6 +160,38 @@ pub struct MuxConfig {
     /// Give every VM its own backend RX queue, steered by a backend flow rule on its MAC
     /// (Flow Director on the E810) instead of steering in software.
     pub hw_steering: bool,
+    /// Per-VM bounds, the same for every VM.
+    pub limits: GuestLimits,
+}
+
+/// What any one VM may make host-mux hold or do: a guest is untrusted, so each resource it can
+/// ask for is bounded, and its frames may only carry its own source MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
+    /// DMA_MAP regions (each one is an mmap in host-mux; the process has ~65k in all, see
+    /// `vm.max_map_count`).
+    pub dma_regions: usize,
+    /// Bytes mapped through DMA_MAP, summed over regions.
+    pub dma_bytes: u64,
+    /// Flow rules.
+    pub flow_rules: usize,
+    /// Largest vfio-user message accepted (and so the largest region access and reply).
+    pub message_bytes: usize,
+    /// Drop and count (`tx_spoofed`) TX frames whose source MAC is not the VM's own, as
+    /// SR-IOV spoof checking does.
+    pub spoof_check: bool,
+}
+
+impl Default for GuestLimits {
+    fn default() -> Self {
+        GuestLimits {
+            dma_regions: 1024,
+            dma_bytes: 64 << 30,
+            flow_rules: 64,
+            message_bytes: 1 << 20,
+            spoof_check: true,
+        }
+    }
 }
 
 impl MuxConfig {
@@ -168,6 +207,7 @@ impl MuxConfig {
             stats_socket: None,
             guard_unmapped: false,
             hw_steering: false,
+            limits: GuestLimits::default(),
         }
     }
 }
@@ -181,6 +221,7 @@ pub const DEFAULT_SLEEP_TIMEOUT_MS: u32 = 200;
 struct RawConfig {
     backend: Option<RawBackend>,
     mux: Option<RawMux>,
+    limits: Option<RawLimits>,
     #[serde(default)]
     cluster: Vec<RawCluster>,
     #[serde(default)]
@@ -216,6 +257,56 @@ struct RawMux {
     stats_socket: Option<PathBuf>,
     guard_unmapped: Option<bool>,
     hw_steering: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    dma_regions: Option<usize>,
+    dma_bytes: Option<u64>,
+    flow_rules: Option<usize>,
+    message_bytes: Option<usize>,
+    spoof_check: Option<bool>,
+}
+
+impl RawLimits {
+    fn resolve(self) -> Result<GuestLimits, ConfigError> {
+        let d = GuestLimits::default();
+        let ranged = |key: &str, v: Option<usize>, def: usize, lo: usize, hi: usize| {
+            let n = v.unwrap_or(def);
+            if !(lo..=hi).contains(&n) {
+                return Err(invalid(key, format!("must be in {lo}..={hi}")));
+            }
+            Ok(n)
+        };
+        let dma_bytes = self.dma_bytes.unwrap_or(d.dma_bytes);
+        if dma_bytes < 1 << 20 {
+            return Err(invalid(
+                "limits.dma_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        Ok(GuestLimits {
+            dma_regions: ranged(
+                "limits.dma_regions",
+                self.dma_regions,
+                d.dma_regions,
+                1,
+                65536,
+            )?,
+            dma_bytes,
+            flow_rules: ranged("limits.flow_rules", self.flow_rules, d.flow_rules, 0, 4096)?,
+            // A region access carries at most one BAR (64 KiB) plus headers.
+            message_bytes: ranged(
+                "limits.message_bytes",
+                self.message_bytes,
+                d.message_bytes,
+                128 << 10,
+                64 << 20,
+            )?,
+            spoof_check: self.spoof_check.unwrap_or(d.spoof_check),
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -395,6 +486,7 @@ impl MuxConfig {
                 cluster,
             });
         }
+        let limits = raw.limits.unwrap_or_default().resolve()?;
         let hw_steering = mux
             .hw_steering
             .unwrap_or(matches!(backend, BackendConfig::Ice { .. }));
@@ -408,6 +500,7 @@ impl MuxConfig {
             stats_socket: mux.stats_socket,
             guard_unmapped: mux.guard_unmapped.unwrap_or(false),
             hw_steering,
+            limits,
         })
     }
 }
@@ -502,6 +595,31 @@ mod tests {
         assert!(err_of(&clustered).starts_with("cluster[0].mode"));
         let clustered = format!("[[cluster]]\ncpus = [4096]\n{GOOD}");
         assert!(err_of(&clustered).starts_with("cluster[0].cpus"));
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_are_range_checked() {
+        let c = MuxConfig::parse(GOOD).unwrap();
+        assert_eq!(c.limits, GuestLimits::default());
+        assert!(c.limits.spoof_check);
+        let c = MuxConfig::parse(&format!(
+            "{GOOD}\n[limits]\ndma_regions = 16\nflow_rules = 0\nspoof_check = false\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.dma_regions, 16);
+        assert_eq!(c.limits.flow_rules, 0);
+        assert!(!c.limits.spoof_check);
+        for (bad, key) in [
+            ("dma_regions = 0", "limits.dma_regions"),
+            ("dma_regions = 100000", "limits.dma_regions"),
+            ("dma_bytes = 4096", "limits.dma_bytes"),
+            ("message_bytes = 100", "limits.message_bytes"),
+            ("flow_rules = 5000", "limits.flow_rules"),
+            ("dma_region = 5", "dma_region"),
+        ] {
+            let e = err_of(&format!("{GOOD}\n[limits]\n{bad}\n"));
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! nothing that raced the arming is missed, and sleeps in epoll until a kick, an interrupt, a
 //! control event or `sleep_timeout`.
 
+use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use vdpdk_core::packet::{fill_tx_checksums, finish_tcp_segment, TcpLayout, TxLay
 use vdpdk_core::{MacAddr, Mbuf, Mempool, OlFlags, RxQueue, TxOffloads, TxQueue};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::guest::{Guest, RxPath};
+use crate::guest::{Guest, HostQueue, PathStats, RxPath};
 
 pub const BURST: usize = 32;
 /// Largest frame a guest may transmit (also bounded by the host buffer size).
@@ -143,6 +144,8 @@ pub struct Poller {
     tso_bufs: Vec<Mbuf>,
     /// Where the next TX round starts, rotating so no guest is always served last.
     tx_cursor: usize,
+    /// Guest interrupts due in the current delivery, signalled outside the guest's lock.
+    irqs: Vec<Arc<File>>,
 }
 
 impl Poller {
@@ -197,6 +200,7 @@ impl Poller {
             tso_pool: None,
             tso_bufs: Vec::new(),
             tx_cursor: 0,
+            irqs: Vec::with_capacity(64),
         }
     }
 
@@ -417,7 +421,14 @@ impl Poller {
                 // One counter update per guest and burst, not per frame.
                 rx.stats.add(StatsIndex::RxPackets, pkts);
                 rx.stats.add(StatsIndex::RxBytes, bytes);
-                raise_rx_irqs(g, &rx, touched);
+                due_rx_irqs(g, &rx, touched, &mut self.irqs);
+            }
+            drop(rx);
+            // Signalled after the guest lock is released: the fds are the guest's.
+            for fd in self.irqs.drain(..) {
+                if signal_eventfd(&fd).is_err() {
+                    g.stats.add(StatsIndex::IrqErrors, 1);
+                }
             }
         }
         Mempool::free_bulk(&mut self.rx_buf);
@@ -468,6 +479,11 @@ impl Poller {
                         let Some(m) = self.hw_tso_chain(src, len, flags, info, &lay) else {
                             break; // out of TSO buffers: try again next round
                         };
+                        if spoofed(g, m.data()) {
+                            drop(m); // back to the TSO pool
+                            refuse_spoofed(hq, idx, &mut tx.stats);
+                            continue;
+                        }
                         self.tx_buf.push(m);
                         bump(&self.stats.tso_offloaded, 1);
                         hq.ring.release(idx, 0);
@@ -492,6 +508,13 @@ impl Poller {
                 }
                 match request {
                     TxRequest::Segment { lay, mss, nseg } => {
+                        let tcp = TcpLayout {
+                            l3: lay.l3,
+                            l4: lay.l4,
+                            payload: lay.payload,
+                            ipv6: lay.ipv6,
+                        };
+                        let first = self.tx_buf.len();
                         for k in 0..nseg {
                             let mut m = self.free_cache.pop().expect("reserved above");
                             m.reset();
@@ -499,25 +522,39 @@ impl Poller {
                             let chunk = mss.min(len - off);
                             m.set_len(lay.payload + chunk)
                                 .expect("headers + mss checked against max_frame");
-                            // SAFETY: both source ranges lie in src..src+len, which translate
-                            // checked and which stays mapped while we hold the guest's TX
-                            // lock; the mbuf has room for payload + chunk bytes.
+                            // Headers are read from guest memory once, into the first segment;
+                            // the others copy them from there, so every segment carries the
+                            // headers that were checked.
+                            let hdr = match k {
+                                0 => src,
+                                _ => self.tx_buf[first].data().as_ptr(),
+                            };
+                            // SAFETY: hdr is either src (lay.payload bytes of the guest range
+                            // translate checked, mapped while we hold the guest's TX lock) or
+                            // our own first segment, which holds lay.payload header bytes; the
+                            // payload range lies in src..src+len; the mbuf has room for
+                            // payload + chunk bytes and is not the first segment when k > 0.
                             unsafe {
-                                std::ptr::copy_nonoverlapping(src, m.data_ptr(), lay.payload);
+                                std::ptr::copy_nonoverlapping(hdr, m.data_ptr(), lay.payload);
                                 std::ptr::copy_nonoverlapping(
                                     src.add(off),
                                     m.data_ptr().add(lay.payload),
                                     chunk,
                                 );
                             }
-                            let tcp = TcpLayout {
-                                l3: lay.l3,
-                                l4: lay.l4,
-                                payload: lay.payload,
-                                ipv6: lay.ipv6,
-                            };
-                            finish_tcp_segment(m.data_mut(), &tcp, k, mss, k + 1 == nseg);
+                            if k == 0 && spoofed(g, m.data()) {
+                                self.free_cache.push(m);
+                                break;
+                            }
                             self.tx_buf.push(m);
+                        }
+                        if self.tx_buf.len() == first {
+                            refuse_spoofed(hq, idx, &mut tx.stats);
+                            continue;
+                        }
+                        // Headers are finished once all were copied from the pristine first.
+                        for (k, m) in self.tx_buf[first..].iter_mut().enumerate() {
+                            finish_tcp_segment(m.data_mut(), &tcp, k, mss, k + 1 == nseg);
                         }
                         bump(&self.stats.tso_segments, nseg as u64);
                     }
@@ -528,8 +565,13 @@ impl Poller {
                         // SAFETY: src..src+len lies in the guest's DMA map (translate checked
                         // it) and stays mapped while we hold the guest's TX lock; the mbuf has
                         // room for len bytes. The guest may scribble on the source meanwhile;
-                        // we only copy bytes.
+                        // we only copy bytes, and check only our copy.
                         unsafe { std::ptr::copy_nonoverlapping(src, m.data_ptr(), len) };
+                        if spoofed(g, m.data()) {
+                            self.free_cache.push(m);
+                            refuse_spoofed(hq, idx, &mut tx.stats);
+                            continue;
+                        }
                         if let TxRequest::Checksum(lay) = request {
                             if self.hw_tx.contains(csum_offloads(flags)) {
                                 m.ol_flags = flags;
@@ -570,9 +612,24 @@ impl Poller {
     }
 }
 
-/// What a guest's TX descriptor asks for, once checked.
+/// Whether a frame (host copy) claims a source MAC that is not the guest's own, while the
+/// guest is spoof-checked.
+#[inline]
+fn spoofed(g: &Guest, frame: &[u8]) -> bool {
+    g.limits.spoof_check && frame.get(6..12) != Some(&g.mac.0[..])
+}
+
+/// Hands a spoofed frame's descriptor back with the error flag, counted.
+fn refuse_spoofed(hq: &mut HostQueue, idx: u16, stats: &mut PathStats) {
+    hq.ring.release(idx, DESC_F_ERROR);
+    hq.next = idx.wrapping_add(1);
+    stats.add(StatsIndex::TxSpoofed, 1);
+}
+
+/// What a guest's TX descriptor asks for, once checked. Public for the fuzz targets
+/// (fuzz/fuzz_targets/descriptor_validation.rs).
 #[derive(Clone, Copy, Debug)]
-enum TxRequest {
+pub enum TxRequest {
     /// Send as it is.
     Plain,
     /// Fill the checksums its flags name.
@@ -586,8 +643,14 @@ enum TxRequest {
 }
 
 /// Checks a TX descriptor's length and offload request; None refuses it. Offloads outside
-/// [`GUEST_TX_OFFLOADS`] (VLAN insertion, UDP segmentation, ...) are refused too.
-fn tx_request(flags: OlFlags, t: TxOffloadInfo, len: usize, max_frame: usize) -> Option<TxRequest> {
+/// [`GUEST_TX_OFFLOADS`] (VLAN insertion, UDP segmentation, ...) are refused too. Public for
+/// the fuzz targets (fuzz/fuzz_targets/descriptor_validation.rs).
+pub fn tx_request(
+    flags: OlFlags,
+    t: TxOffloadInfo,
+    len: usize,
+    max_frame: usize,
+) -> Option<TxRequest> {
     let known = OlFlags::TX_IPV4
         | OlFlags::TX_IPV6
         | OlFlags::TX_IP_CKSUM
@@ -712,8 +775,9 @@ fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
     Some(q)
 }
 
-/// Fires the MSI-X vector of each touched RX queue whose guest armed its interrupt.
-fn raise_rx_irqs(g: &Guest, rx: &RxPath, touched: u64) {
+/// Collects the MSI-X eventfd of each touched RX queue whose guest armed its interrupt (and
+/// disarms it), for the caller to signal once it has let go of the guest's lock.
+fn due_rx_irqs(g: &Guest, rx: &RxPath, touched: u64, out: &mut Vec<Arc<File>>) {
     // Pairs with the guest's fence between arming and re-checking its ring.
     fence(Ordering::SeqCst);
     for q in 0..rx.queues.len().min(64) {
@@ -725,16 +789,17 @@ fn raise_rx_irqs(g: &Guest, rx: &RxPath, touched: u64) {
             .flag(abi::rxq_flags_offset(q as u16) + abi::RXQ_FLAG_INTR_ARMED);
         if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
             if let Some(Some(fd)) = rx.irq_fds.get(q) {
-                signal_eventfd(fd.as_raw_fd());
+                out.push(fd.clone());
             }
         }
     }
 }
 
-pub fn signal_eventfd(fd: RawFd) {
-    let one = 1u64.to_ne_bytes();
-    // SAFETY: writing 8 bytes from a local buffer to an fd we hold open.
-    unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+/// Adds one to an eventfd's counter without blocking (the fd is non-blocking; a full counter
+/// or a broken fd is an error for the caller to count).
+pub fn signal_eventfd(fd: &File) -> std::io::Result<()> {
+    use std::io::Write;
+    (&*fd).write(&1u64.to_ne_bytes()).map(|_| ())
 }
 
 /// Minimal epoll wrapper for a poller's sleep.

@@ -15,12 +15,10 @@ use vfio_bindings::bindings::vfio::*;
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, ServerBackend, ServerRegion, SparseArea};
 use zerocopy::{FromZeros, IntoBytes};
 
-use crate::guest::{DmaRegion, Guest, HostQueue};
+use crate::guest::{Guest, HostQueue};
 
 const CFG_SIZE: usize = 256;
 const MSIX_CAP: usize = 0x40;
-/// Flow rules one guest may hold.
-pub const MAX_RULES_PER_GUEST: usize = 64;
 
 /// What the device offers every guest.
 pub fn offered_features() -> Features {
@@ -95,6 +93,16 @@ impl VdpdkDevice {
             .copy_from_slice(&(abi::MSIX_TABLE_OFFSET | abi::SIGNAL_BAR as u32).to_le_bytes());
         c[MSIX_CAP + 8..MSIX_CAP + 12]
             .copy_from_slice(&(abi::MSIX_PBA_OFFSET | abi::SIGNAL_BAR as u32).to_le_bytes());
+    }
+
+    /// What this VM may make host-mux hold.
+    pub fn limits(&self) -> &crate::config::GuestLimits {
+        &self.guest.limits
+    }
+
+    /// The VM this device belongs to.
+    pub fn name(&self) -> &str {
+        &self.guest.name
     }
 
     /// The vfio-user regions this device exposes.
@@ -398,10 +406,11 @@ impl VdpdkDevice {
                 self.check_rule(&rule, nrx)?;
                 if op == CtrlOp::FlowCreate {
                     let mut rx = self.guest.rx.lock();
-                    if rx.rules.len() >= MAX_RULES_PER_GUEST {
+                    let max = self.guest.limits.flow_rules;
+                    if rx.rules.len() >= max {
                         return fail(
                             CtrlStatus::NoMem,
-                            format!("at most {MAX_RULES_PER_GUEST} flow rules per VM"),
+                            format!("at most {max} flow rules per VM (limits.flow_rules)"),
                         );
                     }
                     let h = FlowHandle(self.next_flow);
@@ -485,7 +494,7 @@ impl VdpdkDevice {
             abi::REG_MAGIC => abi::ABI_MAGIC,
             abi::REG_VERSION => (abi::ABI_MAJOR as u32) << 16 | abi::ABI_MINOR as u32,
             abi::REG_CTRL_STATUS => self.ctrl_status,
-            o if o >= abi::MSIX_TABLE_OFFSET as u64 && o + 4 <= abi::SIGNAL_BAR_SIZE => {
+            o if msix_slot(o) => {
                 let i = (o - abi::MSIX_TABLE_OFFSET as u64) as usize;
                 u32::from_le_bytes(self.msix[i..i + 4].try_into().expect("4 bytes"))
             }
@@ -505,7 +514,7 @@ impl VdpdkDevice {
                 }
                 let _ = self.guest.tx_wake.write(1);
             }
-            o if o >= abi::MSIX_TABLE_OFFSET as u64 && o + 4 <= abi::SIGNAL_BAR_SIZE => {
+            o if msix_slot(o) => {
                 let i = (o - abi::MSIX_TABLE_OFFSET as u64) as usize;
                 self.msix[i..i + 4].copy_from_slice(&v.to_le_bytes());
             }
@@ -514,14 +523,47 @@ impl VdpdkDevice {
     }
 }
 
+/// A 4-byte register of the MSI-X table or PBA (offsets come from the guest: no overflow).
+fn msix_slot(off: u64) -> bool {
+    (abi::MSIX_TABLE_OFFSET as u64..=abi::SIGNAL_BAR_SIZE - 4).contains(&off)
+}
+
+/// `offset..offset+len` as an index range when it lies within `size` bytes.
+fn within(offset: u64, len: u64, size: usize) -> Option<std::ops::Range<usize>> {
+    let end = offset.checked_add(len)?;
+    (end <= size as u64).then_some(offset as usize..end as usize)
+}
+
+/// Sets O_NONBLOCK on a file the guest handed over.
+fn set_nonblocking(f: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on an fd we own; only file status flags change.
+    let fl = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if fl < 0 || unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether `f` is an eventfd (what MSI-X vectors must be: a pipe or socket could block or
+/// fill up under a poller).
+fn is_eventfd(f: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .is_ok_and(|p| p.as_os_str() == "anon_inode:[eventfd]")
+}
+
 impl ServerBackend for VdpdkDevice {
-    // Reads never fail: the vfio_user client waits for the data of a read even after an error
-    // reply, so a refused read answers all-ones (and is counted) instead.
+    // Accesses outside a region never get here (the message layer refuses them with EINVAL);
+    // inside one, an offset this device does not implement reads all-ones and is counted, as
+    // an unimplemented register does on real hardware.
     fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> std::io::Result<()> {
         let len = data.len() as u64;
         match region {
-            VFIO_PCI_CONFIG_REGION_INDEX if offset + len <= CFG_SIZE as u64 => {
-                data.copy_from_slice(&self.cfg[offset as usize..(offset + len) as usize]);
+            VFIO_PCI_CONFIG_REGION_INDEX if within(offset, len, CFG_SIZE).is_some() => {
+                let r = within(offset, len, CFG_SIZE).expect("checked by the guard");
+                data.copy_from_slice(&self.cfg[r]);
             }
             VFIO_PCI_BAR0_REGION_INDEX if len == 4 && offset.is_multiple_of(4) => {
                 data.copy_from_slice(&self.read_bar0(offset).to_le_bytes());
@@ -538,7 +580,7 @@ impl ServerBackend for VdpdkDevice {
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
         let len = data.len() as u64;
         match region {
-            VFIO_PCI_CONFIG_REGION_INDEX if offset + len <= CFG_SIZE as u64 => {
+            VFIO_PCI_CONFIG_REGION_INDEX if within(offset, len, CFG_SIZE).is_some() => {
                 // Only command, interrupt line and MSI-X control are writable.
                 for (i, b) in data.iter().enumerate() {
                     let o = offset as usize + i;
@@ -569,7 +611,6 @@ impl ServerBackend for VdpdkDevice {
     ) -> std::io::Result<()> {
         let einval = |m: String| {
             warn!("{}: DMA map refused: {m}", self.guest.name);
-            self.guest.stats.add(StatsIndex::CtrlErrors, 1);
             std::io::Error::new(std::io::ErrorKind::InvalidInput, m)
         };
         let Some(fd) = fd else {
@@ -584,15 +625,15 @@ impl ServerBackend for VdpdkDevice {
             );
             return Ok(());
         };
-        let region = DmaRegion::map(
-            &fd,
-            offset,
-            address,
-            size,
-            flags.contains(DmaMapFlags::WRITE),
-        )
-        .map_err(|e| einval(format!("mapping {address:#x}+{size:#x}: {e}")))?;
-        self.guest.map_region(region).map_err(einval)?;
+        self.guest
+            .map_region(
+                &fd,
+                offset,
+                address,
+                size,
+                flags.contains(DmaMapFlags::WRITE),
+            )
+            .map_err(einval)?;
         debug!("{}: DMA map {address:#x}+{size:#x}", self.guest.name);
         Ok(())
     }
@@ -603,14 +644,28 @@ impl ServerBackend for VdpdkDevice {
         } else {
             (address, size)
         };
-        let dropped = self.guest.unmap_range(iova, len);
-        if dropped > 0 {
-            warn!(
+        match self.guest.unmap_range(iova, len) {
+            Ok(0) => {}
+            Ok(dropped) => warn!(
                 "{}: DMA unmap {iova:#x}+{len:#x} removed {dropped} rings; device stopped",
                 self.guest.name
-            );
+            ),
+            Err(m) => {
+                warn!("{}: DMA unmap refused: {m}", self.guest.name);
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m));
+            }
         }
         Ok(())
+    }
+
+    fn refused(&mut self, command: u16, errno: u32) {
+        // Every error reply is counted here, once: the message layer's (malformed, oversized,
+        // unsupported messages) and this device's own (DMA and interrupt requests it refused).
+        self.guest.stats.add(StatsIndex::CtrlErrors, 1);
+        debug!(
+            "{}: vfio-user command {command} refused (errno {errno})",
+            self.guest.name
+        );
     }
 
     fn reset(&mut self) -> std::io::Result<()> {
@@ -628,7 +683,7 @@ impl ServerBackend for VdpdkDevice {
         fds: Vec<File>,
     ) -> std::io::Result<()> {
         let einval = |m: String| {
-            self.guest.stats.add(StatsIndex::CtrlErrors, 1);
+            debug!("{}: SET_IRQS refused: {m}", self.guest.name);
             std::io::Error::new(std::io::ErrorKind::InvalidInput, m)
         };
         if index != VFIO_PCI_MSIX_IRQ_INDEX {
@@ -638,32 +693,39 @@ impl ServerBackend for VdpdkDevice {
             .checked_add(count)
             .filter(|&e| e <= abi::MAX_QUEUES as u32)
             .ok_or_else(|| einval(format!("vectors {start}+{count} out of range")))?;
+        let eventfds = flags & VFIO_IRQ_SET_DATA_EVENTFD != 0;
+        if eventfds && !fds.is_empty() {
+            if fds.len() != count as usize {
+                return Err(einval(format!("{count} vectors but {} fds", fds.len())));
+            }
+            // Pollers signal these: each must be an eventfd, and non-blocking so a guest that
+            // lets its counter fill up costs a failed write (counted), never a stalled poller.
+            // Checked before taking the guest lock (no guest fd is touched under it).
+            if !fds.iter().all(is_eventfd) {
+                return Err(einval("MSI-X vectors take eventfds only".into()));
+            }
+            for f in &fds {
+                set_nonblocking(f).map_err(|e| einval(format!("eventfd: {e}")))?;
+            }
+        } else if !eventfds && flags & VFIO_IRQ_SET_DATA_NONE == 0 {
+            return Err(einval(format!("unsupported SET_IRQS flags {flags:#x}")));
+        }
+        let fds: Vec<Arc<File>> = match eventfds {
+            true => fds.into_iter().map(Arc::new).collect(),
+            false => Vec::new(),
+        };
         let mut rx = self.guest.rx.lock();
         if rx.irq_fds.len() < end as usize {
             rx.irq_fds.resize_with(end as usize, || None);
         }
-        if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 && fds.is_empty() {
-            // QEMU's encoding of eventfd -1 (vector unused): a run of them comes without fds.
-            for v in start..end {
-                rx.irq_fds[v as usize] = None;
-            }
-        } else if flags & VFIO_IRQ_SET_DATA_EVENTFD != 0 {
-            if fds.len() != count as usize {
-                return Err(einval(format!("{count} vectors but {} fds", fds.len())));
-            }
-            for (i, f) in fds.into_iter().enumerate() {
-                rx.irq_fds[start as usize + i] = Some(f);
-            }
-        } else if flags & VFIO_IRQ_SET_DATA_NONE != 0 {
-            if count == 0 {
-                rx.irq_fds.clear();
-            } else {
-                for v in start..end {
-                    rx.irq_fds[v as usize] = None;
-                }
-            }
+        if !eventfds && count == 0 {
+            rx.irq_fds.clear();
         } else {
-            return Err(einval(format!("unsupported SET_IRQS flags {flags:#x}")));
+            // Eventfd data with no fds is QEMU's encoding of fd -1 (vectors unused), like
+            // DATA_NONE: the vectors are disarmed.
+            for v in start..end {
+                rx.irq_fds[v as usize] = fds.get((v - start) as usize).cloned();
+            }
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ use vdpdk_core::abi::desc::RingPtr;
 use vdpdk_core::abi::{StatsIndex, STATS_COUNT};
 use vdpdk_core::{FlowHandle, FlowRule, MacAddr};
 
+use crate::config::GuestLimits;
 use crate::shm::SharedRegion;
 
 /// One DMA_MAP'ed range of guest memory, mapped into this process.
@@ -38,6 +39,11 @@ unsafe impl Sync for DmaRegion {}
 
 impl DmaRegion {
     /// Maps `len` bytes of `fd` at `offset` (the guest's DMA_MAP request).
+    ///
+    /// The file must be sealed against shrinking (F_SEAL_SHRINK, as memfds from QEMU's
+    /// `memory-backend-memfd` and from guest-pmd are) and hold the whole range: a file that
+    /// could shrink under the mapping would turn the next access into SIGBUS for the whole
+    /// process, so an unsealed one is refused rather than trusted.
     pub fn map(
         fd: &File,
         offset: u64,
@@ -45,12 +51,11 @@ impl DmaRegion {
         len: u64,
         writable: bool,
     ) -> std::io::Result<Self> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
         if len == 0 || iova.checked_add(len).is_none() || len > isize::MAX as u64 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "DMA range is empty or wraps",
-            ));
+            return Err(invalid("DMA range is empty or wraps".into()));
         }
+        check_file_holds(fd, offset, len).map_err(invalid)?;
         let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
         // SAFETY: mapping a received fd; the kernel validates offset/len against the file and
         // the result is checked.
@@ -78,6 +83,31 @@ impl DmaRegion {
 
     fn overlaps(&self, iova: u64, len: u64) -> bool {
         iova < self.iova + self.len && self.iova < iova.saturating_add(len)
+    }
+}
+
+/// Refuses a file that could shrink under a mapping of `offset..offset+len` (no F_SEAL_SHRINK)
+/// or that does not reach that far.
+fn check_file_holds(fd: &File, offset: u64, len: u64) -> Result<(), String> {
+    // SAFETY: F_GET_SEALS only reads the fd's seals.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+        return Err(
+            "the memory file is not sealed against shrinking (F_SEAL_SHRINK); \
+                    share guest RAM as a sealed memfd (QEMU: memory-backend-memfd, seal=on, \
+                    the default)"
+                .into(),
+        );
+    }
+    let size = fd
+        .metadata()
+        .map_err(|e| format!("cannot stat the memory file: {e}"))?
+        .len();
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(format!(
+            "range {offset:#x}+{len:#x} runs past the end of its {size:#x}-byte file"
+        )),
     }
 }
 
@@ -112,35 +142,63 @@ impl Drop for DmaRegion {
     }
 }
 
-/// The guest's DMA address space as the host sees it. Cloning shares the regions.
+/// The guest's DMA address space as the host sees it: regions sorted by IOVA, so a lookup
+/// costs O(log n) however many maps a guest makes. Cloning shares the regions.
 #[derive(Default, Clone)]
 pub struct GuestMem {
     regions: Vec<Arc<DmaRegion>>,
+    bytes: u64,
 }
 
 impl GuestMem {
+    /// Index of the first region that ends after `iova`.
+    fn first_ending_after(&self, iova: u64) -> usize {
+        self.regions.partition_point(|r| r.iova + r.len <= iova)
+    }
+
     /// Adds a region; refuses overlaps with existing ones.
     pub fn add(&mut self, r: Arc<DmaRegion>) -> Result<(), String> {
-        if self.regions.iter().any(|x| x.overlaps(r.iova, r.len)) {
+        let i = self.first_ending_after(r.iova);
+        if self
+            .regions
+            .get(i)
+            .is_some_and(|x| x.overlaps(r.iova, r.len))
+        {
             return Err(format!(
                 "DMA map {:#x}+{:#x} overlaps an existing mapping",
                 r.iova, r.len
             ));
         }
-        self.regions.push(r);
+        self.bytes += r.len;
+        self.regions.insert(i, r);
         Ok(())
     }
 
-    /// Removes every region inside `[iova, iova+len)`; returns how many.
-    pub fn remove(&mut self, iova: u64, len: u64) -> usize {
-        let before = self.regions.len();
-        self.regions
-            .retain(|r| !(r.iova >= iova && r.iova + r.len <= iova.saturating_add(len)));
-        before - self.regions.len()
+    /// Removes every region inside `[iova, iova+len)`; returns how many. A range that cuts a
+    /// region in two is refused and changes nothing (as the kernel's VFIO type1 v2 IOMMU
+    /// refuses to bisect a mapping): acknowledging it while keeping the whole region would
+    /// leave the host writing into memory the guest believes unmapped.
+    pub fn remove(&mut self, iova: u64, len: u64) -> Result<usize, String> {
+        let end = iova.saturating_add(len);
+        let from = self.first_ending_after(iova);
+        let to = from + self.regions[from..].partition_point(|r| r.iova < end);
+        if let Some(r) = self.regions[from..to]
+            .iter()
+            .find(|r| r.iova < iova || r.iova + r.len > end)
+        {
+            return Err(format!(
+                "unmap {iova:#x}+{len:#x} would split the mapping {:#x}+{:#x}",
+                r.iova, r.len
+            ));
+        }
+        self.bytes -= self.regions[from..to].iter().map(|r| r.len).sum::<u64>();
+        self.regions.drain(from..to);
+        Ok(to - from)
     }
 
     pub fn clear(&mut self) {
         self.regions.clear();
+        self.bytes = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -149,23 +207,26 @@ impl GuestMem {
     pub fn is_empty(&self) -> bool {
         self.regions.is_empty()
     }
+    /// Bytes mapped in all regions.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
 
     /// Host pointer for `[iova, iova+len)` if it lies wholly in one region (and that region is
     /// writable when `write` is asked). The pointer is valid while the caller holds the guest
     /// lock that protects this map.
     #[inline]
     pub fn translate(&self, iova: u64, len: u64, write: bool) -> Option<*mut u8> {
-        let end = iova.checked_add(len)?;
-        for r in &self.regions {
-            if iova >= r.iova && end <= r.iova + r.len {
-                if write && !r.writable {
-                    return None;
-                }
-                // SAFETY: iova - r.iova + len <= r.len, so the offset is inside the mapping.
-                return Some(unsafe { r.ptr.as_ptr().add((iova - r.iova) as usize) });
-            }
+        if len == 0 {
+            return None;
         }
-        None
+        let end = iova.checked_add(len)?;
+        let r = self.regions.get(self.first_ending_after(iova))?;
+        if iova < r.iova || end > r.iova + r.len || (write && !r.writable) {
+            return None;
+        }
+        // SAFETY: iova - r.iova + len <= r.len, so the offset is inside the mapping.
+        Some(unsafe { r.ptr.as_ptr().add((iova - r.iova) as usize) })
     }
 }
 
@@ -201,8 +262,10 @@ pub struct RxPath {
     pub queues: Vec<Option<HostQueue>>,
     /// Guest flow rules, matched in order on frames already steered to this guest.
     pub rules: Vec<(FlowHandle, FlowRule)>,
-    /// MSI-X vector eventfds (vector n = RX queue n).
-    pub irq_fds: Vec<Option<File>>,
+    /// MSI-X vector eventfds (vector n = RX queue n), checked to be eventfds and switched to
+    /// non-blocking when the guest handed them over. Shared so a poller can signal one after
+    /// releasing this lock.
+    pub irq_fds: Vec<Option<Arc<File>>>,
 }
 
 /// The TX half of a guest's data path, guarded by `Guest::tx`.
@@ -265,6 +328,8 @@ pub struct Guest {
     pub attached: std::sync::atomic::AtomicBool,
     /// Times a driver attached to this slot.
     pub attaches: AtomicU64,
+    /// What this VM may make host-mux hold.
+    pub limits: GuestLimits,
 }
 
 impl Guest {
@@ -282,28 +347,58 @@ impl Guest {
         });
     }
 
-    /// Adds a DMA region to both halves' maps.
-    pub fn map_region(&self, r: DmaRegion) -> Result<(), String> {
-        let r = Arc::new(r);
+    /// Maps `len` bytes of `fd` at `offset` as guest IOVA `iova` into both halves' maps,
+    /// within this VM's limits (checked before anything is mapped).
+    pub fn map_region(
+        &self,
+        fd: &File,
+        offset: u64,
+        iova: u64,
+        len: u64,
+        writable: bool,
+    ) -> Result<(), String> {
+        let (regions, bytes) = {
+            let rx = self.rx.lock();
+            (rx.mem.len(), rx.mem.bytes())
+        };
+        if regions >= self.limits.dma_regions {
+            return Err(format!(
+                "this VM already has {regions} DMA regions, the limit (limits.dma_regions)"
+            ));
+        }
+        if bytes.saturating_add(len) > self.limits.dma_bytes {
+            return Err(format!(
+                "{bytes:#x} bytes mapped plus {len:#x} exceeds limits.dma_bytes ({:#x})",
+                self.limits.dma_bytes
+            ));
+        }
+        let r = Arc::new(
+            DmaRegion::map(fd, offset, iova, len, writable)
+                .map_err(|e| format!("mapping {iova:#x}+{len:#x}: {e}"))?,
+        );
         self.with_both(|tx, rx| {
-            tx.mem.add(r.clone())?;
-            rx.mem.add(r)
+            // Both maps hold the same regions, so what one refuses the other refuses too.
+            rx.mem.add(r.clone())?;
+            tx.mem.add(r)
         })
     }
 
-    /// Removes DMA regions inside `[iova, iova+len)`. Rings inside the range are dropped and
-    /// the device stops: a ring must not outlive its memory. Returns the rings dropped.
-    pub fn unmap_range(&self, iova: u64, len: u64) -> usize {
+    /// Removes DMA regions inside `[iova, iova+len)` (refused, changing nothing, if the range
+    /// cuts a region). Rings inside the range are dropped and the device stops: a ring must
+    /// not outlive its memory. Returns the rings dropped.
+    pub fn unmap_range(&self, iova: u64, len: u64) -> Result<usize, String> {
         self.with_both(|tx, rx| {
+            rx.mem.remove(iova, len)?;
+            tx.mem
+                .remove(iova, len)
+                .expect("both halves hold the same regions");
             let n = drop_queues_in(&mut tx.queues, iova, len)
                 + drop_queues_in(&mut rx.queues, iova, len);
             if n > 0 {
                 tx.running = false;
                 rx.running = false;
             }
-            tx.mem.remove(iova, len);
-            rx.mem.remove(iova, len);
-            n
+            Ok(n)
         })
     }
 
@@ -366,7 +461,8 @@ mod tests {
             mem.add(Arc::new(region(0x10000, 0x2000, true))).unwrap();
             mem.add(Arc::new(region(0x20000, 0x1000, false))).unwrap();
             let inside = |base: u64, size: u64| {
-                iova.checked_add(len).is_some_and(|end| iova >= base && end <= base + size)
+                len > 0
+                    && iova.checked_add(len).is_some_and(|end| iova >= base && end <= base + size)
             };
             let expect = inside(0x10000, 0x2000) || (!write && inside(0x20000, 0x1000));
             let got = mem.translate(iova, len, write);
@@ -375,11 +471,64 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_maps_are_refused_and_unmap_drops_rings() {
+    fn overlapping_maps_are_refused_and_partial_unmaps_change_nothing() {
         let mut mem = GuestMem::default();
         mem.add(Arc::new(region(0x10000, 0x2000, true))).unwrap();
+        mem.add(Arc::new(region(0x30000, 0x1000, true))).unwrap();
         assert!(mem.add(Arc::new(region(0x11000, 0x2000, true))).is_err());
-        assert_eq!(mem.remove(0x10000, 0x2000), 1);
+        assert!(mem.add(Arc::new(region(0xf000, 0x2000, true))).is_err());
+        // Half of the first region, or a range that clips the second: refused, nothing gone.
+        assert!(mem.remove(0x10000, 0x1000).is_err());
+        assert!(mem.remove(0x11000, 0x20000).is_err());
+        assert_eq!(mem.len(), 2);
+        assert!(mem.translate(0x11000, 0x100, true).is_some());
+        assert_eq!(mem.remove(0x10000, 0x2000), Ok(1));
+        assert!(mem.translate(0x11000, 0x100, true).is_none());
+        assert_eq!(mem.bytes(), 0x1000);
+        assert_eq!(mem.remove(0, u64::MAX), Ok(1));
         assert!(mem.is_empty());
+    }
+
+    #[test]
+    fn lookup_stays_exact_with_many_regions() {
+        let mut mem = GuestMem::default();
+        // Inserted out of order; every page maps to its own region.
+        for i in (0..200u64).rev() {
+            mem.add(Arc::new(region(0x100000 + i * 0x2000, 0x1000, true)))
+                .unwrap();
+        }
+        for i in 0..200u64 {
+            let base = 0x100000 + i * 0x2000;
+            assert!(mem.translate(base, 0x1000, true).is_some());
+            assert!(mem.translate(base + 0x1000, 1, false).is_none(), "the gap");
+            assert!(
+                mem.translate(base + 0x800, 0x1000, false).is_none(),
+                "straddles"
+            );
+        }
+    }
+
+    #[test]
+    fn unsealed_or_short_files_are_refused() {
+        // A memfd without seals could be truncated under the mapping (SIGBUS).
+        // SAFETY: memfd_create with a static C string; the fd is checked and owned.
+        let raw = unsafe { libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: fresh fd we own.
+        let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        f.set_len(0x4000).unwrap();
+        let e = DmaRegion::map(&f, 0, 0x1000, 0x1000, true).err().unwrap();
+        assert!(e.to_string().contains("F_SEAL_SHRINK"), "{e}");
+        // A sealed file, but the range runs past its end.
+        let m = vdpdk_core::DmaMemory::alloc_with("short", 0x1000, false).unwrap();
+        let fd: OwnedFd = m.fd().as_fd().try_clone_to_owned().unwrap();
+        let f = File::from(fd);
+        let e = DmaRegion::map(&f, 0, 0x1000, 0x100000, true).err().unwrap();
+        assert!(e.to_string().contains("past the end"), "{e}");
+        let e = DmaRegion::map(&f, u64::MAX - 0xfff, 0x1000, 0x1000, true)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("past the end"), "{e}");
+        assert!(DmaRegion::map(&f, 0, 0x1000, 0x1000, true).is_ok());
     }
 }

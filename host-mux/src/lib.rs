@@ -341,6 +341,7 @@ impl HostMux {
                 data_bar: Arc::new(SharedRegion::new(&vm.name, abi::DATA_BAR_SIZE as usize)?),
                 attached: AtomicBool::new(false),
                 attaches: Default::default(),
+                limits: cfg.limits,
             });
             let listener = bind_socket(&vm.socket)?;
             let keep = listener.as_fd_dup()?;
@@ -633,27 +634,46 @@ impl DupFd for UnixListener {
 /// The control thread of one VM: serve a client until it disconnects, reset, wait for the next.
 fn serve_vm(mut dev: VdpdkDevice, listener: UnixListener, stop: Arc<AtomicBool>) {
     let regions = dev.regions();
-    let server = vfio_user::Server::from_owned_fd(
+    let mut server = vfio_user::Server::from_owned_fd(
         OwnedFd::from(listener),
         true,
         VdpdkDevice::irqs(),
         regions,
     );
+    server.set_max_message_size(dev.limits().message_bytes);
+    let name = dev.name().to_string();
+    serve_sessions(&server, &mut dev, &name, &stop, |dev| dev.reset_device());
+}
+
+/// Serves one vfio-user session after another until `stop`. Each session is isolated: whether
+/// it ends by a disconnect, an error or a panic in the message layer, `reset` runs (queues
+/// stopped, DMA maps and interrupt fds released) and the slot accepts the next client.
+fn serve_sessions<B: vfio_user::ServerBackend>(
+    server: &vfio_user::Server,
+    backend: &mut B,
+    name: &str,
+    stop: &AtomicBool,
+    reset: impl Fn(&mut B),
+) {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
     while !stop.load(Ordering::SeqCst) {
-        match server.run(&mut dev) {
-            Ok(()) => info!("guest disconnected"),
-            Err(e) => {
+        // AssertUnwindSafe: after a panic the backend is only used through `reset`, which
+        // rebuilds its state from scratch.
+        match catch_unwind(AssertUnwindSafe(|| server.run(backend))) {
+            Ok(Ok(())) => info!("{name}: guest disconnected"),
+            Ok(Err(e)) => {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                warn!("vfio-user session ended: {e}");
+                warn!("{name}: vfio-user session ended: {e}");
                 if matches!(e, vfio_user::Error::SocketAccept(_)) {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
+            Err(_) => warn!("{name}: vfio-user session panicked; device reset, slot reopened"),
         }
         // Whatever the guest left behind (queues, DMA maps, interrupt fds) is released here.
-        dev.reset_device();
+        reset(backend);
     }
 }
 
@@ -675,7 +695,7 @@ pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
 pub fn stats_table(guests: &[GuestSnapshot]) -> String {
     use abi::StatsIndex as S;
     let mut s = format!(
-        "{:<10} {:<17} {:<8} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9} {:>9}\n",
+        "{:<10} {:<17} {:<8} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9} {:>9} {:>9}\n",
         "vm",
         "mac",
         "state",
@@ -685,6 +705,7 @@ pub fn stats_table(guests: &[GuestSnapshot]) -> String {
         "tx-bytes",
         "rx-nodesc",
         "bad-desc",
+        "spoofed",
         "ctrl-err"
     );
     for g in guests {
@@ -695,7 +716,7 @@ pub fn stats_table(guests: &[GuestSnapshot]) -> String {
             _ => "idle",
         };
         s += &format!(
-            "{:<10} {:<17} {:<8} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9} {:>9}\n",
+            "{:<10} {:<17} {:<8} {:>12} {:>12} {:>12} {:>12} {:>9} {:>9} {:>9} {:>9}\n",
             g.name,
             g.mac.to_string(),
             state,
@@ -705,8 +726,116 @@ pub fn stats_table(guests: &[GuestSnapshot]) -> String {
             st(S::TxBytes),
             st(S::RxNoDesc),
             st(S::TxBadDesc) + st(S::RxBadDesc),
+            st(S::TxSpoofed),
             st(S::CtrlErrors),
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use vfio_bindings::bindings::vfio::*;
+
+    /// Panics on its first region read, as a bug in the message layer or device would.
+    struct Fragile {
+        reads: usize,
+        resets: Arc<AtomicUsize>,
+    }
+
+    impl vfio_user::ServerBackend for Fragile {
+        fn region_read(&mut self, _: u32, _: u64, data: &mut [u8]) -> std::io::Result<()> {
+            self.reads += 1;
+            assert!(self.reads > 1, "the first read panics");
+            data.fill(0x5a);
+            Ok(())
+        }
+        fn region_write(&mut self, _: u32, _: u64, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn dma_map(
+            &mut self,
+            _: vfio_user::DmaMapFlags,
+            _: u64,
+            _: u64,
+            _: u64,
+            _: Option<std::fs::File>,
+        ) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn dma_unmap(
+            &mut self,
+            _: vfio_user::DmaUnmapFlags,
+            _: u64,
+            _: u64,
+        ) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn reset(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn set_irqs(
+            &mut self,
+            _: u32,
+            _: u32,
+            _: u32,
+            _: u32,
+            _: Vec<std::fs::File>,
+        ) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panicking_session_resets_the_device_and_the_slot_serves_the_next_client() {
+        let path = std::env::temp_dir().join(format!("vdpdk-fragile-{}.sock", std::process::id()));
+        let listener = bind_socket(&path).unwrap();
+        let keep = listener.as_fd_dup().unwrap();
+        let mut regions = vdpdk_pci::server::empty_regions();
+        regions[VFIO_PCI_BAR0_REGION_INDEX as usize] =
+            vdpdk_pci::server::region(VFIO_PCI_BAR0_REGION_INDEX, 4096, vdpdk_pci::server::RW);
+        let server = vfio_user::Server::from_owned_fd(
+            OwnedFd::from(listener),
+            true,
+            VdpdkDevice::irqs(),
+            regions,
+        );
+        let resets = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r2, s2) = (resets.clone(), stop.clone());
+        let t = std::thread::spawn(move || {
+            let mut b = Fragile {
+                reads: 0,
+                resets: r2.clone(),
+            };
+            serve_sessions(&server, &mut b, "fragile", &s2, |b| {
+                b.resets.fetch_add(1, Ordering::SeqCst);
+            });
+        });
+        let mut buf = [0u8; 4];
+        let mut c = vfio_user::Client::new(&path).unwrap();
+        // The server thread panics inside this read; the session ends, the client sees it.
+        assert!(c
+            .region_read(VFIO_PCI_BAR0_REGION_INDEX, 0, &mut buf)
+            .is_err());
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while resets.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the device was never reset");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The slot accepts the next client, which is served.
+        let mut c = vfio_user::Client::new(&path).unwrap();
+        c.region_read(VFIO_PCI_BAR0_REGION_INDEX, 0, &mut buf)
+            .unwrap();
+        assert_eq!(buf, [0x5a; 4]);
+        drop(c);
+        stop.store(true, Ordering::SeqCst);
+        // SAFETY: shutdown on a listening socket we hold a dup of; wakes the blocked accept.
+        unsafe { libc::shutdown(keep.as_raw_fd(), libc::SHUT_RDWR) };
+        t.join().unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
 }

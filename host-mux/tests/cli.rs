@@ -21,6 +21,7 @@ fn runs_the_pair_config_and_exits_cleanly() {
     )
     .unwrap();
     let out = bin()
+        .env("RUST_LOG", "info")
         .args([
             "--config",
             cfg.to_str().unwrap(),

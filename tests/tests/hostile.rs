@@ -5,73 +5,15 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::raw::Raw;
 use common::*;
 use vdpdk_core::abi::desc::*;
 use vdpdk_core::abi::*;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::DmaMemory;
-use vdpdk_pci::{MappedBar, PciDevice, VfioUserPci};
-
-/// Minimal hand-rolled vDPDK driver.
-struct Raw {
-    dev: Arc<VfioUserPci>,
-    bar: MappedBar,
-    seq: u32,
-}
-
-impl Raw {
-    fn connect(path: &std::path::Path) -> Raw {
-        let dev = Arc::new(VfioUserPci::connect(path).unwrap());
-        let bar = dev.map_bar(DATA_BAR).unwrap();
-        Raw { dev, bar, seq: 0 }
-    }
-
-    /// Sends a request with raw op/args/payload; returns (status, message, result[0]).
-    fn ctrl(
-        &mut self,
-        op: u32,
-        args: [u64; 4],
-        payload: &[u8],
-        payload_len: u32,
-    ) -> (u32, String, u64) {
-        self.seq += 1;
-        let mut req = [0u8; std::mem::size_of::<CtrlRequest>()];
-        req[0..4].copy_from_slice(&op.to_le_bytes());
-        req[4..8].copy_from_slice(&self.seq.to_le_bytes());
-        for (i, a) in args.iter().enumerate() {
-            req[8 + i * 8..16 + i * 8].copy_from_slice(&a.to_le_bytes());
-        }
-        req[40..44].copy_from_slice(&payload_len.to_le_bytes());
-        req[48..48 + payload.len()].copy_from_slice(payload);
-        let p = self.bar.at(CTRL_REQ_OFFSET, req.len()).unwrap();
-        // SAFETY: in bounds of the mapped data BAR.
-        unsafe { std::ptr::copy_nonoverlapping(req.as_ptr(), p, req.len()) };
-        self.dev
-            .bar_write32(SIGNAL_BAR, REG_CTRL_DOORBELL, self.seq)
-            .unwrap();
-        let status = self.dev.bar_read32(SIGNAL_BAR, REG_CTRL_STATUS).unwrap();
-        let mut resp = vec![0u8; std::mem::size_of::<CtrlResponse>()];
-        let p = self.bar.at(CTRL_RESP_OFFSET, resp.len()).unwrap();
-        // SAFETY: in bounds of the mapped data BAR.
-        unsafe { std::ptr::copy_nonoverlapping(p, resp.as_mut_ptr(), resp.len()) };
-        let msg = String::from_utf8_lossy(&resp[136..])
-            .trim_end_matches('\0')
-            .to_string();
-        (
-            status,
-            msg,
-            u64::from_le_bytes(resp[8..16].try_into().unwrap()),
-        )
-    }
-
-    fn ok(&mut self, op: CtrlOp, args: [u64; 4]) {
-        let (s, m, _) = self.ctrl(op as u32, args, &[], 0);
-        assert_eq!(s, CtrlStatus::Ok as u32, "{op:?}: {m}");
-    }
-}
+use vdpdk_pci::PciDevice;
 
 #[test]
 fn hostile_guest_is_refused_and_counted_while_neighbour_keeps_traffic() {
@@ -322,23 +264,26 @@ fn garbage_interrupt_setup_is_refused_and_counted() {
     // but one sent; an unknown data type. (The client ignores error replies; the host counts
     // them.) Eventfd data with no fds at all is QEMU's way of saying "fd -1" and is accepted.
     let one = std::fs::File::open("/dev/null").unwrap();
-    c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, none, 60, 10, &[])
-        .unwrap();
-    c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, none, u32::MAX, 2, &[])
-        .unwrap();
-    c.set_irqs(VFIO_PCI_INTX_IRQ_INDEX, none, 0, 1, &[])
-        .unwrap();
-    c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, efd, 0, 2, &[one.as_raw_fd()])
-        .unwrap();
+    let refused = [
+        c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, none, 60, 10, &[]),
+        c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, none, u32::MAX, 2, &[]),
+        c.set_irqs(VFIO_PCI_INTX_IRQ_INDEX, none, 0, 1, &[]),
+        c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, efd, 0, 2, &[one.as_raw_fd()]),
+        c.set_irqs(
+            VFIO_PCI_MSIX_IRQ_INDEX,
+            VFIO_IRQ_SET_ACTION_TRIGGER,
+            0,
+            1,
+            &[],
+        ),
+    ];
+    for (i, r) in refused.iter().enumerate() {
+        assert!(
+            matches!(r, Err(vfio_user::Error::Refused(e)) if *e == libc::EINVAL as u32),
+            "request {i}: {r:?}"
+        );
+    }
     c.set_irqs(VFIO_PCI_MSIX_IRQ_INDEX, efd, 0, 2, &[]).unwrap();
-    c.set_irqs(
-        VFIO_PCI_MSIX_IRQ_INDEX,
-        VFIO_IRQ_SET_ACTION_TRIGGER,
-        0,
-        1,
-        &[],
-    )
-    .unwrap();
     wait_for(5, "five refusals counted", || errors(&mux) == before + 5);
     // The device still serves the connection afterwards.
     let mut v = [0u8; 4];

@@ -28,9 +28,10 @@ use vdpdk_core::{DevConfig, EthDev, FlowItem, FlowRule, MacAddr, Mbuf, Mempool, 
 ///
 /// Ports: vdpdk:SOCKET, vdpdk-vm:BDF|auto, tap:IFNAME, ice:SOCKET, ice-pci:BDF.
 #[derive(Parser, Debug)]
-#[command(name = "vdpdk-guestctl", version, about, long_about)]
+#[command(name = "vdpdk-guestctl", version)]
 pub struct Args {
     /// The port to drive.
+    #[arg(value_parser = crate::port_spec)]
     pub port: String,
     /// RX queues.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -48,14 +49,14 @@ pub fn run(args: &Args) -> i32 {
     let mut port = match crate::open_port(&args.port) {
         Ok(p) => p,
         Err(e) => {
-            println!("ERROR {e}");
+            crate::outln!("ERROR {e}");
             return 1;
         }
     };
     match serve(&mut *port, args) {
         Ok(()) => 0,
         Err(e) => {
-            println!("ERROR {e}");
+            crate::outln!("ERROR {e}");
             1
         }
     }
@@ -85,7 +86,7 @@ fn serve(port: &mut dyn EthDev, args: &Args) -> vdpdk_core::Result<()> {
         .collect::<vdpdk_core::Result<_>>()?;
     let mut txq: Box<dyn TxQueue> = port.take_tx_queue(0)?;
     let mac = port.info().mac;
-    println!("READY {mac}");
+    crate::outln!("READY {mac}");
     let mut out = std::io::stdout();
     out.flush().ok();
 
@@ -106,7 +107,7 @@ fn serve(port: &mut dyn EthDev, args: &Args) -> vdpdk_core::Result<()> {
             _ => command(port, &mut rxqs, &mut *txq, &pool, mac, &w)
                 .unwrap_or_else(|| format!("ERROR bad command '{line}' (see --help)")),
         };
-        println!("{reply}");
+        crate::outln!("{reply}");
         out.flush().ok();
     }
     drop(rxqs);

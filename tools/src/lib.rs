@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 use vdpdk_core::{Error, EthDev, Result};
 
+/// The port kinds [`open_port`] knows, as written before the `:` of a spec.
+pub const PORT_KINDS: [&str; 5] = ["vdpdk", "vdpdk-vm", "tap", "ice", "ice-pci"];
+
 /// Opens a port from a spec:
 /// - `vdpdk:/path/vm.sock` — a vDPDK device served by host-mux (guest-pmd, process transport)
 /// - `vdpdk-vm:0000:00:03.0` or `vdpdk-vm:auto` — a vDPDK device inside a VM, bound to vfio-pci
@@ -17,11 +20,11 @@ use vdpdk_core::{Error, EthDev, Result};
 /// - `tap:IFNAME` — a Linux TAP interface (created if missing)
 /// - `ice:/path/e810.sock` — an E810 behind a vfio-user socket (e.g. ice-model-server)
 /// - `ice-pci:0000:3b:00.0` — an E810 bound to vfio-pci
+///
+/// A malformed spec is `Error::InvalidArg`; tools check the form first with [`port_spec`] (a
+/// clap value parser), so a bad spec is refused as a bad argument (exit 2) before anything opens.
 pub fn open_port(spec: &str) -> Result<Box<dyn EthDev>> {
-    let (kind, arg) = spec.split_once(':').ok_or_else(|| bad(spec))?;
-    if arg.is_empty() {
-        return Err(bad(spec));
-    }
+    let (kind, arg) = split_spec(spec).ok_or_else(|| Error::InvalidArg(bad_spec(spec)))?;
     Ok(match kind {
         "vdpdk" => Box::new(guest_pmd::VdpdkPort::connect(arg.as_ref())?),
         "vdpdk-vm" => Box::new(guest_pmd::VdpdkPort::open_in_vm(
@@ -34,15 +37,74 @@ pub fn open_port(spec: &str) -> Result<Box<dyn EthDev>> {
         "ice-pci" => Box::new(ice_driver::IcePort::open(Arc::new(
             vdpdk_pci::KernelVfioPci::open(arg)?,
         ))?),
-        _ => return Err(bad(spec)),
+        _ => unreachable!("split_spec accepts only PORT_KINDS"),
     })
 }
 
-fn bad(spec: &str) -> Error {
-    Error::InvalidArg(format!(
+/// Checks the form of a port spec (a known kind, `:`, a non-empty argument) without opening
+/// anything. Use it as the clap value parser of every `--port`, so a malformed spec is a bad
+/// argument (clap's message, exit 2) in every tool.
+pub fn port_spec(spec: &str) -> std::result::Result<String, String> {
+    split_spec(spec)
+        .map(|_| spec.to_string())
+        .ok_or_else(|| bad_spec(spec))
+}
+
+fn split_spec(spec: &str) -> Option<(&str, &str)> {
+    let (kind, arg) = spec.split_once(':')?;
+    (PORT_KINDS.contains(&kind) && !arg.is_empty()).then_some((kind, arg))
+}
+
+fn bad_spec(spec: &str) -> String {
+    format!(
         "port '{spec}': expected vdpdk:SOCKET, vdpdk-vm:BDF (or vdpdk-vm:auto), tap:IFNAME, \
          ice:SOCKET or ice-pci:BDF"
-    ))
+    )
+}
+
+/// Exit code of a bad argument (as clap uses).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code of a failure at run time.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Prints `TOOL: error: MSG` on stderr (the one error format of every tool) and exits with
+/// `code`: [`EXIT_USAGE`] for a bad argument, [`EXIT_FAILURE`] for a failure at run time.
+pub fn die(tool: &str, code: i32, msg: impl std::fmt::Display) -> ! {
+    eprintln!("{tool}: error: {msg}");
+    std::process::exit(code)
+}
+
+/// Writes to stdout; when nobody reads it any more (a closed pipe, e.g. `| head` or a test
+/// that went away), the tool exits quietly with status 0 instead of panicking as `print!`
+/// does. Other write errors are ignored: a tool's output is not worth dying for. Use it
+/// through [`out!`] and [`outln!`].
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|_| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// `print!` that exits quietly on a closed stdout (see [`write_stdout`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` that exits quietly on a closed stdout (see [`write_stdout`]).
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }
 
 /// A latency histogram with logarithmic buckets (about 3% resolution) from 10 ns to ~100 s.
@@ -139,9 +201,21 @@ mod tests {
 
     #[test]
     fn bad_port_specs_are_refused() {
-        for s in ["", "vdpdk", "vdpdk:", "nic:eth0"] {
+        for s in ["", "vdpdk", "vdpdk:", "nic:eth0", ":x", "tap"] {
             let e = open_port(s).map(|_| ()).unwrap_err().to_string();
             assert!(e.contains("expected vdpdk:SOCKET"), "{s}: {e}");
+            let e = port_spec(s).unwrap_err();
+            assert!(e.contains(&format!("port '{s}'")), "{s}: {e}");
+        }
+        for s in [
+            "vdpdk:/tmp/x.sock",
+            "vdpdk-vm:auto",
+            "vdpdk-vm:0000:00:03.0",
+            "tap:vdpdk0",
+            "ice:/tmp/e810.sock",
+            "ice-pci:0000:3b:00.0",
+        ] {
+            assert_eq!(port_spec(s).as_deref(), Ok(s));
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::WIRE_MAC as WIRE;
+use common::{output_within, ChildGuard, WIRE_MAC as WIRE};
 use vdpdk_core::packet::ether_frame;
 use vdpdk_core::{MacAddr, Mbuf, Mempool};
 
@@ -45,17 +45,18 @@ fn run_mode(
     wire: &mut (Box<dyn vdpdk_core::TxQueue>, Mempool),
 ) -> serde_json::Value {
     let total: u64 = MIX.iter().map(|m| m.1).sum();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vdpdk-classify"))
-        .args(["--port", port, "--mode", mode, "--json", "--duration", "60"])
-        .args(["--count", &total.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_vdpdk-classify"))
+            .args(["--port", port, "--mode", mode, "--json", "--duration", "30"])
+            .args(["--count", &total.to_string()])
+            .stdout(Stdio::piped()),
+    );
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert!(line.contains("ready"), "{mode}: {line}");
-    // Paced so no RX ring overflows: the counts must be exact.
+    // Paced (64 frames a millisecond) so no RX ring (1024) overflows unless the app does not
+    // run for 16 ms; the caller checks host-mux's rx_no_desc to tell that case apart.
     let (tx, pool) = wire;
     let mut batch: Vec<Mbuf> = Vec::with_capacity(64);
     for chunk in frames().chunks(64) {
@@ -67,7 +68,7 @@ fn run_mode(
         while !batch.is_empty() {
             tx.tx_burst(&mut batch);
         }
-        std::thread::sleep(Duration::from_micros(300));
+        std::thread::sleep(Duration::from_millis(1));
     }
     let mut json = None;
     for l in out.lines() {
@@ -76,7 +77,10 @@ fn run_mode(
             json = Some(serde_json::from_str(&l).unwrap());
         }
     }
-    assert!(child.wait().unwrap().success(), "{mode} failed");
+    assert!(
+        child.into_inner().wait().unwrap().success(),
+        "{mode} failed"
+    );
     json.unwrap_or_else(|| panic!("{mode}: no JSON line"))
 }
 
@@ -86,9 +90,25 @@ fn hardware_and_software_classification_count_the_same_mix() {
     let port = r.port.clone();
     let mut wire = (r.tx, r.pool);
     let mux = r.mux;
+    let no_desc = || mux.guests()[0].stats[vdpdk_core::abi::StatsIndex::RxNoDesc as usize];
 
-    let hw = run_mode(&port, "hw", &mut wire);
-    let sw = run_mode(&port, "sw", &mut wire);
+    // A run counts exactly the mix unless host-mux dropped frames because the app had no free
+    // RX descriptor (it was not scheduled for a while): that drop is counted, so such a run
+    // is repeated rather than judged.
+    let mut run = |mode: &str| {
+        for attempt in 1..=3 {
+            let before = no_desc();
+            let j = run_mode(&port, mode, &mut wire);
+            let dropped = no_desc() - before;
+            if dropped == 0 {
+                return j;
+            }
+            eprintln!("{mode} run {attempt}: host-mux counted {dropped} rx_no_desc drops, again");
+        }
+        panic!("{mode}: every run overflowed the app's RX ring");
+    };
+    let hw = run("hw");
+    let sw = run("sw");
     let want: Vec<u64> = MIX[..4].iter().map(|m| m.1).collect();
     for r in [&hw, &sw] {
         let counts: Vec<u64> = serde_json::from_value(r["counts"].clone()).unwrap();
@@ -102,9 +122,6 @@ fn hardware_and_software_classification_count_the_same_mix() {
         hw["mpps"].as_f64().unwrap(),
         sw["mpps"].as_f64().unwrap()
     );
-    // Nothing was lost on the way: host-mux delivered every frame into the guest's rings.
-    let g = &mux.guests()[0];
-    assert_eq!(g.stats[2], 0, "rx_no_desc: {g:?}");
 }
 
 #[test]
@@ -120,20 +137,30 @@ fn bad_classes_are_refused() {
         ),
         (vec!["--class", "0800", "86dd"], "4 values"),
     ] {
-        let o = Command::new(env!("CARGO_BIN_EXE_vdpdk-classify"))
-            .args([
-                "--port",
-                "vdpdk:/nonexistent",
-                "--mode",
-                "sw",
-                "--count",
-                "1",
-            ])
-            .args(&args)
-            .output()
-            .unwrap();
+        let o = output_within(
+            Command::new(env!("CARGO_BIN_EXE_vdpdk-classify"))
+                .args([
+                    "--port",
+                    "vdpdk:/nonexistent",
+                    "--mode",
+                    "sw",
+                    "--count",
+                    "1",
+                ])
+                .args(&args),
+            Duration::from_secs(120),
+        );
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(e.contains(msg), "{args:?}: {e}");
     }
+    // A malformed port spec is a bad argument as well.
+    let o = output_within(
+        Command::new(env!("CARGO_BIN_EXE_vdpdk-classify"))
+            .args(["--port", "nic:eth0", "--mode", "sw", "--count", "1"]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("expected vdpdk:SOCKET"), "{e}");
 }

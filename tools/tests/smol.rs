@@ -7,22 +7,23 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{setup, Netns};
+use common::{output_within, setup, ChildGuard, Netns};
 
-/// Starts vdpdk-smol on the guest socket and waits for its "ready" line.
-fn smol(sock: &Path, ip: &str, extra: &[&str]) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vdpdk-smol"))
-        .arg("--port")
-        .arg(format!("vdpdk:{}", sock.display()))
-        .args(["--ip", ip, "--duration", "60"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn vdpdk-smol");
+/// Starts vdpdk-smol on the guest socket and waits for its "ready" line. It is killed when
+/// the guard drops, also when the test fails.
+fn smol(sock: &Path, ip: &str, extra: &[&str]) -> ChildGuard {
+    let mut c = ChildGuard::spawn(
+        Command::new(env!("CARGO_BIN_EXE_vdpdk-smol"))
+            .arg("--port")
+            .arg(format!("vdpdk:{}", sock.display()))
+            .args(["--ip", ip, "--duration", "60"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
     let mut out = std::io::BufReader::new(c.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
@@ -32,8 +33,15 @@ fn smol(sock: &Path, ip: &str, extra: &[&str]) -> Child {
     c
 }
 
-fn finish(c: Child) {
+fn finish(c: ChildGuard) {
     common::finish(c)
+}
+
+fn smol_bin(args: &[&str]) -> std::process::Output {
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_vdpdk-smol")).args(args),
+        Duration::from_secs(120),
+    )
 }
 
 #[test]
@@ -133,33 +141,35 @@ print(ok)
 
 #[test]
 fn bad_arguments_are_refused_with_a_message() {
-    let o = Command::new(env!("CARGO_BIN_EXE_vdpdk-smol"))
-        .args([
-            "--port",
-            "vdpdk:/nonexistent.sock",
-            "--ip",
-            "10.0.0.300/24",
-            "http",
-        ])
-        .output()
-        .unwrap();
+    let o = smol_bin(&[
+        "--port",
+        "vdpdk:/nonexistent.sock",
+        "--ip",
+        "10.0.0.300/24",
+        "http",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--ip '10.0.0.300/24'"));
-    let o = Command::new(env!("CARGO_BIN_EXE_vdpdk-smol"))
-        .args([
-            "--port",
-            "vdpdk:/nonexistent.sock",
-            "--ip",
-            "10.0.0.2/24",
-            "http",
-        ])
-        .output()
-        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("vdpdk-smol: error: --ip '10.0.0.300/24'"), "{e}");
+    // A malformed port spec is a bad argument too.
+    let o = smol_bin(&["--port", "nic:eth0", "--ip", "10.0.0.2/24", "http"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("expected vdpdk:SOCKET"), "{e}");
+    // A well-formed spec that cannot be opened is a failure at run time.
+    let o = smol_bin(&[
+        "--port",
+        "vdpdk:/nonexistent.sock",
+        "--ip",
+        "10.0.0.2/24",
+        "http",
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("error:"));
-    let o = Command::new(env!("CARGO_BIN_EXE_vdpdk-smol"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("vdpdk-smol: error: ") && e.contains("/nonexistent.sock"),
+        "{e}"
+    );
+    let o = smol_bin(&["--help"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("tcp-echo"));
 }

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{finish, setup, Netns};
+use common::{finish, setup, ChildGuard, Netns};
 
 /// iperf3's JSON summary: (bytes the sender sent, bytes the receiver received).
 fn iperf_bytes(json: &str) -> (u64, u64) {
@@ -24,20 +24,21 @@ fn iperf_bytes(json: &str) -> (u64, u64) {
 
 fn iperf(inside: &Netns, outside: &Netns, reverse: bool) -> (u64, u64) {
     // A server for any number of tests (a failed attempt must not leave it waiting forever),
-    // killed when the measurement is done.
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &outside.0,
-            "iperf3",
-            "-s",
-            "-B",
-            "10.94.0.1",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("iperf3 -s");
+    // killed when the measurement is done or the test fails (`ip netns exec` execs iperf3,
+    // so the guard's pid is the server's).
+    let server = ChildGuard::spawn(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &outside.0,
+                "iperf3",
+                "-s",
+                "-B",
+                "10.94.0.1",
+            ])
+            .stdout(Stdio::null()),
+    );
     // Every client run is bounded (a stalled TCP connection would otherwise wait forever).
     // It is refused until the server listens, which on a busy 2-core host takes a while, so
     // retry; a run only counts when its JSON carries no error.
@@ -76,8 +77,7 @@ fn iperf(inside: &Netns, outside: &Netns, reverse: bool) -> (u64, u64) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    finish(server);
     assert!(ok, "iperf3 {args:?} never succeeded: {text}");
     iperf_bytes(&text)
 }
@@ -90,15 +90,15 @@ fn ping_and_iperf3_cross_the_tap_forwarder_through_host_mux() {
         .args(["netns", "del", &inside.0])
         .status();
     common::ip(&["netns", "add", &inside.0]);
-    let mut fwd = Command::new("ip")
-        .args(["netns", "exec", &inside.0])
-        .arg(env!("CARGO_BIN_EXE_vdpdk-tapfwd"))
-        .arg("--port")
-        .arg(format!("vdpdk:{}", s.sock.display()))
-        .args(["--ifname", "vfwd0", "--duration", "60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn vdpdk-tapfwd");
+    let mut fwd = ChildGuard::spawn(
+        Command::new("ip")
+            .args(["netns", "exec", &inside.0])
+            .arg(env!("CARGO_BIN_EXE_vdpdk-tapfwd"))
+            .arg("--port")
+            .arg(format!("vdpdk:{}", s.sock.display()))
+            .args(["--ifname", "vfwd0", "--duration", "60"])
+            .stdout(Stdio::piped()),
+    );
     let mut out = BufReader::new(fwd.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();

@@ -79,7 +79,12 @@ impl DmaMemory {
         let cname = std::ffi::CString::new(format!("vdpdk-{name}"))
             .map_err(|_| Error::InvalidArg("memory name contains NUL".into()))?;
         // SAFETY: cname is a valid C string; memfd_create has no other memory arguments.
-        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | extra_flags) };
+        let raw = unsafe {
+            libc::memfd_create(
+                cname.as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING | extra_flags,
+            )
+        };
         if raw < 0 {
             return Err(std::io::Error::last_os_error().into());
         }
@@ -87,6 +92,14 @@ impl DmaMemory {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: plain syscall on our fd.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // The fd is handed to another process (a vfio-user peer maps it). Sealing the size
+        // means neither side can shrink the file under the other's mapping, which would turn
+        // the next access into SIGBUS and kill that process; host-mux refuses unsealed memory.
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: plain fcntl on our fd.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(std::io::Error::last_os_error().into());
         }
         Ok(fd)
@@ -296,6 +309,22 @@ mod tests {
         assert_eq!(b[0], 0xAB);
         // SAFETY: in bounds; fresh memfd pages are zero.
         assert_eq!(unsafe { m.as_ptr().add(4999).read() }, 0);
+    }
+
+    #[test]
+    fn memory_size_is_sealed() {
+        let m = DmaMemory::alloc_with("s", 8192, false).unwrap();
+        let fd = m.fd().as_raw_fd();
+        // SAFETY: fcntl/ftruncate on our own fd.
+        let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+        assert_ne!(seals & libc::F_SEAL_SHRINK, 0);
+        assert_ne!(seals & libc::F_SEAL_GROW, 0);
+        // SAFETY: as above.
+        assert_ne!(
+            unsafe { libc::ftruncate(fd, 4096) },
+            0,
+            "a sealed file cannot shrink"
+        );
     }
 
     #[test]

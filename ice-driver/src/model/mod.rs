@@ -407,6 +407,11 @@ impl E810Model {
         self.msix = fds;
     }
 
+    /// The current vector table, leaving it empty (to be edited and set again).
+    pub fn take_msix(&mut self) -> Vec<Option<std::os::fd::OwnedFd>> {
+        std::mem::take(&mut self.msix)
+    }
+
     /// The model behind a shared handle, as the PCI front ends use it; interrupt throttling
     /// (ITR) needs this to fire held interrupts later.
     pub fn into_shared(mut self) -> std::sync::Arc<parking_lot::Mutex<E810Model>> {

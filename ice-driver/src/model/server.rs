@@ -90,14 +90,40 @@ impl ServerBackend for Backend {
         Ok(())
     }
 
+    /// MSI-X vectors over vfio-user: eventfds for vectors `start..start+count` (fewer fds than
+    /// vectors, or DATA_NONE, leaves those vectors without one), as the kernel's vfio-pci does
+    /// for VFIO_DEVICE_SET_IRQS. Other interrupt types are refused: the card has none here.
     fn set_irqs(
         &mut self,
-        _i: u32,
-        _f: u32,
-        _s: u32,
-        _c: u32,
-        _fds: Vec<File>,
+        index: u32,
+        flags: u32,
+        start: u32,
+        count: u32,
+        fds: Vec<File>,
     ) -> std::io::Result<()> {
+        let einval = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+        if index != VFIO_PCI_MSIX_IRQ_INDEX {
+            return Err(einval(format!("interrupt index {index}: only MSI-X")));
+        }
+        let vectors = self.model.lock().cfg.num_msix;
+        let end = start
+            .checked_add(count)
+            .filter(|&e| e <= vectors)
+            .ok_or_else(|| einval(format!("vectors {start}+{count} beyond {vectors}")))?;
+        let mut model = self.model.lock();
+        let mut table: Vec<Option<std::os::fd::OwnedFd>> = model.take_msix();
+        if flags & VFIO_IRQ_SET_DATA_NONE != 0 && count == 0 {
+            table.clear();
+        } else {
+            if table.len() < end as usize {
+                table.resize_with(end as usize, || None);
+            }
+            let mut fds = fds.into_iter();
+            for v in start..end {
+                table[v as usize] = fds.next().map(std::os::fd::OwnedFd::from);
+            }
+        }
+        model.set_msix(table);
         Ok(())
     }
 }
@@ -158,11 +184,20 @@ pub fn serve_with_wire(
         region(VFIO_PCI_BAR0_REGION_INDEX, BAR0_SIZE, rw);
     regions[VFIO_PCI_CONFIG_REGION_INDEX as usize] =
         region(VFIO_PCI_CONFIG_REGION_INDEX, CFG_SIZE as u64, rw);
-    let irqs = vec![IrqInfo {
-        index: VFIO_PCI_MSIX_IRQ_INDEX,
-        flags: VFIO_IRQ_INFO_EVENTFD,
-        count: 0,
-    }];
+    // The vfio-user server looks interrupt types up by position, so every PCI index up to
+    // MSI-X is listed; only MSI-X has vectors (as on the card: no INTx/MSI in use).
+    let vectors = model.lock().cfg.num_msix;
+    let irqs = (0..=VFIO_PCI_MSIX_IRQ_INDEX)
+        .map(|index| IrqInfo {
+            index,
+            flags: VFIO_IRQ_INFO_EVENTFD,
+            count: if index == VFIO_PCI_MSIX_IRQ_INDEX {
+                vectors
+            } else {
+                0
+            },
+        })
+        .collect();
     let mut cfg = [0u8; CFG_SIZE];
     cfg[0..2].copy_from_slice(&crate::INTEL_VENDOR_ID.to_le_bytes());
     cfg[2..4].copy_from_slice(&crate::E810_C_QSFP.to_le_bytes());

@@ -2,6 +2,8 @@
 //! processes driven over stdin/stdout.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -94,7 +96,7 @@ pub fn start_mux(dir: &TempDir, vms: &[Vm]) -> (HostMux, Wire) {
     start_mux_cfg(mux_config(dir, vms))
 }
 
-fn mux_config(dir: &TempDir, vms: &[Vm]) -> MuxConfig {
+pub fn mux_config(dir: &TempDir, vms: &[Vm]) -> MuxConfig {
     MuxConfig {
         idle_polls: 256,
         pool_size: 16384,

@@ -16,10 +16,13 @@ use host_mux::{BackendConfig, ClusterConfig, HostMux, MuxConfig, PollMode, VmCon
 use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
+use vdpdk_tools::{die, outln, EXIT_FAILURE, EXIT_USAGE};
+
+const TOOL: &str = "vdpdk-bench";
 
 /// Measure guest TX and RX Mpps through host-mux on the pair backend.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(name = "vdpdk-bench", version)]
 struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 1.0)]
@@ -65,18 +68,23 @@ fn main() {
     let args = Args::parse();
     for &s in &args.sizes {
         if !(60..=1514).contains(&s) {
-            eprintln!("vdpdk-bench: frame size {s} outside 60..=1514");
-            std::process::exit(2);
+            die(
+                TOOL,
+                EXIT_USAGE,
+                format!("frame size {s} outside 60..=1514"),
+            );
         }
     }
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     if args.guest_cpu >= ncpu || args.mux_cpu >= ncpu {
-        eprintln!("vdpdk-bench: this machine has CPUs 0..{}", ncpu - 1);
-        std::process::exit(2);
+        die(
+            TOOL,
+            EXIT_USAGE,
+            format!("this machine has CPUs 0..{}", ncpu - 1),
+        );
     }
     if args.guests.iter().any(|&n| !(1..=200).contains(&n)) {
-        eprintln!("vdpdk-bench: --guests values must be in 1..=200");
-        std::process::exit(2);
+        die(TOOL, EXIT_USAGE, "--guests values must be in 1..=200");
     }
     let res = if args.guests.is_empty() {
         run(&args)
@@ -84,8 +92,7 @@ fn main() {
         scale(&args)
     };
     if let Err(e) = res {
-        eprintln!("vdpdk-bench: {e}");
-        std::process::exit(1);
+        die(TOOL, EXIT_FAILURE, e);
     }
 }
 
@@ -129,9 +136,12 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
         buf: Vec::with_capacity(BURST * 2),
     };
 
-    println!(
+    outln!(
         "vdpdk-bench: 1 guest, pair backend, batch {BURST}, guest CPU {}, mux CPU {}, {} x {:.1}s",
-        args.guest_cpu, args.mux_cpu, args.repeats, args.secs
+        args.guest_cpu,
+        args.mux_cpu,
+        args.repeats,
+        args.secs
     );
     let dur = Duration::from_secs_f64(args.secs);
     let mut results: Vec<(&str, usize, Vec<f64>)> = Vec::new();
@@ -146,9 +156,13 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
             r.2.push(mpps);
         }
     }
-    println!(
+    outln!(
         "{:<28} {:>6} {:>12} {:>10} {:>10}",
-        "direction", "bytes", "median Mpps", "min", "max"
+        "direction",
+        "bytes",
+        "median Mpps",
+        "min",
+        "max"
     );
     for (dir, size, v) in &mut results {
         v.sort_by(|a, b| a.total_cmp(b));
@@ -158,14 +172,14 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
         } else {
             "wire -> guest RX"
         };
-        println!(
+        outln!(
             "{name:<28} {size:>6} {med:>12.2} {:>10.2} {:>10.2}   ({:.2} Gbit/s)",
             v[0],
             v[v.len() - 1],
             med * 1e6 * (*size as f64 + 20.0) * 8.0 / 1e9
         );
         if args.json {
-            println!(
+            outln!(
                 "{{\"direction\":\"{dir}\",\"size\":{size},\"median_mpps\":{med:.3},\"runs\":{v:?}}}"
             );
         }
@@ -237,13 +251,17 @@ fn scale_guest_mac(i: usize) -> MacAddr {
 /// Scaling mode: for each guest count, aggregate Mpps and per-guest shares, both directions.
 fn scale(args: &Args) -> vdpdk_core::Result<()> {
     let size = args.sizes[0];
-    println!(
+    outln!(
         "vdpdk-bench scaling: {size} B frames, one combined poller on CPU {}, guests driven from CPU {}, {} x {:.1}s",
         args.mux_cpu, args.guest_cpu, args.repeats, args.secs
     );
-    println!(
+    outln!(
         "{:>6} {:<18} {:>12} {:>10} {:>10}",
-        "guests", "direction", "median Mpps", "min share", "max share"
+        "guests",
+        "direction",
+        "median Mpps",
+        "min share",
+        "max share"
     );
     host_mux::pin_current_thread(args.guest_cpu)?;
     for &n in &args.guests {
@@ -296,9 +314,9 @@ fn scale(args: &Args) -> vdpdk_core::Result<()> {
             let share = |c: u64| if fair > 0.0 { c as f64 / fair } else { 0.0 };
             let min = share(*counts.iter().min().unwrap());
             let max = share(*counts.iter().max().unwrap());
-            println!("{n:>6} {dir:<18} {mpps:>12.2} {min:>10.2} {max:>10.2}");
+            outln!("{n:>6} {dir:<18} {mpps:>12.2} {min:>10.2} {max:>10.2}");
             if args.json {
-                println!(
+                outln!(
                     "{{\"guests\":{n},\"direction\":\"{dir}\",\"size\":{size},\"median_mpps\":{mpps:.3},\"min_share\":{min:.3},\"max_share\":{max:.3}}}"
                 );
             }

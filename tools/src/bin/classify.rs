@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use vdpdk_core::{DevConfig, EthDev, FlowItem, FlowRule, Mbuf, Mempool, RxQueue};
-use vdpdk_tools::open_port;
+use vdpdk_tools::{die, open_port, outln, port_spec, EXIT_FAILURE, EXIT_USAGE};
+
+const TOOL: &str = "vdpdk-classify";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -22,9 +24,10 @@ enum Mode {
 /// Ports: vdpdk:SOCKET, vdpdk-vm:BDF|auto, tap:IFNAME, ice:SOCKET, ice-pci:BDF. In hw mode
 /// the port needs 5 RX queues (a host-mux VM: `rx_queues = 5`).
 #[derive(Parser, Debug)]
-#[command(name = "vdpdk-classify", version, about, long_about)]
+#[command(name = "vdpdk-classify", version)]
 struct Args {
-    #[arg(long)]
+    /// The port to classify on.
+    #[arg(long, value_parser = port_spec)]
     port: String,
     #[arg(long, value_enum)]
     mode: Mode,
@@ -63,24 +66,29 @@ fn main() {
     seen.sort_unstable();
     seen.dedup();
     if seen.len() != 4 {
-        eprintln!("error: the four --class EtherTypes must differ");
-        std::process::exit(2);
+        die(TOOL, EXIT_USAGE, "the four --class EtherTypes must differ");
     }
     if !(args.duration >= 0.0 && args.duration.is_finite())
         || (args.count == 0 && args.duration == 0.0)
     {
-        eprintln!("error: give --count and/or a positive --duration");
-        std::process::exit(2);
+        die(
+            TOOL,
+            EXIT_USAGE,
+            "give --count and/or a positive --duration",
+        );
     }
     let mut port = open_port(&args.port).unwrap_or_else(|e| fail(&e));
     let nrx = if args.mode == Mode::Hw { 5 } else { 1 };
     let info = port.info();
     if info.max_rx_queues < nrx {
-        eprintln!(
-            "error: hw mode needs {nrx} RX queues, {} offers {}",
-            args.port, info.max_rx_queues
+        die(
+            TOOL,
+            EXIT_FAILURE,
+            format!(
+                "hw mode needs {nrx} RX queues, {} offers {}",
+                args.port, info.max_rx_queues
+            ),
         );
-        std::process::exit(1);
     }
     let pool =
         Mempool::new("classify", 8192, vdpdk_core::DEFAULT_BUF_SIZE).unwrap_or_else(|e| fail(&e));
@@ -92,16 +100,19 @@ fn main() {
                 .flow_validate(&rule)
                 .and_then(|_| port.flow_create(&rule).map(|_| ()))
             {
-                eprintln!(
-                    "error: {} cannot steer EtherType {t:04x} to queue {}: {e}",
-                    args.port,
-                    i + 1
+                die(
+                    TOOL,
+                    EXIT_FAILURE,
+                    format!(
+                        "{} cannot steer EtherType {t:04x} to queue {}: {e}",
+                        args.port,
+                        i + 1
+                    ),
                 );
-                std::process::exit(1);
             }
         }
     }
-    println!(
+    outln!(
         "classifying on {} in {:?} mode: classes {}, ready",
         args.port,
         args.mode,
@@ -121,17 +132,17 @@ fn main() {
     } else {
         0.0
     };
-    println!("class      ethertype     frames");
+    outln!("class      ethertype     frames");
     for (i, &t) in args.classes.iter().enumerate() {
-        println!("{i:<10} {t:04x}     {:>12}", counts[i]);
+        outln!("{i:<10} {t:04x}     {:>12}", counts[i]);
     }
-    println!("other      -        {:>12}", counts[4]);
-    println!(
+    outln!("other      -        {:>12}", counts[4]);
+    outln!(
         "total {total} frames, {mpps:.3} Mpps over {secs:.3} s ({:?} mode)",
         args.mode
     );
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "mode": format!("{:?}", args.mode).to_lowercase(),
@@ -147,8 +158,7 @@ fn main() {
 }
 
 fn fail(e: &dyn std::fmt::Display) -> ! {
-    eprintln!("error: {e}");
-    std::process::exit(1)
+    die(TOOL, EXIT_FAILURE, e)
 }
 
 fn start(
@@ -207,7 +217,7 @@ fn run(args: &Args, rxqs: &mut [Box<dyn RxQueue>]) -> (Counts, Option<Instant>, 
             std::thread::sleep(Duration::from_micros(20));
         }
         if args.progress && Instant::now() >= next_progress {
-            println!(
+            outln!(
                 "[{:5.1} s] {} frames {:?}",
                 start.elapsed().as_secs_f64(),
                 total(&counts),

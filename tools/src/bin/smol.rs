@@ -8,18 +8,20 @@ use clap::{Parser, Subcommand};
 use smoltcp::wire::{IpCidr, Ipv4Address};
 use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::Mempool;
-use vdpdk_tools::open_port;
 use vdpdk_tools::smol::{http_body, serve, App, AppStats, PortPhy};
+use vdpdk_tools::{die, open_port, outln, port_spec, EXIT_FAILURE, EXIT_USAGE};
+
+const TOOL: &str = "vdpdk-smol";
 
 /// smoltcp guest applications (HTTP server, TCP echo, UDP reflector) on any vdpdk-rs port.
 ///
 /// Ports: vdpdk:SOCKET, vdpdk-vm:BDF|auto, tap:IFNAME, ice:SOCKET, ice-pci:BDF. The port's own
 /// MAC is used; give the application an IPv4 address with --ip.
 #[derive(Parser, Debug)]
-#[command(name = "vdpdk-smol", version, about, long_about)]
+#[command(name = "vdpdk-smol", version)]
 struct Args {
     /// The port to run on.
-    #[arg(long)]
+    #[arg(long, value_parser = port_spec)]
     port: String,
     /// IPv4 address and prefix of the application, e.g. 10.0.0.2/24.
     #[arg(long)]
@@ -67,16 +69,22 @@ fn main() {
     let ip: IpCidr = match args.ip.parse() {
         Ok(IpCidr::Ipv4(c)) if c.prefix_len() > 0 => IpCidr::Ipv4(c),
         _ => {
-            eprintln!(
-                "error: --ip '{}' is not an IPv4 address with a prefix (e.g. 10.0.0.2/24)",
-                args.ip
+            die(
+                TOOL,
+                EXIT_USAGE,
+                format!(
+                    "--ip '{}' is not an IPv4 address with a prefix (e.g. 10.0.0.2/24)",
+                    args.ip
+                ),
             );
-            std::process::exit(2);
         }
     };
     if !(args.duration >= 0.0 && args.duration.is_finite()) {
-        eprintln!("error: --duration must be a non-negative number of seconds");
-        std::process::exit(2);
+        die(
+            TOOL,
+            EXIT_USAGE,
+            "--duration must be a non-negative number of seconds",
+        );
     }
     let app = match args.app {
         AppArg::Http { listen, size } => App::Http {
@@ -86,21 +94,14 @@ fn main() {
         AppArg::TcpEcho { listen } => App::TcpEcho { port: listen },
         AppArg::UdpReflect { listen } => App::UdpReflect { port: listen },
     };
-    let mut port = open_port(&args.port).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(1)
-    });
+    let mut port = open_port(&args.port).unwrap_or_else(|e| die(TOOL, EXIT_FAILURE, e));
     let info = port.info();
-    let pool = Mempool::new("smol", 4096, vdpdk_core::DEFAULT_BUF_SIZE).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(1)
-    });
-    let (rx, tx) = start_single_queue(&mut *port, &pool, 1024, info.rx_intr).unwrap_or_else(|e| {
-        eprintln!("error: starting {}: {e}", args.port);
-        std::process::exit(1)
-    });
+    let pool = Mempool::new("smol", 4096, vdpdk_core::DEFAULT_BUF_SIZE)
+        .unwrap_or_else(|e| die(TOOL, EXIT_FAILURE, e));
+    let (rx, tx) = start_single_queue(&mut *port, &pool, 1024, info.rx_intr)
+        .unwrap_or_else(|e| die(TOOL, EXIT_FAILURE, format!("starting {}: {e}", args.port)));
     let mut phy = PortPhy::new(rx, tx, pool, info.mtu);
-    println!(
+    outln!(
         "{app_name} on {} ({}, {ip}), ready",
         args.port,
         info.mac,
@@ -123,17 +124,17 @@ fn main() {
         |s| deadline.is_some_and(|d| Instant::now() >= d) || (limit > 0 && counted(s) >= limit),
         |s| {
             if args.progress {
-                println!("[{:6.1} s] {}", start.elapsed().as_secs_f64(), line(s));
+                outln!("[{:6.1} s] {}", start.elapsed().as_secs_f64(), line(s));
             }
         },
     );
-    println!(
+    outln!(
         "done after {:.1} s: {}",
         start.elapsed().as_secs_f64(),
         line(&st)
     );
     if phy.tx_dropped > 0 {
-        println!("tx dropped: {}", phy.tx_dropped);
+        outln!("tx dropped: {}", phy.tx_dropped);
     }
 }
 

@@ -4,8 +4,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use vdpdk_tools::open_port;
 use vdpdk_tools::tapfwd::{run, FwdStats, TsoMode};
+use vdpdk_tools::{die, open_port, outln, port_spec, EXIT_FAILURE, EXIT_USAGE};
+
+const TOOL: &str = "vdpdk-tapfwd";
 
 /// Expose a port (e.g. a vDPDK guest port) as a Linux TAP interface with the port's MAC and MTU,
 /// so the kernel's stack and tools (ping, iperf3, ssh) run over it. The kernel's checksum and
@@ -14,10 +16,10 @@ use vdpdk_tools::tapfwd::{run, FwdStats, TsoMode};
 ///
 /// Ports: vdpdk:SOCKET, vdpdk-vm:BDF|auto, tap:IFNAME, ice:SOCKET, ice-pci:BDF.
 #[derive(Parser, Debug)]
-#[command(name = "vdpdk-tapfwd", version, about, long_about)]
+#[command(name = "vdpdk-tapfwd", version)]
 struct Args {
     /// The port to expose.
-    #[arg(long)]
+    #[arg(long, value_parser = port_spec)]
     port: String,
     /// Name of the TAP interface to create.
     #[arg(long, default_value = "vdpdk-tap0")]
@@ -46,8 +48,11 @@ fn main() {
         (args.stats_interval, "--stats-interval"),
     ] {
         if !(v >= 0.0 && v.is_finite()) {
-            eprintln!("error: {name} must be a non-negative number of seconds");
-            std::process::exit(2);
+            die(
+                TOOL,
+                EXIT_USAGE,
+                format!("{name} must be a non-negative number of seconds"),
+            );
         }
     }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -55,10 +60,7 @@ fn main() {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let mut port = open_port(&args.port).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(1)
-    });
+    let mut port = open_port(&args.port).unwrap_or_else(|e| die(TOOL, EXIT_FAILURE, e));
     let stats = FwdStats::default();
     let start = Instant::now();
     let r = std::thread::scope(|s| {
@@ -71,7 +73,7 @@ fn main() {
                 }
                 if args.stats_interval > 0.0 && last.elapsed().as_secs_f64() >= args.stats_interval
                 {
-                    println!("[{:6.1} s] {}", start.elapsed().as_secs_f64(), stats.line());
+                    outln!("[{:6.1} s] {}", start.elapsed().as_secs_f64(), stats.line());
                     last = Instant::now();
                 }
             }
@@ -82,7 +84,7 @@ fn main() {
             TsoMode::Port
         };
         run(&mut *port, &args.ifname, tso, &STOP, &stats, |tap| {
-            println!(
+            outln!(
                 "{} is up on {} (MAC {}, MTU {}), ready",
                 tap.ifname(),
                 args.port,
@@ -93,10 +95,9 @@ fn main() {
         .inspect_err(|_| STOP.store(true, Ordering::Relaxed))
     });
     if let Err(e) = r {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+        die(TOOL, EXIT_FAILURE, e);
     }
-    println!(
+    outln!(
         "done after {:.1} s: {}",
         start.elapsed().as_secs_f64(),
         stats.line()

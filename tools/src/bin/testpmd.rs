@@ -5,21 +5,21 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use vdpdk_core::{DevConfig, EthDev, FlowHandle, MacAddr, Mempool};
-use vdpdk_tools::open_port;
 use vdpdk_tools::testpmd::{
     forward, parse_flow, parse_rx_offloads, parse_tx_offloads, FwdCounters, FwdMode, Lane,
     TxTemplate,
 };
+use vdpdk_tools::{die as exit_with, open_port, outln, port_spec, EXIT_FAILURE, EXIT_USAGE};
 
 /// testpmd-like forwarding on vdpdk-rs ports: io, macswap, rxonly, txonly, flowgen, with
 /// periodic port statistics (Mpps, Gbit/s, drops) and flow rules in testpmd's syntax.
 ///
 /// Ports: vdpdk:SOCKET, vdpdk-vm:BDF|auto, tap:IFNAME, ice:SOCKET, ice-pci:BDF.
 #[derive(Parser, Debug)]
-#[command(name = "vdpdk-testpmd", version, about, long_about)]
+#[command(name = "vdpdk-testpmd", version)]
 struct Args {
     /// A port; give it twice for io forwarding between two ports.
-    #[arg(long = "port", required = true, num_args = 1)]
+    #[arg(long = "port", required = true, num_args = 1, value_parser = port_spec)]
     ports: Vec<String>,
     #[arg(long, value_enum, default_value = "io")]
     forward_mode: FwdMode,
@@ -85,9 +85,11 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
+const TOOL: &str = "vdpdk-testpmd";
+
+/// A bad argument: exit 2.
 fn die(msg: impl std::fmt::Display) -> ! {
-    eprintln!("error: {msg}");
-    std::process::exit(2)
+    exit_with(TOOL, EXIT_USAGE, msg)
 }
 
 fn main() {
@@ -147,7 +149,7 @@ fn main() {
             port.start()
         };
         setup().unwrap_or_else(|e| fail(format!("port {pi} ({}): {e}", a.ports[pi])));
-        println!(
+        outln!(
             "Port {pi}: {} MAC {} driver {} rxq {} txq {} link {}",
             a.ports[pi],
             info.mac,
@@ -164,7 +166,7 @@ fn main() {
             .and_then(|_| ports[0].flow_create(rule));
         match r {
             Ok(h) => {
-                println!("Flow rule #{} created: {text}", h.0);
+                outln!("Flow rule #{} created: {text}", h.0);
                 handles.push(h);
             }
             Err(e) => fail(format!("port 0 refuses --flow \"{text}\": {e}")),
@@ -235,7 +237,7 @@ fn main() {
         size: a.txpkts as usize,
         flows: a.flows_count,
     };
-    println!(
+    outln!(
         "Start {:?} forwarding on {} port(s), {} lane(s), burst {}; Ctrl-C to stop",
         a.forward_mode,
         n,
@@ -275,7 +277,7 @@ fn main() {
         }
     });
     let secs = start.elapsed().as_secs_f64();
-    println!("Stopping forwarding after {secs:.1} s. Totals:");
+    outln!("Stopping forwarding after {secs:.1} s. Totals:");
     let mut json = Vec::new();
     for (p, port) in ports.iter().enumerate() {
         show(p, &**port, &counters[p], (0, 0, 0, 0), secs);
@@ -297,16 +299,16 @@ fn main() {
         let _ = p.stop();
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "mode": format!("{:?}", a.forward_mode).to_lowercase(), "seconds": secs, "ports": json })
         );
     }
 }
 
+/// A failure at run time: exit 1.
 fn fail(msg: impl std::fmt::Display) -> ! {
-    eprintln!("error: {msg}");
-    std::process::exit(1)
+    exit_with(TOOL, EXIT_FAILURE, msg)
 }
 
 struct StopOnDrop;
@@ -338,32 +340,34 @@ fn show(
     let now = (g(&c.rx), g(&c.rx_bytes), g(&c.tx), g(&c.tx_bytes));
     let s = port.stats();
     let rate = |a: u64, b: u64| (a - b) as f64 / dt.max(1e-9);
-    println!("  ######################## NIC statistics for port {p} ########################");
-    println!(
+    outln!("  ######################## NIC statistics for port {p} ########################");
+    outln!(
         "  RX-packets: {:<12} RX-missed: {:<10} RX-bytes:  {}",
-        now.0, s.imissed, now.1
+        now.0,
+        s.imissed,
+        now.1
     );
-    println!("  RX-errors:  {:<12} RX-nombuf: {}", s.ierrors, s.rx_nombuf);
-    println!(
+    outln!("  RX-errors:  {:<12} RX-nombuf: {}", s.ierrors, s.rx_nombuf);
+    outln!(
         "  TX-packets: {:<12} TX-dropped: {:<9} TX-bytes:  {}",
         now.2,
         g(&c.tx_dropped),
         now.3
     );
-    println!(
+    outln!(
         "  Throughput: Rx-pps: {:>12.0} ({:.3} Mpps)  Rx-bps: {:>14.0} ({:.3} Gbit/s)",
         rate(now.0, last.0),
         rate(now.0, last.0) / 1e6,
         rate(now.1, last.1) * 8.0,
         rate(now.1, last.1) * 8.0 / 1e9
     );
-    println!(
+    outln!(
         "              Tx-pps: {:>12.0} ({:.3} Mpps)  Tx-bps: {:>14.0} ({:.3} Gbit/s)",
         rate(now.2, last.2),
         rate(now.2, last.2) / 1e6,
         rate(now.3, last.3) * 8.0,
         rate(now.3, last.3) * 8.0 / 1e9
     );
-    println!("  ############################################################################");
+    outln!("  ############################################################################");
     now
 }

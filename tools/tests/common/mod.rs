@@ -2,8 +2,11 @@
 //! private network namespace (the "outside world" a guest talks to).
 #![allow(dead_code)]
 
+use std::io::Read;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
 use vdpdk_core::MacAddr;
@@ -13,12 +16,14 @@ pub const GUEST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x71]);
 /// A network namespace holding the TAP interface, deleted on drop.
 pub struct Netns(pub String);
 impl Netns {
+    /// Runs a command in the namespace to its end (killed if it hangs for minutes).
     pub fn exec(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .expect("ip netns exec")
+        output_within(
+            Command::new("ip")
+                .args(["netns", "exec", &self.0])
+                .args(args),
+            Duration::from_secs(300),
+        )
     }
 }
 impl Drop for Netns {
@@ -101,10 +106,88 @@ pub fn setup(tag: &str, net: u8) -> Setup {
     }
 }
 
+/// A child process that is killed and reaped when dropped, so a test that fails (panics)
+/// while it runs leaves nothing behind. Every process a test spawns goes into one.
+pub struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> ChildGuard {
+        let what = format!("{cmd:?}");
+        ChildGuard(Some(
+            cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}")),
+        ))
+    }
+
+    /// The child, to wait for it to end on its own; nothing kills it any more.
+    pub fn into_inner(mut self) -> Child {
+        self.0.take().expect("child present until dropped")
+    }
+}
+
+impl Deref for ChildGuard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("child present until dropped")
+    }
+}
+
+impl DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("child present until dropped")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Kills a child process and reaps it.
-pub fn finish(mut c: Child) {
-    let _ = c.kill();
-    let _ = c.wait();
+pub fn finish(c: ChildGuard) {
+    drop(c);
+}
+
+/// Runs a command to its end like `Command::output`, in a [`ChildGuard`]. `limit` is a guard
+/// against a hung child (it is killed and the test fails), not a measurement: give it ample
+/// room.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut c = ChildGuard::spawn(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = drain(c.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let err = drain(c.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>));
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = c.try_wait().expect("wait for child") {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "{cmd:?} still running after {limit:?}: killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(c);
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
 }
 
 /// host-mux on the in-memory wire serving one VM (`mac`, `queues` RX and TX queues), with the

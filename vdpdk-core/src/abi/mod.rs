@@ -279,8 +279,12 @@ pub enum StatsIndex {
     CtrlErrors = 8,
     /// Frames dropped by a guest DROP flow rule.
     RxFlowDrop = 9,
+    /// TX frames dropped because their source MAC is not the guest's own (spoof check).
+    TxSpoofed = 10,
+    /// Interrupts the host could not deliver (the guest's eventfd was full or broken).
+    IrqErrors = 11,
 }
-pub const STATS_COUNT: usize = 10;
+pub const STATS_COUNT: usize = 12;
 /// Names of the `StatsIndex` counters, in order (for tables and JSON).
 pub const STATS_NAMES: [&str; STATS_COUNT] = [
     "rx_packets",
@@ -293,6 +297,8 @@ pub const STATS_NAMES: [&str; STATS_COUNT] = [
     "rx_bad_desc",
     "ctrl_errors",
     "rx_flow_drop",
+    "tx_spoofed",
+    "irq_errors",
 ];
 
 /// Version/feature negotiation, run by the host on `CtrlOp::Negotiate`.
