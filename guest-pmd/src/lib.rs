@@ -121,8 +121,8 @@ fn status_error(s: u32, msg: String) -> Error {
 
 impl VdpdkPort {
     /// Connects to a host-mux VM socket as a process guest.
-    pub fn connect(socket: &Path) -> Result<VdpdkPort> {
-        Self::open(Arc::new(VfioUserPci::connect(socket)?))
+    pub fn connect(socket: impl AsRef<Path>) -> Result<VdpdkPort> {
+        Self::open(Arc::new(VfioUserPci::connect(socket.as_ref())?))
     }
 
     /// Opens a vDPDK device inside a VM, bound to vfio-pci: the one at `bdf`, or the first one
@@ -590,3 +590,8 @@ pub(crate) fn write_shared(bar: &MappedBar, off: usize, data: &[u8]) {
         unsafe { p.add(i).write_volatile(*b) };
     }
 }
+
+/// The README's Rust blocks, compiled (and so kept true) as doc tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

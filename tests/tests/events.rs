@@ -70,7 +70,7 @@ fn no_wakeup_is_lost_across_100k_arm_arrive_races() {
             mode: PollMode::Split,
         }];
     });
-    let mut port = VdpdkPort::connect(&dir.sock("a")).unwrap();
+    let mut port = VdpdkPort::connect(dir.sock("a")).unwrap();
     let pool = Mempool::new("g", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
     let (mut rx, mut tx) = start_single_queue(&mut port, &pool, 256, true).unwrap();
     let to_guest = udp_frame(gmac, WIRE_MAC, 1, 64);
@@ -126,7 +126,7 @@ fn guest_remapping_its_memory_in_a_loop_harms_no_one() {
     let mut steady = GuestProc::spawn(&dir.sock("steady"), 1);
     steady.start("recv 2000 60000");
 
-    let mut port = VdpdkPort::connect(&dir.sock("remapper")).unwrap();
+    let mut port = VdpdkPort::connect(dir.sock("remapper")).unwrap();
     let pool = Mempool::new("r", 2048, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
     let (mut rx, mut tx) = start_single_queue(&mut port, &pool, 256, false).unwrap();
     let to_steady: Vec<Vec<u8>> = (0..2000)

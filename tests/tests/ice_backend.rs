@@ -257,7 +257,7 @@ fn offloads_reach_the_card_and_its_rx_status_reaches_the_guest() {
     let mut w_rx = wire.setup_rx_queue(0, 256, &wpool).unwrap();
     let mut w_tx = wire.setup_tx_queue(0, 256).unwrap();
 
-    let mut guest = guest_pmd::VdpdkPort::connect(&dir.sock("g")).unwrap();
+    let mut guest = guest_pmd::VdpdkPort::connect(dir.sock("g")).unwrap();
     let csum = RxOffloads::IPV4_CKSUM | RxOffloads::UDP_CKSUM | RxOffloads::TCP_CKSUM;
     assert_eq!(
         guest.info().rx_offload_capa,

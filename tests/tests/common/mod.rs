@@ -127,7 +127,7 @@ pub fn mux_with_guest(dir: &TempDir, mac: MacAddr) -> (HostMux, Wire, guest_pmd:
             rxq: 1,
         }],
     );
-    let port = guest_pmd::VdpdkPort::connect(&dir.sock("g")).expect("guest-pmd connect");
+    let port = guest_pmd::VdpdkPort::connect(dir.sock("g")).expect("guest-pmd connect");
     (mux, wire, port)
 }
 
