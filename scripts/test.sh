@@ -26,4 +26,5 @@ echo "hugepages: $(cat "$hp" 2>/dev/null || echo n/a) reserved"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 cargo test --workspace

@@ -1,8 +1,8 @@
 //! The admin queue: the E810's command channel to its firmware.
 //!
 //! Two rings of 32-byte descriptors in DMA memory: the send queue (ATQ) for commands and the
-//! receive queue (ARQ) for firmware events. Formats from DPDK `base/ice_adminq_cmd.h` ([AQC])
-//! and the send/receive rules from `base/ice_controlq.c` ([CQ]); see
+//! receive queue (ARQ) for firmware events. Formats from DPDK `base/ice_adminq_cmd.h` (\[AQC\])
+//! and the send/receive rules from `base/ice_controlq.c` (\[CQ\]); see
 //! shared/reference/e810-facts.md §2.
 
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::regs::*;
 use crate::{IceError, Regs};
 
-/// `struct ice_aq_desc` [AQC].
+/// `struct ice_aq_desc` \[AQC\].
 #[repr(C)]
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
@@ -44,7 +44,7 @@ pub const AQ_FLAG_SI: u16 = 0x2000;
 
 /// Largest indirect buffer [CQ `ICE_AQ_MAX_BUF_LEN`].
 pub const AQ_MAX_BUF: usize = 4096;
-/// Descriptors per ring (DPDK uses 32 [ETH]).
+/// Descriptors per ring (DPDK uses 32 \[ETH\]).
 pub const AQ_RING_LEN: usize = 32;
 
 // Opcodes [AQC enum ice_adminq_opc].
@@ -71,7 +71,7 @@ pub const OP_QUERY_SCHED_RES: u16 = 0x0412;
 pub const OP_ADD_TXQS: u16 = 0x0C30;
 pub const OP_DIS_TXQS: u16 = 0x0C31;
 
-/// `enum ice_aq_err` names for the low byte of `retval` [AQC].
+/// `enum ice_aq_err` names for the low byte of `retval` \[AQC\].
 pub fn aq_err_name(rc: u16) -> &'static str {
     match rc & 0xFF {
         0 => "OK",
@@ -90,7 +90,7 @@ pub fn aq_err_name(rc: u16) -> &'static str {
 }
 
 impl AqDesc {
-    /// A direct command: zeroed, `SI` and the opcode ([CQ] `ice_fill_dflt_direct_cmd_desc`).
+    /// A direct command: zeroed, `SI` and the opcode (\[CQ\] `ice_fill_dflt_direct_cmd_desc`).
     pub fn direct(opcode: u16) -> AqDesc {
         AqDesc {
             flags: AQ_FLAG_SI,
@@ -176,7 +176,7 @@ impl AdminQueue {
         unsafe { std::ptr::read_volatile(ring.as_ptr().add(i * AQ_DESC_SIZE).cast::<AqDesc>()) }
     }
 
-    /// Programs both rings ([CQ] `ice_cfg_cq_regs`) and posts every ARQ buffer.
+    /// Programs both rings (\[CQ\] `ice_cfg_cq_regs`) and posts every ARQ buffer.
     pub fn start(&mut self, regs: &Regs) -> Result<(), IceError> {
         self.ntu = 0;
         self.arq_ntc = 0;
@@ -260,7 +260,7 @@ impl AdminQueue {
         Ok(())
     }
 
-    /// Sends one command and waits for its completion ([CQ] `ice_sq_send_cmd_nolock`).
+    /// Sends one command and waits for its completion (\[CQ\] `ice_sq_send_cmd_nolock`).
     ///
     /// `buf` is the indirect buffer: sent to the firmware when `input` (RD), filled by the
     /// response otherwise (or both). Returns the completed descriptor; the response length is
@@ -362,7 +362,7 @@ impl AdminQueue {
         Ok(done)
     }
 
-    /// Takes the next firmware event, if any ([CQ] `ice_clean_rq_elem`).
+    /// Takes the next firmware event, if any (\[CQ\] `ice_clean_rq_elem`).
     pub fn next_event(&mut self, regs: &Regs) -> Result<Option<AqEvent>, IceError> {
         let head = (regs.read(PF_FW_ARQH)? & AQ_HT_M) as usize;
         if head >= AQ_RING_LEN {

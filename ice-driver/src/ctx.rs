@@ -1,5 +1,5 @@
 //! Bit-packed queue contexts: bit `n` of a context is bit `n % 8` of byte `n / 8`
-//! (little-endian packing, [CMN] `ice_set_ctx` / Linux `PACKED_FIELD` with
+//! (little-endian packing, \[CMN\] `ice_set_ctx` / Linux `PACKED_FIELD` with
 //! `QUIRK_LITTLE_ENDIAN`).
 
 /// Writes the low `width` bits of `value` at bit `lsb` of `buf`.
@@ -31,7 +31,7 @@ pub fn get_bits(buf: &[u8], lsb: usize, width: usize) -> u64 {
     })
 }
 
-/// RLAN (RX queue) context fields: (lsb, width) from [CMN] `ice_rlan_ctx_info`.
+/// RLAN (RX queue) context fields: (lsb, width) from \[CMN\] `ice_rlan_ctx_info`.
 pub mod rlan {
     pub const HEAD: (usize, usize) = (0, 13);
     pub const BASE: (usize, usize) = (32, 57);
@@ -49,7 +49,7 @@ pub mod rlan {
     pub const SIZE: usize = 32;
 }
 
-/// TLAN (TX queue) context fields, (lsb, width) from [CMN] `ice_tlan_ctx_info`; 22 bytes.
+/// TLAN (TX queue) context fields, (lsb, width) from \[CMN\] `ice_tlan_ctx_info`; 22 bytes.
 pub mod tlan {
     pub const BASE: (usize, usize) = (0, 57);
     pub const PORT_NUM: (usize, usize) = (57, 3);

@@ -1,8 +1,8 @@
 //! DDP package download: the firmware learns the packet-processing pipeline from Intel's
 //! package file; without it the driver stays in safe mode (1 queue pair), as Linux and DPDK do
-//! ([CMN] `ice_set_safe_mode_caps`). Layout and procedure from DPDK `base/ice_ddp.h/.c`
-//! ([DDP]): `ice_pkg_hdr {ver[4], seg_count u32, seg_offset[] u32}`; segments start with
-//! `ice_generic_seg_hdr {seg_type u32, ver[4], seg_size u32, seg_id[32]}`; the ICE segment
+//! (\[CMN\] `ice_set_safe_mode_caps`). Layout and procedure from DPDK `base/ice_ddp.h/.c`
+//! (\[DDP\]): `ice_pkg_hdr {ver\[4\], seg_count u32, seg_offset[] u32}`; segments start with
+//! `ice_generic_seg_hdr {seg_type u32, ver\[4\], seg_size u32, seg_id\[32\]}`; the ICE segment
 //! (type 0x10) continues with the device table, the NVM table and the buffer table
 //! `{buf_count u32, 4 KiB buffers}`; a buffer begins `{section_count u16, data_end u16,
 //! entries {type u32, offset u16, size u16}}` and metadata buffers have bit 31 of their first
@@ -45,7 +45,7 @@ pub fn config_buffers(pkg: &[u8]) -> Result<Vec<&[u8]>, IceError> {
 }
 
 /// The payloads of every section of type `sid` in the E810 segment, in buffer order
-/// ([DDP] `ice_pkg_enum_section`; a buffer is checked as `ice_pkg_val_buf` does: 1..=511
+/// (\[DDP\] `ice_pkg_enum_section`; a buffer is checked as `ice_pkg_val_buf` does: 1..=511
 /// sections, data_end 12..=4096, each section inside the buffer).
 pub fn sections(pkg: &[u8], sid: u32) -> Result<Vec<&[u8]>, IceError> {
     let bad = |what: &str| IceError::InvalidArg(format!("DDP buffer malformed: {what}"));
@@ -74,7 +74,7 @@ pub fn sections(pkg: &[u8], sid: u32) -> Result<Vec<&[u8]>, IceError> {
     Ok(out)
 }
 
-/// Every 4 KiB buffer of the package's E810 segment ([DDP] `ice_find_buf_table`).
+/// Every 4 KiB buffer of the package's E810 segment (\[DDP\] `ice_find_buf_table`).
 fn buffer_table(pkg: &[u8]) -> Result<Vec<&[u8]>, IceError> {
     let seg_count = u32_at(pkg, 4)? as usize;
     if seg_count == 0 || seg_count > 64 {
@@ -121,7 +121,7 @@ pub fn read_package(path: &Path) -> Result<Vec<u8>, IceError> {
 }
 
 /// Packet-type groups of the synthetic package's FD XLT1 table: the packet types the model
-/// parses, grouped as a real package groups them (names after [FT] `ICE_PTG_*`); others 0.
+/// parses, grouped as a real package groups them (names after \[FT\] `ICE_PTG_*`); others 0.
 pub const SYNTHETIC_PTGS: [(u16, u8); 9] = [
     (1, 67),  // MAC payload: L2 other
     (11, 67), // ARP

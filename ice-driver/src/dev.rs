@@ -1,5 +1,5 @@
 //! E810 PF bring-up: reset, admin queue, version and capability discovery, switch
-//! configuration, MAC, link. Order from DPDK `base/ice_common.c` `ice_init_hw` ([CMN]) and
+//! configuration, MAC, link. Order from DPDK `base/ice_common.c` `ice_init_hw` (\[CMN\]) and
 //! shared/reference/e810-facts.md §8.
 
 use std::sync::Arc;
@@ -13,11 +13,11 @@ use crate::adminq::*;
 use crate::regs::*;
 use crate::{IceError, Regs, E810_DEVICE_IDS, INTEL_VENDOR_ID};
 
-/// Firmware API major this driver speaks ([CQ] `EXP_FW_API_VER_MAJOR_E810`); a newer major
+/// Firmware API major this driver speaks (\[CQ\] `EXP_FW_API_VER_MAJOR_E810`); a newer major
 /// means the firmware may behave in ways this driver does not know, so it refuses to load.
 pub const FW_API_MAJOR: u8 = 1;
 
-/// Capability ids in list-caps responses ([AQC] `ICE_AQC_CAPS_*`).
+/// Capability ids in list-caps responses (\[AQC\] `ICE_AQC_CAPS_*`).
 pub mod caps {
     pub const VALID_FUNCTIONS: u16 = 0x0005;
     pub const VSI: u16 = 0x0017;
@@ -29,7 +29,7 @@ pub mod caps {
     pub const MAX_MTU: u16 = 0x0047;
 }
 
-/// Link state from get_link_status ([AQC] `ice_aqc_get_link_status_data`).
+/// Link state from get_link_status (\[AQC\] `ice_aqc_get_link_status_data`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkInfo {
     pub up: bool,
@@ -87,7 +87,7 @@ struct FdirQueues {
     template: vdpdk_core::DmaMemory,
 }
 
-/// Scheduler element types ([AQC] `ICE_AQC_ELEM_TYPE_*`).
+/// Scheduler element types (\[AQC\] `ICE_AQC_ELEM_TYPE_*`).
 mod elem {
     pub const ROOT_PORT: u8 = 1;
     pub const TC: u8 = 2;
@@ -107,7 +107,7 @@ fn sched_elem_data(kind: u8) -> [u8; 16] {
     d
 }
 
-/// Link speed bits of `link_speed` ([AQC] `ICE_AQ_LINK_SPEED_*`) in Mbit/s.
+/// Link speed bits of `link_speed` (\[AQC\] `ICE_AQ_LINK_SPEED_*`) in Mbit/s.
 fn speed_mbps(bits: u16) -> u32 {
     const SPEEDS: [(u16, u32); 8] = [
         (1 << 3, 1_000),
@@ -181,7 +181,7 @@ impl IceDevice {
         self.aq.timeout = t;
     }
 
-    /// PF software reset ([CMN] `ice_pf_reset`): not while a global reset is in progress.
+    /// PF software reset (\[CMN\] `ice_pf_reset`): not while a global reset is in progress.
     fn pf_reset(regs: &Regs) -> Result<(), IceError> {
         let rstat = regs.read(GLGEN_RSTAT)?;
         let uld = regs.read(GLNVM_ULD)?;
@@ -294,7 +294,7 @@ impl IceDevice {
     }
 
     /// get_sw_cfg: `element` u16 @2 continues, `num_elems` u16 @4; 6-byte elements
-    /// {vsi_port_num (type in bits 15:14, 0 = physical port), swid, pf_vf_num} [SW].
+    /// {vsi_port_num (type in bits 15:14, 0 = physical port), swid, pf_vf_num} \[SW\].
     fn read_switch_config(&mut self) -> Result<(), IceError> {
         let mut next = 0u16;
         let mut found = false;
@@ -331,7 +331,7 @@ impl IceDevice {
     }
 
     /// manage_mac_read: flags u16 @0 (bit 4 LAN_ADDR_VALID), num_addr u8 @4; buffer of 8-byte
-    /// entries {lport, addr_type (0 = LAN), mac[6]} [AQC, CMN ice_aq_manage_mac_read].
+    /// entries {lport, addr_type (0 = LAN), mac\[6\]} \[AQC, CMN ice_aq_manage_mac_read\].
     fn read_mac(&mut self) -> Result<(), IceError> {
         let mut buf = vec![0u8; 16];
         let done = self.send(AqDesc::direct(OP_MANAGE_MAC_READ), Some(&mut buf), false)?;
@@ -532,7 +532,7 @@ impl IceDevice {
         Ok(())
     }
 
-    /// Allocates one firmware resource of `res_type` ([CMN] `ice_alloc_hw_res`: buffer
+    /// Allocates one firmware resource of `res_type` (\[CMN\] `ice_alloc_hw_res`: buffer
     /// {res_type, num_elems 1, elem}; the firmware writes the index into elem).
     fn alloc_res(&mut self, res_type: u16) -> Result<u16, IceError> {
         let mut buf = [0u8; 6];
@@ -544,7 +544,7 @@ impl IceDevice {
         Ok(u16::from_le_bytes([buf[4], buf[5]]))
     }
 
-    /// Frees firmware resources ([CMN] `ice_free_hw_res`).
+    /// Frees firmware resources (\[CMN\] `ice_free_hw_res`).
     fn free_res(&mut self, res_type: u16, idx: &[u16]) -> Result<(), IceError> {
         if idx.is_empty() {
             return Ok(());
@@ -560,7 +560,7 @@ impl IceDevice {
         Ok(())
     }
 
-    /// Sends one update_package buffer under the change lock ([DDP] `ice_update_pkg`: request
+    /// Sends one update_package buffer under the change lock (\[DDP\] `ice_update_pkg`: request
     /// resource 3 for write, update with LAST_BUF, release even on failure).
     fn update_package(&mut self, mut buf: Vec<u8>) -> Result<(), IceError> {
         let mut d = AqDesc::direct(OP_REQ_RES);
@@ -712,7 +712,7 @@ impl IceDevice {
         c.update(&self.regs, crate::stats::glv_rdpc(self.vsi_number()?))
     }
 
-    /// Downloads a DDP package ([DDP] `ice_dwnld_cfg_bufs`): takes the global config lock
+    /// Downloads a DDP package (\[DDP\] `ice_dwnld_cfg_bufs`): takes the global config lock
     /// (resource 4, write); "done" means another PF already loaded one; sends every
     /// configuration buffer with download_pkg, LAST_BUF on the final one; releases the lock.
     /// Leaves safe mode on success.
@@ -758,7 +758,7 @@ impl IceDevice {
         Ok(self.regs.device().set_msix_eventfds(fds)?)
     }
 
-    /// Creates the PF VSI owning queues `0..nq` ([SW] `ice_aq_add_vsi`, DPDK PF settings:
+    /// Creates the PF VSI owning queues `0..nq` (\[SW\] `ice_aq_add_vsi`, DPDK PF settings:
     /// SW and RXQ_MAP sections, LAN_ENA, contiguous queue map, TC0 over all queues).
     fn ensure_vsi(&mut self, nq: u16) -> Result<u16, IceError> {
         if let Some(v) = self.vsi {
@@ -905,7 +905,7 @@ impl IceDevice {
         Ok(parent)
     }
 
-    /// Creates PF TX queue `q` with `n` descriptors ([CMN] `ice_ena_vsi_txq`: one queue group
+    /// Creates PF TX queue `q` with `n` descriptors (\[CMN\] `ice_ena_vsi_txq`: one queue group
     /// of one queue, TLAN context as Linux `ice_setup_tx_ctx` fills it).
     pub fn setup_tx_queue(&mut self, q: u16, n: u16) -> Result<crate::txq::IceTxQueue, IceError> {
         if q as u32 >= self.info.num_txq {
@@ -976,7 +976,7 @@ impl IceDevice {
         ))
     }
 
-    /// Disables PF TX queue `q` ([AQC] dis_txqs 0x0C31: one group {parent_teid, num_qs,
+    /// Disables PF TX queue `q` (\[AQC\] dis_txqs 0x0C31: one group {parent_teid, num_qs,
     /// rsvd, q_id[]}; num_entries @1, vmvf_and_timeout @2 = 5 << 10 as Linux sends).
     pub fn disable_tx_queue(&mut self, q: u16) -> Result<(), IceError> {
         let Some(parent) = self.qgroup_teid else {
@@ -993,7 +993,7 @@ impl IceDevice {
         Ok(())
     }
 
-    /// Enables link status events and asks for link up ([AQC] set_event_mask, get_link_status
+    /// Enables link status events and asks for link up (\[AQC\] set_event_mask, get_link_status
     /// with LSE, restart_an with ENABLE). Returns the link state reported right after.
     pub fn link_up(&mut self) -> Result<LinkInfo, IceError> {
         let lport = self.info.lport;
@@ -1010,7 +1010,7 @@ impl IceDevice {
         self.link_status(false)
     }
 
-    /// get_link_status: lport @0, cmd_flags u16 @2 (3 = enable LSE events) [AQC].
+    /// get_link_status: lport @0, cmd_flags u16 @2 (3 = enable LSE events) \[AQC\].
     pub fn link_status(&mut self, enable_events: bool) -> Result<LinkInfo, IceError> {
         let mut buf = vec![0u8; 32];
         let mut d = AqDesc::direct(OP_GET_LINK_STATUS);

@@ -1,5 +1,5 @@
 //! Flow Director: exact-match filters that steer (or drop) received frames, programmed through
-//! a control VSI's queue pair ([RXTX] `ice_fdir_programming`, [LTR] `ice_fltr_desc`):
+//! a control VSI's queue pair (\[RXTX\] `ice_fdir_programming`, \[LTR\] `ice_fltr_desc`):
 //! a 16-byte filter descriptor (DTYPE 8) followed by a data descriptor (EOP | RS | DUMMY)
 //! pointing at a packet carrying the fields to match; the result comes back as a programming
 //! status write-back on the control RX queue (qword 1: DD b0, PROG_ID 2:1, FAIL b4,

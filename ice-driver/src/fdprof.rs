@@ -1,8 +1,8 @@
 //! Flow Director flow profiles, programmed into the card through the DDP tables as
 //! `ice_flow_add_prof` and `ice_flow_add_entry` do for the FD block. Sources, DPDK
-//! `drivers/net/intel/ice/base` @38f72e5 (Linux `ice` has the same code): [FLOW] `ice_flow.c`,
-//! [FP] `ice_flex_pipe.c`, [DDP] `ice_ddp.c`/`ice_ddp.h`, [FT] `ice_flex_type.h`,
-//! [HWA] `ice_hw_autogen.h`, [AQC] `ice_adminq_cmd.h`.
+//! `drivers/net/intel/ice/base` @38f72e5 (Linux `ice` has the same code): \[FLOW\] `ice_flow.c`,
+//! \[FP\] `ice_flex_pipe.c`, \[DDP\] `ice_ddp.c`/`ice_ddp.h`, \[FT\] `ice_flex_type.h`,
+//! \[HWA\] `ice_hw_autogen.h`, \[AQC\] `ice_adminq_cmd.h`.
 //!
 //! A profile says which packet types it serves and which header words form a filter's key.
 //! Making one live takes four steps:
@@ -31,7 +31,7 @@ pub const SID_FLD_VEC_FD: u32 = 36;
 pub const XLT1_ENTRIES: usize = 1024;
 pub const FVW: usize = 24;
 
-/// Admin opcodes [AQC]: allocate/free resources and update package (the change lock is
+/// Admin opcodes \[AQC\]: allocate/free resources and update package (the change lock is
 /// request/release resource with resource id 3).
 pub const OP_ALLOC_RES: u16 = 0x0208;
 pub const OP_FREE_RES: u16 = 0x0209;
@@ -52,7 +52,7 @@ pub const PROT_IPV6_OF_OR_S: u8 = 40;
 pub const PROT_TCP_IL: u8 = 49;
 pub const PROT_UDP_IL_OR_S: u8 = 53;
 
-/// FD registers [HWA]: `GLQF_FDINSET(p, j)`, `GLQF_FDSWAP(p, j)` (p < 128, j < 6; byte k of
+/// FD registers \[HWA\]: `GLQF_FDINSET(p, j)`, `GLQF_FDSWAP(p, j)` (p < 128, j < 6; byte k of
 /// register j covers field-vector word 4j + k), `GLQF_FDMASK_SEL(p)`, and `GLQF_FD_SIZE`
 /// (guaranteed filters 14:0, best-effort 30:16).
 pub fn glqf_fdinset(p: u8, j: usize) -> u64 {

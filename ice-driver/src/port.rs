@@ -17,7 +17,7 @@ use crate::rxq::IceRxQueue;
 use crate::txq::IceTxQueue;
 use crate::IceDevice;
 
-/// RX/TX ring limits (power-of-two not required; multiples of 32, [RXTX]).
+/// RX/TX ring limits (power-of-two not required; multiples of 32, \[RXTX\]).
 const DEFAULT_MTU: u16 = 1500;
 
 const RING_LIM: DescLimits = DescLimits {
@@ -36,7 +36,7 @@ pub struct IcePort {
     txq: Vec<Option<IceTxQueue>>,
     rx_counters: Vec<Arc<QueueCounters>>,
     tx_counters: Vec<Arc<QueueCounters>>,
-    /// Vector 0 (misc/admin, [ETH] `ice_pf_enable_irq0`) then one per RX queue.
+    /// Vector 0 (misc/admin, \[ETH\] `ice_pf_enable_irq0`) then one per RX queue.
     irq_fds: Vec<Arc<EventFd>>,
     /// Installed Flow Director filters by handle.
     flows: Vec<(FlowHandle, crate::fdir::FdirFilter)>,

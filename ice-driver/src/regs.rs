@@ -1,7 +1,7 @@
 //! E810 PF registers the driver uses (BAR0 offsets, 32-bit, little-endian).
 //!
-//! Sources: DPDK `drivers/net/intel/ice/base/ice_hw_autogen.h` ([HWA]) and
-//! `ice_common.c` ([CMN]), as summarised with citations in shared/reference/e810-facts.md.
+//! Sources: DPDK `drivers/net/intel/ice/base/ice_hw_autogen.h` (\[HWA\]) and
+//! `ice_common.c` (\[CMN\]), as summarised with citations in shared/reference/e810-facts.md.
 //! The software model keeps its own map (model/regs.rs) so that a wrong value here cannot be
 //! hidden by the model agreeing with it; tests check both against literal public values.
 
@@ -14,13 +14,13 @@ pub const GLGEN_RSTAT: u64 = 0x000B_8188;
 pub const GLGEN_RSTAT_DEVSTATE_M: u32 = 0x3;
 pub const GLNVM_ULD: u64 = 0x000B_6008;
 /// PCIER_DONE, PCIER_DONE_1, CORER_DONE, GLOBR_DONE, POR_DONE, POR_DONE_1, PCIER_DONE_2
-/// ([CMN] `ICE_RESET_DONE_MASK`).
+/// (\[CMN\] `ICE_RESET_DONE_MASK`).
 pub const RESET_DONE_MASK: u32 = 0x33B;
 pub const GLNVM_FLA: u64 = 0x000B_6108;
 pub const GLNVM_FLA_LOCKED: u32 = 1 << 6;
 pub const GL_MNG_FWSM: u64 = 0x000B_6134;
 pub const GL_MNG_FWSM_FW_MODES_M: u32 = 0x7;
-/// FW_MODES bit for recovery mode ([CMN] `ice_get_fw_mode`).
+/// FW_MODES bit for recovery mode (\[CMN\] `ice_get_fw_mode`).
 pub const FW_MODE_RECOVERY: u32 = 1 << 1;
 
 // Admin queue [HWA] (Reset Source EMPR: a PF reset leaves them alone).
@@ -49,7 +49,7 @@ pub const PRTMAC_HSEC_CTL_TX_PAUSE_REFRESH_TIMER_8: u64 = 0x001E_3900;
 // Queue allocation [HWA, ETH].
 pub const PFLAN_RX_QALLOC: u64 = 0x001D_2500;
 pub const PFLAN_TX_QALLOC: u64 = 0x001D_2580;
-/// FIRSTQ of PFLAN_RX_QALLOC is bits 10:0; of PFLAN_TX_QALLOC bits 13:0 [HWA].
+/// FIRSTQ of PFLAN_RX_QALLOC is bits 10:0; of PFLAN_TX_QALLOC bits 13:0 \[HWA\].
 pub const RX_QALLOC_FIRSTQ_M: u32 = 0x7FF;
 pub const TX_QALLOC_FIRSTQ_M: u32 = 0x3FFF;
 pub const QALLOC_VALID: u32 = 1 << 31;
@@ -71,7 +71,7 @@ pub fn qrx_tail(q: u64) -> u64 {
 pub fn qrxflxp_cntxt(q: u64) -> u64 {
     0x0048_0000 + 4 * q
 }
-/// Flexible RX descriptor id of the 32-byte "NIC" layout ([LTR] `ICE_RXDID_FLEX_NIC`).
+/// Flexible RX descriptor id of the 32-byte "NIC" layout (\[LTR\] `ICE_RXDID_FLEX_NIC`).
 pub const RXDID_FLEX_NIC: u32 = 2;
 
 // LAN TX queues [HWA]: doorbell takes the next-to-use index; head reads bits 12:0.

@@ -1,6 +1,6 @@
 //! LAN RX queues: 32-byte flexible descriptors (RXDID 2), RLAN context through QRX_CONTEXT,
-//! enable through QRX_CTRL ([LB] `ice_setup_rx_ctx`, [RXTX] `ice_program_hw_rx_queue`;
-//! formats [LTR] `ice_32b_rx_flex_desc_nic`; e810-facts.md §4).
+//! enable through QRX_CTRL (\[LB\] `ice_setup_rx_ctx`, \[RXTX\] `ice_program_hw_rx_queue`;
+//! formats \[LTR\] `ice_32b_rx_flex_desc_nic`; e810-facts.md §4).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ const RX_XSUM_IPE: u16 = 1 << 4;
 const RX_XSUM_L4E: u16 = 1 << 5;
 const RX_RXE: u16 = 1 << 10;
 
-/// E810 packet type ([LTR] `ice_ptype_lkup`) to the DPDK-style one.
+/// E810 packet type (\[LTR\] `ice_ptype_lkup`) to the DPDK-style one.
 pub fn ptype_to_mbuf(p: u16) -> PacketType {
     let (l2, l3, l4) = (
         PacketType::L2_ETHER,
@@ -369,7 +369,7 @@ impl RxQueue for IceRxQueue {
         got
     }
 
-    /// Arms the queue's vector ([LTX] re-arm: INTENA | CLEARPBA, no ITR update), then looks
+    /// Arms the queue's vector (\[LTX\] re-arm: INTENA | CLEARPBA, no ITR update), then looks
     /// once more: a frame written before the arming fired nothing, so signal it ourselves.
     fn enable_intr(&mut self) -> Result<()> {
         let (v, fd) = self.irq.clone().ok_or_else(|| {

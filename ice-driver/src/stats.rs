@@ -1,12 +1,12 @@
 //! Port counters: 40-bit byte and packet counters in GLPRT registers, indexed by lport with
-//! stride 8, value = L | (H & 0xFF) << 32, not clear-on-read ([HWA]; DPDK
+//! stride 8, value = L | (H & 0xFF) << 32, not clear-on-read (\[HWA\]; DPDK
 //! `ice_stat_update_40`). Read L, then H, then L again and retry if L went backwards; report
 //! deltas from a baseline modulo 2^40 so wrap-arounds count correctly.
 
 use crate::regs::GLPRT_STRIDE;
 use crate::{IceError, Regs};
 
-/// (name, L register) of the counters read; H is at L + 4 [HWA].
+/// (name, L register) of the counters read; H is at L + 4 \[HWA\].
 pub const PORT_COUNTERS: [(&str, u64); 8] = [
     ("rx_bytes", 0x0038_0000),     // GLPRT_GORCL
     ("rx_unicast", 0x0038_1300),   // GLPRT_UPRCL

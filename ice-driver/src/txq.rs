@@ -1,6 +1,6 @@
 //! LAN TX: the PF VSI, the scheduler branch TX queues hang off, queue creation through
 //! add_txqs with a TLAN context, and the 16-byte data descriptor ring
-//! ([SCH] `ice_sched.c`, [AQC] `ice_aqc_add_txqs`, [LTR] `ice_tx_desc`; e810-facts.md §3, §5).
+//! (\[SCH\] `ice_sched.c`, \[AQC\] `ice_aqc_add_txqs`, \[LTR\] `ice_tx_desc`; e810-facts.md §3, §5).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,18 +17,18 @@ const CMD_EOP: u64 = 0x001;
 const CMD_RS: u64 = 0x002;
 const CMD_SHIFT: u64 = 4;
 /// OFFSET field (MACLEN 2-byte words bits 0-6, IPLEN 4-byte words 7-13, L4LEN 4-byte words
-/// 14-17) starts at qw1 bit 16 [LTR].
+/// 14-17) starts at qw1 bit 16 \[LTR\].
 const OFFSET_SHIFT: u64 = 16;
 const CMD_IIPT_IPV6: u64 = 0x020;
 const CMD_IIPT_IPV4: u64 = 0x040;
 const CMD_IIPT_IPV4_CSUM: u64 = 0x060;
 const CMD_L4T_TCP: u64 = 0x100;
 const CMD_L4T_UDP: u64 = 0x300;
-/// Context descriptor command: TSO [LTR ICE_TX_CTX_DESC_TSO].
+/// Context descriptor command: TSO \[LTR ICE_TX_CTX_DESC_TSO\].
 const CTX_CMD_TSO: u64 = 0x01;
 
 /// Data-descriptor offload command bits and OFFSET for an mbuf's TX offload requests
-/// ([CTX] `ci_txd_enable_checksum`): the checksum fields must be pre-seeded as DPDK's
+/// (\[CTX\] `ci_txd_enable_checksum`): the checksum fields must be pre-seeded as DPDK's
 /// `rte_net_intel_cksum_prepare` does.
 fn offload_fields(m: &Mbuf) -> (u64, u64) {
     let f = m.ol_flags;

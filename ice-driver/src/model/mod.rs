@@ -55,7 +55,7 @@ pub struct Faults {
     pub refuse_profile_updates: bool,
 }
 
-/// E810 packet type of a frame ([LTR] `ice_ptype_lkup`: 1 L2, 11 ARP, 23 IPv4, 24 IPv4/UDP,
+/// E810 packet type of a frame (\[LTR\] `ice_ptype_lkup`: 1 L2, 11 ARP, 23 IPv4, 24 IPv4/UDP,
 /// 26 IPv4/TCP, 28 IPv4/ICMP, 89 IPv6, 90 IPv6/UDP, 92 IPv6/TCP).
 fn e810_ptype(frame: &[u8]) -> u16 {
     let et = frame.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]]));
@@ -257,7 +257,7 @@ pub struct E810Model {
     msix: Vec<Option<std::os::fd::OwnedFd>>,
     /// Interrupts fired, for tests.
     pub interrupts: u64,
-    /// Last set_mac_cfg: [max_frame_size, tx_tmr_value, fc_refresh_threshold].
+    /// Last set_mac_cfg: \[max_frame_size, tx_tmr_value, fc_refresh_threshold\].
     pub mac_cfg: [u16; 3],
     /// 40-bit port counters by L-register offset (wrap at 2^40 like the hardware).
     port_counters: HashMap<u64, u64>,
@@ -562,7 +562,7 @@ impl E810Model {
         self.receive_on(q, frame)
     }
 
-    /// Processes TX descriptors of queue `q` up to the doorbell `tail` ([LTR] `ice_tx_desc`:
+    /// Processes TX descriptors of queue `q` up to the doorbell `tail` (\[LTR\] `ice_tx_desc`:
     /// qw0 address, qw1 DTYPE 3:0, CMD 15:4 (EOP 0x1, RS 0x2), BUF_SZ 47:34; DTYPE 1 is a
     /// context descriptor). RS descriptors are written back with DTYPE 0xF (DESC_DONE).
     fn tx_doorbell(&mut self, q: usize, tail: u32) {

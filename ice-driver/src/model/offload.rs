@@ -1,6 +1,6 @@
 //! TX offloads as the E810 performs them: IPv4 header checksum (IIPT = IPv4 with checksum),
 //! TCP/UDP checksums (L4T) from the header lengths in the descriptor's OFFSET field, and TCP
-//! segmentation from a context descriptor's MSS ([LTR] `ice_tx_desc`, `ice_tx_ctx_desc`).
+//! segmentation from a context descriptor's MSS (\[LTR\] `ice_tx_desc`, `ice_tx_ctx_desc`).
 //! The model computes complete checksums itself, so it does not depend on the pre-seeded
 //! pseudo-header sum drivers put in the checksum field.
 

@@ -46,7 +46,7 @@ pub const TLAN_BASE: (usize, usize) = (0, 57);
 pub const TLAN_QLEN: (usize, usize) = (135, 13);
 pub const TLAN_SRC_VSI: (usize, usize) = (80, 10);
 
-/// Scheduler layers of the modelled port (E810 default, [SCH]).
+/// Scheduler layers of the modelled port (E810 default, \[SCH\]).
 pub const SCHED_LAYERS: u32 = 9;
 
 // Interrupts [HWA].
@@ -74,7 +74,7 @@ pub const GLINT_ITR_BASE: u64 = 0x154000;
 pub const GLINT_ITR_INDEX_STRIDE: u64 = 8192;
 pub const ITR_GRAN_US: u64 = 2;
 
-/// VSI counters, indexed by HW VSI number [HWA]: 40-bit L/H pairs with stride 8
+/// VSI counters, indexed by HW VSI number \[HWA\]: 40-bit L/H pairs with stride 8
 /// (`GLV_GORCL(_i) (0x003B0000 + ((_i) * 8))`, ...), and the 32-bit RX discard counter
 /// `GLV_RDPC(_i) (0x00294C04 + ((_i) * 4))` (frames for the VSI dropped for lack of
 /// descriptors).

@@ -2,16 +2,19 @@
 //! like an E810 behind kernel vfio (trapped BAR0, DMA maps with fds).
 
 use std::fs::File;
-use std::os::fd::AsFd;
-use std::path::Path;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use log::{info, warn};
 use parking_lot::Mutex;
 use vfio_bindings::bindings::vfio::*;
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, Server, ServerBackend};
 
 use super::pci::Wire;
-use super::E810Model;
+use super::{E810Model, Faults};
 
 const BAR0_SIZE: u64 = 128 << 20;
 const CFG_SIZE: usize = 256;
@@ -166,8 +169,90 @@ impl Wire for DatagramCable {
     }
 }
 
-/// Serves `model` on `socket` until the client disconnects (then serves the next one) or
-/// the listener fails.
+/// The socket file a server listens on, as [`bind_socket`] left it. Dropping it (or
+/// [`SocketFile::remove`]) removes the file, if the path still names this socket: a file a
+/// later server bound there is left alone.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    /// (device, inode) of the socket we bound.
+    id: (u64, u64),
+}
+
+impl SocketFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the socket file if it is still ours; true if it was removed.
+    pub fn remove(&self) -> bool {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(md) if md.file_type().is_socket() && (md.dev(), md.ino()) == self.id => {
+                std::fs::remove_file(&self.path).is_ok()
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Binds a listening Unix socket at `path` (creating its directory). A socket file nobody
+/// listens on (a server that was killed left it) is replaced; a socket another server listens
+/// on, or a path that is not a socket, is an error naming the path.
+pub fn bind_socket(path: &Path) -> std::io::Result<(UnixListener, SocketFile)> {
+    use std::io::{Error, ErrorKind};
+    let named =
+        |kind: ErrorKind, what: String| Error::new(kind, format!("{}: {what}", path.display()));
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(named(
+                    ErrorKind::AddrInUse,
+                    "another server is listening there".into(),
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .map_err(|e| named(e.kind(), format!("removing: {e}")))?;
+                info!(
+                    "{}: replaced a stale socket (nobody was listening)",
+                    path.display()
+                );
+            }
+            Err(e) => return Err(named(e.kind(), format!("probing the existing socket: {e}"))),
+        },
+        Ok(_) => {
+            return Err(named(
+                ErrorKind::AlreadyExists,
+                "exists and is not a socket".into(),
+            ))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(named(e.kind(), e.to_string())),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| named(e.kind(), format!("creating its directory: {e}")))?;
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| named(e.kind(), format!("binding: {e}")))?;
+    let md = std::fs::symlink_metadata(path)?;
+    Ok((
+        listener,
+        SocketFile {
+            path: path.to_path_buf(),
+            id: (md.dev(), md.ino()),
+        },
+    ))
+}
+
+/// Serves `model` on `socket`, one client after another, until the listener fails; the socket
+/// file is removed when it returns. See [`serve_listener`].
 pub fn serve(model: Arc<Mutex<E810Model>>, socket: &Path) -> Result<(), vfio_user::Error> {
     serve_with_wire(model, socket, None)
 }
@@ -176,6 +261,21 @@ pub fn serve(model: Arc<Mutex<E810Model>>, socket: &Path) -> Result<(), vfio_use
 pub fn serve_with_wire(
     model: Arc<Mutex<E810Model>>,
     socket: &Path,
+    wire: Option<Arc<dyn Wire>>,
+) -> Result<(), vfio_user::Error> {
+    let (listener, _file) = bind_socket(socket).map_err(vfio_user::Error::SocketBind)?;
+    serve_listener(model, listener, wire)
+}
+
+/// Serves `model` on `listener`, one client at a time, until accepting fails. Each client finds
+/// the card as at power-on, as a host that boots finds it: between clients the model is
+/// replaced by a fresh one with the same configuration (and faults), in the same shared handle,
+/// so whatever holds the handle (a cable's receive thread, a test) reaches the new card. A
+/// client that leaves is logged at info; one whose connection broke mid-message at warn; both
+/// make way for the next.
+pub fn serve_listener(
+    model: Arc<Mutex<E810Model>>,
+    listener: UnixListener,
     wire: Option<Arc<dyn Wire>>,
 ) -> Result<(), vfio_user::Error> {
     use vdpdk_pci::server::{empty_regions, region, RW as rw};
@@ -202,10 +302,45 @@ pub fn serve_with_wire(
     cfg[0..2].copy_from_slice(&crate::INTEL_VENDOR_ID.to_le_bytes());
     cfg[2..4].copy_from_slice(&crate::E810_C_QSFP.to_le_bytes());
     cfg[0x0b] = 0x02;
-    let server = Server::new(socket, true, irqs, regions)?;
+    let server = Server::from_owned_fd(OwnedFd::from(listener), true, irqs, regions);
     let mut backend = Backend { model, cfg, wire };
+    let mut clients = 0u64;
     loop {
-        server.run(&mut backend)?;
-        backend.model.lock().dma.clear();
+        let ended = server.run(&mut backend);
+        if let Err(vfio_user::Error::SocketAccept(e)) = &ended {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+            ) {
+                continue;
+            }
+        }
+        if let Err(e @ vfio_user::Error::SocketAccept(_)) = ended {
+            return Err(e);
+        }
+        clients += 1;
+        power_on(&backend.model);
+        const NEXT: &str = "the card is back in its power-on state";
+        match ended {
+            Ok(()) => info!("client {clients} left; {NEXT}"),
+            Err(e) => warn!("client {clients}: connection broken ({e}); {NEXT}"),
+        }
     }
+}
+
+/// Replaces the model by a fresh one with the same configuration and faults (a global reset
+/// in progress is over), in the same shared handle. The old one is dropped outside the lock:
+/// that unmaps its DMA and closes its interrupt eventfds.
+fn power_on(model: &Mutex<E810Model>) {
+    let old = {
+        let mut m = model.lock();
+        let mut fresh = E810Model::new(m.cfg.clone());
+        fresh.faults = Faults {
+            in_global_reset: false,
+            ..m.faults
+        };
+        fresh.self_ref = m.self_ref.take();
+        std::mem::replace(&mut *m, fresh)
+    };
+    drop(old);
 }

@@ -1,7 +1,7 @@
 //! The guest process of the integration tests: `vdpdk-guestctl` (tools/src/guestctl.rs) on a
 //! host-mux socket.
 //!
-//! usage: vdpdk-test-guest SOCKET [RXQ] [TXQ] [RING]   (RING: RX/TX descriptors, default 2048)
+//! usage: vdpdk-test-guest SOCKET \[RXQ\] \[TXQ\] \[RING\]   (RING: RX/TX descriptors, default 2048)
 
 use vdpdk_tools::guestctl::{run, Args};
 

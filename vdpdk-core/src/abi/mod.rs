@@ -126,13 +126,13 @@ const _: () = assert!(size_of::<DeviceInfoBlock>() == 56);
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CtrlOp {
-    /// args: [driver major << 16 | minor, requested features]. result[0] = agreed features.
+    /// args: \[driver major << 16 | minor, requested features\]. result\[0\] = agreed features.
     Negotiate = 1,
-    /// args: [nb_rx_queues, nb_tx_queues].
+    /// args: \[nb_rx_queues, nb_tx_queues\].
     Configure = 2,
-    /// args: [qid, ring IOVA, ring size].
+    /// args: \[qid, ring IOVA, ring size\].
     RxqSetup = 3,
-    /// args: [qid, ring IOVA, ring size].
+    /// args: \[qid, ring IOVA, ring size\].
     TxqSetup = 4,
     Start = 5,
     Stop = 6,
@@ -140,9 +140,9 @@ pub enum CtrlOp {
     Reset = 7,
     /// payload: flow wire codec.
     FlowValidate = 8,
-    /// payload: flow wire codec. result[0] = handle.
+    /// payload: flow wire codec. result\[0\] = handle.
     FlowCreate = 9,
-    /// args: [handle].
+    /// args: \[handle\].
     FlowDestroy = 10,
     FlowFlush = 11,
     /// result: see [`StatsIndex`].
