@@ -60,6 +60,29 @@ if [ ${#missing_cmds[@]} -gt 0 ]; then
     [ ${#missing_cmds[@]} -eq 0 ] || fail "still missing after installing: ${missing_cmds[*]}"
 fi
 
+# Python modules the tests import, module:Debian package. Debian's package serves Debian's
+# python3; a python3 of its own (pyenv, a venv) gets the module from pip instead.
+py_need=(
+    "prometheus_client:python3-prometheus-client"  # host-mux metrics test: the reference parser
+)
+for n in "${py_need[@]}"; do
+    mod=${n%%:*}
+    pkg=${n#*:}
+    python3 -c "import $mod" 2>/dev/null && continue
+    if $is_root && command -v apt-get >/dev/null 2>&1; then
+        say "python3 lacks $mod: installing $pkg"
+        { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" \
+            || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"; }; } \
+            >/dev/null 2>&1 || true
+        python3 -c "import $mod" 2>/dev/null && continue
+    fi
+    say "python3 ($(command -v python3)) lacks $mod: python3 -m pip install $mod"
+    python3 -m pip install -q "$mod" >/dev/null 2>&1 || true
+    python3 -c "import $mod" 2>/dev/null \
+        || fail "python3 cannot import $mod: as root apt-get install $pkg (Debian's python3)," \
+            "or python3 -m pip install $mod (another python3), then run this again."
+done
+
 if ! $is_root; then
     fail "not running as root: the tests open /dev/net/tun and create network namespaces." \
         "Run it as root, e.g. sudo bash scripts/test.sh."

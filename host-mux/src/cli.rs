@@ -1,6 +1,7 @@
 //! The host-mux command line (the `host-mux` binary is `cli::main`; tests run the same code
 //! under another binary name).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -34,6 +35,10 @@ struct Args {
     /// Exit after N seconds (0 = run until SIGINT/SIGTERM).
     #[arg(long, default_value_t = 0)]
     duration: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics, ADDR an IP and port such as
+    /// 127.0.0.1:9473 (port 0: a free port, logged at start). Overrides mux.metrics_listen.
+    #[arg(long, value_name = "ADDR", value_parser = crate::config::parse_listen, conflicts_with = "stats")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -62,13 +67,16 @@ pub fn main() {
         .config
         .clone()
         .expect("clap requires --config without --stats");
-    let cfg = match MuxConfig::load(&path) {
+    let mut cfg = match MuxConfig::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("host-mux: bad config {}: {e}", path.display());
             std::process::exit(2);
         }
     };
+    if let Some(addr) = args.metrics_listen {
+        cfg.metrics_listen = Some(addr);
+    }
     if let Err(e) = run(&cfg, &args) {
         eprintln!("host-mux: {e}");
         std::process::exit(1);

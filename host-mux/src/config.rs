@@ -14,6 +14,8 @@
 //! sleep_timeout_ms = 200  # longest sleep; 0 = only events wake a poller
 //! pool_size = 8192      # host packet buffers
 //! stats_socket = "/run/vdpdk/stats.sock"   # optional: live stats for `host-mux --stats`
+//! metrics_listen = "127.0.0.1:9473"  # optional: Prometheus metrics at http://ADDR/metrics
+//!                                    # (an IP and port; port 0 picks a free one)
 //! hw_steering = true    # a NIC RX queue per VM, steered by flow rules (default: on for ice)
 //!
 //! [limits]              # what any one VM may make host-mux hold (defaults shown)
@@ -38,6 +40,7 @@
 //! Validation errors name the offending key (`vm[1].mac: ...`).
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -155,6 +158,9 @@ pub struct MuxConfig {
     pub clusters: Vec<ClusterConfig>,
     /// Unix socket serving a JSON stats snapshot to each connection.
     pub stats_socket: Option<PathBuf>,
+    /// TCP address of the Prometheus metrics endpoint (`GET /metrics`); port 0 binds a free
+    /// port (see `HostMux::metrics_addr`).
+    pub metrics_listen: Option<SocketAddr>,
     /// Keep unmapped guest memory as inaccessible reservations (catches use after unmap).
     pub guard_unmapped: bool,
     /// Give every VM its own backend RX queue, steered by a backend flow rule on its MAC
@@ -205,6 +211,7 @@ impl MuxConfig {
             sleep_timeout_ms: DEFAULT_SLEEP_TIMEOUT_MS,
             clusters: vec![ClusterConfig::default()],
             stats_socket: None,
+            metrics_listen: None,
             guard_unmapped: false,
             hw_steering: false,
             limits: GuestLimits::default(),
@@ -255,6 +262,7 @@ struct RawMux {
     pool_size: Option<u32>,
     sleep_timeout_ms: Option<u32>,
     stats_socket: Option<PathBuf>,
+    metrics_listen: Option<String>,
     guard_unmapped: Option<bool>,
     hw_steering: Option<bool>,
 }
@@ -487,6 +495,10 @@ impl MuxConfig {
             });
         }
         let limits = raw.limits.unwrap_or_default().resolve()?;
+        let metrics_listen = match mux.metrics_listen.as_deref() {
+            None => None,
+            Some(a) => Some(parse_listen(a).map_err(|m| invalid("mux.metrics_listen", m))?),
+        };
         let hw_steering = mux
             .hw_steering
             .unwrap_or(matches!(backend, BackendConfig::Ice { .. }));
@@ -498,11 +510,20 @@ impl MuxConfig {
             sleep_timeout_ms: mux.sleep_timeout_ms.unwrap_or(DEFAULT_SLEEP_TIMEOUT_MS),
             clusters,
             stats_socket: mux.stats_socket,
+            metrics_listen,
             guard_unmapped: mux.guard_unmapped.unwrap_or(false),
             hw_steering,
             limits,
         })
     }
+}
+
+/// Parses a listening address: an IP and a port (`127.0.0.1:9473`, `[::1]:9473`,
+/// `0.0.0.0:9473`); host names are not resolved.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("'{text}' is not an IP address and port like 127.0.0.1:9473 or [::1]:9473")
+    })
 }
 
 #[cfg(test)]
@@ -620,6 +641,34 @@ mod tests {
             let e = err_of(&format!("{GOOD}\n[limits]\n{bad}\n"));
             assert!(e.contains(key), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn metrics_listen_is_optional_and_must_be_a_socket_address() {
+        assert_eq!(MuxConfig::parse(GOOD).unwrap().metrics_listen, None);
+        let with = |v: &str| format!("[mux]\nmetrics_listen = \"{v}\"\n{GOOD}");
+        assert_eq!(
+            MuxConfig::parse(&with("127.0.0.1:9473"))
+                .unwrap()
+                .metrics_listen,
+            Some("127.0.0.1:9473".parse().unwrap())
+        );
+        assert_eq!(
+            MuxConfig::parse(&with("[::1]:0")).unwrap().metrics_listen,
+            Some("[::1]:0".parse().unwrap())
+        );
+        for bad in [
+            "localhost:9473",
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            ":9473",
+            "",
+        ] {
+            let e = err_of(&with(bad));
+            assert!(e.starts_with("mux.metrics_listen: "), "{bad}: {e}");
+        }
+        let e = err_of(&format!("[mux]\nmetrics_listen = 9473\n{GOOD}"));
+        assert!(e.contains("metrics_listen"), "{e}");
     }
 
     #[test]

@@ -12,9 +12,11 @@ pub mod config;
 pub mod datapath;
 pub mod device;
 pub mod guest;
+pub mod metrics;
 pub mod shm;
 
 use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -60,6 +62,8 @@ pub struct GuestSnapshot {
 pub struct PollerSnapshot {
     pub name: String,
     pub role: &'static str,
+    /// Index of the `[[cluster]]` this poller belongs to.
+    pub cluster: usize,
     pub cpu: Option<usize>,
     pub guests: usize,
     pub wire_rx: u64,
@@ -104,6 +108,7 @@ struct VmSlot {
 struct PollerHandle {
     name: String,
     role: Role,
+    cluster: usize,
     cpu: Option<usize>,
     guests: usize,
     wake: Arc<EventFd>,
@@ -117,7 +122,16 @@ pub struct HostMux {
     stop: Arc<AtomicBool>,
     slots: Vec<VmSlot>,
     stats_listener: Option<(OwnedFd, PathBuf, JoinHandle<()>)>,
+    metrics: Option<MetricsServer>,
     backend: Arc<Mutex<Box<dyn EthDev>>>,
+}
+
+/// The thread answering `mux.metrics_listen`.
+struct MetricsServer {
+    /// A dup of its listening socket, to shut it down.
+    listener: TcpListener,
+    addr: SocketAddr,
+    thread: JoinHandle<()>,
 }
 
 /// What the stats socket needs to read while the mux runs.
@@ -170,10 +184,18 @@ impl HostMux {
     /// fewer).
     ///
     /// Threads: one control thread per configured VM (blocked on its socket), the pollers of
-    /// each cluster, and one stats thread when `stats_socket` is set. The count is fixed at
-    /// start-up: guests attaching or leaving create no threads.
+    /// each cluster, one stats thread when `stats_socket` is set and one metrics thread when
+    /// `metrics_listen` is. The count is fixed at start-up: guests attaching or leaving create
+    /// no threads.
     pub fn start(cfg: &MuxConfig, mut backend: Box<dyn EthDev>) -> Result<HostMux> {
         guest::GUARD_UNMAPPED.store(cfg.guard_unmapped, Ordering::Relaxed);
+        // Bound before any thread starts, so a taken port fails the start cleanly.
+        let metrics_listener = match cfg.metrics_listen {
+            None => None,
+            Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
+                Error::InvalidArg(format!("mux.metrics_listen: binding {addr}: {e}"))
+            })?),
+        };
         let info = backend.info();
         let pool = Mempool::new("host-mux", cfg.pool_size, vdpdk_core::DEFAULT_BUF_SIZE)?;
         if pool.memory().is_hugepage_backed() {
@@ -440,6 +462,7 @@ impl HostMux {
             pollers.push(PollerHandle {
                 name,
                 role,
+                cluster: ci,
                 cpu,
                 guests: mine.len(),
                 wake: wakes[i].clone(),
@@ -463,13 +486,47 @@ impl HostMux {
                 Some((keep, path.clone(), t))
             }
         };
+        let backend = Arc::new(Mutex::new(backend));
+        let metrics = match metrics_listener {
+            None => None,
+            Some(l) => {
+                let addr = l.local_addr()?;
+                let keep = l.try_clone()?;
+                let (inner2, stop2, backend2) = (inner.clone(), stop.clone(), backend.clone());
+                let driver = info.driver.clone();
+                let thread = std::thread::Builder::new()
+                    .name("mux-metrics".into())
+                    .spawn(move || {
+                        metrics::serve(l, &stop2, || {
+                            let b = metrics::BackendSnapshot {
+                                driver: driver.clone(),
+                                stats: backend2.lock().stats(),
+                            };
+                            metrics::render(&inner2.guests(), &inner2.pollers(), Some(&b))
+                        })
+                    })?;
+                info!("metrics at http://{addr}/metrics");
+                Some(MetricsServer {
+                    listener: keep,
+                    addr,
+                    thread,
+                })
+            }
+        };
         Ok(HostMux {
             inner,
             stop,
             slots,
             stats_listener,
-            backend: Arc::new(Mutex::new(backend)),
+            metrics,
+            backend,
         })
+    }
+
+    /// The address the metrics endpoint listens on (the bound port when `metrics_listen`
+    /// asked for port 0), or None without one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr)
     }
 
     pub fn guests(&self) -> Vec<GuestSnapshot> {
@@ -512,6 +569,11 @@ impl HostMux {
             unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
             let _ = t.join();
             let _ = std::fs::remove_file(path);
+        }
+        if let Some(m) = self.metrics.take() {
+            // SAFETY: shutdown on a listening socket we hold a dup of; wakes a blocked accept.
+            unsafe { libc::shutdown(m.listener.as_raw_fd(), libc::SHUT_RDWR) };
+            let _ = m.thread.join();
         }
         for s in &mut self.slots {
             // SAFETY: as above.
@@ -559,6 +621,7 @@ impl Shared {
             .map(|p| PollerSnapshot {
                 name: p.name.clone(),
                 role: p.role.name(),
+                cluster: p.cluster,
                 cpu: p.cpu,
                 guests: p.guests,
                 wire_rx: get(&p.stats.wire_rx),

@@ -67,3 +67,105 @@ fn bad_config_names_the_key() {
     assert!(h.contains("--config") && h.contains("vfio-user-pci"), "{h}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A host-mux process, killed and reaped if the test ends early.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn metrics_listen_flag_overrides_the_config_and_serves_metrics() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!("vdpdk-cli-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The config names an address that is taken, so only the flag lets host-mux start.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = dir.join("mux.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[backend]\nkind = \"pair\"\n[mux]\nmetrics_listen = \"{}\"\n[[vm]]\nname = \"vm1\"\n\
+             socket = \"{}/vm1.sock\"\nmac = \"02:00:00:00:00:01\"\n",
+            taken.local_addr().unwrap(),
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--stats-interval",
+        "0",
+        "--duration",
+        "120",
+    ];
+    let out = bin().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("mux.metrics_listen: binding"), "{err}");
+
+    let mut mux = Running(
+        bin()
+            .env("RUST_LOG", "info")
+            .args(args)
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(mux.0.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("host-mux logs its metrics address");
+        if let Some(rest) = line.split("metrics at http://").nth(1) {
+            break rest.trim_end_matches("/metrics").to_string();
+        }
+    };
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    assert!(
+        resp.contains("\nvdpdk_vm_attached{vm=\"vm1\",mac=\"02:00:00:00:00:01\"} 0\n"),
+        "{resp}"
+    );
+    // SIGTERM ends it cleanly.
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    assert_eq!(unsafe { libc::kill(mux.0.id() as i32, libc::SIGTERM) }, 0);
+    assert!(mux.0.wait().unwrap().success());
+    assert!(TcpStream::connect(&addr).is_err(), "the endpoint is gone");
+
+    let help = bin().arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--metrics-listen <ADDR>"));
+    let bad = bin()
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--metrics-listen",
+            "nowhere",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--metrics-listen"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
