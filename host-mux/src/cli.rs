@@ -47,6 +47,19 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Writes to stdout; a reader that went away (`host-mux --stats SOCK | head`) ends the
+/// process quietly instead of with a panic. Other write errors are ignored: stats output is
+/// not worth dying for.
+fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_all(text.as_bytes()).and_then(|_| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
 /// Parses the command line and runs host-mux (exits the process on errors).
 pub fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -54,11 +67,14 @@ pub fn main() {
     if let Some(sock) = &args.stats {
         match crate::query_stats(sock) {
             Ok(v) => {
-                println!("{}", serde_json::to_string_pretty(&v).expect("JSON value"));
+                write_stdout(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&v).expect("JSON value")
+                ));
                 return;
             }
             Err(e) => {
-                eprintln!("host-mux: {e}");
+                eprintln!("host-mux: error: {e}");
                 std::process::exit(1);
             }
         }
@@ -70,7 +86,7 @@ pub fn main() {
     let mut cfg = match MuxConfig::load(&path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("host-mux: bad config {}: {e}", path.display());
+            eprintln!("host-mux: error: bad config {}: {e}", path.display());
             std::process::exit(2);
         }
     };
@@ -78,7 +94,7 @@ pub fn main() {
         cfg.metrics_listen = Some(addr);
     }
     if let Err(e) = run(&cfg, &args) {
-        eprintln!("host-mux: {e}");
+        eprintln!("host-mux: error: {e}");
         std::process::exit(1);
     }
 }
@@ -128,7 +144,7 @@ fn run(cfg: &MuxConfig, args: &Args) -> vdpdk_core::Result<()> {
         }
         if args.stats_interval > 0 && last.elapsed() >= Duration::from_secs(args.stats_interval) {
             last = Instant::now();
-            print!("{}", crate::stats_table(&mux.guests()));
+            write_stdout(&crate::stats_table(&mux.guests()));
         }
     }
     log::info!("shutting down");
