@@ -347,7 +347,27 @@ impl HostMux {
             wakes[i].clone()
         };
 
+        // Everything that can fail for a reason the operator can fix (a socket in use, a bad
+        // path) is done before the first thread starts.
+        let mut vm_listeners = cfg
+            .vms
+            .iter()
+            .map(|vm| bind_socket(&vm.socket))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter();
+        let stats_bound = match &cfg.stats_socket {
+            None => None,
+            Some(path) => Some(bind_socket(path)?),
+        };
         let stop = Arc::new(AtomicBool::new(false));
+        // Should a later step still fail (no memory, no threads), the threads started so far
+        // are told to stop instead of being left serving sockets nobody owns.
+        let mut unwind = StartUnwind {
+            stop: stop.clone(),
+            listeners: Vec::new(),
+            wakes: wakes.clone(),
+            armed: true,
+        };
         let mut guests = Vec::new();
         let mut slots = Vec::new();
         for vm in &cfg.vms {
@@ -365,8 +385,9 @@ impl HostMux {
                 attaches: Default::default(),
                 limits: cfg.limits,
             });
-            let listener = bind_socket(&vm.socket)?;
+            let listener = vm_listeners.next().expect("one listener per VM");
             let keep = listener.as_fd_dup()?;
+            unwind.listeners.push(keep.try_clone()?);
             let dev = VdpdkDevice::new(guest.clone(), facts);
             let stop2 = stop.clone();
             let thread = std::thread::Builder::new()
@@ -474,17 +495,17 @@ impl HostMux {
             guests,
             pollers: Mutex::new(pollers),
         });
-        let stats_listener = match &cfg.stats_socket {
-            None => None,
-            Some(path) => {
-                let l = bind_socket(path)?;
+        let stats_listener = match (&cfg.stats_socket, stats_bound) {
+            (Some(path), Some(l)) => {
                 let keep = l.as_fd_dup()?;
+                unwind.listeners.push(keep.try_clone()?);
                 let (inner2, stop2) = (inner.clone(), stop.clone());
                 let t = std::thread::Builder::new()
                     .name("mux-stats".into())
                     .spawn(move || serve_stats(l, inner2, stop2))?;
                 Some((keep, path.clone(), t))
             }
+            _ => None,
         };
         let backend = Arc::new(Mutex::new(backend));
         let metrics = match metrics_listener {
@@ -513,6 +534,7 @@ impl HostMux {
                 })
             }
         };
+        unwind.armed = false;
         Ok(HostMux {
             inner,
             stop,
@@ -677,6 +699,32 @@ pub fn query_stats(path: &Path) -> Result<serde_json::Value> {
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     serde_json::from_str(&text).map_err(|e| Error::Device(format!("bad stats reply: {e}")))
+}
+
+/// Stops what a failed [`HostMux::start`] had already started: sets `stop`, wakes the pollers
+/// and shuts the listening sockets down so the control threads leave `accept`.
+struct StartUnwind {
+    stop: Arc<AtomicBool>,
+    /// Its own dups of the listening sockets (shutting one down wakes every accept on it).
+    listeners: Vec<OwnedFd>,
+    wakes: Vec<Arc<EventFd>>,
+    armed: bool,
+}
+
+impl Drop for StartUnwind {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        for w in &self.wakes {
+            let _ = w.write(1);
+        }
+        for fd in &self.listeners {
+            // SAFETY: shutdown on a listening socket we hold a dup of.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+    }
 }
 
 trait DupFd {
@@ -900,5 +948,48 @@ mod tests {
         unsafe { libc::shutdown(keep.as_raw_fd(), libc::SHUT_RDWR) };
         t.join().unwrap();
         let _ = std::fs::remove_file(&path);
+    }
+}
+
+#[cfg(test)]
+mod start_tests {
+    use super::*;
+
+    fn vm(dir: &Path, name: &str, last: u8) -> VmConfig {
+        VmConfig {
+            name: name.into(),
+            socket: dir.join(format!("{name}.sock")),
+            mac: MacAddr([2, 0, 0, 0, 0, last]),
+            rx_queues: 1,
+            tx_queues: 1,
+            cluster: 0,
+        }
+    }
+
+    #[test]
+    fn a_start_that_fails_leaves_nothing_serving() {
+        let dir = std::env::temp_dir().join(format!("vdpdk-startfail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Someone is serving vm2's socket already.
+        let squatter = UnixListener::bind(dir.join("vm2.sock")).unwrap();
+        let cfg = MuxConfig::new(
+            BackendConfig::Pair,
+            vec![vm(&dir, "vm1", 1), vm(&dir, "vm2", 2)],
+        );
+        let backend = vdpdk_pair::reflector(MacAddr([2, 0, 0, 0, 0, 0xfd]), 1, 1024);
+        let err = HostMux::start(&cfg, Box::new(backend))
+            .err()
+            .expect("start must fail");
+        assert!(err.to_string().contains("vm2.sock"), "{err}");
+        // Nothing answers on vm1's socket: no control thread was left behind serving it.
+        assert!(UnixStream::connect(dir.join("vm1.sock")).is_err());
+        drop(squatter);
+        std::fs::remove_file(dir.join("vm2.sock")).unwrap();
+        let backend = vdpdk_pair::reflector(MacAddr([2, 0, 0, 0, 0, 0xfd]), 1, 1024);
+        let mux = HostMux::start(&cfg, Box::new(backend)).expect("the same config starts now");
+        assert!(UnixStream::connect(dir.join("vm1.sock")).is_ok());
+        mux.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
