@@ -116,8 +116,11 @@ fn sixty_four_guests_on_two_cores_fixed_threads_own_traffic_idle_cost() {
         "host-mux idle with {GUESTS} guests: {:.2}% of one core over 10 s",
         idle * 100.0
     );
+    // A poller that failed to sleep would burn a whole core (100%); an idle host-mux costs
+    // well under 1% on a quiet machine. The bound is loose so that a loaded machine (where
+    // every wake-up costs more) cannot fail it; the number itself is printed above.
     assert!(
-        idle < 0.02,
+        idle < 0.10,
         "idle host-mux used {:.2}% of a core",
         idle * 100.0
     );
