@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# Compares vdpdk-rs against C DPDK's memif on this machine (docs/BENCH.md explains the numbers).
+#
+#   scripts/bench-vs-memif.sh [--pairs N] [--sizes 64,1500] [--secs S] [--samples N]
+#                             [--no-latency] [--no-build] [--hugepages N] [--log-dir DIR]
+#
+# Throughput: for each pair and frame size, first C DPDK (two dpdk-testpmd processes joined by
+# net_memif, one forwarding core each: "guest TX" = the memif client in txonly to the server in
+# rxonly, "guest RX" = the server in txonly to the client in rxonly), then ours (vdpdk-bench:
+# one guest on guest-pmd, host-mux's poller on the pair backend, TX and RX). A B A B ..., N
+# pairs (default 5), S seconds of steady state per run (default 5). Prints every run, the
+# medians and the ratio ours/memif for TX and for RX.
+# Latency: one frame in flight, round trip p50/p99/p99.9, ours only (scripts/latency-probe):
+# Debian's DPDK has no tool that measures it over memif, and the script says so.
+#
+# Needs root (installs Debian's dpdk-dev and librte-net-memif23 if dpdk-testpmd or the memif
+# driver is missing, reserves 2 MiB hugepages, mounts a private hugetlbfs) and 2+ CPUs. The
+# previous hugepage reservation is restored, the mount removed and every process it started is
+# stopped when it ends, however it ends. C DPDK is only used here, for comparison: nothing in
+# the product or its tests needs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+pairs=5
+sizes=64,1500
+secs=5
+samples=200000
+latency=1
+build=1
+hugepages=1024
+log_dir=""
+result=""
+
+usage() {
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+}
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --pairs) pairs=${2:?}; shift 2 ;;
+        --sizes) sizes=${2:?}; shift 2 ;;
+        --secs) secs=${2:?}; shift 2 ;;
+        --samples) samples=${2:?}; shift 2 ;;
+        --no-latency) latency=0; shift ;;
+        --no-build) build=0; shift ;;
+        --hugepages) hugepages=${2:?}; shift 2 ;;
+        --log-dir) log_dir=${2:?}; shift 2 ;;
+        -h|--help) usage ;;
+        *) echo "bench-vs-memif: unknown argument $1" >&2; usage ;;
+    esac
+done
+isnum() { [[ "$1" =~ ^[0-9]+$ ]] && [ "$1" -gt 0 ]; }
+isnum "$pairs" && isnum "$secs" && isnum "$samples" && isnum "$hugepages" \
+    || { echo "bench-vs-memif: --pairs, --secs, --samples and --hugepages take a positive integer" >&2; exit 2; }
+IFS=, read -r -a size_list <<<"$sizes"
+for s in "${size_list[@]}"; do
+    if ! [[ "$s" =~ ^[0-9]+$ ]] || [ "$s" -lt 64 ] || [ "$s" -gt 1514 ]; then
+        echo "bench-vs-memif: frame size $s outside 64..1514" >&2
+        exit 2
+    fi
+done
+
+die() {
+    echo "bench-vs-memif: $*" >&2
+    exit 1
+}
+
+[ "$(id -u)" = 0 ] || die "needs root: it installs packages, reserves hugepages and mounts hugetlbfs (run it with sudo)"
+[ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (one forwarding core per side); this machine has $(nproc)"
+
+# --- cleanup: every process we start is in $pids; the trap stops them, unmounts, restores ---
+pids=()
+hp=/proc/sys/vm/nr_hugepages
+hp_before=""
+hp_set=""
+work=$(mktemp -d /tmp/bench-vs-memif.XXXXXX)
+huge="$work/huge"
+[ -n "$log_dir" ] || log_dir="$work/logs"
+mkdir -p "$log_dir"
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill -INT "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.3
+        done
+        kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    pids=()
+    if mountpoint -q "$huge" 2>/dev/null; then
+        umount "$huge" || echo "bench-vs-memif: could not unmount $huge" >&2
+    fi
+    rm -rf /var/run/dpdk/bvm-"$$"-* 2>/dev/null || true
+    if [ -n "$hp_before" ] && [ "$(cat "$hp")" = "$hp_set" ]; then
+        echo "$hp_before" >"$hp" 2>/dev/null || true
+        echo "hugepages: back to $hp_before reserved"
+    fi
+    # Keep only the logs (when they are under $work).
+    rm -rf "$huge" "$work"/*.sock "$work"/ours-* "$work"/probe 2>/dev/null || true
+    case "$log_dir" in "$work"/*) ;; *) rm -rf "$work" ;; esac
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Removes a finished (or stopped) process from $pids.
+forget() {
+    local keep=() p
+    for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    pids=("${keep[@]+"${keep[@]}"}")
+}
+# Every process is started under timeout(1), which runs it in a process group of its own whose
+# id is timeout's pid: SIGINT to timeout is passed on (testpmd prints its totals and closes the
+# port), SIGKILL goes to that whole group.
+# stop_testpmd PID LOG WHAT: SIGINT, then SIGKILL after 5 s, for a testpmd started and disowned (so that bash does not
+# print its own job report when it dies of a signal). testpmd 22.11 with net_memif sometimes
+# crashes (SIGSEGV) while closing the port; the measurement is over by then (its per-second
+# stats were read), so a missing "Bye..." is only noted.
+stop_testpmd() {
+    local p=$1 log=$2 what=$3
+    kill -INT "$p" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$p" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
+    forget "$p"
+    grep -aq '^Bye' "$log" 2>/dev/null \
+        || echo "  (note: $what did not shut down cleanly, after the measurement; see $log)" >&2
+}
+
+# --- C DPDK, for comparison only ---
+memif_pmd() { ls /usr/lib/*/dpdk/pmds-*/librte_net_memif.so* 2>/dev/null | head -n1; }
+if ! command -v dpdk-testpmd >/dev/null || [ -z "$(memif_pmd)" ]; then
+    command -v apt-get >/dev/null || die "dpdk-testpmd or the memif driver is missing and there is no apt-get: install DPDK (testpmd and net_memif) yourself"
+    echo "installing Debian's DPDK (dpdk-dev has dpdk-testpmd, librte-net-memif23 the memif driver)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q dpdk-dev librte-net-memif23 >"$log_dir/apt.log" 2>&1 \
+        || { tail -n 20 "$log_dir/apt.log" >&2; die "apt-get install dpdk-dev librte-net-memif23 failed (log above)"; }
+fi
+command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd not found after installing dpdk-dev"
+[ -n "$(memif_pmd)" ] || die "the memif driver (librte_net_memif.so) not found after installing librte-net-memif23"
+dpdk_version=$(dpkg-query -W -f='${Version}' dpdk-dev 2>/dev/null || echo unknown)
+
+# --- hugepages: DPDK's memory, and a private hugetlbfs mount for testpmd's files ---
+[ -w "$hp" ] || die "cannot write $hp (not root, or a container without it): reserve $hugepages 2 MiB hugepages yourself"
+hp_before=$(cat "$hp")
+if [ "$hp_before" -lt "$hugepages" ]; then
+    echo "$hugepages" >"$hp" 2>/dev/null || true
+    hp_set=$(cat "$hp")
+    [ "$hp_set" = "$hp_before" ] && hp_set=""
+fi
+have=$(cat "$hp")
+free_pages=$(awk '/^HugePages_Free/ {print $2}' /proc/meminfo)
+need=320   # two testpmd processes with --socket-mem 256 each, some slack for other users
+if [ "$free_pages" -lt "$need" ]; then
+    die "only $free_pages free 2 MiB hugepages ($have reserved, asked $hugepages); testpmd needs about $need. Memory may be fragmented: try 'echo 1 > /proc/sys/vm/compact_memory' and run again, or --hugepages with a larger value"
+fi
+echo "hugepages: $have reserved, $free_pages free (was $hp_before)"
+mkdir -p "$huge"
+mount -t hugetlbfs -o pagesize=2M nodev "$huge" \
+    || die "could not mount hugetlbfs on $huge (a container without CAP_SYS_ADMIN?)"
+
+# --- our binaries ---
+if [ "$build" = 1 ]; then
+    echo "building vdpdk-tools (release)"
+    cargo build --release -q -p vdpdk-tools || die "cargo build --release -p vdpdk-tools failed"
+    if [ "$latency" = 1 ]; then
+        echo "building scripts/latency-probe (release)"
+        cp Cargo.lock scripts/latency-probe/Cargo.lock
+        CARGO_TARGET_DIR="$ROOT/target/latency-probe" \
+            cargo build --release -q --manifest-path scripts/latency-probe/Cargo.toml \
+            || die "building scripts/latency-probe failed"
+    fi
+fi
+BENCH="$ROOT/target/release/vdpdk-bench"
+PROBE="$ROOT/target/latency-probe/release/vdpdk-latency-probe"
+[ -x "$BENCH" ] || die "$BENCH missing (run without --no-build)"
+if [ "$latency" = 1 ] && [ ! -x "$PROBE" ]; then die "$PROBE missing (run without --no-build)"; fi
+
+# --- one memif run ---
+# memif_run DIR SIZE RUN -> $result: the receiver's mean Rx-pps (Mpps) over $secs steady
+# seconds. (Results go through a variable, not $(...), so every process stays in $pids of this
+# shell and the EXIT trap can stop it.)
+# DIR tx: the client (the "guest") in txonly, the server in rxonly; rx: the other way round.
+# Forwarding lcores: the client on CPU 0, the server on CPU 1 (like vdpdk-bench's guest on 0,
+# poller on 1); each process's main lcore (it only sleeps and prints stats) on the other CPU.
+memif_run() {
+    local dir=$1 size=$2 run=$3
+    local tag="bvm-$$-$dir-$size-$run"
+    local sock="$work/$tag.sock"
+    local srv_mode cli_mode srv_log="$log_dir/$tag-server.log" cli_log="$log_dir/$tag-client.log"
+    if [ "$dir" = tx ]; then srv_mode=rxonly cli_mode=txonly; else srv_mode=txonly cli_mode=rxonly; fi
+    local eal=(--no-pci --huge-dir "$huge" --socket-mem 256 --log-level=pmd.net.memif:info)
+    local app=(--auto-start --stats-period 1 --nb-cores=1 --rxq=1 --txq=1 --burst=32
+               --total-num-mbufs=16384 --txpkts="$size")
+    local limit=$((secs + 30))
+    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@0,1@1 "${eal[@]}" --file-prefix "$tag-s" \
+        --vdev "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no" \
+        -- "${app[@]}" --forward-mode="$srv_mode" </dev/null >"$srv_log" 2>&1 &
+    local srv=$!
+    disown "$srv"
+    pids+=("$srv")
+    local t=0
+    until [ -S "$sock" ]; do
+        sleep 0.2
+        t=$((t + 1))
+        if ! kill -0 "$srv" 2>/dev/null || [ "$t" -gt 100 ]; then
+            tail -n 15 "$srv_log" >&2
+            stop_testpmd "$srv" "$srv_log" "the memif server"
+            die "memif server testpmd did not start (log above, $srv_log)"
+        fi
+    done
+    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@1,1@0 "${eal[@]}" --file-prefix "$tag-c" \
+        --vdev "net_memif0,role=client,id=0,socket=$sock,socket-abstract=no" \
+        -- "${app[@]}" --forward-mode="$cli_mode" </dev/null >"$cli_log" 2>&1 &
+    local cli=$!
+    disown "$cli"
+    pids+=("$cli")
+    local rx_log
+    if [ "$dir" = tx ]; then rx_log=$srv_log; else rx_log=$cli_log; fi
+    # Per-second Rx-pps of the receiving side: skip the zeros before the link came up, the
+    # first non-zero second (partial) and one warm-up second, then take $secs seconds.
+    local want=$((secs + 2)) vals=""
+    t=0
+    while :; do
+        vals=$(grep -a 'Rx-pps:' "$rx_log" 2>/dev/null | awk '$2 > 0 {print $2}' || true)
+        [ "$(printf '%s\n' "$vals" | grep -c .)" -ge "$want" ] && break
+        sleep 0.5
+        t=$((t + 1))
+        if ! kill -0 "$srv" 2>/dev/null || ! kill -0 "$cli" 2>/dev/null || [ "$t" -gt $((2 * secs + 40)) ]; then
+            tail -n 15 "$srv_log" "$cli_log" >&2
+            stop_testpmd "$cli" "$cli_log" "the memif client"
+            stop_testpmd "$srv" "$srv_log" "the memif server"
+            die "memif $dir run did not produce $want seconds of traffic (logs above)"
+        fi
+    done
+    stop_testpmd "$cli" "$cli_log" "dpdk-testpmd (memif client, $dir $size B run $run)"
+    stop_testpmd "$srv" "$srv_log" "dpdk-testpmd (memif server, $dir $size B run $run)"
+    rm -f "$sock"
+    result=$(printf '%s\n' "$vals" | sed -n "3,${want}p" | awk '{s += $1; n++} END {printf "%.3f", s / n / 1e6}')
+}
+
+# --- one vdpdk-bench run: $result = "TX RX" Mpps at SIZE ---
+ours_run() {
+    local size=$1 run=$2
+    local out="$log_dir/ours-$size-$run.log"
+    timeout -s INT -k 5 $((4 * secs + 30)) "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
+        --guest-cpu 0 --mux-cpu 1 --dir "$work/ours-$run" --json >"$out" 2>&1 &
+    local p=$!
+    pids+=("$p")
+    local rc=0
+    wait "$p" || rc=$?
+    forget "$p"
+    [ "$rc" = 0 ] || { tail -n 15 "$out" >&2; die "vdpdk-bench failed (exit $rc, log above)"; }
+    local tx rx
+    tx=$(sed -n 's/.*"direction":"tx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
+    rx=$(sed -n 's/.*"direction":"rx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
+    [ -n "$tx" ] && [ -n "$rx" ] || { cat "$out" >&2; die "could not read vdpdk-bench's result"; }
+    result="$tx $rx"
+}
+
+median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+
+echo
+echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "C DPDK: Debian dpdk-dev $dpdk_version, dpdk-testpmd + net_memif (copy mode), burst 32, 1 forwarding core per side"
+echo "ours:   vdpdk-bench ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), 1 guest, host-mux on the pair backend, batch 32, guest CPU 0, poller CPU 1"
+echo "$pairs pairs per size, memif then ours, $secs s of steady state per run; logs in $log_dir"
+echo
+declare -A m_tx m_rx o_tx o_rx
+for size in "${size_list[@]}"; do
+    for run in $(seq "$pairs"); do
+        memif_run tx "$size" "$run"; a=$result
+        memif_run rx "$size" "$run"; b=$result
+        ours_run "$size" "$run"; read -r c d <<<"$result"
+        m_tx[$size]+="$a "; m_rx[$size]+="$b "
+        o_tx[$size]+="$c "; o_rx[$size]+="$d "
+        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f Mpps  |  ours TX %7.3f  RX %7.3f Mpps\n' \
+            "$run" "$size" "$a" "$b" "$c" "$d"
+    done
+done
+
+echo
+printf '%-6s %-4s %14s %14s %12s\n' bytes dir "memif Mpps" "ours Mpps" "ours/memif"
+for size in "${size_list[@]}"; do
+    for dir in TX RX; do
+        if [ "$dir" = TX ]; then m=${m_tx[$size]} o=${o_tx[$size]}; else m=${m_rx[$size]} o=${o_rx[$size]}; fi
+        mm=$(tr ' ' '\n' <<<"$m" | grep . | median)
+        om=$(tr ' ' '\n' <<<"$o" | grep . | median)
+        printf '%-6s %-4s %14.3f %14.3f %12s\n' "$size" "$dir" "$mm" "$om" \
+            "$(awk -v a="$om" -v b="$mm" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}')"
+    done
+done
+echo "(medians of $pairs interleaved runs each; TX = guest/client transmits, RX = guest/client receives)"
+
+if [ "$latency" = 1 ]; then
+    echo
+    echo "latency, one frame in flight, round trip:"
+    echo "  memif: not measured. Debian's DPDK $dpdk_version has no tool that timestamps frames over"
+    echo "  memif and reports round-trip percentiles (testpmd's --latencystats only times a frame's"
+    echo "  stay inside one testpmd, dpdk-test's pmd_perf_autotest reports a mean per burst), so there"
+    echo "  is no memif number to compare with."
+    lat_log="$log_dir/latency.log"
+    timeout -s INT -k 5 300 "$PROBE" "$samples" "${size_list[0]}" 0 1 "$work/probe" >"$lat_log" 2>&1 &
+    p=$!
+    pids+=("$p")
+    rc=0
+    wait "$p" || rc=$?
+    forget "$p"
+    [ "$rc" = 0 ] || { tail -n 15 "$lat_log" >&2; die "vdpdk-latency-probe failed (exit $rc, log above)"; }
+    echo "  ours (scripts/latency-probe: guest-pmd -> host-mux -> pair wire, reflected -> host-mux -> guest-pmd, busy polled):"
+    sed 's/^/  /' "$lat_log"
+fi
+echo
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
