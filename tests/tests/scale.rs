@@ -95,7 +95,13 @@ fn sixty_four_guests_on_two_cores_fixed_threads_own_traffic_idle_cost() {
     );
     let pid = mux.0.id();
     let stats_sock = dir.0.join("stats.sock");
-    wait_for(20, "host-mux up", || stats_sock.exists());
+    // The stats thread starts last, so an answer on its socket means every thread is up (the
+    // socket file itself exists earlier: host-mux binds every socket before starting threads).
+    wait_for(60, "host-mux up", || {
+        stats_sock.exists()
+            && host_mux::query_stats(&stats_sock)
+                .is_ok_and(|v| v["guests"].as_array().is_some_and(|g| g.len() == GUESTS))
+    });
     let threads_before = threads_of(pid);
 
     let mut guests: Vec<GuestProc> = (0..GUESTS)
