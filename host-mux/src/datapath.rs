@@ -559,18 +559,24 @@ impl Poller {
                         bump(&self.stats.tso_segments, nseg as u64);
                     }
                     TxRequest::Plain | TxRequest::Checksum(_) => {
+                        // The source MAC is checked in guest memory before the copy (reading
+                        // back our copy right after writing it cost ~15% of 64 B guest TX),
+                        // and the copy then gets the checked MAC written over it, so a guest
+                        // changing it in between sends nothing it was not allowed to.
+                        if spoofed_in_guest(g, src) {
+                            refuse_spoofed(hq, idx, &mut tx.stats);
+                            continue;
+                        }
                         let mut m = self.free_cache.pop().expect("reserved above");
                         m.reset();
                         m.set_len(len).expect("len checked against max_frame");
                         // SAFETY: src..src+len lies in the guest's DMA map (translate checked
                         // it) and stays mapped while we hold the guest's TX lock; the mbuf has
                         // room for len bytes. The guest may scribble on the source meanwhile;
-                        // we only copy bytes, and check only our copy.
+                        // we only copy bytes.
                         unsafe { std::ptr::copy_nonoverlapping(src, m.data_ptr(), len) };
-                        if spoofed(g, m.data()) {
-                            self.free_cache.push(m);
-                            refuse_spoofed(hq, idx, &mut tx.stats);
-                            continue;
+                        if g.limits.spoof_check {
+                            m.data_mut()[6..12].copy_from_slice(&g.mac.0);
                         }
                         if let TxRequest::Checksum(lay) = request {
                             if self.hw_tx.contains(csum_offloads(flags)) {
@@ -614,9 +620,40 @@ impl Poller {
 
 /// Whether a frame (host copy) claims a source MAC that is not the guest's own, while the
 /// guest is spoof-checked.
-#[inline]
+#[inline(always)]
 fn spoofed(g: &Guest, frame: &[u8]) -> bool {
-    g.limits.spoof_check && frame.get(6..12) != Some(&g.mac.0[..])
+    if !g.limits.spoof_check {
+        return false;
+    }
+    // Two integer compares, not a slice compare (a memcmp call per frame cost ~15% of 64 B
+    // guest TX in vdpdk-bench).
+    let (Some(lo), Some(hi)) = (frame.get(6..10), frame.get(10..12)) else {
+        return true;
+    };
+    let m = &g.mac.0;
+    u32::from_ne_bytes([lo[0], lo[1], lo[2], lo[3]]) != u32::from_ne_bytes([m[0], m[1], m[2], m[3]])
+        || u16::from_ne_bytes([hi[0], hi[1]]) != u16::from_ne_bytes([m[4], m[5]])
+}
+
+/// [`spoofed`] on a frame still in guest memory at `src` (at least [`MIN_FRAME`] bytes, inside
+/// the guest's DMA map, which stays mapped while the caller holds the guest's TX lock). The
+/// bytes are read once, as plain values; the caller must not rely on them staying put.
+#[inline(always)]
+fn spoofed_in_guest(g: &Guest, src: *const u8) -> bool {
+    if !g.limits.spoof_check {
+        return false;
+    }
+    // SAFETY: src + 6..src + 12 lies inside the frame (len >= MIN_FRAME, checked before
+    // translate), which is mapped (see above); unaligned reads of plain integers, no
+    // reference to guest memory is formed.
+    let (lo, hi) = unsafe {
+        (
+            src.add(6).cast::<u32>().read_unaligned(),
+            src.add(10).cast::<u16>().read_unaligned(),
+        )
+    };
+    let m = &g.mac.0;
+    lo != u32::from_ne_bytes([m[0], m[1], m[2], m[3]]) || hi != u16::from_ne_bytes([m[4], m[5]])
 }
 
 /// Hands a spoofed frame's descriptor back with the error flag, counted.
