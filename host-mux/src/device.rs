@@ -609,8 +609,9 @@ impl ServerBackend for VdpdkDevice {
         size: u64,
         fd: Option<File>,
     ) -> std::io::Result<()> {
+        // The message layer logs the refusal (one warn line with this reason) and counts it.
         let einval = |m: String| {
-            warn!("{}: DMA map refused: {m}", self.guest.name);
+            debug!("{}: DMA map refused: {m}", self.guest.name);
             std::io::Error::new(std::io::ErrorKind::InvalidInput, m)
         };
         let Some(fd) = fd else {
@@ -651,7 +652,7 @@ impl ServerBackend for VdpdkDevice {
                 self.guest.name
             ),
             Err(m) => {
-                warn!("{}: DMA unmap refused: {m}", self.guest.name);
+                debug!("{}: DMA unmap refused: {m}", self.guest.name);
                 return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m));
             }
         }
