@@ -12,6 +12,22 @@ const WIRE: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
 const IN: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x01]);
 const OUT: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x02]);
 
+/// A private directory for the sockets, removed however the test ends.
+struct TempDir(std::path::PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Kills the NF if the test fails before it exits.
 struct Guard(Child);
 impl Drop for Guard {
@@ -55,8 +71,8 @@ fn frame(src_ip: [u8; 4], dport: u16, seq: u8) -> Vec<u8> {
 
 #[test]
 fn nf_forwards_what_the_acl_allows_rewritten_as_a_router_would() {
-    let dir = std::env::temp_dir().join(format!("vdpdk-nf-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = TempDir::new("vdpdk-nf");
+    let dir = &tmp.0;
     let vm = |name: &str, mac| VmConfig {
         name: name.into(),
         socket: dir.join(format!("{name}.sock")),
@@ -151,7 +167,6 @@ fn nf_forwards_what_the_acl_allows_rewritten_as_a_router_would() {
             "addresses, ports and payload untouched"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `wait_with_output` on the guarded child, leaving the guard with a reaped child.

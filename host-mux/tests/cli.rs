@@ -7,9 +7,26 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_host-mux"))
 }
 
+/// A private directory, removed however the test ends.
+struct TempDir(std::path::PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn runs_the_pair_config_and_exits_cleanly() {
-    let dir = std::env::temp_dir().join(format!("vdpdk-cli-{}", std::process::id()));
+    let tmp = TempDir::new("vdpdk-cli");
+    let dir = tmp.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("mux.toml");
     std::fs::write(
@@ -36,12 +53,12 @@ fn runs_the_pair_config_and_exits_cleanly() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("vm1: serving"), "{err}");
     assert!(!dir.join("vm1.sock").exists(), "socket removed at exit");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_config_names_the_key() {
-    let dir = std::env::temp_dir().join(format!("vdpdk-cli-bad-{}", std::process::id()));
+    let tmp = TempDir::new("vdpdk-cli-bad");
+    let dir = tmp.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("bad.toml");
     std::fs::write(
@@ -65,7 +82,6 @@ fn bad_config_names_the_key() {
     let help = bin().arg("--help").output().unwrap();
     let h = String::from_utf8_lossy(&help.stdout);
     assert!(h.contains("--config") && h.contains("vfio-user-pci"), "{h}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A host-mux process, killed and reaped if the test ends early.
@@ -85,7 +101,8 @@ fn metrics_listen_flag_overrides_the_config_and_serves_metrics() {
     use std::process::Stdio;
     use std::time::Duration;
 
-    let dir = std::env::temp_dir().join(format!("vdpdk-cli-metrics-{}", std::process::id()));
+    let tmp = TempDir::new("vdpdk-cli-metrics");
+    let dir = tmp.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     // The config names an address that is taken, so only the flag lets host-mux start.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -167,5 +184,4 @@ fn metrics_listen_flag_overrides_the_config_and_serves_metrics() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--metrics-listen"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
