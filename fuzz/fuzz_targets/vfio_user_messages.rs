@@ -23,10 +23,10 @@ use std::io::{ErrorKind, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::sync::OnceLock;
+use std::sync::{mpsc, Mutex, OnceLock};
 
-use libfuzzer_sys::fuzz_target;
 use host_mux::device::VdpdkDevice;
+use libfuzzer_sys::fuzz_target;
 use vdpdk_fuzz::{eventfd, file_of_kind, new_device, open_fds, pipe_fd, sealed_memfd};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
@@ -62,7 +62,11 @@ fn chunks(data: &[u8]) -> Vec<(&[u8], Vec<std::fs::File>)> {
         let command = u16::from_le_bytes([rest[2], rest[3]]);
         let size = u32::from_le_bytes(rest[4..8].try_into().unwrap()) as usize;
         let sel = u32::from_le_bytes(rest[12..16].try_into().unwrap());
-        let len = if (16..=rest.len()).contains(&size) { size } else { rest.len() };
+        let len = if (16..=rest.len()).contains(&size) {
+            size
+        } else {
+            rest.len()
+        };
         let fds = match command {
             CMD_DMA_MAP => match sel & 3 {
                 0 => vec![sealed_memfd()],
@@ -83,14 +87,13 @@ fn chunks(data: &[u8]) -> Vec<(&[u8], Vec<std::fs::File>)> {
 }
 
 /// The guest side: sends the messages, then shuts down its writing side, reading (and
-/// dropping) replies all along until the server closes the connection.
-fn client(stream: UnixStream, data: Vec<u8>) {
+/// dropping) replies into `buf` all along until the server closes the connection.
+fn client(stream: UnixStream, data: &[u8], buf: &mut [u8]) {
     stream.set_nonblocking(true).expect("nonblocking");
-    let msgs = chunks(&data);
+    let msgs = chunks(data);
     let mut next = 0; // message being sent
     let mut sent = 0; // bytes of it sent
     let mut writing = true;
-    let mut buf = vec![0u8; 64 << 10];
     let mut s = &stream;
     loop {
         if writing && next == msgs.len() {
@@ -106,7 +109,7 @@ fn client(stream: UnixStream, data: Vec<u8>) {
         let r = unsafe { libc::poll(&mut pfd, 1, 5_000) };
         assert!(r >= 0 || std::io::Error::last_os_error().kind() == ErrorKind::Interrupted);
         if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
-            match s.read(&mut buf) {
+            match s.read(buf) {
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -136,6 +139,37 @@ fn client(stream: UnixStream, data: Vec<u8>) {
     }
 }
 
+/// A session for the guest thread: its connection and the input to send.
+type Job = (UnixStream, Vec<u8>);
+
+/// The guest side runs on one long-lived thread (a thread per input cost more than most
+/// sessions), fed a session at a time; `session` waits for its answer before it returns.
+struct GuestThread {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    done: Mutex<mpsc::Receiver<()>>,
+}
+
+fn guest_thread() -> &'static GuestThread {
+    static G: OnceLock<GuestThread> = OnceLock::new();
+    G.get_or_init(|| {
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            for (stream, data) in job_rx {
+                client(stream, &data, &mut buf);
+                if done_tx.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        GuestThread {
+            jobs: Mutex::new(job_tx),
+            done: Mutex::new(done_rx),
+        }
+    })
+}
+
 fn catch_panics() -> bool {
     static C: OnceLock<bool> = OnceLock::new();
     *C.get_or_init(|| std::env::var_os("VDPDK_FUZZ_CATCH_PANICS").is_some_and(|v| v == "1"))
@@ -150,8 +184,13 @@ fn session(data: &[u8]) {
     // The per-VM message limit (`limits.message_bytes`, docs/ARCHITECTURE.md "Resources").
     server.set_max_message_size(g.limits.message_bytes);
     let stream = UnixStream::connect_addr(&ep.addr).expect("connect");
-    let data = data.to_vec();
-    let guest_side = std::thread::spawn(move || client(stream, data));
+    let guest = guest_thread();
+    guest
+        .jobs
+        .lock()
+        .unwrap()
+        .send((stream, data.to_vec()))
+        .expect("guest thread");
     if catch_panics() {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.run(&mut dev)));
         drop(server);
@@ -162,7 +201,7 @@ fn session(data: &[u8]) {
         let _ = server.run(&mut dev);
         drop(server);
     }
-    guest_side.join().expect("client thread");
+    guest.done.lock().unwrap().recv().expect("guest thread");
     if std::env::var_os("VDPDK_FUZZ_DEBUG").is_some() {
         // For writing seeds: where the session left the device.
         let (rules, irqs) = {
@@ -190,6 +229,7 @@ fn session(data: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     vdpdk_fuzz::init();
     endpoint();
+    guest_thread();
     if catch_panics() {
         vdpdk_fuzz::let_panics_unwind();
     }

@@ -34,13 +34,22 @@ pub fn new_guest() -> Arc<Guest> {
         rx: Default::default(),
         tx: Default::default(),
         tx_wake: Arc::new(EventFd::new(EFD_NONBLOCK).expect("eventfd")),
-        data_bar: Arc::new(
-            SharedRegion::new("fuzz-bar2", abi::DATA_BAR_SIZE as usize).expect("data BAR"),
-        ),
+        data_bar: data_bar(),
         attached: AtomicBool::new(false),
         attaches: AtomicU64::new(0),
         limits: GuestLimits::default(),
     })
+}
+
+/// The data BAR, one per process: creating and mapping a fresh 64 KiB memfd cost more than
+/// most inputs. `VdpdkDevice::new` clears it (`reset_device`), so every input starts from the
+/// same zeroed BAR, and inputs run one at a time.
+fn data_bar() -> Arc<SharedRegion> {
+    static BAR: OnceLock<Arc<SharedRegion>> = OnceLock::new();
+    BAR.get_or_init(|| {
+        Arc::new(SharedRegion::new("fuzz-bar2", abi::DATA_BAR_SIZE as usize).expect("data BAR"))
+    })
+    .clone()
 }
 
 pub fn facts() -> PortFacts {
@@ -103,7 +112,11 @@ pub fn eventfd() -> File {
 pub fn pipe_fd() -> File {
     let mut p = [0i32; 2];
     // SAFETY: pipe2 writes two fds into p; checked.
-    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0, "pipe");
+    assert_eq!(
+        unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) },
+        0,
+        "pipe"
+    );
     // SAFETY: fresh fds we own; the write end is closed at once.
     unsafe {
         drop(File::from_raw_fd(p[1]));
@@ -140,6 +153,7 @@ pub fn init() {
     ONCE.get_or_init(|| {
         ignore_sigpipe();
         let _ = sealed_mem();
+        drop(data_bar());
         drop(unsealed_memfd());
     });
 }
