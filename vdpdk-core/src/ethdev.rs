@@ -9,64 +9,9 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::flow::{FlowHandle, FlowRule};
+pub use crate::mac::MacAddr;
 use crate::mbuf::{Mbuf, Mempool};
 use crate::{Error, Result};
-
-/// A 48-bit Ethernet address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
-    pub const ZERO: MacAddr = MacAddr([0; 6]);
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 1 == 1
-    }
-    pub fn is_broadcast(&self) -> bool {
-        *self == Self::BROADCAST
-    }
-    /// Destination address of an Ethernet frame, if the frame is long enough.
-    pub fn dst_of(frame: &[u8]) -> Option<MacAddr> {
-        frame.get(..6).map(|d| MacAddr(d.try_into().unwrap()))
-    }
-}
-
-impl std::fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl std::fmt::Debug for MacAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl std::str::FromStr for MacAddr {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::InvalidArg(format!("'{s}' is not a MAC address (aa:bb:cc:dd:ee:ff)"));
-        let mut m = [0u8; 6];
-        let mut parts = s.split(':');
-        for b in m.iter_mut() {
-            let p = parts.next().ok_or_else(bad)?;
-            if p.len() != 2 {
-                return Err(bad());
-            }
-            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(MacAddr(m))
-    }
-}
 
 bitflags::bitflags! {
     /// RX offload capabilities (DPDK `RTE_ETH_RX_OFFLOAD_*` names and bit values).
@@ -451,17 +396,6 @@ pub trait EthDev: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mac_parse_and_print() {
-        let m: MacAddr = "02:00:00:AB:cd:01".parse().unwrap();
-        assert_eq!(m.to_string(), "02:00:00:ab:cd:01");
-        assert!("02:00:00:ab:cd".parse::<MacAddr>().is_err());
-        assert!("02:00:00:ab:cd:01:02".parse::<MacAddr>().is_err());
-        assert!("zz:00:00:ab:cd:01".parse::<MacAddr>().is_err());
-        assert!(MacAddr::BROADCAST.is_multicast());
-        assert!(!m.is_multicast());
-    }
 
     #[test]
     fn desc_limits() {

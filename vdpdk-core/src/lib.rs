@@ -13,8 +13,12 @@ pub mod dma;
 pub mod error;
 pub mod ethdev;
 pub mod flow;
+pub mod mac;
 pub mod mbuf;
+pub mod offload;
 pub mod packet;
+pub mod test_frames;
+pub mod wire;
 
 pub use dma::DmaMemory;
 pub use error::{Error, Result};
