@@ -11,11 +11,16 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowHandle(pub u32);
 
+/// Rule attributes (`rte_flow_attr`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowAttr {
+    /// Rule group; the drivers here accept only group 0.
     pub group: u32,
+    /// Priority within the group: a lower value is tried first (DPDK semantics).
     pub priority: u32,
+    /// Applies to received traffic (the only kind supported).
     pub ingress: bool,
+    /// Applies to sent traffic (refused by [`FlowRule::check_shape`]).
     pub egress: bool,
 }
 
@@ -33,15 +38,22 @@ impl Default for FlowAttr {
 /// Ethernet header fields; a field matters where its mask is non-zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EthFields {
+    /// Destination MAC address.
     pub dst: MacAddr,
+    /// Source MAC address.
     pub src: MacAddr,
+    /// The type field at bytes 12..14 (the TPID on a VLAN-tagged frame).
     pub ether_type: u16,
 }
 
+/// IPv4 header fields; a field matters where its mask is non-zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4Fields {
+    /// Source address.
     pub src: Ipv4Addr,
+    /// Destination address.
     pub dst: Ipv4Addr,
+    /// Protocol of the payload (6 TCP, 17 UDP).
     pub proto: u8,
 }
 
@@ -55,10 +67,14 @@ impl Default for Ipv4Fields {
     }
 }
 
+/// IPv6 header fields; a field matters where its mask is non-zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv6Fields {
+    /// Source address.
     pub src: Ipv6Addr,
+    /// Destination address.
     pub dst: Ipv6Addr,
+    /// Next header of the fixed header (extension headers are not followed).
     pub next_header: u8,
 }
 
@@ -75,18 +91,50 @@ impl Default for Ipv6Fields {
 /// TCP or UDP ports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct L4Ports {
+    /// Source port.
     pub src: u16,
+    /// Destination port.
     pub dst: u16,
 }
 
 /// One pattern item: the layer and, per field, the value (spec) and which bits matter (mask).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowItem {
-    Eth { spec: EthFields, mask: EthFields },
-    Ipv4 { spec: Ipv4Fields, mask: Ipv4Fields },
-    Ipv6 { spec: Ipv6Fields, mask: Ipv6Fields },
-    Udp { spec: L4Ports, mask: L4Ports },
-    Tcp { spec: L4Ports, mask: L4Ports },
+    /// Ethernet header.
+    Eth {
+        /// Values to compare.
+        spec: EthFields,
+        /// Bits of each field that take part.
+        mask: EthFields,
+    },
+    /// IPv4 header (after any VLAN tags).
+    Ipv4 {
+        /// Values to compare.
+        spec: Ipv4Fields,
+        /// Bits of each field that take part.
+        mask: Ipv4Fields,
+    },
+    /// IPv6 fixed header (after any VLAN tags).
+    Ipv6 {
+        /// Values to compare.
+        spec: Ipv6Fields,
+        /// Bits of each field that take part.
+        mask: Ipv6Fields,
+    },
+    /// UDP ports of a packet that is not a fragment.
+    Udp {
+        /// Values to compare.
+        spec: L4Ports,
+        /// Bits of each field that take part.
+        mask: L4Ports,
+    },
+    /// TCP ports of a packet that is not a fragment.
+    Tcp {
+        /// Values to compare.
+        spec: L4Ports,
+        /// Bits of each field that take part.
+        mask: L4Ports,
+    },
 }
 
 impl FlowItem {
@@ -118,31 +166,41 @@ impl FlowItem {
     }
 }
 
+/// What a matching rule does (`rte_flow_action`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FlowAction {
     /// Deliver to this RX queue.
     Queue(u16),
+    /// Discard the packet.
     Drop,
     /// Tag matching packets; the id appears in `Mbuf::mark` with `RX_FDIR_ID`.
     Mark(u32),
 }
 
+/// A flow rule (`rte_flow`): attributes, a pattern every item of which must match, and actions.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct FlowRule {
+    /// Direction, group and priority.
     pub attr: FlowAttr,
+    /// Items from L2 down (ETH, then one of IPV4/IPV6, then one of UDP/TCP); any may be left out.
     pub pattern: Vec<FlowItem>,
+    /// What to do with a matching packet: exactly one QUEUE or DROP, at most one MARK.
     pub actions: Vec<FlowAction>,
 }
 
 /// Limits that keep rules cheap to match and to carry over the wire.
 pub const MAX_FLOW_ITEMS: usize = 8;
+/// Most actions a rule may carry.
 pub const MAX_FLOW_ACTIONS: usize = 4;
 
 /// What a matching rule decides for a packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowVerdict {
+    /// RX queue to deliver to.
     pub queue: Option<u16>,
+    /// Whether to discard the packet.
     pub drop: bool,
+    /// MARK id to report with the packet.
     pub mark: Option<u32>,
 }
 
@@ -223,6 +281,7 @@ impl FlowRule {
         })
     }
 
+    /// What the rule's actions decide, folded into one verdict.
     pub fn verdict(&self) -> FlowVerdict {
         let mut v = FlowVerdict::default();
         for a in &self.actions {

@@ -112,9 +112,11 @@ impl Mempool {
     pub fn id(&self) -> u32 {
         self.inner().id
     }
+    /// Name given at creation (also the memfd's name).
     pub fn name(&self) -> &str {
         &self.inner().name
     }
+    /// Buffers in the pool.
     pub fn capacity(&self) -> u32 {
         self.inner().count
     }
@@ -280,15 +282,21 @@ pub struct Mbuf {
     buf_len: u16,
     data_off: u16,
     data_len: u16,
+    /// Offload flags: what RX found, what TX should do.
     pub ol_flags: OlFlags,
+    /// Packet type the device (or software) classified (RX).
     pub packet_type: PacketType,
     /// RSS hash when `RX_RSS_HASH` is set.
     pub hash: u32,
     /// Flow-rule MARK id when `RX_FDIR_ID` is set.
     pub mark: u32,
+    /// VLAN tag control information: stripped on RX with `RX_VLAN`, inserted on TX with `TX_VLAN`.
     pub vlan_tci: u16,
+    /// Header lengths and MSS for TX offloads.
     pub tx_offload: TxOffloadInfo,
+    /// Port the packet arrived on (RX).
     pub port: u16,
+    /// Queue the packet arrived on (RX).
     pub queue: u16,
     /// The packet's next segment; metadata above is meaningful on the first segment only.
     next: Option<Box<Mbuf>>,
@@ -319,6 +327,7 @@ impl Mbuf {
     pub fn len(&self) -> usize {
         self.data_len as usize
     }
+    /// Whether this segment holds no data.
     pub fn is_empty(&self) -> bool {
         self.data_len == 0
     }
@@ -385,6 +394,7 @@ impl Mbuf {
     pub fn tailroom(&self) -> usize {
         (self.buf_len - self.data_off - self.data_len) as usize
     }
+    /// Bytes free in front of the data.
     pub fn headroom(&self) -> usize {
         self.data_off as usize
     }
@@ -401,6 +411,7 @@ impl Mbuf {
         // SAFETY: data_off < buf_len, inside this buffer.
         unsafe { self.buf.as_ptr().add(self.data_off as usize) }
     }
+    /// This segment's data.
     pub fn data(&self) -> &[u8] {
         // SAFETY: the range [data_off, data_off+data_len) lies in this mbuf's own buffer, which
         // it owns exclusively.
@@ -411,6 +422,7 @@ impl Mbuf {
             )
         }
     }
+    /// This segment's data, writable.
     pub fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in data(), and &mut self gives exclusive access.
         unsafe {

@@ -178,7 +178,7 @@ fn new_checked_refuses_short_buffers() {
 
 #[test]
 fn views_read_what_was_written() {
-    let mut f = vec![0u8; 60];
+    let mut f = [0u8; 60];
     let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
     eth.set_dst_addr(MacAddr([1, 2, 3, 4, 5, 6]));
     eth.set_src_addr(MacAddr([7, 8, 9, 10, 11, 12]));
