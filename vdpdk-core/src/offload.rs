@@ -71,7 +71,8 @@ impl PacketType {
     pub const L4_TCP: u32 = 0x0000_0100;
     /// UDP.
     pub const L4_UDP: u32 = 0x0000_0200;
-    /// An IP fragment (any, the first included).
+    /// An IP fragment, the first included (rte_mbuf_ptype.h: IPv4 with MF set or a non-zero
+    /// offset; IPv6 with a Fragment header).
     pub const L4_FRAG: u32 = 0x0000_0300;
     /// SCTP.
     pub const L4_SCTP: u32 = 0x0000_0400;

@@ -85,6 +85,7 @@ impl Summary {
 /// ports. None when the buffer is shorter than an Ethernet header; otherwise every layer found
 /// whole is in the summary and the first one missing or unknown ends the walk. Never panics,
 /// never allocates.
+#[inline]
 pub fn parse(frame: &[u8]) -> Option<Summary> {
     let eth = EthernetFrame::new_checked(frame)?;
     let tags = eth.tags();
