@@ -189,15 +189,19 @@ impl DmaMemory {
         })
     }
 
+    /// Pointer to the first byte of the mapping in this process.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
+    /// Size of the mapping in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Whether the mapping has no bytes (never, for memory from `alloc`).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Whether the memory comes from hugepages (`MFD_HUGETLB`).
     pub fn is_hugepage_backed(&self) -> bool {
         self.hugepages
     }
@@ -205,6 +209,7 @@ impl DmaMemory {
     pub fn is_physical(&self) -> bool {
         self.physical
     }
+    /// The memfd behind the mapping, to share it with another process or a device.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

@@ -9,75 +9,27 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::flow::{FlowHandle, FlowRule};
+pub use crate::mac::MacAddr;
 use crate::mbuf::{Mbuf, Mempool};
 use crate::{Error, Result};
-
-/// A 48-bit Ethernet address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
-    pub const ZERO: MacAddr = MacAddr([0; 6]);
-    pub fn is_multicast(&self) -> bool {
-        self.0[0] & 1 == 1
-    }
-    pub fn is_broadcast(&self) -> bool {
-        *self == Self::BROADCAST
-    }
-    /// Destination address of an Ethernet frame, if the frame is long enough.
-    pub fn dst_of(frame: &[u8]) -> Option<MacAddr> {
-        frame.get(..6).map(|d| MacAddr(d.try_into().unwrap()))
-    }
-}
-
-impl std::fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl std::fmt::Debug for MacAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-impl std::str::FromStr for MacAddr {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::InvalidArg(format!("'{s}' is not a MAC address (aa:bb:cc:dd:ee:ff)"));
-        let mut m = [0u8; 6];
-        let mut parts = s.split(':');
-        for b in m.iter_mut() {
-            let p = parts.next().ok_or_else(bad)?;
-            if p.len() != 2 {
-                return Err(bad());
-            }
-            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(MacAddr(m))
-    }
-}
 
 bitflags::bitflags! {
     /// RX offload capabilities (DPDK `RTE_ETH_RX_OFFLOAD_*` names and bit values).
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct RxOffloads: u64 {
+        /// Strip the VLAN tag into `Mbuf::vlan_tci`.
         const VLAN_STRIP  = 1 << 0;
+        /// Check IPv4 header checksums.
         const IPV4_CKSUM  = 1 << 1;
+        /// Check UDP checksums.
         const UDP_CKSUM   = 1 << 2;
+        /// Check TCP checksums.
         const TCP_CKSUM   = 1 << 3;
+        /// Merge TCP segments (large receive offload).
         const TCP_LRO     = 1 << 4;
+        /// Receive frames larger than one buffer as mbuf chains.
         const SCATTER     = 1 << 13;
+        /// Report the RSS hash in `Mbuf::hash`.
         const RSS_HASH    = 1 << 19;
     }
 }
@@ -86,14 +38,23 @@ bitflags::bitflags! {
     /// TX offload capabilities (DPDK `RTE_ETH_TX_OFFLOAD_*` names and bit values).
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct TxOffloads: u64 {
+        /// Insert `Mbuf::vlan_tci` as a VLAN tag.
         const VLAN_INSERT    = 1 << 0;
+        /// Fill IPv4 header checksums.
         const IPV4_CKSUM     = 1 << 1;
+        /// Fill UDP checksums.
         const UDP_CKSUM      = 1 << 2;
+        /// Fill TCP checksums.
         const TCP_CKSUM      = 1 << 3;
+        /// Fill SCTP checksums.
         const SCTP_CKSUM     = 1 << 4;
+        /// TCP segmentation of super-frames.
         const TCP_TSO        = 1 << 5;
+        /// UDP segmentation of super-frames.
         const UDP_TSO        = 1 << 6;
+        /// Send chained (multi-segment) mbufs.
         const MULTI_SEGS     = 1 << 15;
+        /// The application promises all mbufs of a queue come from one pool, unshared.
         const MBUF_FAST_FREE = 1 << 16;
     }
 }
@@ -101,13 +62,17 @@ bitflags::bitflags! {
 /// Descriptor count limits of a queue (`rte_eth_desc_lim`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DescLimits {
+    /// Fewest descriptors a queue accepts.
     pub min: u16,
+    /// Most descriptors a queue accepts.
     pub max: u16,
     /// Counts must be a multiple of this.
     pub align: u16,
 }
 
 impl DescLimits {
+    /// Refuses `n` descriptors outside `min..=max` or not a multiple of `align`; `what` names the
+    /// queue kind in the message.
     pub fn check(&self, what: &str, n: u16) -> Result<()> {
         if n < self.min || n > self.max || !n.is_multiple_of(self.align) {
             return Err(Error::InvalidArg(format!(
@@ -122,15 +87,25 @@ impl DescLimits {
 /// What a port offers (`rte_eth_dev_info`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DevInfo {
+    /// Driver name (e.g. "vdpdk", "pair", "tap", "ice").
     pub driver: String,
+    /// The port's MAC address.
     pub mac: MacAddr,
+    /// Most RX queues `configure` accepts.
     pub max_rx_queues: u16,
+    /// Most TX queues `configure` accepts.
     pub max_tx_queues: u16,
+    /// Descriptor count limits of RX queues.
     pub rx_desc_lim: DescLimits,
+    /// Descriptor count limits of TX queues.
     pub tx_desc_lim: DescLimits,
+    /// Current MTU: largest IP packet in bytes, Ethernet header and FCS excluded.
     pub mtu: u16,
+    /// Largest MTU `configure` accepts.
     pub max_mtu: u16,
+    /// RX offloads the port can enable.
     pub rx_offload_capa: RxOffloads,
+    /// TX offloads the port can enable.
     pub tx_offload_capa: TxOffloads,
     /// Whether rx interrupts (pollable fds) are available.
     pub rx_intr: bool,
@@ -139,9 +114,13 @@ pub struct DevInfo {
 /// Port configuration (`rte_eth_conf`, the parts we use).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DevConfig {
+    /// RX queues to set up (at least 1).
     pub nb_rx_queues: u16,
+    /// TX queues to set up (at least 1).
     pub nb_tx_queues: u16,
+    /// RX offloads to enable (a subset of `DevInfo::rx_offload_capa`).
     pub rx_offloads: RxOffloads,
+    /// TX offloads to enable (a subset of `DevInfo::tx_offload_capa`).
     pub tx_offloads: TxOffloads,
     /// Enable RX interrupt support on every RX queue.
     pub rx_intr: bool,
@@ -193,27 +172,40 @@ impl DevConfig {
     }
 }
 
+/// Link state (`rte_eth_link`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkStatus {
+    /// Whether the link is up.
     pub up: bool,
     /// Mbit/s; 0 when unknown.
     pub speed_mbps: u32,
+    /// Full duplex (else half or unknown).
     pub full_duplex: bool,
 }
 
 /// Port counters (`rte_eth_stats`), plus per-queue packet counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortStats {
+    /// Packets received.
     pub ipackets: u64,
+    /// Packets sent.
     pub opackets: u64,
+    /// Bytes received (frames without FCS).
     pub ibytes: u64,
+    /// Bytes sent (frames without FCS).
     pub obytes: u64,
     /// Received by the device but dropped for lack of RX descriptors.
     pub imissed: u64,
+    /// Received frames dropped as erroneous.
     pub ierrors: u64,
+    /// Frames the port failed to send or dropped at TX (chains without MULTI_SEGS, bad offload
+    /// requests, backend refusals).
     pub oerrors: u64,
+    /// RX failures for lack of an mbuf to fill.
     pub rx_nombuf: u64,
+    /// Packets received per RX queue, indexed by queue id.
     pub q_ipackets: Vec<u64>,
+    /// Packets sent per TX queue, indexed by queue id.
     pub q_opackets: Vec<u64>,
 }
 
@@ -221,22 +213,30 @@ pub struct PortStats {
 /// Only the owning queue writes, so relaxed atomics suffice.
 #[derive(Debug, Default)]
 pub struct QueueCounters {
+    /// Packets through the queue.
     pub packets: AtomicU64,
+    /// Bytes through the queue.
     pub bytes: AtomicU64,
+    /// Packets refused as erroneous.
     pub errors: AtomicU64,
+    /// Packets dropped (RX: no free descriptor; TX: taken but not sent).
     pub dropped: AtomicU64,
+    /// RX: buffer allocations that failed.
     pub nombuf: AtomicU64,
 }
 
 impl QueueCounters {
+    /// Counts `packets` packets of `bytes` bytes in all.
     #[inline]
     pub fn add(&self, packets: u64, bytes: u64) {
         self.packets.fetch_add(packets, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
+    /// Reads one counter.
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
+    /// Zeroes every counter.
     pub fn reset(&self) {
         for c in [
             &self.packets,
@@ -274,9 +274,12 @@ pub fn sum_stats(
 /// refuses a wrong call order with the same clear words.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PortState {
+    /// Nothing configured yet (or reset).
     #[default]
     Unconfigured,
+    /// Configured and stopped: queues may be set up.
     Configured,
+    /// Started: queues may be taken and polled.
     Started,
 }
 
@@ -409,11 +412,15 @@ pub trait TxQueue: Send {
 /// A port (`rte_eth_dev_*`). Lifecycle: `configure` -> queue setup -> `start` -> take queues ->
 /// burst -> `stop`. Flow rules may be added before or after start.
 pub trait EthDev: Send {
+    /// What the port offers.
     fn info(&self) -> DevInfo;
+    /// Configures queue counts, offloads, MTU and RX interrupts; the port must be stopped.
     fn configure(&mut self, conf: &DevConfig) -> Result<()>;
     /// Sets up RX queue `qid` with `nb_desc` descriptors, filled from `pool`.
     fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, pool: &Mempool) -> Result<()>;
+    /// Sets up TX queue `qid` with `nb_desc` descriptors.
     fn tx_queue_setup(&mut self, qid: u16, nb_desc: u16) -> Result<()>;
+    /// Starts the port; every configured queue must be set up.
     fn start(&mut self) -> Result<()>;
     /// Stops the port. Queues taken before must be dropped first.
     fn stop(&mut self) -> Result<()>;
@@ -421,8 +428,11 @@ pub trait EthDev: Send {
     fn take_rx_queue(&mut self, qid: u16) -> Result<Box<dyn RxQueue>>;
     /// Hands out TX queue `qid` once after start.
     fn take_tx_queue(&mut self, qid: u16) -> Result<Box<dyn TxQueue>>;
+    /// Current link state.
     fn link(&self) -> LinkStatus;
+    /// Port counters.
     fn stats(&self) -> PortStats;
+    /// Zeroes the port counters.
     fn reset_stats(&mut self);
     /// Driver-specific named counters (`rte_eth_xstats_get`), e.g. the host's view of a
     /// paravirtual port. None by default.
@@ -435,14 +445,17 @@ pub trait EthDev: Send {
         let _ = rule;
         Err(Error::Unsupported("flow rules".into()))
     }
+    /// Applies `rule`; the handle removes it again.
     fn flow_create(&mut self, rule: &FlowRule) -> Result<FlowHandle> {
         let _ = rule;
         Err(Error::Unsupported("flow rules".into()))
     }
+    /// Removes the rule `handle` names.
     fn flow_destroy(&mut self, handle: FlowHandle) -> Result<()> {
         let _ = handle;
         Err(Error::Unsupported("flow rules".into()))
     }
+    /// Removes every rule.
     fn flow_flush(&mut self) -> Result<()> {
         Err(Error::Unsupported("flow rules".into()))
     }
@@ -451,17 +464,6 @@ pub trait EthDev: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mac_parse_and_print() {
-        let m: MacAddr = "02:00:00:AB:cd:01".parse().unwrap();
-        assert_eq!(m.to_string(), "02:00:00:ab:cd:01");
-        assert!("02:00:00:ab:cd".parse::<MacAddr>().is_err());
-        assert!("02:00:00:ab:cd:01:02".parse::<MacAddr>().is_err());
-        assert!("zz:00:00:ab:cd:01".parse::<MacAddr>().is_err());
-        assert!(MacAddr::BROADCAST.is_multicast());
-        assert!(!m.is_multicast());
-    }
 
     #[test]
     fn desc_limits() {

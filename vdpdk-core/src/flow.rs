@@ -3,18 +3,24 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::ethdev::MacAddr;
+use crate::mac::MacAddr;
+use crate::wire::{self, EthernetFrame, Ipv4Packet, Ipv6Packet, L3};
 use crate::{Error, Result};
 
 /// Handle a driver returns from `flow_create`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowHandle(pub u32);
 
+/// Rule attributes (`rte_flow_attr`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowAttr {
+    /// Rule group; the drivers here accept only group 0.
     pub group: u32,
+    /// Priority within the group: a lower value is tried first (DPDK semantics).
     pub priority: u32,
+    /// Applies to received traffic (the only kind supported).
     pub ingress: bool,
+    /// Applies to sent traffic (refused by [`FlowRule::check_shape`]).
     pub egress: bool,
 }
 
@@ -32,15 +38,22 @@ impl Default for FlowAttr {
 /// Ethernet header fields; a field matters where its mask is non-zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EthFields {
+    /// Destination MAC address.
     pub dst: MacAddr,
+    /// Source MAC address.
     pub src: MacAddr,
+    /// The type field at bytes 12..14 (the TPID on a VLAN-tagged frame).
     pub ether_type: u16,
 }
 
+/// IPv4 header fields; a field matters where its mask is non-zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv4Fields {
+    /// Source address.
     pub src: Ipv4Addr,
+    /// Destination address.
     pub dst: Ipv4Addr,
+    /// Protocol of the payload (6 TCP, 17 UDP).
     pub proto: u8,
 }
 
@@ -54,10 +67,14 @@ impl Default for Ipv4Fields {
     }
 }
 
+/// IPv6 header fields; a field matters where its mask is non-zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ipv6Fields {
+    /// Source address.
     pub src: Ipv6Addr,
+    /// Destination address.
     pub dst: Ipv6Addr,
+    /// Next header of the fixed header (extension headers are not followed).
     pub next_header: u8,
 }
 
@@ -74,18 +91,50 @@ impl Default for Ipv6Fields {
 /// TCP or UDP ports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct L4Ports {
+    /// Source port.
     pub src: u16,
+    /// Destination port.
     pub dst: u16,
 }
 
 /// One pattern item: the layer and, per field, the value (spec) and which bits matter (mask).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlowItem {
-    Eth { spec: EthFields, mask: EthFields },
-    Ipv4 { spec: Ipv4Fields, mask: Ipv4Fields },
-    Ipv6 { spec: Ipv6Fields, mask: Ipv6Fields },
-    Udp { spec: L4Ports, mask: L4Ports },
-    Tcp { spec: L4Ports, mask: L4Ports },
+    /// Ethernet header.
+    Eth {
+        /// Values to compare.
+        spec: EthFields,
+        /// Bits of each field that take part.
+        mask: EthFields,
+    },
+    /// IPv4 header (after any VLAN tags).
+    Ipv4 {
+        /// Values to compare.
+        spec: Ipv4Fields,
+        /// Bits of each field that take part.
+        mask: Ipv4Fields,
+    },
+    /// IPv6 fixed header (after any VLAN tags).
+    Ipv6 {
+        /// Values to compare.
+        spec: Ipv6Fields,
+        /// Bits of each field that take part.
+        mask: Ipv6Fields,
+    },
+    /// UDP ports of a packet that is not a fragment.
+    Udp {
+        /// Values to compare.
+        spec: L4Ports,
+        /// Bits of each field that take part.
+        mask: L4Ports,
+    },
+    /// TCP ports of a packet that is not a fragment.
+    Tcp {
+        /// Values to compare.
+        spec: L4Ports,
+        /// Bits of each field that take part.
+        mask: L4Ports,
+    },
 }
 
 impl FlowItem {
@@ -117,31 +166,41 @@ impl FlowItem {
     }
 }
 
+/// What a matching rule does (`rte_flow_action`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FlowAction {
     /// Deliver to this RX queue.
     Queue(u16),
+    /// Discard the packet.
     Drop,
     /// Tag matching packets; the id appears in `Mbuf::mark` with `RX_FDIR_ID`.
     Mark(u32),
 }
 
+/// A flow rule (`rte_flow`): attributes, a pattern every item of which must match, and actions.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct FlowRule {
+    /// Direction, group and priority.
     pub attr: FlowAttr,
+    /// Items from L2 down (ETH, then one of IPV4/IPV6, then one of UDP/TCP); any may be left out.
     pub pattern: Vec<FlowItem>,
+    /// What to do with a matching packet: exactly one QUEUE or DROP, at most one MARK.
     pub actions: Vec<FlowAction>,
 }
 
 /// Limits that keep rules cheap to match and to carry over the wire.
 pub const MAX_FLOW_ITEMS: usize = 8;
+/// Most actions a rule may carry.
 pub const MAX_FLOW_ACTIONS: usize = 4;
 
 /// What a matching rule decides for a packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowVerdict {
+    /// RX queue to deliver to.
     pub queue: Option<u16>,
+    /// Whether to discard the packet.
     pub drop: bool,
+    /// MARK id to report with the packet.
     pub mark: Option<u32>,
 }
 
@@ -222,6 +281,7 @@ impl FlowRule {
         })
     }
 
+    /// What the rule's actions decide, folded into one verdict.
     pub fn verdict(&self) -> FlowVerdict {
         let mut v = FlowVerdict::default();
         for a in &self.actions {
@@ -234,73 +294,70 @@ impl FlowRule {
         v
     }
 
-    /// Whether `frame` (an Ethernet frame) matches every item of the pattern.
+    /// Whether `frame` (an Ethernet frame) matches every item of the pattern. Parses the frame
+    /// once with [`wire::parse`]; to test several rules against one frame, parse it yourself and
+    /// call [`FlowRule::matches_parsed`] for each. A frame shorter than an Ethernet header
+    /// matches nothing.
     pub fn matches(&self, frame: &[u8]) -> bool {
-        let mut l3 = 0u16;
-        let mut l4_off = None;
-        let mut l4_proto = 0u8;
-        if frame.len() < 14 {
-            return false;
-        }
-        let et = u16::from_be_bytes([frame[12], frame[13]]);
-        // Parse L3/L4 once (IPv4 with options; IPv6 without extension headers).
-        if et == 0x0800 && frame.len() >= 34 {
-            let ihl = (frame[14] & 0xf) as usize * 4;
-            l3 = 4;
-            l4_proto = frame[23];
-            let frag = u16::from_be_bytes([frame[20], frame[21]]) & 0x1fff != 0;
-            if ihl >= 20 && !frag {
-                l4_off = Some(14 + ihl);
+        wire::parse(frame).is_some_and(|s| self.matches_parsed(frame, &s))
+    }
+
+    /// Whether `frame`, already parsed into `s` (by [`wire::parse`] of the same bytes), matches
+    /// every item of the pattern. The ETH item compares the type field at bytes 12..14 (the
+    /// TPID of a tagged frame); IPv4/IPv6 items compare the L3 header after any VLAN tags; TCP
+    /// and UDP items need the ports of a packet that is not a fragment (see
+    /// [`wire::Summary::ports`]). With another frame's summary the answer is meaningless but the
+    /// call never panics.
+    #[inline]
+    pub fn matches_parsed(&self, frame: &[u8], s: &wire::Summary) -> bool {
+        let l3 = frame.get(s.l3_offset()..).unwrap_or(&[]);
+        self.pattern.iter().all(|item| match item {
+            FlowItem::Eth { spec, mask } => match EthernetFrame::new_checked(frame) {
+                Some(eth) => {
+                    masked_eq(&eth.dst_addr().0, &spec.dst.0, &mask.dst.0)
+                        && masked_eq(&eth.src_addr().0, &spec.src.0, &mask.src.0)
+                        && (eth.ethertype() & mask.ether_type)
+                            == (spec.ether_type & mask.ether_type)
+                }
+                None => false,
+            },
+            FlowItem::Ipv4 { spec, mask } => match (s.l3, Ipv4Packet::new_checked(l3)) {
+                (Some(L3::Ipv4), Some(ip)) => {
+                    masked_eq(ip.src_bytes(), &spec.src.octets(), &mask.src.octets())
+                        && masked_eq(ip.dst_bytes(), &spec.dst.octets(), &mask.dst.octets())
+                        && (ip.protocol() & mask.proto) == (spec.proto & mask.proto)
+                }
+                _ => false,
+            },
+            FlowItem::Ipv6 { spec, mask } => match (s.l3, Ipv6Packet::new_checked(l3)) {
+                (Some(L3::Ipv6), Some(ip)) => {
+                    masked_eq(ip.src_bytes(), &spec.src.octets(), &mask.src.octets())
+                        && masked_eq(ip.dst_bytes(), &spec.dst.octets(), &mask.dst.octets())
+                        && (ip.next_header() & mask.next_header)
+                            == (spec.next_header & mask.next_header)
+                }
+                _ => false,
+            },
+            FlowItem::Udp { spec, mask } => {
+                s.l4_proto == wire::udp::PROTOCOL && ports_match(s.ports, spec, mask)
             }
-        } else if et == 0x86dd && frame.len() >= 54 {
-            l3 = 6;
-            l4_proto = frame[20];
-            l4_off = Some(54);
-        }
-        for item in &self.pattern {
-            let ok = match item {
-                FlowItem::Eth { spec, mask } => {
-                    masked_eq(&frame[0..6], &spec.dst.0, &mask.dst.0)
-                        && masked_eq(&frame[6..12], &spec.src.0, &mask.src.0)
-                        && (et & mask.ether_type) == (spec.ether_type & mask.ether_type)
-                }
-                FlowItem::Ipv4 { spec, mask } => {
-                    l3 == 4
-                        && masked_eq(&frame[26..30], &spec.src.octets(), &mask.src.octets())
-                        && masked_eq(&frame[30..34], &spec.dst.octets(), &mask.dst.octets())
-                        && (l4_proto & mask.proto) == (spec.proto & mask.proto)
-                }
-                FlowItem::Ipv6 { spec, mask } => {
-                    l3 == 6
-                        && masked_eq(&frame[22..38], &spec.src.octets(), &mask.src.octets())
-                        && masked_eq(&frame[38..54], &spec.dst.octets(), &mask.dst.octets())
-                        && (l4_proto & mask.next_header) == (spec.next_header & mask.next_header)
-                }
-                FlowItem::Udp { spec, mask } => {
-                    l4_proto == 17 && ports_match(frame, l4_off, spec, mask)
-                }
-                FlowItem::Tcp { spec, mask } => {
-                    l4_proto == 6 && ports_match(frame, l4_off, spec, mask)
-                }
-            };
-            if !ok {
-                return false;
+            FlowItem::Tcp { spec, mask } => {
+                s.l4_proto == wire::tcp::PROTOCOL && ports_match(s.ports, spec, mask)
             }
-        }
-        true
+        })
     }
 }
 
+#[inline]
 fn masked_eq(a: &[u8], b: &[u8], m: &[u8]) -> bool {
     a.iter().zip(b).zip(m).all(|((a, b), m)| a & m == b & m)
 }
 
-fn ports_match(frame: &[u8], l4_off: Option<usize>, spec: &L4Ports, mask: &L4Ports) -> bool {
-    let Some(p) = l4_off.and_then(|o| frame.get(o..o + 4)) else {
+#[inline]
+fn ports_match(ports: Option<(u16, u16)>, spec: &L4Ports, mask: &L4Ports) -> bool {
+    let Some((src, dst)) = ports else {
         return false;
     };
-    let src = u16::from_be_bytes([p[0], p[1]]);
-    let dst = u16::from_be_bytes([p[2], p[3]]);
     (src & mask.src) == (spec.src & mask.src) && (dst & mask.dst) == (spec.dst & mask.dst)
 }
 
@@ -376,5 +433,61 @@ mod tests {
     fn short_frames_never_match() {
         let r = FlowRule::to_queue(vec![FlowItem::eth_type(0x0800)], 0);
         assert!(!r.matches(&[0u8; 13]));
+    }
+
+    fn udp_rule(dport: u16) -> FlowRule {
+        FlowRule::to_queue(
+            vec![
+                FlowItem::Ipv4 {
+                    spec: Ipv4Fields {
+                        dst: Ipv4Addr::new(10, 0, 0, 2),
+                        ..Default::default()
+                    },
+                    mask: Ipv4Fields {
+                        dst: Ipv4Addr::BROADCAST,
+                        ..Default::default()
+                    },
+                },
+                FlowItem::Udp {
+                    spec: L4Ports { src: 0, dst: dport },
+                    mask: L4Ports {
+                        src: 0,
+                        dst: 0xffff,
+                    },
+                },
+            ],
+            1,
+        )
+    }
+
+    #[test]
+    fn l3_and_l4_items_see_through_a_vlan_tag() {
+        let mut f = udp_frame([2, 0, 0, 0, 0, 1], 4789);
+        f.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        assert!(udp_rule(4789).matches(&f));
+        assert!(!udp_rule(4790).matches(&f));
+        // The ETH item's EtherType is the type field at 12..14: the TPID here.
+        assert!(!FlowRule::to_queue(vec![FlowItem::eth_type(0x0800)], 0).matches(&f));
+        assert!(FlowRule::to_queue(vec![FlowItem::eth_type(0x8100)], 0).matches(&f));
+    }
+
+    #[test]
+    fn no_fragment_matches_a_port_item_but_every_one_matches_l3() {
+        let l3_only = FlowRule::to_queue(udp_rule(4789).pattern[..1].to_vec(), 1);
+        for flg_off in [0x2000u16, 0x2000 | 185, 185] {
+            let mut f = udp_frame([2, 0, 0, 0, 0, 1], 4789);
+            f[20..22].copy_from_slice(&flg_off.to_be_bytes());
+            assert!(!udp_rule(4789).matches(&f), "fragment {flg_off:#x}");
+            assert!(l3_only.matches(&f), "fragment {flg_off:#x}");
+        }
+    }
+
+    #[test]
+    fn matches_parsed_agrees_with_matches() {
+        let f = udp_frame([2, 0, 0, 0, 0, 1], 4789);
+        let s = crate::wire::parse(&f).unwrap();
+        for r in [udp_rule(4789), udp_rule(1)] {
+            assert_eq!(r.matches_parsed(&f, &s), r.matches(&f));
+        }
     }
 }

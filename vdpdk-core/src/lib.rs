@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+
 //! # vdpdk-core
 //!
 //! The foundation every other crate builds on, with no I/O of its own:
@@ -5,6 +7,12 @@
 //!   types (device info, offload capability bitflags with DPDK's names, config, stats, link);
 //! - [`mbuf`] and [`dma`]: packet buffers in shared, DMA-able memory with no per-packet allocation;
 //! - [`flow`]: rte_flow-shaped rules and a software matcher;
+//! - [`wire`]: typed views over frame bytes (Ethernet with VLAN tags, IPv4, IPv6, TCP, UDP),
+//!   checksums and TCP segmentation, and [`wire::parse`], the one parse per frame every frame
+//!   reader here starts from;
+//! - [`offload`]: per-packet offload metadata (flags, packet type, header lengths) and TX
+//!   offloads done in software; [`mac`]: Ethernet addresses;
+//! - [`test_frames`]: builders of test and generator frames (old paths stay in [`packet`]);
 //! - [`abi`]: the vDPDK paravirtual device ABI (PCI ids, BARs, control block, descriptors, ring,
 //!   flow wire codec, version negotiation).
 
@@ -13,14 +21,19 @@ pub mod dma;
 pub mod error;
 pub mod ethdev;
 pub mod flow;
+pub mod mac;
 pub mod mbuf;
+pub mod offload;
 pub mod packet;
+pub mod test_frames;
+pub mod wire;
 
 pub use dma::DmaMemory;
 pub use error::{Error, Result};
 pub use ethdev::{
-    DescLimits, DevConfig, DevInfo, EthDev, LinkStatus, MacAddr, PortStats, QueueCounters,
-    RxOffloads, RxQueue, TxOffloads, TxQueue,
+    DescLimits, DevConfig, DevInfo, EthDev, LinkStatus, PortStats, QueueCounters, RxOffloads,
+    RxQueue, TxOffloads, TxQueue,
 };
 pub use flow::{FlowAction, FlowAttr, FlowHandle, FlowItem, FlowRule};
+pub use mac::MacAddr;
 pub use mbuf::{Mbuf, Mempool, OlFlags, PacketType, DEFAULT_BUF_SIZE, MBUF_HEADROOM};

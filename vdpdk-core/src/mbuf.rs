@@ -15,102 +15,13 @@ use std::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering};
 use parking_lot::Mutex;
 
 use crate::dma::DmaMemory;
+pub use crate::offload::{OlFlags, PacketType, TxOffloadInfo};
 use crate::{Error, Result};
 
 /// Bytes reserved in front of the packet data (room to prepend headers), as in DPDK.
 pub const MBUF_HEADROOM: u16 = 128;
 /// Default buffer size: headroom plus a 2 KiB data room, enough for a 1518 B frame.
 pub const DEFAULT_BUF_SIZE: u16 = 2048 + MBUF_HEADROOM;
-
-bitflags::bitflags! {
-    /// Per-packet offload flags (DPDK's `RTE_MBUF_F_*` names, our own bit positions).
-    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct OlFlags: u64 {
-        const RX_VLAN            = 1 << 0;
-        const RX_RSS_HASH        = 1 << 1;
-        const RX_FDIR            = 1 << 2;
-        const RX_FDIR_ID         = 1 << 3;
-        const RX_IP_CKSUM_GOOD   = 1 << 4;
-        const RX_IP_CKSUM_BAD    = 1 << 5;
-        const RX_L4_CKSUM_GOOD   = 1 << 6;
-        const RX_L4_CKSUM_BAD    = 1 << 7;
-        const TX_VLAN            = 1 << 32;
-        const TX_IPV4            = 1 << 33;
-        const TX_IPV6            = 1 << 34;
-        const TX_IP_CKSUM        = 1 << 35;
-        const TX_TCP_CKSUM       = 1 << 36;
-        const TX_UDP_CKSUM       = 1 << 37;
-        const TX_TCP_SEG         = 1 << 38;
-    }
-}
-
-/// DPDK-style packet type (`RTE_PTYPE_*` values).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PacketType(pub u32);
-
-impl PacketType {
-    pub const UNKNOWN: u32 = 0;
-    pub const L2_ETHER: u32 = 0x0000_0001;
-    pub const L2_ETHER_ARP: u32 = 0x0000_0003;
-    pub const L2_MASK: u32 = 0x0000_000f;
-    pub const L3_IPV4: u32 = 0x0000_0010;
-    pub const L3_IPV6: u32 = 0x0000_0040;
-    pub const L3_MASK: u32 = 0x0000_00f0;
-    pub const L4_TCP: u32 = 0x0000_0100;
-    pub const L4_UDP: u32 = 0x0000_0200;
-    pub const L4_FRAG: u32 = 0x0000_0300;
-    pub const L4_SCTP: u32 = 0x0000_0400;
-    pub const L4_ICMP: u32 = 0x0000_0500;
-    pub const L4_MASK: u32 = 0x0000_0f00;
-
-    /// Classifies an Ethernet frame in software (what a NIC's parser reports).
-    pub fn parse(frame: &[u8]) -> PacketType {
-        let Some(et) = frame.get(12..14) else {
-            return PacketType(Self::UNKNOWN);
-        };
-        match u16::from_be_bytes([et[0], et[1]]) {
-            0x0806 => PacketType(Self::L2_ETHER_ARP),
-            0x0800 => {
-                let Some(ip) = frame.get(14..34) else {
-                    return PacketType(Self::L2_ETHER);
-                };
-                let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
-                let l4 = if frag {
-                    Self::L4_FRAG
-                } else {
-                    Self::l4_of(ip[9])
-                };
-                PacketType(Self::L2_ETHER | Self::L3_IPV4 | l4)
-            }
-            0x86dd => {
-                let Some(ip) = frame.get(14..54) else {
-                    return PacketType(Self::L2_ETHER);
-                };
-                PacketType(Self::L2_ETHER | Self::L3_IPV6 | Self::l4_of(ip[6]))
-            }
-            _ => PacketType(Self::L2_ETHER),
-        }
-    }
-
-    fn l4_of(proto: u8) -> u32 {
-        match proto {
-            6 => Self::L4_TCP,
-            17 => Self::L4_UDP,
-            132 => Self::L4_SCTP,
-            1 | 58 => Self::L4_ICMP,
-            _ => 0,
-        }
-    }
-}
-
-/// Header lengths and segment size a TX offload needs (DPDK's `tx_offload` union, unpacked).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TxOffloadInfo {
-    pub l2_len: u8,
-    pub l3_len: u16,
-    pub l4_len: u8,
-    pub tso_segsz: u16,
-}
 
 /// Buffers never cross a 2 MiB boundary: behind a virtual IOMMU each hugepage of a guest is a
 /// separate DMA mapping on the host side, so a buffer must sit inside one (as DPDK's mempools
@@ -201,9 +112,11 @@ impl Mempool {
     pub fn id(&self) -> u32 {
         self.inner().id
     }
+    /// Name given at creation (also the memfd's name).
     pub fn name(&self) -> &str {
         &self.inner().name
     }
+    /// Buffers in the pool.
     pub fn capacity(&self) -> u32 {
         self.inner().count
     }
@@ -369,15 +282,21 @@ pub struct Mbuf {
     buf_len: u16,
     data_off: u16,
     data_len: u16,
+    /// Offload flags: what RX found, what TX should do.
     pub ol_flags: OlFlags,
+    /// Packet type the device (or software) classified (RX).
     pub packet_type: PacketType,
     /// RSS hash when `RX_RSS_HASH` is set.
     pub hash: u32,
     /// Flow-rule MARK id when `RX_FDIR_ID` is set.
     pub mark: u32,
+    /// VLAN tag control information: stripped on RX with `RX_VLAN`, inserted on TX with `TX_VLAN`.
     pub vlan_tci: u16,
+    /// Header lengths and MSS for TX offloads.
     pub tx_offload: TxOffloadInfo,
+    /// Port the packet arrived on (RX).
     pub port: u16,
+    /// Queue the packet arrived on (RX).
     pub queue: u16,
     /// The packet's next segment; metadata above is meaningful on the first segment only.
     next: Option<Box<Mbuf>>,
@@ -408,6 +327,7 @@ impl Mbuf {
     pub fn len(&self) -> usize {
         self.data_len as usize
     }
+    /// Whether this segment holds no data.
     pub fn is_empty(&self) -> bool {
         self.data_len == 0
     }
@@ -474,6 +394,7 @@ impl Mbuf {
     pub fn tailroom(&self) -> usize {
         (self.buf_len - self.data_off - self.data_len) as usize
     }
+    /// Bytes free in front of the data.
     pub fn headroom(&self) -> usize {
         self.data_off as usize
     }
@@ -490,6 +411,7 @@ impl Mbuf {
         // SAFETY: data_off < buf_len, inside this buffer.
         unsafe { self.buf.as_ptr().add(self.data_off as usize) }
     }
+    /// This segment's data.
     pub fn data(&self) -> &[u8] {
         // SAFETY: the range [data_off, data_off+data_len) lies in this mbuf's own buffer, which
         // it owns exclusively.
@@ -500,6 +422,7 @@ impl Mbuf {
             )
         }
     }
+    /// This segment's data, writable.
     pub fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in data(), and &mut self gives exclusive access.
         unsafe {
@@ -711,20 +634,5 @@ mod tests {
     fn bad_pool_parameters_are_refused() {
         assert!(Mempool::new("t", 0, DEFAULT_BUF_SIZE).is_err());
         assert!(Mempool::new("t", 4, MBUF_HEADROOM).is_err());
-    }
-
-    #[test]
-    fn packet_type_parse() {
-        let mut f = [0u8; 64];
-        f[12] = 0x08;
-        f[14 + 9] = 17;
-        assert_eq!(
-            PacketType::parse(&f).0,
-            PacketType::L2_ETHER | PacketType::L3_IPV4 | PacketType::L4_UDP
-        );
-        f[12] = 0x08;
-        f[13] = 0x06;
-        assert_eq!(PacketType::parse(&f).0, PacketType::L2_ETHER_ARP);
-        assert_eq!(PacketType::parse(&f[..10]).0, PacketType::UNKNOWN);
     }
 }

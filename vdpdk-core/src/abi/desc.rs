@@ -25,17 +25,27 @@ pub const DESC_F_AVAIL: u16 = 1 << 0;
 pub const DESC_F_ERROR: u16 = 1 << 1;
 
 // Descriptor offload bits (`Desc::ol_flags`).
+/// RX: the device checked the IPv4 header checksum and it is right.
 pub const DESC_OL_RX_IP_CKSUM_GOOD: u32 = 1 << 0;
+/// RX: the device checked the IPv4 header checksum and it is wrong.
 pub const DESC_OL_RX_IP_CKSUM_BAD: u32 = 1 << 1;
+/// RX: the device checked the TCP/UDP checksum and it is right.
 pub const DESC_OL_RX_L4_CKSUM_GOOD: u32 = 1 << 2;
+/// RX: the device checked the TCP/UDP checksum and it is wrong.
 pub const DESC_OL_RX_L4_CKSUM_BAD: u32 = 1 << 3;
 /// `mark` holds a flow-rule MARK id.
 pub const DESC_OL_RX_MARK: u32 = 1 << 4;
+/// TX: the frame is IPv4 (with a checksum or segmentation request).
 pub const DESC_OL_TX_IPV4: u32 = 1 << 16;
+/// TX: the frame is IPv6 (with a checksum or segmentation request).
 pub const DESC_OL_TX_IPV6: u32 = 1 << 17;
+/// TX: fill the IPv4 header checksum.
 pub const DESC_OL_TX_IP_CKSUM: u32 = 1 << 18;
+/// TX: fill the TCP checksum.
 pub const DESC_OL_TX_TCP_CKSUM: u32 = 1 << 19;
+/// TX: fill the UDP checksum.
 pub const DESC_OL_TX_UDP_CKSUM: u32 = 1 << 20;
+/// TX: segment the TCP payload into `tso_segsz`-byte segments.
 pub const DESC_OL_TX_TCP_SEG: u32 = 1 << 21;
 
 /// A TX or RX descriptor.
@@ -56,12 +66,18 @@ pub struct Desc {
     pub packet_type: u32,
     /// Flow MARK id (RX, with `DESC_OL_RX_MARK`).
     pub mark: u32,
+    /// TX with `DESC_OL_TX_TCP_SEG`: TCP payload bytes per segment (MSS).
     pub tso_segsz: u16,
+    /// TX offloads: Ethernet header bytes, VLAN tags included.
     pub l2_len: u8,
+    /// TX offloads: TCP or UDP header bytes.
     pub l4_len: u8,
+    /// TX offloads: IP header bytes, options included.
     pub l3_len: u16,
+    /// Zero.
     pub _rsvd: u16,
 }
+/// Bytes of one descriptor.
 pub const DESC_SIZE: usize = 32;
 const _: () = assert!(size_of::<Desc>() == DESC_SIZE);
 const _: () = assert!(std::mem::offset_of!(Desc, flags) == 10);
@@ -159,6 +175,7 @@ impl RingPtr {
         }
     }
 
+    /// Descriptors in the ring (a power of two).
     pub fn size(&self) -> u16 {
         self.mask.wrapping_add(1)
     }

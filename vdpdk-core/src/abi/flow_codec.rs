@@ -13,9 +13,10 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::ethdev::MacAddr;
 use crate::flow::*;
+use crate::mac::MacAddr;
 
+/// Version byte at the start of every encoded rule; a decoder refuses any other.
 pub const CODEC_VERSION: u8 = 1;
 const HDR_LEN: usize = 12;
 
@@ -28,22 +29,38 @@ const ACT_QUEUE: u8 = 1;
 const ACT_DROP: u8 = 2;
 const ACT_MARK: u8 = 3;
 
+/// Why a byte string is not a flow rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
+    /// The input ended inside the header or element starting at this byte.
     #[error("flow rule truncated at byte {0}")]
     Truncated(usize),
+    /// The rule carries this codec version, not [`CODEC_VERSION`].
     #[error("flow codec version {0}, expected {CODEC_VERSION}")]
     Version(u8),
+    /// A pattern item of this unknown type.
     #[error("unknown flow item type {0}")]
     UnknownItem(u8),
+    /// An action of this unknown type.
     #[error("unknown flow action type {0}")]
     UnknownAction(u8),
+    /// An element whose length byte does not fit its type.
     #[error("flow element type {kind} has length {len}, expected {expected}")]
-    BadLength { kind: u8, len: u8, expected: u8 },
+    BadLength {
+        /// Item or action type.
+        kind: u8,
+        /// Length byte found.
+        len: u8,
+        /// Length the type has.
+        expected: u8,
+    },
+    /// More items or actions than [`crate::flow::MAX_FLOW_ITEMS`] / `MAX_FLOW_ACTIONS`.
     #[error("{0} items or actions exceed the limit")]
     TooMany(usize),
+    /// Bytes left over after a whole rule.
     #[error("{0} trailing bytes after the flow rule")]
     Trailing(usize),
+    /// Attribute flags with bits this version does not define.
     #[error("unknown attribute bits {0:#x}")]
     BadAttr(u8),
 }

@@ -15,22 +15,34 @@ pub mod flow_codec;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+/// PCI vendor id (Red Hat's virtio range, 0x1af4).
 pub const VENDOR_ID: u16 = 0x1af4;
+/// PCI device id of a vDPDK function.
 pub const DEVICE_ID: u16 = 0x7abc;
+/// PCI subsystem vendor id.
 pub const SUBSYS_VENDOR_ID: u16 = 0x1af4;
+/// PCI subsystem id.
 pub const SUBSYS_ID: u16 = 0x0001;
+/// PCI revision id; bumped with incompatible register changes.
 pub const REVISION: u8 = 1;
 /// PCI class: network controller, Ethernet.
 pub const CLASS_CODE: [u8; 3] = [0x00, 0x00, 0x02]; // prog-if, subclass, class
 
+/// Value of `REG_MAGIC` and of [`DeviceInfoBlock::magic`]: "VDPK" in ASCII.
 pub const ABI_MAGIC: u32 = 0x5644_504b; // "VDPK"
+/// ABI major version: a driver must speak the same one ([`negotiate`]).
 pub const ABI_MAJOR: u16 = 1;
+/// ABI minor version: additions a driver of the same major may ignore.
 pub const ABI_MINOR: u16 = 0;
 
 // ---- BAR layout ----
+/// Index of the signal BAR (registers, MSI-X; every access traps).
 pub const SIGNAL_BAR: u8 = 0;
+/// Size of the signal BAR in bytes (8 KiB).
 pub const SIGNAL_BAR_SIZE: u64 = 0x2000;
+/// Index of the data BAR (shared memfd: info, control, queue flags).
 pub const DATA_BAR: u8 = 2;
+/// Size of the data BAR in bytes (64 KiB).
 pub const DATA_BAR_SIZE: u64 = 0x1_0000;
 
 // BAR0 registers (32-bit).
@@ -47,20 +59,28 @@ pub const REG_CTRL_STATUS: u64 = 0x014;
 pub const REG_TX_KICK: u64 = 0x020;
 /// MSI-X table and PBA (one vector per RX queue).
 pub const MSIX_TABLE_OFFSET: u32 = 0x1000;
+/// PBA offset in BAR0 (after the MSI-X table).
 pub const MSIX_PBA_OFFSET: u32 = 0x1800;
 
 // BAR2 layout.
+/// Offset of the [`DeviceInfoBlock`] in BAR2.
 pub const INFO_OFFSET: usize = 0x0000;
+/// Offset of the [`CtrlRequest`] block in BAR2.
 pub const CTRL_REQ_OFFSET: usize = 0x1000;
+/// Offset of the [`CtrlResponse`] block in BAR2.
 pub const CTRL_RESP_OFFSET: usize = 0x1800;
+/// Offset of the RX queue flag lines in BAR2 (one [`QUEUE_FLAGS_STRIDE`] line per queue).
 pub const RXQ_FLAGS_OFFSET: usize = 0x2000;
+/// Offset of the TX queue flag lines in BAR2 (one [`QUEUE_FLAGS_STRIDE`] line per queue).
 pub const TXQ_FLAGS_OFFSET: usize = 0x3000;
 /// Each queue's flags sit on their own cache line.
 pub const QUEUE_FLAGS_STRIDE: usize = 64;
 
 /// Queues a device can offer per direction (bounded by the flag areas and MSI-X vectors).
 pub const MAX_QUEUES: u16 = 64;
+/// Fewest descriptors a ring may have (a power of two).
 pub const MIN_RING_SIZE: u16 = 32;
+/// Most descriptors a ring may have (a power of two).
 pub const MAX_RING_SIZE: u16 = 4096;
 /// Largest buffer a descriptor may describe.
 pub const MAX_BUF_LEN: u32 = 16 * 1024;
@@ -69,6 +89,7 @@ pub const MAX_BUF_LEN: u32 = 16 * 1024;
 pub fn rxq_flags_offset(q: u16) -> usize {
     RXQ_FLAGS_OFFSET + q as usize * QUEUE_FLAGS_STRIDE
 }
+/// Offset in BAR2 of TX queue `q`'s flag line.
 pub fn txq_flags_offset(q: u16) -> usize {
     TXQ_FLAGS_OFFSET + q as usize * QUEUE_FLAGS_STRIDE
 }
@@ -104,20 +125,35 @@ bitflags::bitflags! {
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
 pub struct DeviceInfoBlock {
+    /// [`ABI_MAGIC`].
     pub magic: u32,
+    /// [`ABI_MAJOR`] of the device.
     pub abi_major: u16,
+    /// [`ABI_MINOR`] of the device.
     pub abi_minor: u16,
+    /// [`Features`] the device offers, as bits.
     pub features: u64,
+    /// The port's MAC address.
     pub mac: [u8; 6],
+    /// Current MTU (L3 bytes).
     pub mtu: u16,
+    /// RX queues the device offers.
     pub max_rx_queues: u16,
+    /// TX queues the device offers.
     pub max_tx_queues: u16,
+    /// Smallest ring size accepted (descriptors).
     pub min_ring_size: u16,
+    /// Largest ring size accepted (descriptors).
     pub max_ring_size: u16,
+    /// Largest MTU the device accepts (L3 bytes).
     pub max_mtu: u16,
+    /// Non-zero when the backend link is up.
     pub link_up: u16,
+    /// Link speed in Mbit/s; 0 when unknown.
     pub link_speed_mbps: u32,
+    /// RX offload capabilities (`ethdev::RxOffloads` bits).
     pub rx_offload_capa: u64,
+    /// TX offload capabilities (`ethdev::TxOffloads` bits).
     pub tx_offload_capa: u64,
 }
 const _: () = assert!(size_of::<DeviceInfoBlock>() == 56);
@@ -134,7 +170,9 @@ pub enum CtrlOp {
     RxqSetup = 3,
     /// args: \[qid, ring IOVA, ring size\].
     TxqSetup = 4,
+    /// Start the port (queues set up, rings live).
     Start = 5,
+    /// Stop the port; rings stay set up.
     Stop = 6,
     /// Stop, forget queues and flow rules, back to the negotiated state.
     Reset = 7,
@@ -144,12 +182,14 @@ pub enum CtrlOp {
     FlowCreate = 9,
     /// args: \[handle\].
     FlowDestroy = 10,
+    /// Remove every flow rule.
     FlowFlush = 11,
     /// result: see [`StatsIndex`].
     GetStats = 12,
 }
 
 impl CtrlOp {
+    /// The operation with this code, or None for an unknown one.
     pub fn from_u32(v: u32) -> Option<CtrlOp> {
         use CtrlOp::*;
         Some(match v {
@@ -174,19 +214,28 @@ impl CtrlOp {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CtrlStatus {
+    /// Done.
     Ok = 0,
+    /// `op` is not a [`CtrlOp`].
     UnknownOp = 1,
+    /// An argument or the payload is out of range or malformed.
     InvalidArg = 2,
+    /// The operation is not allowed in the device's current state.
     BadState = 3,
+    /// Refused by policy (not the guest's MAC or queue, a limit reached).
     Refused = 4,
+    /// The host ran out of a resource.
     NoMem = 5,
+    /// ABI major mismatch during negotiation.
     Version = 6,
+    /// A feature or flow rule the device cannot provide.
     Unsupported = 7,
     /// The doorbell's sequence number did not match the request block.
     BadSeq = 8,
 }
 
 impl CtrlStatus {
+    /// The status with this code, or None for an unknown one.
     pub fn from_u32(v: u32) -> Option<CtrlStatus> {
         use CtrlStatus::*;
         Some(match v {
@@ -204,18 +253,26 @@ impl CtrlStatus {
     }
 }
 
+/// Bytes of a request's payload area.
 pub const CTRL_PAYLOAD_MAX: usize = 1024;
+/// Bytes of a response's reason message (NUL-padded).
 pub const CTRL_MSG_MAX: usize = 256;
 
 /// A control request at `CTRL_REQ_OFFSET` (guest-written, host copies it out once).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct CtrlRequest {
+    /// A [`CtrlOp`] code.
     pub op: u32,
+    /// Sequence number; the doorbell write must repeat it.
     pub seq: u32,
+    /// Operation arguments (see [`CtrlOp`]).
     pub args: [u64; 4],
+    /// Bytes of `payload` in use (at most [`CTRL_PAYLOAD_MAX`]).
     pub payload_len: u32,
+    /// Zero; keeps `payload` 8-byte aligned.
     pub _pad: u32,
+    /// Operation payload (the flow wire codec for flow ops).
     pub payload: [u8; CTRL_PAYLOAD_MAX],
 }
 const _: () = assert!(size_of::<CtrlRequest>() == 1072);
@@ -225,8 +282,11 @@ const _: () = assert!(CTRL_REQ_OFFSET + size_of::<CtrlRequest>() <= CTRL_RESP_OF
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 pub struct CtrlResponse {
+    /// Sequence number of the request this answers.
     pub seq: u32,
+    /// A [`CtrlStatus`] code.
     pub status: u32,
+    /// Operation results (see [`CtrlOp`], [`StatsIndex`]).
     pub result: [u64; 16],
     /// NUL-padded UTF-8 reason when status is not Ok.
     pub msg: [u8; CTRL_MSG_MAX],
@@ -239,6 +299,7 @@ const _: () =
     assert!(RXQ_FLAGS_OFFSET + MAX_QUEUES as usize * QUEUE_FLAGS_STRIDE <= TXQ_FLAGS_OFFSET);
 
 impl CtrlResponse {
+    /// The reason message, up to its first NUL (lossy UTF-8).
     pub fn message(&self) -> String {
         let end = self
             .msg
@@ -247,6 +308,7 @@ impl CtrlResponse {
             .unwrap_or(self.msg.len());
         String::from_utf8_lossy(&self.msg[..end]).into_owned()
     }
+    /// Stores `s` as the reason, cut at a character boundary to leave a terminating NUL.
     pub fn set_message(&mut self, s: &str) {
         self.msg = [0; CTRL_MSG_MAX];
         let mut n = s.len().min(CTRL_MSG_MAX - 1);
@@ -263,11 +325,13 @@ impl CtrlResponse {
 pub enum StatsIndex {
     /// Frames the host delivered into the guest's RX rings.
     RxPackets = 0,
+    /// Bytes of the frames counted in `RxPackets`.
     RxBytes = 1,
     /// Frames for this guest dropped because its RX ring had no free descriptor.
     RxNoDesc = 2,
     /// Frames taken from the guest's TX rings and sent on the wire.
     TxPackets = 3,
+    /// Bytes of the frames counted in `TxPackets`.
     TxBytes = 4,
     /// TX descriptors refused (IOVA outside the DMA map, bad length).
     TxBadDesc = 5,
@@ -284,6 +348,7 @@ pub enum StatsIndex {
     /// Interrupts the host could not deliver (the guest's eventfd was full or broken).
     IrqErrors = 11,
 }
+/// Number of [`StatsIndex`] counters a `GetStats` result holds.
 pub const STATS_COUNT: usize = 12;
 /// Names of the `StatsIndex` counters, in order (for tables and JSON).
 pub const STATS_NAMES: [&str; STATS_COUNT] = [
