@@ -1,8 +1,7 @@
 //! # ice-driver
 //!
-//! An Intel E810 ("ice") PF driver over the [`vdpdk_pci::PciDevice`] layer, and a software
-//! model of the E810 ([`model`]) that speaks the real register, admin-queue and descriptor
-//! formats so the driver is tested without hardware.
+//! An Intel E810 ("ice") PF driver over the [`vdpdk_pci::PciDevice`] layer. Its tests drive
+//! it against the software E810 of the `ice-model` crate, which shares no code with it.
 //!
 //! Status: bring-up through the admin queue (PF reset, queue setup, version and capability
 //! discovery, switch configuration, MAC read, MAC config, link events and link up). LAN queues,
@@ -14,7 +13,6 @@ pub mod ddp;
 pub mod dev;
 pub mod fdir;
 pub mod fdprof;
-pub mod model;
 pub mod port;
 pub mod regs;
 pub mod rxq;
@@ -28,9 +26,8 @@ use vdpdk_pci::{MappedBar, PciDevice};
 pub use dev::{IceDevice, IceInfo};
 pub use port::{DdpSource, IcePort};
 
-/// Vendor and device ids of the E810-C QSFP (base/ice_devids.h); the model presents these.
+/// Intel's PCI vendor id (DPDK `base/ice_devids.h` `ICE_INTEL_VENDOR_ID`).
 pub const INTEL_VENDOR_ID: u16 = 0x8086;
-pub const E810_C_QSFP: u16 = 0x1592;
 /// Device ids the driver accepts: E810-C 0x1591/2/3 and E810-XXV 0x1599/A/B
 /// (DPDK `base/ice_devids.h`).
 pub const E810_DEVICE_IDS: [u16; 6] = [0x1591, 0x1592, 0x1593, 0x1599, 0x159A, 0x159B];

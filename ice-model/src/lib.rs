@@ -7,13 +7,13 @@
 //! Fault injection ([`Faults`]) lets tests make the firmware stop answering, report a newer API,
 //! complete with the wrong opcode or sit in a global reset.
 
+mod bits;
 pub mod cable;
 pub mod dma;
 pub mod fdpipe;
 pub mod offload;
 pub mod pci;
 pub mod regs;
-pub mod server;
 
 use std::collections::HashMap;
 
@@ -21,6 +21,13 @@ use vdpdk_core::MacAddr;
 
 use dma::DmaSpace;
 use regs::*;
+
+/// Intel's PCI vendor id (DPDK `drivers/net/intel/ice/base/ice_devids.h`
+/// `ICE_INTEL_VENDOR_ID`).
+pub const INTEL_VENDOR_ID: u16 = 0x8086;
+/// Device id of the E810-C for QSFP, the card the model presents (DPDK
+/// `drivers/net/intel/ice/base/ice_devids.h` `ICE_DEV_ID_E810C_QSFP`).
+pub const E810_C_QSFP: u16 = 0x1592;
 
 // The few AQ constants the model needs, written out from [AQC] rather than shared with the
 // driver (see regs.rs for why).
@@ -421,6 +428,24 @@ impl E810Model {
         })
     }
 
+    /// Replaces the model by a fresh one with the same configuration and faults (a global
+    /// reset in progress is over), in the same shared handle: the card as a host that boots
+    /// finds it. The old one is dropped outside the lock: that unmaps its DMA and closes its
+    /// interrupt eventfds.
+    pub fn power_on(model: &parking_lot::Mutex<E810Model>) {
+        let old = {
+            let mut m = model.lock();
+            let mut fresh = E810Model::new(m.cfg.clone());
+            fresh.faults = Faults {
+                in_global_reset: false,
+                ..m.faults
+            };
+            fresh.self_ref = m.self_ref.take();
+            std::mem::replace(&mut *m, fresh)
+        };
+        drop(old);
+    }
+
     /// `E810Model::new(cfg).into_shared()`.
     pub fn shared(cfg: ModelConfig) -> std::sync::Arc<parking_lot::Mutex<E810Model>> {
         Self::new(cfg).into_shared()
@@ -676,7 +701,7 @@ impl E810Model {
         for (i, dw) in st.ctx.iter().enumerate() {
             c[i * 4..i * 4 + 4].copy_from_slice(&dw.to_le_bytes());
         }
-        let f = |(l, w): (usize, usize)| crate::ctx::get_bits(&c, l, w);
+        let f = |(l, w): (usize, usize)| crate::bits::get_bits(&c, l, w);
         st.base = f(RLAN_BASE) << 7;
         st.len = f(RLAN_QLEN) as u32;
         st.dbuf = (f(RLAN_DBUF) as usize) << 7;
@@ -1392,7 +1417,7 @@ impl E810Model {
                     return Reply::err(RC_EINVAL);
                 }
                 let ctx = &e[8..30];
-                let f = |(l, w): (usize, usize)| crate::ctx::get_bits(ctx, l, w);
+                let f = |(l, w): (usize, usize)| crate::bits::get_bits(ctx, l, w);
                 let len = f(TLAN_QLEN) as u32;
                 if len == 0 {
                     return Reply::err(RC_EINVAL);
