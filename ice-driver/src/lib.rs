@@ -3,28 +3,37 @@
 //! An Intel E810 ("ice") PF driver over the [`vdpdk_pci::PciDevice`] layer. Its tests drive
 //! it against the software E810 of the `ice-model` crate, which shares no code with it.
 //!
-//! Status: bring-up through the admin queue (PF reset, queue setup, version and capability
-//! discovery, switch configuration, MAC read, MAC config, link events and link up). LAN queues,
-//! Flow Director, offloads and the ethdev traits follow (see issue #3's progress notes).
+//! [`IceDevice`] brings the PF up over the admin queue (reset, version and capabilities, switch
+//! configuration, MAC, link), downloads the DDP package, builds the PF VSI and the scheduler
+//! branch, and sets up LAN queues ([`IceRxQueue`], [`IceTxQueue`]) and Flow Director filters.
+//! [`IcePort`] wraps it in the `vdpdk_core::EthDev` face host-mux and the tools use.
+//!
+//! Sources are cited in brackets: \[AQC\] DPDK `base/ice_adminq_cmd.h`, \[CMN\]
+//! `base/ice_common.c`, \[HWA\] `base/ice_hw_autogen.h`, \[DDP\] `base/ice_ddp.c`, \[LTR\]
+//! `ice_lan_tx_rx.h`, \[SCH\] `base/ice_sched.c`, \[SW\] `base/ice_switch.c`
+//! (shared/reference/e810-facts.md).
 
-pub mod adminq;
-pub mod ctx;
+#![warn(missing_docs)]
+
+mod adminq;
+mod ctx;
 pub mod ddp;
-pub mod dev;
-pub mod fdir;
-pub mod fdprof;
-pub mod port;
-pub mod regs;
-pub mod rxq;
-pub mod stats;
-pub mod txq;
+mod dev;
+mod port;
+mod regs;
+mod rxq;
+mod stats;
+mod txq;
 
 use std::sync::Arc;
 
 use vdpdk_pci::{MappedBar, PciDevice};
 
-pub use dev::{IceDevice, IceInfo};
+pub use dev::{IceDevice, IceInfo, LinkInfo};
 pub use port::{DdpSource, IcePort};
+pub use rxq::{IceRxQueue, RxFrameLimits};
+pub use stats::{Counter32, HwCounters};
+pub use txq::IceTxQueue;
 
 /// Intel's PCI vendor id (DPDK `base/ice_devids.h` `ICE_INTEL_VENDOR_ID`).
 pub const INTEL_VENDOR_ID: u16 = 0x8086;

@@ -39,7 +39,7 @@ pub struct IcePort {
     /// Vector 0 (misc/admin, \[ETH\] `ice_pf_enable_irq0`) then one per RX queue.
     irq_fds: Vec<Arc<EventFd>>,
     /// Installed Flow Director filters by handle.
-    flows: Vec<(FlowHandle, crate::fdir::FdirFilter)>,
+    flows: Vec<(FlowHandle, crate::dev::fd::filter::FdirFilter)>,
     next_flow: u32,
     /// RX interrupt throttle (µs, 0 = none), see [`IcePort::set_rx_itr`].
     rx_itr_us: u32,
@@ -357,7 +357,7 @@ impl EthDev for IcePort {
                 "Flow Director needs the DDP package (safe mode)".into(),
             ));
         }
-        let f = crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
+        let f = crate::dev::fd::filter::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
         self.dev.fdir_profile_check(f.prof)?;
         Ok(())
     }
@@ -365,7 +365,7 @@ impl EthDev for IcePort {
     fn flow_create(&mut self, rule: &FlowRule) -> Result<FlowHandle> {
         self.flow_validate(rule)?;
         let h = FlowHandle(self.next_flow);
-        let f = crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
+        let f = crate::dev::fd::filter::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
         self.dev.fdir_program(&f, false)?;
         self.next_flow += 1;
         self.flows.push((h, f));

@@ -348,7 +348,7 @@ impl RxQueue for IceRxQueue {
                 };
             }
             let flow_id = u32::from_le_bytes(wb[24..28].try_into().expect("4 bytes"));
-            if flow_id != crate::fdir::NO_FDID {
+            if flow_id != crate::dev::fd::filter::NO_FDID {
                 m.ol_flags |= OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID;
                 m.mark = flow_id;
             }

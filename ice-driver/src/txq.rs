@@ -227,7 +227,7 @@ impl IceTxQueue {
         self.write_desc(
             j,
             pkt_iova,
-            data_qw1(len, CMD_EOP | CMD_RS | crate::fdir::CMD_DUMMY),
+            data_qw1(len, CMD_EOP | CMD_RS | crate::dev::fd::filter::CMD_DUMMY),
         );
         self.ntu = (j + 1) % self.n;
         std::sync::atomic::fence(Ordering::Release);

@@ -62,7 +62,7 @@ fn checksums_ok(f: &[u8]) -> bool {
 fn setup() -> (
     Arc<Mutex<E810Model>>,
     IceDevice,
-    ice_driver::txq::IceTxQueue,
+    ice_driver::IceTxQueue,
     Mempool,
 ) {
     let m = E810Model::shared(ModelConfig::default());

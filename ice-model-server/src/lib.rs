@@ -1,6 +1,8 @@
 //! The model behind a vfio-user socket: a separate process that looks to the driver exactly
 //! like an E810 behind kernel vfio (trapped BAR0, DMA maps with fds).
 
+#![warn(missing_docs)]
+
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

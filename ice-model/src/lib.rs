@@ -7,6 +7,8 @@
 //! Fault injection ([`Faults`]) lets tests make the firmware stop answering, report a newer API,
 //! complete with the wrong opcode or sit in a global reset.
 
+#![warn(missing_docs)]
+
 mod aq;
 mod bits;
 pub mod cable;
