@@ -14,6 +14,8 @@ use crate::IceError;
 
 /// Where Linux and DPDK look for the package.
 pub const DEFAULT_PKG_PATH: &str = "/lib/firmware/intel/ice/ddp/ice.pkg";
+/// Size of one package buffer in bytes, as download_pkg and update_package send it
+/// (\[DDP\] `ICE_PKG_BUF_SIZE`).
 pub const PKG_BUF_SIZE: usize = 4096;
 /// Section ids of the Flow Director block's tables: XLT1 (packet type -> PTG), XLT2 (VSI ->
 /// VSI group), profile TCAM and field vectors (extraction sequences) [FT `ICE_SID_*_FD`].

@@ -41,22 +41,36 @@ pub const INTEL_VENDOR_ID: u16 = 0x8086;
 /// (DPDK `base/ice_devids.h`).
 pub const E810_DEVICE_IDS: [u16; 6] = [0x1591, 0x1592, 0x1593, 0x1599, 0x159A, 0x159B];
 
+/// Why a driver operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IceError {
+    /// Bring-up cannot go on (global reset in progress, blank NVM, recovery mode, DDP refused).
     #[error("initialisation failed: {0}")]
     Init(String),
+    /// The device did not answer in time (admin command, PF reset, FD programming status).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The device was reset under the driver; probe it again.
     #[error("device reset: {0}")]
     Reset(String),
+    /// The firmware answered something the formats do not allow.
     #[error("firmware misbehaved: {0}")]
     Firmware(String),
+    /// An admin command completed with an error (`retval` is an \[AQC\] `ice_aq_err`).
     #[error("admin command {opcode:#06x} failed: {} (retval {retval})", adminq::aq_err_name(*retval))]
-    Admin { opcode: u16, retval: u16 },
+    Admin {
+        /// The command's opcode.
+        opcode: u16,
+        /// The firmware's error code.
+        retval: u16,
+    },
+    /// The caller asked for something out of range (queue, vector, ring size, filter).
     #[error("invalid argument: {0}")]
     InvalidArg(String),
+    /// The device or the driver cannot do this (safe mode, a profile conflict, other ids).
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// An error of the PCI or memory layer.
     #[error(transparent)]
     Core(#[from] vdpdk_core::Error),
 }
@@ -74,25 +88,28 @@ impl From<IceError> for vdpdk_core::Error {
 
 /// BAR0 register access: through a mapping when the transport allows one (kernel vfio), as
 /// trapped accesses otherwise (vfio-user, the in-process model).
-pub struct Regs {
+pub(crate) struct Regs {
     dev: Arc<dyn PciDevice>,
     mapped: Option<MappedBar>,
 }
 
 impl Regs {
-    pub fn new(dev: Arc<dyn PciDevice>) -> Regs {
+    /// Maps BAR0 if the transport allows it.
+    pub(crate) fn new(dev: Arc<dyn PciDevice>) -> Regs {
         let mapped = dev.map_bar(0).ok();
         Regs { dev, mapped }
     }
 
-    pub fn read(&self, off: u64) -> Result<u32, IceError> {
+    /// Reads the 32-bit register at byte offset `off` of BAR0.
+    pub(crate) fn read(&self, off: u64) -> Result<u32, IceError> {
         match &self.mapped {
             Some(b) if b.at(off as usize, 4).is_some() => Ok(b.read32(off as usize)),
             _ => Ok(self.dev.bar_read32(0, off)?),
         }
     }
 
-    pub fn write(&self, off: u64, v: u32) -> Result<(), IceError> {
+    /// Writes the 32-bit register at byte offset `off` of BAR0.
+    pub(crate) fn write(&self, off: u64, v: u32) -> Result<(), IceError> {
         match &self.mapped {
             Some(b) if b.at(off as usize, 4).is_some() => {
                 b.write32(off as usize, v);
@@ -102,7 +119,8 @@ impl Regs {
         }
     }
 
-    pub fn device(&self) -> &Arc<dyn PciDevice> {
+    /// The PCI device behind BAR0.
+    pub(crate) fn device(&self) -> &Arc<dyn PciDevice> {
         &self.dev
     }
 }

@@ -26,6 +26,8 @@ const RING_LIM: DescLimits = DescLimits {
     align: 32,
 };
 
+/// An E810 port as a `vdpdk_core::EthDev`: configure, queue setup, start/stop, stats and
+/// flow rules (as Flow Director filters) over an [`IceDevice`].
 pub struct IcePort {
     dev: IceDevice,
     state: PortState,
@@ -93,6 +95,7 @@ impl IcePort {
         Self::open_with(pci, DdpSource::Default)
     }
 
+    /// Like [`IcePort::open`], with the DDP package from `ddp`.
     pub fn open_with(pci: Arc<dyn PciDevice>, ddp: DdpSource) -> Result<IcePort> {
         let mut dev = IceDevice::probe(pci)?;
         let default = std::path::Path::new(crate::ddp::DEFAULT_PKG_PATH);
@@ -130,6 +133,7 @@ impl IcePort {
         })
     }
 
+    /// The device under the port, for what the `EthDev` face does not offer.
     pub fn device(&mut self) -> &mut IceDevice {
         &mut self.dev
     }

@@ -89,6 +89,8 @@ pub fn rx_buf_len(pool: &Mempool) -> u64 {
     (pool.buf_size() - vdpdk_core::MBUF_HEADROOM) as u64 & !127
 }
 
+/// A LAN RX queue: a ring of 32-byte descriptors (flex NIC write-back) its mempool refills,
+/// with an optional MSI-X vector; the `vdpdk_core::RxQueue` the port hands out.
 pub struct IceRxQueue {
     regs: Arc<Regs>,
     q: u16,
@@ -113,7 +115,7 @@ pub struct IceRxQueue {
 
 impl IceRxQueue {
     /// Programs and enables PF queue `q` with `n` descriptors filled from `pool`.
-    pub fn setup(
+    pub(crate) fn setup(
         regs: Arc<Regs>,
         q: u16,
         n: u16,

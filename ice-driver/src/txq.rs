@@ -113,6 +113,8 @@ pub fn data_qw1(len: usize, cmd: u64) -> u64 {
     (cmd << CMD_SHIFT) | ((len as u64) << BUF_SZ_SHIFT)
 }
 
+/// A LAN TX queue: a ring of 16-byte descriptors, completions by RS/DESC_DONE write-back;
+/// the `vdpdk_core::TxQueue` the port hands out.
 pub struct IceTxQueue {
     regs: Arc<Regs>,
     q: u16,
@@ -204,6 +206,7 @@ impl IceTxQueue {
         (self.ntu + self.n - self.ntc) % self.n
     }
 
+    /// The PF-relative queue index.
     pub fn queue(&self) -> u16 {
         self.q
     }

@@ -91,7 +91,7 @@ impl ServerBackend for Backend {
     }
 
     fn reset(&mut self) -> std::io::Result<()> {
-        self.model.lock().mmio_write(ice_model::regs::PFGEN_CTRL, 1);
+        self.model.lock().function_reset();
         Ok(())
     }
 
@@ -182,6 +182,7 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
+    /// Where the socket file is.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -15,12 +15,12 @@ pub mod cable;
 mod counters;
 pub mod dma;
 mod fdir;
-pub mod fdpipe;
+mod fdpipe;
 mod irq;
 mod mmio;
-pub mod offload;
+mod offload;
 pub mod pci;
-pub mod regs;
+mod regs;
 mod rx;
 mod tx;
 
@@ -30,6 +30,7 @@ use vdpdk_core::MacAddr;
 
 use aq::Ring;
 use dma::DmaSpace;
+use regs::PFGEN_CTRL;
 use rx::RxQueueState;
 use tx::TxQueueState;
 
@@ -60,13 +61,17 @@ pub struct Faults {
 /// Model counters (per port, like GLPRT_*).
 #[derive(Default, Clone, Copy, Debug)]
 pub struct ModelStats {
+    /// Frames delivered to an RX queue.
     pub rx_packets: u64,
+    /// Bytes of those frames (without CRC).
     pub rx_bytes: u64,
     /// Frames dropped because the target queue was disabled or had no descriptor.
     pub rx_dropped: u64,
     /// Frames longer than the queue's RXMAX.
     pub rx_oversize: u64,
+    /// Frames put on the wire (each TSO segment counts).
     pub tx_packets: u64,
+    /// Bytes of those frames (without CRC).
     pub tx_bytes: u64,
     /// TX descriptors the model could not process (bad address, unknown type).
     pub tx_errors: u64,
@@ -75,9 +80,13 @@ pub struct ModelStats {
 /// Model configuration (what the "NVM" says).
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
+    /// The LAN MAC address manage_mac_read reports.
     pub mac: MacAddr,
+    /// The PF's function number (PF_FUNC_RID, get_sw_cfg).
     pub pf_id: u8,
+    /// RX and TX queues the function owns (RXQS/TXQS capabilities).
     pub num_queues: u32,
+    /// MSI-X vectors of the function (MSIX capability, vfio-user IRQ count).
     pub num_msix: u32,
 }
 
@@ -94,8 +103,11 @@ impl Default for ModelConfig {
 
 /// The model's state; drive it with `mmio_read` / `mmio_write`.
 pub struct E810Model {
+    /// What the NVM says; a power-on keeps it.
     pub cfg: ModelConfig,
+    /// Misbehaviours switched on; a power-on keeps them (but ends a global reset).
     pub faults: Faults,
+    /// The driver's DMA maps, as the model reads and writes host memory through them.
     pub dma: DmaSpace,
     atq: Ring,
     arq: Ring,
@@ -109,6 +121,7 @@ pub struct E810Model {
     pub events_dropped: u32,
     rxq: Vec<RxQueueState>,
     txq: Vec<TxQueueState>,
+    /// Port counters of what went through the model.
     pub stats: ModelStats,
     /// Frames transmitted and not yet taken by the wire.
     outbox: Vec<Vec<u8>>,
@@ -153,11 +166,13 @@ pub struct E810Model {
     pub fdir_drops: u64,
     /// DDP: buffers received in the current download, and whether a package is active.
     pkg_bufs: u32,
+    /// A DDP package is active (download_pkg with LAST_BUF went through).
     pub pkg_loaded: bool,
     cfg_lock_held: bool,
 }
 
 impl E810Model {
+    /// A card at power-on: admin queue off, no VSI, queue or filter, link down.
     pub fn new(cfg: ModelConfig) -> E810Model {
         E810Model {
             cfg,
@@ -243,6 +258,12 @@ impl E810Model {
         drop(old);
     }
 
+    /// A PCI function-level reset as the front ends forward it: PFGEN_CTRL.PFSWR, the PF
+    /// software reset (the admin queue survives, everything else of the PF goes).
+    pub fn function_reset(&mut self) {
+        self.mmio_write(PFGEN_CTRL, 1);
+    }
+
     /// `E810Model::new(cfg).into_shared()`.
     pub fn shared(cfg: ModelConfig) -> std::sync::Arc<parking_lot::Mutex<E810Model>> {
         Self::new(cfg).into_shared()
@@ -261,6 +282,7 @@ impl E810Model {
     /// Flow Director capacity of the model.
     pub const FDIR_CAPACITY: usize = 1024;
 
+    /// Whether the link is up (restart_an with ENABLE brought it up).
     pub fn link_up(&self) -> bool {
         self.link_up
     }

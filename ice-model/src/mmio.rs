@@ -11,6 +11,7 @@ impl E810Model {
         (off.is_multiple_of(4) && q < self.cfg.num_queues as u64).then_some(q as usize)
     }
 
+    /// A 32-bit read of BAR0 at byte offset `off` (offsets from DPDK `base/ice_hw_autogen.h`).
     pub fn mmio_read(&mut self, off: u64) -> u32 {
         match off {
             PF_FUNC_RID => self.cfg.pf_id as u32,
@@ -69,6 +70,8 @@ impl E810Model {
         }
     }
 
+    /// A 32-bit write of BAR0 at byte offset `off`; a write to ATQT runs the admin commands
+    /// up to it, one to a TX doorbell the TX descriptors.
     pub fn mmio_write(&mut self, off: u64, v: u32) {
         match off {
             PFGEN_CTRL => {

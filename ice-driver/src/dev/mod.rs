@@ -38,27 +38,45 @@ pub mod caps {
 /// Link state from get_link_status (\[AQC\] `ice_aqc_get_link_status_data`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LinkInfo {
+    /// Link up (`link_info` bit 0, `ICE_AQ_LINK_UP`).
     pub up: bool,
+    /// A module or cable is present (`link_info` bit 6, `ICE_AQ_MEDIA_AVAILABLE`).
     pub media_available: bool,
+    /// Speed in Mbit/s from the `ICE_AQ_LINK_SPEED_*` bit; 0 when down or unknown.
     pub speed_mbps: u32,
+    /// Largest frame the MAC accepts, in bytes (`max_frame_size`).
     pub max_frame: u16,
 }
 
 /// What bring-up learned about the function.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IceInfo {
+    /// PCI function number of this PF (PF_FUNC_RID).
     pub pf_id: u8,
+    /// Firmware (major, minor, patch) from get_ver.
     pub fw_version: (u8, u8, u8),
+    /// Admin queue API (major, minor, patch) from get_ver; a major above the driver's (1)
+    /// is refused.
     pub api_version: (u8, u8, u8),
+    /// The LAN MAC address the NVM holds (manage_mac_read).
     pub mac: MacAddr,
+    /// RX queues the function owns (RXQS capability).
     pub num_rxq: u32,
+    /// Absolute index of its first RX queue.
     pub first_rxq: u32,
+    /// TX queues the function owns (TXQS capability).
     pub num_txq: u32,
+    /// Absolute index of its first TX queue.
     pub first_txq: u32,
+    /// MSI-X vectors of the function (MSIX capability).
     pub num_msix: u32,
+    /// Largest MTU the device supports, in bytes (MAX_MTU capability).
     pub max_mtu: u32,
+    /// Logical port of the PF's physical port in the switch (get_sw_cfg).
     pub lport: u8,
+    /// Id of the switch the port belongs to (get_sw_cfg).
     pub sw_id: u16,
+    /// The link as last reported.
     pub link: LinkInfo,
     /// No DDP package loaded: the driver offers one queue pair (Linux/DPDK policy).
     pub safe_mode: bool,
@@ -111,6 +129,7 @@ impl IceDevice {
         Ok(ice)
     }
 
+    /// What bring-up learned about the function, with the last link state.
     pub fn info(&self) -> &IceInfo {
         &self.info
     }
