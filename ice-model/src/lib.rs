@@ -6,6 +6,15 @@
 //!
 //! Fault injection ([`Faults`]) lets tests make the firmware stop answering, report a newer API,
 //! complete with the wrong opcode or sit in a global reset.
+//!
+//! The crate shares no code with `ice-driver` (its own register map, bit-field reader and
+//! device ids), so a mistake in the driver cannot hide behind the model agreeing with it.
+//!
+//! Where things are: `mmio` (BAR0 registers), `aq` (the admin queue: `aq/opcode.rs` maps each
+//! opcode to its handler, the handlers live by area in `aq/{generic,switch,sched,link,ddp}.rs`;
+//! a new command is one line there and one handler), `rx` and `tx` (LAN queues and
+//! descriptors), `fdir` and `fdpipe` (Flow Director), `irq` (MSI-X, ITR), `counters`; the
+//! front ends are [`pci`] (in-process) and the `ice-model-server` crate (vfio-user).
 
 #![warn(missing_docs)]
 
