@@ -40,7 +40,7 @@ pub(crate) fn sum16(data: &[u8], mut acc: u32) -> u32 {
 }
 
 /// Checks IPv4 header and TCP/UDP checksums: (evaluated, ip_bad, l4_bad).
-pub(crate) fn verify_checksums(frame: &[u8]) -> (bool, bool, bool) {
+fn verify_checksums(frame: &[u8]) -> (bool, bool, bool) {
     if frame.get(12..14) != Some(&[0x08, 0x00]) || frame.len() < 34 {
         return (false, false, false);
     }
@@ -68,7 +68,7 @@ pub(crate) fn verify_checksums(frame: &[u8]) -> (bool, bool, bool) {
 /// The 32-byte flex NIC write-back for a received frame [LTR `ice_32b_rx_flex_desc_nic`]:
 /// rxdid @0, ptype @2 (bits 9:0), pkt_len @4 (bits 13:0), status_error0 @8 (DD b0, EOF b1,
 /// L3L4P b3, XSUM_IPE b4, XSUM_L4E b5).
-pub(crate) fn rx_writeback(frame: &[u8], rxdid: u8) -> [u8; 32] {
+fn rx_writeback(frame: &[u8], rxdid: u8) -> [u8; 32] {
     let mut wb = [0u8; 32];
     wb[0] = rxdid;
     wb[2..4].copy_from_slice(&e810_ptype(frame).to_le_bytes());
@@ -171,7 +171,7 @@ impl E810Model {
 
     /// Like `receive_on`, with the flow id (FDID) of the filter that matched written back
     /// (0xFFFFFFFF: none).
-    pub(crate) fn receive_with(&mut self, q: usize, frame: &[u8], flow_id: u32) -> bool {
+    fn receive_with(&mut self, q: usize, frame: &[u8], flow_id: u32) -> bool {
         let Some(st) = self.rxq.get(q).filter(|s| s.enabled).cloned() else {
             self.stats.rx_dropped += 1;
             return false;

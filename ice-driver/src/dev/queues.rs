@@ -94,7 +94,7 @@ impl IceDevice {
 
     /// Creates the PF VSI owning queues `0..nq` (\[SW\] `ice_aq_add_vsi`, DPDK PF settings:
     /// SW and RXQ_MAP sections, LAN_ENA, contiguous queue map, TC0 over all queues).
-    pub(super) fn ensure_vsi(&mut self, nq: u16) -> Result<u16, IceError> {
+    fn ensure_vsi(&mut self, nq: u16) -> Result<u16, IceError> {
         if let Some(v) = self.vsi {
             return Ok(v);
         }
@@ -154,7 +154,7 @@ impl IceDevice {
     /// Builds the scheduler branch TX queues hang off and returns the queue-group node
     /// ([SCH]: query resources, read the default topology, delete default nodes below the
     /// software entry layer, add one generic node per layer down to the queue-group layer).
-    pub(super) fn ensure_qgroup(&mut self) -> Result<u32, IceError> {
+    fn ensure_qgroup(&mut self) -> Result<u32, IceError> {
         if let Some(t) = self.qgroup_teid {
             return Ok(t);
         }

@@ -62,7 +62,7 @@ impl E810Model {
         d
     }
     /// Writes a link status event (opcode 0x0607) into the next free ARQ buffer.
-    pub(crate) fn post_link_event(&mut self) {
+    fn post_link_event(&mut self) {
         let n = self.arq.entries();
         if !self.arq.enabled() || n == 0 || self.arq.head == self.arq.tail {
             self.events_dropped += 1;

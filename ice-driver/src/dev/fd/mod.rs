@@ -32,7 +32,7 @@ impl IceDevice {
     /// Sets up Flow Director programming: a control VSI (FLOW_DIR section, PROG_ENABLE) owning
     /// the function's last queue pair, with a TX queue for filter descriptors and an RX queue
     /// for programming status.
-    pub(super) fn fdir_queues(&mut self) -> Result<&mut FdirQueues, IceError> {
+    fn fdir_queues(&mut self) -> Result<&mut FdirQueues, IceError> {
         if self.fdir.is_none() {
             if self.info.safe_mode {
                 return Err(IceError::Unsupported(
@@ -86,11 +86,7 @@ impl IceDevice {
     }
 
     /// Posts one programming descriptor and its training packet, and reads the status.
-    pub(super) fn fdir_send(
-        &mut self,
-        f: &filter::FdirFilter,
-        remove: bool,
-    ) -> Result<(), IceError> {
+    fn fdir_send(&mut self, f: &filter::FdirFilter, remove: bool) -> Result<(), IceError> {
         use filter::{WB_FAIL, WB_FAIL_PROF};
         let pf_vsi = self.vsi;
         let fq = self.fdir_queues()?;
@@ -168,7 +164,7 @@ impl IceDevice {
     }
 
     /// Frees firmware resources (\[CMN\] `ice_free_hw_res`).
-    pub(super) fn free_res(&mut self, res_type: u16, idx: &[u16]) -> Result<(), IceError> {
+    fn free_res(&mut self, res_type: u16, idx: &[u16]) -> Result<(), IceError> {
         if idx.is_empty() {
             return Ok(());
         }
@@ -203,7 +199,7 @@ impl IceDevice {
     /// Makes flow profile `kind` live: hardware profile id and its swap/input-set registers
     /// (once), one TCAM entry per PTG, and an update buffer with the extraction sequence, the
     /// TCAM entries and (the first time) the XLT2 entries of the PF and control VSIs.
-    pub(super) fn activate_profile(&mut self, kind: u8) -> Result<(), IceError> {
+    fn activate_profile(&mut self, kind: u8) -> Result<(), IceError> {
         use self::profile::*;
         self.fdir_profile_check(kind)?;
         let pf_vsi = self.vsi_number()?;
@@ -284,7 +280,7 @@ impl IceDevice {
 
     /// Withdraws profile `kind`'s TCAM entries (rewritten to never match, then freed), so
     /// its packet types are free for another profile.
-    pub(super) fn deactivate_profile(&mut self, kind: u8) -> Result<(), IceError> {
+    fn deactivate_profile(&mut self, kind: u8) -> Result<(), IceError> {
         use self::profile::*;
         let Some(fd) = self.fd.as_mut() else {
             return Ok(());
