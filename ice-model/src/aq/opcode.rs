@@ -99,3 +99,27 @@ opcodes! {
     /// (`ice_aqc_opc_update_pkg`).
     UpdatePkg = 0x0C42 => ddp::update_pkg;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Opcode;
+
+    #[test]
+    fn every_listed_opcode_round_trips_and_has_a_handler() {
+        let mut known = 0;
+        for v in 0..=u16::MAX {
+            let op = Opcode::from(v);
+            assert_eq!(op.value(), v);
+            match op {
+                Opcode::Unknown(_) => assert!(op.handler().is_none()),
+                _ => {
+                    assert!(op.handler().is_some(), "{op:?}");
+                    known += 1;
+                }
+            }
+        }
+        assert_eq!(known, 25, "the table lists each opcode once");
+        assert_eq!(Opcode::from(0x0607), Opcode::GetLinkStatus);
+        assert_eq!(Opcode::from(0x0701), Opcode::Unknown(0x0701));
+    }
+}
