@@ -35,6 +35,7 @@ const _: () = assert!(std::mem::offset_of!(AqDesc, params) == 16);
 
 // Descriptor flags [AQC `ICE_AQ_FLAG_*`].
 pub const AQ_FLAG_DD: u16 = 0x0001;
+#[allow(dead_code)] // the full flag set of [AQC], for reading completions
 pub const AQ_FLAG_CMP: u16 = 0x0002;
 pub const AQ_FLAG_ERR: u16 = 0x0004;
 pub const AQ_FLAG_LB: u16 = 0x0200;
@@ -109,9 +110,6 @@ impl AqDesc {
     }
     pub fn set_param_u32(&mut self, off: usize, v: u32) {
         self.params[off..off + 4].copy_from_slice(&v.to_le_bytes());
-    }
-    pub fn buf_addr(&self) -> u64 {
-        (self.param_u32(8) as u64) << 32 | self.param_u32(12) as u64
     }
     pub fn set_buf_addr(&mut self, a: u64) {
         self.set_param_u32(8, (a >> 32) as u32);

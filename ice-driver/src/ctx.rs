@@ -2,6 +2,9 @@
 //! (little-endian packing, \[CMN\] `ice_set_ctx` / Linux `PACKED_FIELD` with
 //! `QUIRK_LITTLE_ENDIAN`).
 
+// The context layouts are kept whole, as the header lays them out, not only the fields set today.
+#![allow(dead_code)]
+
 /// Writes the low `width` bits of `value` at bit `lsb` of `buf`.
 pub fn set_bits(buf: &mut [u8], lsb: usize, width: usize, value: u64) {
     assert!(

@@ -14,7 +14,18 @@ use crate::IceError;
 
 /// Where Linux and DPDK look for the package.
 pub const DEFAULT_PKG_PATH: &str = "/lib/firmware/intel/ice/ddp/ice.pkg";
+/// Size of one package buffer in bytes, as download_pkg and update_package send it
+/// (\[DDP\] `ICE_PKG_BUF_SIZE`).
 pub const PKG_BUF_SIZE: usize = 4096;
+/// Section ids of the Flow Director block's tables: XLT1 (packet type -> PTG), XLT2 (VSI ->
+/// VSI group), profile TCAM and field vectors (extraction sequences) [FT `ICE_SID_*_FD`].
+pub const SID_XLT1_FD: u32 = 32;
+/// See [`SID_XLT1_FD`].
+pub const SID_XLT2_FD: u32 = 33;
+/// See [`SID_XLT1_FD`].
+pub const SID_PROF_TCAM_FD: u32 = 34;
+/// See [`SID_XLT1_FD`].
+pub const SID_FLD_VEC_FD: u32 = 36;
 const SEGMENT_TYPE_ICE_E810: u32 = 0x10;
 const SEG_HDR_LEN: usize = 44;
 const METADATA_BUF: u32 = 1 << 31;
@@ -164,7 +175,7 @@ pub fn synthetic_package(n: usize) -> Vec<u8> {
             for (ptype, ptg) in SYNTHETIC_PTGS {
                 x[4 + ptype as usize] = ptg;
             }
-            secs.push((crate::fdprof::SID_XLT1_FD, x));
+            secs.push((SID_XLT1_FD, x));
         }
         let mut b = vec![0u8; PKG_BUF_SIZE];
         let mut at = 4 + 8 * secs.len();

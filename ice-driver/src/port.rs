@@ -26,6 +26,8 @@ const RING_LIM: DescLimits = DescLimits {
     align: 32,
 };
 
+/// An E810 port as a `vdpdk_core::EthDev`: configure, queue setup, start/stop, stats and
+/// flow rules (as Flow Director filters) over an [`IceDevice`].
 pub struct IcePort {
     dev: IceDevice,
     state: PortState,
@@ -39,7 +41,7 @@ pub struct IcePort {
     /// Vector 0 (misc/admin, \[ETH\] `ice_pf_enable_irq0`) then one per RX queue.
     irq_fds: Vec<Arc<EventFd>>,
     /// Installed Flow Director filters by handle.
-    flows: Vec<(FlowHandle, crate::fdir::FdirFilter)>,
+    flows: Vec<(FlowHandle, crate::dev::fd::filter::FdirFilter)>,
     next_flow: u32,
     /// RX interrupt throttle (µs, 0 = none), see [`IcePort::set_rx_itr`].
     rx_itr_us: u32,
@@ -93,6 +95,7 @@ impl IcePort {
         Self::open_with(pci, DdpSource::Default)
     }
 
+    /// Like [`IcePort::open`], with the DDP package from `ddp`.
     pub fn open_with(pci: Arc<dyn PciDevice>, ddp: DdpSource) -> Result<IcePort> {
         let mut dev = IceDevice::probe(pci)?;
         let default = std::path::Path::new(crate::ddp::DEFAULT_PKG_PATH);
@@ -130,6 +133,7 @@ impl IcePort {
         })
     }
 
+    /// The device under the port, for what the `EthDev` face does not offer.
     pub fn device(&mut self) -> &mut IceDevice {
         &mut self.dev
     }
@@ -357,7 +361,7 @@ impl EthDev for IcePort {
                 "Flow Director needs the DDP package (safe mode)".into(),
             ));
         }
-        let f = crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
+        let f = crate::dev::fd::filter::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
         self.dev.fdir_profile_check(f.prof)?;
         Ok(())
     }
@@ -365,7 +369,7 @@ impl EthDev for IcePort {
     fn flow_create(&mut self, rule: &FlowRule) -> Result<FlowHandle> {
         self.flow_validate(rule)?;
         let h = FlowHandle(self.next_flow);
-        let f = crate::fdir::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
+        let f = crate::dev::fd::filter::filter_for(rule, self.conf.nb_rx_queues.max(1))?;
         self.dev.fdir_program(&f, false)?;
         self.next_flow += 1;
         self.flows.push((h, f));

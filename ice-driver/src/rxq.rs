@@ -89,6 +89,8 @@ pub fn rx_buf_len(pool: &Mempool) -> u64 {
     (pool.buf_size() - vdpdk_core::MBUF_HEADROOM) as u64 & !127
 }
 
+/// A LAN RX queue: a ring of 32-byte descriptors (flex NIC write-back) its mempool refills,
+/// with an optional MSI-X vector; the `vdpdk_core::RxQueue` the port hands out.
 pub struct IceRxQueue {
     regs: Arc<Regs>,
     q: u16,
@@ -113,7 +115,7 @@ pub struct IceRxQueue {
 
 impl IceRxQueue {
     /// Programs and enables PF queue `q` with `n` descriptors filled from `pool`.
-    pub fn setup(
+    pub(crate) fn setup(
         regs: Arc<Regs>,
         q: u16,
         n: u16,
@@ -348,7 +350,7 @@ impl RxQueue for IceRxQueue {
                 };
             }
             let flow_id = u32::from_le_bytes(wb[24..28].try_into().expect("4 bytes"));
-            if flow_id != crate::fdir::NO_FDID {
+            if flow_id != crate::dev::fd::filter::NO_FDID {
                 m.ol_flags |= OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID;
                 m.mark = flow_id;
             }

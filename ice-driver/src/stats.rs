@@ -68,12 +68,12 @@ pub struct HwCounters {
 
 impl HwCounters {
     /// The port counters of `lport`, from the current register values.
-    pub fn new(regs: &Regs, lport: u8) -> Result<HwCounters, IceError> {
+    pub(crate) fn new(regs: &Regs, lport: u8) -> Result<HwCounters, IceError> {
         Self::start(regs, &PORT_COUNTERS, GLPRT_STRIDE * lport as u64)
     }
 
     /// The counters of VSI `vsi`, from the current register values.
-    pub fn vsi(regs: &Regs, vsi: u16) -> Result<HwCounters, IceError> {
+    pub(crate) fn vsi(regs: &Regs, vsi: u16) -> Result<HwCounters, IceError> {
         Self::start(regs, &VSI_COUNTERS, GLV_STRIDE * vsi as u64)
     }
 
@@ -96,7 +96,7 @@ impl HwCounters {
     }
 
     /// Reads the registers and adds what changed (modulo 2^40) to the totals.
-    pub fn update(&mut self, regs: &Regs) -> Result<(), IceError> {
+    pub(crate) fn update(&mut self, regs: &Regs) -> Result<(), IceError> {
         for (i, (_, l)) in self.set.iter().enumerate() {
             let now = read40(regs, l + self.offset)?;
             self.totals[i] += now.wrapping_sub(self.last[i]) & MASK40;
@@ -105,6 +105,7 @@ impl HwCounters {
         Ok(())
     }
 
+    /// The total of counter `name` (e.g. `"rx_unicast"`), if the set has it.
     pub fn get(&self, name: &str) -> Option<u64> {
         self.set
             .iter()
@@ -130,18 +131,21 @@ impl HwCounters {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Counter32 {
     last: u32,
+    /// Increments since start.
     pub total: u64,
 }
 
 impl Counter32 {
-    pub fn start(regs: &Regs, reg: u64) -> Result<Counter32, IceError> {
+    /// Starts from the current value of register `reg`.
+    pub(crate) fn start(regs: &Regs, reg: u64) -> Result<Counter32, IceError> {
         Ok(Counter32 {
             last: regs.read(reg)?,
             total: 0,
         })
     }
 
-    pub fn update(&mut self, regs: &Regs, reg: u64) -> Result<(), IceError> {
+    /// Reads `reg` and adds what changed (modulo 2^32) to the total.
+    pub(crate) fn update(&mut self, regs: &Regs, reg: u64) -> Result<(), IceError> {
         let now = regs.read(reg)?;
         self.total += now.wrapping_sub(self.last) as u64;
         self.last = now;

@@ -113,6 +113,8 @@ pub fn data_qw1(len: usize, cmd: u64) -> u64 {
     (cmd << CMD_SHIFT) | ((len as u64) << BUF_SZ_SHIFT)
 }
 
+/// A LAN TX queue: a ring of 16-byte descriptors, completions by RS/DESC_DONE write-back;
+/// the `vdpdk_core::TxQueue` the port hands out.
 pub struct IceTxQueue {
     regs: Arc<Regs>,
     q: u16,
@@ -204,6 +206,7 @@ impl IceTxQueue {
         (self.ntu + self.n - self.ntc) % self.n
     }
 
+    /// The PF-relative queue index.
     pub fn queue(&self) -> u16 {
         self.q
     }
@@ -227,7 +230,7 @@ impl IceTxQueue {
         self.write_desc(
             j,
             pkt_iova,
-            data_qw1(len, CMD_EOP | CMD_RS | crate::fdir::CMD_DUMMY),
+            data_qw1(len, CMD_EOP | CMD_RS | crate::dev::fd::filter::CMD_DUMMY),
         );
         self.ntu = (j + 1) % self.n;
         std::sync::atomic::fence(Ordering::Release);

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use ice_driver::model::pci::ModelPci;
-use ice_driver::model::{E810Model, ModelConfig};
 use ice_driver::{ddp, DdpSource, IcePort};
+use ice_model::pci::ModelPci;
+use ice_model::{E810Model, ModelConfig};
 use vdpdk_core::packet::{ether_frame, udp_frame};
 use vdpdk_core::{DevConfig, Error, EthDev, FlowAction, FlowItem, FlowRule, MacAddr, Mempool};
 

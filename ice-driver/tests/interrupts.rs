@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ice_driver::model::pci::ModelPci;
-use ice_driver::model::{E810Model, ModelConfig};
 use ice_driver::IcePort;
+use ice_model::pci::ModelPci;
+use ice_model::{E810Model, ModelConfig};
 use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{EthDev, MacAddr, Mempool};

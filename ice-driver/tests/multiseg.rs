@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use ice_driver::model::pci::{ModelCable, ModelPci};
-use ice_driver::model::{E810Model, ModelConfig};
 use ice_driver::{DdpSource, IcePort};
+use ice_model::pci::{ModelCable, ModelPci};
+use ice_model::{E810Model, ModelConfig};
 use parking_lot::Mutex;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use ice_driver::model::pci::ModelPci;
-use ice_driver::model::{E810Model, ModelConfig};
 use ice_driver::IceDevice;
+use ice_model::pci::ModelPci;
+use ice_model::{E810Model, ModelConfig};
 use parking_lot::Mutex;
 use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::packet::inet_checksum;
@@ -62,7 +62,7 @@ fn checksums_ok(f: &[u8]) -> bool {
 fn setup() -> (
     Arc<Mutex<E810Model>>,
     IceDevice,
-    ice_driver::txq::IceTxQueue,
+    ice_driver::IceTxQueue,
     Mempool,
 ) {
     let m = E810Model::shared(ModelConfig::default());
@@ -231,7 +231,7 @@ fn linux_accepts_offloaded_checksums_through_a_tap() {
     // The model's port is cabled to the TAP: what it transmits reaches the namespace's stack.
     let m = E810Model::shared(ModelConfig::default());
     let pci = Arc::new(ModelPci::new(m.clone()));
-    pci.set_wire(ice_driver::model::cable::EthDevCable::connect(m.clone(), Box::new(tap)).unwrap());
+    pci.set_wire(ice_model::cable::EthDevCable::connect(m.clone(), Box::new(tap)).unwrap());
     let mut ice = IceDevice::probe(pci).unwrap();
     let mut tx = ice.setup_tx_queue(0, 256).unwrap();
     let pool = Mempool::new("ol", 1024, 9216).unwrap();

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use ice_driver::model::pci::ModelPci;
-use ice_driver::model::{E810Model, ModelConfig};
 use ice_driver::IceDevice;
+use ice_model::pci::ModelPci;
+use ice_model::{E810Model, ModelConfig};
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{MacAddr, Mempool, OlFlags, PacketType, RxQueue};
 

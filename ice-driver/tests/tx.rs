@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use ice_driver::model::pci::ModelPci;
-use ice_driver::model::{E810Model, ModelConfig};
 use ice_driver::IceDevice;
+use ice_model::pci::ModelPci;
+use ice_model::{E810Model, ModelConfig};
 use vdpdk_core::packet::{udp_frame, Digest};
 use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
 
@@ -147,7 +147,7 @@ fn port_counters_are_40_bit_and_survive_a_wrap() {
 
 #[test]
 fn model_cabled_to_the_pair_backend_passes_frames_both_ways() {
-    use ice_driver::model::cable::EthDevCable;
+    use ice_model::cable::EthDevCable;
     use vdpdk_core::ethdev::start_single_queue;
     let m = E810Model::shared(ModelConfig::default());
     let pci = Arc::new(ModelPci::new(m.clone()));

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
-use ice_driver::model::pci::ModelPci;
-use ice_driver::model::ModelConfig;
 use ice_driver::{DdpSource, IceDevice, IcePort};
+use ice_model::pci::ModelPci;
+use ice_model::ModelConfig;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
 
@@ -129,9 +129,9 @@ fn guests_exchange_frames_through_host_mux_on_the_ice_driver() {
 fn host_mux_binary_runs_on_an_e810_behind_a_vfio_user_socket() {
     let dir = TempDir::new("icecli");
     let card = dir.0.join("e810.sock");
-    let model = ice_driver::model::E810Model::shared(ModelConfig::default());
+    let model = ice_model::E810Model::shared(ModelConfig::default());
     let card2 = card.clone();
-    std::thread::spawn(move || ice_driver::model::server::serve(model, &card2));
+    std::thread::spawn(move || ice_model_server::serve(model, &card2));
     let t0 = Instant::now();
     while !card.exists() {
         assert!(t0.elapsed() < Duration::from_secs(10));

@@ -1,6 +1,8 @@
 //! The model behind a vfio-user socket: a separate process that looks to the driver exactly
 //! like an E810 behind kernel vfio (trapped BAR0, DMA maps with fds).
 
+#![warn(missing_docs)]
+
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -13,8 +15,8 @@ use parking_lot::Mutex;
 use vfio_bindings::bindings::vfio::*;
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, IrqInfo, Server, ServerBackend};
 
-use super::pci::Wire;
-use super::{E810Model, Faults};
+use ice_model::pci::Wire;
+use ice_model::{E810Model, E810_C_QSFP, INTEL_VENDOR_ID};
 
 const BAR0_SIZE: u64 = 128 << 20;
 const CFG_SIZE: usize = 256;
@@ -89,7 +91,7 @@ impl ServerBackend for Backend {
     }
 
     fn reset(&mut self) -> std::io::Result<()> {
-        self.model.lock().mmio_write(super::regs::PFGEN_CTRL, 1);
+        self.model.lock().function_reset();
         Ok(())
     }
 
@@ -180,6 +182,7 @@ pub struct SocketFile {
 }
 
 impl SocketFile {
+    /// Where the socket file is.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -299,8 +302,8 @@ pub fn serve_listener(
         })
         .collect();
     let mut cfg = [0u8; CFG_SIZE];
-    cfg[0..2].copy_from_slice(&crate::INTEL_VENDOR_ID.to_le_bytes());
-    cfg[2..4].copy_from_slice(&crate::E810_C_QSFP.to_le_bytes());
+    cfg[0..2].copy_from_slice(&INTEL_VENDOR_ID.to_le_bytes());
+    cfg[2..4].copy_from_slice(&E810_C_QSFP.to_le_bytes());
     cfg[0x0b] = 0x02;
     let server = Server::from_owned_fd(OwnedFd::from(listener), true, irqs, regions);
     let mut backend = Backend { model, cfg, wire };
@@ -319,28 +322,11 @@ pub fn serve_listener(
             return Err(e);
         }
         clients += 1;
-        power_on(&backend.model);
+        E810Model::power_on(&backend.model);
         const NEXT: &str = "the card is back in its power-on state";
         match ended {
             Ok(()) => info!("client {clients} left; {NEXT}"),
             Err(e) => warn!("client {clients}: connection broken ({e}); {NEXT}"),
         }
     }
-}
-
-/// Replaces the model by a fresh one with the same configuration and faults (a global reset
-/// in progress is over), in the same shared handle. The old one is dropped outside the lock:
-/// that unmaps its DMA and closes its interrupt eventfds.
-fn power_on(model: &Mutex<E810Model>) {
-    let old = {
-        let mut m = model.lock();
-        let mut fresh = E810Model::new(m.cfg.clone());
-        fresh.faults = Faults {
-            in_global_reset: false,
-            ..m.faults
-        };
-        fresh.self_ref = m.self_ref.take();
-        std::mem::replace(&mut *m, fresh)
-    };
-    drop(old);
 }

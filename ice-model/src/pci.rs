@@ -16,6 +16,7 @@ const BAR0_SIZE: u64 = 128 << 20;
 
 /// Where frames the model transmits go.
 pub trait Wire: Send + Sync {
+    /// Takes one frame the card sent (without CRC).
     fn transmit(&self, frame: &[u8]);
 }
 
@@ -28,13 +29,17 @@ impl Wire for ModelCable {
     }
 }
 
+/// The model as a [`PciDevice`] in this process: config space with the E810 ids, BAR0 trapped
+/// into the model, DMA maps and MSI-X eventfds handed to it.
 pub struct ModelPci {
+    /// The card behind the device.
     pub model: Arc<Mutex<E810Model>>,
     config: [u8; 64],
     wire: Mutex<Option<Arc<dyn Wire>>>,
 }
 
 impl ModelPci {
+    /// A PCI device for `model`, with no cable plugged in.
     pub fn new(model: Arc<Mutex<E810Model>>) -> ModelPci {
         let mut config = [0u8; 64];
         config[0..2].copy_from_slice(&crate::INTEL_VENDOR_ID.to_le_bytes());
@@ -142,7 +147,7 @@ impl PciDevice for ModelPci {
         Ok(())
     }
     fn reset(&self) -> Result<()> {
-        self.model.lock().mmio_write(super::regs::PFGEN_CTRL, 1);
+        self.model.lock().function_reset();
         Ok(())
     }
 }

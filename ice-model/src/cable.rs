@@ -14,6 +14,7 @@ use vdpdk_core::{EthDev, Mempool, Result, TxQueue};
 use super::pci::Wire;
 use super::E810Model;
 
+/// A cable between the model's port and an ethdev port (see the module docs).
 pub struct EthDevCable {
     /// The port's TX queue and a reused burst buffer.
     tx: Mutex<(Box<dyn TxQueue>, Vec<vdpdk_core::Mbuf>)>,

@@ -44,6 +44,7 @@ pub const QTX_COMM_HEAD_BASE: u64 = 0xE0000;
 /// TLAN context fields the model reads, (lsb, width) [CMN `ice_tlan_ctx_info`].
 pub const TLAN_BASE: (usize, usize) = (0, 57);
 pub const TLAN_QLEN: (usize, usize) = (135, 13);
+#[allow(dead_code)] // the model serves every queue as the LAN VSI's; kept as the layout
 pub const TLAN_SRC_VSI: (usize, usize) = (80, 10);
 
 /// Scheduler layers of the modelled port (E810 default, \[SCH\]).

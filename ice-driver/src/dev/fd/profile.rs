@@ -21,11 +21,7 @@
 
 use crate::IceError;
 
-/// DDP section ids of the FD block [DDP `ICE_SID_*_FD`].
-pub const SID_XLT1_FD: u32 = 32;
-pub const SID_XLT2_FD: u32 = 33;
-pub const SID_PROF_TCAM_FD: u32 = 34;
-pub const SID_FLD_VEC_FD: u32 = 36;
+pub(crate) use crate::ddp::{SID_FLD_VEC_FD, SID_PROF_TCAM_FD, SID_XLT1_FD, SID_XLT2_FD};
 /// FD block geometry [FP `blk_sizes`]: 1024 packet types, 24 field-vector words per profile,
 /// 128 profile ids, 512 TCAM entries.
 pub const XLT1_ENTRIES: usize = 1024;
@@ -153,7 +149,7 @@ pub struct ProfileDef {
     pub fields: &'static [(u8, u16, u16)],
 }
 
-/// The definition of profile `kind` (1..=6, see `crate::fdir`), as the Linux driver builds it:
+/// The definition of profile `kind` (1..=6, the `PROF_*` ids of filter.rs), as the Linux driver builds it:
 /// `ETH` segments for the L2 profiles, `IPV4|UDP` style segments for the L3/L4 ones.
 pub fn profile_def(kind: u8) -> Option<ProfileDef> {
     // IPv6 pay ptypes 90 (UDP) and 92 (TCP) [FT `ICE_PTYPE_IPV6_UDP_PAY`, `_TCP_PAY`]: the

@@ -67,11 +67,13 @@ impl DmaSpace {
         Ok(())
     }
 
+    /// Drops every mapping wholly inside `[iova, iova + len)`.
     pub fn unmap(&mut self, iova: u64, len: u64) {
         self.regions
             .retain(|r| !(r.iova >= iova && r.iova + r.len <= iova.saturating_add(len)));
     }
 
+    /// Drops every mapping.
     pub fn clear(&mut self) {
         self.regions.clear();
     }
@@ -98,6 +100,7 @@ impl DmaSpace {
         }
     }
 
+    /// Writes device-visible memory; false when the range is not mapped (a DMA fault).
     pub fn write(&self, iova: u64, data: &[u8]) -> bool {
         match self.find(iova, data.len()) {
             // SAFETY: range checked by find.

@@ -2,8 +2,8 @@
 //! DPDK `base/ice_hw_autogen.h` and `base/ice_adminq_cmd.h`), independent of both the driver's
 //! and the model's own constant tables.
 
-use ice_driver::model::pci::ModelPci;
-use ice_driver::model::{E810Model, ModelConfig};
+use ice_model::pci::ModelPci;
+use ice_model::{E810Model, ModelConfig};
 use vdpdk_core::DmaMemory;
 use vdpdk_pci::PciDevice;
 

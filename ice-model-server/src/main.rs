@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use ice_driver::model::pci::Wire;
-use ice_driver::model::server::{bind_socket, serve_listener, DatagramCable, SocketFile};
-use ice_driver::model::{E810Model, ModelConfig};
+use ice_model::pci::Wire;
+use ice_model::{E810Model, ModelConfig};
+use ice_model_server::{bind_socket, serve_listener, DatagramCable, SocketFile};
 use vdpdk_core::MacAddr;
 
 /// Serve a software Intel E810 over vfio-user.
@@ -96,8 +96,7 @@ fn main() {
     // Before any thread starts, so all of them inherit the mask.
     let stop_set = block_stop_signals();
     env_logger::Builder::from_env(
-        env_logger::Env::default()
-            .default_filter_or("warn,ice_model_server=info,ice_driver::model::server=info"),
+        env_logger::Env::default().default_filter_or("warn,ice_model_server=info"),
     )
     .init();
     let args = Args::parse();
@@ -138,7 +137,7 @@ fn main() {
         (_, _, Some(ifname)) => {
             let tap = vdpdk_tap::TapPort::open(ifname, None)
                 .unwrap_or_else(|e| fail(&socket, format!("--wire-tap {ifname}: {e}")));
-            ice_driver::model::cable::EthDevCable::connect(model.clone(), Box::new(tap))
+            ice_model::cable::EthDevCable::connect(model.clone(), Box::new(tap))
                 .unwrap_or_else(|e| fail(&socket, format!("--wire-tap {ifname}: {e}")))
         }
         _ => Arc::new(Unplugged),

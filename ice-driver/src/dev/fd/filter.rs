@@ -7,7 +7,7 @@
 //!
 //! Profiles: the hardware extracts a filter's key by flow profile, and picks the profile from
 //! the training packet's packet type. This driver knows six profiles (below), which
-//! `crate::fdprof` programs into the card through the DDP tables when their first filter
+//! profile.rs programs into the card through the DDP tables when their first filter
 //! comes. Training packets are built from the transmit side, as Linux builds them
 //! (`ice_fdir_get_gen_prgm_pkt`: source and destination swapped); the profile's swap
 //! registers turn them back.
@@ -48,8 +48,7 @@ pub const QW1_FD_VSI_S: u64 = 14;
 pub const QW1_FDID_S: u64 = 32;
 /// Data descriptor command bit DUMMY (the packet is a filter template, not sent).
 pub const CMD_DUMMY: u64 = 0x010;
-// Programming status write-back, qword 1.
-pub const WB_DD: u64 = 1 << 0;
+// Programming status write-back, qword 1 (DD is bit 0).
 pub const WB_FAIL: u64 = 1 << 4;
 pub const WB_FAIL_PROF: u64 = 1 << 5;
 

@@ -1,0 +1,125 @@
+//! The admin commands the model answers: one line per opcode, `Name = value => handler`, value
+//! and name from DPDK `base/ice_adminq_cmd.h` `enum ice_adminq_opc` (\[AQC\]). To answer a new
+//! command, add its line here and its handler in the file of its area.
+
+use super::{ddp, generic, link, sched, switch, Handler};
+
+macro_rules! opcodes {
+    ($($(#[doc = $doc:literal])* $name:ident = $value:literal => $handler:path;)*) => {
+        /// An admin command opcode (\[AQC\] `enum ice_adminq_opc`).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(super) enum Opcode {
+            $($(#[doc = $doc])* $name,)*
+            /// An opcode the model does not answer (ENOSYS, as firmware does).
+            Unknown(u16),
+        }
+
+        impl From<u16> for Opcode {
+            fn from(v: u16) -> Opcode {
+                match v {
+                    $($value => Opcode::$name,)*
+                    other => Opcode::Unknown(other),
+                }
+            }
+        }
+
+        impl Opcode {
+            /// The opcode's value in a descriptor.
+            pub(super) fn value(self) -> u16 {
+                match self {
+                    $(Opcode::$name => $value,)*
+                    Opcode::Unknown(v) => v,
+                }
+            }
+
+            /// The command's handler; `None` for an opcode the model does not answer.
+            pub(super) fn handler(self) -> Option<Handler> {
+                match self {
+                    $(Opcode::$name => Some($handler),)*
+                    Opcode::Unknown(_) => None,
+                }
+            }
+        }
+    };
+}
+
+opcodes! {
+    /// get_ver: firmware and API versions (`ice_aqc_opc_get_ver`).
+    GetVer = 0x0001 => generic::get_ver;
+    /// q_shutdown: the driver is unloading (`ice_aqc_opc_q_shutdown`).
+    QShutdown = 0x0003 => generic::accept;
+    /// req_res: take a resource lock, e.g. global config (4) or change lock (3)
+    /// (`ice_aqc_opc_req_res`).
+    ReqRes = 0x0008 => ddp::req_res;
+    /// release_res: give a resource lock back (`ice_aqc_opc_release_res`).
+    ReleaseRes = 0x0009 => ddp::release_res;
+    /// list_func_caps: the function's capabilities (`ice_aqc_opc_list_func_caps`).
+    ListFuncCaps = 0x000A => generic::list_caps;
+    /// list_dev_caps: the device's capabilities (`ice_aqc_opc_list_dev_caps`).
+    ListDevCaps = 0x000B => generic::list_caps;
+    /// manage_mac_read: the LAN MAC address from the NVM (`ice_aqc_opc_manage_mac_read`).
+    ManageMacRead = 0x0107 => generic::manage_mac_read;
+    /// clear_pxe_mode: end the PXE mode of the option ROM (`ice_aqc_opc_clear_pxe_mode`).
+    ClearPxeMode = 0x0110 => generic::clear_pxe_mode;
+    /// get_sw_cfg: the switch's elements (`ice_aqc_opc_get_sw_cfg`).
+    GetSwCfg = 0x0200 => switch::get_sw_cfg;
+    /// alloc_res: allocate shared resources, e.g. FD profile ids and TCAM entries
+    /// (`ice_aqc_opc_alloc_res`).
+    AllocRes = 0x0208 => switch::alloc_res;
+    /// free_res: free shared resources (`ice_aqc_opc_free_res`).
+    FreeRes = 0x0209 => switch::free_res;
+    /// add_vsi: create a VSI (`ice_aqc_opc_add_vsi`).
+    AddVsi = 0x0210 => switch::add_vsi;
+    /// clear_pf_cfg: drop the PF's switch configuration (`ice_aqc_opc_clear_pf_cfg`).
+    ClearPfCfg = 0x02A4 => generic::accept;
+    /// get_dflt_topo: the default scheduler topology (`ice_aqc_opc_get_dflt_topo`).
+    GetDfltTopo = 0x0400 => sched::get_dflt_topo;
+    /// add_sched_elems: add scheduler nodes (`ice_aqc_opc_add_sched_elems`).
+    AddSchedElems = 0x0401 => sched::add_sched_elems;
+    /// delete_sched_elems: remove scheduler nodes (`ice_aqc_opc_delete_sched_elems`).
+    DeleteSchedElems = 0x040F => sched::delete_sched_elems;
+    /// query_sched_res: scheduler layers and their limits (`ice_aqc_opc_query_sched_res`).
+    QuerySchedRes = 0x0412 => sched::query_sched_res;
+    /// set_mac_cfg: max frame size and pause timers (`ice_aqc_opc_set_mac_cfg`).
+    SetMacCfg = 0x0603 => link::set_mac_cfg;
+    /// restart_an: restart autonegotiation, link up or down (`ice_aqc_opc_restart_an`).
+    RestartAn = 0x0605 => link::restart_an;
+    /// get_link_status: link state, and link status events on or off
+    /// (`ice_aqc_opc_get_link_status`); also the opcode of a link status event.
+    GetLinkStatus = 0x0607 => link::get_link_status;
+    /// set_event_mask: which link events are reported (`ice_aqc_opc_set_event_mask`).
+    SetEventMask = 0x0613 => generic::accept;
+    /// add_txqs: create LAN TX queues under a queue group (`ice_aqc_opc_add_txqs`).
+    AddTxqs = 0x0C30 => sched::add_txqs;
+    /// dis_txqs: disable LAN TX queues (`ice_aqc_opc_dis_txqs`).
+    DisTxqs = 0x0C31 => sched::dis_txqs;
+    /// download_pkg: one 4 KiB buffer of a DDP package (`ice_aqc_opc_download_pkg`).
+    DownloadPkg = 0x0C40 => ddp::download_pkg;
+    /// update_pkg: change the loaded package's tables, e.g. Flow Director profiles
+    /// (`ice_aqc_opc_update_pkg`).
+    UpdatePkg = 0x0C42 => ddp::update_pkg;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Opcode;
+
+    #[test]
+    fn every_listed_opcode_round_trips_and_has_a_handler() {
+        let mut known = 0;
+        for v in 0..=u16::MAX {
+            let op = Opcode::from(v);
+            assert_eq!(op.value(), v);
+            match op {
+                Opcode::Unknown(_) => assert!(op.handler().is_none()),
+                _ => {
+                    assert!(op.handler().is_some(), "{op:?}");
+                    known += 1;
+                }
+            }
+        }
+        assert_eq!(known, 25, "the table lists each opcode once");
+        assert_eq!(Opcode::from(0x0607), Opcode::GetLinkStatus);
+        assert_eq!(Opcode::from(0x0701), Opcode::Unknown(0x0701));
+    }
+}
