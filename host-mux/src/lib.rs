@@ -17,6 +17,8 @@ pub mod shm;
 
 mod serve;
 mod start;
+#[cfg(test)]
+mod testing;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
