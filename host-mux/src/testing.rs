@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use vdpdk_core::abi;
+use vdpdk_core::abi::desc::{Desc, RingPtr, DESC_F_AVAIL, DESC_SIZE};
 use vdpdk_core::{DmaMemory, MacAddr};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::GuestLimits;
-use crate::guest::{Guest, GuestStats};
+use crate::guest::{Guest, GuestMem, GuestStats, HostQueue};
 use crate::shm::SharedRegion;
 
 /// The MAC every test guest owns.
@@ -36,7 +37,6 @@ pub(crate) fn guest_with(max_rxq: u16, max_txq: u16, limits: GuestLimits) -> Arc
 }
 
 /// A VM slot with 4 RX and 2 TX queues and the default limits.
-#[allow(dead_code)]
 pub(crate) fn guest() -> Arc<Guest> {
     guest_with(4, 2, GuestLimits::default())
 }
@@ -49,4 +49,58 @@ pub(crate) fn map_ram(g: &Guest, iova: u64, len: usize, read_only: bool) -> DmaM
     g.map_region(&File::from(fd), 0, iova, len as u64, !read_only)
         .unwrap();
     m
+}
+
+/// A ring of `size` descriptors at `iova` (inside a writable region of `mem`), as the host
+/// queue a queue setup would make.
+pub(crate) fn host_queue(mem: &GuestMem, iova: u64, size: u16) -> HostQueue {
+    let len = size as u64 * DESC_SIZE as u64;
+    let ptr = mem.translate(iova, len, true).expect("ring inside the map");
+    // SAFETY: ptr..ptr+len lies in a writable region of the map, which the test keeps mapped
+    // (its DmaMemory and the guest alive) for as long as it uses the queue.
+    let ring = unsafe { RingPtr::new(ptr, size) };
+    HostQueue {
+        ring,
+        ring_iova: iova,
+        ring_len: len,
+        next: 0,
+    }
+}
+
+/// Writes `bytes` into `g`'s memory at `iova`, as the guest would.
+pub(crate) fn poke(g: &Guest, iova: u64, bytes: &[u8]) {
+    let rx = g.rx.lock();
+    let s = rx.mem.slice(iova, bytes.len() as u64, true).unwrap();
+    s.write_slice(0, bytes).unwrap();
+}
+
+/// `len` bytes of `g`'s memory at `iova`, as the guest would read them.
+pub(crate) fn peek(g: &Guest, iova: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    let rx = g.rx.lock();
+    rx.mem
+        .slice(iova, len as u64, false)
+        .unwrap()
+        .read_slice(0, &mut out)
+        .unwrap();
+    out
+}
+
+/// A `len`-byte Ethernet frame from `src` to `dst` (IPv4 ethertype), its payload `fill`.
+pub(crate) fn frame(dst: MacAddr, src: MacAddr, len: usize, fill: u8) -> Vec<u8> {
+    let mut f = vec![fill; len];
+    f[0..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&src.0);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    f
+}
+
+/// A posted descriptor: `len` bytes at `addr`, handed to the host.
+pub(crate) fn desc(addr: u64, len: u16) -> Desc {
+    Desc {
+        addr,
+        len,
+        flags: DESC_F_AVAIL,
+        ..Default::default()
+    }
 }

@@ -192,3 +192,116 @@ fn due_rx_irqs(g: &Guest, rx: &RxPath, touched: u64, out: &mut Vec<Arc<File>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, desc, frame, MAC};
+    use vdpdk_core::flow::{FlowItem, FlowRule};
+    use vdpdk_core::FlowHandle;
+
+    const RAM: u64 = 0x40_0000;
+    const BUF: u64 = RAM + 0x8000;
+
+    fn mbuf(pool: &Mempool, bytes: &[u8]) -> Mbuf {
+        let mut m = pool.alloc().unwrap();
+        m.set_len(bytes.len()).unwrap();
+        m.data_mut().copy_from_slice(bytes);
+        m
+    }
+
+    /// A guest with 64 KiB of RAM at RAM, 2 RX queues with 32-descriptor rings at its start.
+    fn guest() -> (Arc<Guest>, vdpdk_core::DmaMemory) {
+        let g = testing::guest();
+        let ram = testing::map_ram(&g, RAM, 0x10000, false);
+        let mut rx = g.rx.lock();
+        let (q0, q1) = (
+            testing::host_queue(&rx.mem, RAM, 32),
+            testing::host_queue(&rx.mem, RAM + 0x400, 32),
+        );
+        rx.queues = vec![Some(q0), Some(q1)];
+        rx.running = true;
+        drop(rx);
+        (g, ram)
+    }
+
+    fn post(rx: &RxPath, q: usize, idx: u16, d: Desc) {
+        rx.queues[q].as_ref().unwrap().ring.publish(idx, &d);
+    }
+
+    #[test]
+    fn a_frame_lands_in_the_posted_buffer_and_completes_its_descriptor() {
+        let (g, _ram) = guest();
+        let pool = Mempool::new("t-rx", 64, 2048).unwrap();
+        let f = frame(MAC, MacAddr([2, 0, 0, 0, 0, 9]), 60, 0xab);
+        let mut rx = g.rx.lock();
+        post(&rx, 0, 0, desc(BUF, 2048));
+        assert_eq!(deliver_one(&mut rx, &mbuf(&pool, &f)), Some(0));
+        let q = rx.queues[0].as_ref().unwrap();
+        let d = q.ring.read(0);
+        assert_eq!((d.len, d.flags & (DESC_F_AVAIL | DESC_F_ERROR)), (60, 0));
+        assert_eq!(q.next, 1);
+        drop(rx);
+        assert_eq!(testing::peek(&g, BUF, 60), f);
+    }
+
+    #[test]
+    fn a_chain_is_gathered_into_one_guest_buffer() {
+        let (g, _ram) = guest();
+        let pool = Mempool::new("t-rx", 64, 2048).unwrap();
+        let f = frame(MAC, MAC, 1500, 0x5c);
+        let mut head = mbuf(&pool, &f[..1000]);
+        head.chain(mbuf(&pool, &f[1000..]));
+        let mut rx = g.rx.lock();
+        post(&rx, 0, 0, desc(BUF, 1500));
+        assert_eq!(deliver_one(&mut rx, &head), Some(0));
+        drop(rx);
+        assert_eq!(testing::peek(&g, BUF, 1500), f);
+    }
+
+    #[test]
+    fn bad_buffers_get_the_error_flag_and_are_counted() {
+        let (g, _ram) = guest();
+        let _ro = testing::map_ram(&g, 0x80_0000, 0x1000, true);
+        let pool = Mempool::new("t-rx", 64, 2048).unwrap();
+        let m = mbuf(&pool, &frame(MAC, MAC, 100, 1));
+        let mut rx = g.rx.lock();
+        // Too small for the frame, outside the DMA map, straddling its end, read-only.
+        let bad = [
+            desc(BUF, 99),
+            desc(0x1000, 2048),
+            desc(RAM + 0x10000 - 50, 100),
+            desc(0x80_0000, 2048),
+        ];
+        for (i, d) in bad.into_iter().enumerate() {
+            post(&rx, 0, i as u16, d);
+            assert_eq!(deliver_one(&mut rx, &m), None);
+            let d = rx.queues[0].as_ref().unwrap().ring.read(i as u16);
+            assert_eq!((d.len, d.flags), (0, DESC_F_ERROR), "descriptor {i}");
+        }
+        assert_eq!(rx.queues[0].as_ref().unwrap().next, 4);
+        assert_eq!(rx.stats.0[StatsIndex::RxBadDesc as usize], 4);
+    }
+
+    #[test]
+    fn no_posted_buffer_is_a_drop_and_rules_choose_the_queue() {
+        let (g, _ram) = guest();
+        let pool = Mempool::new("t-rx", 64, 2048).unwrap();
+        let m = mbuf(&pool, &frame(MAC, MAC, 64, 2));
+        let mut rx = g.rx.lock();
+        assert_eq!(deliver_one(&mut rx, &m), None);
+        assert_eq!(rx.stats.0[StatsIndex::RxNoDesc as usize], 1);
+        assert_eq!(rx.queues[0].as_ref().unwrap().next, 0, "nothing taken");
+        let rule = FlowRule::to_queue(vec![FlowItem::eth_dst(MAC)], 1);
+        rx.rules.push((FlowHandle(1), rule));
+        post(&rx, 1, 0, desc(BUF, 2048));
+        assert_eq!(deliver_one(&mut rx, &m), Some(1));
+        let drop_all = FlowRule {
+            actions: vec![vdpdk_core::flow::FlowAction::Drop],
+            ..FlowRule::to_queue(vec![FlowItem::eth_dst(MAC)], 0)
+        };
+        rx.rules.insert(0, (FlowHandle(2), drop_all));
+        assert_eq!(deliver_one(&mut rx, &m), None);
+        assert_eq!(rx.stats.0[StatsIndex::RxFlowDrop as usize], 1);
+    }
+}

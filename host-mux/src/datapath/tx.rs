@@ -428,3 +428,136 @@ fn csum_offloads(flags: OlFlags) -> TxOffloads {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GuestLimits;
+    use crate::datapath::{RxSource, SleepPolicy, MAX_FRAME};
+    use crate::guest::MemFault;
+    use crate::testing::{self, desc, frame, MAC};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use vdpdk_core::abi::desc::DESC_OL_TX_TCP_SEG;
+    use vdpdk_core::MacAddr;
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+    const RAM: u64 = 0x40_0000;
+    const OTHER: MacAddr = MacAddr([2, 0, 0, 0, 0, 9]);
+
+    #[test]
+    fn descriptors_are_refused_for_length_offloads_and_memory() {
+        let g = testing::guest();
+        let _ram = testing::map_ram(&g, RAM, 0x10000, false);
+        let tx = g.tx.lock();
+        let check = |d: Desc| tx_frame(&d, &tx.mem, MAX_FRAME).map(|f| (f.len, f.src.len()));
+        assert_eq!(check(desc(RAM, 60)), Ok((60, 60)));
+        assert_eq!(check(desc(RAM, 13)).unwrap_err(), BadTxDesc::Short);
+        assert_eq!(check(desc(RAM, 9019)).unwrap_err(), BadTxDesc::Request);
+        // A segmentation request with a segment size below MIN_TSO_MSS.
+        let mut tso = desc(RAM, 4000);
+        (tso.ol_flags, tso.tso_segsz) = (DESC_OL_TX_TCP_SEG, 100);
+        assert_eq!(check(tso).unwrap_err(), BadTxDesc::Request);
+        let fault = |d| match check(d) {
+            Err(BadTxDesc::Mem(e)) => e.fault,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(fault(desc(0x1000, 60)), MemFault::Unmapped);
+        assert_eq!(fault(desc(RAM + 0x10000 - 30, 60)), MemFault::Unmapped);
+        assert_eq!(fault(desc(u64::MAX - 20, 60)), MemFault::Wraps);
+    }
+
+    #[test]
+    fn the_spoof_check_compares_the_source_mac() {
+        let g = testing::guest();
+        let open = testing::guest_with(
+            1,
+            1,
+            GuestLimits {
+                spoof_check: false,
+                ..Default::default()
+            },
+        );
+        assert!(!spoofed(&g, &frame(OTHER, MAC, 60, 0)));
+        assert!(spoofed(&g, &frame(MAC, OTHER, 60, 0)));
+        assert!(spoofed(&g, &[0; 11]), "too short to carry a source MAC");
+        assert!(!spoofed(&open, &frame(MAC, OTHER, 60, 0)));
+        let _ram = testing::map_ram(&g, RAM, 0x1000, false);
+        testing::poke(&g, RAM, &frame(OTHER, MAC, 60, 0));
+        testing::poke(&g, RAM + 0x100, &frame(OTHER, OTHER, 60, 0));
+        let tx = g.tx.lock();
+        let at = |iova| tx.mem.slice(iova, 60, false).unwrap();
+        assert!(!spoofed_in_guest(&g, &at(RAM)));
+        assert!(spoofed_in_guest(&g, &at(RAM + 0x100)));
+        assert!(!spoofed_in_guest(&open, &at(RAM + 0x100)));
+    }
+
+    #[test]
+    fn a_round_sends_good_frames_and_hands_bad_ones_back_flagged() {
+        let g = testing::guest();
+        let _ram = testing::map_ram(&g, RAM, 0x10000, false);
+        {
+            let mut tx = g.tx.lock();
+            tx.queues = vec![Some(testing::host_queue(&tx.mem, RAM, 32))];
+            tx.running = true;
+        }
+        let good = frame(OTHER, MAC, 64, 0x11);
+        testing::poke(&g, RAM + 0x1000, &good);
+        testing::poke(&g, RAM + 0x1100, &frame(OTHER, OTHER, 64, 0x22));
+        let posted = [
+            desc(RAM + 0x1000, 64),
+            desc(RAM + 0x1100, 64),
+            desc(0x1000, 64),
+        ];
+        for (i, d) in posted.iter().enumerate() {
+            g.tx.lock().queues[0]
+                .as_ref()
+                .unwrap()
+                .ring
+                .publish(i as u16, d);
+        }
+        // The mux's port on one end of a pair, the wire's far end on the other.
+        let pool = Mempool::new("t-tx", 512, 2048).unwrap();
+        let (mut near, mut far) = vdpdk_pair::pair(OTHER, MacAddr([2, 0, 0, 0, 0, 0xfe]), 1, 64);
+        let (rxq, txq) =
+            vdpdk_core::ethdev::start_single_queue(&mut near, &pool, 64, false).unwrap();
+        let (mut wire, _) =
+            vdpdk_core::ethdev::start_single_queue(&mut far, &pool, 64, false).unwrap();
+        let mut p = Poller::new(
+            crate::datapath::Role::Combined,
+            vec![g.clone()],
+            vec![g.clone()],
+            vec![RxSource {
+                queue: rxq,
+                owner: None,
+            }],
+            Some(Arc::new(parking_lot::Mutex::new(txq))),
+            pool.clone(),
+            Arc::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+            Arc::new(AtomicBool::new(false)),
+            SleepPolicy {
+                idle_polls: 1,
+                timeout_ms: 1,
+            },
+        );
+        assert_eq!(p.round(), 1);
+        let mut got = Vec::new();
+        wire.rx_burst(&mut got, 8);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data(), &good[..]);
+        let tx = g.tx.lock();
+        let ring = tx.queues[0].as_ref().unwrap().ring;
+        let flags: Vec<u16> = (0..3).map(|i| ring.flags(i)).collect();
+        assert_eq!(flags, [0, DESC_F_ERROR, DESC_F_ERROR]);
+        let st = |i: StatsIndex| tx.stats.0[i as usize];
+        assert_eq!(
+            (
+                st(StatsIndex::TxPackets),
+                st(StatsIndex::TxSpoofed),
+                st(StatsIndex::TxBadDesc)
+            ),
+            (1, 1, 1)
+        );
+        Mempool::free_bulk(&mut got);
+    }
+}

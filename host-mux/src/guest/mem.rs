@@ -490,4 +490,46 @@ mod tests {
         assert!(e.to_string().contains("past the end"), "{e}");
         assert!(DmaRegion::map(&f, 0, 0x1000, 0x1000, true).is_ok());
     }
+
+    #[test]
+    fn slices_copy_within_their_range_and_refusals_keep_their_cause() {
+        let mut mem = GuestMem::default();
+        mem.add(Arc::new(region(0x10000, 0x2000, true))).unwrap();
+        mem.add(Arc::new(region(0x20000, 0x1000, false))).unwrap();
+        let fault = |iova, len, write| mem.slice(iova, len, write).unwrap_err().fault;
+        assert_eq!(fault(0x10000, 0, false), MemFault::Empty);
+        assert_eq!(fault(u64::MAX, 2, false), MemFault::Wraps);
+        assert_eq!(fault(0x11f00, 0x200, false), MemFault::Unmapped);
+        assert_eq!(fault(0x30000, 1, false), MemFault::Unmapped);
+        assert_eq!(fault(0x20000, 0x10, true), MemFault::ReadOnly);
+        let e = mem.slice(0x11f00, 0x200, true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "guest memory 0x11f00+0x200: not inside the guest's DMA map"
+        );
+        let s = mem.slice(0x10100, 0x100, true).unwrap();
+        assert_eq!(s.len(), 0x100);
+        s.write_slice(0x10, b"vdpdk").unwrap();
+        let mut out = [0u8; 5];
+        mem.slice(0x10110, 5, false)
+            .unwrap()
+            .read_slice(0, &mut out)
+            .unwrap();
+        assert_eq!(&out, b"vdpdk");
+        assert_eq!(s.read_array::<2>(0x11).unwrap(), *b"dp");
+        // Past the validated range: refused, nothing copied.
+        let e = s.write_slice(0xfc, b"vdpdk").unwrap_err();
+        assert_eq!(
+            (e.iova, e.len, e.fault),
+            (0x101fc, 5, MemFault::OutsideSlice)
+        );
+        assert!(s.read_slice(usize::MAX, &mut out).is_err());
+        assert!(s.read_array::<4>(0xfd).is_err());
+        // A slice validated for reading is not written through.
+        let ro = mem.slice(0x10100, 0x100, false).unwrap();
+        assert_eq!(
+            ro.write_slice(0, b"x").unwrap_err().fault,
+            MemFault::ReadOnly
+        );
+    }
 }
