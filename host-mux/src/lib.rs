@@ -7,12 +7,14 @@
 //! flow rules. Every guest request is validated: no VM can reach another's traffic, memory or
 //! queues.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod device;
 pub mod guest;
-pub mod metrics;
+mod metrics;
 pub mod shm;
 
 mod serve;
@@ -43,10 +45,14 @@ use guest::Guest;
 /// A point-in-time view of one VM slot.
 #[derive(Clone, Debug, Serialize)]
 pub struct GuestSnapshot {
+    /// The VM's configured name.
     pub name: String,
+    /// The VM's MAC (serialized as `02:00:00:00:00:01`).
     #[serde(serialize_with = "ser_display")]
     pub mac: MacAddr,
+    /// A driver has negotiated since the last reset or disconnect.
     pub attached: bool,
+    /// Times a driver negotiated with this slot since start-up.
     pub attaches: u64,
     /// Device started with queues the pollers serve.
     pub running: bool,
@@ -60,31 +66,46 @@ pub struct GuestSnapshot {
 /// A point-in-time view of one poller thread.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PollerSnapshot {
+    /// Thread name without its `poll-` prefix (`c0-rx`, `c1-rxtx`).
     pub name: String,
+    /// `rx`, `tx` or `rx+tx`.
     pub role: &'static str,
     /// Index of the `[[cluster]]` this poller belongs to.
     pub cluster: usize,
+    /// The CPU the poller is pinned to (None: not pinned).
     pub cpu: Option<usize>,
+    /// VMs of its cluster (whose TX rings it serves, for a TX role).
     pub guests: usize,
+    /// Frames taken from the backend's RX queue(s).
     pub wire_rx: u64,
+    /// Frames the backend's TX queue took.
     pub wire_tx: u64,
     /// Segments cut from guests' TCP super-frames.
     pub tso_segments: u64,
     /// Guest super-frames the backend segmented in hardware.
     pub tso_offloaded: u64,
+    /// Unicast frames from the wire for no configured VM (dropped).
     pub rx_unknown_dst: u64,
+    /// Frames for a VM whose device was not running (dropped).
     pub rx_guest_stopped: u64,
+    /// Rounds in which the backend TX queue was full (guest frames waited in their rings).
     pub tx_backpressure: u64,
+    /// Poll rounds run.
     pub rounds: u64,
+    /// Rounds that moved no frame.
     pub empty_rounds: u64,
+    /// Times the poller slept in epoll (event mode).
     pub sleeps: u64,
+    /// Time spent asleep, in ms.
     pub asleep_ms: u64,
 }
 
 /// Everything `host-mux --stats` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct MuxSnapshot {
+    /// Every VM slot, in config order.
     pub guests: Vec<GuestSnapshot>,
+    /// Every poller, in start order.
     pub pollers: Vec<PollerSnapshot>,
 }
 
@@ -147,14 +168,17 @@ impl HostMux {
         self.metrics.as_ref().map(|m| m.addr)
     }
 
+    /// Every VM slot's state and counters now, in config order.
     pub fn guests(&self) -> Vec<GuestSnapshot> {
         self.inner.guests()
     }
 
+    /// Every poller's counters now.
     pub fn pollers(&self) -> Vec<PollerSnapshot> {
         self.inner.pollers()
     }
 
+    /// VMs and pollers together (what the stats socket answers).
     pub fn snapshot(&self) -> MuxSnapshot {
         MuxSnapshot {
             guests: self.guests(),
@@ -162,6 +186,7 @@ impl HostMux {
         }
     }
 
+    /// The backend NIC's port counters now.
     pub fn backend_stats(&self) -> vdpdk_core::PortStats {
         self.backend.lock().stats()
     }

@@ -45,17 +45,30 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use vdpdk_core::MacAddr;
+
+/// Why a config was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("{path}: {source}")]
     Read {
+        /// The file named.
         path: String,
+        /// What reading it returned.
         source: std::io::Error,
     },
+    /// The text is not TOML of the config's shape (an unknown key, a wrong type); the message
+    /// is the TOML parser's, with line and column.
     #[error("{0}")]
     Parse(String),
+    /// A value is out of range or inconsistent with another.
     #[error("{key}: {msg}")]
-    Invalid { key: String, msg: String },
+    Invalid {
+        /// The offending key as written in the file (`vm[1].mac`).
+        key: String,
+        /// What is wrong with its value.
+        msg: String,
+    },
 }
 
 fn invalid(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
@@ -65,15 +78,20 @@ fn invalid(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The NIC host-mux multiplexes the VMs onto (`[backend]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConfig {
-    /// A Linux TAP interface with this name (created if missing).
-    Tap { ifname: String },
+    /// A Linux TAP interface (created if missing).
+    Tap {
+        /// Interface name, 1..=15 bytes.
+        ifname: String,
+    },
     /// An in-memory wire. The binary puts a reflector on its far end (every frame comes back
     /// with source and destination MAC swapped); tests and tools attach their own far end.
     Pair,
     /// An Intel E810 driven by our ice driver.
     Ice {
+        /// Where the card is.
         access: IceAccess,
         /// DDP package file (must exist); None: the standard path if present, else safe mode.
         ddp: Option<PathBuf>,
@@ -92,12 +110,19 @@ pub enum IceAccess {
     VfioUser(PathBuf),
 }
 
+/// One VM slot (`[[vm]]`): the device served on its socket whether or not a guest is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
+    /// Unique name, used in logs, stats and metrics labels.
     pub name: String,
+    /// The vfio-user socket its device is served on (a stale file there is replaced).
     pub socket: PathBuf,
+    /// The VM's unicast MAC: frames to it are steered to the VM, and its TX frames must carry
+    /// it as source when `limits.spoof_check` is on.
     pub mac: MacAddr,
+    /// Most RX queues the guest may configure (1..=`abi::MAX_QUEUES`).
     pub rx_queues: u16,
+    /// Most TX queues the guest may configure (1..=`abi::MAX_QUEUES`).
     pub tx_queues: u16,
     /// Index into `MuxConfig::clusters`.
     pub cluster: usize,
@@ -119,6 +144,7 @@ pub enum PollMode {
 pub struct ClusterConfig {
     /// Cores the pollers are pinned to (empty: not pinned).
     pub cpus: Vec<usize>,
+    /// Whether RX and TX get a poller each.
     pub mode: PollMode,
 }
 
@@ -142,9 +168,12 @@ impl Default for ClusterConfig {
     }
 }
 
+/// A whole host-mux configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MuxConfig {
+    /// The NIC the VMs share.
     pub backend: BackendConfig,
+    /// The VM slots (at least one; names, sockets and MACs unique).
     pub vms: Vec<VmConfig>,
     /// Empty poll rounds before the poller arms events and sleeps.
     pub idle_polls: u32,
@@ -217,8 +246,11 @@ impl MuxConfig {
     }
 }
 
+/// `mux.idle_polls` when not given: empty rounds before a poller sleeps.
 pub const DEFAULT_IDLE_POLLS: u32 = 1024;
+/// `mux.pool_size` when not given: host packet buffers.
 pub const DEFAULT_POOL_SIZE: u32 = 8192;
+/// `mux.sleep_timeout_ms` when not given: longest poller sleep in ms.
 pub const DEFAULT_SLEEP_TIMEOUT_MS: u32 = 200;
 
 impl MuxConfig {

@@ -28,27 +28,27 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::guest::Guest;
 pub use tx::{tx_request, TxRequest};
 
-pub const BURST: usize = 32;
+pub(crate) const BURST: usize = 32;
 /// Largest frame a guest may transmit (also bounded by the host buffer size).
 pub const MAX_FRAME: usize = 9018;
 /// Checksum offloads host-mux gives guests: the backend's hardware when it has them, else
 /// software here.
-pub const CSUM_TX_OFFLOADS: TxOffloads = TxOffloads::IPV4_CKSUM
+pub(crate) const CSUM_TX_OFFLOADS: TxOffloads = TxOffloads::IPV4_CKSUM
     .union(TxOffloads::UDP_CKSUM)
     .union(TxOffloads::TCP_CKSUM);
 /// Every TX offload guests see: checksums, and TCP segmentation done here in software (a
 /// guest hands over a super-frame of up to 64 KiB in one buffer).
-pub const GUEST_TX_OFFLOADS: TxOffloads = CSUM_TX_OFFLOADS.union(TxOffloads::TCP_TSO);
+pub(crate) const GUEST_TX_OFFLOADS: TxOffloads = CSUM_TX_OFFLOADS.union(TxOffloads::TCP_TSO);
 /// Buffers for super-frames a backend segments in hardware: 16 KiB each (under the E810's
 /// 16383 B per descriptor), so a 64 KiB super-frame is a chain of 5, within its 8.
-pub const TSO_BUF_SIZE: u16 = 16 * 1024;
-pub const TSO_POOL_BUFS: u32 = 512;
+pub(crate) const TSO_BUF_SIZE: u16 = 16 * 1024;
+pub(crate) const TSO_POOL_BUFS: u32 = 512;
 /// Smallest TSO segment size a guest may ask for: bounds the host buffers one super-frame
 /// takes (at most 256).
 pub const MIN_TSO_MSS: usize = 256;
 const MIN_FRAME: usize = 14;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Rx,
     Tx,
     Combined,
@@ -61,7 +61,7 @@ impl Role {
     fn tx(self) -> bool {
         self != Role::Rx
     }
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Role::Rx => "rx",
             Role::Tx => "tx",
@@ -72,23 +72,23 @@ impl Role {
 
 /// Counters of one poller, readable while it runs.
 #[derive(Default, Debug)]
-pub struct PollerStats {
-    pub wire_rx: AtomicU64,
-    pub wire_tx: AtomicU64,
+pub(crate) struct PollerStats {
+    pub(crate) wire_rx: AtomicU64,
+    pub(crate) wire_tx: AtomicU64,
     /// Segments cut from guests' TCP super-frames (TSO in software).
-    pub tso_segments: AtomicU64,
+    pub(crate) tso_segments: AtomicU64,
     /// Guest super-frames handed to the backend for segmentation (TSO in hardware).
-    pub tso_offloaded: AtomicU64,
+    pub(crate) tso_offloaded: AtomicU64,
     /// Unicast frames from the wire whose destination is no configured VM.
-    pub rx_unknown_dst: AtomicU64,
+    pub(crate) rx_unknown_dst: AtomicU64,
     /// Frames for a VM whose device is not running.
-    pub rx_guest_stopped: AtomicU64,
+    pub(crate) rx_guest_stopped: AtomicU64,
     /// Rounds in which the backend TX queue was full (guest frames wait in their rings).
-    pub tx_backpressure: AtomicU64,
-    pub rounds: AtomicU64,
-    pub empty_rounds: AtomicU64,
-    pub sleeps: AtomicU64,
-    pub asleep_ns: AtomicU64,
+    pub(crate) tx_backpressure: AtomicU64,
+    pub(crate) rounds: AtomicU64,
+    pub(crate) empty_rounds: AtomicU64,
+    pub(crate) sleeps: AtomicU64,
+    pub(crate) asleep_ns: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, v: u64) {
@@ -97,23 +97,23 @@ fn bump(c: &AtomicU64, v: u64) {
 
 /// How a poller sleeps.
 #[derive(Clone, Copy, Debug)]
-pub struct SleepPolicy {
+pub(crate) struct SleepPolicy {
     /// Empty rounds before arming events and sleeping.
-    pub idle_polls: u32,
+    pub(crate) idle_polls: u32,
     /// Longest sleep (ms); -1 sleeps until an event (any lost wake-up would then hang).
-    pub timeout_ms: i32,
+    pub(crate) timeout_ms: i32,
 }
 
 /// A backend RX queue a poller serves: shared (steer by MAC) or dedicated to one guest (the
 /// NIC already steered by MAC, e.g. Flow Director).
-pub struct RxSource {
-    pub queue: Box<dyn RxQueue>,
+pub(crate) struct RxSource {
+    pub(crate) queue: Box<dyn RxQueue>,
     /// Index into the poller's `all_guests` when the queue belongs to one guest.
-    pub owner: Option<u16>,
+    pub(crate) owner: Option<u16>,
 }
 
-pub struct Poller {
-    pub role: Role,
+pub(crate) struct Poller {
+    pub(crate) role: Role,
     /// Every guest: the RX side steers to any of them (broadcast reaches all).
     all_guests: Vec<Arc<Guest>>,
     /// The guests whose TX rings this poller serves.
@@ -124,7 +124,7 @@ pub struct Poller {
     wake: Arc<EventFd>,
     stop: Arc<AtomicBool>,
     policy: SleepPolicy,
-    pub stats: Arc<PollerStats>,
+    pub(crate) stats: Arc<PollerStats>,
     rx_buf: Vec<Mbuf>,
     tx_buf: Vec<Mbuf>,
     free_cache: Vec<Mbuf>,
@@ -148,7 +148,7 @@ pub struct Poller {
 
 impl Poller {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         role: Role,
         all_guests: Vec<Arc<Guest>>,
         tx_guests: Vec<Arc<Guest>>,
@@ -203,21 +203,21 @@ impl Poller {
     }
 
     /// Lets the backend compute these checksums (it was configured with them).
-    pub fn with_hw_tx_offloads(mut self, o: TxOffloads) -> Poller {
+    pub(crate) fn with_hw_tx_offloads(mut self, o: TxOffloads) -> Poller {
         self.hw_tx = o & CSUM_TX_OFFLOADS;
         self
     }
 
     /// Lets the backend segment guests' super-frames (it was configured with TCP_TSO and
     /// MULTI_SEGS): each goes out as a chain of `pool`'s buffers with a TSO request.
-    pub fn with_hw_tso(mut self, pool: Mempool) -> Poller {
+    pub(crate) fn with_hw_tso(mut self, pool: Mempool) -> Poller {
         self.tso_pool = Some(pool);
         self
     }
 
     /// A guest super-frame at `src` as a chain of TSO buffers carrying the request, or None
     /// Runs until `stop` is set.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let ep = Epoll::new().expect("epoll_create");
         ep.add(self.wake.as_raw_fd());
         let fds: Vec<Option<RawFd>> = self.rxqs.iter().map(|s| s.queue.intr_fd()).collect();
@@ -286,7 +286,7 @@ impl Poller {
     }
 
     /// One poll round; returns frames moved.
-    pub fn round(&mut self) -> usize {
+    pub(crate) fn round(&mut self) -> usize {
         bump(&self.stats.rounds, 1);
         let mut work = 0;
         for i in 0..self.rxqs.len() {
@@ -336,7 +336,7 @@ fn mac_key(m: MacAddr) -> u64 {
 
 /// Adds one to an eventfd's counter without blocking (the fd is non-blocking; a full counter
 /// or a broken fd is an error for the caller to count).
-pub fn signal_eventfd(fd: &File) -> std::io::Result<()> {
+pub(crate) fn signal_eventfd(fd: &File) -> std::io::Result<()> {
     use std::io::Write;
     (&*fd).write(&1u64.to_ne_bytes()).map(|_| ())
 }

@@ -369,14 +369,17 @@ pub enum TxRequest {
     Checksum(TxLayout),
     /// Cut a TCP super-frame into `nseg` segments of `mss` payload bytes.
     Segment {
+        /// Where the headers are (the payload starts at `lay.payload`).
         lay: TxLayout,
+        /// TCP payload bytes per segment (at least [`MIN_TSO_MSS`]).
         mss: usize,
+        /// Segments the super-frame makes (the last may be short).
         nseg: usize,
     },
 }
 
 /// Checks a TX descriptor's length and offload request; None refuses it. Offloads outside
-/// [`GUEST_TX_OFFLOADS`] (VLAN insertion, UDP segmentation, ...) are refused too. Public for
+/// the checksums and TCP segmentation guests are offered (VLAN insertion, UDP segmentation, ...) are refused too. Public for
 /// the fuzz targets (fuzz/fuzz_targets/descriptor_validation.rs).
 pub fn tx_request(
     flags: OlFlags,

@@ -1,7 +1,7 @@
 //! The vDPDK PCI device of one VM: config space with an MSI-X capability, the trapped signal
 //! BAR (BAR0 registers), the shared data BAR and the control plane. The control plane
-//! ([`control`]) knows no transport; the vfio-user server drives the device through its
-//! `ServerBackend` impl ([`vfio`]). Every guest request is copied out of shared memory once,
+//! (`control.rs`) knows no transport; the vfio-user server drives the device through its
+//! `ServerBackend` impl (`vfio.rs`). Every guest request is copied out of shared memory once,
 //! validated, then applied.
 
 mod control;
@@ -30,11 +30,15 @@ pub fn offered_features() -> Features {
 /// Device-wide facts the mux fills into each guest's info block.
 #[derive(Clone, Copy, Debug)]
 pub struct PortFacts {
+    /// The MTU guests start with (bytes of L3 payload).
     pub mtu: u16,
+    /// The largest MTU a guest may set.
     pub max_mtu: u16,
     /// RX checksum offloads the backend reports per frame (passed through to guests).
     pub rx_offloads: vdpdk_core::RxOffloads,
+    /// The backend's link was up at start-up.
     pub link_up: bool,
+    /// The backend's link speed at start-up, in Mbit/s.
     pub link_speed_mbps: u32,
 }
 
@@ -87,12 +91,12 @@ impl VdpdkDevice {
     }
 
     /// What this VM may make host-mux hold.
-    pub fn limits(&self) -> &crate::config::GuestLimits {
+    pub(crate) fn limits(&self) -> &crate::config::GuestLimits {
         &self.guest.limits
     }
 
     /// The VM this device belongs to.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.guest.name
     }
 
@@ -122,6 +126,8 @@ impl VdpdkDevice {
         regions
     }
 
+    /// The interrupt indexes the device reports: only MSI-X has vectors, one per possible RX
+    /// queue (`abi::MAX_QUEUES`).
     pub fn irqs() -> Vec<IrqInfo> {
         let ev = VFIO_IRQ_INFO_EVENTFD;
         vec![

@@ -16,8 +16,11 @@ use std::sync::Arc;
 
 /// One DMA_MAP'ed range of guest memory, mapped into this process.
 pub struct DmaRegion {
+    /// First guest IOVA of the range.
     pub iova: u64,
+    /// Length in bytes (non-zero; `iova + len` does not wrap).
     pub len: u64,
+    /// The VMM allowed device writes (only such regions take RX buffers and rings).
     pub writable: bool,
     ptr: NonNull<u8>,
     map_len: usize,
@@ -106,7 +109,7 @@ fn check_file_holds(fd: &File, offset: u64, len: u64) -> Result<(), String> {
 /// When set, unmapped guest memory is replaced by an inaccessible reservation instead of being
 /// returned to the system, so any use after unmap faults at once instead of silently reaching
 /// whatever the kernel maps there next (a test aid: address space is not reused).
-pub static GUARD_UNMAPPED: AtomicBool = AtomicBool::new(false);
+pub(crate) static GUARD_UNMAPPED: AtomicBool = AtomicBool::new(false);
 
 impl Drop for DmaRegion {
     fn drop(&mut self) {
@@ -199,14 +202,17 @@ impl GuestMem {
         Ok(to - from)
     }
 
+    /// Forgets every region (each is unmapped once no other map shares it).
     pub fn clear(&mut self) {
         self.regions.clear();
         self.bytes = 0;
     }
 
+    /// Number of regions.
     pub fn len(&self) -> usize {
         self.regions.len()
     }
+    /// Whether no region is mapped.
     pub fn is_empty(&self) -> bool {
         self.regions.is_empty()
     }

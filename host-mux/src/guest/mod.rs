@@ -20,25 +20,31 @@ use vdpdk_core::{FlowHandle, FlowRule, MacAddr};
 
 use crate::config::GuestLimits;
 use crate::shm::SharedRegion;
-pub use mem::{DmaRegion, GuestMem, GuestMemError, GuestSlice, MemFault, GUARD_UNMAPPED};
+pub(crate) use mem::GUARD_UNMAPPED;
+pub use mem::{DmaRegion, GuestMem, GuestMemError, GuestSlice, MemFault};
 
 /// A guest queue the host serves: its ring (translated once at setup) and the host's index.
 pub struct HostQueue {
+    /// The descriptor ring, inside a writable region of the guest's DMA map (the queue is
+    /// dropped before that region is unmapped).
     pub ring: RingPtr,
+    /// Guest IOVA of the ring.
     pub ring_iova: u64,
+    /// Ring length in bytes (descriptors × 32).
     pub ring_len: u64,
-    pub next: u16,
+    /// The next descriptor the host looks at (free-running, wraps with the ring's mask).
+    pub(crate) next: u16,
 }
 
 /// Counters kept inside a locked path: plain integers, updated by whoever holds the lock (no
 /// atomic read-modify-write on the hot path, which would also wait for every preceding store
 /// into guest memory to drain). Indexed by `StatsIndex`.
 #[derive(Default, Clone, Copy)]
-pub struct PathStats(pub [u64; STATS_COUNT]);
+pub(crate) struct PathStats(pub(crate) [u64; STATS_COUNT]);
 
 impl PathStats {
     #[inline]
-    pub fn add(&mut self, i: StatsIndex, v: u64) {
+    pub(crate) fn add(&mut self, i: StatsIndex, v: u64) {
         self.0[i as usize] += v;
     }
 }
@@ -47,10 +53,12 @@ impl PathStats {
 #[derive(Default)]
 pub struct RxPath {
     /// RX counters (survive resets and reconnects: they describe the VM slot).
-    pub stats: PathStats,
+    pub(crate) stats: PathStats,
     /// Set by Start, cleared by Stop/Reset/disconnect.
     pub running: bool,
+    /// This half's view of the guest's DMA map (the same regions as the TX half's).
     pub mem: GuestMem,
+    /// RX queues by index (as many as configured; None until set up).
     pub queues: Vec<Option<HostQueue>>,
     /// Guest flow rules, matched in order on frames already steered to this guest.
     pub rules: Vec<(FlowHandle, FlowRule)>,
@@ -64,9 +72,12 @@ pub struct RxPath {
 #[derive(Default)]
 pub struct TxPath {
     /// TX counters (survive resets and reconnects).
-    pub stats: PathStats,
+    pub(crate) stats: PathStats,
+    /// Set by Start, cleared by Stop/Reset/disconnect (with the RX half's).
     pub running: bool,
+    /// This half's view of the guest's DMA map (the same regions as the RX half's).
     pub mem: GuestMem,
+    /// TX queues by index (as many as configured; None until set up).
     pub queues: Vec<Option<HostQueue>>,
 }
 
@@ -91,13 +102,16 @@ pub struct GuestStats {
 }
 
 impl GuestStats {
+    /// Adds `v` to counter `i`.
     #[inline]
     pub fn add(&self, i: StatsIndex, v: u64) {
         self.c[i as usize].fetch_add(v, Ordering::Relaxed);
     }
+    /// Counter `i`.
     pub fn get(&self, i: StatsIndex) -> u64 {
         self.c[i as usize].load(Ordering::Relaxed)
     }
+    /// Every counter, indexed by `StatsIndex`.
     pub fn snapshot(&self) -> [u64; STATS_COUNT] {
         std::array::from_fn(|i| self.c[i].load(Ordering::Relaxed))
     }
@@ -105,12 +119,19 @@ impl GuestStats {
 
 /// One VM slot of the mux (exists from startup; a guest attaches and detaches over time).
 pub struct Guest {
+    /// The VM's configured name.
     pub name: String,
+    /// The VM's own MAC (steering target, spoof-check reference).
     pub mac: MacAddr,
+    /// Most RX queues the guest may configure.
     pub max_rxq: u16,
+    /// Most TX queues the guest may configure.
     pub max_txq: u16,
+    /// Counters the control thread moves (refusals, interrupt errors).
     pub stats: GuestStats,
+    /// The RX half of the data path (lock after `tx` when taking both).
     pub rx: Mutex<RxPath>,
+    /// The TX half of the data path.
     pub tx: Mutex<TxPath>,
     /// Wakes the poller that serves this guest's TX queues (kicks, start).
     pub tx_wake: Arc<vmm_sys_util::eventfd::EventFd>,
@@ -126,13 +147,13 @@ pub struct Guest {
 
 impl Guest {
     /// Runs `f` with both halves locked (TX first, then RX: the one lock order).
-    pub fn with_both<R>(&self, f: impl FnOnce(&mut TxPath, &mut RxPath) -> R) -> R {
+    pub(crate) fn with_both<R>(&self, f: impl FnOnce(&mut TxPath, &mut RxPath) -> R) -> R {
         let mut tx = self.tx.lock();
         let mut rx = self.rx.lock();
         f(&mut tx, &mut rx)
     }
 
-    pub fn set_running(&self, on: bool) {
+    pub(crate) fn set_running(&self, on: bool) {
         self.with_both(|tx, rx| {
             tx.running = on;
             rx.running = on;
@@ -141,7 +162,7 @@ impl Guest {
 
     /// Maps `len` bytes of `fd` at `offset` as guest IOVA `iova` into both halves' maps,
     /// within this VM's limits (checked before anything is mapped).
-    pub fn map_region(
+    pub(crate) fn map_region(
         &self,
         fd: &File,
         offset: u64,
@@ -178,7 +199,7 @@ impl Guest {
     /// Removes DMA regions inside `[iova, iova+len)` (refused, changing nothing, if the range
     /// cuts a region). Rings inside the range are dropped and the device stops: a ring must
     /// not outlive its memory. Returns the rings dropped.
-    pub fn unmap_range(&self, iova: u64, len: u64) -> Result<usize, String> {
+    pub(crate) fn unmap_range(&self, iova: u64, len: u64) -> Result<usize, String> {
         self.with_both(|tx, rx| {
             rx.mem.remove(iova, len)?;
             tx.mem
@@ -196,7 +217,7 @@ impl Guest {
 
     /// Back to a device with nothing: no queues, rules, DMA maps or interrupt fds (counters
     /// stay: they describe the VM slot).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.with_both(|tx, rx| {
             *tx = TxPath {
                 stats: tx.stats,
@@ -219,10 +240,12 @@ impl Guest {
         s
     }
 
+    /// DMA regions mapped now.
     pub fn dma_regions(&self) -> usize {
         self.rx.lock().mem.len()
     }
 
+    /// Whether the device is started (the pollers serve its queues).
     pub fn running(&self) -> bool {
         self.rx.lock().running
     }

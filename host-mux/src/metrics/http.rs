@@ -8,18 +8,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The media type of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// The longest request head (request line and headers) read; longer ones get 431.
-pub const MAX_REQUEST: usize = 8 << 10;
+pub(crate) const MAX_REQUEST: usize = 8 << 10;
 /// How long a client has to send its request head, in all (not per read).
-pub const READ_DEADLINE: Duration = Duration::from_secs(2);
+pub(crate) const READ_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a client has to take the response, in all.
-pub const WRITE_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a closing connection waits for the client to close its side.
 const LINGER: Duration = Duration::from_millis(500);
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// `GET /metrics` (`head_only` for HEAD).
     Metrics {
         head_only: bool,
@@ -31,7 +31,7 @@ pub enum Route {
 
 /// Routes a request head (the bytes up to the blank line). Only the request line matters:
 /// `GET /metrics` or `HEAD /metrics`, any query string ignored, HTTP/1.x.
-pub fn route(head: &[u8]) -> Route {
+pub(crate) fn route(head: &[u8]) -> Route {
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
         return Route::BadRequest;
@@ -189,7 +189,7 @@ fn linger_close(mut conn: TcpStream) {
 /// (`shutdown(2)` on it wakes the blocked accept). One connection at a time; each is bounded
 /// by [`MAX_REQUEST`], [`READ_DEADLINE`], [`WRITE_DEADLINE`] and a short linger, so a slow or
 /// hostile client delays the next scrape by a few seconds at most and cannot end the server.
-pub fn serve(listener: TcpListener, stop: &AtomicBool, body: impl Fn() -> String) {
+pub(crate) fn serve(listener: TcpListener, stop: &AtomicBool, body: impl Fn() -> String) {
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;

@@ -23,14 +23,14 @@ use vdpdk_core::abi::{STATS_COUNT, STATS_NAMES};
 use vdpdk_core::PortStats;
 
 use crate::{GuestSnapshot, PollerSnapshot};
-pub use http::{route, serve, Route, CONTENT_TYPE, MAX_REQUEST, READ_DEADLINE, WRITE_DEADLINE};
+pub(crate) use http::serve;
 
 /// What the backend NIC reports.
 #[derive(Clone, Debug, Default)]
-pub struct BackendSnapshot {
+pub(crate) struct BackendSnapshot {
     /// The driver's name (`pair`, `tap`, `ice`).
-    pub driver: String,
-    pub stats: PortStats,
+    pub(crate) driver: String,
+    pub(crate) stats: PortStats,
 }
 
 /// HELP text of each `abi::StatsIndex` counter, in `STATS_NAMES` order.
@@ -116,7 +116,7 @@ fn backend_counters(s: &PortStats) -> [(&'static str, &'static str, u64); 8] {
 }
 
 /// Escapes a label value: backslash, double quote and line feed.
-pub fn escape_label(v: &str) -> String {
+pub(crate) fn escape_label(v: &str) -> String {
     let mut s = String::with_capacity(v.len());
     for c in v.chars() {
         match c {
@@ -161,7 +161,7 @@ impl Out {
 
 /// Renders the snapshots in the Prometheus text format. Families are emitted even when
 /// empty, so the set of families does not depend on what is attached.
-pub fn render(
+pub(crate) fn render(
     guests: &[GuestSnapshot],
     pollers: &[PollerSnapshot],
     backend: Option<&BackendSnapshot>,
