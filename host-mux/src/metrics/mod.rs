@@ -167,6 +167,16 @@ pub(crate) fn render(
     backend: Option<&BackendSnapshot>,
 ) -> String {
     let mut o = Out(String::with_capacity(4096 + guests.len() * 2048));
+    render_vms(&mut o, guests);
+    render_pollers(&mut o, pollers);
+    if let Some(b) = backend {
+        render_backend(&mut o, b);
+    }
+    o.0
+}
+
+/// The per-VM families (labels `vm` and `mac`).
+fn render_vms(o: &mut Out, guests: &[GuestSnapshot]) {
     let macs: Vec<String> = guests.iter().map(|g| g.mac.to_string()).collect();
     let vm_labels = |i: usize| [("vm", guests[i].name.as_str()), ("mac", macs[i].as_str())];
 
@@ -209,7 +219,10 @@ pub(crate) fn render(
     for (i, g) in guests.iter().enumerate() {
         o.sample("vdpdk_vm_attaches_total", &vm_labels(i), g.attaches);
     }
+}
 
+/// The per-poller families (labels `poller`, `role` and `cluster`).
+fn render_pollers(o: &mut Out, pollers: &[PollerSnapshot]) {
     let clusters: Vec<String> = pollers.iter().map(|p| p.cluster.to_string()).collect();
     let poller_labels = |i: usize| {
         [
@@ -247,39 +260,39 @@ pub(crate) fn render(
     for (i, p) in pollers.iter().enumerate() {
         o.sample("vdpdk_poller_guests", &poller_labels(i), p.guests);
     }
+}
 
-    if let Some(b) = backend {
-        o.family(
-            "vdpdk_backend_info",
-            "gauge",
-            "The backend NIC host-mux multiplexes (always 1; the driver is a label).",
-        );
-        o.sample("vdpdk_backend_info", &[("driver", b.driver.as_str())], 1);
-        for (name, help, value) in backend_counters(&b.stats) {
-            let metric = format!("vdpdk_backend_{name}_total");
-            o.family(&metric, "counter", help);
-            o.sample(&metric, &[], value);
-        }
-        let queues: [(&str, &str, &[u64]); 2] = [
-            (
-                "vdpdk_backend_queue_ipackets_total",
-                "Frames received on one backend NIC RX queue.",
-                &b.stats.q_ipackets,
-            ),
-            (
-                "vdpdk_backend_queue_opackets_total",
-                "Frames sent on one backend NIC TX queue.",
-                &b.stats.q_opackets,
-            ),
-        ];
-        for (metric, help, values) in queues {
-            o.family(metric, "counter", help);
-            for (q, v) in values.iter().enumerate() {
-                o.sample(metric, &[("queue", q.to_string().as_str())], v);
-            }
+/// The backend NIC's families: its driver, port totals and per-queue packets.
+fn render_backend(o: &mut Out, b: &BackendSnapshot) {
+    o.family(
+        "vdpdk_backend_info",
+        "gauge",
+        "The backend NIC host-mux multiplexes (always 1; the driver is a label).",
+    );
+    o.sample("vdpdk_backend_info", &[("driver", b.driver.as_str())], 1);
+    for (name, help, value) in backend_counters(&b.stats) {
+        let metric = format!("vdpdk_backend_{name}_total");
+        o.family(&metric, "counter", help);
+        o.sample(&metric, &[], value);
+    }
+    let queues: [(&str, &str, &[u64]); 2] = [
+        (
+            "vdpdk_backend_queue_ipackets_total",
+            "Frames received on one backend NIC RX queue.",
+            &b.stats.q_ipackets,
+        ),
+        (
+            "vdpdk_backend_queue_opackets_total",
+            "Frames sent on one backend NIC TX queue.",
+            &b.stats.q_opackets,
+        ),
+    ];
+    for (metric, help, values) in queues {
+        o.family(metric, "counter", help);
+        for (q, v) in values.iter().enumerate() {
+            o.sample(metric, &[("queue", q.to_string().as_str())], v);
         }
     }
-    o.0
 }
 
 /// What a request head asks for.
