@@ -490,6 +490,30 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_device_refuses_every_op_but_negotiate_and_stats() {
+        let mut b = Bench::new(GuestLimits::default());
+        let ops = [
+            (CtrlOp::Configure, "negotiate first"),
+            (CtrlOp::RxqSetup, "configure first"),
+            (CtrlOp::TxqSetup, "configure first"),
+            (CtrlOp::Start, "configure first"),
+            (CtrlOp::Stop, "negotiate first"),
+            (CtrlOp::Reset, "negotiate first"),
+            (CtrlOp::FlowValidate, "configure first"),
+            (CtrlOp::FlowCreate, "configure first"),
+            (CtrlOp::FlowDestroy, "configure first"),
+            (CtrlOp::FlowFlush, "configure first"),
+        ];
+        for (op, says) in ops {
+            refused(&b.op(op, [0, RAM, 32, 0]), CtrlStatus::BadState, says);
+        }
+        assert_eq!(b.errors(), ops.len() as u64);
+        let r = b.op(CtrlOp::GetStats, [0; 4]);
+        ok(&r);
+        assert_eq!(r.result[StatsIndex::CtrlErrors as usize], ops.len() as u64);
+    }
+
+    #[test]
     fn negotiate_checks_the_abi_and_attaches() {
         let mut b = Bench::new(GuestLimits::default());
         let bad_major = (abi::ABI_MAJOR as u64 + 1) << 16;

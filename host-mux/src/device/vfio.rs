@@ -216,3 +216,110 @@ impl ServerBackend for VdpdkDevice {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::PortFacts;
+    use crate::testing;
+    use std::os::fd::FromRawFd;
+
+    fn device() -> (Arc<crate::guest::Guest>, VdpdkDevice) {
+        let g = testing::guest();
+        let facts = PortFacts {
+            mtu: 1500,
+            max_mtu: 1500,
+            rx_offloads: vdpdk_core::RxOffloads::empty(),
+            link_up: true,
+            link_speed_mbps: 1000,
+        };
+        (g.clone(), VdpdkDevice::new(g, facts))
+    }
+
+    fn errors(g: &crate::guest::Guest) -> u64 {
+        g.stats.get(StatsIndex::CtrlErrors)
+    }
+
+    #[test]
+    fn bar0_registers_and_unimplemented_offsets() {
+        let (g, mut d) = device();
+        let mut v = [0u8; 4];
+        d.region_read(VFIO_PCI_BAR0_REGION_INDEX, abi::REG_MAGIC, &mut v)
+            .unwrap();
+        assert_eq!(u32::from_le_bytes(v), abi::ABI_MAGIC);
+        // An offset no register lives at, and a misaligned access: all-ones, counted.
+        d.region_read(VFIO_PCI_BAR0_REGION_INDEX, 0x7c, &mut v)
+            .unwrap();
+        assert_eq!(v, [0xff; 4]);
+        d.region_read(VFIO_PCI_BAR0_REGION_INDEX, abi::REG_MAGIC + 1, &mut v)
+            .unwrap();
+        assert_eq!(errors(&g), 2);
+        // Config space: the vendor ID reads back; read-only bytes ignore writes.
+        let mut id = [0u8; 2];
+        d.region_write(VFIO_PCI_CONFIG_REGION_INDEX, 0, &[0, 0])
+            .unwrap();
+        d.region_read(VFIO_PCI_CONFIG_REGION_INDEX, 0, &mut id)
+            .unwrap();
+        assert_eq!(u16::from_le_bytes(id), abi::VENDOR_ID);
+        d.region_read(VFIO_PCI_CONFIG_REGION_INDEX, CFG_SIZE as u64 - 1, &mut id)
+            .unwrap();
+        assert_eq!((id, errors(&g)), ([0xff; 2], 3));
+    }
+
+    #[test]
+    fn set_irqs_takes_msix_eventfds_only() {
+        let (g, mut d) = device();
+        let e = d.set_irqs(
+            VFIO_PCI_INTX_IRQ_INDEX,
+            VFIO_IRQ_SET_DATA_NONE,
+            0,
+            1,
+            vec![],
+        );
+        assert!(e.unwrap_err().to_string().contains("only MSI-X"));
+        let e = d.set_irqs(
+            VFIO_PCI_MSIX_IRQ_INDEX,
+            VFIO_IRQ_SET_DATA_NONE,
+            60,
+            10,
+            vec![],
+        );
+        assert!(e.unwrap_err().to_string().contains("out of range"));
+        let mut p = [0i32; 2];
+        // SAFETY: pipe2 writes two fds into p; checked.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh fds we own.
+        let (r, _w) = unsafe { (File::from_raw_fd(p[0]), File::from_raw_fd(p[1])) };
+        let e = d.set_irqs(
+            VFIO_PCI_MSIX_IRQ_INDEX,
+            VFIO_IRQ_SET_DATA_EVENTFD,
+            0,
+            1,
+            vec![r],
+        );
+        assert!(e.unwrap_err().to_string().contains("eventfds only"));
+        // SAFETY: eventfd(2) has no memory arguments; the fd is checked and owned.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: a fresh fd we own.
+        let f = unsafe { File::from_raw_fd(raw) };
+        d.set_irqs(
+            VFIO_PCI_MSIX_IRQ_INDEX,
+            VFIO_IRQ_SET_DATA_EVENTFD,
+            2,
+            1,
+            vec![f],
+        )
+        .unwrap();
+        assert!(g.rx.lock().irq_fds[2].is_some());
+        d.set_irqs(
+            VFIO_PCI_MSIX_IRQ_INDEX,
+            VFIO_IRQ_SET_DATA_NONE,
+            0,
+            0,
+            vec![],
+        )
+        .unwrap();
+        assert!(g.rx.lock().irq_fds.is_empty());
+    }
+}
