@@ -1,31 +1,34 @@
 //! A memfd-backed region shared with the guest (the data BAR), accessed only through raw
 //! pointers: the guest can write any byte at any time.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU32;
 
 use vdpdk_core::DmaMemory;
 
+/// A sealed memfd both host-mux and the guest map. Offsets are bytes from its start; every
+/// access is bounds-checked.
 pub struct SharedRegion {
     mem: DmaMemory,
 }
 
 impl SharedRegion {
+    /// A zeroed region of `len` bytes, its memfd named `name` (seen in /proc/PID/maps).
     pub fn new(name: &str, len: usize) -> std::io::Result<SharedRegion> {
         // Never hugepages: the BAR is small and must be exactly `len` for the guest's mmap.
         let mem = DmaMemory::alloc_with(name, len, false).map_err(std::io::Error::other)?;
         Ok(SharedRegion { mem })
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.mem.fd()
-    }
-    pub fn raw_fd(&self) -> i32 {
+    /// The memfd, for the guest's mmap of the BAR (host-mux keeps ownership).
+    pub(crate) fn raw_fd(&self) -> i32 {
         self.mem.fd().as_raw_fd()
     }
+    /// Size in bytes.
     pub fn len(&self) -> usize {
         self.mem.len()
     }
+    /// Whether the region has no bytes.
     pub fn is_empty(&self) -> bool {
         self.mem.is_empty()
     }
@@ -34,7 +37,8 @@ impl SharedRegion {
         off.checked_add(n).is_some_and(|e| e <= self.mem.len())
     }
 
-    /// Copies bytes out (volatile: the guest may be writing them).
+    /// Copies `out.len()` bytes at `off` out (volatile: the guest may be writing them); false,
+    /// copying nothing, when they are not all inside the region.
     pub fn read(&self, off: usize, out: &mut [u8]) -> bool {
         if !self.check(off, out.len()) {
             return false;
@@ -46,6 +50,7 @@ impl SharedRegion {
         true
     }
 
+    /// Copies `data` in at `off`; false, copying nothing, when it does not fit.
     pub fn write(&self, off: usize, data: &[u8]) -> bool {
         if !self.check(off, data.len()) {
             return false;
@@ -58,13 +63,13 @@ impl SharedRegion {
     }
 
     /// Zeroes the whole region (a new guest starts from a clean device).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         // SAFETY: the whole mapping.
         unsafe { std::ptr::write_bytes(self.mem.as_ptr(), 0, self.mem.len()) };
     }
 
     /// A 32-bit flag word shared with the guest (4-byte aligned offsets only).
-    pub fn flag(&self, off: usize) -> &AtomicU32 {
+    pub(crate) fn flag(&self, off: usize) -> &AtomicU32 {
         assert!(
             off.is_multiple_of(4) && self.check(off, 4),
             "flag offset {off}"
@@ -72,9 +77,5 @@ impl SharedRegion {
         // SAFETY: aligned and in bounds; an atomic is the one kind of reference that tolerates
         // concurrent writes by the guest.
         unsafe { AtomicU32::from_ptr(self.mem.as_ptr().add(off).cast()) }
-    }
-
-    pub fn load_flag(&self, off: usize) -> u32 {
-        self.flag(off).load(Ordering::SeqCst)
     }
 }

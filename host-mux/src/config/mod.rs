@@ -39,25 +39,36 @@
 //! ```
 //! Validation errors name the offending key (`vm[1].mac: ...`).
 
-use std::collections::HashSet;
+mod parse;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use vdpdk_core::abi::MAX_QUEUES;
 use vdpdk_core::MacAddr;
 
+/// Why a config was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("{path}: {source}")]
     Read {
+        /// The file named.
         path: String,
+        /// What reading it returned.
         source: std::io::Error,
     },
+    /// The text is not TOML of the config's shape (an unknown key, a wrong type); the message
+    /// is the TOML parser's, with line and column.
     #[error("{0}")]
     Parse(String),
+    /// A value is out of range or inconsistent with another.
     #[error("{key}: {msg}")]
-    Invalid { key: String, msg: String },
+    Invalid {
+        /// The offending key as written in the file (`vm[1].mac`).
+        key: String,
+        /// What is wrong with its value.
+        msg: String,
+    },
 }
 
 fn invalid(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
@@ -67,15 +78,20 @@ fn invalid(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The NIC host-mux multiplexes the VMs onto (`[backend]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConfig {
-    /// A Linux TAP interface with this name (created if missing).
-    Tap { ifname: String },
+    /// A Linux TAP interface (created if missing).
+    Tap {
+        /// Interface name, 1..=15 bytes.
+        ifname: String,
+    },
     /// An in-memory wire. The binary puts a reflector on its far end (every frame comes back
     /// with source and destination MAC swapped); tests and tools attach their own far end.
     Pair,
     /// An Intel E810 driven by our ice driver.
     Ice {
+        /// Where the card is.
         access: IceAccess,
         /// DDP package file (must exist); None: the standard path if present, else safe mode.
         ddp: Option<PathBuf>,
@@ -94,12 +110,19 @@ pub enum IceAccess {
     VfioUser(PathBuf),
 }
 
+/// One VM slot (`[[vm]]`): the device served on its socket whether or not a guest is attached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
+    /// Unique name, used in logs, stats and metrics labels.
     pub name: String,
+    /// The vfio-user socket its device is served on (a stale file there is replaced).
     pub socket: PathBuf,
+    /// The VM's unicast MAC: frames to it are steered to the VM, and its TX frames must carry
+    /// it as source when `limits.spoof_check` is on.
     pub mac: MacAddr,
+    /// Most RX queues the guest may configure (1..=`abi::MAX_QUEUES`).
     pub rx_queues: u16,
+    /// Most TX queues the guest may configure (1..=`abi::MAX_QUEUES`).
     pub tx_queues: u16,
     /// Index into `MuxConfig::clusters`.
     pub cluster: usize,
@@ -121,6 +144,7 @@ pub enum PollMode {
 pub struct ClusterConfig {
     /// Cores the pollers are pinned to (empty: not pinned).
     pub cpus: Vec<usize>,
+    /// Whether RX and TX get a poller each.
     pub mode: PollMode,
 }
 
@@ -144,9 +168,12 @@ impl Default for ClusterConfig {
     }
 }
 
+/// A whole host-mux configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MuxConfig {
+    /// The NIC the VMs share.
     pub backend: BackendConfig,
+    /// The VM slots (at least one; names, sockets and MACs unique).
     pub vms: Vec<VmConfig>,
     /// Empty poll rounds before the poller arms events and sleeps.
     pub idle_polls: u32,
@@ -219,116 +246,15 @@ impl MuxConfig {
     }
 }
 
+/// `mux.idle_polls` when not given: empty rounds before a poller sleeps.
 pub const DEFAULT_IDLE_POLLS: u32 = 1024;
+/// `mux.pool_size` when not given: host packet buffers.
 pub const DEFAULT_POOL_SIZE: u32 = 8192;
+/// `mux.sleep_timeout_ms` when not given: longest poller sleep in ms.
 pub const DEFAULT_SLEEP_TIMEOUT_MS: u32 = 200;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    backend: Option<RawBackend>,
-    mux: Option<RawMux>,
-    limits: Option<RawLimits>,
-    #[serde(default)]
-    cluster: Vec<RawCluster>,
-    #[serde(default)]
-    vm: Vec<RawVm>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCluster {
-    #[serde(default)]
-    cpus: Vec<usize>,
-    mode: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackend {
-    kind: Option<String>,
-    ifname: Option<String>,
-    socket: Option<PathBuf>,
-    pci: Option<String>,
-    ddp: Option<PathBuf>,
-    rx_itr_us: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-#[derive(Default)]
-struct RawMux {
-    idle_polls: Option<u32>,
-    pool_size: Option<u32>,
-    sleep_timeout_ms: Option<u32>,
-    stats_socket: Option<PathBuf>,
-    metrics_listen: Option<String>,
-    guard_unmapped: Option<bool>,
-    hw_steering: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    dma_regions: Option<usize>,
-    dma_bytes: Option<u64>,
-    flow_rules: Option<usize>,
-    message_bytes: Option<usize>,
-    spoof_check: Option<bool>,
-}
-
-impl RawLimits {
-    fn resolve(self) -> Result<GuestLimits, ConfigError> {
-        let d = GuestLimits::default();
-        let ranged = |key: &str, v: Option<usize>, def: usize, lo: usize, hi: usize| {
-            let n = v.unwrap_or(def);
-            if !(lo..=hi).contains(&n) {
-                return Err(invalid(key, format!("must be in {lo}..={hi}")));
-            }
-            Ok(n)
-        };
-        let dma_bytes = self.dma_bytes.unwrap_or(d.dma_bytes);
-        if dma_bytes < 1 << 20 {
-            return Err(invalid(
-                "limits.dma_bytes",
-                "must be at least 1048576 (1 MiB)",
-            ));
-        }
-        Ok(GuestLimits {
-            dma_regions: ranged(
-                "limits.dma_regions",
-                self.dma_regions,
-                d.dma_regions,
-                1,
-                65536,
-            )?,
-            dma_bytes,
-            flow_rules: ranged("limits.flow_rules", self.flow_rules, d.flow_rules, 0, 4096)?,
-            // A region access carries at most one BAR (64 KiB) plus headers.
-            message_bytes: ranged(
-                "limits.message_bytes",
-                self.message_bytes,
-                d.message_bytes,
-                128 << 10,
-                64 << 20,
-            )?,
-            spoof_check: self.spoof_check.unwrap_or(d.spoof_check),
-        })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawVm {
-    name: Option<String>,
-    socket: Option<PathBuf>,
-    mac: Option<String>,
-    rx_queues: Option<u16>,
-    tx_queues: Option<u16>,
-    cluster: Option<usize>,
-}
-
 impl MuxConfig {
+    /// Reads and parses the TOML file at `path` (see the module docs for its keys).
     pub fn load(path: &Path) -> Result<MuxConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -337,184 +263,9 @@ impl MuxConfig {
         Self::parse(&text)
     }
 
+    /// Parses and validates a config's TOML text; an error names the offending key.
     pub fn parse(text: &str) -> Result<MuxConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        let rb = raw
-            .backend
-            .ok_or_else(|| invalid("backend", "missing [backend] table"))?;
-        let backend = match rb.kind.as_deref() {
-            Some("tap") => {
-                let ifname = rb
-                    .ifname
-                    .ok_or_else(|| invalid("backend.ifname", "required for kind = \"tap\""))?;
-                if ifname.is_empty() || ifname.len() > 15 {
-                    return Err(invalid("backend.ifname", "must be 1..=15 characters"));
-                }
-                BackendConfig::Tap { ifname }
-            }
-            Some("pair") => {
-                if rb.ifname.is_some() {
-                    return Err(invalid("backend.ifname", "only valid for kind = \"tap\""));
-                }
-                BackendConfig::Pair
-            }
-            Some("ice") => {
-                let access = match (rb.pci, rb.socket) {
-                    (Some(bdf), None) => {
-                        let ok = bdf.len() == 12
-                            && bdf.chars().enumerate().all(|(i, c)| match i {
-                                4 | 7 => c == ':',
-                                10 => c == '.',
-                                _ => c.is_ascii_hexdigit(),
-                            });
-                        if !ok {
-                            return Err(invalid(
-                                "backend.pci",
-                                format!("'{bdf}' is not a PCI address like 0000:3b:00.0"),
-                            ));
-                        }
-                        IceAccess::Pci(bdf)
-                    }
-                    (None, Some(sock)) => IceAccess::VfioUser(sock),
-                    _ => {
-                        return Err(invalid(
-                            "backend.pci",
-                            "kind = \"ice\" needs exactly one of pci (a vfio-pci bound \
-                             function) or socket (a vfio-user socket)",
-                        ))
-                    }
-                };
-                let rx_itr_us = rb.rx_itr_us.unwrap_or(0);
-                if rx_itr_us > 8190 {
-                    return Err(invalid(
-                        "backend.rx_itr_us",
-                        format!("{rx_itr_us} µs: the E810 moderates in 0..=8190 µs"),
-                    ));
-                }
-                BackendConfig::Ice {
-                    access,
-                    ddp: rb.ddp,
-                    rx_itr_us,
-                }
-            }
-            Some(other) => {
-                return Err(invalid(
-                    "backend.kind",
-                    format!("unknown backend '{other}' (expected \"tap\", \"pair\" or \"ice\")"),
-                ))
-            }
-            None => return Err(invalid("backend.kind", "missing")),
-        };
-        let mux = raw.mux.unwrap_or_default();
-        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut clusters = Vec::new();
-        for (i, c) in raw.cluster.into_iter().enumerate() {
-            let key = |k: &str| format!("cluster[{i}].{k}");
-            if let Some(&bad) = c.cpus.iter().find(|&&c| c >= ncpu) {
-                return Err(invalid(
-                    key("cpus"),
-                    format!("CPU {bad} does not exist (this machine has {ncpu})"),
-                ));
-            }
-            let mode = match c.mode.as_deref() {
-                None | Some("auto") => PollMode::Auto,
-                Some("split") => PollMode::Split,
-                Some("combined") => PollMode::Combined,
-                Some(other) => {
-                    return Err(invalid(
-                        key("mode"),
-                        format!("'{other}' (expected \"auto\", \"split\" or \"combined\")"),
-                    ))
-                }
-            };
-            clusters.push(ClusterConfig { cpus: c.cpus, mode });
-        }
-        if clusters.is_empty() {
-            clusters.push(ClusterConfig::default());
-        }
-        let pool_size = mux.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
-        if !(1024..=1 << 20).contains(&pool_size) {
-            return Err(invalid("mux.pool_size", "must be in 1024..=1048576"));
-        }
-        if raw.vm.is_empty() {
-            return Err(invalid("vm", "at least one [[vm]] is required"));
-        }
-        let mut vms = Vec::new();
-        let (mut names, mut macs, mut socks) = (HashSet::new(), HashSet::new(), HashSet::new());
-        for (i, v) in raw.vm.into_iter().enumerate() {
-            let key = |k: &str| format!("vm[{i}].{k}");
-            let name = v.name.ok_or_else(|| invalid(key("name"), "missing"))?;
-            if name.is_empty() || !names.insert(name.clone()) {
-                return Err(invalid(
-                    key("name"),
-                    format!("'{name}' is empty or not unique"),
-                ));
-            }
-            let socket = v.socket.ok_or_else(|| invalid(key("socket"), "missing"))?;
-            if !socks.insert(socket.clone()) {
-                return Err(invalid(key("socket"), "used by another vm"));
-            }
-            let mac: MacAddr = v
-                .mac
-                .ok_or_else(|| invalid(key("mac"), "missing"))?
-                .parse()
-                .map_err(|e: vdpdk_core::Error| invalid(key("mac"), e.to_string()))?;
-            if mac.is_multicast() || mac == MacAddr::ZERO {
-                return Err(invalid(
-                    key("mac"),
-                    format!("{mac} is not a unicast address"),
-                ));
-            }
-            if !macs.insert(mac) {
-                return Err(invalid(key("mac"), format!("{mac} is used by another vm")));
-            }
-            let q = |k: &str, v: Option<u16>| -> Result<u16, ConfigError> {
-                let n = v.unwrap_or(1);
-                if n == 0 || n > MAX_QUEUES {
-                    return Err(invalid(key(k), format!("must be in 1..={MAX_QUEUES}")));
-                }
-                Ok(n)
-            };
-            let cluster = v.cluster.unwrap_or(0);
-            if cluster >= clusters.len() {
-                return Err(invalid(
-                    key("cluster"),
-                    format!(
-                        "cluster {cluster} is not defined ({} [[cluster]])",
-                        clusters.len()
-                    ),
-                ));
-            }
-            vms.push(VmConfig {
-                name,
-                socket,
-                mac,
-                rx_queues: q("rx_queues", v.rx_queues)?,
-                tx_queues: q("tx_queues", v.tx_queues)?,
-                cluster,
-            });
-        }
-        let limits = raw.limits.unwrap_or_default().resolve()?;
-        let metrics_listen = match mux.metrics_listen.as_deref() {
-            None => None,
-            Some(a) => Some(parse_listen(a).map_err(|m| invalid("mux.metrics_listen", m))?),
-        };
-        let hw_steering = mux
-            .hw_steering
-            .unwrap_or(matches!(backend, BackendConfig::Ice { .. }));
-        Ok(MuxConfig {
-            backend,
-            vms,
-            idle_polls: mux.idle_polls.unwrap_or(DEFAULT_IDLE_POLLS).max(1),
-            pool_size,
-            sleep_timeout_ms: mux.sleep_timeout_ms.unwrap_or(DEFAULT_SLEEP_TIMEOUT_MS),
-            clusters,
-            stats_socket: mux.stats_socket,
-            metrics_listen,
-            guard_unmapped: mux.guard_unmapped.unwrap_or(false),
-            hw_steering,
-            limits,
-        })
+        parse::parse(text)
     }
 }
 

@@ -1,31 +1,26 @@
-//! Per-VM state shared between the VM's control thread (vfio-user server) and the pollers.
+//! A guest's DMA map as host-mux sees it, and the one place that reads and writes guest memory.
 //!
-//! A guest's data path has two halves, each behind its own lock so that an RX poller and a TX
-//! poller never contend: `Guest::rx` (RX rings, flow rules, interrupt fds) and `Guest::tx` (TX
-//! rings). Each half holds its own view of the guest's DMA map (shared regions). The control
-//! thread changes a half only while holding its lock, and changes the DMA map only while holding
-//! both (TX first, then RX; pollers take one at a time, so there is no lock-order cycle). A
-//! poller holds a lock for one bounded batch and never while it sleeps, so a DMA unmap waits at
-//! most one batch, and no poller ever touches a region after the control thread removed it.
+//! [`GuestMem`] holds the regions a VMM mapped (DMA_MAP), sorted by IOVA. [`GuestMem::slice`]
+//! validates an (IOVA, length) a guest named (wholly inside one region, writable when asked)
+//! and returns a [`GuestSlice`], whose `read_slice`/`write_slice` copy bytes in and out with
+//! every offset checked, in the manner of rust-vmm's vm-memory. A refusal is a
+//! [`GuestMemError`] that keeps its cause. No Rust reference to guest memory is ever formed:
+//! the guest may write any byte at any time.
 
 use std::fs::File;
+use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-use parking_lot::Mutex;
-use vdpdk_core::abi::desc::RingPtr;
-use vdpdk_core::abi::{StatsIndex, STATS_COUNT};
-use vdpdk_core::{FlowHandle, FlowRule, MacAddr};
-
-use crate::config::GuestLimits;
-use crate::shm::SharedRegion;
 
 /// One DMA_MAP'ed range of guest memory, mapped into this process.
 pub struct DmaRegion {
+    /// First guest IOVA of the range.
     pub iova: u64,
+    /// Length in bytes (non-zero; `iova + len` does not wrap).
     pub len: u64,
+    /// The VMM allowed device writes (only such regions take RX buffers and rings).
     pub writable: bool,
     ptr: NonNull<u8>,
     map_len: usize,
@@ -114,7 +109,7 @@ fn check_file_holds(fd: &File, offset: u64, len: u64) -> Result<(), String> {
 /// When set, unmapped guest memory is replaced by an inaccessible reservation instead of being
 /// returned to the system, so any use after unmap faults at once instead of silently reaching
 /// whatever the kernel maps there next (a test aid: address space is not reused).
-pub static GUARD_UNMAPPED: AtomicBool = AtomicBool::new(false);
+pub(crate) static GUARD_UNMAPPED: AtomicBool = AtomicBool::new(false);
 
 impl Drop for DmaRegion {
     fn drop(&mut self) {
@@ -207,14 +202,17 @@ impl GuestMem {
         Ok(to - from)
     }
 
+    /// Forgets every region (each is unmapped once no other map shares it).
     pub fn clear(&mut self) {
         self.regions.clear();
         self.bytes = 0;
     }
 
+    /// Number of regions.
     pub fn len(&self) -> usize {
         self.regions.len()
     }
+    /// Whether no region is mapped.
     pub fn is_empty(&self) -> bool {
         self.regions.is_empty()
     }
@@ -239,211 +237,167 @@ impl GuestMem {
         // SAFETY: iova - r.iova + len <= r.len, so the offset is inside the mapping.
         Some(unsafe { r.ptr.as_ptr().add((iova - r.iova) as usize) })
     }
-}
 
-/// A guest queue the host serves: its ring (translated once at setup) and the host's index.
-pub struct HostQueue {
-    pub ring: RingPtr,
-    pub ring_iova: u64,
-    pub ring_len: u64,
-    pub next: u16,
-}
-
-/// Counters kept inside a locked path: plain integers, updated by whoever holds the lock (no
-/// atomic read-modify-write on the hot path, which would also wait for every preceding store
-/// into guest memory to drain). Indexed by `StatsIndex`.
-#[derive(Default, Clone, Copy)]
-pub struct PathStats(pub [u64; STATS_COUNT]);
-
-impl PathStats {
+    /// `[iova, iova+len)` as a [`GuestSlice`] when it lies wholly in one region (and that
+    /// region is writable when `write` is asked); otherwise the reason it does not.
     #[inline]
-    pub fn add(&mut self, i: StatsIndex, v: u64) {
-        self.0[i as usize] += v;
-    }
-}
-
-/// The RX half of a guest's data path, guarded by `Guest::rx`.
-#[derive(Default)]
-pub struct RxPath {
-    /// RX counters (survive resets and reconnects: they describe the VM slot).
-    pub stats: PathStats,
-    /// Set by Start, cleared by Stop/Reset/disconnect.
-    pub running: bool,
-    pub mem: GuestMem,
-    pub queues: Vec<Option<HostQueue>>,
-    /// Guest flow rules, matched in order on frames already steered to this guest.
-    pub rules: Vec<(FlowHandle, FlowRule)>,
-    /// MSI-X vector eventfds (vector n = RX queue n), checked to be eventfds and switched to
-    /// non-blocking when the guest handed them over. Shared so a poller can signal one after
-    /// releasing this lock.
-    pub irq_fds: Vec<Option<Arc<File>>>,
-}
-
-/// The TX half of a guest's data path, guarded by `Guest::tx`.
-#[derive(Default)]
-pub struct TxPath {
-    /// TX counters (survive resets and reconnects).
-    pub stats: PathStats,
-    pub running: bool,
-    pub mem: GuestMem,
-    pub queues: Vec<Option<HostQueue>>,
-}
-
-/// Drops queues whose ring overlaps `[iova, iova+len)`; returns how many.
-fn drop_queues_in(queues: &mut [Option<HostQueue>], iova: u64, len: u64) -> usize {
-    let mut n = 0;
-    for q in queues.iter_mut() {
-        if q.as_ref().is_some_and(|h| {
-            h.ring_iova < iova.saturating_add(len) && iova < h.ring_iova + h.ring_len
-        }) {
-            *q = None;
-            n += 1;
+    pub fn slice(&self, iova: u64, len: u64, write: bool) -> Result<GuestSlice<'_>, GuestMemError> {
+        let err = |fault| GuestMemError { iova, len, fault };
+        if len == 0 {
+            return Err(err(MemFault::Empty));
         }
-    }
-    n
-}
-
-/// Counters the control thread updates (refused requests), read by anyone.
-#[derive(Default)]
-pub struct GuestStats {
-    c: [AtomicU64; STATS_COUNT],
-}
-
-impl GuestStats {
-    #[inline]
-    pub fn add(&self, i: StatsIndex, v: u64) {
-        self.c[i as usize].fetch_add(v, Ordering::Relaxed);
-    }
-    pub fn get(&self, i: StatsIndex) -> u64 {
-        self.c[i as usize].load(Ordering::Relaxed)
-    }
-    pub fn snapshot(&self) -> [u64; STATS_COUNT] {
-        std::array::from_fn(|i| self.c[i].load(Ordering::Relaxed))
-    }
-}
-
-/// One VM slot of the mux (exists from startup; a guest attaches and detaches over time).
-pub struct Guest {
-    pub name: String,
-    pub mac: MacAddr,
-    pub max_rxq: u16,
-    pub max_txq: u16,
-    pub stats: GuestStats,
-    pub rx: Mutex<RxPath>,
-    pub tx: Mutex<TxPath>,
-    /// Wakes the poller that serves this guest's TX queues (kicks, start).
-    pub tx_wake: Arc<vmm_sys_util::eventfd::EventFd>,
-    /// BAR2, shared with the guest: queue flags live here.
-    pub data_bar: Arc<SharedRegion>,
-    /// A driver has negotiated with the device since the last reset or disconnect.
-    pub attached: std::sync::atomic::AtomicBool,
-    /// Times a driver attached to this slot.
-    pub attaches: AtomicU64,
-    /// What this VM may make host-mux hold.
-    pub limits: GuestLimits,
-}
-
-impl Guest {
-    /// Runs `f` with both halves locked (TX first, then RX: the one lock order).
-    pub fn with_both<R>(&self, f: impl FnOnce(&mut TxPath, &mut RxPath) -> R) -> R {
-        let mut tx = self.tx.lock();
-        let mut rx = self.rx.lock();
-        f(&mut tx, &mut rx)
-    }
-
-    pub fn set_running(&self, on: bool) {
-        self.with_both(|tx, rx| {
-            tx.running = on;
-            rx.running = on;
-        });
-    }
-
-    /// Maps `len` bytes of `fd` at `offset` as guest IOVA `iova` into both halves' maps,
-    /// within this VM's limits (checked before anything is mapped).
-    pub fn map_region(
-        &self,
-        fd: &File,
-        offset: u64,
-        iova: u64,
-        len: u64,
-        writable: bool,
-    ) -> Result<(), String> {
-        let (regions, bytes) = {
-            let rx = self.rx.lock();
-            (rx.mem.len(), rx.mem.bytes())
+        let end = iova.checked_add(len).ok_or(err(MemFault::Wraps))?;
+        let Some(r) = self.regions.get(self.first_ending_after(iova)) else {
+            return Err(err(MemFault::Unmapped));
         };
-        if regions >= self.limits.dma_regions {
-            return Err(format!(
-                "this VM already has {regions} DMA regions, the limit (limits.dma_regions)"
-            ));
+        if iova < r.iova || end > r.iova + r.len {
+            return Err(err(MemFault::Unmapped));
         }
-        if bytes.saturating_add(len) > self.limits.dma_bytes {
-            return Err(format!(
-                "{bytes:#x} bytes mapped plus {len:#x} exceeds limits.dma_bytes ({:#x})",
-                self.limits.dma_bytes
-            ));
+        if write && !r.writable {
+            return Err(err(MemFault::ReadOnly));
         }
-        let r = Arc::new(
-            DmaRegion::map(fd, offset, iova, len, writable)
-                .map_err(|e| format!("mapping {iova:#x}+{len:#x}: {e}"))?,
-        );
-        self.with_both(|tx, rx| {
-            // Both maps hold the same regions, so what one refuses the other refuses too.
-            rx.mem.add(r.clone())?;
-            tx.mem.add(r)
+        Ok(GuestSlice {
+            // SAFETY: iova - r.iova + len <= r.len, so the offset is inside the mapping.
+            ptr: unsafe { r.ptr.add((iova - r.iova) as usize) },
+            len: len as usize,
+            iova,
+            writable: write,
+            _map: PhantomData,
+        })
+    }
+}
+
+/// Why a guest memory access was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemFault {
+    /// A zero-length range.
+    Empty,
+    /// The range runs past the end of the 64-bit IOVA space.
+    Wraps,
+    /// The range is not wholly inside one DMA region.
+    Unmapped,
+    /// A write into a region the VMM mapped read-only.
+    ReadOnly,
+    /// An access past the end of an already validated [`GuestSlice`] (a host bug, refused
+    /// rather than done).
+    OutsideSlice,
+}
+
+/// A refused guest memory access: the guest range it named and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestMemError {
+    /// First IOVA of the refused range.
+    pub iova: u64,
+    /// Length of the refused range in bytes.
+    pub len: u64,
+    /// Why it was refused.
+    pub fault: MemFault,
+}
+
+impl std::fmt::Display for GuestMemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let why = match self.fault {
+            MemFault::Empty => "an empty range",
+            MemFault::Wraps => "wraps around the IOVA space",
+            MemFault::Unmapped => "not inside the guest's DMA map",
+            MemFault::ReadOnly => "mapped read-only",
+            MemFault::OutsideSlice => "outside the validated range",
+        };
+        write!(f, "guest memory {:#x}+{:#x}: {why}", self.iova, self.len)
+    }
+}
+
+impl std::error::Error for GuestMemError {}
+
+/// A range of guest memory that [`GuestMem::slice`] validated: wholly inside one DMA region,
+/// and writable when it was asked for writing. It borrows the map, so it cannot outlive the
+/// guest lock that guards the map (and so the mapping).
+#[derive(Clone, Copy, Debug)]
+pub struct GuestSlice<'m> {
+    ptr: NonNull<u8>,
+    len: usize,
+    iova: u64,
+    writable: bool,
+    _map: PhantomData<&'m GuestMem>,
+}
+
+impl GuestSlice<'_> {
+    /// Length in bytes.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the slice is empty (never, for a validated one).
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The refusal of `n` bytes at `offset`, or None when they lie inside the slice.
+    #[inline(always)]
+    fn check(&self, offset: usize, n: usize) -> Result<(), GuestMemError> {
+        if offset <= self.len && n <= self.len - offset {
+            return Ok(());
+        }
+        Err(GuestMemError {
+            iova: self.iova.wrapping_add(offset as u64),
+            len: n as u64,
+            fault: MemFault::OutsideSlice,
         })
     }
 
-    /// Removes DMA regions inside `[iova, iova+len)` (refused, changing nothing, if the range
-    /// cuts a region). Rings inside the range are dropped and the device stops: a ring must
-    /// not outlive its memory. Returns the rings dropped.
-    pub fn unmap_range(&self, iova: u64, len: u64) -> Result<usize, String> {
-        self.with_both(|tx, rx| {
-            rx.mem.remove(iova, len)?;
-            tx.mem
-                .remove(iova, len)
-                .expect("both halves hold the same regions");
-            let n = drop_queues_in(&mut tx.queues, iova, len)
-                + drop_queues_in(&mut rx.queues, iova, len);
-            if n > 0 {
-                tx.running = false;
-                rx.running = false;
-            }
-            Ok(n)
+    /// Copies `dst.len()` bytes starting `offset` bytes into the slice out of guest memory.
+    /// The guest may be writing them meanwhile: the copy gets some mix of old and new bytes,
+    /// which the caller must treat as untrusted.
+    #[inline(always)]
+    pub fn read_slice(&self, offset: usize, dst: &mut [u8]) -> Result<(), GuestMemError> {
+        self.check(offset, dst.len())?;
+        // SAFETY: offset..offset+dst.len() lies inside the slice (checked), which lies in one
+        // mapped DMA region that stays mapped while the map is borrowed; dst is host memory
+        // and cannot overlap guest memory. Plain byte copy, no reference to guest memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// `N` bytes starting `offset` bytes into the slice, read once (unaligned).
+    #[inline(always)]
+    pub fn read_array<const N: usize>(&self, offset: usize) -> Result<[u8; N], GuestMemError> {
+        self.check(offset, N)?;
+        // SAFETY: as in read_slice; an unaligned read of plain bytes.
+        Ok(unsafe {
+            self.ptr
+                .as_ptr()
+                .add(offset)
+                .cast::<[u8; N]>()
+                .read_unaligned()
         })
     }
 
-    /// Back to a device with nothing: no queues, rules, DMA maps or interrupt fds (counters
-    /// stay: they describe the VM slot).
-    pub fn clear(&self) {
-        self.with_both(|tx, rx| {
-            *tx = TxPath {
-                stats: tx.stats,
-                ..Default::default()
-            };
-            *rx = RxPath {
-                stats: rx.stats,
-                ..Default::default()
-            };
-        });
-    }
-
-    /// All counters of this VM slot, indexed by `StatsIndex`.
-    pub fn stats_snapshot(&self) -> [u64; STATS_COUNT] {
-        let mut s = self.stats.snapshot();
-        let (t, r) = (self.tx.lock().stats.0, self.rx.lock().stats.0);
-        for i in 0..STATS_COUNT {
-            s[i] += t[i] + r[i];
+    /// Copies `src` into guest memory starting `offset` bytes into the slice; refused unless
+    /// the slice was validated for writing.
+    #[inline(always)]
+    pub fn write_slice(&self, offset: usize, src: &[u8]) -> Result<(), GuestMemError> {
+        if !self.writable {
+            return Err(GuestMemError {
+                iova: self.iova,
+                len: self.len as u64,
+                fault: MemFault::ReadOnly,
+            });
         }
-        s
-    }
-
-    pub fn dma_regions(&self) -> usize {
-        self.rx.lock().mem.len()
-    }
-
-    pub fn running(&self) -> bool {
-        self.rx.lock().running
+        self.check(offset, src.len())?;
+        // SAFETY: offset..offset+src.len() lies inside the slice (checked), in one writable
+        // mapped DMA region that stays mapped while the map is borrowed; src is host memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len())
+        };
+        Ok(())
     }
 }
 
@@ -541,5 +495,47 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("past the end"), "{e}");
         assert!(DmaRegion::map(&f, 0, 0x1000, 0x1000, true).is_ok());
+    }
+
+    #[test]
+    fn slices_copy_within_their_range_and_refusals_keep_their_cause() {
+        let mut mem = GuestMem::default();
+        mem.add(Arc::new(region(0x10000, 0x2000, true))).unwrap();
+        mem.add(Arc::new(region(0x20000, 0x1000, false))).unwrap();
+        let fault = |iova, len, write| mem.slice(iova, len, write).unwrap_err().fault;
+        assert_eq!(fault(0x10000, 0, false), MemFault::Empty);
+        assert_eq!(fault(u64::MAX, 2, false), MemFault::Wraps);
+        assert_eq!(fault(0x11f00, 0x200, false), MemFault::Unmapped);
+        assert_eq!(fault(0x30000, 1, false), MemFault::Unmapped);
+        assert_eq!(fault(0x20000, 0x10, true), MemFault::ReadOnly);
+        let e = mem.slice(0x11f00, 0x200, true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "guest memory 0x11f00+0x200: not inside the guest's DMA map"
+        );
+        let s = mem.slice(0x10100, 0x100, true).unwrap();
+        assert_eq!(s.len(), 0x100);
+        s.write_slice(0x10, b"vdpdk").unwrap();
+        let mut out = [0u8; 5];
+        mem.slice(0x10110, 5, false)
+            .unwrap()
+            .read_slice(0, &mut out)
+            .unwrap();
+        assert_eq!(&out, b"vdpdk");
+        assert_eq!(s.read_array::<2>(0x11).unwrap(), *b"dp");
+        // Past the validated range: refused, nothing copied.
+        let e = s.write_slice(0xfc, b"vdpdk").unwrap_err();
+        assert_eq!(
+            (e.iova, e.len, e.fault),
+            (0x101fc, 5, MemFault::OutsideSlice)
+        );
+        assert!(s.read_slice(usize::MAX, &mut out).is_err());
+        assert!(s.read_array::<4>(0xfd).is_err());
+        // A slice validated for reading is not written through.
+        let ro = mem.slice(0x10100, 0x100, false).unwrap();
+        assert_eq!(
+            ro.write_slice(0, b"x").unwrap_err().fault,
+            MemFault::ReadOnly
+        );
     }
 }

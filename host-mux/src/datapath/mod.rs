@@ -1,0 +1,370 @@
+//! Pollers: move frames between the backend NIC and the guests' rings.
+//!
+//! A poller has a role. An **RX** poller owns one backend RX queue: one burst per round, steered
+//! by destination MAC (broadcast and multicast to every running guest) and then by the guest's
+//! own flow rules to a guest RX queue. A **TX** poller serves the TX rings of its cluster's
+//! guests round-robin, at most one burst per guest queue per round (so a busy guest cannot
+//! starve the rest), into a backend TX queue. A **combined** poller does both.
+//!
+//! Event mode: after `idle_polls` empty rounds a poller arms its events (TX: a "kick wanted"
+//! flag in each of its guests' TX queues; RX: the backend queue's interrupt), polls once more so
+//! nothing that raced the arming is missed, and sleeps in epoll until a kick, an interrupt, a
+//! control event or `sleep_timeout`.
+
+mod rx;
+mod tx;
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use vdpdk_core::abi;
+use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxOffloads, TxQueue};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::guest::Guest;
+pub use tx::{tx_request, TxRequest};
+
+pub(crate) const BURST: usize = 32;
+/// Largest frame a guest may transmit (also bounded by the host buffer size).
+pub const MAX_FRAME: usize = 9018;
+/// Checksum offloads host-mux gives guests: the backend's hardware when it has them, else
+/// software here.
+pub(crate) const CSUM_TX_OFFLOADS: TxOffloads = TxOffloads::IPV4_CKSUM
+    .union(TxOffloads::UDP_CKSUM)
+    .union(TxOffloads::TCP_CKSUM);
+/// Every TX offload guests see: checksums, and TCP segmentation done here in software (a
+/// guest hands over a super-frame of up to 64 KiB in one buffer).
+pub(crate) const GUEST_TX_OFFLOADS: TxOffloads = CSUM_TX_OFFLOADS.union(TxOffloads::TCP_TSO);
+/// Buffers for super-frames a backend segments in hardware: 16 KiB each (under the E810's
+/// 16383 B per descriptor), so a 64 KiB super-frame is a chain of 5, within its 8.
+pub(crate) const TSO_BUF_SIZE: u16 = 16 * 1024;
+pub(crate) const TSO_POOL_BUFS: u32 = 512;
+/// Smallest TSO segment size a guest may ask for: bounds the host buffers one super-frame
+/// takes (at most 256).
+pub const MIN_TSO_MSS: usize = 256;
+const MIN_FRAME: usize = 14;
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Rx,
+    Tx,
+    Combined,
+}
+
+impl Role {
+    fn rx(self) -> bool {
+        self != Role::Tx
+    }
+    fn tx(self) -> bool {
+        self != Role::Rx
+    }
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Role::Rx => "rx",
+            Role::Tx => "tx",
+            Role::Combined => "rx+tx",
+        }
+    }
+}
+
+/// Counters of one poller, readable while it runs.
+#[derive(Default, Debug)]
+pub(crate) struct PollerStats {
+    pub(crate) wire_rx: AtomicU64,
+    pub(crate) wire_tx: AtomicU64,
+    /// Segments cut from guests' TCP super-frames (TSO in software).
+    pub(crate) tso_segments: AtomicU64,
+    /// Guest super-frames handed to the backend for segmentation (TSO in hardware).
+    pub(crate) tso_offloaded: AtomicU64,
+    /// Unicast frames from the wire whose destination is no configured VM.
+    pub(crate) rx_unknown_dst: AtomicU64,
+    /// Frames for a VM whose device is not running.
+    pub(crate) rx_guest_stopped: AtomicU64,
+    /// Rounds in which the backend TX queue was full (guest frames wait in their rings).
+    pub(crate) tx_backpressure: AtomicU64,
+    pub(crate) rounds: AtomicU64,
+    pub(crate) empty_rounds: AtomicU64,
+    pub(crate) sleeps: AtomicU64,
+    pub(crate) asleep_ns: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, v: u64) {
+    c.fetch_add(v, Ordering::Relaxed);
+}
+
+/// How a poller sleeps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SleepPolicy {
+    /// Empty rounds before arming events and sleeping.
+    pub(crate) idle_polls: u32,
+    /// Longest sleep (ms); -1 sleeps until an event (any lost wake-up would then hang).
+    pub(crate) timeout_ms: i32,
+}
+
+/// A backend RX queue a poller serves: shared (steer by MAC) or dedicated to one guest (the
+/// NIC already steered by MAC, e.g. Flow Director).
+pub(crate) struct RxSource {
+    pub(crate) queue: Box<dyn RxQueue>,
+    /// Index into the poller's `all_guests` when the queue belongs to one guest.
+    pub(crate) owner: Option<u16>,
+}
+
+pub(crate) struct Poller {
+    pub(crate) role: Role,
+    /// Every guest: the RX side steers to any of them (broadcast reaches all).
+    all_guests: Vec<Arc<Guest>>,
+    /// The guests whose TX rings this poller serves.
+    tx_guests: Vec<Arc<Guest>>,
+    rxqs: Vec<RxSource>,
+    txq: Option<Arc<Mutex<Box<dyn TxQueue>>>>,
+    pool: Mempool,
+    wake: Arc<EventFd>,
+    stop: Arc<AtomicBool>,
+    policy: SleepPolicy,
+    pub(crate) stats: Arc<PollerStats>,
+    rx_buf: Vec<Mbuf>,
+    tx_buf: Vec<Mbuf>,
+    free_cache: Vec<Mbuf>,
+    targets: Vec<u16>,
+    /// Distinct unicast targets of the current burst.
+    hit: Vec<u16>,
+    /// Guest MACs as u64 keys, sorted, with the guest index: O(log n) steering.
+    mac_index: Vec<(u64, u16)>,
+    max_frame: usize,
+    /// Checksum offloads the backend performs (the rest is done in software).
+    hw_tx: TxOffloads,
+    /// Large buffers for super-frames the backend segments itself (TSO in hardware); None
+    /// when it cannot and host-mux cuts them.
+    tso_pool: Option<Mempool>,
+    tso_bufs: Vec<Mbuf>,
+    /// Where the next TX round starts, rotating so no guest is always served last.
+    tx_cursor: usize,
+    /// Guest interrupts due in the current delivery, signalled outside the guest's lock.
+    irqs: Vec<Arc<File>>,
+}
+
+impl Poller {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        role: Role,
+        all_guests: Vec<Arc<Guest>>,
+        tx_guests: Vec<Arc<Guest>>,
+        rxqs: Vec<RxSource>,
+        txq: Option<Arc<Mutex<Box<dyn TxQueue>>>>,
+        pool: Mempool,
+        wake: Arc<EventFd>,
+        stop: Arc<AtomicBool>,
+        policy: SleepPolicy,
+    ) -> Poller {
+        assert!(
+            role.rx() || rxqs.is_empty(),
+            "a TX-only poller owns no RX queue"
+        );
+        assert_eq!(
+            role.tx(),
+            txq.is_some(),
+            "a TX role needs a backend TX queue"
+        );
+        let max_frame =
+            MAX_FRAME.min(pool.buf_size() as usize - vdpdk_core::MBUF_HEADROOM as usize);
+        let mut mac_index: Vec<(u64, u16)> = all_guests
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (mac_key(g.mac), i as u16))
+            .collect();
+        mac_index.sort_unstable();
+        Poller {
+            role,
+            all_guests,
+            tx_guests,
+            rxqs,
+            txq,
+            pool,
+            wake,
+            stop,
+            policy,
+            stats: Arc::new(PollerStats::default()),
+            rx_buf: Vec::with_capacity(BURST),
+            tx_buf: Vec::with_capacity(BURST * 4),
+            free_cache: Vec::with_capacity(BURST * 2),
+            targets: Vec::with_capacity(BURST),
+            hit: Vec::with_capacity(BURST),
+            mac_index,
+            max_frame,
+            hw_tx: TxOffloads::empty(),
+            tso_pool: None,
+            tso_bufs: Vec::new(),
+            tx_cursor: 0,
+            irqs: Vec::with_capacity(64),
+        }
+    }
+
+    /// Lets the backend compute these checksums (it was configured with them).
+    pub(crate) fn with_hw_tx_offloads(mut self, o: TxOffloads) -> Poller {
+        self.hw_tx = o & CSUM_TX_OFFLOADS;
+        self
+    }
+
+    /// Lets the backend segment guests' super-frames (it was configured with TCP_TSO and
+    /// MULTI_SEGS): each goes out as a chain of `pool`'s buffers with a TSO request.
+    pub(crate) fn with_hw_tso(mut self, pool: Mempool) -> Poller {
+        self.tso_pool = Some(pool);
+        self
+    }
+
+    /// A guest super-frame at `src` as a chain of TSO buffers carrying the request, or None
+    /// Runs until `stop` is set.
+    pub(crate) fn run(mut self) {
+        let ep = Epoll::new().expect("epoll_create");
+        ep.add(self.wake.as_raw_fd());
+        let fds: Vec<Option<RawFd>> = self.rxqs.iter().map(|s| s.queue.intr_fd()).collect();
+        for fd in fds.iter().flatten() {
+            ep.add(*fd);
+        }
+        let all_interruptible = fds.iter().all(Option::is_some);
+        let mut empty = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            // Frames waiting for a full backend are work too: never sleep on them.
+            if self.round() > 0 || !self.tx_buf.is_empty() {
+                empty = 0;
+                continue;
+            }
+            empty += 1;
+            if empty < self.policy.idle_polls {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Event mode: ask for kicks and interrupts, then look once more before sleeping.
+            let rx_armed = self.arm(true);
+            fence(Ordering::SeqCst);
+            if self.round() == 0 && !self.stop.load(Ordering::Relaxed) {
+                // An RX role whose backend cannot interrupt must still look at the wire often.
+                let timeout = if self.role.rx() && !(rx_armed && all_interruptible) {
+                    1
+                } else {
+                    self.policy.timeout_ms
+                };
+                let t0 = Instant::now();
+                ep.wait(timeout);
+                bump(&self.stats.sleeps, 1);
+                bump(&self.stats.asleep_ns, t0.elapsed().as_nanos() as u64);
+                let _ = self.wake.read();
+            }
+            self.arm(false);
+            // Look once after waking; if that finds nothing, go straight back to sleep instead of
+            // spinning `idle_polls` rounds again (an idle mux must cost almost nothing).
+            empty = self.policy.idle_polls.saturating_sub(1);
+        }
+        self.flush_pending();
+    }
+
+    /// Sets or clears the kick requests of the TX rings served here and the backend RX
+    /// interrupt. Returns whether the backend interrupt is armed.
+    fn arm(&mut self, on: bool) -> bool {
+        if self.role.tx() {
+            for g in &self.tx_guests {
+                let n = g.tx.lock().queues.len() as u16;
+                for q in 0..n {
+                    g.data_bar
+                        .flag(abi::txq_flags_offset(q) + abi::TXQ_FLAG_KICK_WANTED)
+                        .store(on as u32, Ordering::SeqCst);
+                }
+            }
+        }
+        let mut all = !self.rxqs.is_empty();
+        for s in &mut self.rxqs {
+            if on {
+                all &= s.queue.enable_intr().is_ok();
+            } else {
+                let _ = s.queue.disable_intr();
+            }
+        }
+        on && all
+    }
+
+    /// One poll round; returns frames moved.
+    pub(crate) fn round(&mut self) -> usize {
+        bump(&self.stats.rounds, 1);
+        let mut work = 0;
+        for i in 0..self.rxqs.len() {
+            let n = self.rxqs[i].queue.rx_burst(&mut self.rx_buf, BURST);
+            if n > 0 {
+                bump(&self.stats.wire_rx, n as u64);
+                let owner = self.rxqs[i].owner;
+                self.deliver(owner);
+                work += n;
+            }
+        }
+        if self.role.tx() {
+            // Borrow the guest list out of self for the round (a move, no allocation and no
+            // reference counting per guest), so pull_tx can use the rest of self.
+            let guests = std::mem::take(&mut self.tx_guests);
+            let n = guests.len();
+            for i in 0..n {
+                work += self.pull_tx(&guests[(self.tx_cursor + i) % n]);
+            }
+            self.tx_cursor = (self.tx_cursor + 1) % n.max(1);
+            self.tx_guests = guests;
+        }
+        if work == 0 {
+            bump(&self.stats.empty_rounds, 1);
+        }
+        work
+    }
+
+    /// Sends queued frames; true when none remain.
+    fn flush_pending(&mut self) -> bool {
+        if self.tx_buf.is_empty() {
+            return true;
+        }
+        let Some(txq) = &self.txq else {
+            return true;
+        };
+        let n = txq.lock().tx_burst(&mut self.tx_buf);
+        bump(&self.stats.wire_tx, n as u64);
+        self.tx_buf.is_empty()
+    }
+}
+
+/// A MAC as an integer key (the six bytes, big-endian).
+fn mac_key(m: MacAddr) -> u64 {
+    m.0.iter().fold(0, |k, &b| k << 8 | b as u64)
+}
+
+/// Adds one to an eventfd's counter without blocking (the fd is non-blocking; a full counter
+/// or a broken fd is an error for the caller to count).
+pub(crate) fn signal_eventfd(fd: &File) -> std::io::Result<()> {
+    use std::io::Write;
+    (&*fd).write(&1u64.to_ne_bytes()).map(|_| ())
+}
+
+/// Minimal epoll wrapper for a poller's sleep.
+struct Epoll(std::os::fd::OwnedFd);
+
+impl Epoll {
+    fn new() -> std::io::Result<Epoll> {
+        // SAFETY: plain syscall; the fd is checked and owned below.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fresh fd we own.
+        Ok(Epoll(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }))
+    }
+    fn add(&self, fd: RawFd) {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: valid epoll fd and event struct.
+        unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+    }
+    fn wait(&self, timeout_ms: i32) {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: evs is a valid buffer of 8 events.
+        unsafe { libc::epoll_wait(self.0.as_raw_fd(), evs.as_mut_ptr(), 8, timeout_ms) };
+    }
+}

@@ -1,0 +1,307 @@
+//! RX delivery: a backend burst steered to guests (destination MAC, then the guest's own flow
+//! rules) and copied into their RX rings, with MSI-X interrupts for queues whose guest armed
+//! them, signalled after the guest's lock is released.
+
+use std::fs::File;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
+use vdpdk_core::abi::{self, StatsIndex};
+use vdpdk_core::{MacAddr, Mbuf, Mempool};
+
+use super::{bump, mac_key, signal_eventfd, Poller};
+use crate::guest::{Guest, GuestMemError, GuestSlice, RxPath};
+
+/// `lookup`'s answer for a frame every guest gets (broadcast, multicast).
+const TARGET_ALL: u16 = u16::MAX;
+/// `lookup`'s answer for a frame no guest owns.
+const TARGET_NONE: u16 = u16::MAX - 1;
+
+impl Poller {
+    /// The guest owning unicast `dst` ([`TARGET_NONE`] if none), or [`TARGET_ALL`].
+    fn lookup(&self, dst: MacAddr) -> u16 {
+        if dst.is_multicast() {
+            return TARGET_ALL;
+        }
+        let k = mac_key(dst);
+        self.mac_index
+            .binary_search_by_key(&k, |e| e.0)
+            .map_or(TARGET_NONE, |i| self.mac_index[i].1)
+    }
+
+    /// Steers the RX burst to guests, taking each target guest's RX lock once per burst.
+    /// A dedicated queue's frames all go to its owner (the NIC matched them already).
+    pub(super) fn deliver(&mut self, owner: Option<u16>) {
+        self.targets.clear();
+        self.hit.clear();
+        let mut any_all = false;
+        if let Some(gi) = owner {
+            self.targets.resize(self.rx_buf.len(), gi);
+            self.hit.push(gi);
+        }
+        for i in 0..if owner.is_some() {
+            0
+        } else {
+            self.rx_buf.len()
+        } {
+            let t = MacAddr::dst_of(self.rx_buf[i].data()).map_or(TARGET_NONE, |d| self.lookup(d));
+            match t {
+                TARGET_NONE => bump(&self.stats.rx_unknown_dst, 1),
+                TARGET_ALL => any_all = true,
+                t if !self.hit.contains(&t) => self.hit.push(t),
+                _ => {}
+            }
+            self.targets.push(t);
+        }
+        // Broadcast in the burst: every guest is a target, in order (frame order per guest
+        // is preserved either way).
+        if any_all {
+            self.hit.clear();
+            self.hit.extend(0..self.all_guests.len() as u16);
+        }
+        for &gi in &self.hit {
+            let g = &self.all_guests[gi as usize];
+            let mut rx = g.rx.lock();
+            let (mut touched, mut pkts, mut bytes) = (0u64, 0u64, 0u64);
+            for (m, &t) in self.rx_buf.iter().zip(&self.targets) {
+                if t != gi && t != TARGET_ALL {
+                    continue;
+                }
+                if !rx.running {
+                    bump(&self.stats.rx_guest_stopped, 1);
+                    continue;
+                }
+                if let Some(q) = deliver_one(&mut rx, m) {
+                    touched |= 1 << (q % 64);
+                    pkts += 1;
+                    bytes += m.pkt_len() as u64;
+                }
+            }
+            if touched != 0 {
+                // One counter update per guest and burst, not per frame.
+                rx.stats.add(StatsIndex::RxPackets, pkts);
+                rx.stats.add(StatsIndex::RxBytes, bytes);
+                due_rx_irqs(g, &rx, touched, &mut self.irqs);
+            }
+            drop(rx);
+            // Signalled after the guest lock is released: the fds are the guest's.
+            for fd in self.irqs.drain(..) {
+                if signal_eventfd(&fd).is_err() {
+                    g.stats.add(StatsIndex::IrqErrors, 1);
+                }
+            }
+        }
+        Mempool::free_bulk(&mut self.rx_buf);
+    }
+}
+
+/// Copies one frame into the guest RX queue its rules choose. Returns the queue used (the
+/// caller counts delivered frames); drops are counted here.
+fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
+    let RxPath {
+        queues,
+        mem,
+        rules,
+        stats,
+        ..
+    } = rx;
+    let frame = m.data();
+    let mut q = 0u16;
+    let mut mark = None;
+    if let Some((_, r)) = rules.iter().find(|(_, r)| r.matches(frame)) {
+        let v = r.verdict();
+        if v.drop {
+            stats.add(StatsIndex::RxFlowDrop, 1);
+            return None;
+        }
+        q = v.queue.unwrap_or(0);
+        mark = v.mark;
+    }
+    let Some(hq) = queues.get_mut(q as usize).and_then(|q| q.as_mut()) else {
+        stats.add(StatsIndex::RxNoDesc, 1);
+        return None;
+    };
+    let idx = hq.next;
+    if hq.ring.flags(idx) & DESC_F_AVAIL == 0 {
+        stats.add(StatsIndex::RxNoDesc, 1);
+        return None;
+    }
+    let d = hq.ring.read(idx);
+    // The whole packet: a backend may hand over a chain (several buffers).
+    let len = m.pkt_len();
+    // The buffer must hold the frame and lie in a writable region of the guest's DMA map.
+    let copied = if d.len as usize >= len {
+        mem.slice(d.addr, len as u64, true)
+            .and_then(|dst| write_frame(&dst, m))
+            .is_ok()
+    } else {
+        false
+    };
+    hq.next = idx.wrapping_add(1);
+    if !copied {
+        hq.ring.complete(idx, 0, DESC_F_ERROR, 0, 0, 0);
+        stats.add(StatsIndex::RxBadDesc, 1);
+        return None;
+    }
+    let mut ol = Desc::rx_ol_from(m);
+    if mark.is_some() {
+        ol |= vdpdk_core::abi::desc::DESC_OL_RX_MARK;
+    }
+    let ptype = if m.packet_type.0 != 0 {
+        m.packet_type.0
+    } else {
+        vdpdk_core::PacketType::parse(frame).0
+    };
+    hq.ring
+        .complete(idx, len as u16, 0, ol, ptype, mark.unwrap_or(0));
+    Some(q)
+}
+
+/// Copies frame `m` (a chain is gathered) into guest buffer `dst`, which holds its length.
+#[inline(always)]
+fn write_frame(dst: &GuestSlice<'_>, m: &Mbuf) -> Result<(), GuestMemError> {
+    if !m.is_chained() {
+        return dst.write_slice(0, m.data());
+    }
+    // A backend's chain is gathered into the one guest buffer.
+    let mut at = 0;
+    for seg in m.segments() {
+        dst.write_slice(at, seg.data())?;
+        at += seg.len();
+    }
+    Ok(())
+}
+
+/// Collects the MSI-X eventfd of each touched RX queue whose guest armed its interrupt (and
+/// disarms it), for the caller to signal once it has let go of the guest's lock.
+fn due_rx_irqs(g: &Guest, rx: &RxPath, touched: u64, out: &mut Vec<Arc<File>>) {
+    // Pairs with the guest's fence between arming and re-checking its ring.
+    fence(Ordering::SeqCst);
+    for q in 0..rx.queues.len().min(64) {
+        if touched & (1 << q) == 0 {
+            continue;
+        }
+        let flag = g
+            .data_bar
+            .flag(abi::rxq_flags_offset(q as u16) + abi::RXQ_FLAG_INTR_ARMED);
+        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
+            if let Some(Some(fd)) = rx.irq_fds.get(q) {
+                out.push(fd.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, desc, frame, MAC};
+    use vdpdk_core::flow::{FlowItem, FlowRule};
+    use vdpdk_core::FlowHandle;
+
+    const RAM: u64 = 0x40_0000;
+    const BUF: u64 = RAM + 0x8000;
+
+    fn mbuf(pool: &Mempool, bytes: &[u8]) -> Mbuf {
+        let mut m = pool.alloc().unwrap();
+        m.set_len(bytes.len()).unwrap();
+        m.data_mut().copy_from_slice(bytes);
+        m
+    }
+
+    /// A guest with 64 KiB of RAM at RAM, 2 RX queues with 32-descriptor rings at its start.
+    fn guest() -> (Arc<Guest>, vdpdk_core::DmaMemory) {
+        let g = testing::guest();
+        let ram = testing::map_ram(&g, RAM, 0x10000, false);
+        let mut rx = g.rx.lock();
+        let (q0, q1) = (
+            testing::host_queue(&rx.mem, RAM, 32),
+            testing::host_queue(&rx.mem, RAM + 0x400, 32),
+        );
+        rx.queues = vec![Some(q0), Some(q1)];
+        rx.running = true;
+        drop(rx);
+        (g, ram)
+    }
+
+    fn post(rx: &RxPath, q: usize, idx: u16, d: Desc) {
+        rx.queues[q].as_ref().unwrap().ring.publish(idx, &d);
+    }
+
+    #[test]
+    fn a_frame_lands_in_the_posted_buffer_and_completes_its_descriptor() {
+        let (g, _ram) = guest();
+        let pool = Mempool::new("t-rx", 64, 2048).unwrap();
+        let f = frame(MAC, MacAddr([2, 0, 0, 0, 0, 9]), 60, 0xab);
+        let mut rx = g.rx.lock();
+        post(&rx, 0, 0, desc(BUF, 2048));
+        assert_eq!(deliver_one(&mut rx, &mbuf(&pool, &f)), Some(0));
+        let q = rx.queues[0].as_ref().unwrap();
+        let d = q.ring.read(0);
+        assert_eq!((d.len, d.flags & (DESC_F_AVAIL | DESC_F_ERROR)), (60, 0));
+        assert_eq!(q.next, 1);
+        drop(rx);
+        assert_eq!(testing::peek(&g, BUF, 60), f);
+    }
+
+    #[test]
+    fn a_chain_is_gathered_into_one_guest_buffer() {
+        let (g, _ram) = guest();
+        let pool = Mempool::new("t-rx", 64, 2048).unwrap();
+        let f = frame(MAC, MAC, 1500, 0x5c);
+        let mut head = mbuf(&pool, &f[..1000]);
+        head.chain(mbuf(&pool, &f[1000..]));
+        let mut rx = g.rx.lock();
+        post(&rx, 0, 0, desc(BUF, 1500));
+        assert_eq!(deliver_one(&mut rx, &head), Some(0));
+        drop(rx);
+        assert_eq!(testing::peek(&g, BUF, 1500), f);
+    }
+
+    #[test]
+    fn bad_buffers_get_the_error_flag_and_are_counted() {
+        let (g, _ram) = guest();
+        let _ro = testing::map_ram(&g, 0x80_0000, 0x1000, true);
+        let pool = Mempool::new("t-rx", 64, 2048).unwrap();
+        let m = mbuf(&pool, &frame(MAC, MAC, 100, 1));
+        let mut rx = g.rx.lock();
+        // Too small for the frame, outside the DMA map, straddling its end, read-only.
+        let bad = [
+            desc(BUF, 99),
+            desc(0x1000, 2048),
+            desc(RAM + 0x10000 - 50, 100),
+            desc(0x80_0000, 2048),
+        ];
+        for (i, d) in bad.into_iter().enumerate() {
+            post(&rx, 0, i as u16, d);
+            assert_eq!(deliver_one(&mut rx, &m), None);
+            let d = rx.queues[0].as_ref().unwrap().ring.read(i as u16);
+            assert_eq!((d.len, d.flags), (0, DESC_F_ERROR), "descriptor {i}");
+        }
+        assert_eq!(rx.queues[0].as_ref().unwrap().next, 4);
+        assert_eq!(rx.stats.0[StatsIndex::RxBadDesc as usize], 4);
+    }
+
+    #[test]
+    fn no_posted_buffer_is_a_drop_and_rules_choose_the_queue() {
+        let (g, _ram) = guest();
+        let pool = Mempool::new("t-rx", 64, 2048).unwrap();
+        let m = mbuf(&pool, &frame(MAC, MAC, 64, 2));
+        let mut rx = g.rx.lock();
+        assert_eq!(deliver_one(&mut rx, &m), None);
+        assert_eq!(rx.stats.0[StatsIndex::RxNoDesc as usize], 1);
+        assert_eq!(rx.queues[0].as_ref().unwrap().next, 0, "nothing taken");
+        let rule = FlowRule::to_queue(vec![FlowItem::eth_dst(MAC)], 1);
+        rx.rules.push((FlowHandle(1), rule));
+        post(&rx, 1, 0, desc(BUF, 2048));
+        assert_eq!(deliver_one(&mut rx, &m), Some(1));
+        let drop_all = FlowRule {
+            actions: vec![vdpdk_core::flow::FlowAction::Drop],
+            ..FlowRule::to_queue(vec![FlowItem::eth_dst(MAC)], 0)
+        };
+        rx.rules.insert(0, (FlowHandle(2), drop_all));
+        assert_eq!(deliver_one(&mut rx, &m), None);
+        assert_eq!(rx.stats.0[StatsIndex::RxFlowDrop as usize], 1);
+    }
+}

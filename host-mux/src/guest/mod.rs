@@ -1,0 +1,252 @@
+//! Per-VM state shared between the VM's control thread (vfio-user server) and the pollers.
+//!
+//! A guest's data path has two halves, each behind its own lock so that an RX poller and a TX
+//! poller never contend: `Guest::rx` (RX rings, flow rules, interrupt fds) and `Guest::tx` (TX
+//! rings). Each half holds its own view of the guest's DMA map (shared regions). The control
+//! thread changes a half only while holding its lock, and changes the DMA map only while holding
+//! both (TX first, then RX; pollers take one at a time, so there is no lock-order cycle). A
+//! poller holds a lock for one bounded batch and never while it sleeps, so a DMA unmap waits at
+//! most one batch, and no poller ever touches a region after the control thread removed it.
+mod mem;
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use vdpdk_core::abi::desc::RingPtr;
+use vdpdk_core::abi::{StatsIndex, STATS_COUNT};
+use vdpdk_core::{FlowHandle, FlowRule, MacAddr};
+
+use crate::config::GuestLimits;
+use crate::shm::SharedRegion;
+pub(crate) use mem::GUARD_UNMAPPED;
+pub use mem::{DmaRegion, GuestMem, GuestMemError, GuestSlice, MemFault};
+
+/// A guest queue the host serves: its ring (translated once at setup) and the host's index.
+pub struct HostQueue {
+    /// The descriptor ring, inside a writable region of the guest's DMA map (the queue is
+    /// dropped before that region is unmapped).
+    pub ring: RingPtr,
+    /// Guest IOVA of the ring.
+    pub ring_iova: u64,
+    /// Ring length in bytes (descriptors × 32).
+    pub ring_len: u64,
+    /// The next descriptor the host looks at (free-running, wraps with the ring's mask).
+    pub(crate) next: u16,
+}
+
+/// Counters kept inside a locked path: plain integers, updated by whoever holds the lock (no
+/// atomic read-modify-write on the hot path, which would also wait for every preceding store
+/// into guest memory to drain). Indexed by `StatsIndex`.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct PathStats(pub(crate) [u64; STATS_COUNT]);
+
+impl PathStats {
+    #[inline]
+    pub(crate) fn add(&mut self, i: StatsIndex, v: u64) {
+        self.0[i as usize] += v;
+    }
+}
+
+/// The RX half of a guest's data path, guarded by `Guest::rx`.
+#[derive(Default)]
+pub struct RxPath {
+    /// RX counters (survive resets and reconnects: they describe the VM slot).
+    pub(crate) stats: PathStats,
+    /// Set by Start, cleared by Stop/Reset/disconnect.
+    pub running: bool,
+    /// This half's view of the guest's DMA map (the same regions as the TX half's).
+    pub mem: GuestMem,
+    /// RX queues by index (as many as configured; None until set up).
+    pub queues: Vec<Option<HostQueue>>,
+    /// Guest flow rules, matched in order on frames already steered to this guest.
+    pub rules: Vec<(FlowHandle, FlowRule)>,
+    /// MSI-X vector eventfds (vector n = RX queue n), checked to be eventfds and switched to
+    /// non-blocking when the guest handed them over. Shared so a poller can signal one after
+    /// releasing this lock.
+    pub irq_fds: Vec<Option<Arc<File>>>,
+}
+
+/// The TX half of a guest's data path, guarded by `Guest::tx`.
+#[derive(Default)]
+pub struct TxPath {
+    /// TX counters (survive resets and reconnects).
+    pub(crate) stats: PathStats,
+    /// Set by Start, cleared by Stop/Reset/disconnect (with the RX half's).
+    pub running: bool,
+    /// This half's view of the guest's DMA map (the same regions as the RX half's).
+    pub mem: GuestMem,
+    /// TX queues by index (as many as configured; None until set up).
+    pub queues: Vec<Option<HostQueue>>,
+}
+
+/// Drops queues whose ring overlaps `[iova, iova+len)`; returns how many.
+fn drop_queues_in(queues: &mut [Option<HostQueue>], iova: u64, len: u64) -> usize {
+    let mut n = 0;
+    for q in queues.iter_mut() {
+        if q.as_ref().is_some_and(|h| {
+            h.ring_iova < iova.saturating_add(len) && iova < h.ring_iova + h.ring_len
+        }) {
+            *q = None;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Counters the control thread updates (refused requests), read by anyone.
+#[derive(Default)]
+pub struct GuestStats {
+    c: [AtomicU64; STATS_COUNT],
+}
+
+impl GuestStats {
+    /// Adds `v` to counter `i`.
+    #[inline]
+    pub fn add(&self, i: StatsIndex, v: u64) {
+        self.c[i as usize].fetch_add(v, Ordering::Relaxed);
+    }
+    /// Counter `i`.
+    pub fn get(&self, i: StatsIndex) -> u64 {
+        self.c[i as usize].load(Ordering::Relaxed)
+    }
+    /// Every counter, indexed by `StatsIndex`.
+    pub fn snapshot(&self) -> [u64; STATS_COUNT] {
+        std::array::from_fn(|i| self.c[i].load(Ordering::Relaxed))
+    }
+}
+
+/// One VM slot of the mux (exists from startup; a guest attaches and detaches over time).
+pub struct Guest {
+    /// The VM's configured name.
+    pub name: String,
+    /// The VM's own MAC (steering target, spoof-check reference).
+    pub mac: MacAddr,
+    /// Most RX queues the guest may configure.
+    pub max_rxq: u16,
+    /// Most TX queues the guest may configure.
+    pub max_txq: u16,
+    /// Counters the control thread moves (refusals, interrupt errors).
+    pub stats: GuestStats,
+    /// The RX half of the data path (lock after `tx` when taking both).
+    pub rx: Mutex<RxPath>,
+    /// The TX half of the data path.
+    pub tx: Mutex<TxPath>,
+    /// Wakes the poller that serves this guest's TX queues (kicks, start).
+    pub tx_wake: Arc<vmm_sys_util::eventfd::EventFd>,
+    /// BAR2, shared with the guest: queue flags live here.
+    pub data_bar: Arc<SharedRegion>,
+    /// A driver has negotiated with the device since the last reset or disconnect.
+    pub attached: std::sync::atomic::AtomicBool,
+    /// Times a driver attached to this slot.
+    pub attaches: AtomicU64,
+    /// What this VM may make host-mux hold.
+    pub limits: GuestLimits,
+}
+
+impl Guest {
+    /// Runs `f` with both halves locked (TX first, then RX: the one lock order).
+    pub(crate) fn with_both<R>(&self, f: impl FnOnce(&mut TxPath, &mut RxPath) -> R) -> R {
+        let mut tx = self.tx.lock();
+        let mut rx = self.rx.lock();
+        f(&mut tx, &mut rx)
+    }
+
+    pub(crate) fn set_running(&self, on: bool) {
+        self.with_both(|tx, rx| {
+            tx.running = on;
+            rx.running = on;
+        });
+    }
+
+    /// Maps `len` bytes of `fd` at `offset` as guest IOVA `iova` into both halves' maps,
+    /// within this VM's limits (checked before anything is mapped).
+    pub(crate) fn map_region(
+        &self,
+        fd: &File,
+        offset: u64,
+        iova: u64,
+        len: u64,
+        writable: bool,
+    ) -> Result<(), String> {
+        let (regions, bytes) = {
+            let rx = self.rx.lock();
+            (rx.mem.len(), rx.mem.bytes())
+        };
+        if regions >= self.limits.dma_regions {
+            return Err(format!(
+                "this VM already has {regions} DMA regions, the limit (limits.dma_regions)"
+            ));
+        }
+        if bytes.saturating_add(len) > self.limits.dma_bytes {
+            return Err(format!(
+                "{bytes:#x} bytes mapped plus {len:#x} exceeds limits.dma_bytes ({:#x})",
+                self.limits.dma_bytes
+            ));
+        }
+        let r = Arc::new(
+            DmaRegion::map(fd, offset, iova, len, writable)
+                .map_err(|e| format!("mapping {iova:#x}+{len:#x}: {e}"))?,
+        );
+        self.with_both(|tx, rx| {
+            // Both maps hold the same regions, so what one refuses the other refuses too.
+            rx.mem.add(r.clone())?;
+            tx.mem.add(r)
+        })
+    }
+
+    /// Removes DMA regions inside `[iova, iova+len)` (refused, changing nothing, if the range
+    /// cuts a region). Rings inside the range are dropped and the device stops: a ring must
+    /// not outlive its memory. Returns the rings dropped.
+    pub(crate) fn unmap_range(&self, iova: u64, len: u64) -> Result<usize, String> {
+        self.with_both(|tx, rx| {
+            rx.mem.remove(iova, len)?;
+            tx.mem
+                .remove(iova, len)
+                .expect("both halves hold the same regions");
+            let n = drop_queues_in(&mut tx.queues, iova, len)
+                + drop_queues_in(&mut rx.queues, iova, len);
+            if n > 0 {
+                tx.running = false;
+                rx.running = false;
+            }
+            Ok(n)
+        })
+    }
+
+    /// Back to a device with nothing: no queues, rules, DMA maps or interrupt fds (counters
+    /// stay: they describe the VM slot).
+    pub(crate) fn clear(&self) {
+        self.with_both(|tx, rx| {
+            *tx = TxPath {
+                stats: tx.stats,
+                ..Default::default()
+            };
+            *rx = RxPath {
+                stats: rx.stats,
+                ..Default::default()
+            };
+        });
+    }
+
+    /// All counters of this VM slot, indexed by `StatsIndex`.
+    pub fn stats_snapshot(&self) -> [u64; STATS_COUNT] {
+        let mut s = self.stats.snapshot();
+        let (t, r) = (self.tx.lock().stats.0, self.rx.lock().stats.0);
+        for i in 0..STATS_COUNT {
+            s[i] += t[i] + r[i];
+        }
+        s
+    }
+
+    /// DMA regions mapped now.
+    pub fn dma_regions(&self) -> usize {
+        self.rx.lock().mem.len()
+    }
+
+    /// Whether the device is started (the pollers serve its queues).
+    pub fn running(&self) -> bool {
+        self.rx.lock().running
+    }
+}
