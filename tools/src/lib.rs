@@ -1,6 +1,7 @@
 //! Shared pieces of the tools: opening a port from a command-line spec, so every tool runs
 //! unchanged on any backend.
 
+pub mod demo;
 pub mod guestctl;
 pub mod smol;
 pub mod tapfwd;
