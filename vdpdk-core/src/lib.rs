@@ -15,6 +15,7 @@ pub mod ethdev;
 pub mod flow;
 pub mod mbuf;
 pub mod packet;
+pub mod skeleton;
 
 pub use dma::DmaMemory;
 pub use error::{Error, Result};
