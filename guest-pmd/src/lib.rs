@@ -5,6 +5,8 @@
 //! (vfio no-IOMMU, DMA = guest-physical: [`VdpdkPort::open_in_vm`]) or as a host process
 //! talking vfio-user to host-mux (DMA memory shared by memfd: [`VdpdkPort::connect`]).
 
+#![warn(missing_docs)]
+
 mod queue;
 
 use std::os::fd::AsRawFd;
@@ -157,6 +159,8 @@ impl VdpdkPort {
         Ok(port)
     }
 
+    /// Probes and negotiates with a vDPDK device reached through any [`PciDevice`] backend,
+    /// with the default [`OpenOptions`].
     pub fn open(dev: Arc<dyn PciDevice>) -> Result<VdpdkPort> {
         Self::open_with(dev, OpenOptions::default())
     }

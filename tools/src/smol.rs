@@ -29,6 +29,8 @@ pub struct PortPhy {
 }
 
 impl PortPhy {
+    /// The device over `rx` and `tx`; transmitted frames come from `pool`, at most `mtu` L3
+    /// bytes each.
     pub fn new(rx: Box<dyn RxQueue>, tx: Box<dyn TxQueue>, pool: Mempool, mtu: u16) -> PortPhy {
         PortPhy {
             rx,
@@ -63,7 +65,9 @@ impl PortPhy {
     }
 }
 
+/// smoltcp's token for one received frame (the mbuf, freed once smoltcp has read it).
 pub struct PhyRx(Mbuf);
+/// smoltcp's token for one frame to send: an mbuf from the pool, sent as a one-frame burst.
 pub struct PhyTx<'a> {
     tx: &'a mut dyn TxQueue,
     pool: &'a Mempool,
@@ -146,20 +150,36 @@ impl Device for PortPhy {
 #[derive(Clone, Debug)]
 pub enum App {
     /// HTTP/1.0 on `port`: every GET gets `body` (200), anything else 400.
-    Http { port: u16, body: Vec<u8> },
+    Http {
+        /// TCP port to listen on.
+        port: u16,
+        /// Response body of every GET.
+        body: Vec<u8>,
+    },
     /// Echoes every byte back on TCP `port`.
-    TcpEcho { port: u16 },
+    TcpEcho {
+        /// TCP port to listen on.
+        port: u16,
+    },
     /// Returns every datagram to its sender on UDP `port`.
-    UdpReflect { port: u16 },
+    UdpReflect {
+        /// UDP port to bind.
+        port: u16,
+    },
 }
 
 /// What an application did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AppStats {
+    /// TCP connections accepted.
     pub connections: u64,
+    /// HTTP requests answered.
     pub requests: u64,
+    /// Payload bytes received (TCP stream bytes or UDP payload).
     pub bytes_in: u64,
+    /// Payload bytes sent.
     pub bytes_out: u64,
+    /// UDP datagrams received.
     pub datagrams: u64,
 }
 

@@ -16,6 +16,8 @@
 //! Received mbufs come from the *sender's* pool: the pool passed to `rx_queue_setup` is not
 //! used, because nothing is copied.
 
+#![warn(missing_docs)]
+
 mod flow;
 mod queue;
 mod ring;

@@ -8,6 +8,8 @@
 //! # Ok::<(), vdpdk_core::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -16,6 +16,8 @@
 //! The interface is not persistent: it disappears when the port and every queue taken from it
 //! are dropped (the last close of the tap fd deletes it).
 
+#![warn(missing_docs)]
+
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
