@@ -3,8 +3,8 @@
 //! per-guest stats table, and at the end an account of every frame: it came back, or a counter
 //! names where and why it was dropped, or it was still queued when the guests stopped.
 //!
-//! The parts: [`guest`] (the echoing guests), [`traffic`] (the wire: generator, checker,
-//! draining), [`ledger`] (the counters and the account of every frame).
+//! The parts: `guest` (the echoing guests), `traffic` (the wire: generator, checker,
+//! draining), `ledger` (the counters and the account of every frame).
 
 mod guest;
 mod ledger;
