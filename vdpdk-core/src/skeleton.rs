@@ -236,3 +236,102 @@ impl<R, T> PortSkeleton<R, T> {
         reset_all(&self.rx.counters, &self.tx.counters);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DescLimits, MacAddr, RxOffloads, TxOffloads};
+
+    fn info() -> DevInfo {
+        let lim = DescLimits {
+            min: 1,
+            max: 64,
+            align: 1,
+        };
+        DevInfo {
+            driver: "test".into(),
+            mac: MacAddr::ZERO,
+            max_rx_queues: 2,
+            max_tx_queues: 2,
+            rx_desc_lim: lim,
+            tx_desc_lim: lim,
+            mtu: 1500,
+            max_mtu: 1500,
+            rx_offload_capa: RxOffloads::empty(),
+            tx_offload_capa: TxOffloads::empty(),
+            rx_intr: false,
+        }
+    }
+
+    fn configured(p: &mut PortSkeleton<u16, u16>, nrx: u16, ntx: u16) {
+        let conf = DevConfig {
+            nb_rx_queues: nrx,
+            nb_tx_queues: ntx,
+            ..Default::default()
+        };
+        p.check_configure(&conf, &info()).unwrap();
+        p.configured(&conf);
+    }
+
+    #[test]
+    fn lifecycle_order_is_enforced() {
+        let mut p = PortSkeleton::<u16, u16>::default();
+        assert!(matches!(p.check_rx_setup(0), Err(Error::BadState(_))));
+        assert!(matches!(p.check_start(), Err(Error::BadState(_))));
+        configured(&mut p, 2, 1);
+        assert!(matches!(p.check_rx_setup(2), Err(Error::InvalidArg(_))));
+        p.rx.set(0, 8);
+        p.tx.set(0, 8);
+        assert!(
+            matches!(p.check_start(), Err(Error::BadState(_))),
+            "RX 1 unset"
+        );
+        p.rx.set(1, 8);
+        p.check_start().unwrap();
+        assert!(
+            matches!(p.take_rx(0), Err(Error::BadState(_))),
+            "not started"
+        );
+        p.started();
+        assert!(matches!(p.check_start(), Err(Error::BadState(_))));
+        assert!(matches!(p.check_tx_setup(0), Err(Error::BadState(_))));
+    }
+
+    #[test]
+    fn queues_are_taken_once_and_stop_waits_for_them() {
+        let mut p = PortSkeleton::<u16, u16>::default();
+        configured(&mut p, 1, 1);
+        p.rx.set(0, 8);
+        p.tx.set(0, 16);
+        p.check_start().unwrap();
+        p.started();
+        let rx = p.take_rx(0).unwrap();
+        assert_eq!(*rx.setup, 8);
+        rx.counters.add(3, 300);
+        let live = rx.live;
+        assert!(matches!(p.take_rx(0), Err(Error::BadState(_))));
+        assert!(matches!(p.take_rx(1), Err(Error::InvalidArg(_))));
+        assert!(matches!(p.stop(), Err(Error::BadState(_))), "queue alive");
+        drop(live);
+        p.stop().unwrap();
+        // Counters survive reconfiguration; setups do not.
+        configured(&mut p, 1, 1);
+        assert_eq!(p.stats().ipackets, 3);
+        assert!(p.rx.get(0).is_none());
+        p.reset_stats();
+        assert_eq!(p.stats().ibytes, 0);
+    }
+
+    #[test]
+    fn moved_out_queues_need_setting_up_again() {
+        let mut p = PortSkeleton::<u16, u16>::default();
+        configured(&mut p, 1, 1);
+        p.rx.set(0, 8);
+        p.tx.set(0, 16);
+        p.started();
+        assert_eq!(p.take_tx_out(0).unwrap(), 16);
+        assert!(matches!(p.take_tx_out(0), Err(Error::BadState(_))));
+        p.stop().unwrap();
+        assert!(matches!(p.check_start(), Err(Error::BadState(_))));
+    }
+}
