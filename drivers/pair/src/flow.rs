@@ -6,6 +6,7 @@ use parking_lot::RwLock;
 use vdpdk_core::flow::FlowVerdict;
 use vdpdk_core::{Error, FlowHandle, FlowRule, Result};
 
+/// A rule with its handle and its precomputed verdict.
 pub(crate) struct FlowEntry {
     pub handle: FlowHandle,
     pub priority: u32,
@@ -72,6 +73,7 @@ impl FlowTable {
         self.active.store(true, Ordering::Release);
     }
 
+    /// Removes the rule `handle`; an unknown handle is `InvalidArg`.
     pub fn remove(&self, handle: FlowHandle) -> Result<()> {
         let mut rules = self.rules.write();
         let at = rules
@@ -83,6 +85,7 @@ impl FlowTable {
         Ok(())
     }
 
+    /// Removes every rule.
     pub fn clear(&self) {
         let mut rules = self.rules.write();
         rules.clear();

@@ -182,7 +182,8 @@ impl EthDev for PairPort {
         }
     }
 
-    /// Counters survive a reconfiguration, and so do statistics.
+    /// Statistics survive a reconfiguration. Refused while a flow rule targets an RX queue
+    /// beyond the new count.
     fn configure(&mut self, conf: &DevConfig) -> Result<()> {
         self.port.check_configure(conf, &self.info())?;
         self.flows.check_queues(conf.nb_rx_queues)?;

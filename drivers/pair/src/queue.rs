@@ -14,6 +14,7 @@ use vdpdk_core::{
 
 use crate::ring::{Inbox, RxRing, RxSide};
 
+/// An RX queue: pops frames the peer pushed into its ring of our [`RxSide`].
 pub(crate) struct PairRxQueue {
     pub side: Arc<RxSide>,
     pub qid: u16,
@@ -85,6 +86,7 @@ impl RxQueue for PairRxQueue {
     }
 }
 
+/// A TX queue: pushes frames into the peer's RX rings, looked up through its [`Inbox`].
 pub(crate) struct PairTxQueue {
     pub peer: Arc<Inbox>,
     /// The peer's rings as of `cached_gen`; None while the peer is stopped.

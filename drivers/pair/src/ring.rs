@@ -58,6 +58,7 @@ impl BurstRing {
     }
 }
 
+/// One RX queue's ring and its wake-up.
 pub(crate) struct RxRing {
     pub ring: BurstRing,
     /// Set by the receiver when it wants a wake-up; whoever clears it writes the eventfd.
