@@ -8,6 +8,8 @@
 //! (`vdpdk_ports::open_port`), so the same binary runs as a guest of host-mux, inside a VM, on
 //! a TAP interface or on an E810. Bursts of 32; no allocation per frame.
 
+#![warn(missing_docs)]
+
 mod acl;
 
 use std::io::Write;

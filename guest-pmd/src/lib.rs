@@ -5,6 +5,8 @@
 //! (vfio no-IOMMU, DMA = guest-physical: [`VdpdkPort::open_in_vm`]) or as a host process
 //! talking vfio-user to host-mux (DMA memory shared by memfd: [`VdpdkPort::connect`]).
 
+#![warn(missing_docs)]
+
 mod queue;
 
 use std::os::fd::AsRawFd;
@@ -17,10 +19,11 @@ use vdpdk_core::abi::{
     self, flow_codec, CtrlOp, CtrlRequest, CtrlResponse, CtrlStatus, DeviceInfoBlock, Features,
     STATS_COUNT,
 };
-use vdpdk_core::ethdev::sum_stats;
+use vdpdk_core::ethdev::PortState;
+use vdpdk_core::skeleton::PortSkeleton;
 use vdpdk_core::{
     DescLimits, DevConfig, DevInfo, DmaMemory, Error, EthDev, FlowHandle, FlowRule, LinkStatus,
-    MacAddr, Mempool, PortStats, QueueCounters, Result, RxOffloads, RxQueue, TxOffloads, TxQueue,
+    MacAddr, Mempool, PortStats, Result, RxOffloads, RxQueue, TxOffloads, TxQueue,
 };
 use vdpdk_pci::{MappedBar, PciDevice, VfioUserPci};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -93,15 +96,11 @@ pub struct VdpdkPort {
     features: Features,
     /// Control sequence; the lock also serialises requests on the shared control block.
     seq: Mutex<u32>,
-    conf: Option<DevConfig>,
+    /// Lifecycle; a queue's setup is the queue itself, handed out once.
+    port: PortSkeleton<GuestRxQueue, GuestTxQueue>,
     maps: Arc<Mutex<DmaMaps>>,
     rings: Vec<Arc<DmaMemory>>,
-    rxq: Vec<Option<GuestRxQueue>>,
-    txq: Vec<Option<GuestTxQueue>>,
-    rx_counters: Vec<Arc<QueueCounters>>,
-    tx_counters: Vec<Arc<QueueCounters>>,
     irq_fds: Vec<Arc<EventFd>>,
-    started: bool,
     /// Rings on hugepages: behind a virtual IOMMU each guest page is a separate host-side DMA
     /// mapping, and a ring must lie inside one.
     ring_hugepages: bool,
@@ -160,6 +159,8 @@ impl VdpdkPort {
         Ok(port)
     }
 
+    /// Probes and negotiates with a vDPDK device reached through any [`PciDevice`] backend,
+    /// with the default [`OpenOptions`].
     pub fn open(dev: Arc<dyn PciDevice>) -> Result<VdpdkPort> {
         Self::open_with(dev, OpenOptions::default())
     }
@@ -202,19 +203,14 @@ impl VdpdkPort {
             info,
             features: Features::empty(),
             seq: Mutex::new(0),
-            conf: None,
+            port: PortSkeleton::default(),
             maps: Arc::new(Mutex::new(DmaMaps {
                 dev,
                 pools: Vec::new(),
                 require_hugepages: false,
             })),
             rings: Vec::new(),
-            rxq: Vec::new(),
-            txq: Vec::new(),
-            rx_counters: Vec::new(),
-            tx_counters: Vec::new(),
             irq_fds: Vec::new(),
-            started: false,
             ring_hugepages: false,
         };
         let offered = Features::from_bits_truncate(info.features);
@@ -335,19 +331,6 @@ impl VdpdkPort {
         }
     }
 
-    fn need_stopped(&self, what: &str) -> Result<()> {
-        if self.started {
-            return Err(Error::BadState(format!("{what} needs a stopped port")));
-        }
-        Ok(())
-    }
-
-    fn configured(&self) -> Result<&DevConfig> {
-        self.conf
-            .as_ref()
-            .ok_or_else(|| Error::BadState("configure the port first".into()))
-    }
-
     fn flow_payload(rule: &FlowRule) -> Result<Vec<u8>> {
         rule.check_shape()?;
         let b = flow_codec::encode(rule);
@@ -377,31 +360,22 @@ impl EthDev for VdpdkPort {
     }
 
     fn configure(&mut self, conf: &DevConfig) -> Result<()> {
-        self.need_stopped("configure")?;
-        conf.validate(&self.info())?;
+        self.port.check_configure(conf, &self.info())?;
         self.ctrl(
             CtrlOp::Configure,
             [conf.nb_rx_queues as u64, conf.nb_tx_queues as u64, 0, 0],
             &[],
         )?;
         self.unmap_rings();
-        self.rxq = (0..conf.nb_rx_queues).map(|_| None).collect();
-        self.txq = (0..conf.nb_tx_queues).map(|_| None).collect();
-        self.rx_counters = (0..conf.nb_rx_queues).map(|_| Default::default()).collect();
-        self.tx_counters = (0..conf.nb_tx_queues).map(|_| Default::default()).collect();
         self.irq_fds = (0..conf.nb_rx_queues)
             .map(|_| EventFd::new(EFD_NONBLOCK).map(Arc::new))
             .collect::<std::io::Result<_>>()?;
-        self.conf = Some(conf.clone());
+        self.port.configured(conf);
         Ok(())
     }
 
     fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, pool: &Mempool) -> Result<()> {
-        self.need_stopped("RX queue setup")?;
-        let n = self.configured()?.nb_rx_queues;
-        if qid >= n {
-            return Err(Error::InvalidArg(format!("RX queue {qid} of {n}")));
-        }
+        self.port.check_rx_setup(qid)?;
         Self::check_ring("RX", nb_desc)?;
         self.maps.lock().ensure(pool)?;
         let ring = self.alloc_ring(qid, true, nb_desc)?;
@@ -414,22 +388,18 @@ impl EthDev for VdpdkPort {
             ring.clone(),
             nb_desc,
             pool.clone(),
-            self.rx_counters[qid as usize].clone(),
+            self.port.rx.counters(qid),
             self.bar.clone(),
             qid,
             self.irq_fds[qid as usize].clone(),
         );
         self.rings.push(ring);
-        self.rxq[qid as usize] = Some(q);
+        self.port.rx.set(qid, q);
         Ok(())
     }
 
     fn tx_queue_setup(&mut self, qid: u16, nb_desc: u16) -> Result<()> {
-        self.need_stopped("TX queue setup")?;
-        let n = self.configured()?.nb_tx_queues;
-        if qid >= n {
-            return Err(Error::InvalidArg(format!("TX queue {qid} of {n}")));
-        }
+        self.port.check_tx_setup(qid)?;
         Self::check_ring("TX", nb_desc)?;
         let ring = self.alloc_ring(qid, false, nb_desc)?;
         self.ctrl(
@@ -440,22 +410,20 @@ impl EthDev for VdpdkPort {
         let q = GuestTxQueue::new(
             ring.clone(),
             nb_desc,
-            self.tx_counters[qid as usize].clone(),
+            self.port.tx.counters(qid),
             self.bar.clone(),
             qid,
             self.dev.clone(),
             self.maps.clone(),
         );
         self.rings.push(ring);
-        self.txq[qid as usize] = Some(q);
+        self.port.tx.set(qid, q);
         Ok(())
     }
 
     fn start(&mut self) -> Result<()> {
-        self.need_stopped("start")?;
-        self.configured()?;
-        vdpdk_core::ethdev::check_all_set_up(&self.rxq, &self.txq)?;
-        for q in self.rxq.iter_mut().flatten() {
+        self.port.check_start()?;
+        for q in self.port.rx.iter_mut().flatten() {
             q.fill();
         }
         if self.features.contains(Features::RX_INTR) {
@@ -463,49 +431,30 @@ impl EthDev for VdpdkPort {
             self.dev.set_msix_eventfds(&fds)?;
         }
         self.ctrl(CtrlOp::Start, [0; 4], &[])?;
-        self.started = true;
+        self.port.started();
         Ok(())
     }
 
+    /// Stopping a port that is not started does nothing. Taken queues may still live; they
+    /// see no more traffic.
     fn stop(&mut self) -> Result<()> {
-        if !self.started {
+        if self.port.state != PortState::Started {
             return Ok(());
         }
         self.ctrl(CtrlOp::Stop, [0; 4], &[])?;
-        self.started = false;
+        self.port.state = PortState::Configured;
         Ok(())
     }
 
+    /// The queue object set up by `rx_queue_setup` moves out: set it up again before the
+    /// next start.
     fn take_rx_queue(&mut self, qid: u16) -> Result<Box<dyn RxQueue>> {
-        if !self.started {
-            return Err(Error::BadState(
-                "start the port before taking queues".into(),
-            ));
-        }
-        let q = self
-            .rxq
-            .get_mut(qid as usize)
-            .and_then(Option::take)
-            .ok_or_else(|| {
-                Error::InvalidArg(format!("RX queue {qid} does not exist or was taken"))
-            })?;
-        Ok(Box::new(q))
+        Ok(Box::new(self.port.take_rx_out(qid)?))
     }
 
+    /// As `take_rx_queue`.
     fn take_tx_queue(&mut self, qid: u16) -> Result<Box<dyn TxQueue>> {
-        if !self.started {
-            return Err(Error::BadState(
-                "start the port before taking queues".into(),
-            ));
-        }
-        let q = self
-            .txq
-            .get_mut(qid as usize)
-            .and_then(Option::take)
-            .ok_or_else(|| {
-                Error::InvalidArg(format!("TX queue {qid} does not exist or was taken"))
-            })?;
-        Ok(Box::new(q))
+        Ok(Box::new(self.port.take_tx_out(qid)?))
     }
 
     fn link(&self) -> LinkStatus {
@@ -519,11 +468,11 @@ impl EthDev for VdpdkPort {
     }
 
     fn stats(&self) -> PortStats {
-        sum_stats(&self.rx_counters, &self.tx_counters)
+        self.port.stats()
     }
 
     fn reset_stats(&mut self) {
-        vdpdk_core::ethdev::reset_all(&self.rx_counters, &self.tx_counters);
+        self.port.reset_stats();
     }
 
     /// The host's counters for this VM, named `host_<name>` (empty if the host cannot answer).

@@ -21,6 +21,8 @@ fn bar_flag(bar: &MappedBar, off: usize) -> &AtomicU32 {
     unsafe { AtomicU32::from_ptr(p.cast()) }
 }
 
+/// An RX queue of a vDPDK port: keeps its ring stocked with empty buffers from its pool and
+/// returns the ones the host filled.
 pub struct GuestRxQueue {
     ring: RingPtr,
     /// Keeps the ring memory alive as long as the queue (the port may go first).
@@ -155,6 +157,8 @@ impl RxQueue for GuestRxQueue {
     }
 }
 
+/// A TX queue of a vDPDK port: posts frames into its ring, frees them once the host copied
+/// them, and kicks the host when it asked for a kick.
 pub struct GuestTxQueue {
     ring: RingPtr,
     _ring_mem: Arc<DmaMemory>,

@@ -1,6 +1,9 @@
 //! Shared pieces of the tools: opening a port from a command-line spec, so every tool runs
 //! unchanged on any backend.
 
+#![warn(missing_docs)]
+
+pub mod demo;
 pub mod guestctl;
 pub mod smol;
 pub mod tapfwd;
@@ -94,16 +97,19 @@ impl Histogram {
         }
     }
 
+    /// Adds one sample of `ns` nanoseconds.
     pub fn record(&mut self, ns: u64) {
         self.buckets[Self::index(ns)] += 1;
         self.count += 1;
         self.max_ns = self.max_ns.max(ns);
     }
 
+    /// Samples recorded.
     pub fn count(&self) -> u64 {
         self.count
     }
 
+    /// Largest sample, exact (not rounded to a bucket), in nanoseconds.
     pub fn max_ns(&self) -> u64 {
         self.max_ns
     }

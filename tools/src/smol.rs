@@ -29,6 +29,8 @@ pub struct PortPhy {
 }
 
 impl PortPhy {
+    /// The device over `rx` and `tx`; transmitted frames come from `pool`, at most `mtu` L3
+    /// bytes each.
     pub fn new(rx: Box<dyn RxQueue>, tx: Box<dyn TxQueue>, pool: Mempool, mtu: u16) -> PortPhy {
         PortPhy {
             rx,
@@ -63,7 +65,9 @@ impl PortPhy {
     }
 }
 
+/// smoltcp's token for one received frame (the mbuf, freed once smoltcp has read it).
 pub struct PhyRx(Mbuf);
+/// smoltcp's token for one frame to send: an mbuf from the pool, sent as a one-frame burst.
 pub struct PhyTx<'a> {
     tx: &'a mut dyn TxQueue,
     pool: &'a Mempool,
@@ -146,20 +150,36 @@ impl Device for PortPhy {
 #[derive(Clone, Debug)]
 pub enum App {
     /// HTTP/1.0 on `port`: every GET gets `body` (200), anything else 400.
-    Http { port: u16, body: Vec<u8> },
+    Http {
+        /// TCP port to listen on.
+        port: u16,
+        /// Response body of every GET.
+        body: Vec<u8>,
+    },
     /// Echoes every byte back on TCP `port`.
-    TcpEcho { port: u16 },
+    TcpEcho {
+        /// TCP port to listen on.
+        port: u16,
+    },
     /// Returns every datagram to its sender on UDP `port`.
-    UdpReflect { port: u16 },
+    UdpReflect {
+        /// UDP port to bind.
+        port: u16,
+    },
 }
 
 /// What an application did.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AppStats {
+    /// TCP connections accepted.
     pub connections: u64,
+    /// HTTP requests answered.
     pub requests: u64,
+    /// Payload bytes received (TCP stream bytes or UDP payload).
     pub bytes_in: u64,
+    /// Payload bytes sent.
     pub bytes_out: u64,
+    /// UDP datagrams received.
     pub datagrams: u64,
 }
 
@@ -190,96 +210,15 @@ pub fn serve(
             .add_default_ipv4_route(gw)
             .expect("default route");
     }
-    let mut sockets = SocketSet::new(vec![]);
-    let mut tcp_handles: Vec<SocketHandle> = Vec::new();
-    let mut udp_handle = None;
-    match app {
-        App::Http { .. } | App::TcpEcho { .. } => {
-            for _ in 0..TCP_SOCKETS {
-                let s = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; 64 * 1024]),
-                    tcp::SocketBuffer::new(vec![0; 256 * 1024]),
-                );
-                tcp_handles.push(sockets.add(s));
-            }
-        }
-        App::UdpReflect { port } => {
-            let mut s = udp::Socket::new(
-                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; 256 * 1024]),
-                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; 256 * 1024]),
-            );
-            s.bind(*port).expect("bind UDP");
-            udp_handle = Some(sockets.add(s));
-        }
-    }
-    // Per TCP socket: bytes of the request seen so far (HTTP), response bytes still to send.
-    let mut req: Vec<Vec<u8>> = vec![Vec::new(); tcp_handles.len()];
-    let mut out: Vec<VecDeque<u8>> = vec![VecDeque::new(); tcp_handles.len()];
-    let mut was_open = vec![false; tcp_handles.len()];
-    let mut responded = vec![false; tcp_handles.len()];
+    let (mut sockets, tcp_handles, udp_handle) = make_sockets(app);
+    let mut conns: Vec<TcpConn> = tcp_handles.iter().map(|_| TcpConn::default()).collect();
     let mut st = AppStats::default();
     let mut last_progress = std::time::Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
     while !until(&st) {
         iface.poll(now(), phy, &mut sockets);
-        for (i, &h) in tcp_handles.iter().enumerate() {
-            let s = sockets.get_mut::<tcp::Socket>(h);
-            let port = match app {
-                App::Http { port, .. } | App::TcpEcho { port } => *port,
-                App::UdpReflect { .. } => unreachable!(),
-            };
-            if !s.is_open() {
-                if was_open[i] {
-                    was_open[i] = false;
-                    responded[i] = false;
-                    req[i].clear();
-                    out[i].clear();
-                }
-                s.listen(port).expect("listen");
-                continue;
-            }
-            if s.is_active() && !was_open[i] {
-                was_open[i] = true;
-                st.connections += 1;
-            }
-            while s.can_recv() {
-                let n = s.recv_slice(&mut buf).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                st.bytes_in += n as u64;
-                match app {
-                    App::TcpEcho { .. } => out[i].extend(&buf[..n]),
-                    App::Http { body, .. } => {
-                        req[i].extend_from_slice(&buf[..n]);
-                        if req[i].windows(4).any(|w| w == b"\r\n\r\n") {
-                            st.requests += 1;
-                            out[i].extend(http_response(&req[i], body));
-                            req[i].clear();
-                            responded[i] = true;
-                        }
-                    }
-                    App::UdpReflect { .. } => unreachable!(),
-                }
-            }
-            while s.can_send() && !out[i].is_empty() {
-                let (a, _) = out[i].as_slices();
-                let n = s.send_slice(a).unwrap_or(0);
-                if n == 0 {
-                    break;
-                }
-                st.bytes_out += n as u64;
-                out[i].drain(..n);
-            }
-            // HTTP/1.0 closes after its response; echo closes once the peer has and all
-            // its bytes went back.
-            let finished = match app {
-                App::Http { .. } => responded[i],
-                _ => !s.may_recv(),
-            };
-            if finished && out[i].is_empty() && s.may_send() {
-                s.close();
-            }
+        for (conn, &h) in conns.iter_mut().zip(&tcp_handles) {
+            conn.serve(sockets.get_mut::<tcp::Socket>(h), app, &mut st, &mut buf);
         }
         if let Some(h) = udp_handle {
             let s = sockets.get_mut::<udp::Socket>(h);
@@ -306,6 +245,107 @@ pub fn serve(
     }
     iface.poll(now(), phy, &mut sockets);
     st
+}
+
+/// The sockets `app` serves on: [`TCP_SOCKETS`] TCP sockets, or one bound UDP socket.
+fn make_sockets(app: &App) -> (SocketSet<'static>, Vec<SocketHandle>, Option<SocketHandle>) {
+    let mut sockets = SocketSet::new(vec![]);
+    let mut tcp_handles: Vec<SocketHandle> = Vec::new();
+    let mut udp_handle = None;
+    match app {
+        App::Http { .. } | App::TcpEcho { .. } => {
+            for _ in 0..TCP_SOCKETS {
+                let s = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0; 64 * 1024]),
+                    tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+                );
+                tcp_handles.push(sockets.add(s));
+            }
+        }
+        App::UdpReflect { port } => {
+            let mut s = udp::Socket::new(
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; 256 * 1024]),
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 256], vec![0; 256 * 1024]),
+            );
+            s.bind(*port).expect("bind UDP");
+            udp_handle = Some(sockets.add(s));
+        }
+    }
+    (sockets, tcp_handles, udp_handle)
+}
+
+/// What a TCP server keeps per socket between polls.
+#[derive(Default)]
+struct TcpConn {
+    /// Bytes of the request seen so far (HTTP).
+    req: Vec<u8>,
+    /// Response bytes still to send.
+    out: VecDeque<u8>,
+    was_open: bool,
+    responded: bool,
+}
+
+impl TcpConn {
+    /// One poll's work on socket `s`: listen again once closed, take what arrived, answer it,
+    /// close when done. `buf` is scratch space.
+    fn serve(&mut self, s: &mut tcp::Socket, app: &App, st: &mut AppStats, buf: &mut [u8]) {
+        let port = match app {
+            App::Http { port, .. } | App::TcpEcho { port } => *port,
+            App::UdpReflect { .. } => unreachable!(),
+        };
+        if !s.is_open() {
+            if self.was_open {
+                self.was_open = false;
+                self.responded = false;
+                self.req.clear();
+                self.out.clear();
+            }
+            s.listen(port).expect("listen");
+            return;
+        }
+        if s.is_active() && !self.was_open {
+            self.was_open = true;
+            st.connections += 1;
+        }
+        while s.can_recv() {
+            let n = s.recv_slice(buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            st.bytes_in += n as u64;
+            match app {
+                App::TcpEcho { .. } => self.out.extend(&buf[..n]),
+                App::Http { body, .. } => {
+                    self.req.extend_from_slice(&buf[..n]);
+                    if self.req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        st.requests += 1;
+                        self.out.extend(http_response(&self.req, body));
+                        self.req.clear();
+                        self.responded = true;
+                    }
+                }
+                App::UdpReflect { .. } => unreachable!(),
+            }
+        }
+        while s.can_send() && !self.out.is_empty() {
+            let (a, _) = self.out.as_slices();
+            let n = s.send_slice(a).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            st.bytes_out += n as u64;
+            self.out.drain(..n);
+        }
+        // HTTP/1.0 closes after its response; echo closes once the peer has and all its bytes
+        // went back.
+        let finished = match app {
+            App::Http { .. } => self.responded,
+            _ => !s.may_recv(),
+        };
+        if finished && self.out.is_empty() && s.may_send() {
+            s.close();
+        }
+    }
 }
 
 fn http_response(request: &[u8], body: &[u8]) -> Vec<u8> {

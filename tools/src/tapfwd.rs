@@ -55,6 +55,7 @@ pub struct FwdStats {
 }
 
 impl FwdStats {
+    /// The counters as one line of text, for the periodic report.
     pub fn line(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(

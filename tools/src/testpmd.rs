@@ -186,12 +186,13 @@ fn make_item(item: &str, fields: &[(&str, &str)]) -> Result<FlowItem, String> {
     })
 }
 
-/// Parses DPDK offload names (`ipv4_cksum,udp_cksum,tcp_tso`; case-insensitive).
+/// Parses DPDK RX offload names (`ipv4_cksum,udp_cksum,tcp_tso`; case-insensitive).
 pub fn parse_rx_offloads(list: &str) -> Result<RxOffloads, String> {
     parse_names(list, |n| RxOffloads::from_name(n).map(|f| f.bits()))
         .map(RxOffloads::from_bits_truncate)
 }
 
+/// Parses DPDK TX offload names (as [`parse_rx_offloads`]).
 pub fn parse_tx_offloads(list: &str) -> Result<TxOffloads, String> {
     parse_names(list, |n| TxOffloads::from_name(n).map(|f| f.bits()))
         .map(TxOffloads::from_bits_truncate)
@@ -223,9 +224,13 @@ pub enum FwdMode {
 /// Per-port counters of the forwarding engine.
 #[derive(Debug, Default)]
 pub struct FwdCounters {
+    /// Frames received.
     pub rx: AtomicU64,
+    /// Bytes received (whole frames).
     pub rx_bytes: AtomicU64,
+    /// Frames the TX queue took.
     pub tx: AtomicU64,
+    /// Bytes the TX queue took.
     pub tx_bytes: AtomicU64,
     /// Frames dropped because the TX ring was full (or no mbuf for txonly/flowgen).
     pub tx_dropped: AtomicU64,
@@ -233,18 +238,26 @@ pub struct FwdCounters {
 
 /// One forwarding lane: an RX queue (None for the generating modes) and the TX queue it feeds.
 pub struct Lane {
+    /// The RX queue, None in txonly and flowgen.
     pub rx: Option<Box<dyn RxQueue>>,
+    /// Index of the port `rx` belongs to (whose counters count what it receives).
     pub rx_port: usize,
+    /// The TX queue fed by `rx` (or by the generator).
     pub tx: Box<dyn TxQueue>,
+    /// Index of the port `tx` belongs to.
     pub tx_port: usize,
 }
 
 /// What txonly/flowgen send.
 #[derive(Clone, Copy, Debug)]
 pub struct TxTemplate {
+    /// Source MAC.
     pub src: MacAddr,
+    /// Destination MAC (`--eth-peer`).
     pub dst: MacAddr,
+    /// Frame size in bytes.
     pub size: usize,
+    /// Flows flowgen cycles through.
     pub flows: u32,
 }
 

@@ -12,6 +12,8 @@
 //!   reader here starts from;
 //! - [`offload`]: per-packet offload metadata (flags, packet type, header lengths) and TX
 //!   offloads done in software; [`mac`]: Ethernet addresses;
+//! - [`skeleton`]: the port bookkeeping every driver shares (state checks, queue slots taken
+//!   once per start, counters);
 //! - [`test_frames`]: builders of test and generator frames (old paths stay in [`packet`]);
 //! - [`abi`]: the vDPDK paravirtual device ABI (PCI ids, BARs, control block, descriptors, ring,
 //!   flow wire codec, version negotiation).
@@ -25,6 +27,7 @@ pub mod mac;
 pub mod mbuf;
 pub mod offload;
 pub mod packet;
+pub mod skeleton;
 pub mod test_frames;
 pub mod wire;
 

@@ -1,8 +1,9 @@
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 use vdpdk_core::ethdev::start_single_queue;
 
 use vdpdk_core::flow::{FlowAction, FlowAttr, FlowItem, Ipv4Fields, L4Ports};
-use vdpdk_core::DEFAULT_BUF_SIZE;
+use vdpdk_core::{Error, Mbuf, OlFlags, PacketType, DEFAULT_BUF_SIZE};
 
 use super::*;
 

@@ -3,6 +3,8 @@
 //! a vfio-user socket ([`VfioUserPci`]), behind kernel vfio ([`KernelVfioPci`]), or inside a VM
 //! without a virtual IOMMU ([`NoIommuVfioPci`]).
 
+#![warn(missing_docs)]
+
 mod vfio_kernel;
 mod vfio_noiommu;
 mod vfio_user_client;
@@ -68,6 +70,7 @@ pub mod server {
         (0..VFIO_PCI_NUM_REGIONS).map(|i| region(i, 0, 0)).collect()
     }
 
+    /// Region flags of a plain read/write BAR.
     pub const RW: u32 = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
 }
 
@@ -76,17 +79,21 @@ pub mod server {
 pub trait PciDevice: Send + Sync {
     /// Reads `buf.len()` bytes of configuration space at `off`.
     fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<()>;
+    /// Writes `data` into configuration space at `off`.
     fn config_write(&self, off: u64, data: &[u8]) -> Result<()>;
     /// A 32-bit access to a BAR that is not (or cannot be) mapped: a trapped register.
     fn bar_read32(&self, bar: u8, off: u64) -> Result<u32>;
+    /// A 32-bit write to a trapped register (see `bar_read32`).
     fn bar_write32(&self, bar: u8, off: u64, val: u32) -> Result<()>;
     /// Maps a BAR into this process. Fails for BARs the device only traps.
     fn map_bar(&self, bar: u8) -> Result<MappedBar>;
     /// Makes `mem` reachable by the device at its IOVAs (`mem.iova_base()` onwards).
     fn dma_map(&self, mem: &DmaMemory) -> Result<()>;
+    /// Takes back a range mapped by `dma_map` (the whole mapping: `len` bytes from `iova`).
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<()>;
     /// Routes MSI-X vectors `0..fds.len()` to these eventfds (empty slice: disable).
     fn set_msix_eventfds(&self, fds: &[RawFd]) -> Result<()>;
+    /// Function-level reset of the device.
     fn reset(&self) -> Result<()>;
 
     /// Vendor and device id from config space.
@@ -120,12 +127,15 @@ impl MappedBar {
     pub unsafe fn new(ptr: NonNull<u8>, len: usize, unmap: bool) -> MappedBar {
         MappedBar { ptr, len, unmap }
     }
+    /// Start of the mapping; access it only through raw volatile or atomic operations.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
+    /// Length of the mapping in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Whether the mapping is zero bytes long.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -136,11 +146,13 @@ impl MappedBar {
             unsafe { self.ptr.as_ptr().add(off) }
         })
     }
+    /// Volatile 32-bit read at byte offset `off`. Panics if `off + 4` is past the end.
     pub fn read32(&self, off: usize) -> u32 {
         let p = self.at(off, 4).expect("BAR offset out of range");
         // SAFETY: in bounds (checked above); volatile because the device may change it.
         unsafe { p.cast::<u32>().read_volatile() }
     }
+    /// Volatile 32-bit write at byte offset `off`. Panics if `off + 4` is past the end.
     pub fn write32(&self, off: usize, v: u32) {
         let p = self.at(off, 4).expect("BAR offset out of range");
         // SAFETY: in bounds (checked above).

@@ -13,6 +13,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::{MappedBar, PciDevice};
 
+/// A PCI function bound to the kernel's vfio-pci driver, in a type1 IOMMU container (a real
+/// NIC on the host, or a device behind a VM's virtual IOMMU).
 pub struct KernelVfioPci {
     bdf: String,
     container: Arc<VfioContainer>,

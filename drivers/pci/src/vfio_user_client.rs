@@ -12,6 +12,8 @@ use vfio_user::Client;
 
 use crate::{MappedBar, PciDevice};
 
+/// A PCI device served by a vfio-user server over a Unix socket (host-mux, the E810 model);
+/// DMA memory is shared with the server as memfds.
 pub struct VfioUserPci {
     client: Mutex<Client>,
 }

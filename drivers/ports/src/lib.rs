@@ -7,6 +7,12 @@
 //! println!("{}", port.info().driver);
 //! # Ok::<(), vdpdk_core::Error>(())
 //! ```
+//!
+//! A new backend is a crate under `drivers/` whose port implements `EthDev` around a
+//! `vdpdk_core::skeleton::PortSkeleton` (drivers/tap is the smallest one to copy), plus a kind
+//! here: in [`PORT_KINDS`], [`open_port`] and the usage text of a bad spec.
+
+#![warn(missing_docs)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -24,27 +24,40 @@ pub struct TapInterface {
 /// little-endian hosts this runs on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VirtioNetHdr {
+    /// `F_NEEDS_CSUM`, `F_DATA_VALID`.
     pub flags: u8,
+    /// `GSO_*`: how the kernel is to segment the frame (or has merged it).
     pub gso_type: u8,
+    /// Bytes of headers (L2 to L4) before the payload that segmentation repeats.
     pub hdr_len: u16,
+    /// Payload bytes per segment.
     pub gso_size: u16,
+    /// Where the checksummed range starts, in bytes from the start of the frame.
     pub csum_start: u16,
+    /// Where the checksum goes, in bytes from `csum_start`.
     pub csum_offset: u16,
 }
 
 impl VirtioNetHdr {
+    /// Bytes of the header on the wire.
     pub const LEN: usize = 10;
     /// flags: the checksum from `csum_start` is to be computed and stored at
     /// `csum_start + csum_offset` (the field holds the pseudo-header sum).
     pub const F_NEEDS_CSUM: u8 = 1;
     /// flags: the checksums were verified.
     pub const F_DATA_VALID: u8 = 2;
+    /// gso_type: not a super-frame.
     pub const GSO_NONE: u8 = 0;
+    /// gso_type: TCP over IPv4 segmentation.
     pub const GSO_TCPV4: u8 = 1;
+    /// gso_type: UDP fragmentation offload.
     pub const GSO_UDP: u8 = 3;
+    /// gso_type: TCP over IPv6 segmentation.
     pub const GSO_TCPV6: u8 = 4;
+    /// gso_type flag: the TCP segments carry ECN (CWR set on the first).
     pub const GSO_ECN: u8 = 0x80;
 
+    /// Decodes the header at the start of `b`; None when `b` is shorter than [`Self::LEN`].
     pub fn parse(b: &[u8]) -> Option<VirtioNetHdr> {
         let b = b.get(..Self::LEN)?;
         let u = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
@@ -58,6 +71,7 @@ impl VirtioNetHdr {
         })
     }
 
+    /// Encodes the header as the kernel expects it before a frame.
     pub fn to_bytes(self) -> [u8; Self::LEN] {
         let mut b = [0u8; Self::LEN];
         b[0] = self.flags;
@@ -70,10 +84,14 @@ impl VirtioNetHdr {
     }
 }
 
-/// Offloads a TAP reader can take (TUNSETOFFLOAD; include/uapi/linux/if_tun.h).
+/// Offloads a TAP reader can take (TUNSETOFFLOAD; include/uapi/linux/if_tun.h): frames with a
+/// partial checksum (`F_NEEDS_CSUM`).
 pub const TUN_F_CSUM: u32 = 0x01;
+/// TCP over IPv4 super-frames (needs [`TUN_F_CSUM`]).
 pub const TUN_F_TSO4: u32 = 0x02;
+/// TCP over IPv6 super-frames (needs [`TUN_F_CSUM`]).
 pub const TUN_F_TSO6: u32 = 0x04;
+/// TCP super-frames with ECN (with [`TUN_F_TSO4`] or [`TUN_F_TSO6`]).
 pub const TUN_F_TSO_ECN: u32 = 0x08;
 
 impl TapInterface {
@@ -135,9 +153,11 @@ impl TapInterface {
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+    /// The interface's name (`tapN` when the kernel picked it).
     pub fn ifname(&self) -> &str {
         &self.ifname
     }
+    /// The interface's index (for AF_PACKET binds, netlink, ...).
     pub fn ifindex(&self) -> u32 {
         self.ifindex
     }
@@ -219,6 +239,7 @@ impl TapInterface {
         mtu.clamp(68, u16::MAX as i32) as u16
     }
 
+    /// Sets the interface MTU (L3 bytes; SIOCSIFMTU, needs CAP_NET_ADMIN).
     pub fn set_mtu(&self, mtu: u16) -> Result<()> {
         let mut ifr = ifreq(&self.ifname);
         ifr.ifr_ifru.ifru_mtu = mtu as i32;

@@ -16,13 +16,15 @@
 //! The interface is not persistent: it disappears when the port and every queue taken from it
 //! are dropped (the last close of the tap fd deletes it).
 
+#![warn(missing_docs)]
+
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use vdpdk_core::ethdev::sum_stats;
+use vdpdk_core::skeleton::{LiveGuard, PortSkeleton};
 use vdpdk_core::{
     DescLimits, DevConfig, DevInfo, Error, EthDev, LinkStatus, MacAddr, Mbuf, Mempool, PacketType,
     PortStats, QueueCounters, Result, RxOffloads, RxQueue, TxOffloads, TxQueue, MBUF_HEADROOM,
@@ -40,8 +42,6 @@ pub const DESC_LIM: DescLimits = DescLimits {
 /// Room for a VLAN-tagged frame header on top of the MTU.
 const L2_OVERHEAD: usize = 18;
 
-use vdpdk_core::ethdev::PortState as State;
-
 mod iface;
 pub use iface::{TapInterface, VirtioNetHdr, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN};
 
@@ -51,15 +51,8 @@ pub struct TapPort {
     tap: Arc<OwnedFd>,
     mac: MacAddr,
     port_id: u16,
-    state: State,
-    conf: DevConfig,
-    rx_setup: Option<(u16, Mempool)>,
-    tx_setup: Option<u16>,
-    rx_taken: bool,
-    tx_taken: bool,
-    live: Arc<AtomicUsize>,
-    rx_counters: [Arc<QueueCounters>; 1],
-    tx_counters: [Arc<QueueCounters>; 1],
+    /// Lifecycle; RX queue 0's setup is its spare-mbuf count and pool, TX's its count.
+    port: PortSkeleton<(u16, Mempool), u16>,
 }
 
 /// A random unicast, locally administered MAC for a port opened without one.
@@ -83,15 +76,7 @@ impl TapPort {
             iface,
             mac: mac.unwrap_or_else(random_mac),
             port_id: 0,
-            state: State::Unconfigured,
-            conf: DevConfig::default(),
-            rx_setup: None,
-            tx_setup: None,
-            rx_taken: false,
-            tx_taken: false,
-            live: Arc::new(AtomicUsize::new(0)),
-            rx_counters: Default::default(),
-            tx_counters: Default::default(),
+            port: PortSkeleton::default(),
         };
         Ok(port)
     }
@@ -123,15 +108,6 @@ impl TapPort {
 
     fn mtu(&self) -> u16 {
         self.iface.mtu()
-    }
-
-    fn check_qid(kind: &str, qid: u16) -> Result<()> {
-        if qid != 0 {
-            return Err(Error::InvalidArg(format!(
-                "{kind} queue {qid} does not exist: a tap port has only queue 0"
-            )));
-        }
-        Ok(())
     }
 
     /// Discards frames the kernel queued while the port was stopped, as a stopped NIC would
@@ -169,19 +145,14 @@ impl EthDev for TapPort {
     }
 
     fn configure(&mut self, conf: &DevConfig) -> Result<()> {
-        self.state.need_stopped("configure")?;
-        conf.validate(&self.info())?;
-        self.conf = conf.clone();
-        self.rx_setup = None;
-        self.tx_setup = None;
-        self.state = State::Configured;
+        self.port.check_configure(conf, &self.info())?;
+        self.port.configured(conf);
         Ok(())
     }
 
     /// `pool` buffers must hold a full frame at the interface MTU: a TAP read cannot scatter.
     fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, pool: &Mempool) -> Result<()> {
-        self.state.need_configured("rx_queue_setup")?;
-        Self::check_qid("RX", qid)?;
+        self.port.check_rx_setup(qid)?;
         DESC_LIM.check("RX", nb_desc)?;
         let room = (pool.buf_size() - MBUF_HEADROOM) as usize;
         let need = self.mtu() as usize + L2_OVERHEAD;
@@ -192,78 +163,49 @@ impl EthDev for TapPort {
                 self.mtu()
             )));
         }
-        self.rx_setup = Some((nb_desc, pool.clone()));
+        self.port.rx.set(qid, (nb_desc, pool.clone()));
         Ok(())
     }
 
     fn tx_queue_setup(&mut self, qid: u16, nb_desc: u16) -> Result<()> {
-        self.state.need_configured("tx_queue_setup")?;
-        Self::check_qid("TX", qid)?;
+        self.port.check_tx_setup(qid)?;
         DESC_LIM.check("TX", nb_desc)?;
-        self.tx_setup = Some(nb_desc);
+        self.port.tx.set(qid, nb_desc);
         Ok(())
     }
 
     fn start(&mut self) -> Result<()> {
-        self.state.need_startable()?;
-        if self.rx_setup.is_none() {
-            return Err(Error::BadState("start with RX queue 0 not set up".into()));
-        }
-        if self.tx_setup.is_none() {
-            return Err(Error::BadState("start with TX queue 0 not set up".into()));
-        }
+        self.port.check_start()?;
         self.drain();
-        self.rx_taken = false;
-        self.tx_taken = false;
-        self.state = State::Started;
+        self.port.started();
         Ok(())
     }
 
     fn stop(&mut self) -> Result<()> {
-        if self.state != State::Started {
-            return Err(Error::BadState("stop of a port that is not started".into()));
-        }
-        let live = self.live.load(Ordering::Acquire);
-        if live != 0 {
-            return Err(Error::BadState(format!(
-                "stop with {live} queue(s) still taken; drop them first"
-            )));
-        }
-        self.state = State::Configured;
-        Ok(())
+        self.port.stop()
     }
 
     fn take_rx_queue(&mut self, qid: u16) -> Result<Box<dyn RxQueue>> {
-        self.state.need_started("take_rx_queue")?;
-        Self::check_qid("RX", qid)?;
-        if self.rx_taken {
-            return Err(Error::BadState("RX queue 0 was already taken".into()));
-        }
-        let (nb_desc, pool) = self.rx_setup.clone().expect("started port has RX setup");
-        self.rx_taken = true;
+        let t = self.port.take_rx(qid)?;
+        let (nb_desc, pool) = t.setup.clone();
         Ok(Box::new(TapRxQueue {
             tap: self.tap.clone(),
             pool,
             spare: Vec::with_capacity(nb_desc as usize),
             nb_desc: nb_desc as usize,
             port_id: self.port_id,
-            counters: self.rx_counters[0].clone(),
-            _live: LiveGuard::new(&self.live),
+            counters: t.counters,
+            _live: t.live,
         }))
     }
 
     fn take_tx_queue(&mut self, qid: u16) -> Result<Box<dyn TxQueue>> {
-        self.state.need_started("take_tx_queue")?;
-        Self::check_qid("TX", qid)?;
-        if self.tx_taken {
-            return Err(Error::BadState("TX queue 0 was already taken".into()));
-        }
-        self.tx_taken = true;
+        let t = self.port.take_tx(qid)?;
         Ok(Box::new(TapTxQueue {
             tap: self.tap.clone(),
             done: Vec::new(),
-            counters: self.tx_counters[0].clone(),
-            _live: LiveGuard::new(&self.live),
+            counters: t.counters,
+            _live: t.live,
         }))
     }
 
@@ -279,28 +221,11 @@ impl EthDev for TapPort {
     }
 
     fn stats(&self) -> PortStats {
-        sum_stats(&self.rx_counters, &self.tx_counters)
+        self.port.stats()
     }
 
     fn reset_stats(&mut self) {
-        self.rx_counters[0].reset();
-        self.tx_counters[0].reset();
-    }
-}
-
-/// Counts queues handed out and not yet dropped, so `stop` can refuse while they live.
-struct LiveGuard(Arc<AtomicUsize>);
-
-impl LiveGuard {
-    fn new(live: &Arc<AtomicUsize>) -> LiveGuard {
-        live.fetch_add(1, Ordering::AcqRel);
-        LiveGuard(live.clone())
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.port.reset_stats();
     }
 }
 

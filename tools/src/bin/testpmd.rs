@@ -94,6 +94,70 @@ fn die(msg: impl std::fmt::Display) -> ! {
 
 fn main() {
     let a = Args::parse();
+    let (conf, rules) = check_args(&a);
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+
+    let mut ports: Vec<Box<dyn EthDev>> = a
+        .ports
+        .iter()
+        .map(|p| open_port(p).unwrap_or_else(|e| fail(format!("{p}: {e}"))))
+        .collect();
+    // After opening: in a VM without IOMMU, pool memory must be created after the device.
+    let pool = Mempool::new("testpmd", a.mbufs, a.mbuf_size).unwrap_or_else(|e| fail(e));
+    start_ports(&a, &conf, &pool, &mut ports);
+    let mut handles: Vec<FlowHandle> = Vec::new();
+    for (rule, text) in rules.iter().zip(&a.flows) {
+        let r = ports[0]
+            .flow_validate(rule)
+            .and_then(|_| ports[0].flow_create(rule));
+        match r {
+            Ok(h) => {
+                outln!("Flow rule #{} created: {text}", h.0);
+                handles.push(h);
+            }
+            Err(e) => fail(format!("port 0 refuses --flow \"{text}\": {e}")),
+        }
+    }
+    let mut lanes = make_lanes(&a, &mut ports);
+    let n = ports.len();
+    let counters: Vec<FwdCounters> = (0..n).map(|_| FwdCounters::default()).collect();
+    let secs = forward_until_stopped(&a, &ports, &mut lanes, &pool, &counters);
+    outln!("Stopping forwarding after {secs:.1} s. Totals:");
+    let mut json = Vec::new();
+    for (p, port) in ports.iter().enumerate() {
+        show(p, &**port, &counters[p], (0, 0, 0, 0), secs);
+        let c = &counters[p];
+        let g = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
+        let ps = port.stats();
+        json.push(serde_json::json!({
+            "port": p, "rx_packets": g(&c.rx), "rx_bytes": g(&c.rx_bytes),
+            "tx_packets": g(&c.tx), "tx_bytes": g(&c.tx_bytes), "tx_dropped": g(&c.tx_dropped),
+            "rx_missed": ps.imissed, "rx_nombuf": ps.rx_nombuf, "rx_errors": ps.ierrors,
+            "rx_mpps": g(&c.rx) as f64 / secs / 1e6, "tx_mpps": g(&c.tx) as f64 / secs / 1e6,
+        }));
+    }
+    drop(lanes);
+    for h in handles {
+        let _ = ports[0].flow_destroy(h);
+    }
+    for p in &mut ports {
+        let _ = p.stop();
+    }
+    if a.json {
+        outln!(
+            "{}",
+            serde_json::json!({ "mode": format!("{:?}", a.forward_mode).to_lowercase(), "seconds": secs, "ports": json })
+        );
+    }
+}
+
+/// Checks the arguments clap cannot (exit 2 on a bad one); returns the port configuration
+/// and the parsed flow rules.
+fn check_args(a: &Args) -> (DevConfig, Vec<vdpdk_core::FlowRule>) {
     if a.ports.len() > 2 {
         die("at most two --port");
     }
@@ -108,40 +172,32 @@ fn main() {
             die(format!("{n} must be a non-negative number of seconds"));
         }
     }
-    let rx_off = parse_rx_offloads(&a.rx_offloads).unwrap_or_else(|e| die(e));
-    let tx_off = parse_tx_offloads(&a.tx_offloads).unwrap_or_else(|e| die(e));
-    let rules: Vec<_> = a
+    let rx_offloads = parse_rx_offloads(&a.rx_offloads).unwrap_or_else(|e| die(e));
+    let tx_offloads = parse_tx_offloads(&a.tx_offloads).unwrap_or_else(|e| die(e));
+    let rules = a
         .flows
         .iter()
         .map(|f| parse_flow(f).unwrap_or_else(|e| die(format!("--flow \"{f}\": {e}"))))
         .collect();
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    let conf = DevConfig {
+        nb_rx_queues: a.rxq,
+        nb_tx_queues: a.txq,
+        rx_offloads,
+        tx_offloads,
+        rx_intr: false,
+        mtu: a.mtu,
+    };
+    (conf, rules)
+}
 
-    let mut ports: Vec<Box<dyn EthDev>> = a
-        .ports
-        .iter()
-        .map(|p| open_port(p).unwrap_or_else(|e| fail(format!("{p}: {e}"))))
-        .collect();
-    let pool = Mempool::new("testpmd", a.mbufs, a.mbuf_size).unwrap_or_else(|e| fail(e));
-    let mut lanes = Vec::new();
+/// Configures and starts every port (exit 1 on a failure).
+fn start_ports(a: &Args, conf: &DevConfig, pool: &Mempool, ports: &mut [Box<dyn EthDev>]) {
     for (pi, port) in ports.iter_mut().enumerate() {
         let info = port.info();
-        let conf = DevConfig {
-            nb_rx_queues: a.rxq,
-            nb_tx_queues: a.txq,
-            rx_offloads: rx_off,
-            tx_offloads: tx_off,
-            rx_intr: false,
-            mtu: a.mtu,
-        };
         let mut setup = || -> vdpdk_core::Result<()> {
-            port.configure(&conf)?;
+            port.configure(conf)?;
             for q in 0..a.rxq {
-                port.rx_queue_setup(q, a.rxd, &pool)?;
+                port.rx_queue_setup(q, a.rxd, pool)?;
             }
             for q in 0..a.txq {
                 port.tx_queue_setup(q, a.txd)?;
@@ -159,20 +215,12 @@ fn main() {
             if port.link().up { "up" } else { "down" }
         );
     }
-    let mut handles: Vec<FlowHandle> = Vec::new();
-    for (rule, text) in rules.iter().zip(&a.flows) {
-        let r = ports[0]
-            .flow_validate(rule)
-            .and_then(|_| ports[0].flow_create(rule));
-        match r {
-            Ok(h) => {
-                outln!("Flow rule #{} created: {text}", h.0);
-                handles.push(h);
-            }
-            Err(e) => fail(format!("port 0 refuses --flow \"{text}\": {e}")),
-        }
-    }
-    // Lanes: RX queue q of port p feeds TX queue q of the peer port (itself if alone).
+}
+
+/// Takes every queue and pairs them into lanes: RX queue q of port p feeds TX queue q of the
+/// peer port (itself if alone).
+fn make_lanes(a: &Args, ports: &mut [Box<dyn EthDev>]) -> Vec<Lane> {
+    let mut lanes = Vec::new();
     let n = ports.len();
     let mut txqs: Vec<Vec<Option<Box<dyn vdpdk_core::TxQueue>>>> = ports
         .iter_mut()
@@ -230,7 +278,19 @@ fn main() {
             }
         }
     }
-    let counters: Vec<FwdCounters> = (0..n).map(|_| FwdCounters::default()).collect();
+    lanes
+}
+
+/// Forwards on a thread of its own while this one prints the periodic statistics, until
+/// Ctrl-C or `--duration`; returns the seconds forwarded.
+fn forward_until_stopped(
+    a: &Args,
+    ports: &[Box<dyn EthDev>],
+    lanes: &mut [Lane],
+    pool: &Mempool,
+    counters: &[FwdCounters],
+) -> f64 {
+    let n = ports.len();
     let tmpl = TxTemplate {
         src: ports[0].info().mac,
         dst: a.eth_peer,
@@ -249,11 +309,11 @@ fn main() {
         s.spawn(|| {
             forward(
                 a.forward_mode,
-                &mut lanes,
+                lanes,
                 a.burst as usize,
-                &pool,
+                pool,
                 tmpl,
-                &counters,
+                counters,
                 &STOP,
             )
         });
@@ -276,34 +336,7 @@ fn main() {
             }
         }
     });
-    let secs = start.elapsed().as_secs_f64();
-    outln!("Stopping forwarding after {secs:.1} s. Totals:");
-    let mut json = Vec::new();
-    for (p, port) in ports.iter().enumerate() {
-        show(p, &**port, &counters[p], (0, 0, 0, 0), secs);
-        let c = &counters[p];
-        let g = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
-        let ps = port.stats();
-        json.push(serde_json::json!({
-            "port": p, "rx_packets": g(&c.rx), "rx_bytes": g(&c.rx_bytes),
-            "tx_packets": g(&c.tx), "tx_bytes": g(&c.tx_bytes), "tx_dropped": g(&c.tx_dropped),
-            "rx_missed": ps.imissed, "rx_nombuf": ps.rx_nombuf, "rx_errors": ps.ierrors,
-            "rx_mpps": g(&c.rx) as f64 / secs / 1e6, "tx_mpps": g(&c.tx) as f64 / secs / 1e6,
-        }));
-    }
-    drop(lanes);
-    for h in handles {
-        let _ = ports[0].flow_destroy(h);
-    }
-    for p in &mut ports {
-        let _ = p.stop();
-    }
-    if a.json {
-        outln!(
-            "{}",
-            serde_json::json!({ "mode": format!("{:?}", a.forward_mode).to_lowercase(), "seconds": secs, "ports": json })
-        );
-    }
+    start.elapsed().as_secs_f64()
 }
 
 /// A failure at run time: exit 1.

@@ -1,0 +1,213 @@
+//! The queues a pair port hands out: RX pops its own ring, TX moves frames straight into the
+//! peer's rings.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use vdpdk_core::mbuf::TxOffloadInfo;
+use vdpdk_core::skeleton::LiveGuard;
+use vdpdk_core::{
+    Error, Mbuf, Mempool, OlFlags, PacketType, QueueCounters, Result, RxQueue, TxQueue,
+};
+
+use crate::ring::{Inbox, RxRing, RxSide};
+
+/// An RX queue: pops frames the peer pushed into its ring of our [`RxSide`].
+pub(crate) struct PairRxQueue {
+    pub side: Arc<RxSide>,
+    pub qid: u16,
+    pub port_id: u16,
+    pub counters: Arc<QueueCounters>,
+    pub _live: LiveGuard,
+}
+
+impl PairRxQueue {
+    fn ring(&self) -> &RxRing {
+        &self.side.rings[self.qid as usize]
+    }
+
+    fn need_intr(&self) -> Result<&RxRing> {
+        let r = self.ring();
+        if r.efd.is_none() {
+            return Err(Error::BadState(
+                "RX interrupts were not enabled (DevConfig::rx_intr)".into(),
+            ));
+        }
+        Ok(r)
+    }
+}
+
+impl RxQueue for PairRxQueue {
+    fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+        let ring = &self.side.rings[self.qid as usize].ring;
+        let (mut n, mut bytes) = (0, 0);
+        let mut q = ring.q.lock();
+        while n < max {
+            let Some(mut m) = q.pop_front() else { break };
+            m.packet_type = PacketType::parse(m.data());
+            m.port = self.port_id;
+            m.queue = self.qid;
+            bytes += m.pkt_len() as u64;
+            out.push(m);
+            n += 1;
+        }
+        drop(q);
+        if n > 0 {
+            self.counters.add(n as u64, bytes);
+        }
+        n
+    }
+
+    /// Arms the wake-up; signals at once when a frame is already waiting.
+    fn enable_intr(&mut self) -> Result<()> {
+        let r = self.need_intr()?;
+        r.armed.store(true, Ordering::SeqCst);
+        // Pairs with the sender's push-fence-check: see RxRing::wake_if_armed.
+        fence(Ordering::SeqCst);
+        if !r.ring.is_empty() {
+            r.wake_if_armed();
+        }
+        Ok(())
+    }
+
+    /// Disarms and clears a pending wake-up. A sender racing with this call may still leave
+    /// one spurious wake-up behind; lost wake-ups cannot happen.
+    fn disable_intr(&mut self) -> Result<()> {
+        let r = self.need_intr()?;
+        r.armed.store(false, Ordering::SeqCst);
+        r.drain_signal();
+        Ok(())
+    }
+
+    fn intr_fd(&self) -> Option<RawFd> {
+        self.ring().efd.as_ref().map(|fd| fd.as_raw_fd())
+    }
+}
+
+/// A TX queue: pushes frames into the peer's RX rings, looked up through its [`Inbox`].
+pub(crate) struct PairTxQueue {
+    pub peer: Arc<Inbox>,
+    /// The peer's rings as of `cached_gen`; None while the peer is stopped.
+    pub cached: Option<Arc<RxSide>>,
+    pub cached_gen: u64,
+    pub qid: u16,
+    pub counters: Arc<QueueCounters>,
+    /// Reused buffer for the frames a full ring refused, so bursts never allocate.
+    pub unsent: Vec<Mbuf>,
+    pub swap_macs: bool,
+    pub _live: LiveGuard,
+}
+
+/// Makes `m` look freshly received: TX-side metadata cleared, `mark` applied.
+fn to_rx(m: &mut Mbuf, mark: Option<u32>) {
+    (m.ol_flags, m.mark) = match mark {
+        Some(id) => (OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID, id),
+        None => (OlFlags::empty(), 0),
+    };
+    m.hash = 0;
+    m.vlan_tci = 0;
+    m.tx_offload = TxOffloadInfo::default();
+}
+
+impl PairTxQueue {
+    fn refresh_peer(&mut self) {
+        let gen = self.peer.gen.load(Ordering::Acquire);
+        if gen != self.cached_gen {
+            self.cached = self.peer.rx.lock().clone();
+            self.cached_gen = gen;
+        }
+    }
+}
+
+impl TxQueue for PairTxQueue {
+    /// Moves frames into the peer's rings. With the peer stopped the wire drops them (counted
+    /// as TX errors); with the target ring full it stops and leaves the rest in `pkts`.
+    fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
+        if pkts.is_empty() {
+            return 0;
+        }
+        self.refresh_peer();
+        let Some(side) = self.cached.as_deref() else {
+            let n = pkts.len();
+            self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            Mempool::free_bulk(pkts);
+            return n;
+        };
+        let default_q = self.qid as usize % side.rings.len();
+        let rules = side
+            .flows
+            .active
+            .load(Ordering::Acquire)
+            .then(|| side.flows.rules.read());
+        let (mut sent, mut bytes, mut flow_drops) = (0usize, 0u64, 0u64);
+        let mut touched = 0u64;
+        // The ring currently locked: consecutive frames to one queue share one lock.
+        let mut locked: Option<(usize, parking_lot::MutexGuard<'_, VecDeque<Mbuf>>)> = None;
+        let mut it = pkts.drain(..);
+        let swap = |m: &mut Mbuf| {
+            if m.len() >= 12 {
+                let (a, b) = m.data_mut().split_at_mut(6);
+                a.swap_with_slice(&mut b[..6]);
+            }
+        };
+        while let Some(mut m) = it.next() {
+            // The reflector's receiver sees (and its rules match) the swapped frame.
+            if self.swap_macs {
+                swap(&mut m);
+            }
+            let v = rules
+                .as_ref()
+                .and_then(|rules| rules.iter().find(|e| e.rule.matches(m.data())))
+                .map(|e| e.verdict)
+                .unwrap_or_default();
+            let len = m.pkt_len() as u64;
+            if v.drop {
+                flow_drops += 1;
+                sent += 1;
+                bytes += len;
+                continue;
+            }
+            // flow_validate and configure keep rule queues below the ring count.
+            let q = v.queue.map_or(default_q, usize::from);
+            if locked.as_ref().is_none_or(|(lq, _)| *lq != q) {
+                drop(locked.take()); // hold one ring lock at a time
+                locked = Some((q, side.rings[q].ring.q.lock()));
+            }
+            let ring = &mut locked.as_mut().expect("locked above").1;
+            if ring.len() < side.rings[q].ring.cap {
+                to_rx(&mut m, v.mark);
+                ring.push_back(m);
+                sent += 1;
+                bytes += len;
+                touched |= 1 << q;
+            } else {
+                if self.swap_macs {
+                    swap(&mut m); // back to what the caller handed us
+                }
+                self.unsent.push(m);
+                self.unsent.extend(it.by_ref());
+                break;
+            }
+        }
+        drop(locked);
+        drop(it);
+        pkts.append(&mut self.unsent);
+        drop(rules);
+        if touched != 0 {
+            // Make the pushes visible before reading the armed flags (see wake_if_armed).
+            fence(Ordering::SeqCst);
+            while touched != 0 {
+                let q = touched.trailing_zeros() as usize;
+                touched &= touched - 1;
+                side.rings[q].wake_if_armed();
+            }
+        }
+        if flow_drops > 0 {
+            side.flows.dropped.fetch_add(flow_drops, Ordering::Relaxed);
+        }
+        self.counters.add(sent as u64, bytes);
+        sent
+    }
+}
