@@ -153,7 +153,7 @@ fn ddp_package_download_leaves_safe_mode() {
     let pci = Arc::new(ModelPci::new(m.clone()));
     let port = IcePort::open_with(pci, DdpSource::Bytes(ddp::synthetic_package(5))).unwrap();
     assert_eq!(port.info().max_rx_queues, 64);
-    assert!(m.lock().pkg_loaded);
+    assert!(m.lock().pkg_loaded());
     assert_eq!(
         m.lock().commands[&0x0C40],
         5,

@@ -20,6 +20,53 @@ use ice_model::{E810Model, E810_C_QSFP, INTEL_VENDOR_ID};
 
 const BAR0_SIZE: u64 = 128 << 20;
 const CFG_SIZE: usize = 256;
+/// BAR3 holds the MSI-X table (offset 0) and pending-bit array, as on the E810 (Linux
+/// `ice_main.c` maps only BAR0 and lets the PCI core find the table through the capability).
+const BAR3_SIZE: u64 = 64 << 10;
+const MSIX_PBA_OFFSET: u32 = 0x8000;
+/// Where the MSI-X capability sits in config space.
+const MSIX_CAP: usize = 0x70;
+
+/// A BAR0 access the model serves: 4 or 8 bytes, aligned, inside the BAR.
+fn bar0_access(offset: u64, len: usize) -> bool {
+    (len == 4 || len == 8)
+        && offset % len as u64 == 0
+        && offset
+            .checked_add(len as u64)
+            .is_some_and(|e| e <= BAR0_SIZE)
+}
+
+/// The card's config space: ids, class (Ethernet), and one capability, MSI-X with `vectors`
+/// entries in BAR3 (PCI Local Bus 3.0 section 6.8.2: capability id 0x11, message control
+/// with the table size minus one, table and PBA offset/BIR dwords).
+fn config_space(vectors: u32) -> [u8; CFG_SIZE] {
+    let mut cfg = [0u8; CFG_SIZE];
+    cfg[0..2].copy_from_slice(&INTEL_VENDOR_ID.to_le_bytes());
+    cfg[2..4].copy_from_slice(&E810_C_QSFP.to_le_bytes());
+    cfg[0x06] = 0x10; // status: capability list present
+    cfg[0x0b] = 0x02; // class: network controller
+    cfg[0x34] = MSIX_CAP as u8;
+    cfg[MSIX_CAP] = 0x11;
+    cfg[MSIX_CAP + 1] = 0; // last capability
+    let table_size = (vectors.clamp(1, 2048) - 1) as u16;
+    cfg[MSIX_CAP + 2..MSIX_CAP + 4].copy_from_slice(&table_size.to_le_bytes());
+    cfg[MSIX_CAP + 4..MSIX_CAP + 8].copy_from_slice(&3u32.to_le_bytes()); // table: BAR3 + 0
+    cfg[MSIX_CAP + 8..MSIX_CAP + 12].copy_from_slice(&(MSIX_PBA_OFFSET | 3).to_le_bytes());
+    cfg
+}
+
+/// A config space write: the command register and the MSI-X enable/mask bits are kept (the
+/// rest is read-only here; QEMU emulates the BAR registers itself).
+fn config_write(cfg: &mut [u8; CFG_SIZE], offset: u64, data: &[u8]) {
+    for (i, b) in data.iter().enumerate() {
+        let at = offset as usize + i;
+        match at {
+            0x04 | 0x05 => cfg[at] = *b,
+            _ if at == MSIX_CAP + 3 => cfg[at] = *b & 0xC0,
+            _ => {}
+        }
+    }
+}
 
 struct Backend {
     model: Arc<Mutex<E810Model>>,
@@ -36,9 +83,15 @@ impl ServerBackend for Backend {
                     *b = self.cfg.get(offset as usize + i).copied().unwrap_or(0);
                 }
             }
-            VFIO_PCI_BAR0_REGION_INDEX if data.len() == 4 && offset + 4 <= BAR0_SIZE => {
-                let v = self.model.lock().mmio_read(offset);
-                data.copy_from_slice(&v.to_le_bytes());
+            VFIO_PCI_BAR0_REGION_INDEX if bar0_access(offset, data.len()) => {
+                // 64-bit loads (Linux reads the 40-bit counters with readq) are two 32-bit
+                // registers, low first, as on the card's PCIe interface.
+                let mut m = self.model.lock();
+                for (i, chunk) in data.chunks_mut(4).enumerate() {
+                    let v = m.mmio_read(offset + 4 * i as u64);
+                    chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+                    log::trace!("bar0 read {:#x} -> {v:#x}", offset + 4 * i as u64);
+                }
             }
             _ => data.fill(0xff),
         }
@@ -46,11 +99,21 @@ impl ServerBackend for Backend {
     }
 
     fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        if region == VFIO_PCI_BAR0_REGION_INDEX && data.len() == 4 && offset + 4 <= BAR0_SIZE {
-            let v = u32::from_le_bytes(data.try_into().expect("4 bytes"));
+        if region == VFIO_PCI_CONFIG_REGION_INDEX {
+            config_write(&mut self.cfg, offset, data);
+            return Ok(());
+        }
+        if region == VFIO_PCI_BAR0_REGION_INDEX
+            && bar0_access(offset, data.len())
+            && data.len() % 4 == 0
+        {
             let out = {
                 let mut m = self.model.lock();
-                m.mmio_write(offset, v);
+                for (i, chunk) in data.chunks(4).enumerate() {
+                    let v = u32::from_le_bytes(chunk.try_into().expect("4 bytes"));
+                    log::trace!("bar0 write {:#x} <- {v:#x}", offset + 4 * i as u64);
+                    m.mmio_write(offset + 4 * i as u64, v);
+                }
                 if self.wire.is_some() {
                     m.take_outbox()
                 } else {
@@ -74,9 +137,13 @@ impl ServerBackend for Backend {
         size: u64,
         fd: Option<File>,
     ) -> std::io::Result<()> {
-        let fd = fd.ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "DMA map without an fd")
-        })?;
+        // QEMU also announces guest address ranges it cannot share (ROMs, MMIO) without an
+        // fd. The model cannot reach them, as a card behind an IOMMU cannot reach unmapped
+        // memory: accept the announcement, and a DMA there fails like any unmapped access.
+        let Some(fd) = fd else {
+            log::debug!("DMA range {address:#x}+{size:#x} without an fd: not reachable");
+            return Ok(());
+        };
         self.model.lock().dma.map(fd.as_fd(), offset, address, size)
     }
 
@@ -285,6 +352,8 @@ pub fn serve_listener(
     let mut regions = empty_regions();
     regions[VFIO_PCI_BAR0_REGION_INDEX as usize] =
         region(VFIO_PCI_BAR0_REGION_INDEX, BAR0_SIZE, rw);
+    regions[VFIO_PCI_BAR3_REGION_INDEX as usize] =
+        region(VFIO_PCI_BAR3_REGION_INDEX, BAR3_SIZE, rw);
     regions[VFIO_PCI_CONFIG_REGION_INDEX as usize] =
         region(VFIO_PCI_CONFIG_REGION_INDEX, CFG_SIZE as u64, rw);
     // The vfio-user server looks interrupt types up by position, so every PCI index up to
@@ -301,10 +370,7 @@ pub fn serve_listener(
             },
         })
         .collect();
-    let mut cfg = [0u8; CFG_SIZE];
-    cfg[0..2].copy_from_slice(&INTEL_VENDOR_ID.to_le_bytes());
-    cfg[2..4].copy_from_slice(&E810_C_QSFP.to_le_bytes());
-    cfg[0x0b] = 0x02;
+    let cfg = config_space(vectors);
     let server = Server::from_owned_fd(OwnedFd::from(listener), true, irqs, regions);
     let mut backend = Backend { model, cfg, wire };
     let mut clients = 0u64;

@@ -27,9 +27,11 @@ mod fdir;
 mod fdpipe;
 mod irq;
 mod mmio;
+mod nvm;
 mod offload;
 pub mod pci;
 mod regs;
+mod resources;
 mod rx;
 mod tx;
 
@@ -170,14 +172,14 @@ pub struct E810Model {
     fd: fdpipe::FdPipeline,
     /// The control VSI (added with type CTRL): training packets are classified with it.
     ctrl_vsi: Option<u16>,
-    change_lock_held: bool,
     /// Frames dropped by a Flow Director DROP filter.
     pub fdir_drops: u64,
     /// DDP: buffers received in the current download, and whether a package is active.
     pkg_bufs: u32,
-    /// A DDP package is active (download_pkg with LAST_BUF went through).
-    pub pkg_loaded: bool,
-    cfg_lock_held: bool,
+    /// The resource locks (request/release resource); whether a package is active.
+    resources: resources::Resources,
+    /// The NVM that NVM read serves.
+    nvm: nvm::Nvm,
 }
 
 impl E810Model {
@@ -217,11 +219,10 @@ impl E810Model {
             fdir: HashMap::new(),
             fd: fdpipe::FdPipeline::default(),
             ctrl_vsi: None,
-            change_lock_held: false,
             fdir_drops: 0,
             pkg_bufs: 0,
-            pkg_loaded: false,
-            cfg_lock_held: false,
+            resources: Default::default(),
+            nvm: nvm::Nvm::new(),
         }
     }
 
@@ -291,6 +292,11 @@ impl E810Model {
     /// Flow Director capacity of the model.
     pub const FDIR_CAPACITY: usize = 1024;
 
+    /// Whether a DDP package is active (download_pkg with LAST_BUF went through).
+    pub fn pkg_loaded(&self) -> bool {
+        self.resources.package_done
+    }
+
     /// Whether the link is up (restart_an with ENABLE brought it up).
     pub fn link_up(&self) -> bool {
         self.link_up
@@ -331,7 +337,7 @@ impl E810Model {
         self.plain.clear();
         self.lan_vsi = None;
         self.ctrl_vsi = None;
-        self.change_lock_held = false;
+        self.resources.reset();
         self.link_up = false;
         self.lse_enabled = false;
     }

@@ -26,6 +26,7 @@ impl E810Model {
                 }
             }
             GLNVM_FLA => 1 << 6,
+            GLNVM_GENS => crate::nvm::GLNVM_GENS_VALUE,
             // GLQF_FD_SIZE: 512 guaranteed filters and 512 best effort (FDIR_CAPACITY).
             0x0046_0010 => 512 << 16 | 512,
             GL_MNG_FWSM => 0,

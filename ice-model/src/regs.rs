@@ -7,6 +7,8 @@ pub const PFGEN_CTRL: u64 = 0x91000;
 pub const GLGEN_RSTAT: u64 = 0xB8188;
 pub const GLNVM_ULD: u64 = 0xB6008;
 pub const GLNVM_FLA: u64 = 0xB6108;
+/// NVM general status: NVM present (bit 0), Shadow RAM size (bits 7:5) [HWA `GLNVM_GENS`].
+pub const GLNVM_GENS: u64 = 0xB6100;
 pub const GL_MNG_FWSM: u64 = 0xB6134;
 pub const PFLAN_RX_QALLOC: u64 = 0x1D2500;
 pub const PFLAN_TX_QALLOC: u64 = 0x1D2580;

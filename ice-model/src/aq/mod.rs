@@ -5,13 +5,14 @@
 //!
 //! The commands live by area: [`generic`] (version, capabilities, MAC address, shutdown),
 //! [`switch`] (switch configuration, VSIs, resources), [`sched`] (scheduler tree, LAN TX
-//! queues), [`link`] (MAC/PHY configuration, link status and events), [`ddp`] (package
-//! download, locks and Flow Director profile updates). [`opcode`] maps opcode values to
+//! queues), [`link`] (MAC/PHY configuration, link status and events), [`nvm`] (resource locks
+//! and NVM reads), [`ddp`] (package download and Flow Director profile updates). [`opcode`] maps opcode values to
 //! handlers; a command the table lacks answers ENOSYS, as firmware does.
 
 mod ddp;
 mod generic;
 mod link;
+mod nvm;
 mod opcode;
 mod sched;
 mod switch;
@@ -34,8 +35,9 @@ const RC_ENOMEM: u16 = 9;
 const RC_ENOSYS: u16 = 17;
 const RC_ENOENT: u16 = 2;
 const RC_EIO: u16 = 5;
-const RC_EBUSY: u16 = 12;
 const RC_ENOSPC: u16 = 16;
+/// EACCES (`ice_aq_err` 3): e.g. an NVM read without owning the NVM resource.
+const RC_EACCES: u16 = 3;
 
 /// One admin command as its handler sees it.
 struct Cmd<'a> {
@@ -211,9 +213,20 @@ impl E810Model {
             has_buf,
             buf_len,
         };
-        match Opcode::from(opcode).handler() {
+        let op = Opcode::from(opcode);
+        let reply = match op.handler() {
             Some(handler) => handler(self, &cmd),
             None => Reply::err(RC_ENOSYS),
-        }
+        };
+        // One line per command at debug level: what a driver asked and what it got, the trace
+        // to read when a driver stops (RUST_LOG=ice_model=debug).
+        log::debug!(
+            "aq {opcode:#06x} {op:?} params {:02x?} buf {}{} -> retval {}",
+            p,
+            buf_len,
+            if input.is_empty() { "" } else { " (input)" },
+            reply.retval
+        );
+        reply
     }
 }

@@ -2,7 +2,7 @@
 //! and name from DPDK `base/ice_adminq_cmd.h` `enum ice_adminq_opc` (\[AQC\]). To answer a new
 //! command, add its line here and its handler in the file of its area.
 
-use super::{ddp, generic, link, sched, switch, Handler};
+use super::{ddp, generic, link, nvm, sched, switch, Handler};
 
 macro_rules! opcodes {
     ($($(#[doc = $doc:literal])* $name:ident = $value:literal => $handler:path;)*) => {
@@ -48,11 +48,11 @@ opcodes! {
     GetVer = 0x0001 => generic::get_ver;
     /// q_shutdown: the driver is unloading (`ice_aqc_opc_q_shutdown`).
     QShutdown = 0x0003 => generic::accept;
-    /// req_res: take a resource lock, e.g. global config (4) or change lock (3)
+    /// req_res: take a resource lock: NVM (1), SDP (2), change lock (3), global config (4)
     /// (`ice_aqc_opc_req_res`).
-    ReqRes = 0x0008 => ddp::req_res;
+    ReqRes = 0x0008 => nvm::req_res;
     /// release_res: give a resource lock back (`ice_aqc_opc_release_res`).
-    ReleaseRes = 0x0009 => ddp::release_res;
+    ReleaseRes = 0x0009 => nvm::release_res;
     /// list_func_caps: the function's capabilities (`ice_aqc_opc_list_func_caps`).
     ListFuncCaps = 0x000A => generic::list_caps;
     /// list_dev_caps: the device's capabilities (`ice_aqc_opc_list_dev_caps`).
@@ -89,6 +89,8 @@ opcodes! {
     GetLinkStatus = 0x0607 => link::get_link_status;
     /// set_event_mask: which link events are reported (`ice_aqc_opc_set_event_mask`).
     SetEventMask = 0x0613 => generic::accept;
+    /// nvm_read: Shadow RAM or flash contents (`ice_aqc_opc_nvm_read`).
+    NvmRead = 0x0701 => nvm::nvm_read;
     /// add_txqs: create LAN TX queues under a queue group (`ice_aqc_opc_add_txqs`).
     AddTxqs = 0x0C30 => sched::add_txqs;
     /// dis_txqs: disable LAN TX queues (`ice_aqc_opc_dis_txqs`).
@@ -118,8 +120,9 @@ mod tests {
                 }
             }
         }
-        assert_eq!(known, 25, "the table lists each opcode once");
+        assert_eq!(known, 26, "the table lists each opcode once");
         assert_eq!(Opcode::from(0x0607), Opcode::GetLinkStatus);
-        assert_eq!(Opcode::from(0x0701), Opcode::Unknown(0x0701));
+        assert_eq!(Opcode::from(0x0701), Opcode::NvmRead);
+        assert_eq!(Opcode::from(0x0702), Opcode::Unknown(0x0702));
     }
 }
