@@ -30,9 +30,11 @@ mod mmio;
 mod nvm;
 mod offload;
 pub mod pci;
+mod pools;
 mod regs;
 mod resources;
 mod rx;
+mod sched;
 mod tx;
 
 use std::collections::HashMap;
@@ -112,6 +114,16 @@ impl Default for ModelConfig {
     }
 }
 
+/// What set_port_params (0x0203) configured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortParams {
+    /// Double VLAN mode (cmd_flags bit 2).
+    pub double_vlan: bool,
+    /// VSI-to-VSI forwarding: 0 enabled, 1 disabled, 2 prioritized (local_fwd_mode, set when
+    /// its VALID bit 2 is).
+    pub local_fwd_mode: u8,
+}
+
 /// The model's state; drive it with `mmio_read` / `mmio_write`.
 pub struct E810Model {
     /// What the NVM says; a power-on keeps it.
@@ -126,6 +138,13 @@ pub struct E810Model {
     plain: HashMap<u64, u32>,
     link_up: bool,
     lse_enabled: bool,
+    /// The PHY configuration's caps byte (set_phy_cfg; get_phy_caps in active mode).
+    phy_caps: u8,
+    /// Port parameters (set_port_params): double VLAN, and the VSI-to-VSI forwarding mode.
+    port_params: PortParams,
+    /// The driver's version as it announced it (driver_ver): major, minor, build, subbuild
+    /// and its version string.
+    pub driver_version: Option<([u8; 4], String)>,
     /// Admin commands seen, by opcode (for tests and debugging).
     pub commands: HashMap<u16, u32>,
     /// Events that could not be posted because the ARQ had no free buffer.
@@ -136,8 +155,8 @@ pub struct E810Model {
     pub stats: ModelStats,
     /// Frames transmitted and not yet taken by the wire.
     outbox: Vec<Vec<u8>>,
-    /// Scheduler nodes: TEID -> (parent TEID, layer).
-    sched: HashMap<u32, (u32, u32)>,
+    /// Scheduler nodes by TEID.
+    sched: HashMap<u32, sched::SchedNode>,
     next_teid: u32,
     next_vsi: u16,
     /// The last VSI added: the one the LAN queues (and VSI counters) belong to.
@@ -180,6 +199,8 @@ pub struct E810Model {
     resources: resources::Resources,
     /// The NVM that NVM read serves.
     nvm: nvm::Nvm,
+    /// Shared switch resources (VSI lists, FD counters and entries, RSS profiles).
+    pools: pools::Pools,
 }
 
 impl E810Model {
@@ -194,13 +215,16 @@ impl E810Model {
             plain: HashMap::new(),
             link_up: false,
             lse_enabled: false,
+            phy_caps: 0x2B, // pause, link enabled, automatic link update: the NVM default
+            port_params: PortParams::default(),
+            driver_version: None,
             commands: HashMap::new(),
             events_dropped: 0,
             rxq: Vec::new(),
             txq: Vec::new(),
             stats: ModelStats::default(),
             outbox: Vec::new(),
-            sched: Self::default_topology(),
+            sched: sched::default_topology(),
             next_teid: 0x200,
             next_vsi: 5,
             lan_vsi: None,
@@ -223,6 +247,7 @@ impl E810Model {
             pkg_bufs: 0,
             resources: Default::default(),
             nvm: nvm::Nvm::new(),
+            pools: Default::default(),
         }
     }
 
@@ -279,11 +304,6 @@ impl E810Model {
         Self::new(cfg).into_shared()
     }
 
-    /// Root port (layer 0), TC0 (layer 1) and the software entry point (layer 2).
-    fn default_topology() -> HashMap<u32, (u32, u32)> {
-        HashMap::from([(0x100, (0, 0)), (0x101, (0x100, 1)), (0x102, (0x101, 2))])
-    }
-
     /// Frames transmitted since the last call (what left the port).
     pub fn take_outbox(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.outbox)
@@ -320,7 +340,7 @@ impl E810Model {
             q.enabled = false;
         }
         self.pf_reset();
-        self.sched = Self::default_topology();
+        self.sched = sched::default_topology();
         // Filters and programmed profiles are gone; the package's XLT1 stays loaded.
         self.fdir.clear();
         self.fd.clear_programming();

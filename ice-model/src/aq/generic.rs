@@ -23,6 +23,15 @@ pub(super) fn get_ver(m: &mut E810Model, _: &Cmd) -> Reply {
     }
 }
 
+/// driver_ver: major, minor, build, subbuild @0..4 and the version string in the buffer (RD);
+/// the firmware keeps them (they show in its logs and management views).
+pub(super) fn driver_ver(m: &mut E810Model, c: &Cmd) -> Reply {
+    let p = c.p;
+    let text = String::from_utf8_lossy(c.input.split(|&b| b == 0).next().unwrap_or(&[]));
+    m.driver_version = Some(([p[0], p[1], p[2], p[3]], text.into_owned()));
+    Reply::ok()
+}
+
 /// clear_pxe_mode: rx_cnt @0 must be 2 (`ICE_AQC_CLEAR_PXE_RX_READY`).
 pub(super) fn clear_pxe_mode(_: &mut E810Model, c: &Cmd) -> Reply {
     let p = c.p;

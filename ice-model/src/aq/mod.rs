@@ -36,6 +36,7 @@ const RC_ENOSYS: u16 = 17;
 const RC_ENOENT: u16 = 2;
 const RC_EIO: u16 = 5;
 const RC_ENOSPC: u16 = 16;
+const RC_EBUSY: u16 = 12;
 /// EACCES (`ice_aq_err` 3): e.g. an NVM read without owning the NVM resource.
 const RC_EACCES: u16 = 3;
 

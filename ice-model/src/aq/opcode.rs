@@ -46,6 +46,8 @@ macro_rules! opcodes {
 opcodes! {
     /// get_ver: firmware and API versions (`ice_aqc_opc_get_ver`).
     GetVer = 0x0001 => generic::get_ver;
+    /// driver_ver: the driver announces its version (`ice_aqc_opc_driver_ver`).
+    DriverVer = 0x0002 => generic::driver_ver;
     /// q_shutdown: the driver is unloading (`ice_aqc_opc_q_shutdown`).
     QShutdown = 0x0003 => generic::accept;
     /// req_res: take a resource lock: NVM (1), SDP (2), change lock (3), global config (4)
@@ -63,6 +65,9 @@ opcodes! {
     ClearPxeMode = 0x0110 => generic::clear_pxe_mode;
     /// get_sw_cfg: the switch's elements (`ice_aqc_opc_get_sw_cfg`).
     GetSwCfg = 0x0200 => switch::get_sw_cfg;
+    /// set_port_params: double VLAN mode and VSI-to-VSI forwarding
+    /// (`ice_aqc_opc_set_port_params`).
+    SetPortParams = 0x0203 => switch::set_port_params;
     /// alloc_res: allocate shared resources, e.g. FD profile ids and TCAM entries
     /// (`ice_aqc_opc_alloc_res`).
     AllocRes = 0x0208 => switch::alloc_res;
@@ -76,10 +81,21 @@ opcodes! {
     GetDfltTopo = 0x0400 => sched::get_dflt_topo;
     /// add_sched_elems: add scheduler nodes (`ice_aqc_opc_add_sched_elems`).
     AddSchedElems = 0x0401 => sched::add_sched_elems;
+    /// get_sched_elems: scheduler nodes as the firmware keeps them
+    /// (`ice_aqc_opc_get_sched_elems`).
+    GetSchedElems = 0x0404 => sched::get_sched_elems;
+    /// move_sched_elems: hang scheduler nodes under another parent
+    /// (`ice_aqc_opc_move_sched_elems`).
+    MoveSchedElems = 0x0408 => sched::move_sched_elems;
     /// delete_sched_elems: remove scheduler nodes (`ice_aqc_opc_delete_sched_elems`).
     DeleteSchedElems = 0x040F => sched::delete_sched_elems;
     /// query_sched_res: scheduler layers and their limits (`ice_aqc_opc_query_sched_res`).
     QuerySchedRes = 0x0412 => sched::query_sched_res;
+    /// get_phy_caps: what the PHY can do, or its configuration (`ice_aqc_opc_get_phy_caps`).
+    GetPhyCaps = 0x0600 => link::get_phy_caps;
+    /// set_phy_cfg: PHY types and link enable, how Linux raises the link
+    /// (`ice_aqc_opc_set_phy_cfg`).
+    SetPhyCfg = 0x0601 => link::set_phy_cfg;
     /// set_mac_cfg: max frame size and pause timers (`ice_aqc_opc_set_mac_cfg`).
     SetMacCfg = 0x0603 => link::set_mac_cfg;
     /// restart_an: restart autonegotiation, link up or down (`ice_aqc_opc_restart_an`).
@@ -91,6 +107,8 @@ opcodes! {
     SetEventMask = 0x0613 => generic::accept;
     /// nvm_read: Shadow RAM or flash contents (`ice_aqc_opc_nvm_read`).
     NvmRead = 0x0701 => nvm::nvm_read;
+    /// get_link_topo: a netlist node (PHY, cage, clock, GNSS) (`ice_aqc_opc_get_link_topo`).
+    GetLinkTopo = 0x06E0 => link::get_link_topo;
     /// add_txqs: create LAN TX queues under a queue group (`ice_aqc_opc_add_txqs`).
     AddTxqs = 0x0C30 => sched::add_txqs;
     /// dis_txqs: disable LAN TX queues (`ice_aqc_opc_dis_txqs`).
@@ -120,7 +138,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(known, 26, "the table lists each opcode once");
+        assert_eq!(known, 33, "the table lists each opcode once");
         assert_eq!(Opcode::from(0x0607), Opcode::GetLinkStatus);
         assert_eq!(Opcode::from(0x0701), Opcode::NvmRead);
         assert_eq!(Opcode::from(0x0702), Opcode::Unknown(0x0702));

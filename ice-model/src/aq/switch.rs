@@ -18,6 +18,20 @@ pub(super) fn get_sw_cfg(m: &mut E810Model, c: &Cmd) -> Reply {
     })
 }
 
+/// set_port_params: cmd_flags @0 (bit 2 double VLAN), bad_frame_vsi @2, swid @4,
+/// local_fwd_mode @6 (mode bits 1:0, VALID bit 2) (`struct ice_aqc_set_port_params`).
+pub(super) fn set_port_params(m: &mut E810Model, c: &Cmd) -> Reply {
+    let p = c.p;
+    m.port_params.double_vlan = u16::from_le_bytes([p[0], p[1]]) & 0x4 != 0;
+    if p[6] & 0x4 != 0 {
+        if p[6] & 0x3 == 3 {
+            return Reply::err(RC_EINVAL);
+        }
+        m.port_params.local_fwd_mode = p[6] & 0x3;
+    }
+    Reply::ok()
+}
+
 /// add_vsi: returns the HW VSI number @0, used @4, free @6.
 pub(super) fn add_vsi(m: &mut E810Model, c: &Cmd) -> Reply {
     let (p, input) = (c.p, c.input);
@@ -54,41 +68,52 @@ fn res_group(c: &Cmd) -> Result<(u16, usize), Reply> {
     ) else {
         return Err(Reply::err(RC_EINVAL));
     };
-    if u16::from_le_bytes([p[0], p[1]]) != 1 || input.len() < 4 + 2 * n {
+    // At least one element: a pool request carries one whatever its count (the first index).
+    if u16::from_le_bytes([p[0], p[1]]) != 1 || input.len() < 6 {
         return Err(Reply::err(RC_EINVAL));
     }
     Ok((ty, n))
 }
 
-/// free_res: frees every listed index of the group's type (ENOENT if one was not allocated).
+/// free_res: a pool type frees `num_elems` entries from elems[0]; FD profile/TCAM types free
+/// every listed index. ENOENT (nothing changes) if one was not allocated.
 pub(super) fn free_res(m: &mut E810Model, c: &Cmd) -> Reply {
     let input = c.input;
     let (ty, n) = match res_group(c) {
         Ok(g) => g,
         Err(r) => return r,
     };
-    let all = (0..n).all(|k| {
-        let i = u16::from_le_bytes([input[4 + 2 * k], input[5 + 2 * k]]);
-        m.fd.free(ty, i)
-    });
-    if all {
+    let elem = |k: usize| u16::from_le_bytes([input[4 + 2 * k], input[5 + 2 * k]]);
+    let freed = if m.pools.knows(ty) {
+        m.pools.free(ty, elem(0), n)
+    } else if input.len() < 4 + 2 * n {
+        return Reply::err(RC_EINVAL);
+    } else {
+        (0..n).all(|k| m.fd.free(ty, elem(k)))
+    };
+    if freed {
         Reply::ok()
     } else {
         Reply::err(RC_ENOENT)
     }
 }
 
-/// alloc_res: one element; writes the index it handed out into elems[0].
+/// alloc_res: a pool type takes `num_elems` contiguous entries, an FD profile/TCAM type one;
+/// the (first) index goes into elems[0]. ENOSPC when none is free.
 pub(super) fn alloc_res(m: &mut E810Model, c: &Cmd) -> Reply {
     let input = c.input;
     let (ty, n) = match res_group(c) {
         Ok(g) => g,
         Err(r) => return r,
     };
-    if n != 1 {
+    let idx = if m.pools.knows(ty) {
+        m.pools.alloc(ty, n)
+    } else if n == 1 {
+        m.fd.alloc(ty)
+    } else {
         return Reply::err(RC_EINVAL);
-    }
-    let Some(idx) = m.fd.alloc(ty) else {
+    };
+    let Some(idx) = idx else {
         return Reply::err(RC_ENOSPC);
     };
     let mut data = input.to_vec();
