@@ -35,6 +35,7 @@ mod regs;
 mod resources;
 mod rx;
 mod sched;
+mod swrules;
 mod tx;
 
 use std::collections::HashMap;
@@ -201,6 +202,12 @@ pub struct E810Model {
     nvm: nvm::Nvm,
     /// Shared switch resources (VSI lists, FD counters and entries, RSS profiles).
     pools: pools::Pools,
+    /// VSIs by HW number, with the context the driver gave (add/update VSI).
+    vsis: std::collections::BTreeMap<u16, Vec<u8>>,
+    /// Switch lookup rules (add/update/remove switch rules).
+    sw_rules: swrules::SwRules,
+    /// Received frames the switch dropped (a drop rule, or no rule claimed them).
+    pub switch_drops: u64,
 }
 
 impl E810Model {
@@ -248,6 +255,9 @@ impl E810Model {
             resources: Default::default(),
             nvm: nvm::Nvm::new(),
             pools: Default::default(),
+            vsis: Default::default(),
+            sw_rules: Default::default(),
+            switch_drops: 0,
         }
     }
 
@@ -358,6 +368,8 @@ impl E810Model {
         self.lan_vsi = None;
         self.ctrl_vsi = None;
         self.resources.reset();
+        self.sw_rules.clear();
+        self.vsis.clear();
         self.link_up = false;
         self.lse_enabled = false;
     }

@@ -98,8 +98,8 @@ pub(crate) struct RxQueueState {
 }
 
 impl E810Model {
-    /// A frame from the wire: Flow Director filters first, then destination MAC (switch
-    /// rules), else queue 0.
+    /// A frame from the wire: Flow Director filters first, then the switch's MAC lookup rules
+    /// (a frame they drop or do not claim goes no further), then `mac_to_queue`, else queue 0.
     pub fn receive(&mut self, frame: &[u8]) -> bool {
         let prof = self
             .lan_vsi
@@ -115,6 +115,10 @@ impl E810Model {
             }
         }
         let dst = MacAddr::dst_of(frame);
+        if self.sw_rules.lookup_rx(dst) == crate::swrules::Verdict::Drop {
+            self.switch_drops += 1;
+            return false;
+        }
         let q = self
             .mac_to_queue
             .iter()

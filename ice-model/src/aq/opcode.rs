@@ -75,6 +75,16 @@ opcodes! {
     FreeRes = 0x0209 => switch::free_res;
     /// add_vsi: create a VSI (`ice_aqc_opc_add_vsi`).
     AddVsi = 0x0210 => switch::add_vsi;
+    /// update_vsi: change a VSI's context (`ice_aqc_opc_update_vsi`).
+    UpdateVsi = 0x0211 => switch::update_vsi;
+    /// free_vsi: delete a VSI (`ice_aqc_opc_free_vsi`).
+    FreeVsi = 0x0213 => switch::free_vsi;
+    /// add_sw_rules: switch lookup rules (`ice_aqc_opc_add_sw_rules`).
+    AddSwRules = 0x02A0 => switch::add_sw_rules;
+    /// update_sw_rules: change a rule's action (`ice_aqc_opc_update_sw_rules`).
+    UpdateSwRules = 0x02A1 => switch::update_sw_rules;
+    /// remove_sw_rules: delete rules by index (`ice_aqc_opc_remove_sw_rules`).
+    RemoveSwRules = 0x02A2 => switch::remove_sw_rules;
     /// clear_pf_cfg: drop the PF's switch configuration (`ice_aqc_opc_clear_pf_cfg`).
     ClearPfCfg = 0x02A4 => generic::accept;
     /// get_dflt_topo: the default scheduler topology (`ice_aqc_opc_get_dflt_topo`).
@@ -138,7 +148,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(known, 33, "the table lists each opcode once");
+        assert_eq!(known, 38, "the table lists each opcode once");
         assert_eq!(Opcode::from(0x0607), Opcode::GetLinkStatus);
         assert_eq!(Opcode::from(0x0701), Opcode::NvmRead);
         assert_eq!(Opcode::from(0x0702), Opcode::Unknown(0x0702));

@@ -2,6 +2,7 @@
 //! `ice_aqc_get_sw_cfg`, `ice_aqc_add_get_update_free_vsi`, `ice_aqc_alloc_free_res_cmd`).
 
 use super::{Cmd, Reply, RC_EINVAL, RC_ENOENT, RC_ENOSPC};
+use crate::swrules::{SwRule, RULE_HDR, T_LKUP_RX, T_LKUP_TX};
 use crate::E810Model;
 
 /// get_sw_cfg: one physical port element (type 0, number 0) on switch 0x1.
@@ -18,6 +19,62 @@ pub(super) fn get_sw_cfg(m: &mut E810Model, c: &Cmd) -> Reply {
     })
 }
 
+/// add_sw_rules: num_rules @0; each rule element {type, status, recipe, src, act, index
+/// (written back), hdr_len, header}. ENOSPC when the table is full.
+pub(super) fn add_sw_rules(m: &mut E810Model, c: &Cmd) -> Reply {
+    let n = u16::from_le_bytes([c.p[0], c.p[1]]) as usize;
+    let mut out = c.input.to_vec();
+    let mut o = 0;
+    for _ in 0..n {
+        let Some((rule, len)) = c.input.get(o..).and_then(SwRule::parse) else {
+            return Reply::err(RC_EINVAL);
+        };
+        if rule.kind != T_LKUP_RX && rule.kind != T_LKUP_TX {
+            return Reply::err(RC_EINVAL);
+        }
+        let Some(idx) = m.sw_rules.add(rule) else {
+            return Reply::err(RC_ENOSPC);
+        };
+        out[o + 12..o + 14].copy_from_slice(&idx.to_le_bytes());
+        o += len;
+    }
+    Reply {
+        write_back: true,
+        data: out,
+        ..Reply::ok()
+    }
+}
+
+/// update_sw_rules: rules naming their index @12 get the new action @8; ENOENT for an index
+/// that holds no rule.
+pub(super) fn update_sw_rules(m: &mut E810Model, c: &Cmd) -> Reply {
+    each_rule(c, |idx, act| m.sw_rules.update(idx, act))
+}
+
+/// remove_sw_rules: the rules at the listed indices @12 go; ENOENT for one that holds none.
+pub(super) fn remove_sw_rules(m: &mut E810Model, c: &Cmd) -> Reply {
+    each_rule(c, |idx, _| m.sw_rules.remove(idx))
+}
+
+/// Applies `f(index, act)` to every rule element of an update/remove; EINVAL for a cut-short
+/// buffer, ENOENT as soon as `f` finds no rule.
+fn each_rule(c: &Cmd, mut f: impl FnMut(u16, u32) -> bool) -> Reply {
+    let n = u16::from_le_bytes([c.p[0], c.p[1]]) as usize;
+    let mut o = 0;
+    for _ in 0..n {
+        let Some(e) = c.input.get(o..o + RULE_HDR) else {
+            return Reply::err(RC_EINVAL);
+        };
+        let idx = u16::from_le_bytes([e[12], e[13]]);
+        let act = u32::from_le_bytes(e[8..12].try_into().unwrap());
+        if !f(idx, act) {
+            return Reply::err(RC_ENOENT);
+        }
+        o += RULE_HDR + u16::from_le_bytes([e[14], e[15]]) as usize;
+    }
+    Reply::ok()
+}
+
 /// set_port_params: cmd_flags @0 (bit 2 double VLAN), bad_frame_vsi @2, swid @4,
 /// local_fwd_mode @6 (mode bits 1:0, VALID bit 2) (`struct ice_aqc_set_port_params`).
 pub(super) fn set_port_params(m: &mut E810Model, c: &Cmd) -> Reply {
@@ -32,28 +89,77 @@ pub(super) fn set_port_params(m: &mut E810Model, c: &Cmd) -> Reply {
     Reply::ok()
 }
 
-/// add_vsi: returns the HW VSI number @0, used @4, free @6.
+/// The answer of add/update/free VSI: vsi_num @0, vsi_used @4, vsi_free @6
+/// (`struct ice_aqc_add_update_free_vsi_resp`).
+fn vsi_answer(m: &E810Model, p: &[u8; 16], v: u16) -> Reply {
+    let mut q = *p;
+    q[0..2].copy_from_slice(&v.to_le_bytes());
+    q[2..4].fill(0);
+    let used = m.vsis.len() as u16;
+    q[4..6].copy_from_slice(&used.to_le_bytes());
+    q[6..8].copy_from_slice(&(MAX_VSI - used).to_le_bytes());
+    Reply {
+        params: Some(q),
+        ..Reply::ok()
+    }
+}
+
+/// VSIs the switch holds (`ICE_MAX_VSI`).
+const MAX_VSI: u16 = 768;
+/// VSI context size (`struct ice_aqc_vsi_props`).
+const VSI_CTX: usize = 128;
+
+/// add_vsi: vsi_flags @6 (type bits 1:0: 2 PF [AQC ICE_AQ_VSI_TYPE_PF], 3 EMP); the context
+/// (RD) is kept; answers the new HW VSI number.
 pub(super) fn add_vsi(m: &mut E810Model, c: &Cmd) -> Reply {
     let (p, input) = (c.p, c.input);
-    if input.len() < 128 {
+    if input.len() < VSI_CTX {
         return Reply::err(RC_EINVAL);
+    }
+    if m.vsis.len() >= MAX_VSI as usize {
+        return Reply::err(RC_ENOSPC);
     }
     let v = m.next_vsi;
     m.next_vsi += 1;
-    // vsi_flags @6, type in bits 1:0: 2 = PF [AQC ICE_AQ_VSI_TYPE_PF].
     match u16::from_le_bytes([p[6], p[7]]) & 3 {
         2 => m.lan_vsi = Some(v),
         3 => m.ctrl_vsi = Some(v),
         _ => {}
     }
-    let mut q = *p;
-    q[0..2].copy_from_slice(&v.to_le_bytes());
-    q[4..6].copy_from_slice(&1u16.to_le_bytes());
-    q[6..8].copy_from_slice(&767u16.to_le_bytes());
-    Reply {
-        params: Some(q),
-        ..Reply::ok()
+    m.vsis.insert(v, input[..VSI_CTX].to_vec());
+    vsi_answer(m, p, v)
+}
+
+/// update_vsi: vsi_num @0 (bits 9:0); the context (RD) replaces the kept one. ENOENT for a
+/// VSI that does not exist.
+pub(super) fn update_vsi(m: &mut E810Model, c: &Cmd) -> Reply {
+    let (p, input) = (c.p, c.input);
+    let v = u16::from_le_bytes([p[0], p[1]]) & 0x3FF;
+    if input.len() < VSI_CTX {
+        return Reply::err(RC_EINVAL);
     }
+    match m.vsis.get_mut(&v) {
+        Some(ctx) => ctx.copy_from_slice(&input[..VSI_CTX]),
+        None => return Reply::err(RC_ENOENT),
+    }
+    vsi_answer(m, p, v)
+}
+
+/// free_vsi: vsi_num @0 (bits 9:0); the VSI and its role (LAN, control) go. ENOENT for a VSI
+/// that does not exist.
+pub(super) fn free_vsi(m: &mut E810Model, c: &Cmd) -> Reply {
+    let p = c.p;
+    let v = u16::from_le_bytes([p[0], p[1]]) & 0x3FF;
+    if m.vsis.remove(&v).is_none() {
+        return Reply::err(RC_ENOENT);
+    }
+    if m.lan_vsi == Some(v) {
+        m.lan_vsi = None;
+    }
+    if m.ctrl_vsi == Some(v) {
+        m.ctrl_vsi = None;
+    }
+    vsi_answer(m, p, v)
 }
 
 /// alloc_res / free_res: num_entries @0 (one group); buffer {res_type, num_elems, elems[]}.

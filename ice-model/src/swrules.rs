@@ -1,0 +1,112 @@
+//! The switch's lookup rules as add/update/remove switch rules (0x02A0-0x02A2) program them,
+//! and the RX lookup that honours them. Layout from Linux 6.12 `ice_adminq_cmd.h`
+//! (`struct ice_aqc_sw_rules_elem_hdr`: type @0, status @2; `struct ice_sw_rule_lkup_rx_tx`:
+//! recipe_id @4, src @6 (not used here), act @8, index @12, hdr_len @14, the dummy header from @16; the
+//! `ICE_SINGLE_ACT_*` bits of `act`).
+//!
+//! Modelled: destination-MAC lookups (recipe 1, `ICE_SW_LKUP_MAC`) on received frames,
+//! forwarding to a VSI or VSI list, or dropping. Once any such rule exists, a received frame
+//! no rule matches is dropped, as the switch drops what nothing claims. Other recipes and TX
+//! lookups are kept (so they can be updated and removed) but match nothing here.
+
+use std::collections::BTreeMap;
+
+use vdpdk_core::MacAddr;
+
+/// Rule types of the element header.
+pub(crate) const T_LKUP_RX: u16 = 0x0;
+pub(crate) const T_LKUP_TX: u16 = 0x1;
+/// The destination-MAC recipe.
+pub(crate) const RECIPE_MAC: u16 = 1;
+/// Bytes before the dummy header.
+pub(crate) const RULE_HDR: usize = 16;
+
+/// One lookup rule.
+#[derive(Clone, Debug)]
+pub(crate) struct SwRule {
+    pub(crate) kind: u16,
+    pub(crate) recipe: u16,
+    pub(crate) act: u32,
+    /// The dummy header's destination MAC (bytes 0..6 of the header).
+    pub(crate) dst: Option<MacAddr>,
+}
+
+/// What a matching rule does with a received frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Deliver to the VSI's (or VSI list's) queues.
+    Forward,
+    /// Drop (a drop rule, or no rule claims the frame).
+    Drop,
+    /// No MAC rule is programmed: the model's default steering applies.
+    NoRules,
+}
+
+impl SwRule {
+    /// Parses one rule element; `None` if it is cut short.
+    pub(crate) fn parse(e: &[u8]) -> Option<(SwRule, usize)> {
+        let le16 = |o: usize| e.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let hdr_len = le16(14)? as usize;
+        let hdr = e.get(RULE_HDR..RULE_HDR + hdr_len)?;
+        let rule = SwRule {
+            kind: le16(0)?,
+            recipe: le16(4)?,
+            act: u32::from_le_bytes(e.get(8..12)?.try_into().ok()?),
+            dst: hdr.get(0..6).map(|b| MacAddr(b.try_into().unwrap())),
+        };
+        Some((rule, RULE_HDR + hdr_len))
+    }
+
+    fn valid(&self) -> bool {
+        self.act & (1 << 17) != 0
+    }
+}
+
+/// The rules by index.
+#[derive(Default)]
+pub(crate) struct SwRules {
+    rules: BTreeMap<u16, SwRule>,
+}
+
+impl SwRules {
+    /// Stores a rule; its index, or `None` when the table is full.
+    pub(crate) fn add(&mut self, rule: SwRule) -> Option<u16> {
+        let idx = (0..=u16::MAX).find(|i| !self.rules.contains_key(i))?;
+        self.rules.insert(idx, rule);
+        Some(idx)
+    }
+
+    /// Replaces rule `idx`'s action; false if there is no such rule.
+    pub(crate) fn update(&mut self, idx: u16, act: u32) -> bool {
+        self.rules.get_mut(&idx).map(|r| r.act = act).is_some()
+    }
+
+    /// Removes rule `idx`; false if there is no such rule.
+    pub(crate) fn remove(&mut self, idx: u16) -> bool {
+        self.rules.remove(&idx).is_some()
+    }
+
+    /// Forgets every rule (a PF reset).
+    pub(crate) fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    /// The RX lookup of a frame with destination `dst`.
+    pub(crate) fn lookup_rx(&self, dst: Option<MacAddr>) -> Verdict {
+        let mut mac_rules = self
+            .rules
+            .values()
+            .filter(|r| r.kind == T_LKUP_RX && r.recipe == RECIPE_MAC && r.valid())
+            .peekable();
+        if mac_rules.peek().is_none() {
+            return Verdict::NoRules;
+        }
+        match mac_rules.find(|r| r.dst.is_some() && r.dst == dst) {
+            Some(r) if r.act & (1 << 18) != 0 => Verdict::Drop,
+            // Action type 0: forward to a VSI or VSI list (the model's PF VSIs share the
+            // LAN queues).
+            Some(r) if r.act & 0x3 == 0 => Verdict::Forward,
+            _ => Verdict::Drop,
+        }
+    }
+}
