@@ -1,6 +1,8 @@
-//! MSI-X interrupts of the RX queues: cause enable (QINT_RQCTL), arming (GLINT_DYN_CTL.INTENA,
-//! auto-masked when it fires) and ITR moderation (GLINT_ITR), as DPDK `base/ice_hw_autogen.h`
-//! lays the registers out.
+//! MSI-X interrupts: the queue causes (QINT_RQCTL, QINT_TQCTL), the admin queue cause
+//! (PFINT_FW_CTL), software-triggered interrupts (GLINT_DYN_CTL.SWINT_TRIG), arming
+//! (GLINT_DYN_CTL.INTENA, auto-masked when it fires) and ITR moderation (GLINT_ITR), as DPDK
+//! `base/ice_hw_autogen.h` lays the registers out. Every cause register is MSIX_INDX (bits
+//! 10:0), ITR_INDX (12:11) and CAUSE_ENA (bit 30).
 
 use crate::E810Model;
 
@@ -10,9 +12,31 @@ impl E810Model {
     /// ITR interval on the queue's ITR index, an interrupt due sooner than that after the
     /// vector's last one is held and fires when the interval ends (interrupt moderation).
     pub(crate) fn rx_interrupt(&mut self, q: usize) {
-        let Some(&ctl) = self.rq_ctl.get(&q) else {
-            return;
-        };
+        if let Some(&ctl) = self.rq_ctl.get(&q) {
+            self.cause_interrupt(ctl);
+        }
+    }
+
+    /// Fires TX queue `q`'s vector (a descriptor was written back), as `rx_interrupt`.
+    pub(crate) fn tx_interrupt(&mut self, q: usize) {
+        if let Some(&ctl) = self.tq_ctl.get(&q) {
+            self.cause_interrupt(ctl);
+        }
+    }
+
+    /// Fires the admin queue's vector (an event was posted on the ARQ) if PFINT_FW_CTL
+    /// enables the cause.
+    pub(crate) fn admin_interrupt(&mut self) {
+        let ctl = self
+            .plain
+            .get(&crate::regs::PFINT_FW_CTL)
+            .copied()
+            .unwrap_or(0);
+        self.cause_interrupt(ctl);
+    }
+
+    /// Fires the vector a cause register names, if the cause is enabled, with moderation.
+    fn cause_interrupt(&mut self, ctl: u32) {
         if ctl & (1 << 30) == 0 {
             return;
         }

@@ -166,6 +166,8 @@ pub struct E810Model {
     pub mac_to_queue: Vec<(MacAddr, u16)>,
     /// QINT_RQCTL per RX queue.
     rq_ctl: HashMap<usize, u32>,
+    /// QINT_TQCTL per TX queue.
+    tq_ctl: HashMap<usize, u32>,
     /// Vectors whose INTENA is set (armed); firing one clears it (auto-mask).
     armed: std::collections::HashSet<usize>,
     /// GLINT_ITR intervals in µs by (ITR index, vector); 0 or absent: no throttling.
@@ -222,7 +224,9 @@ impl E810Model {
             plain: HashMap::new(),
             link_up: false,
             lse_enabled: false,
-            phy_caps: 0x2B, // pause, link enabled, automatic link update: the NVM default
+            // Pause and automatic link update, link not enabled: the driver enables it
+            // (set_phy_cfg, or restart_an).
+            phy_caps: 0x23,
             port_params: PortParams::default(),
             driver_version: None,
             commands: HashMap::new(),
@@ -237,6 +241,7 @@ impl E810Model {
             lan_vsi: None,
             mac_to_queue: Vec::new(),
             rq_ctl: HashMap::new(),
+            tq_ctl: HashMap::new(),
             armed: Default::default(),
             itr_us: HashMap::new(),
             last_fire: HashMap::new(),

@@ -54,6 +54,10 @@ pub const SCHED_LAYERS: u32 = 9;
 
 // Interrupts [HWA].
 pub const QINT_RQCTL_BASE: u64 = 0x150000;
+/// TX queue interrupt cause control, per PF queue [HWA `QINT_TQCTL`].
+pub const QINT_TQCTL_BASE: u64 = 0x140000;
+/// Admin queue interrupt cause control [HWA `PFINT_FW_CTL`].
+pub const PFINT_FW_CTL: u64 = 0x16C800;
 pub const GLINT_DYN_CTL_BASE: u64 = 0x160000;
 
 // Port counters (lport 0), L at the offset and H (bits 39:32) at +4 [HWA].

@@ -16,6 +16,13 @@ use vdpdk_core::MacAddr;
 /// Rule types of the element header.
 pub(crate) const T_LKUP_RX: u16 = 0x0;
 pub(crate) const T_LKUP_TX: u16 = 0x1;
+/// VSI list and VLAN prune list elements: set a list's members, or clear them
+/// (`struct ice_sw_rule_vsi_list`: index @4, number_vsi @6, vsi[] @8). Type 2 is a large
+/// action, not modelled.
+pub(crate) const T_VSI_LIST_SET: u16 = 0x3;
+pub(crate) const T_VSI_LIST_CLEAR: u16 = 0x4;
+pub(crate) const T_PRUNE_LIST_SET: u16 = 0x5;
+pub(crate) const T_PRUNE_LIST_CLEAR: u16 = 0x6;
 /// The destination-MAC recipe.
 pub(crate) const RECIPE_MAC: u16 = 1;
 /// Bytes before the dummy header.
@@ -62,10 +69,25 @@ impl SwRule {
     }
 }
 
-/// The rules by index.
+/// A VSI list element: the list's index and its member VSIs; and the element's length.
+pub(crate) fn parse_vsi_list(e: &[u8]) -> Option<(u16, Vec<u16>, usize)> {
+    let le16 = |o: usize| e.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let (index, n) = (le16(4)?, le16(6)? as usize);
+    let vsis = (0..n)
+        .map(|i| le16(8 + 2 * i))
+        .collect::<Option<Vec<u16>>>()?;
+    Some((index, vsis, 8 + 2 * n))
+}
+
+/// The rules by index, and the VSI lists they may forward to.
 #[derive(Default)]
 pub(crate) struct SwRules {
     rules: BTreeMap<u16, SwRule>,
+    /// VSI lists by index (from alloc_res VSI list types): member VSIs.
+    pub(crate) vsi_lists: BTreeMap<u16, Vec<u16>>,
+    /// VLAN prune lists by index: the VSIs a VLAN is allowed on (kept; the model does not
+    /// filter VLANs on receive).
+    pub(crate) prune_lists: BTreeMap<u16, Vec<u16>>,
 }
 
 impl SwRules {
@@ -86,9 +108,11 @@ impl SwRules {
         self.rules.remove(&idx).is_some()
     }
 
-    /// Forgets every rule (a PF reset).
+    /// Forgets every rule and list (a PF reset).
     pub(crate) fn clear(&mut self) {
         self.rules.clear();
+        self.vsi_lists.clear();
+        self.prune_lists.clear();
     }
 
     /// The RX lookup of a frame with destination `dst`.

@@ -26,6 +26,7 @@ impl E810Model {
         let mut pending_fd: Option<(u64, u64)> = None;
         // MSS from a TSO context descriptor, applied to the next packet.
         let mut tso_mss: Option<usize> = None;
+        let mut written_back = false;
         let mut guard = 0;
         while head != tail && guard < st.len {
             guard += 1;
@@ -84,9 +85,13 @@ impl E810Model {
             }
             if qw1 & 0xF == 0 && cmd & 0x2 != 0 {
                 self.dma.write(at + 8, &0xFu64.to_le_bytes());
+                written_back = true;
             }
             head = (head + 1) % st.len;
         }
         self.txq[q].head = head;
+        if written_back {
+            self.tx_interrupt(q);
+        }
     }
 }

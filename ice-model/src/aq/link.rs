@@ -85,7 +85,13 @@ pub(super) fn restart_an(m: &mut E810Model, c: &Cmd) -> Reply {
     if p[0] != 0 {
         return Reply::err(RC_EINVAL);
     }
-    m.set_link(p[2] & 0x4 != 0);
+    let up = p[2] & 0x4 != 0;
+    if up {
+        m.phy_caps |= CAPS_EN_LINK;
+    } else {
+        m.phy_caps &= !CAPS_EN_LINK;
+    }
+    m.set_link(up);
     Reply::ok()
 }
 
@@ -161,5 +167,6 @@ impl E810Model {
         d[6..8].copy_from_slice(&0u16.to_le_bytes());
         self.dma.write(at, &d);
         self.arq.head = (self.arq.head + 1) % n;
+        self.admin_interrupt();
     }
 }

@@ -2,7 +2,10 @@
 //! `ice_aqc_get_sw_cfg`, `ice_aqc_add_get_update_free_vsi`, `ice_aqc_alloc_free_res_cmd`).
 
 use super::{Cmd, Reply, RC_EINVAL, RC_ENOENT, RC_ENOSPC};
-use crate::swrules::{SwRule, RULE_HDR, T_LKUP_RX, T_LKUP_TX};
+use crate::swrules::{
+    parse_vsi_list, SwRule, RULE_HDR, T_LKUP_RX, T_LKUP_TX, T_PRUNE_LIST_CLEAR, T_PRUNE_LIST_SET,
+    T_VSI_LIST_CLEAR, T_VSI_LIST_SET,
+};
 use crate::E810Model;
 
 /// get_sw_cfg: one physical port element (type 0, number 0) on switch 0x1.
@@ -19,13 +22,23 @@ pub(super) fn get_sw_cfg(m: &mut E810Model, c: &Cmd) -> Reply {
     })
 }
 
-/// add_sw_rules: num_rules @0; each rule element {type, status, recipe, src, act, index
-/// (written back), hdr_len, header}. ENOSPC when the table is full.
+/// add_sw_rules: num_rules @0; each element a lookup rule {type, status, recipe, src, act,
+/// index (written back), hdr_len, header} or a VSI/prune list set/clear {type, status,
+/// index, number_vsi, vsi[]}. ENOSPC when the rule table is full, ENOENT for a VSI that does not
+/// exist.
 pub(super) fn add_sw_rules(m: &mut E810Model, c: &Cmd) -> Reply {
     let n = u16::from_le_bytes([c.p[0], c.p[1]]) as usize;
     let mut out = c.input.to_vec();
     let mut o = 0;
     for _ in 0..n {
+        match list_element(m, &c.input[o.min(c.input.len())..]) {
+            Some(Ok(len)) => {
+                o += len;
+                continue;
+            }
+            Some(Err(r)) => return r,
+            None => {}
+        }
         let Some((rule, len)) = c.input.get(o..).and_then(SwRule::parse) else {
             return Reply::err(RC_EINVAL);
         };
@@ -45,9 +58,47 @@ pub(super) fn add_sw_rules(m: &mut E810Model, c: &Cmd) -> Reply {
     }
 }
 
-/// update_sw_rules: rules naming their index @12 get the new action @8; ENOENT for an index
-/// that holds no rule.
+/// A VSI or prune list set/clear element at the start of `e`: applied, and its length;
+/// `None` if `e` holds another kind of element.
+fn list_element(m: &mut E810Model, e: &[u8]) -> Option<Result<usize, Reply>> {
+    let kind = e.get(0..2).map(|b| u16::from_le_bytes([b[0], b[1]]))?;
+    let set = match kind {
+        T_VSI_LIST_SET | T_PRUNE_LIST_SET => true,
+        T_VSI_LIST_CLEAR | T_PRUNE_LIST_CLEAR => false,
+        _ => return None,
+    };
+    let Some((index, vsis, len)) = parse_vsi_list(e) else {
+        return Some(Err(Reply::err(RC_EINVAL)));
+    };
+    if vsis.iter().any(|v| !m.vsis.contains_key(v)) {
+        return Some(Err(Reply::err(RC_ENOENT)));
+    }
+    let lists = if matches!(kind, T_VSI_LIST_SET | T_VSI_LIST_CLEAR) {
+        &mut m.sw_rules.vsi_lists
+    } else {
+        &mut m.sw_rules.prune_lists
+    };
+    let list = lists.entry(index).or_default();
+    for v in vsis {
+        let member = list.contains(&v);
+        if set && !member {
+            list.push(v);
+        } else if !set && member {
+            list.retain(|&x| x != v);
+        }
+    }
+    Some(Ok(len))
+}
+
+/// update_sw_rules: VSI/prune list elements set or clear members; lookup rules naming their
+/// index @12 get the new action @8 (ENOENT for an index that holds no rule).
 pub(super) fn update_sw_rules(m: &mut E810Model, c: &Cmd) -> Reply {
+    if let Some(r) = list_element(m, c.input) {
+        return match r {
+            Ok(_) => Reply::ok(),
+            Err(r) => r,
+        };
+    }
     each_rule(c, |idx, act| m.sw_rules.update(idx, act))
 }
 
