@@ -212,12 +212,13 @@ fn linux_accepts_offloaded_checksums_through_a_tap() {
         "dev",
         &ifname,
     ]);
-    let listener = Command::new("ip")
+    let mut listener = Command::new("ip")
         .args(["netns", "exec", &ns, "python3", "-c"])
         .arg(
             "import socket,sys\n\
              s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
              s.bind(('10.213.77.1',4789)); s.settimeout(3)\n\
+             print('ready', flush=True)\n\
              n=0\n\
              try:\n  while True: s.recv(4096); n+=1\n\
              except socket.timeout: pass\n\
@@ -226,7 +227,11 @@ fn linux_accepts_offloaded_checksums_through_a_tap() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Send only once the listener is bound (a busy machine can take seconds to start Python).
+    let mut out = std::io::BufReader::new(listener.stdout.take().unwrap());
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut out, &mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready", "the UDP listener did not start");
 
     // The model's port is cabled to the TAP: what it transmits reaches the namespace's stack.
     let m = E810Model::shared(ModelConfig::default());
@@ -256,8 +261,10 @@ fn linux_accepts_offloaded_checksums_through_a_tap() {
         6,
         "all six left the port into the cable"
     );
-    let got = listener.wait_with_output().unwrap();
-    let n: u32 = String::from_utf8_lossy(&got.stdout).trim().parse().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    listener.wait().unwrap();
+    let n: u32 = rest.trim().parse().unwrap();
     assert_eq!(n, 5, "Linux delivered exactly the offloaded frames");
 }
 
