@@ -30,7 +30,7 @@ const MSIX_CAP: usize = 0x70;
 /// A BAR0 access the model serves: 4 or 8 bytes, aligned, inside the BAR.
 fn bar0_access(offset: u64, len: usize) -> bool {
     (len == 4 || len == 8)
-        && offset % len as u64 == 0
+        && offset.is_multiple_of(len as u64)
         && offset
             .checked_add(len as u64)
             .is_some_and(|e| e <= BAR0_SIZE)
@@ -105,7 +105,7 @@ impl ServerBackend for Backend {
         }
         if region == VFIO_PCI_BAR0_REGION_INDEX
             && bar0_access(offset, data.len())
-            && data.len() % 4 == 0
+            && data.len().is_multiple_of(4)
         {
             let out = {
                 let mut m = self.model.lock();

@@ -157,9 +157,14 @@ impl TxQueue for PairTxQueue {
             if self.swap_macs {
                 swap(&mut m);
             }
+            // The frame is parsed once for all rules.
             let v = rules
                 .as_ref()
-                .and_then(|rules| rules.iter().find(|e| e.rule.matches(m.data())))
+                .filter(|rules| !rules.is_empty())
+                .and_then(|rules| {
+                    let s = vdpdk_core::wire::parse(m.data())?;
+                    rules.iter().find(|e| e.rule.matches_parsed(m.data(), &s))
+                })
                 .map(|e| e.verdict)
                 .unwrap_or_default();
             let len = m.pkt_len() as u64;

@@ -109,7 +109,14 @@ fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
     let frame = m.data();
     let mut q = 0u16;
     let mut mark = None;
-    if let Some((_, r)) = rules.iter().find(|(_, r)| r.matches(frame)) {
+    // Parsed once for all rules (and only when the guest has rules).
+    let parsed = if rules.is_empty() {
+        None
+    } else {
+        vdpdk_core::wire::parse(frame)
+    };
+    let hit = parsed.and_then(|s| rules.iter().find(|(_, r)| r.matches_parsed(frame, &s)));
+    if let Some((_, r)) = hit {
         let v = r.verdict();
         if v.drop {
             stats.add(StatsIndex::RxFlowDrop, 1);
