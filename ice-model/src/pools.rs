@@ -81,7 +81,9 @@ mod tests {
         assert_eq!(p.alloc(0x21, 1), Some(0));
         assert_eq!(p.alloc(0x21, 2), Some(1));
         assert_eq!(p.alloc(0x21 | 0x1000, 1), Some(63), "from the bottom");
-        assert!(!p.free(0x21, 0, 3), "entry 3 was never taken");
+        assert!(!p.free(0x21, 0, 4), "entry 3 was never taken");
+        assert_eq!(p.alloc(0x21, 1), Some(3), "a failed free changed nothing");
+        assert!(p.free(0x21, 3, 1));
         assert!(p.free(0x21, 1, 2));
         assert_eq!(p.alloc(0x21, 2), Some(1));
         assert_eq!(p.alloc(0x22, 4096), None, "larger than the pool");
