@@ -208,6 +208,8 @@ pub struct E810Model {
     vsis: std::collections::BTreeMap<u16, Vec<u8>>,
     /// Switch lookup rules (add/update/remove switch rules).
     sw_rules: swrules::SwRules,
+    /// Firmware logging configuration (0xFF30-0xFF32).
+    fwlog: aq::FwLog,
     /// Received frames the switch dropped (a drop rule, or no rule claimed them).
     pub switch_drops: u64,
 }
@@ -262,6 +264,7 @@ impl E810Model {
             pools: Default::default(),
             vsis: Default::default(),
             sw_rules: Default::default(),
+            fwlog: Default::default(),
             switch_drops: 0,
         }
     }

@@ -23,7 +23,7 @@ set -euo pipefail
 CACHE=${VDPDK_VM_CACHE:-/var/cache/vdpdk-vm}
 ROOT=$CACHE/root
 STAMP=$CACHE/ready-v1
-ICE_STAMP=$CACHE/ice/ready-v1
+ICE_STAMP=$CACHE/ice/ready-v2
 # Modules for vfio-pci behind the guest's (virtual) IOMMU; their dependencies are added too.
 WANT_MODULES=(vfio vfio_iommu_type1 vfio_pci_core vfio_pci)
 
@@ -203,6 +203,8 @@ EOF
     rm -rf "$ROOT/tmp/fw" "$CACHE/ice/guest"
     guest_program /usr/sbin/ethtool "$CACHE/ice/guest"
     guest_program /usr/bin/iperf3 "$CACHE/ice/guest"
+    # glibc loads libgcc_s at run time (pthread_cancel, which iperf3 uses); ldd cannot see it.
+    cp -L "$ROOT/usr/lib/x86_64-linux-gnu/libgcc_s.so.1" "$CACHE/ice/guest/lib/x86_64-linux-gnu/"
     touch "$ICE_STAMP"
     log "ice/ ready ($(du -sh "$CACHE/ice" | cut -f1)): modules $(tr '\n' ' ' <"$CACHE/ice/modules/load-order")"
 fi

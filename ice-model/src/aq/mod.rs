@@ -6,10 +6,12 @@
 //! The commands live by area: [`generic`] (version, capabilities, MAC address, shutdown),
 //! [`switch`] (switch configuration, VSIs, resources), [`sched`] (scheduler tree, LAN TX
 //! queues), [`link`] (MAC/PHY configuration, link status and events), [`nvm`] (resource locks
-//! and NVM reads), [`ddp`] (package download and Flow Director profile updates). [`opcode`] maps opcode values to
+//! and NVM reads), [`ddp`] (package download and Flow Director profile updates), [`fwlog`]
+//! (firmware logging). [`opcode`] maps opcode values to
 //! handlers; a command the table lacks answers ENOSYS, as firmware does.
 
 mod ddp;
+mod fwlog;
 mod generic;
 mod link;
 mod nvm;
@@ -65,6 +67,8 @@ impl Cmd<'_> {
 
 /// An admin command handler.
 type Handler = fn(&mut E810Model, &Cmd) -> Reply;
+
+pub(crate) use fwlog::FwLog;
 
 /// One admin ring as the device sees it.
 #[derive(Default, Clone, Copy, Debug)]

@@ -2,7 +2,7 @@
 //! and name from DPDK `base/ice_adminq_cmd.h` `enum ice_adminq_opc` (\[AQC\]). To answer a new
 //! command, add its line here and its handler in the file of its area.
 
-use super::{ddp, generic, link, nvm, sched, switch, Handler};
+use super::{ddp, fwlog, generic, link, nvm, sched, switch, Handler};
 
 macro_rules! opcodes {
     ($($(#[doc = $doc:literal])* $name:ident = $value:literal => $handler:path;)*) => {
@@ -128,6 +128,13 @@ opcodes! {
     /// update_pkg: change the loaded package's tables, e.g. Flow Director profiles
     /// (`ice_aqc_opc_update_pkg`).
     UpdatePkg = 0x0C42 => ddp::update_pkg;
+    /// fw_logs_config: firmware log enables, resolution, module levels
+    /// (`ice_aqc_opc_fw_logs_config`).
+    FwLogsConfig = 0xFF30 => fwlog::config;
+    /// fw_logs_register: (un)register for firmware log events (`ice_aqc_opc_fw_logs_register`).
+    FwLogsRegister = 0xFF31 => fwlog::register;
+    /// fw_logs_query: the firmware log configuration (`ice_aqc_opc_fw_logs_query`).
+    FwLogsQuery = 0xFF32 => fwlog::query;
 }
 
 #[cfg(test)]
@@ -148,7 +155,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(known, 38, "the table lists each opcode once");
+        assert_eq!(known, 41, "the table lists each opcode once");
         assert_eq!(Opcode::from(0x0607), Opcode::GetLinkStatus);
         assert_eq!(Opcode::from(0x0701), Opcode::NvmRead);
         assert_eq!(Opcode::from(0x0702), Opcode::Unknown(0x0702));
