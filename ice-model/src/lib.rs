@@ -139,6 +139,8 @@ pub struct E810Model {
     plain: HashMap<u64, u32>,
     link_up: bool,
     lse_enabled: bool,
+    /// Link events masked by set_event_mask (a set bit masks the event).
+    event_mask: u16,
     /// The PHY configuration's caps byte (set_phy_cfg; get_phy_caps in active mode).
     phy_caps: u8,
     /// Port parameters (set_port_params): double VLAN, and the VSI-to-VSI forwarding mode.
@@ -226,6 +228,7 @@ impl E810Model {
             plain: HashMap::new(),
             link_up: false,
             lse_enabled: false,
+            event_mask: 0,
             // Pause and automatic link update, link not enabled: the driver enables it
             // (set_phy_cfg, or restart_an).
             phy_caps: 0x23,

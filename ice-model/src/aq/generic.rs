@@ -5,7 +5,7 @@
 use super::{Cmd, Reply, RC_EINVAL};
 use crate::E810Model;
 
-/// Commands accepted without effect on the model: q_shutdown, clear_pf_cfg, set_event_mask.
+/// Commands accepted without effect on the model: q_shutdown, clear_pf_cfg.
 pub(super) fn accept(_: &mut E810Model, _: &Cmd) -> Reply {
     Reply::ok()
 }

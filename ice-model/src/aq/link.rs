@@ -10,6 +10,8 @@ use crate::E810Model;
 /// `ICE_PHY_TYPE_LOW_100GBASE_CR4`); the link speed it runs at is 100G (bit 10).
 const PHY_TYPE_LOW: u64 = 1 << 51;
 const SPEED_100G: u16 = 1 << 10;
+/// set_event_mask bit of the link up/down event (`ICE_AQ_LINK_EVENT_UPDOWN`).
+const EVENT_UPDOWN: u16 = 1 << 1;
 /// get/set_phy_caps caps byte bits: pause TX/RX (0, 1), link enabled (3), autoneg (4),
 /// automatic link update (5) (`ICE_AQC_PHY_*`).
 const CAPS_PAUSE: u8 = 0x3;
@@ -63,6 +65,13 @@ pub(super) fn set_phy_cfg(m: &mut E810Model, c: &Cmd) -> Reply {
     }
     m.phy_caps = cfg[16];
     m.set_link(cfg[16] & CAPS_EN_LINK != 0 && low != 0);
+    Reply::ok()
+}
+
+/// set_event_mask: lport @0, event_mask @8; a set bit masks that link event (bit 1: link up
+/// or down, the only event the model raises) (`struct ice_aqc_set_event_mask`).
+pub(super) fn set_event_mask(m: &mut E810Model, c: &Cmd) -> Reply {
+    m.event_mask = u16::from_le_bytes([c.p[8], c.p[9]]);
     Reply::ok()
 }
 
@@ -120,7 +129,7 @@ impl E810Model {
     fn set_link(&mut self, up: bool) {
         if up != self.link_up {
             self.link_up = up;
-            if self.lse_enabled {
+            if self.lse_enabled && self.event_mask & EVENT_UPDOWN == 0 {
                 self.post_link_event();
             }
         }

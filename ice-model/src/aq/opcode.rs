@@ -114,7 +114,7 @@ opcodes! {
     /// (`ice_aqc_opc_get_link_status`); also the opcode of a link status event.
     GetLinkStatus = 0x0607 => link::get_link_status;
     /// set_event_mask: which link events are reported (`ice_aqc_opc_set_event_mask`).
-    SetEventMask = 0x0613 => generic::accept;
+    SetEventMask = 0x0613 => link::set_event_mask;
     /// nvm_read: Shadow RAM or flash contents (`ice_aqc_opc_nvm_read`).
     NvmRead = 0x0701 => nvm::nvm_read;
     /// get_link_topo: a netlist node (PHY, cage, clock, GNSS) (`ice_aqc_opc_get_link_topo`).
