@@ -88,6 +88,9 @@ pub struct PollerSnapshot {
     pub rx_unknown_dst: u64,
     /// Frames for a VM whose device was not running (dropped).
     pub rx_guest_stopped: u64,
+    /// Frames one VM sent that host-mux delivered to another (a broadcast counts once per VM
+    /// that got it).
+    pub switched: u64,
     /// Rounds in which the backend TX queue was full (guest frames waited in their rings).
     pub tx_backpressure: u64,
     /// Poll rounds run.
@@ -273,6 +276,7 @@ impl Shared {
                 tso_offloaded: get(&p.stats.tso_offloaded),
                 rx_unknown_dst: get(&p.stats.rx_unknown_dst),
                 rx_guest_stopped: get(&p.stats.rx_guest_stopped),
+                switched: get(&p.stats.switched),
                 tx_backpressure: get(&p.stats.tx_backpressure),
                 rounds: get(&p.stats.rounds),
                 empty_rounds: get(&p.stats.empty_rounds),

@@ -220,8 +220,9 @@ impl DatagramCable {
             .name("model-wire".into())
             .spawn(move || {
                 let mut buf = vec![0u8; 16384];
+                let never_stop = std::sync::atomic::AtomicBool::new(false);
                 while let Ok(n) = rx.recv(&mut buf) {
-                    model.lock().receive(&buf[..n]);
+                    ice_model::cable::deliver(&model, &buf[..n], &never_stop);
                 }
             })?;
         Ok(Arc::new(DatagramCable {
@@ -388,6 +389,13 @@ pub fn serve_listener(
             return Err(e);
         }
         clients += 1;
+        {
+            let m = backend.model.lock();
+            info!(
+                "client {clients}: {:?}, {} interrupts ({} held by ITR)",
+                m.stats, m.interrupts, m.throttled
+            );
+        }
         E810Model::power_on(&backend.model);
         const NEXT: &str = "the card is back in its power-on state";
         match ended {

@@ -43,9 +43,8 @@ impl EthDevCable {
                         std::thread::sleep(Duration::from_micros(200));
                         continue;
                     }
-                    let mut m = model.lock();
                     for f in buf.drain(..) {
-                        m.receive(f.data());
+                        deliver(&model, f.data(), &stop2);
                     }
                 }
             })?;
@@ -55,6 +54,31 @@ impl EthDevCable {
             stop,
             thread: Mutex::new(Some(thread)),
         }))
+    }
+}
+
+/// How long a frame waits for its RX queue to get free descriptors before it is dropped: far
+/// longer than a busy guest's driver takes to refill (a TCG guest beside other work can take
+/// 100 ms), short enough that a driver that stopped refilling does not hold the cable for long.
+const PAUSE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Hands a frame from the cable to the model with flow control: while the frame's RX queue
+/// has no free descriptors, the cable holds it (and takes nothing more from its far end), up
+/// to `PAUSE_LIMIT` (then drops it, logged), as link flow control (802.3x PAUSE) would hold the sender. A slow guest
+/// driver then costs the far end time, not frames; one that stopped refilling costs a frame
+/// per `PAUSE_LIMIT`, counted as an RX drop.
+pub fn deliver(model: &Mutex<E810Model>, frame: &[u8], stop: &AtomicBool) {
+    let start = std::time::Instant::now();
+    loop {
+        if model.lock().try_receive(frame).is_some() {
+            return;
+        }
+        if start.elapsed() > PAUSE_LIMIT || stop.load(Ordering::Relaxed) {
+            log::warn!("a frame waited {PAUSE_LIMIT:?} for a free RX descriptor; dropped");
+            model.lock().receive(frame);
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(20));
     }
 }
 

@@ -177,6 +177,9 @@ pub struct E810Model {
     /// When each vector last fired, and the vectors whose interrupt waits for its interval.
     last_fire: HashMap<usize, std::time::Instant>,
     held: std::collections::HashSet<usize>,
+    /// Vectors a cause asked for while disarmed, with the ITR index it asked through: each
+    /// fires when software re-arms it.
+    latched: HashMap<usize, u8>,
     /// Interrupts the ITR held back (each fires when its interval ends).
     pub throttled: u64,
     /// The shared handle this model lives in (set by [`E810Model::into_shared`]): a held
@@ -251,6 +254,7 @@ impl E810Model {
             itr_us: HashMap::new(),
             last_fire: HashMap::new(),
             held: Default::default(),
+            latched: HashMap::new(),
             throttled: 0,
             self_ref: None,
             msix: Vec::new(),
@@ -354,14 +358,7 @@ impl E810Model {
     pub fn global_reset(&mut self) {
         self.atq = Ring::default();
         self.arq = Ring::default();
-        for q in &mut self.rxq {
-            q.enabled = false;
-        }
-        for q in &mut self.txq {
-            q.enabled = false;
-        }
         self.pf_reset();
-        self.sched = sched::default_topology();
         // Filters and programmed profiles are gone; the package's XLT1 stays loaded.
         self.fdir.clear();
         self.fd.clear_programming();
@@ -383,5 +380,21 @@ impl E810Model {
         self.vsis.clear();
         self.link_up = false;
         self.lse_enabled = false;
+        // The PF's queues stop and its interrupt setup is gone, so a driver that probes
+        // again after a reset gets no interrupt its old setup asked for.
+        for q in &mut self.rxq {
+            q.enabled = false;
+        }
+        for q in &mut self.txq {
+            q.enabled = false;
+        }
+        // The PF's VSIs and queues are gone, and with them their scheduler nodes: the tree is
+        // back to its default topology (a re-probing driver looks for the entry point there).
+        self.sched = sched::default_topology();
+        self.rq_ctl.clear();
+        self.tq_ctl.clear();
+        self.armed.clear();
+        self.latched.clear();
+        self.itr_us.clear();
     }
 }

@@ -116,16 +116,7 @@ impl E810Model {
                 } else if let Some(q) = self.queue_of(off, QINT_TQCTL_BASE) {
                     self.tq_ctl.insert(q, v);
                 } else if let Some(vec) = self.queue_of(off, GLINT_DYN_CTL_BASE) {
-                    if v & 1 != 0 {
-                        self.armed.insert(vec);
-                    } else {
-                        self.armed.remove(&vec);
-                    }
-                    // SWINT_TRIG (bit 2): software asks for the interrupt now (Linux's TX
-                    // hang check and NAPI kick use it).
-                    if v & 1 << 2 != 0 {
-                        self.fire(vec);
-                    }
+                    self.dyn_ctl_write(vec, v);
                 } else if let Some(q) = self.queue_of(off, QTX_COMM_DBELL_BASE) {
                     self.tx_doorbell(q, v & 0x1FFF);
                 } else if let Some(q) = self.queue_of(off, QRXFLXP_CNTXT_BASE) {

@@ -101,6 +101,28 @@ impl E810Model {
     /// A frame from the wire: Flow Director filters first, then the switch's MAC lookup rules
     /// (a frame they drop or do not claim goes no further), then `mac_to_queue`, else queue 0.
     pub fn receive(&mut self, frame: &[u8]) -> bool {
+        match self.steer(frame) {
+            Some((q, flow_id)) => self.receive_with(q, frame, flow_id),
+            None => false,
+        }
+    }
+
+    /// As [`receive`](Self::receive), except that a frame whose queue is running but has too
+    /// few free descriptors is left with the caller (`None`, nothing counted) to offer again
+    /// once the driver has posted buffers: a cable with flow control.
+    pub fn try_receive(&mut self, frame: &[u8]) -> Option<bool> {
+        let Some((q, flow_id)) = self.steer(frame) else {
+            return Some(false);
+        };
+        if !self.rx_has_room(q, frame.len()) {
+            return None;
+        }
+        Some(self.receive_with(q, frame, flow_id))
+    }
+
+    /// The PF queue a frame goes to and its flow id, or None if a filter or rule dropped it
+    /// (counted).
+    fn steer(&mut self, frame: &[u8]) -> Option<(usize, u32)> {
         let prof = self
             .lan_vsi
             .and_then(|vsi| self.fd.profile(e810_ptype(frame), vsi));
@@ -109,22 +131,35 @@ impl E810Model {
             if let Some(&(q, drop, fdid)) = self.fdir.get(&(prof, key)) {
                 if drop {
                     self.fdir_drops += 1;
-                    return false;
+                    return None;
                 }
-                return self.receive_with(q as usize, frame, fdid);
+                return Some((q as usize, fdid));
             }
         }
         let dst = MacAddr::dst_of(frame);
         if self.sw_rules.lookup_rx(dst) == crate::swrules::Verdict::Drop {
             self.switch_drops += 1;
-            return false;
+            return None;
         }
         let q = self
             .mac_to_queue
             .iter()
             .find(|(m, _)| Some(*m) == dst)
             .map_or(0, |r| r.1 as usize);
-        self.receive_on(q, frame)
+        Some((q, u32::MAX))
+    }
+
+    /// Whether queue `q` could take a frame of `len` bytes now; a queue that would refuse it
+    /// for good (stopped, frame too long) counts as having room, so the frame is dropped.
+    fn rx_has_room(&self, q: usize, len: usize) -> bool {
+        let Some(st) = self.rxq.get(q).filter(|s| s.enabled) else {
+            return true;
+        };
+        if len == 0 || len > st.rxmax || st.dbuf == 0 {
+            return true;
+        }
+        let free = (st.tail % st.len + st.len - st.head) % st.len;
+        free as usize >= len.div_ceil(st.dbuf)
     }
 
     pub(crate) fn rxq_mut(&mut self, q: usize) -> &mut RxQueueState {
@@ -177,6 +212,7 @@ impl E810Model {
     /// (0xFFFFFFFF: none).
     fn receive_with(&mut self, q: usize, frame: &[u8], flow_id: u32) -> bool {
         let Some(st) = self.rxq.get(q).filter(|s| s.enabled).cloned() else {
+            log::debug!("rxq {q} is stopped: frame of {} bytes dropped", frame.len());
             self.stats.rx_dropped += 1;
             return false;
         };
@@ -189,6 +225,7 @@ impl E810Model {
         let pieces: Vec<&[u8]> = frame.chunks(st.dbuf).collect();
         let free = (st.tail % st.len + st.len - st.head) % st.len;
         if (free as usize) < pieces.len().max(1) {
+            log::debug!("rxq {q} has no free descriptor: frame dropped");
             self.stats.rx_dropped += 1;
             self.count_rx_discard();
             return false;
@@ -198,11 +235,13 @@ impl E810Model {
             let at = st.base + head as u64 * 32;
             let mut d = [0u8; 32];
             if !self.dma.read(at, &mut d) {
+                log::debug!("rxq {q}: descriptor {head} at {at:#x} is not mapped");
                 self.stats.rx_dropped += 1;
                 return false;
             }
             let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
             if !self.dma.write(addr, piece) {
+                log::debug!("rxq {q}: buffer {addr:#x}+{} is not mapped", piece.len());
                 self.stats.rx_dropped += 1;
                 return false;
             }

@@ -33,6 +33,7 @@ impl E810Model {
             let at = st.base + head as u64 * 16;
             let mut d = [0u8; 16];
             if !self.dma.read(at, &mut d) {
+                log::debug!("txq {q}: descriptor {head} at {at:#x} is not mapped");
                 self.stats.tx_errors += 1;
                 break;
             }
@@ -45,6 +46,7 @@ impl E810Model {
                     let start = frame.len();
                     frame.resize(start + len, 0);
                     if !self.dma.read(addr, &mut frame[start..]) {
+                        log::debug!("txq {q}: buffer {addr:#x}+{len} is not mapped");
                         self.stats.tx_errors += 1;
                         frame.clear();
                     } else if cmd & 0x010 != 0 {
@@ -81,7 +83,10 @@ impl E810Model {
                     }
                 }
                 8 => pending_fd = Some((u64::from_le_bytes(d[0..8].try_into().unwrap()), qw1)),
-                _ => self.stats.tx_errors += 1,
+                t => {
+                    log::debug!("txq {q}: descriptor {head} has unknown DTYPE {t} (qw1 {qw1:#x})");
+                    self.stats.tx_errors += 1
+                }
             }
             if qw1 & 0xF == 0 && cmd & 0x2 != 0 {
                 self.dma.write(at + 8, &0xFu64.to_le_bytes());

@@ -400,6 +400,44 @@ fn partial_dma_unmap_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn a_spoofed_frame_for_the_neighbour_is_not_switched_to_it() {
+    let mut sc = Scene::new("attack-spoof-local");
+    let mut raw = Raw::connect(&sc.dir.sock("evil"));
+    let mut q = raw.bring_up("evil");
+    // To the neighbour's MAC, claiming the wire's, the neighbour's own and then its own.
+    let sources = [WIRE_MAC, GOOD, EVIL];
+    let mut own = Vec::new();
+    let mut sent = Vec::new();
+    sc.good.start("recv 10 30000");
+    for i in 0..30u64 {
+        let src = sources[i as usize % 3];
+        let f = udp_frame(GOOD, src, i, 80);
+        sent.push(raw.send(&mut q, &f));
+        if src == EVIL {
+            own.push(f);
+        }
+    }
+    let r = GuestProc::parse_recv(&sc.good.answer());
+    assert_eq!(
+        r[0],
+        (10, digest(&own)),
+        "the neighbour got only the frames with the sender's own MAC"
+    );
+    wait_for(20, "all TX descriptors back", || {
+        sent.iter().all(|&i| q.tx.flags(i) & DESC_F_AVAIL == 0)
+    });
+    assert_eq!(sc.evil(StatsIndex::TxSpoofed), 20);
+    assert_eq!(GuestProc::parse_recv(&sc.good.cmd("recv 1 300"))[0].0, 0);
+    assert!(
+        sc.wire.recv(1, Duration::from_millis(300)).is_empty(),
+        "nothing hairpinned"
+    );
+    sc.neighbour_gets(100);
+    drop(raw);
+    sc.slot_works_again();
+}
+
+#[test]
 fn spoofed_source_macs_are_dropped_and_counted() {
     let mut sc = Scene::new("attack-spoof");
     let mut raw = Raw::connect(&sc.dir.sock("evil"));

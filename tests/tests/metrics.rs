@@ -231,6 +231,7 @@ fn scraped_metrics_parse_and_equal_host_mux_counters() {
         assert_eq!(v("wire_tx"), p.wire_tx as f64);
         assert_eq!(v("rx_unknown_dst"), p.rx_unknown_dst as f64);
         assert_eq!(v("rx_guest_stopped"), p.rx_guest_stopped as f64);
+        assert_eq!(v("switched"), p.switched as f64);
         assert_eq!(v("tso_segments"), p.tso_segments as f64);
         assert_eq!(v("tso_offloaded"), p.tso_offloaded as f64);
         assert_eq!(v("tx_backpressure"), p.tx_backpressure as f64);

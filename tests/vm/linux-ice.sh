@@ -65,6 +65,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 echo "VM: up, kernel $(uname -r)"
+# A heartbeat on the console: when the run stops, this says whether the guest still lives.
+(while sleep 15; do echo "VM: alive at $(cut -d' ' -f1 /proc/uptime) s"; done) &
 sh /test.sh
 echo "VM-RESULT: rc=$?"
 poweroff -f
@@ -108,7 +110,10 @@ PY
     esac
 }
 
+# The QEMU monitor listens on $out/monitor.sock, to look into a guest that stopped talking
+# (socat - UNIX-CONNECT:$out/monitor.sock; "info registers", "nmi").
 coproc QEMU { exec timeout -k 5 "$timeout" bash "$HERE/boot.sh" "$work/initramfs.gz" \
+    -monitor "unix:$out/monitor.sock,server=on,wait=off" \
     -device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}" 2>&1; }
 qemu_pid=$QEMU_PID
 : >"$out/console.log"
@@ -117,7 +122,7 @@ while IFS= read -r line <&"${QEMU[0]}"; do
     line=${line%$'\r'}
     printf '%s\n' "$line" >>"$out/console.log"
     case $line in
-        CHECK*|KWARN*|KLOG*|VM:*) echo "$line" ;;
+        CHECK*|KWARN*|KLOG*|DIAG*|VM:*) echo "$line" ;;
         HOST-DO\ *) host_do ${line#HOST-DO } >&"${QEMU[1]}" ;;
         VM-RESULT:*) echo "$line" ;;
     esac
@@ -130,5 +135,12 @@ qemu_pid=""
     grep -E '^CHECK' "$out/console.log" || echo "no CHECK line: the guest did not get far (see console.log)"
     echo "kernel warnings: $(grep -c '^KWARN' "$out/console.log" || true)"
 } | tee "$out/summary.txt"
+if [ $result != 0 ]; then
+    echo "the host's side of the wire:"
+    ip netns exec "$ns" ip -s link show "$tap"
+    ip netns exec "$ns" grep -E '^(Tcp|Ip):' /proc/net/snmp
+    # Retransmits from loss or from delay (tail-loss probes, spurious timeouts).
+    ip netns exec "$ns" nstat -az 2>/dev/null | grep -E 'Tcp(RetransSegs|ExtTCPLossProbes|ExtTCPSpuriousRTOs|ExtTCPTimeouts|ExtTCPFastRetrans|ExtTCPLostRetransmit|ExtTCPSlowStartRetrans|ExtTCPDSACK)'
+fi
 echo "linux-ice.sh: logs in $out"
 exit $result

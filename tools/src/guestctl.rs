@@ -6,7 +6,8 @@
 //! - `send COUNT LEN DST_MAC` — transmit COUNT UDP frames (seq 0..COUNT) → `SENT n digest`
 //! - `recv COUNT TIMEOUT_MS [QUEUE]` — receive until COUNT frames (on QUEUE) or timeout
 //!   → `RECV total q0:n:digest ...`
-//! - `flow TYPE VALUE QUEUE` — TYPE `ethtype` (hex) or `ethdst` (MAC) → `FLOW ok H` / `FLOW err MSG`
+//! - `flow TYPE VALUE QUEUE|drop` — TYPE `ethtype` (hex) or `ethdst` (MAC); matching frames go
+//!   to QUEUE or are dropped → `FLOW ok H` / `FLOW err MSG`
 //! - `wait-intr QUEUE TIMEOUT_MS` — arm the RX interrupt, sleep on its fd
 //!   → `INTR woke MS` / `INTR timeout`
 //! - `stats` → `STATS ipackets opackets ierrors oerrors | host h0 h1 ...` (host: the port's xstats)
@@ -148,7 +149,14 @@ fn command(
                 "ethdst" => FlowItem::eth_dst(val.parse().ok()?),
                 _ => return None,
             };
-            match port.flow_create(&FlowRule::to_queue(vec![item], q.parse().ok()?)) {
+            let rule = match q {
+                "drop" => FlowRule {
+                    actions: vec![vdpdk_core::flow::FlowAction::Drop],
+                    ..FlowRule::to_queue(vec![item], 0)
+                },
+                q => FlowRule::to_queue(vec![item], q.parse().ok()?),
+            };
+            match port.flow_create(&rule) {
                 Ok(h) => format!("FLOW ok {}", h.0),
                 Err(e) => format!("FLOW err {e}"),
             }

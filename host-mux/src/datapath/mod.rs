@@ -6,12 +6,16 @@
 //! guests round-robin, at most one burst per guest queue per round (so a busy guest cannot
 //! starve the rest), into a backend TX queue. A **combined** poller does both.
 //!
+//! A TX poller also switches: a guest's frame for another VM goes into that VM's RX ring
+//! (`switch`), a broadcast to every other VM and the wire.
+//!
 //! Event mode: after `idle_polls` empty rounds a poller arms its events (TX: a "kick wanted"
 //! flag in each of its guests' TX queues; RX: the backend queue's interrupt), polls once more so
 //! nothing that raced the arming is missed, and sleeps in epoll until a kick, an interrupt, a
 //! control event or `sleep_timeout`.
 
 mod rx;
+mod switch;
 mod tx;
 
 use std::fs::File;
@@ -83,6 +87,9 @@ pub(crate) struct PollerStats {
     pub(crate) rx_unknown_dst: AtomicU64,
     /// Frames for a VM whose device is not running.
     pub(crate) rx_guest_stopped: AtomicU64,
+    /// Frames from one guest delivered to another by host-mux (a broadcast counts once per
+    /// guest that got it).
+    pub(crate) switched: AtomicU64,
     /// Rounds in which the backend TX queue was full (guest frames wait in their rings).
     pub(crate) tx_backpressure: AtomicU64,
     pub(crate) rounds: AtomicU64,
@@ -215,7 +222,6 @@ impl Poller {
         self
     }
 
-    /// A guest super-frame at `src` as a chain of TSO buffers carrying the request, or None
     /// Runs until `stop` is set.
     pub(crate) fn run(mut self) {
         let ep = Epoll::new().expect("epoll_create");

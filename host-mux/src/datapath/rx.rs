@@ -10,17 +10,17 @@ use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
 use vdpdk_core::abi::{self, StatsIndex};
 use vdpdk_core::{MacAddr, Mbuf, Mempool};
 
-use super::{bump, mac_key, signal_eventfd, Poller};
+use super::{bump, mac_key, signal_eventfd, Poller, PollerStats};
 use crate::guest::{Guest, GuestMemError, GuestSlice, RxPath};
 
 /// `lookup`'s answer for a frame every guest gets (broadcast, multicast).
-const TARGET_ALL: u16 = u16::MAX;
+pub(super) const TARGET_ALL: u16 = u16::MAX;
 /// `lookup`'s answer for a frame no guest owns.
-const TARGET_NONE: u16 = u16::MAX - 1;
+pub(super) const TARGET_NONE: u16 = u16::MAX - 1;
 
 impl Poller {
     /// The guest owning unicast `dst` ([`TARGET_NONE`] if none), or [`TARGET_ALL`].
-    fn lookup(&self, dst: MacAddr) -> u16 {
+    pub(super) fn lookup(&self, dst: MacAddr) -> u16 {
         if dst.is_multicast() {
             return TARGET_ALL;
         }
@@ -62,38 +62,60 @@ impl Poller {
         }
         for &gi in &self.hit {
             let g = &self.all_guests[gi as usize];
-            let mut rx = g.rx.lock();
-            let (mut touched, mut pkts, mut bytes) = (0u64, 0u64, 0u64);
-            for (m, &t) in self.rx_buf.iter().zip(&self.targets) {
-                if t != gi && t != TARGET_ALL {
-                    continue;
-                }
-                if !rx.running {
-                    bump(&self.stats.rx_guest_stopped, 1);
-                    continue;
-                }
-                if let Some(q) = deliver_one(&mut rx, m) {
-                    touched |= 1 << (q % 64);
-                    pkts += 1;
-                    bytes += m.pkt_len() as u64;
-                }
-            }
-            if touched != 0 {
-                // One counter update per guest and burst, not per frame.
-                rx.stats.add(StatsIndex::RxPackets, pkts);
-                rx.stats.add(StatsIndex::RxBytes, bytes);
-                due_rx_irqs(g, &rx, touched, &mut self.irqs);
-            }
-            drop(rx);
-            // Signalled after the guest lock is released: the fds are the guest's.
-            for fd in self.irqs.drain(..) {
-                if signal_eventfd(&fd).is_err() {
-                    g.stats.add(StatsIndex::IrqErrors, 1);
-                }
-            }
+            deliver_to_guest(
+                g,
+                gi,
+                &self.rx_buf,
+                &self.targets,
+                &self.stats,
+                &mut self.irqs,
+            );
         }
         Mempool::free_bulk(&mut self.rx_buf);
     }
+}
+
+/// Delivers to guest `g` (index `gi`) each of `frames` whose target is `gi` or
+/// [`TARGET_ALL`], in order, taking its RX lock once; its due interrupts are signalled after
+/// the lock is released. Returns the frames delivered.
+pub(super) fn deliver_to_guest(
+    g: &Guest,
+    gi: u16,
+    frames: &[Mbuf],
+    targets: &[u16],
+    stats: &PollerStats,
+    irqs: &mut Vec<Arc<File>>,
+) -> u64 {
+    let mut rx = g.rx.lock();
+    let (mut touched, mut pkts, mut bytes) = (0u64, 0u64, 0u64);
+    for (m, &t) in frames.iter().zip(targets) {
+        if t != gi && t != TARGET_ALL {
+            continue;
+        }
+        if !rx.running {
+            bump(&stats.rx_guest_stopped, 1);
+            continue;
+        }
+        if let Some(q) = deliver_one(&mut rx, m) {
+            touched |= 1 << (q % 64);
+            pkts += 1;
+            bytes += m.pkt_len() as u64;
+        }
+    }
+    if touched != 0 {
+        // One counter update per guest and burst, not per frame.
+        rx.stats.add(StatsIndex::RxPackets, pkts);
+        rx.stats.add(StatsIndex::RxBytes, bytes);
+        due_rx_irqs(g, &rx, touched, irqs);
+    }
+    drop(rx);
+    // Signalled after the guest lock is released: the fds are the guest's.
+    for fd in irqs.drain(..) {
+        if signal_eventfd(&fd).is_err() {
+            g.stats.add(StatsIndex::IrqErrors, 1);
+        }
+    }
+    pkts
 }
 
 /// Copies one frame into the guest RX queue its rules choose. Returns the queue used (the

@@ -8,8 +8,9 @@ use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
 use vdpdk_core::abi::StatsIndex;
 use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::packet::{fill_tx_checksums, finish_tcp_segment, TcpLayout, TxLayout};
-use vdpdk_core::{Mbuf, Mempool, OlFlags, TxOffloads};
+use vdpdk_core::{MacAddr, Mbuf, Mempool, OlFlags, TxOffloads};
 
+use super::rx::TARGET_NONE;
 use super::{bump, Poller, BURST, MIN_FRAME, MIN_TSO_MSS};
 use crate::guest::{Guest, GuestMem, GuestMemError, GuestSlice, HostQueue, PathStats};
 
@@ -92,6 +93,7 @@ impl Poller {
             bump(&self.stats.tx_backpressure, 1);
             return 0; // backend still full: leave guest frames in their rings (backpressure)
         }
+        let first = self.tx_buf.len();
         let mut guard = g.tx.lock();
         if !guard.running {
             return 0;
@@ -133,6 +135,7 @@ impl Poller {
         tx.stats.add(StatsIndex::TxBytes, bytes);
         drop(guard);
         if taken > 0 {
+            self.switch_local(g, first);
             self.flush_pending();
         }
         taken
@@ -142,7 +145,12 @@ impl Poller {
     #[inline(always)]
     fn copy_tx(&mut self, g: &Guest, f: &TxFrame<'_>) -> TxOutcome {
         match f.request {
-            TxRequest::Segment { lay, .. } if self.tso_pool.is_some() => self.tx_hw_tso(g, f, &lay),
+            // A super-frame for another guest is cut here: guests take frames, not super-frames.
+            TxRequest::Segment { lay, .. }
+                if self.tso_pool.is_some() && !self.for_a_guest_in_guest(g, &f.src) =>
+            {
+                self.tx_hw_tso(g, f, &lay)
+            }
             TxRequest::Segment { lay, mss, nseg } => match self.reserve(nseg) {
                 true => self.tx_segments(g, f, &lay, mss, nseg),
                 false => TxOutcome::Wait,
@@ -190,7 +198,11 @@ impl Poller {
             m.data_mut()[6..12].copy_from_slice(&g.mac.0);
         }
         if let TxRequest::Checksum(lay) = f.request {
-            if self.hw_tx.contains(csum_offloads(f.flags)) {
+            // The backend fills checksums only of frames it sends; another guest gets them
+            // filled here.
+            let for_a_guest = MacAddr::dst_of(m.data())
+                .is_some_and(|d| self.local_target(g.mac, d) != TARGET_NONE);
+            if self.hw_tx.contains(csum_offloads(f.flags)) && !for_a_guest {
                 m.ol_flags = f.flags;
                 m.tx_offload = f.info;
             } else {
@@ -256,6 +268,14 @@ impl Poller {
         }
         bump(&self.stats.tso_segments, nseg as u64);
         TxOutcome::Queued
+    }
+
+    /// Whether the frame at `src` (guest memory) is addressed to another guest. Only the
+    /// choice of TSO path rests on it: a guest that changes the address afterwards sends a
+    /// super-frame to the wire, as it could anyway.
+    fn for_a_guest_in_guest(&self, g: &Guest, src: &GuestSlice<'_>) -> bool {
+        src.read_array::<6>(0)
+            .is_ok_and(|d| self.local_target(g.mac, MacAddr(d)) != TARGET_NONE)
     }
 
     /// A TCP super-frame handed to the backend to segment, as a chain of TSO buffers.

@@ -50,7 +50,7 @@ const VM_STAT_HELP: [&str; STATS_COUNT] = [
 ];
 
 /// Poller counters: (field name as in the JSON stats, HELP, value).
-fn poller_counters(p: &PollerSnapshot) -> [(&'static str, &'static str, u64); 10] {
+fn poller_counters(p: &PollerSnapshot) -> [(&'static str, &'static str, u64); 11] {
     [
         ("wire_rx", "Frames this poller received from the backend NIC.", p.wire_rx),
         ("wire_tx", "Frames this poller sent on the backend NIC.", p.wire_tx),
@@ -73,6 +73,11 @@ fn poller_counters(p: &PollerSnapshot) -> [(&'static str, &'static str, u64); 10
             "rx_guest_stopped",
             "Frames from the wire for a VM whose device was not running.",
             p.rx_guest_stopped,
+        ),
+        (
+            "switched",
+            "Frames one VM sent that this poller delivered to another VM (broadcasts once per VM).",
+            p.switched,
         ),
         (
             "tx_backpressure",
@@ -329,6 +334,7 @@ mod tests {
             tso_offloaded: 14,
             rx_unknown_dst: 15,
             rx_guest_stopped: 16,
+            switched: 21,
             tx_backpressure: 17,
             rounds: 18,
             empty_rounds: 19,
@@ -395,6 +401,7 @@ mod tests {
             ("tso_offloaded", 14),
             ("rx_unknown_dst", 15),
             ("rx_guest_stopped", 16),
+            ("switched", 21),
             ("tx_backpressure", 17),
             ("rounds", 18),
             ("empty_rounds", 19),
@@ -460,8 +467,8 @@ mod tests {
             let value = l.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{l}");
         }
-        // 12 VM counters + 3 gauges + attaches, 10 + 2 poller, info + 8 + 2 backend.
-        assert_eq!(declared.len(), STATS_COUNT + 4 + 12 + 11);
+        // VM counters + 3 gauges + attaches, 11 + 2 poller, info + 8 + 2 backend.
+        assert_eq!(declared.len(), STATS_COUNT + 4 + 13 + 11);
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub(super) fn delete_sched_elems(m: &mut E810Model, c: &Cmd) -> Reply {
                     ..Reply::err(RC_EBUSY) // still has children
                 };
             }
+            log::debug!(
+                "delete sched node {t:#x}: {:?}",
+                m.sched.get(&t).map(|n| n.elem[0])
+            );
             if m.sched.remove(&t).is_none() {
                 return Reply {
                     params: Some(handled(p, g)),

@@ -1,0 +1,80 @@
+//! Guest-to-guest switching. A frame a guest sends to another VM's MAC goes straight into that
+//! VM's RX ring, never out to the NIC (which may not hairpin it back) and in again; a broadcast
+//! or multicast goes to every other running VM and to the wire. The receiving VM's flow rules
+//! apply as to frames from the wire, and the sender was spoof-checked before its frame got
+//! here. Only host copies are looked at, so a guest changing its buffer meanwhile gains nothing.
+
+use vdpdk_core::{MacAddr, OlFlags};
+
+use super::rx::{deliver_to_guest, TARGET_ALL, TARGET_NONE};
+use super::{bump, Poller};
+use crate::guest::Guest;
+
+impl Poller {
+    /// Where a frame from `sender` to `dst` goes besides (or instead of) the wire: another
+    /// guest's index, [`TARGET_ALL`] (every guest but the sender, and the wire) or
+    /// [`TARGET_NONE`] (the wire only). A frame to the sender's own MAC goes to the wire, as a
+    /// switch never sends a frame back out of the port it came in by.
+    pub(super) fn local_target(&self, sender: MacAddr, dst: MacAddr) -> u16 {
+        if dst == sender {
+            return TARGET_NONE;
+        }
+        self.lookup(dst)
+    }
+
+    /// Delivers the frames `tx_buf[first..]` (host copies of `sender`'s) that are for other
+    /// guests, each guest's share under one lock, and takes the unicast ones out of what goes
+    /// to the wire. Super-frames left for the backend to segment go to the wire only (the
+    /// TX path cuts a super-frame for another guest in software before it gets here).
+    pub(super) fn switch_local(&mut self, sender: &Guest, first: usize) {
+        self.targets.clear();
+        self.hit.clear();
+        let mut any_all = false;
+        for m in &self.tx_buf[first..] {
+            let t = if m.is_chained() || m.ol_flags.contains(OlFlags::TX_TCP_SEG) {
+                TARGET_NONE
+            } else {
+                MacAddr::dst_of(m.data()).map_or(TARGET_NONE, |d| self.local_target(sender.mac, d))
+            };
+            match t {
+                TARGET_NONE => {}
+                TARGET_ALL => any_all = true,
+                t if !self.hit.contains(&t) => self.hit.push(t),
+                _ => {}
+            }
+            self.targets.push(t);
+        }
+        if self.hit.is_empty() && !any_all {
+            return;
+        }
+        if any_all {
+            let me = self.lookup(sender.mac);
+            self.hit.clear();
+            self.hit
+                .extend((0..self.all_guests.len() as u16).filter(|&gi| gi != me));
+        }
+        let mut switched = 0;
+        for &gi in &self.hit {
+            let g = &self.all_guests[gi as usize];
+            switched += deliver_to_guest(
+                g,
+                gi,
+                &self.tx_buf[first..],
+                &self.targets,
+                &self.stats,
+                &mut self.irqs,
+            );
+        }
+        bump(&self.stats.switched, switched);
+        // Unicast frames for a guest are done; the rest (broadcasts too) go on to the wire.
+        let mut keep = first;
+        for i in first..self.tx_buf.len() {
+            let t = self.targets[i - first];
+            if t == TARGET_NONE || t == TARGET_ALL {
+                self.tx_buf.swap(keep, i);
+                keep += 1;
+            }
+        }
+        self.free_cache.extend(self.tx_buf.drain(keep..));
+    }
+}
