@@ -148,6 +148,8 @@ fi
 kernel_warnings
 
 ip link set lo up
+# No tail-loss probes from the guest's TCP either (see linux-ice.sh).
+echo 0 >/proc/sys/net/ipv4/tcp_early_retrans
 ip addr add $ME/24 dev "$DEV"
 ip link set "$DEV" up
 wait_for 20 carrier && pass carrier "$DEV up, $(ethtool "$DEV" | grep -E 'Speed' | tr -d '\t')" \

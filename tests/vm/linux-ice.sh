@@ -78,6 +78,10 @@ chmod 755 "$work/init"
 # The TAP exists before the model opens it (the model opens it when a client attaches).
 ip netns add "$ns"
 ip netns exec "$ns" ip link set lo up
+# No tail-loss probes from the host's TCP (the sender of iperf3 -R): the emulated guest's
+# delayed ACKs outlast the probe timer, and a probe is counted as a retransmit though nothing
+# was lost (the guest then reports the copy as a duplicate, D-SACK).
+ip netns exec "$ns" sysctl -qw net.ipv4.tcp_early_retrans=0
 ip netns exec "$ns" ip tuntap add dev "$tap" mode tap
 ip netns exec "$ns" ip addr add 10.77.0.1/24 dev "$tap"
 ip netns exec "$ns" ip link set "$tap" up
