@@ -146,6 +146,11 @@ else
     fail probe "no network interface bound to ice"
 fi
 kernel_warnings
+if [ -f /lib/firmware/intel/ice/ddp/ice.pkg ]; then
+    loaded=$(dmesg | grep -m1 -o 'The DDP package was successfully loaded.*')
+    [ -n "$loaded" ] && pass ddp "$loaded" \
+        || soft_fail ddp "the package was not loaded: $(dmesg | grep -m1 -oE 'ice [0-9a-f:.]+: .*(DDP|package).*')"
+fi
 
 ip link set lo up
 # No tail-loss probes from the guest's TCP either (see linux-ice.sh).
@@ -186,12 +191,12 @@ loss=$(echo "$out" | sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p')
 ip link set "$DEV" mtu 1500
 host_do mtu 1500 >/dev/null
 
-# Safe Mode (no DDP package) runs one queue pair without RSS or Flow Director, as the card does.
-if dmesg | grep -q 'Entering Safe Mode'; then
+# Without a DDP package Linux runs Safe Mode: one queue pair, no RSS, no Flow Director.
+if [ -f /lib/firmware/intel/ice/ddp/ice.pkg ]; then
+    rss_and_fdir
+else
     echo "CHECK rss SKIP Safe Mode: one queue pair"
     echo "CHECK fdir SKIP Safe Mode: no Flow Director"
-else
-    rss_and_fdir
 fi
 
 rmmod ice || fail reprobe "rmmod ice"
