@@ -1,5 +1,5 @@
 //! The Flow Director filter table: filters the driver programs through TX programming
-//! descriptors (a training packet classified through [`crate::fdpipe`]), and the status
+//! descriptors (a training packet classified through [`crate::pipeline`]), and the status
 //! written back on the RX queue.
 
 use crate::rx::e810_ptype;

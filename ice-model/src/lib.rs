@@ -13,7 +13,7 @@
 //! Where things are: `mmio` (BAR0 registers), `aq` (the admin queue: `aq/opcode.rs` maps each
 //! opcode to its handler, the handlers live by area in `aq/{generic,switch,sched,link,ddp}.rs`;
 //! a new command is one line there and one handler), `rx` and `tx` (LAN queues and
-//! descriptors), `fdir` and `fdpipe` (Flow Director), `irq` (MSI-X, ITR), `counters`; the
+//! descriptors), `fdir` and `pipeline` (Flow Director and RSS classification), `irq` (MSI-X, ITR), `counters`; the
 //! front ends are [`pci`] (in-process) and the `ice-model-server` crate (vfio-user).
 
 #![warn(missing_docs)]
@@ -24,12 +24,12 @@ pub mod cable;
 mod counters;
 pub mod dma;
 mod fdir;
-mod fdpipe;
 mod irq;
 mod mmio;
 mod nvm;
 mod offload;
 pub mod pci;
+mod pipeline;
 mod pools;
 mod regs;
 mod resources;
@@ -196,13 +196,22 @@ pub struct E810Model {
     /// Flow Director filters: (hardware profile, extracted key) -> (queue, drop, fdid).
     fdir: HashMap<(u8, Vec<u8>), (u16, bool, u32)>,
     /// The FD classification tables the driver programs (profiles, TCAM, XLT1/2, ES).
-    fd: fdpipe::FdPipeline,
+    fd: pipeline::Pipeline,
+    /// The RSS block's pipeline (profiles Linux programs for its hash input sets).
+    rss: pipeline::Pipeline,
     /// The control VSI (added with type CTRL): training packets are classified with it.
     ctrl_vsi: Option<u16>,
     /// Frames dropped by a Flow Director DROP filter.
     pub fdir_drops: u64,
     /// DDP: buffers received in the current download, and whether a package is active.
     pkg_bufs: u32,
+    /// The metadata section (version, name, track id) of the package being downloaded, and of
+    /// the package that is active (reported by get_pkg_info_list).
+    pkg_meta: Option<[u8; 36]>,
+    active_pkg: Option<[u8; 36]>,
+    /// RSS key (52 bytes) and LUT per VSI number, as set_rss_key/set_rss_lut left them.
+    rss_keys: HashMap<u16, [u8; 52]>,
+    rss_luts: HashMap<u16, Vec<u8>>,
     /// The resource locks (request/release resource); whether a package is active.
     resources: resources::Resources,
     /// The NVM that NVM read serves.
@@ -262,10 +271,15 @@ impl E810Model {
             mac_cfg: [0; 3],
             port_counters: HashMap::new(),
             fdir: HashMap::new(),
-            fd: fdpipe::FdPipeline::default(),
+            fd: pipeline::Pipeline::new(pipeline::FD),
+            rss: pipeline::Pipeline::new(pipeline::RSS),
             ctrl_vsi: None,
             fdir_drops: 0,
             pkg_bufs: 0,
+            pkg_meta: None,
+            active_pkg: None,
+            rss_keys: HashMap::new(),
+            rss_luts: HashMap::new(),
             resources: Default::default(),
             nvm: nvm::Nvm::new(),
             pools: Default::default(),
@@ -362,6 +376,7 @@ impl E810Model {
         // Filters and programmed profiles are gone; the package's XLT1 stays loaded.
         self.fdir.clear();
         self.fd.clear_programming();
+        self.rss.clear_programming();
         self.faults.in_global_reset = true;
     }
 
@@ -374,6 +389,8 @@ impl E810Model {
     fn pf_reset(&mut self) {
         self.plain.clear();
         self.lan_vsi = None;
+        self.rss_keys.clear();
+        self.rss_luts.clear();
         self.ctrl_vsi = None;
         self.resources.reset();
         self.sw_rules.clear();

@@ -1,6 +1,6 @@
 //! The switch's shared resource pools that alloc_res/free_res (0x0208/0x0209) hand out, other
-//! than the Flow Director profile ids and TCAM entries (those live with the FD tables in
-//! `fdpipe`). Types from Linux 6.12 `ice_adminq_cmd.h` (`ICE_AQC_RES_TYPE_*`); a request names
+//! than the Flow Director and RSS profile ids and TCAM entries (those live with their tables
+//! in `pipeline`). Types from Linux 6.12 `ice_adminq_cmd.h` (`ICE_AQC_RES_TYPE_*`); a request names
 //! a type (bits 6:0), flags (bit 7 shared, bit 12 scan from the bottom) and a count, and is
 //! answered with the first index of a contiguous run (`ice_switch.c:ice_alloc_res_cntr`).
 //! Sizes are the model's own choice, large enough for one PF.
@@ -8,15 +8,13 @@
 use std::collections::HashMap;
 
 /// (type, entries) of every pool the model keeps.
-const POOLS: [(u8, usize); 8] = [
+const POOLS: [(u8, usize); 6] = [
     (0x03, 1024), // VSI list, replication
     (0x04, 1024), // VSI list, pruning
     (0x05, 64),   // switch recipe
     (0x21, 64),   // Flow Director counter block
     (0x22, 2048), // Flow Director guaranteed entries
     (0x23, 8192), // Flow Director shared entries
-    (0x60, 256),  // RSS hash profile id
-    (0x61, 512),  // RSS hash TCAM entry
 ];
 
 /// Allocation state of each pool: `true` where an entry is taken.
@@ -88,6 +86,6 @@ mod tests {
         assert_eq!(p.alloc(0x21, 2), Some(1));
         assert_eq!(p.alloc(0x22, 4096), None, "larger than the pool");
         assert_eq!(p.alloc(0x7F, 1), None);
-        assert!(!p.knows(0x58), "FD profiles are fdpipe's");
+        assert!(!p.knows(0x58), "FD profiles are the pipeline's");
     }
 }

@@ -42,22 +42,33 @@ pub(super) fn clear_pxe_mode(_: &mut E810Model, c: &Cmd) -> Reply {
     }
 }
 
-/// list dev/func caps: 32-byte elements, count u32 at params @4.
+/// list dev/func caps: 32-byte elements {cap u16, major u8, minor u8, number u32, logical_id
+/// u32, phys_id u32, ...}, count u32 at params @4 [Linux 6.12 `ice_adminq_cmd.h`
+/// `ice_aqc_list_caps_elem`, parsed in `ice_common.c:ice_parse_common_caps`].
+/// - RSS (0x0040): number = LUT entries (2048, the PF LUT), logical_id = entry width in bits
+///   (6: up to 64 queues per VSI; the model's choice, the card's value is not in our sources).
+/// - FD (0x0045): number = Flow Director filters; the guaranteed/best-effort split is read from
+///   GLQF_FD_SIZE (`ice_parse_fdir_func_caps`).
+/// - DCB (0x0018): number 1, logical_id = TC bitmap (TC0), phys_id = max TCs (8).
 pub(super) fn list_caps(m: &mut E810Model, c: &Cmd) -> Reply {
     let p = c.p;
-    let caps: [(u16, u32, u32); 6] = [
-        (0x0005, 1, 0),                // VALID_FUNCTIONS
-        (0x0017, 768, 0),              // VSI
-        (0x0041, m.cfg.num_queues, 0), // RXQS (phys_id = first queue)
-        (0x0042, m.cfg.num_queues, 0), // TXQS
-        (0x0043, m.cfg.num_msix, 0),   // MSIX
-        (0x0047, 9702, 0),             // MAX_MTU
+    let caps: [(u16, u32, u32, u32); 9] = [
+        (0x0005, 1, 0, 0),                               // VALID_FUNCTIONS
+        (0x0017, 768, 0, 0),                             // VSI
+        (0x0018, 1, 1, 8),                               // DCB
+        (0x0040, 2048, 6, 0),                            // RSS
+        (0x0041, m.cfg.num_queues, 0, 0),                // RXQS (phys_id = first queue)
+        (0x0042, m.cfg.num_queues, 0, 0),                // TXQS
+        (0x0043, m.cfg.num_msix, 0, 0),                  // MSIX
+        (0x0045, E810Model::FDIR_CAPACITY as u32, 0, 0), // FD
+        (0x0047, 9702, 0, 0),                            // MAX_MTU
     ];
     let mut data = Vec::new();
-    for (id, number, phys) in caps {
+    for (id, number, logical, phys) in caps {
         let mut e = [0u8; 32];
         e[0..2].copy_from_slice(&id.to_le_bytes());
         e[4..8].copy_from_slice(&number.to_le_bytes());
+        e[8..12].copy_from_slice(&logical.to_le_bytes());
         e[12..16].copy_from_slice(&phys.to_le_bytes());
         data.extend_from_slice(&e);
     }

@@ -6,16 +6,18 @@
 //! The commands live by area: [`generic`] (version, capabilities, MAC address, shutdown),
 //! [`switch`] (switch configuration, VSIs, resources), [`sched`] (scheduler tree, LAN TX
 //! queues), [`link`] (MAC/PHY configuration, link status and events), [`nvm`] (resource locks
-//! and NVM reads), [`ddp`] (package download and Flow Director profile updates), [`fwlog`]
-//! (firmware logging). [`opcode`] maps opcode values to
+//! and NVM reads), [`ddp`] (package download and info, Flow Director and RSS profile updates),
+//! [`rss`] (RSS keys and tables), [`dcb`] (DCB/LLDP queries), [`fwlog`] (firmware logging). [`opcode`] maps opcode values to
 //! handlers; a command the table lacks answers ENOSYS, as firmware does.
 
+mod dcb;
 mod ddp;
 mod fwlog;
 mod generic;
 mod link;
 mod nvm;
 mod opcode;
+mod rss;
 mod sched;
 mod switch;
 

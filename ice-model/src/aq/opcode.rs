@@ -2,7 +2,7 @@
 //! and name from DPDK `base/ice_adminq_cmd.h` `enum ice_adminq_opc` (\[AQC\]). To answer a new
 //! command, add its line here and its handler in the file of its area.
 
-use super::{ddp, fwlog, generic, link, nvm, sched, switch, Handler};
+use super::{dcb, ddp, fwlog, generic, link, nvm, rss, sched, switch, Handler};
 
 macro_rules! opcodes {
     ($($(#[doc = $doc:literal])* $name:ident = $value:literal => $handler:path;)*) => {
@@ -99,6 +99,9 @@ opcodes! {
     MoveSchedElems = 0x0408 => sched::move_sched_elems;
     /// delete_sched_elems: remove scheduler nodes (`ice_aqc_opc_delete_sched_elems`).
     DeleteSchedElems = 0x040F => sched::delete_sched_elems;
+    /// query_port_ets: the port's traffic classes and their scheduler nodes
+    /// (`ice_aqc_opc_query_port_ets`).
+    QueryPortEts = 0x040E => dcb::query_port_ets;
     /// query_sched_res: scheduler layers and their limits (`ice_aqc_opc_query_sched_res`).
     QuerySchedRes = 0x0412 => sched::query_sched_res;
     /// get_phy_caps: what the PHY can do, or its configuration (`ice_aqc_opc_get_phy_caps`).
@@ -123,11 +126,28 @@ opcodes! {
     AddTxqs = 0x0C30 => sched::add_txqs;
     /// dis_txqs: disable LAN TX queues (`ice_aqc_opc_dis_txqs`).
     DisTxqs = 0x0C31 => sched::dis_txqs;
+    /// lldp_get_mib: the local or remote LLDP MIB (`ice_aqc_opc_lldp_get_mib`).
+    LldpGetMib = 0x0A00 => dcb::lldp_get_mib;
+    /// lldp_set_mib_change: MIB change events on or off (`ice_aqc_opc_lldp_set_mib_change`).
+    LldpSetMibChange = 0x0A01 => dcb::lldp_set_mib_change;
+    /// get_cee_dcb_cfg: the CEE DCB configuration (`ice_aqc_opc_get_cee_dcb_cfg`).
+    GetCeeDcbCfg = 0x0A07 => dcb::get_cee_dcb_cfg;
+    /// set_rss_key: a VSI's RSS hash key (`ice_aqc_opc_set_rss_key`).
+    SetRssKey = 0x0B02 => rss::set_key;
+    /// set_rss_lut: a VSI's RSS lookup table (`ice_aqc_opc_set_rss_lut`).
+    SetRssLut = 0x0B03 => rss::set_lut;
+    /// get_rss_key (`ice_aqc_opc_get_rss_key`).
+    GetRssKey = 0x0B04 => rss::get_key;
+    /// get_rss_lut (`ice_aqc_opc_get_rss_lut`).
+    GetRssLut = 0x0B05 => rss::get_lut;
     /// download_pkg: one 4 KiB buffer of a DDP package (`ice_aqc_opc_download_pkg`).
     DownloadPkg = 0x0C40 => ddp::download_pkg;
     /// update_pkg: change the loaded package's tables, e.g. Flow Director profiles
     /// (`ice_aqc_opc_update_pkg`).
     UpdatePkg = 0x0C42 => ddp::update_pkg;
+    /// get_pkg_info_list: the packages the card holds and which is active
+    /// (`ice_aqc_opc_get_pkg_info_list`).
+    GetPkgInfoList = 0x0C43 => ddp::get_pkg_info_list;
     /// fw_logs_config: firmware log enables, resolution, module levels
     /// (`ice_aqc_opc_fw_logs_config`).
     FwLogsConfig = 0xFF30 => fwlog::config;
@@ -155,7 +175,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(known, 41, "the table lists each opcode once");
+        assert_eq!(known, 50, "the table lists each opcode once");
         assert_eq!(Opcode::from(0x0607), Opcode::GetLinkStatus);
         assert_eq!(Opcode::from(0x0701), Opcode::NvmRead);
         assert_eq!(Opcode::from(0x0702), Opcode::Unknown(0x0702));

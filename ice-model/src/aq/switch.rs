@@ -246,7 +246,7 @@ pub(super) fn free_res(m: &mut E810Model, c: &Cmd) -> Reply {
     } else if input.len() < 4 + 2 * n {
         return Reply::err(RC_EINVAL);
     } else {
-        (0..n).all(|k| m.fd.free(ty, elem(k)))
+        (0..n).all(|k| m.fd.free(ty, elem(k)) || m.rss.free(ty, elem(k)))
     };
     if freed {
         Reply::ok()
@@ -255,7 +255,8 @@ pub(super) fn free_res(m: &mut E810Model, c: &Cmd) -> Reply {
     }
 }
 
-/// alloc_res: a pool type takes `num_elems` contiguous entries, an FD profile/TCAM type one;
+/// alloc_res: a pool type takes `num_elems` contiguous entries, an FD or RSS profile/TCAM
+/// type one;
 /// the (first) index goes into elems[0]. ENOSPC when none is free.
 pub(super) fn alloc_res(m: &mut E810Model, c: &Cmd) -> Reply {
     let input = c.input;
@@ -266,7 +267,7 @@ pub(super) fn alloc_res(m: &mut E810Model, c: &Cmd) -> Reply {
     let idx = if m.pools.knows(ty) {
         m.pools.alloc(ty, n)
     } else if n == 1 {
-        m.fd.alloc(ty)
+        m.fd.alloc(ty).or_else(|| m.rss.alloc(ty))
     } else {
         return Reply::err(RC_EINVAL);
     };

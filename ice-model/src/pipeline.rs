@@ -1,8 +1,9 @@
-//! The model's Flow Director classification pipeline, as the firmware and hardware keep it:
-//! packet type to PTG (XLT1, from the downloaded package), VSI to VSI group (XLT2), the
-//! profile TCAM keyed by (flags, PTG, VSIG), the extraction sequence (ES) of 24 field-vector
-//! words per profile, and the swap and input-set registers. The driver fills it through
-//! alloc/free resource, update package and register writes; nothing is built in.
+//! The model's classification pipelines, as the firmware and hardware keep them, one per
+//! block: Flow Director and RSS. Each maps packet type to PTG (XLT1, from the downloaded
+//! package), VSI to VSI group (XLT2), finds a profile in the TCAM keyed by (flags, PTG, VSIG),
+//! and extracts 24 field-vector words per profile (ES). Flow Director adds the swap and
+//! input-set registers. The driver fills them through alloc/free resource, update package and
+//! register writes; nothing is built in.
 //!
 //! Formats from DPDK `drivers/net/intel/ice/base` (`ice_ddp.h`, `ice_flex_type.h`,
 //! `ice_hw_autogen.h`, `ice_protocol_type.h`) with the model's own constants, independent of
@@ -15,15 +16,44 @@ const TCAM_ENTRIES: usize = 512;
 const PROFILES: usize = 128;
 const WORDS: usize = 24;
 
-/// Section ids: FD XLT1, XLT2, profile TCAM, field vectors (extraction sequences).
-const SID_XLT1: u32 = 32;
-const SID_XLT2: u32 = 33;
-const SID_TCAM: u32 = 34;
-const SID_ES: u32 = 36;
+/// A block's package section ids (XLT1, XLT2, profile TCAM, field vectors) and its resource
+/// types for alloc/free resource (low 7 bits; profile id, TCAM entry) \[`ice_flex_type.h`
+/// `ICE_SID_*`, `ice_adminq_cmd.h` `ICE_AQC_RES_TYPE_*`\].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    xlt1: u32,
+    xlt2: u32,
+    tcam: u32,
+    es: u32,
+    res_prof: u16,
+    res_tcam: u16,
+}
 
-/// Resource types of alloc/free resource (low 7 bits after the flag bits).
-const RES_PROFID: u16 = 0x58;
-const RES_TCAM: u16 = 0x59;
+/// Flow Director: sections 32/33/34/36, resources 0x58/0x59.
+pub const FD: Block = Block {
+    xlt1: 32,
+    xlt2: 33,
+    tcam: 34,
+    es: 36,
+    res_prof: 0x58,
+    res_tcam: 0x59,
+};
+/// RSS: sections 42/43/44/46, resources 0x60/0x61.
+pub const RSS: Block = Block {
+    xlt1: 42,
+    xlt2: 43,
+    tcam: 44,
+    es: 46,
+    res_prof: 0x60,
+    res_tcam: 0x61,
+};
+
+impl Block {
+    /// Whether section type `ty` belongs to this block.
+    fn has_section(&self, ty: u32) -> bool {
+        [self.xlt1, self.xlt2, self.tcam, self.es].contains(&ty)
+    }
+}
 
 /// GLQF_FDINSET(p, j) at 0x412000 + 4p + 512j, GLQF_FDSWAP(p, j) at 0x413000 + 4p + 512j,
 /// GLQF_FDMASK_SEL(p) at 0x410400 + 4p.
@@ -37,7 +67,9 @@ struct Word {
     off: u16,
 }
 
-pub struct FdPipeline {
+/// One block's pipeline (see the module docs).
+pub struct Pipeline {
+    block: Block,
     xlt1: Vec<u8>,
     xlt2: Vec<u16>,
     tcam: Vec<Option<([u8; 10], u8)>>,
@@ -48,9 +80,11 @@ pub struct FdPipeline {
     inset: Vec<[u32; 6]>,
 }
 
-impl Default for FdPipeline {
-    fn default() -> Self {
-        FdPipeline {
+impl Pipeline {
+    /// An empty pipeline for `block`.
+    pub fn new(block: Block) -> Self {
+        Pipeline {
+            block,
             xlt1: vec![0; PTYPES],
             xlt2: vec![0; VSIS],
             tcam: vec![None; TCAM_ENTRIES],
@@ -69,7 +103,7 @@ fn le16(b: &[u8], o: usize) -> Option<u16> {
 
 /// The sections of a 4 KiB package buffer as (type, payload), or None when the header is
 /// malformed: 1..=511 sections, data_end 12..=4096, each section inside the data.
-fn sections(buf: &[u8]) -> Option<Vec<(u32, &[u8])>> {
+pub(crate) fn sections(buf: &[u8]) -> Option<Vec<(u32, &[u8])>> {
     let count = le16(buf, 0)? as usize;
     let data_end = le16(buf, 2)? as usize;
     if !(1..=511).contains(&count) || !(12..=4096).contains(&data_end) || data_end > buf.len() {
@@ -86,11 +120,11 @@ fn sections(buf: &[u8]) -> Option<Vec<(u32, &[u8])>> {
         .collect()
 }
 
-impl FdPipeline {
-    /// A downloaded configuration buffer: the FD XLT1 table is taken from it.
+impl Pipeline {
+    /// A downloaded configuration buffer: the block's XLT1 table is taken from it.
     pub fn load_package_buffer(&mut self, buf: &[u8]) {
         for (ty, s) in sections(buf).unwrap_or_default() {
-            if ty == SID_XLT1 {
+            if ty == self.block.xlt1 {
                 let (Some(count), Some(off)) = (le16(s, 0), le16(s, 2)) else {
                     continue;
                 };
@@ -106,19 +140,19 @@ impl FdPipeline {
     /// Forgets everything the driver programmed (a global reset), keeping the package's XLT1.
     pub fn clear_programming(&mut self) {
         let xlt1 = std::mem::take(&mut self.xlt1);
-        *self = FdPipeline {
+        *self = Pipeline {
             xlt1,
-            ..Default::default()
+            ..Pipeline::new(self.block)
         };
     }
 
     /// Alloc resource for `res_type` (flag bits above bit 6 ignored): the index, or None
-    /// when none is free (or the type is not an FD one). Scan-bottom takes the highest.
+    /// when none is free (or the type is not this block's). Scan-bottom takes the highest.
     pub fn alloc(&mut self, res_type: u16) -> Option<u16> {
         let bottom = res_type & 0x1000 != 0;
         let owned = match res_type & 0x7F {
-            RES_PROFID => &mut self.prof_owned,
-            RES_TCAM => &mut self.tcam_owned,
+            t if t == self.block.res_prof => &mut self.prof_owned,
+            t if t == self.block.res_tcam => &mut self.tcam_owned,
             _ => return None,
         };
         let n = owned.len();
@@ -135,9 +169,12 @@ impl FdPipeline {
     /// allocated.
     pub fn free(&mut self, res_type: u16, idx: u16) -> bool {
         let i = idx as usize;
-        match res_type & 0x7F {
-            RES_PROFID if self.prof_owned.get(i) == Some(&true) => self.prof_owned[i] = false,
-            RES_TCAM if self.tcam_owned.get(i) == Some(&true) => {
+        let t = res_type & 0x7F;
+        match t {
+            _ if t == self.block.res_prof && self.prof_owned.get(i) == Some(&true) => {
+                self.prof_owned[i] = false
+            }
+            _ if t == self.block.res_tcam && self.tcam_owned.get(i) == Some(&true) => {
                 self.tcam_owned[i] = false;
                 self.tcam[i] = None;
             }
@@ -151,25 +188,26 @@ impl FdPipeline {
     pub fn update(&mut self, buf: &[u8]) -> Result<(), u32> {
         let secs = sections(buf).ok_or(0u32)?;
         // Validate everything first so a bad buffer changes nothing.
+        let b = self.block;
         for (ty, s) in &secs {
             let count = le16(s, 0).ok_or(4u32)? as usize;
             let ok = match *ty {
-                SID_ES => {
+                t if t == b.es => {
                     let off = le16(s, 2).unwrap_or(u16::MAX) as usize;
                     off + count <= PROFILES
                         && s.len() >= 4 + 4 * WORDS * count
                         && (off..off + count).all(|p| self.prof_owned[p])
                 }
-                SID_TCAM => (0..count).all(|k| {
+                t if t == b.tcam => (0..count).all(|k| {
                     le16(s, 2 + 13 * k)
                         .is_some_and(|a| self.tcam_owned.get(a as usize) == Some(&true))
                         && s.len() >= 2 + 13 * (k + 1)
                 }),
-                SID_XLT2 => {
+                t if t == b.xlt2 => {
                     le16(s, 2).is_some_and(|o| o as usize + count <= VSIS)
                         && s.len() >= 4 + 2 * count
                 }
-                SID_XLT1 => {
+                t if t == b.xlt1 => {
                     le16(s, 2).is_some_and(|o| o as usize + count <= PTYPES) && s.len() >= 4 + count
                 }
                 _ => false,
@@ -181,7 +219,7 @@ impl FdPipeline {
         for (ty, s) in secs {
             let count = le16(s, 0).unwrap_or(0) as usize;
             match ty {
-                SID_ES => {
+                t if t == b.es => {
                     let first = le16(s, 2).unwrap_or(0) as usize;
                     for p in 0..count {
                         for w in 0..WORDS {
@@ -193,7 +231,7 @@ impl FdPipeline {
                         }
                     }
                 }
-                SID_TCAM => {
+                t if t == b.tcam => {
                     for k in 0..count {
                         let o = 2 + 13 * k;
                         let addr = le16(s, o).unwrap_or(0) as usize;
@@ -201,7 +239,7 @@ impl FdPipeline {
                         self.tcam[addr] = Some((key, s[o + 12]));
                     }
                 }
-                SID_XLT2 => {
+                t if t == b.xlt2 => {
                     let first = le16(s, 2).unwrap_or(0) as usize;
                     for k in 0..count {
                         self.xlt2[first + k] = le16(s, 4 + 2 * k).unwrap_or(0);
@@ -216,8 +254,17 @@ impl FdPipeline {
         Ok(())
     }
 
-    /// FD register writes; false when `off` is not one of them.
+    /// Whether an update-package buffer is for this block (its first section is one of the
+    /// block's).
+    pub fn owns_update(&self, buf: &[u8]) -> bool {
+        sections(buf).and_then(|s| s.first().map(|f| self.block.has_section(f.0))) == Some(true)
+    }
+
+    /// FD register writes; false when `off` is not one of them (or this is not the FD block).
     pub fn reg_write(&mut self, off: u64, v: u32) -> bool {
+        if self.block != FD {
+            return false;
+        }
         let slot = |base: u64| -> Option<(usize, usize)> {
             let rel = off.checked_sub(base)?;
             let (j, p) = ((rel / 512) as usize, (rel % 512 / 4) as usize);
@@ -365,7 +412,7 @@ mod tests {
 
     #[test]
     fn a_reference_profile_classifies_frames_by_its_training_packet() {
-        let mut fd = FdPipeline::default();
+        let mut fd = Pipeline::new(FD);
         fd.load_package_buffer(&xlt1_buffer());
         assert_eq!(fd.profile(24, 10), None, "nothing programmed yet");
         assert!(
