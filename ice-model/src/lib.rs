@@ -33,6 +33,7 @@ mod pipeline;
 mod pools;
 mod regs;
 mod resources;
+mod rss;
 mod rx;
 mod sched;
 mod swrules;

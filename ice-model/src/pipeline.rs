@@ -303,6 +303,19 @@ impl Pipeline {
         })
     }
 
+    /// Profile `p`'s hash input for `frame`: its field-vector words from the last to the first
+    /// (the drivers fill a profile's vector from the end, `ice_flow.c` reverse order), words
+    /// no field uses skipped; for IPv4/UDP that is source and destination address, then
+    /// source and destination port, the Toeplitz input of Microsoft's RSS.
+    pub fn hash_input(&self, p: u8, frame: &[u8]) -> Vec<u8> {
+        self.es[p as usize]
+            .iter()
+            .rev()
+            .filter(|w| w.prot != 0xFF && w.off != 0x1FF)
+            .flat_map(|w| extract(frame, *w))
+            .collect()
+    }
+
     /// Profile `p`'s key for `frame`: its field-vector words, permuted by the swap registers
     /// for a training packet, those in the input set concatenated.
     pub fn key(&self, p: u8, frame: &[u8], training: bool) -> Vec<u8> {

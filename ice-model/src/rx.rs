@@ -5,6 +5,7 @@
 use vdpdk_core::MacAddr;
 
 use crate::regs::*;
+use crate::swrules::Verdict;
 use crate::E810Model;
 
 /// E810 packet type of a frame (\[LTR\] `ice_ptype_lkup`: 1 L2, 11 ARP, 23 IPv4, 24 IPv4/UDP,
@@ -83,6 +84,27 @@ fn rx_writeback(frame: &[u8], rxdid: u8) -> [u8; 32] {
     wb
 }
 
+/// Where steering sends a frame: the PF queue, the Flow Director flow id written back
+/// (0xFFFFFFFF: none) and the RSS hash written back (0: none, as Linux reads it).
+struct Steer {
+    queue: usize,
+    flow_id: u32,
+    hash: u32,
+}
+
+impl Steer {
+    fn to(queue: usize) -> Steer {
+        Steer {
+            queue,
+            flow_id: u32::MAX,
+            hash: 0,
+        }
+    }
+    fn with_flow_id(self, flow_id: u32) -> Steer {
+        Steer { flow_id, ..self }
+    }
+}
+
 /// One LAN RX queue as the device sees it.
 #[derive(Default, Clone)]
 pub(crate) struct RxQueueState {
@@ -98,11 +120,12 @@ pub(crate) struct RxQueueState {
 }
 
 impl E810Model {
-    /// A frame from the wire: Flow Director filters first, then the switch's MAC lookup rules
-    /// (a frame they drop or do not claim goes no further), then `mac_to_queue`, else queue 0.
+    /// A frame from the wire: the switch's MAC lookup rules (a frame they drop or do not claim
+    /// goes no further; one they forward goes to a VSI), then the VSI's Flow Director filters,
+    /// then `mac_to_queue`, then the VSI's RSS, else queue 0.
     pub fn receive(&mut self, frame: &[u8]) -> bool {
         match self.steer(frame) {
-            Some((q, flow_id)) => self.receive_with(q, frame, flow_id),
+            Some(s) => self.receive_with(s.queue, frame, s.flow_id, s.hash),
             None => false,
         }
     }
@@ -111,21 +134,29 @@ impl E810Model {
     /// few free descriptors is left with the caller (`None`, nothing counted) to offer again
     /// once the driver has posted buffers: a cable with flow control.
     pub fn try_receive(&mut self, frame: &[u8]) -> Option<bool> {
-        let Some((q, flow_id)) = self.steer(frame) else {
+        let Some(s) = self.steer(frame) else {
             return Some(false);
         };
-        if !self.rx_has_room(q, frame.len()) {
+        if !self.rx_has_room(s.queue, frame.len()) {
             return None;
         }
-        Some(self.receive_with(q, frame, flow_id))
+        Some(self.receive_with(s.queue, frame, s.flow_id, s.hash))
     }
 
-    /// The PF queue a frame goes to and its flow id, or None if a filter or rule dropped it
-    /// (counted).
-    fn steer(&mut self, frame: &[u8]) -> Option<(usize, u32)> {
-        let prof = self
-            .lan_vsi
-            .and_then(|vsi| self.fd.profile(e810_ptype(frame), vsi));
+    /// Where a frame goes, or None if a rule or filter dropped it (counted). The switch picks
+    /// the VSI by destination MAC; that VSI's Flow Director filters, then `mac_to_queue`, then
+    /// its RSS choose the queue.
+    fn steer(&mut self, frame: &[u8]) -> Option<Steer> {
+        let dst = MacAddr::dst_of(frame);
+        let vsi = match self.sw_rules.lookup_rx(dst) {
+            Verdict::Drop => {
+                self.switch_drops += 1;
+                return None;
+            }
+            Verdict::Forward(vsi) => Some(vsi),
+            Verdict::NoRules => self.lan_vsi,
+        };
+        let prof = vsi.and_then(|v| self.fd.profile(e810_ptype(frame), v));
         if let Some(prof) = prof {
             let key = self.fd.key(prof, frame, false);
             if let Some(&(q, drop, fdid)) = self.fdir.get(&(prof, key)) {
@@ -133,20 +164,19 @@ impl E810Model {
                     self.fdir_drops += 1;
                     return None;
                 }
-                return Some((q as usize, fdid));
+                return Some(Steer::to(q as usize).with_flow_id(fdid));
             }
         }
-        let dst = MacAddr::dst_of(frame);
-        if self.sw_rules.lookup_rx(dst) == crate::swrules::Verdict::Drop {
-            self.switch_drops += 1;
-            return None;
+        if let Some(&(_, q)) = self.mac_to_queue.iter().find(|(m, _)| Some(*m) == dst) {
+            return Some(Steer::to(q as usize));
         }
-        let q = self
-            .mac_to_queue
-            .iter()
-            .find(|(m, _)| Some(*m) == dst)
-            .map_or(0, |r| r.1 as usize);
-        Some((q, u32::MAX))
+        match vsi.and_then(|v| self.rss_queue(v, frame)) {
+            Some((q, hash)) => Some(Steer {
+                hash,
+                ..Steer::to(q)
+            }),
+            None => Some(Steer::to(0)),
+        }
     }
 
     /// Whether queue `q` could take a frame of `len` bytes now; a queue that would refuse it
@@ -205,12 +235,12 @@ impl E810Model {
 
     /// A frame arrives from the wire for PF queue `q` (after steering).
     pub fn receive_on(&mut self, q: usize, frame: &[u8]) -> bool {
-        self.receive_with(q, frame, u32::MAX)
+        self.receive_with(q, frame, u32::MAX, 0)
     }
 
-    /// Like `receive_on`, with the flow id (FDID) of the filter that matched written back
-    /// (0xFFFFFFFF: none).
-    fn receive_with(&mut self, q: usize, frame: &[u8], flow_id: u32) -> bool {
+    /// Like `receive_on`, with the flow id (FDID) of the filter that matched (0xFFFFFFFF:
+    /// none) and the RSS hash (0: none) written back.
+    fn receive_with(&mut self, q: usize, frame: &[u8], flow_id: u32, hash: u32) -> bool {
         let Some(st) = self.rxq.get(q).filter(|s| s.enabled).cloned() else {
             log::debug!("rxq {q} is stopped: frame of {} bytes dropped", frame.len());
             self.stats.rx_dropped += 1;
@@ -247,6 +277,7 @@ impl E810Model {
             }
             let mut wb = if k + 1 == pieces.len() {
                 let mut wb = rx_writeback(frame, st.rxdid);
+                wb[12..16].copy_from_slice(&hash.to_le_bytes()); // rss_hash [LTR flex NIC @12]
                 wb[24..28].copy_from_slice(&flow_id.to_le_bytes()); // flow_id [LTR flex NIC @24]
                 wb
             } else {

@@ -41,8 +41,9 @@ pub(crate) struct SwRule {
 /// What a matching rule does with a received frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Deliver to the VSI's (or VSI list's) queues.
-    Forward,
+    /// Deliver to this VSI (a VSI list's first member; the model's PF VSIs share the LAN
+    /// queues).
+    Forward(u16),
     /// Drop (a drop rule, or no rule claims the frame).
     Drop,
     /// No MAC rule is programmed: the model's default steering applies.
@@ -115,21 +116,34 @@ impl SwRules {
         self.prune_lists.clear();
     }
 
-    /// The RX lookup of a frame with destination `dst`.
+    /// The RX lookup of a frame with destination `dst`: the MAC rules of either direction.
+    /// Linux adds its MAC filters as TX lookups (`ICE_FLTR_TX`, with loopback and LAN enables)
+    /// and receives on them, so the card forwards by destination MAC whichever direction a
+    /// MAC rule was added in (inferred from Linux's behaviour; our sources do not say).
     pub(crate) fn lookup_rx(&self, dst: Option<MacAddr>) -> Verdict {
         let mut mac_rules = self
             .rules
             .values()
-            .filter(|r| r.kind == T_LKUP_RX && r.recipe == RECIPE_MAC && r.valid())
+            .filter(|r| r.recipe == RECIPE_MAC && r.valid())
             .peekable();
         if mac_rules.peek().is_none() {
             return Verdict::NoRules;
         }
-        match mac_rules.find(|r| r.dst.is_some() && r.dst == dst) {
+        let hit = mac_rules.find(|r| r.dst.is_some() && r.dst == dst);
+        log::trace!("rx lookup {dst:?}: {:?}", hit.map(|r| r.act));
+        match hit {
             Some(r) if r.act & (1 << 18) != 0 => Verdict::Drop,
-            // Action type 0: forward to a VSI or VSI list (the model's PF VSIs share the
-            // LAN queues).
-            Some(r) if r.act & 0x3 == 0 => Verdict::Forward,
+            // Action type 0 (bits 1:0): forward to the VSI, or VSI list with bit 14, in bits
+            // 13:4 [Linux 6.12 ice_lan_tx_rx.h ICE_SINGLE_ACT_*].
+            Some(r) if r.act & 0x3 == 0 => {
+                let id = (r.act >> 4 & 0x3FF) as u16;
+                let vsi = if r.act & 1 << 14 != 0 {
+                    self.vsi_lists.get(&id).and_then(|l| l.first().copied())
+                } else {
+                    Some(id)
+                };
+                vsi.map_or(Verdict::Drop, Verdict::Forward)
+            }
             _ => Verdict::Drop,
         }
     }

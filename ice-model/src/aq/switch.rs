@@ -45,6 +45,7 @@ pub(super) fn add_sw_rules(m: &mut E810Model, c: &Cmd) -> Reply {
         if rule.kind != T_LKUP_RX && rule.kind != T_LKUP_TX {
             return Reply::err(RC_EINVAL);
         }
+        log::debug!("switch rule: {rule:?}");
         let Some(idx) = m.sw_rules.add(rule) else {
             return Reply::err(RC_ENOSPC);
         };
