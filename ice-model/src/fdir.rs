@@ -11,11 +11,11 @@ impl E810Model {
     pub(crate) fn fdir_program(&mut self, qw0: u64, qw1: u64, template: &[u8]) -> u64 {
         let remove = qw1 >> 4 & 1 == 1;
         let mut st = 1 | (remove as u64) << 1;
-        // The profile comes from the training packet (packet type, PTG, the control VSI's
-        // group, TCAM), not from the descriptor's PROF field.
-        let prof = self
-            .ctrl_vsi
-            .and_then(|vsi| self.fd.profile(e810_ptype(template), vsi));
+        // The profile comes from the training packet (packet type, PTG, the group of the
+        // filter's VSI, FD_VSI in qw1 bits 23:14 [Linux 6.12 ice_fdir.h ICE_FXD_FLTR_QW1_*],
+        // TCAM), not from the descriptor's PROF field.
+        let fd_vsi = (qw1 >> 14 & 0x3FF) as u16;
+        let prof = self.fd.profile(e810_ptype(template), fd_vsi);
         let Some(prof) = prof else {
             return st | 1 << 5; // FAIL_PROF
         };

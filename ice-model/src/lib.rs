@@ -163,7 +163,7 @@ pub struct E810Model {
     sched: HashMap<u32, sched::SchedNode>,
     next_teid: u32,
     next_vsi: u16,
-    /// The last VSI added: the one the LAN queues (and VSI counters) belong to.
+    /// The first PF-type VSI added: the one the LAN queues (and VSI counters) belong to.
     lan_vsi: Option<u16>,
     /// Destination MAC -> PF queue (switch rules); unmatched frames go to queue 0.
     pub mac_to_queue: Vec<(MacAddr, u16)>,
@@ -200,8 +200,6 @@ pub struct E810Model {
     fd: pipeline::Pipeline,
     /// The RSS block's pipeline (profiles Linux programs for its hash input sets).
     rss: pipeline::Pipeline,
-    /// The control VSI (added with type CTRL): training packets are classified with it.
-    ctrl_vsi: Option<u16>,
     /// Frames dropped by a Flow Director DROP filter.
     pub fdir_drops: u64,
     /// DDP: buffers received in the current download, and whether a package is active.
@@ -274,7 +272,6 @@ impl E810Model {
             fdir: HashMap::new(),
             fd: pipeline::Pipeline::new(pipeline::FD),
             rss: pipeline::Pipeline::new(pipeline::RSS),
-            ctrl_vsi: None,
             fdir_drops: 0,
             pkg_bufs: 0,
             pkg_meta: None,
@@ -392,7 +389,6 @@ impl E810Model {
         self.lan_vsi = None;
         self.rss_keys.clear();
         self.rss_luts.clear();
-        self.ctrl_vsi = None;
         self.resources.reset();
         self.sw_rules.clear();
         self.vsis.clear();

@@ -126,7 +126,7 @@ rss_and_fdir() {
     sent=$(host_do udp 5301 1000 | sed -n 's/HOST-DONE sent \([0-9]*\)/\1/p')
     after=$(rx_per_queue)
     q1=$(($(echo "$after" | cut -d' ' -f2) - $(echo "$before" | cut -d' ' -f2)))
-    [ "$q1" -ge "${sent:-1}" ] && pass fdir "$q1 frames on queue 1 of ${sent:-?} sent to udp 5301" \
+    [ "$q1" -eq "${sent:-1}" ] && pass fdir "$q1 frames on queue 1 of ${sent:-?} sent to udp 5301" \
         || soft_fail fdir "queue 1 got $q1 of ${sent:-?}: before [$before] after [$after]"
 }
 

@@ -29,6 +29,10 @@ fn sched_elem_data(kind: u8) -> [u8; 16] {
     d
 }
 
+/// The VSI type of a PF's own VSIs, its LAN VSI and its Flow Director control VSI alike
+/// [AQC `ICE_AQ_VSI_TYPE_PF`].
+pub(crate) const VSI_TYPE_PF: u16 = 2;
+
 impl IceDevice {
     /// Sets the RX interrupt throttle of vector `v`: after an interrupt, the next one waits at
     /// least `us` microseconds (rounded down to the 2 µs granularity; 0 = none).
@@ -103,12 +107,13 @@ impl IceDevice {
         } else {
             VSI_FD_ENABLE
         };
-        let v = self.add_vsi(2, 0, nq, fd)?;
+        let v = self.add_vsi(VSI_TYPE_PF, 0, nq, fd)?;
         self.vsi = Some(v);
         Ok(v)
     }
 
-    /// add_vsi of `kind` (2 = PF, 3 = CTRL [AQC ICE_AQ_VSI_TYPE_*]) owning queues
+    /// add_vsi of `kind` ([`VSI_TYPE_PF`]; [AQC ICE_AQ_VSI_TYPE_*]: 0 VF, 1 VMDQ2, 2 PF,
+    /// 3 EMP_MNG) owning queues
     /// `first..first+nq`; non-zero `fd_options` adds the FLOW_DIR section. A VSI receiving
     /// through Flow Director (FD_ENABLE) gets this function's share of the guaranteed
     /// filters and the best-effort pool from GLQF_FD_SIZE [ETH `ice_setup_vsi`; CMN

@@ -156,6 +156,8 @@ fn vsi_answer(m: &E810Model, p: &[u8; 16], v: u16) -> Reply {
     }
 }
 
+/// VSI type PF (`ICE_AQ_VSI_TYPE_PF`; 0 VF, 1 VMDQ2, 3 EMP_MNG).
+const VSI_TYPE_PF: u16 = 2;
 /// VSIs the switch holds (`ICE_MAX_VSI`).
 const MAX_VSI: u16 = 768;
 /// VSI context size (`struct ice_aqc_vsi_props`).
@@ -173,10 +175,10 @@ pub(super) fn add_vsi(m: &mut E810Model, c: &Cmd) -> Reply {
     }
     let v = m.next_vsi;
     m.next_vsi += 1;
-    match u16::from_le_bytes([p[6], p[7]]) & 3 {
-        2 => m.lan_vsi = Some(v),
-        3 => m.ctrl_vsi = Some(v),
-        _ => {}
+    // The first PF-type VSI is the PF's LAN VSI (drivers add it before their Flow Director
+    // control VSI, which is a PF-type VSI too).
+    if u16::from_le_bytes([p[6], p[7]]) & 3 == VSI_TYPE_PF && m.lan_vsi.is_none() {
+        m.lan_vsi = Some(v);
     }
     m.vsis.insert(v, input[..VSI_CTX].to_vec());
     vsi_answer(m, p, v)
@@ -207,9 +209,6 @@ pub(super) fn free_vsi(m: &mut E810Model, c: &Cmd) -> Reply {
     }
     if m.lan_vsi == Some(v) {
         m.lan_vsi = None;
-    }
-    if m.ctrl_vsi == Some(v) {
-        m.ctrl_vsi = None;
     }
     vsi_answer(m, p, v)
 }

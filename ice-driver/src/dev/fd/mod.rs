@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::queues::VSI_TYPE_PF;
 use super::IceDevice;
 use crate::adminq::*;
 use crate::IceError;
@@ -40,7 +41,9 @@ impl IceDevice {
                 ));
             }
             let q = (self.info.num_txq.min(self.info.num_rxq).max(2) - 1) as u16;
-            let vsi = self.add_vsi(3, q, 1, VSI_FD_PROG_ENABLE)?;
+            // A PF-type VSI, as Linux and DPDK create their control VSI (`ice_vsi_init`:
+            // ICE_VSI_CTRL gets ICE_AQ_VSI_TYPE_PF); type 3 is the management (EMP) type.
+            let vsi = self.add_vsi(VSI_TYPE_PF, q, 1, VSI_FD_PROG_ENABLE)?;
             let tx = self.add_tx_queue(q, 64, vsi)?;
             let pool = vdpdk_core::Mempool::new("ice-fdir", 128, 2048 + vdpdk_core::MBUF_HEADROOM)?;
             let rx = self.setup_rx_queue_with(q, 64, &pool, Default::default(), None)?;
