@@ -52,7 +52,7 @@ pub(super) fn clear_pxe_mode(_: &mut E810Model, c: &Cmd) -> Reply {
 /// - DCB (0x0018): number 1, logical_id = TC bitmap (TC0), phys_id = max TCs (8).
 pub(super) fn list_caps(m: &mut E810Model, c: &Cmd) -> Reply {
     let p = c.p;
-    let caps: [(u16, u32, u32, u32); 9] = [
+    let caps: [(u16, u32, u32, u32); 10] = [
         (0x0005, 1, 0, 0),                               // VALID_FUNCTIONS
         (0x0017, 768, 0, 0),                             // VSI
         (0x0018, 1, 1, 8),                               // DCB
@@ -62,6 +62,7 @@ pub(super) fn list_caps(m: &mut E810Model, c: &Cmd) -> Reply {
         (0x0043, m.cfg.num_msix, 0, 0),                  // MSIX
         (0x0045, E810Model::FDIR_CAPACITY as u32, 0, 0), // FD
         (0x0047, 9702, 0, 0),                            // MAX_MTU
+        (0x0051, 1, 0, 0),                               // RDMA
     ];
     let mut data = Vec::new();
     for (id, number, logical, phys) in caps {
