@@ -4,18 +4,19 @@
 # boots a VM whose only NIC is the model, served by SERVER (an ice-model-server binary) over
 # vfio-user and cabled to a TAP in a fresh network namespace (10.77.0.1/24), and runs
 # tests/vm/linux-ice-guest.sh in it: probe, carrier, ping, iperf3 both ways with offloads,
-# MTU 9000, RSS over 4 queues, a Flow Director rule, rmmod and re-probe.
+# MTU 9000, RSS over 4 queues, a Flow Director rule, rmmod and re-probe; then a second VM
+# attaches to the same server once the first has gone and runs it all again.
 #   --ddp       put Debian's DDP package (ice.pkg) in the guest; without it Linux runs the
 #               card in Safe Mode
 #   --out DIR   keep the console, the server's log and a summary there (default: a temp dir)
 #   --timeout S give up on the VM after S seconds (default 600; TCG is slow)
-# Prints every "CHECK name PASS|FAIL detail" line of the guest and a summary; exit 0 when the
-# guest reached "CHECK done PASS", 1 otherwise, 2 on bad usage. Needs root, and
+# Prints every "CHECK name PASS|FAIL detail" line of the guests and a summary; exit 0 when
+# both reached "CHECK done PASS", 1 otherwise, 2 on bad usage. Needs root, and
 # tests/vm/setup.sh --ice (run here when its cache is missing).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${VDPDK_VM_CACHE:-/var/cache/vdpdk-vm}
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 [ $# -ge 1 ] || usage
 server=$1; shift
@@ -114,33 +115,50 @@ PY
     esac
 }
 
-# The QEMU monitor listens on $out/monitor.sock, to look into a guest that stopped talking
-# (socat - UNIX-CONNECT:$out/monitor.sock; "info registers", "nmi").
+# The QEMU monitor listens on $out/monitor-N.sock, to look into a guest that stopped talking
+# (socat - UNIX-CONNECT:$out/monitor-1.sock; "info registers", "nmi").
 # With the package, 4 vCPUs: Linux gives a netdev at most one queue pair per CPU, and the RSS
 # step asks for 4.
 [ $ddp = 1 ] && export VDPDK_VM_SMP=4
-coproc QEMU { exec timeout -k 5 "$timeout" bash "$HERE/boot.sh" "$work/initramfs.gz" \
-    -monitor "unix:$out/monitor.sock,server=on,wait=off" \
-    -device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}" 2>&1; }
-qemu_pid=$QEMU_PID
-: >"$out/console.log"
+# boot_guest N: one VM through the whole guest script; its console goes to console-N.log.
+# Returns 0 when every step passed.
+boot_guest() {
+    local n=$1 log="$out/console-$1.log" ok=1 line
+    coproc QEMU { exec timeout -k 5 "$timeout" bash "$HERE/boot.sh" "$work/initramfs.gz" \
+        -monitor "unix:$out/monitor-$n.sock,server=on,wait=off" \
+        -device "{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"$sock\"}}" 2>&1; }
+    qemu_pid=$QEMU_PID
+    : >"$log"
+    while IFS= read -r line <&"${QEMU[0]}"; do
+        line=${line%$'\r'}
+        printf '%s\n' "$line" >>"$log"
+        case $line in
+            CHECK*|KWARN*|KLOG*|DIAG*|VM:*) echo "$line" ;;
+            HOST-DO\ *) host_do ${line#HOST-DO } >&"${QEMU[1]}" ;;
+            VM-RESULT:*) echo "$line" ;;
+        esac
+        [ "$line" = "CHECK done PASS" ] && ok=0
+    done
+    wait "$qemu_pid" 2>/dev/null || true
+    qemu_pid=""
+    return $ok
+}
+
+# The same card, twice: a second VM attaching after the first has gone must find it as a
+# freshly booted host would (the server resets it between clients).
 result=1
-while IFS= read -r line <&"${QEMU[0]}"; do
-    line=${line%$'\r'}
-    printf '%s\n' "$line" >>"$out/console.log"
-    case $line in
-        CHECK*|KWARN*|KLOG*|DIAG*|VM:*) echo "$line" ;;
-        HOST-DO\ *) host_do ${line#HOST-DO } >&"${QEMU[1]}" ;;
-        VM-RESULT:*) echo "$line" ;;
-    esac
-    [ "$line" = "CHECK done PASS" ] && result=0
-done
-wait "$qemu_pid" 2>/dev/null || true
-qemu_pid=""
+if boot_guest 1; then
+    echo "linux-ice.sh: the first VM passed; a second one attaches to the same card"
+    boot_guest 2 && result=0
+fi
 {
     echo "mode: $([ $ddp = 1 ] && echo 'DDP package' || echo 'Safe Mode')"
-    grep -E '^CHECK' "$out/console.log" || echo "no CHECK line: the guest did not get far (see console.log)"
-    echo "kernel warnings: $(grep -c '^KWARN' "$out/console.log" || true)"
+    for n in 1 2; do
+        [ -f "$out/console-$n.log" ] || continue
+        echo "VM $n:"
+        grep -E '^CHECK' "$out/console-$n.log" || echo "no CHECK line: the guest did not get far (see console-$n.log)"
+        echo "kernel warnings: $(grep -c '^KWARN' "$out/console-$n.log" || true)"
+    done
 } | tee "$out/summary.txt"
 if [ $result != 0 ]; then
     echo "the host's side of the wire:"
