@@ -208,6 +208,11 @@ pub struct E810Model {
     /// the package that is active (reported by get_pkg_info_list).
     pkg_meta: Option<[u8; 36]>,
     active_pkg: Option<[u8; 36]>,
+    /// The package's RX parser metadata init section (58): 24-byte entries by index, what
+    /// upload_section answers (entry 0 says whether the package supports double VLAN mode).
+    parser_meta_init: Vec<[u8; 24]>,
+    /// The local LLDP MIB set_local_mib left (empty: none set).
+    local_mib: Vec<u8>,
     /// RSS key (52 bytes) and LUT per VSI number, as set_rss_key/set_rss_lut left them.
     rss_keys: HashMap<u16, [u8; 52]>,
     rss_luts: HashMap<u16, Vec<u8>>,
@@ -276,6 +281,8 @@ impl E810Model {
             pkg_bufs: 0,
             pkg_meta: None,
             active_pkg: None,
+            parser_meta_init: Vec::new(),
+            local_mib: Vec::new(),
             rss_keys: HashMap::new(),
             rss_luts: HashMap::new(),
             resources: Default::default(),

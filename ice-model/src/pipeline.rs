@@ -104,6 +104,16 @@ fn le16(b: &[u8], o: usize) -> Option<u16> {
 /// The sections of a 4 KiB package buffer as (type, payload), or None when the header is
 /// malformed: 1..=511 sections, data_end 12..=4096, each section inside the data.
 pub(crate) fn sections(buf: &[u8]) -> Option<Vec<(u32, &[u8])>> {
+    Some(
+        section_spans(buf)?
+            .into_iter()
+            .map(|(ty, off, size)| (ty, &buf[off..off + size]))
+            .collect(),
+    )
+}
+
+/// The sections of a package buffer as (type, offset, size), checked as [`sections`] does.
+pub(crate) fn section_spans(buf: &[u8]) -> Option<Vec<(u32, usize, usize)>> {
     let count = le16(buf, 0)? as usize;
     let data_end = le16(buf, 2)? as usize;
     if !(1..=511).contains(&count) || !(12..=4096).contains(&data_end) || data_end > buf.len() {
@@ -115,7 +125,7 @@ pub(crate) fn sections(buf: &[u8]) -> Option<Vec<(u32, &[u8])>> {
             let ty = u32::from_le_bytes(buf.get(e..e + 4)?.try_into().ok()?);
             let off = le16(buf, e + 4)? as usize;
             let size = le16(buf, e + 6)? as usize;
-            (off >= 12 && size > 0 && off + size <= data_end).then(|| (ty, &buf[off..off + size]))
+            (off >= 12 && size > 0 && off + size <= data_end).then_some((ty, off, size))
         })
         .collect()
 }

@@ -12,16 +12,31 @@ pub(super) fn get_cee_dcb_cfg(_: &mut E810Model, _: &Cmd) -> Reply {
 }
 
 /// lldp_get_mib (0x0A00): MIB type in bits 1:0 of byte 0 (0 local, 1 remote). The local MIB
-/// holds no TLV (all zeros: the first TLV's type is 0, the end); there is no remote peer.
-pub(super) fn lldp_get_mib(_: &mut E810Model, c: &Cmd) -> Reply {
+/// is what set_local_mib left, else no TLV (all zeros: the first TLV's type is 0, the end);
+/// there is no remote peer.
+pub(super) fn lldp_get_mib(m: &mut E810Model, c: &Cmd) -> Reply {
     match c.p[0] & 3 {
-        0 => c.needs_buf(Reply {
-            data: vec![0; c.buf_len],
-            ..Reply::ok()
-        }),
+        0 => {
+            let mut data = m.local_mib.clone();
+            data.resize(c.buf_len, 0);
+            c.needs_buf(Reply {
+                data,
+                ..Reply::ok()
+            })
+        }
         1 => Reply::err(RC_ENOENT),
         _ => Reply::err(RC_EINVAL),
     }
+}
+
+/// set_local_mib (0x0A08): the driver's local MIB (RD buffer, at most 1500 bytes), kept for
+/// lldp_get_mib.
+pub(super) fn set_local_mib(m: &mut E810Model, c: &Cmd) -> Reply {
+    if c.input.is_empty() || c.input.len() > 1500 {
+        return Reply::err(RC_EINVAL);
+    }
+    m.local_mib = c.input.to_vec();
+    Reply::ok()
 }
 
 /// lldp_set_mib_change (0x0A01): MIB change events on or off; no peer, so none come.

@@ -7,7 +7,8 @@
 //! [`switch`] (switch configuration, VSIs, resources), [`sched`] (scheduler tree, LAN TX
 //! queues), [`link`] (MAC/PHY configuration, link status and events), [`nvm`] (resource locks
 //! and NVM reads), [`ddp`] (package download and info, Flow Director and RSS profile updates),
-//! [`rss`] (RSS keys and tables), [`dcb`] (DCB/LLDP queries), [`fwlog`] (firmware logging). [`opcode`] maps opcode values to
+//! [`rss`] (RSS keys and tables), [`dcb`] (DCB/LLDP queries), [`vlan`] (VLAN mode), [`fwlog`]
+//! (firmware logging). [`opcode`] maps opcode values to
 //! handlers; a command the table lacks answers ENOSYS, as firmware does.
 
 mod dcb;
@@ -20,6 +21,7 @@ mod opcode;
 mod rss;
 mod sched;
 mod switch;
+mod vlan;
 
 use crate::E810Model;
 use opcode::Opcode;

@@ -2,7 +2,7 @@
 //! and name from DPDK `base/ice_adminq_cmd.h` `enum ice_adminq_opc` (\[AQC\]). To answer a new
 //! command, add its line here and its handler in the file of its area.
 
-use super::{dcb, ddp, fwlog, generic, link, nvm, rss, sched, switch, Handler};
+use super::{dcb, ddp, fwlog, generic, link, nvm, rss, sched, switch, vlan, Handler};
 
 macro_rules! opcodes {
     ($($(#[doc = $doc:literal])* $name:ident = $value:literal => $handler:path;)*) => {
@@ -73,6 +73,10 @@ opcodes! {
     AllocRes = 0x0208 => switch::alloc_res;
     /// free_res: free shared resources (`ice_aqc_opc_free_res`).
     FreeRes = 0x0209 => switch::free_res;
+    /// set_vlan_mode: single or double VLAN mode (`ice_aqc_opc_set_vlan_mode_parameters`).
+    SetVlanMode = 0x020C => vlan::set_vlan_mode;
+    /// get_vlan_mode (`ice_aqc_opc_get_vlan_mode_parameters`).
+    GetVlanMode = 0x020D => vlan::get_vlan_mode;
     /// add_vsi: create a VSI (`ice_aqc_opc_add_vsi`).
     AddVsi = 0x0210 => switch::add_vsi;
     /// update_vsi: change a VSI's context (`ice_aqc_opc_update_vsi`).
@@ -132,6 +136,8 @@ opcodes! {
     LldpSetMibChange = 0x0A01 => dcb::lldp_set_mib_change;
     /// get_cee_dcb_cfg: the CEE DCB configuration (`ice_aqc_opc_get_cee_dcb_cfg`).
     GetCeeDcbCfg = 0x0A07 => dcb::get_cee_dcb_cfg;
+    /// set_local_mib: the driver's local LLDP MIB (`ice_aqc_opc_set_local_mib`).
+    SetLocalMib = 0x0A08 => dcb::set_local_mib;
     /// set_rss_key: a VSI's RSS hash key (`ice_aqc_opc_set_rss_key`).
     SetRssKey = 0x0B02 => rss::set_key;
     /// set_rss_lut: a VSI's RSS lookup table (`ice_aqc_opc_set_rss_lut`).
@@ -142,6 +148,8 @@ opcodes! {
     GetRssLut = 0x0B05 => rss::get_lut;
     /// download_pkg: one 4 KiB buffer of a DDP package (`ice_aqc_opc_download_pkg`).
     DownloadPkg = 0x0C40 => ddp::download_pkg;
+    /// upload_section: read sections of the active package (`ice_aqc_opc_upload_section`).
+    UploadSection = 0x0C41 => ddp::upload_section;
     /// update_pkg: change the loaded package's tables, e.g. Flow Director profiles
     /// (`ice_aqc_opc_update_pkg`).
     UpdatePkg = 0x0C42 => ddp::update_pkg;
@@ -175,7 +183,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(known, 50, "the table lists each opcode once");
+        assert_eq!(known, 54, "the table lists each opcode once");
         assert_eq!(Opcode::from(0x0607), Opcode::GetLinkStatus);
         assert_eq!(Opcode::from(0x0701), Opcode::NvmRead);
         assert_eq!(Opcode::from(0x0702), Opcode::Unknown(0x0702));
