@@ -65,6 +65,9 @@ pub const OP_REQ_RES: u16 = 0x0008;
 pub const OP_RELEASE_RES: u16 = 0x0009;
 pub const OP_DOWNLOAD_PKG: u16 = 0x0C40;
 pub const OP_ADD_VSI: u16 = 0x0210;
+/// add_vsi's VSI type for a PF's own VSIs, its LAN VSI and its Flow Director control VSI
+/// alike (`ICE_AQ_VSI_TYPE_PF`; 0 VF, 1 VMDQ2, 3 EMP_MNG).
+pub const VSI_TYPE_PF: u16 = 2;
 pub const OP_GET_DFLT_TOPO: u16 = 0x0400;
 pub const OP_ADD_SCHED_ELEMS: u16 = 0x0401;
 pub const OP_DELETE_SCHED_ELEMS: u16 = 0x040F;

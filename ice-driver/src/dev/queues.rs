@@ -29,10 +29,6 @@ fn sched_elem_data(kind: u8) -> [u8; 16] {
     d
 }
 
-/// The VSI type of a PF's own VSIs, its LAN VSI and its Flow Director control VSI alike
-/// [AQC `ICE_AQ_VSI_TYPE_PF`].
-pub(crate) const VSI_TYPE_PF: u16 = 2;
-
 impl IceDevice {
     /// Sets the RX interrupt throttle of vector `v`: after an interrupt, the next one waits at
     /// least `us` microseconds (rounded down to the 2 µs granularity; 0 = none).

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::queues::VSI_TYPE_PF;
 use super::IceDevice;
 use crate::adminq::*;
 use crate::IceError;
