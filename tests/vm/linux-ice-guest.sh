@@ -205,10 +205,11 @@ insmod /lib/modules/ice/ice.ko || fail reprobe "insmod ice again"
 wait_for 60 ice_netdev && pass reprobe "$(ice_netdev) back" || fail reprobe "no ice interface after re-probe"
 kernel_warnings
 # With the package the driver has nothing to warn about; in Safe Mode it warns by design
-# (no package, 2 MSI-X vectors). Warnings of the emulated machine itself (clocksource,
-# hrtimer under TCG) are not the driver's.
+# (no package, 2 MSI-X vectors). Only the driver's own messages count ("ice 0000:00:01.0:
+# ..."): the emulated machine's (clocksource, hrtimer, a soft lockup of a vCPU that TCG on a
+# busy host did not run) are not the driver's.
 if [ -f /lib/firmware/intel/ice/ddp/ice.pkg ]; then
-    n=$(dmesg -r | grep -E '^<[0-4]>' | sed -n "$((KW_BOOT + 1)),\$p" | grep -c ' ice ' || true)
+    n=$(dmesg -r | grep -E '^<[0-4]>' | sed -n "$((KW_BOOT + 1)),\$p" | grep -cE ' ice [0-9a-f]{4}:' || true)
     [ "$n" = 0 ] && pass ice-warnings "none from ice" || soft_fail ice-warnings "$n from ice (KWARN above)"
 fi
 [ $FAILED = 0 ] && echo "CHECK done PASS"

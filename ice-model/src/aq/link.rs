@@ -179,3 +179,28 @@ impl E810Model {
         self.admin_interrupt();
     }
 }
+
+/// get_port_options (0x06EA): one option, active, of one port over 4 lanes at 25G (the
+/// model's 100GBASE-CR4), none pending. Params: lport_num @0, lport_num_valid @1 bit 0; the
+/// answer's port_options_count @2 (bits 3:0), port_options @4 (active index bits 3:0, VALID
+/// bit 7), pending_port_option_status @5; the buffer holds 8-byte elements {pmd (bits 3:0
+/// PMD count), max_lane_speed (bits 3:0, 5 = 25G), global_scid\[2\], phy_scid\[2\],
+/// pf2port_cid\[2\]} [Linux 6.12 `ice_adminq_cmd.h` `ice_aqc_get_port_options`,
+/// `ice_common.c:ice_aq_get_port_options`]. A logical port other than 0 is EINVAL.
+pub(super) fn get_port_options(_: &mut E810Model, c: &Cmd) -> Reply {
+    if c.p[1] & 1 != 0 && c.p[0] != 0 {
+        return Reply::err(RC_EINVAL);
+    }
+    if c.buf_len < 8 {
+        return Reply::err(RC_EINVAL);
+    }
+    let mut q = *c.p;
+    q[2] = 1; // one option
+    q[4] = 0x80; // option 0 active, valid
+    q[5] = 0; // none pending
+    c.needs_buf(Reply {
+        params: Some(q),
+        data: vec![4, 5, 0, 0, 0, 0, 0, 0],
+        ..Reply::ok()
+    })
+}

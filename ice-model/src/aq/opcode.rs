@@ -126,6 +126,8 @@ opcodes! {
     NvmRead = 0x0701 => nvm::nvm_read;
     /// get_link_topo: a netlist node (PHY, cage, clock, GNSS) (`ice_aqc_opc_get_link_topo`).
     GetLinkTopo = 0x06E0 => link::get_link_topo;
+    /// get_port_options: the port split options (`ice_aqc_opc_get_port_options`).
+    GetPortOptions = 0x06EA => link::get_port_options;
     /// add_txqs: create LAN TX queues under a queue group (`ice_aqc_opc_add_txqs`).
     AddTxqs = 0x0C30 => sched::add_txqs;
     /// dis_txqs: disable LAN TX queues (`ice_aqc_opc_dis_txqs`).
@@ -183,7 +185,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(known, 54, "the table lists each opcode once");
+        assert_eq!(known, 55, "the table lists each opcode once");
         assert_eq!(Opcode::from(0x0607), Opcode::GetLinkStatus);
         assert_eq!(Opcode::from(0x0701), Opcode::NvmRead);
         assert_eq!(Opcode::from(0x0702), Opcode::Unknown(0x0702));
