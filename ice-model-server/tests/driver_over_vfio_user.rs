@@ -24,15 +24,7 @@ fn driver_brings_up_the_model_in_another_process_over_vfio_user() {
         ])
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    while !sock.exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let pci = Arc::new(vdpdk_pci::VfioUserPci::connect(&sock).unwrap());
+    let pci = Arc::new(connect_when_listening(&sock));
     let mut ice = IceDevice::probe(pci).expect("probe over vfio-user");
     assert_eq!(
         ice.info().mac,
@@ -72,20 +64,14 @@ fn two_model_processes_cabled_back_to_back_pass_frames_over_vfio_user() {
     let mut sa = spawn("a.sock", "00:1b:21:00:00:0a", "a.wire", "b.wire");
     let mut sb = spawn("b.sock", "00:1b:21:00:00:0b", "b.wire", "a.wire");
     let t0 = Instant::now();
-    while !(p("a.sock").exists()
-        && p("b.sock").exists()
-        && p("a.wire").exists()
-        && p("b.wire").exists())
-    {
+    while !(p("a.wire").exists() && p("b.wire").exists()) {
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "servers did not start"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let open = |n: &str| {
-        IceDevice::probe(Arc::new(vdpdk_pci::VfioUserPci::connect(&p(n)).unwrap())).unwrap()
-    };
+    let open = |n: &str| IceDevice::probe(Arc::new(connect_when_listening(&p(n)))).unwrap();
     let (mut a, mut b) = (open("a.sock"), open("b.sock"));
     assert!(a.link_up().unwrap().up && b.link_up().unwrap().up);
     let pool = Mempool::new("b2b", 2048, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
@@ -134,4 +120,20 @@ fn two_model_processes_cabled_back_to_back_pass_frames_over_vfio_user() {
         let _ = s.wait();
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Connects to a server that is starting: its socket file appears at bind, a moment before it
+/// listens (a connect in between is refused), so connect until it works, for up to 10 s.
+fn connect_when_listening(sock: &std::path::Path) -> vdpdk_pci::VfioUserPci {
+    let t0 = Instant::now();
+    loop {
+        match vdpdk_pci::VfioUserPci::connect(sock) {
+            Ok(pci) => return pci,
+            Err(e) => assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "server did not start: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
