@@ -48,7 +48,10 @@ cleanup() {
     rm -rf "$work"
 }
 work=$(mktemp -d)
+# Killed (a test harness giving up, Ctrl-C) cleans up as an ordinary exit does.
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # The initramfs: busybox, the ice modules, ethtool and iperf3 (with their libraries), the DDP
 # package with --ddp, and an init that runs the guest script on the console.
