@@ -1,7 +1,8 @@
 //! Throughput of the vDPDK path: one guest (guest-pmd over vfio-user) and host-mux on the
-//! in-memory pair backend. Guest->wire (TX) and wire->guest (RX) Mpps at the given frame sizes,
-//! batch 32; the guest side and the mux poller run pinned to different CPUs. Runs are
-//! interleaved (TX and RX, all sizes, then again) and the median is reported.
+//! in-memory pair backend. Guest->wire (TX), wire->guest (RX) and guest->guest (G2G: to a second
+//! guest's MAC, switched inside host-mux) Mpps at the given frame sizes, batch 32; the guest
+//! side and the mux poller run pinned to different CPUs. Runs are interleaved (every
+//! direction, all sizes, then again) and the median is reported.
 //!
 //! With `--guests 1,2,4,16,64` it measures scaling instead: N guests on one poller, aggregate
 //! Mpps each way at the first frame size, and fairness as each guest's share of the traffic
@@ -53,9 +54,14 @@ struct Args {
 const BURST: usize = 32;
 const WIRE_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
 const GUEST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
+/// The second guest, the G2G direction's receiver.
+const PEER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
 
 struct Rig {
     g_rx: Box<dyn RxQueue>,
+    /// The second guest's RX queue (its TX queue is kept alive in `_p_tx`).
+    p_rx: Box<dyn RxQueue>,
+    _p_tx: Box<dyn TxQueue>,
     g_tx: Box<dyn TxQueue>,
     g_pool: Mempool,
     w_rx: Box<dyn RxQueue>,
@@ -98,6 +104,7 @@ fn main() {
 
 fn run(args: &Args) -> vdpdk_core::Result<()> {
     let sock = args.dir.join("bench.sock");
+    let peer_sock = args.dir.join("peer.sock");
     let cfg = MuxConfig {
         idle_polls: 1 << 20,
         pool_size: 16384,
@@ -107,14 +114,24 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
         }],
         ..MuxConfig::new(
             BackendConfig::Pair,
-            vec![VmConfig {
-                name: "bench".into(),
-                socket: sock.clone(),
-                mac: GUEST_MAC,
-                rx_queues: 1,
-                tx_queues: 1,
-                cluster: 0,
-            }],
+            vec![
+                VmConfig {
+                    name: "bench".into(),
+                    socket: sock.clone(),
+                    mac: GUEST_MAC,
+                    rx_queues: 1,
+                    tx_queues: 1,
+                    cluster: 0,
+                },
+                VmConfig {
+                    name: "peer".into(),
+                    socket: peer_sock.clone(),
+                    mac: PEER_MAC,
+                    rx_queues: 1,
+                    tx_queues: 1,
+                    cluster: 0,
+                },
+            ],
         )
     };
     let (mux_end, mut wire) = vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 4096);
@@ -126,8 +143,12 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     let (g_rx, g_tx) = start_single_queue(&mut port, &g_pool, 1024, false)?;
     let w_pool = Mempool::new("bench-wire", 16384, vdpdk_core::DEFAULT_BUF_SIZE)?;
     let (w_rx, w_tx) = start_single_queue(&mut wire, &w_pool, 1024, false)?;
+    let mut peer = VdpdkPort::connect(&peer_sock)?;
+    let (p_rx, p_tx) = start_single_queue(&mut peer, &g_pool, 1024, false)?;
     let mut rig = Rig {
         g_rx,
+        p_rx,
+        _p_tx: p_tx,
         g_tx,
         g_pool,
         w_rx,
@@ -137,7 +158,7 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     };
 
     outln!(
-        "vdpdk-bench: 1 guest, pair backend, batch {BURST}, guest CPU {}, mux CPU {}, {} x {:.1}s",
+        "vdpdk-bench: 2 guests, pair backend, batch {BURST}, guest CPU {}, mux CPU {}, {} x {:.1}s",
         args.guest_cpu,
         args.mux_cpu,
         args.repeats,
@@ -148,10 +169,11 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     for &size in &args.sizes {
         results.push(("tx", size, Vec::new()));
         results.push(("rx", size, Vec::new()));
+        results.push(("g2g", size, Vec::new()));
     }
     for rep in 0..args.repeats {
         for r in results.iter_mut() {
-            let mpps = run_one(&mut rig, r.0 == "tx", r.1, dur);
+            let mpps = run_one(&mut rig, r.0, r.1, dur);
             eprintln!("  run {}: {} {:>4} B: {mpps:.2} Mpps", rep + 1, r.0, r.1);
             r.2.push(mpps);
         }
@@ -167,10 +189,10 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     for (dir, size, v) in &mut results {
         v.sort_by(|a, b| a.total_cmp(b));
         let med = v[v.len() / 2];
-        let name = if *dir == "tx" {
-            "guest TX -> wire"
-        } else {
-            "wire -> guest RX"
+        let name = match *dir {
+            "tx" => "guest TX -> wire",
+            "rx" => "wire -> guest RX",
+            _ => "guest -> guest (switched)",
         };
         outln!(
             "{name:<28} {size:>6} {med:>12.2} {:>10.2} {:>10.2}   ({:.2} Gbit/s)",
@@ -188,6 +210,7 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     eprintln!("host view: {:?}", g.stats);
     drop(rig);
     drop(port);
+    drop(peer);
     mux.shutdown();
     Ok(())
 }
@@ -201,20 +224,20 @@ fn fill(pool: &Mempool, out: &mut Vec<Mbuf>, tmpl: &[u8]) {
     }
 }
 
-/// One side sends as fast as it can while the other receives: guest -> wire when `tx`, wire ->
-/// guest otherwise. Returns the Mpps that arrived.
-fn run_one(r: &mut Rig, tx: bool, size: usize, dur: Duration) -> f64 {
-    let tmpl = if tx {
-        udp_frame(WIRE_MAC, GUEST_MAC, 1, size)
-    } else {
-        udp_frame(GUEST_MAC, WIRE_MAC, 1, size)
+/// One side sends as fast as it can while the other receives: guest -> wire ("tx"), wire ->
+/// guest ("rx") or guest -> the second guest ("g2g"). Returns the Mpps that arrived.
+fn run_one(r: &mut Rig, dir: &str, size: usize, dur: Duration) -> f64 {
+    let tmpl = match dir {
+        "tx" => udp_frame(WIRE_MAC, GUEST_MAC, 1, size),
+        "rx" => udp_frame(GUEST_MAC, WIRE_MAC, 1, size),
+        _ => udp_frame(PEER_MAC, GUEST_MAC, 1, size),
     };
     let mut pending: Vec<Mbuf> = Vec::with_capacity(BURST);
     let mut measure = |d: Duration| {
-        let (pool, txq, rxq) = if tx {
-            (&r.g_pool, &mut r.g_tx, &mut r.w_rx)
-        } else {
-            (&r.w_pool, &mut r.w_tx, &mut r.g_rx)
+        let (pool, txq, rxq) = match dir {
+            "tx" => (&r.g_pool, &mut r.g_tx, &mut r.w_rx),
+            "rx" => (&r.w_pool, &mut r.w_tx, &mut r.g_rx),
+            _ => (&r.g_pool, &mut r.g_tx, &mut r.p_rx),
         };
         let t0 = Instant::now();
         let mut got = 0u64;
@@ -240,6 +263,7 @@ fn drain(r: &mut Rig) {
     while t0.elapsed() < Duration::from_millis(50) {
         r.w_rx.rx_burst(&mut r.buf, BURST);
         r.g_rx.rx_burst(&mut r.buf, BURST);
+        r.p_rx.rx_burst(&mut r.buf, BURST);
         Mempool::free_bulk(&mut r.buf);
     }
 }
