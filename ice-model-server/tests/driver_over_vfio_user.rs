@@ -13,17 +13,19 @@ fn driver_brings_up_the_model_in_another_process_over_vfio_user() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("e810.sock");
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_ice-model-server"))
-        .args([
-            "--socket",
-            sock.to_str().unwrap(),
-            "--mac",
-            "00:1b:21:12:34:56",
-            "--queues",
-            "128",
-        ])
-        .spawn()
-        .unwrap();
+    let _server = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ice-model-server"))
+            .args([
+                "--socket",
+                sock.to_str().unwrap(),
+                "--mac",
+                "00:1b:21:12:34:56",
+                "--queues",
+                "128",
+            ])
+            .spawn()
+            .unwrap(),
+    );
     let pci = Arc::new(connect_when_listening(&sock));
     let mut ice = IceDevice::probe(pci).expect("probe over vfio-user");
     assert_eq!(
@@ -36,8 +38,6 @@ fn driver_brings_up_the_model_in_another_process_over_vfio_user() {
     assert_eq!(ice.poll_events().unwrap().map(|l| l.up), Some(true));
     ice.shutdown().unwrap();
     drop(ice);
-    let _ = server.kill();
-    let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -61,8 +61,8 @@ fn two_model_processes_cabled_back_to_back_pass_frames_over_vfio_user() {
             .spawn()
             .unwrap()
     };
-    let mut sa = spawn("a.sock", "00:1b:21:00:00:0a", "a.wire", "b.wire");
-    let mut sb = spawn("b.sock", "00:1b:21:00:00:0b", "b.wire", "a.wire");
+    let _sa = KillOnDrop(spawn("a.sock", "00:1b:21:00:00:0a", "a.wire", "b.wire"));
+    let _sb = KillOnDrop(spawn("b.sock", "00:1b:21:00:00:0b", "b.wire", "a.wire"));
     let t0 = Instant::now();
     while !(p("a.wire").exists() && p("b.wire").exists()) {
         assert!(
@@ -115,10 +115,6 @@ fn two_model_processes_cabled_back_to_back_pass_frames_over_vfio_user() {
         );
     }
     drop((a_rx, a_tx, b_rx, b_tx, a, b));
-    for s in [&mut sa, &mut sb] {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -135,5 +131,15 @@ fn connect_when_listening(sock: &std::path::Path) -> vdpdk_pci::VfioUserPci {
             ),
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A server process that is killed and reaped when the test ends, failing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
