@@ -411,6 +411,12 @@ impl Mbuf {
         // SAFETY: data_off < buf_len, inside this buffer.
         unsafe { self.buf.as_ptr().add(self.data_off as usize) }
     }
+    /// Starts fetching the first cache line of the data (see [`crate::dma::prefetch`]).
+    #[inline(always)]
+    pub fn prefetch_data(&self) {
+        // wrapping_add: no unsafe needed for a hint; data_off < buf_len keeps it in the buffer.
+        crate::dma::prefetch(self.buf.as_ptr().wrapping_add(self.data_off as usize));
+    }
     /// This segment's data.
     pub fn data(&self) -> &[u8] {
         // SAFETY: the range [data_off, data_off+data_len) lies in this mbuf's own buffer, which

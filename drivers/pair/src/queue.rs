@@ -1,7 +1,6 @@
 //! The queues a pair port hands out: RX pops its own ring, TX moves frames straight into the
 //! peer's rings.
 
-use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
@@ -12,7 +11,7 @@ use vdpdk_core::{
     Error, Mbuf, Mempool, OlFlags, PacketType, QueueCounters, Result, RxQueue, TxQueue,
 };
 
-use crate::ring::{Inbox, RxRing, RxSide};
+use crate::ring::{Inbox, RingGuard, RxRing, RxSide};
 
 /// An RX queue: pops frames the peer pushed into its ring of our [`RxSide`].
 pub(crate) struct PairRxQueue {
@@ -42,11 +41,13 @@ impl PairRxQueue {
 impl RxQueue for PairRxQueue {
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
         let ring = &self.side.rings[self.qid as usize].ring;
+        if ring.looks_empty() {
+            return 0;
+        }
         let (mut n, mut bytes) = (0, 0);
-        let mut q = ring.q.lock();
+        let mut q = ring.lock();
         while n < max {
             let Some(mut m) = q.pop_front() else { break };
-            m.packet_type = PacketType::parse(m.data());
             m.port = self.port_id;
             m.queue = self.qid;
             bytes += m.pkt_len() as u64;
@@ -100,8 +101,11 @@ pub(crate) struct PairTxQueue {
     pub _live: LiveGuard,
 }
 
-/// Makes `m` look freshly received: TX-side metadata cleared, `mark` applied.
+/// Makes `m` look freshly received: TX-side metadata cleared, `mark` applied, its packet type
+/// classified as a NIC would. Classified here, on the sending core, where the frame is still in
+/// cache: on the receiving core it was a cache miss on every frame.
 fn to_rx(m: &mut Mbuf, mark: Option<u32>) {
+    m.packet_type = PacketType::parse(m.data());
     (m.ol_flags, m.mark) = match mark {
         Some(id) => (OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID, id),
         None => (OlFlags::empty(), 0),
@@ -144,7 +148,7 @@ impl TxQueue for PairTxQueue {
         let (mut sent, mut bytes, mut flow_drops) = (0usize, 0u64, 0u64);
         let mut touched = 0u64;
         // The ring currently locked: consecutive frames to one queue share one lock.
-        let mut locked: Option<(usize, parking_lot::MutexGuard<'_, VecDeque<Mbuf>>)> = None;
+        let mut locked: Option<(usize, RingGuard<'_>)> = None;
         let mut it = pkts.drain(..);
         let swap = |m: &mut Mbuf| {
             if m.len() >= 12 {
@@ -178,7 +182,7 @@ impl TxQueue for PairTxQueue {
             let q = v.queue.map_or(default_q, usize::from);
             if locked.as_ref().is_none_or(|(lq, _)| *lq != q) {
                 drop(locked.take()); // hold one ring lock at a time
-                locked = Some((q, side.rings[q].ring.q.lock()));
+                locked = Some((q, side.rings[q].ring.lock()));
             }
             let ring = &mut locked.as_mut().expect("locked above").1;
             if ring.len() < side.rings[q].ring.cap {

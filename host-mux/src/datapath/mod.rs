@@ -314,6 +314,7 @@ impl Poller {
             }
             self.tx_cursor = (self.tx_cursor + 1) % n.max(1);
             self.tx_guests = guests;
+            self.flush_pending();
         }
         if work == 0 {
             bump(&self.stats.empty_rounds, 1);

@@ -40,6 +40,10 @@ impl Poller {
             self.targets.resize(self.rx_buf.len(), gi);
             self.hit.push(gi);
         }
+        // The destination MACs are read below: the frames were written on another core.
+        for m in &self.rx_buf {
+            m.prefetch_data();
+        }
         for i in 0..if owner.is_some() {
             0
         } else {

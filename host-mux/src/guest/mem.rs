@@ -347,6 +347,14 @@ impl GuestSlice<'_> {
         })
     }
 
+    /// Starts fetching the slice's first cache line (see [`vdpdk_core::dma::prefetch`]): a
+    /// frame the guest just wrote sits in the other core's cache, and waiting for it was a
+    /// quarter of the poller's time on 64 B guest TX.
+    #[inline(always)]
+    pub fn prefetch(&self) {
+        vdpdk_core::dma::prefetch(self.ptr.as_ptr());
+    }
+
     /// Copies `dst.len()` bytes starting `offset` bytes into the slice out of guest memory.
     /// The guest may be writing them meanwhile: the copy gets some mix of old and new bytes,
     /// which the caller must treat as untrusted.

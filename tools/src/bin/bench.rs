@@ -49,6 +49,31 @@ struct Args {
     /// Scaling mode: guest counts to measure, comma separated (1..=200 each).
     #[arg(long, value_delimiter = ',')]
     guests: Vec<usize>,
+    /// Directions to measure, comma separated: tx (guest -> wire), rx (wire -> guest), g2g
+    /// (guest -> guest). One at a time is what a profiler wants.
+    #[arg(long, value_delimiter = ',', default_value = "tx,rx,g2g")]
+    directions: Vec<Direction>,
+}
+
+/// A direction of traffic through host-mux.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    /// Guest TX -> host-mux -> wire.
+    Tx,
+    /// Wire -> host-mux -> guest RX.
+    Rx,
+    /// Guest TX -> host-mux -> the second guest's RX.
+    G2g,
+}
+
+impl Direction {
+    fn key(self) -> &'static str {
+        match self {
+            Direction::Tx => "tx",
+            Direction::Rx => "rx",
+            Direction::G2g => "g2g",
+        }
+    }
 }
 
 const BURST: usize = 32;
@@ -167,9 +192,9 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     let dur = Duration::from_secs_f64(args.secs);
     let mut results: Vec<(&str, usize, Vec<f64>)> = Vec::new();
     for &size in &args.sizes {
-        results.push(("tx", size, Vec::new()));
-        results.push(("rx", size, Vec::new()));
-        results.push(("g2g", size, Vec::new()));
+        for d in &args.directions {
+            results.push((d.key(), size, Vec::new()));
+        }
     }
     for rep in 0..args.repeats {
         for r in results.iter_mut() {
