@@ -11,7 +11,7 @@ use vdpdk_core::{
     Error, Mbuf, Mempool, OlFlags, PacketType, QueueCounters, Result, RxQueue, TxQueue,
 };
 
-use crate::ring::{Inbox, RingGuard, RxRing, RxSide};
+use crate::ring::{Inbox, RingSender, RxRing, RxSide};
 
 /// An RX queue: pops frames the peer pushed into its ring of our [`RxSide`].
 pub(crate) struct PairRxQueue {
@@ -44,17 +44,14 @@ impl RxQueue for PairRxQueue {
         if ring.looks_empty() {
             return 0;
         }
-        let (mut n, mut bytes) = (0, 0);
-        let mut q = ring.lock();
-        while n < max {
-            let Some(mut m) = q.pop_front() else { break };
+        let first = out.len();
+        let n = ring.pop_burst(out, max);
+        let mut bytes = 0;
+        for m in &mut out[first..] {
             m.port = self.port_id;
             m.queue = self.qid;
             bytes += m.pkt_len() as u64;
-            out.push(m);
-            n += 1;
         }
-        drop(q);
         if n > 0 {
             self.counters.add(n as u64, bytes);
         }
@@ -148,7 +145,7 @@ impl TxQueue for PairTxQueue {
         let (mut sent, mut bytes, mut flow_drops) = (0usize, 0u64, 0u64);
         let mut touched = 0u64;
         // The ring currently locked: consecutive frames to one queue share one lock.
-        let mut locked: Option<(usize, RingGuard<'_>)> = None;
+        let mut locked: Option<(usize, RingSender<'_>)> = None;
         let mut it = pkts.drain(..);
         let swap = |m: &mut Mbuf| {
             if m.len() >= 12 {
@@ -182,16 +179,10 @@ impl TxQueue for PairTxQueue {
             let q = v.queue.map_or(default_q, usize::from);
             if locked.as_ref().is_none_or(|(lq, _)| *lq != q) {
                 drop(locked.take()); // hold one ring lock at a time
-                locked = Some((q, side.rings[q].ring.lock()));
+                locked = Some((q, side.rings[q].ring.sender()));
             }
             let ring = &mut locked.as_mut().expect("locked above").1;
-            if ring.len() < side.rings[q].ring.cap {
-                to_rx(&mut m, v.mark);
-                ring.push_back(m);
-                sent += 1;
-                bytes += len;
-                touched |= 1 << q;
-            } else {
+            if !ring.has_room() {
                 if self.swap_macs {
                     swap(&mut m); // back to what the caller handed us
                 }
@@ -199,6 +190,11 @@ impl TxQueue for PairTxQueue {
                 self.unsent.extend(it.by_ref());
                 break;
             }
+            to_rx(&mut m, v.mark);
+            ring.push(m);
+            sent += 1;
+            bytes += len;
+            touched |= 1 << q;
         }
         drop(locked);
         drop(it);
