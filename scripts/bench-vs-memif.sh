@@ -7,17 +7,18 @@
 # Throughput: for each pair and frame size, first C DPDK (two dpdk-testpmd processes joined by
 # net_memif, one forwarding core each: "guest TX" = the memif client in txonly to the server in
 # rxonly, "guest RX" = the server in txonly to the client in rxonly), then ours (vdpdk-bench:
-# one guest on guest-pmd, host-mux's poller on the pair backend, TX and RX). A B A B ..., N
+# guests on guest-pmd, host-mux's poller on the pair backend, TX, RX, G2G). A B A B ..., N
 # pairs (default 5), S seconds of steady state per run (default 5). Prints every run, the
-# medians and the ratio ours/memif for TX and for RX.
+# medians and the ratio ours/memif for TX, for RX and for guest -> guest (G2G: vdpdk-bench's
+# second guest, switched inside host-mux, against the same pair's memif TX number).
 # Latency: one frame in flight, round trip p50/p99/p99.9, ours only (scripts/latency-probe):
 # Debian's DPDK has no tool that measures it over memif, and the script says so.
 #
 # Needs root (installs Debian's dpdk-dev and librte-net-memif23 if dpdk-testpmd or the memif
 # driver is missing, reserves 2 MiB hugepages, mounts a private hugetlbfs) and 2+ CPUs. The
 # previous hugepage reservation is restored, the mount removed and every process it started is
-# stopped when it ends, however it ends. C DPDK is only used here, for comparison: nothing in
-# the product or its tests needs it.
+# stopped when it ends, however it ends. Builds into $CARGO_TARGET_DIR if set (else target/).
+# C DPDK is only used here, for comparison: nothing in the product or its tests needs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -33,7 +34,7 @@ log_dir=""
 result=""
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -166,19 +167,21 @@ mount -t hugetlbfs -o pagesize=2M nodev "$huge" \
     || die "could not mount hugetlbfs on $huge (a container without CAP_SYS_ADMIN?)"
 
 # --- our binaries ---
+target=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$build" = 1 ]; then
     echo "building vdpdk-tools (release)"
-    cargo build --release -q -p vdpdk-tools || die "cargo build --release -p vdpdk-tools failed"
+    CARGO_TARGET_DIR="$target" cargo build --release -q -p vdpdk-tools \
+        || die "cargo build --release -p vdpdk-tools failed"
     if [ "$latency" = 1 ]; then
         echo "building scripts/latency-probe (release)"
         cp Cargo.lock scripts/latency-probe/Cargo.lock
-        CARGO_TARGET_DIR="$ROOT/target/latency-probe" \
+        CARGO_TARGET_DIR="$target/latency-probe" \
             cargo build --release -q --manifest-path scripts/latency-probe/Cargo.toml \
             || die "building scripts/latency-probe failed"
     fi
 fi
-BENCH="$ROOT/target/release/vdpdk-bench"
-PROBE="$ROOT/target/latency-probe/release/vdpdk-latency-probe"
+BENCH="$target/release/vdpdk-bench"
+PROBE="$target/latency-probe/release/vdpdk-latency-probe"
 [ -x "$BENCH" ] || die "$BENCH missing (run without --no-build)"
 if [ "$latency" = 1 ] && [ ! -x "$PROBE" ]; then die "$PROBE missing (run without --no-build)"; fi
 
@@ -245,11 +248,11 @@ memif_run() {
     result=$(printf '%s\n' "$vals" | sed -n "3,${want}p" | awk '{s += $1; n++} END {printf "%.3f", s / n / 1e6}')
 }
 
-# --- one vdpdk-bench run: $result = "TX RX" Mpps at SIZE ---
+# --- one vdpdk-bench run: $result = "TX RX G2G" Mpps at SIZE ---
 ours_run() {
     local size=$1 run=$2
     local out="$log_dir/ours-$size-$run.log"
-    timeout -s INT -k 5 $((4 * secs + 30)) "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
+    timeout -s INT -k 5 $((5 * secs + 30)) "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
         --guest-cpu 0 --mux-cpu 1 --dir "$work/ours-$run" --json >"$out" 2>&1 &
     local p=$!
     pids+=("$p")
@@ -257,46 +260,58 @@ ours_run() {
     wait "$p" || rc=$?
     forget "$p"
     [ "$rc" = 0 ] || { tail -n 15 "$out" >&2; die "vdpdk-bench failed (exit $rc, log above)"; }
-    local tx rx
+    local tx rx g2g
     tx=$(sed -n 's/.*"direction":"tx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
     rx=$(sed -n 's/.*"direction":"rx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
-    [ -n "$tx" ] && [ -n "$rx" ] || { cat "$out" >&2; die "could not read vdpdk-bench's result"; }
-    result="$tx $rx"
+    g2g=$(sed -n 's/.*"direction":"g2g".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
+    if [ -z "$tx" ] || [ -z "$rx" ] || [ -z "$g2g" ]; then
+        cat "$out" >&2
+        die "could not read vdpdk-bench's result"
+    fi
+    result="$tx $rx $g2g"
 }
 
 median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+# med "v1 v2 ...": the median of a space-separated list.
+med() { tr ' ' '\n' <<<"$1" | grep . | median; }
+# ratio A B: A/B with 2 decimals, n/a if B is 0.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 
 echo
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "C DPDK: Debian dpdk-dev $dpdk_version, dpdk-testpmd + net_memif (copy mode), burst 32, 1 forwarding core per side"
-echo "ours:   vdpdk-bench ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), 1 guest, host-mux on the pair backend, batch 32, guest CPU 0, poller CPU 1"
+echo "ours:   vdpdk-bench ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), 2 guests, host-mux on the pair backend, batch 32, guests' thread CPU 0, poller CPU 1"
 echo "$pairs pairs per size, memif then ours, $secs s of steady state per run; logs in $log_dir"
 echo
-declare -A m_tx m_rx o_tx o_rx
+declare -A m_tx m_rx o_tx o_rx o_g2g
 for size in "${size_list[@]}"; do
     for run in $(seq "$pairs"); do
         memif_run tx "$size" "$run"; a=$result
         memif_run rx "$size" "$run"; b=$result
-        ours_run "$size" "$run"; read -r c d <<<"$result"
+        ours_run "$size" "$run"; read -r c d e <<<"$result"
         m_tx[$size]+="$a "; m_rx[$size]+="$b "
-        o_tx[$size]+="$c "; o_rx[$size]+="$d "
-        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f Mpps  |  ours TX %7.3f  RX %7.3f Mpps\n' \
-            "$run" "$size" "$a" "$b" "$c" "$d"
+        o_tx[$size]+="$c "; o_rx[$size]+="$d "; o_g2g[$size]+="$e "
+        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f Mpps  |  ours TX %7.3f  RX %7.3f  G2G %7.3f Mpps\n' \
+            "$run" "$size" "$a" "$b" "$c" "$d" "$e"
     done
 done
 
 echo
 printf '%-6s %-4s %14s %14s %12s\n' bytes dir "memif Mpps" "ours Mpps" "ours/memif"
 for size in "${size_list[@]}"; do
-    for dir in TX RX; do
-        if [ "$dir" = TX ]; then m=${m_tx[$size]} o=${o_tx[$size]}; else m=${m_rx[$size]} o=${o_rx[$size]}; fi
-        mm=$(tr ' ' '\n' <<<"$m" | grep . | median)
-        om=$(tr ' ' '\n' <<<"$o" | grep . | median)
-        printf '%-6s %-4s %14.3f %14.3f %12s\n' "$size" "$dir" "$mm" "$om" \
-            "$(awk -v a="$om" -v b="$mm" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}')"
+    for dir in TX RX G2G; do
+        case $dir in
+            TX) m=${m_tx[$size]} o=${o_tx[$size]} ;;
+            RX) m=${m_rx[$size]} o=${o_rx[$size]} ;;
+            G2G) m=${m_tx[$size]} o=${o_g2g[$size]} ;;
+        esac
+        mm=$(med "$m")
+        om=$(med "$o")
+        printf '%-6s %-4s %14.3f %14.3f %12s\n' "$size" "$dir" "$mm" "$om" "$(ratio "$om" "$mm")"
     done
 done
-echo "(medians of $pairs interleaved runs each; TX = guest/client transmits, RX = guest/client receives)"
+echo "(medians of $pairs interleaved runs each; TX = guest/client transmits, RX = guest/client receives;"
+echo " G2G = ours guest -> guest, switched inside host-mux, against memif TX (one process sends, the other receives))"
 
 if [ "$latency" = 1 ]; then
     echo
