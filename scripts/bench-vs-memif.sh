@@ -11,14 +11,19 @@
 # pairs (default 5), S seconds of steady state per run (default 5). Prints every run, the
 # medians and the ratio ours/memif for TX, for RX and for guest -> guest (G2G: vdpdk-bench's
 # second guest, switched inside host-mux, against the same pair's memif TX number).
-# Latency: one frame in flight, round trip p50/p99/p99.9, ours only (scripts/latency-probe):
-# Debian's DPDK has no tool that measures it over memif, and the script says so.
+# Latency: one frame in flight, round trip p50/p99/p99.9, memif then ours, A B A B (--pairs
+# runs each, --samples split over them), both from scripts/latency-probe: memif =
+# vdpdk-memif-probe (a pure-Rust memif client, CPU 0) through a dpdk-testpmd memif server in
+# macswap (forwarding core on CPU 1); ours = vdpdk-latency-probe (guest-pmd on CPU 0 ->
+# host-mux's poller on CPU 1 -> the pair wire, reflected -> back). Prints the medians and
+# ours/memif for p50 and p99.
 #
 # Needs root (installs Debian's dpdk-dev and librte-net-memif23 if dpdk-testpmd or the memif
 # driver is missing, reserves 2 MiB hugepages, mounts a private hugetlbfs) and 2+ CPUs. The
 # previous hugepage reservation is restored, the mount removed and every process it started is
 # stopped when it ends, however it ends. Builds into $CARGO_TARGET_DIR if set (else target/).
-# C DPDK is only used here, for comparison: nothing in the product or its tests needs it.
+# C DPDK is only used here, as the peer process for comparison: nothing in the product or its
+# tests needs it, and the memif probe does not link it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -34,7 +39,7 @@ log_dir=""
 result=""
 
 usage() {
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -102,7 +107,7 @@ cleanup() {
         echo "hugepages: back to $hp_before reserved"
     fi
     # Keep only the logs (when they are under $work).
-    rm -rf "$huge" "$work"/*.sock "$work"/ours-* "$work"/probe 2>/dev/null || true
+    rm -rf "$huge" "$work"/*.sock "$work"/ours-* "$work"/probe-* 2>/dev/null || true
     case "$log_dir" in "$work"/*) ;; *) rm -rf "$work" ;; esac
 }
 trap cleanup EXIT
@@ -182,8 +187,31 @@ if [ "$build" = 1 ]; then
 fi
 BENCH="$target/release/vdpdk-bench"
 PROBE="$target/latency-probe/release/vdpdk-latency-probe"
+MEMIF_PROBE="$target/latency-probe/release/vdpdk-memif-probe"
 [ -x "$BENCH" ] || die "$BENCH missing (run without --no-build)"
-if [ "$latency" = 1 ] && [ ! -x "$PROBE" ]; then die "$PROBE missing (run without --no-build)"; fi
+if [ "$latency" = 1 ]; then
+    for b in "$PROBE" "$MEMIF_PROBE"; do
+        [ -x "$b" ] || die "$b missing (run without --no-build)"
+    done
+fi
+
+# testpmd's EAL options, the same for every run: no PCI, memory from our hugetlbfs mount.
+memif_eal=(--no-pci --huge-dir "$huge" --socket-mem 256 --log-level=pmd.net.memif:info)
+
+# wait_socket SOCK PID LOG: waits (up to 20 s) for a memif server's socket file; dies with
+# the tail of its log if the server exits or does not create it.
+wait_socket() {
+    local sock=$1 srv=$2 log=$3 t=0
+    until [ -S "$sock" ]; do
+        sleep 0.2
+        t=$((t + 1))
+        if ! kill -0 "$srv" 2>/dev/null || [ "$t" -gt 100 ]; then
+            tail -n 15 "$log" >&2
+            stop_testpmd "$srv" "$log" "the memif server"
+            die "memif server testpmd did not start (log above, $log)"
+        fi
+    done
+}
 
 # --- one memif run ---
 # memif_run DIR SIZE RUN -> $result: the receiver's mean Rx-pps (Mpps) over $secs steady
@@ -198,27 +226,17 @@ memif_run() {
     local sock="$work/$tag.sock"
     local srv_mode cli_mode srv_log="$log_dir/$tag-server.log" cli_log="$log_dir/$tag-client.log"
     if [ "$dir" = tx ]; then srv_mode=rxonly cli_mode=txonly; else srv_mode=txonly cli_mode=rxonly; fi
-    local eal=(--no-pci --huge-dir "$huge" --socket-mem 256 --log-level=pmd.net.memif:info)
     local app=(--auto-start --stats-period 1 --nb-cores=1 --rxq=1 --txq=1 --burst=32
                --total-num-mbufs=16384 --txpkts="$size")
     local limit=$((secs + 30))
-    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@0,1@1 "${eal[@]}" --file-prefix "$tag-s" \
+    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@0,1@1 "${memif_eal[@]}" --file-prefix "$tag-s" \
         --vdev "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no" \
         -- "${app[@]}" --forward-mode="$srv_mode" </dev/null >"$srv_log" 2>&1 &
     local srv=$!
     disown "$srv"
     pids+=("$srv")
-    local t=0
-    until [ -S "$sock" ]; do
-        sleep 0.2
-        t=$((t + 1))
-        if ! kill -0 "$srv" 2>/dev/null || [ "$t" -gt 100 ]; then
-            tail -n 15 "$srv_log" >&2
-            stop_testpmd "$srv" "$srv_log" "the memif server"
-            die "memif server testpmd did not start (log above, $srv_log)"
-        fi
-    done
-    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@1,1@0 "${eal[@]}" --file-prefix "$tag-c" \
+    wait_socket "$sock" "$srv" "$srv_log"
+    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@1,1@0 "${memif_eal[@]}" --file-prefix "$tag-c" \
         --vdev "net_memif0,role=client,id=0,socket=$sock,socket-abstract=no" \
         -- "${app[@]}" --forward-mode="$cli_mode" </dev/null >"$cli_log" 2>&1 &
     local cli=$!
@@ -228,8 +246,7 @@ memif_run() {
     if [ "$dir" = tx ]; then rx_log=$srv_log; else rx_log=$cli_log; fi
     # Per-second Rx-pps of the receiving side: skip the zeros before the link came up, the
     # first non-zero second (partial) and one warm-up second, then take $secs seconds.
-    local want=$((secs + 2)) vals=""
-    t=0
+    local want=$((secs + 2)) vals="" t=0
     while :; do
         vals=$(grep -a 'Rx-pps:' "$rx_log" 2>/dev/null | awk '$2 > 0 {print $2}' || true)
         [ "$(printf '%s\n' "$vals" | grep -c .)" -ge "$want" ] && break
@@ -269,6 +286,63 @@ ours_run() {
         die "could not read vdpdk-bench's result"
     fi
     result="$tx $rx $g2g"
+}
+
+# --- latency: one frame in flight, round trip ---
+lat_size=${size_list[0]}
+lat_samples=$((samples / pairs))
+[ "$lat_samples" -ge 1000 ] || lat_samples=1000
+lat_limit=$((60 + lat_samples / 1000))
+
+# lat_result LOG -> $result: "p50 p99 p99.9 max" (us) of the probe's "round trip" line, the
+# same in both probes' output.
+lat_result() {
+    result=$(awk '/^round trip/ {r = $(NF - 3) " " $(NF - 2) " " $(NF - 1) " " $NF} END {print r}' "$1")
+    [ -n "$result" ] || { cat "$1" >&2; die "no round trip line in $1"; }
+}
+
+# memif_lat_run RUN: dpdk-testpmd as the memif server in macswap, its forwarding lcore on CPU 1
+# (where ours has host-mux's poller), vdpdk-memif-probe as the client on CPU 0 (where ours has
+# the guest).
+memif_lat_run() {
+    local run=$1
+    local tag="bvm-$$-lat-$run"
+    local sock="$work/$tag.sock" srv_log="$log_dir/$tag-server.log" out="$log_dir/latency-memif-$run.log"
+    # testpmd needs a stats period to keep running with stdin at /dev/null (without one it
+    # waits for Enter and reads EOF at once); a long one keeps its main lcore, on the probe's
+    # CPU, asleep but for one wake-up a second.
+    timeout -s INT -k 5 $((lat_limit + 30)) dpdk-testpmd --lcores 0@0,1@1 "${memif_eal[@]}" \
+        --file-prefix "$tag" --vdev "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no" \
+        -- --auto-start --stats-period 3600 --nb-cores=1 --rxq=1 --txq=1 --burst=32 \
+        --total-num-mbufs=16384 --forward-mode=macswap </dev/null >"$srv_log" 2>&1 &
+    local srv=$!
+    disown "$srv"
+    pids+=("$srv")
+    wait_socket "$sock" "$srv" "$srv_log"
+    timeout -s INT -k 5 "$lat_limit" "$MEMIF_PROBE" "$sock" "$lat_samples" "$lat_size" 0 0 >"$out" 2>&1 &
+    local p=$!
+    pids+=("$p")
+    local rc=0
+    wait "$p" || rc=$?
+    forget "$p"
+    stop_testpmd "$srv" "$srv_log" "dpdk-testpmd (memif server, latency run $run)"
+    rm -f "$sock"
+    [ "$rc" = 0 ] || { tail -n 15 "$out" "$srv_log" >&2; die "vdpdk-memif-probe failed (exit $rc, logs above)"; }
+    lat_result "$out"
+}
+
+# ours_lat_run RUN: vdpdk-latency-probe, guest on CPU 0, host-mux's poller on CPU 1.
+ours_lat_run() {
+    local run=$1
+    local out="$log_dir/latency-ours-$run.log"
+    timeout -s INT -k 5 "$lat_limit" "$PROBE" "$lat_samples" "$lat_size" 0 1 "$work/probe-$run" >"$out" 2>&1 &
+    local p=$!
+    pids+=("$p")
+    local rc=0
+    wait "$p" || rc=$?
+    forget "$p"
+    [ "$rc" = 0 ] || { tail -n 15 "$out" >&2; die "vdpdk-latency-probe failed (exit $rc, log above)"; }
+    lat_result "$out"
 }
 
 median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -315,21 +389,28 @@ echo " G2G = ours guest -> guest, switched inside host-mux, against memif TX (on
 
 if [ "$latency" = 1 ]; then
     echo
-    echo "latency, one frame in flight, round trip:"
-    echo "  memif: not measured. Debian's DPDK $dpdk_version has no tool that timestamps frames over"
-    echo "  memif and reports round-trip percentiles (testpmd's --latencystats only times a frame's"
-    echo "  stay inside one testpmd, dpdk-test's pmd_perf_autotest reports a mean per burst), so there"
-    echo "  is no memif number to compare with."
-    lat_log="$log_dir/latency.log"
-    timeout -s INT -k 5 300 "$PROBE" "$samples" "${size_list[0]}" 0 1 "$work/probe" >"$lat_log" 2>&1 &
-    p=$!
-    pids+=("$p")
-    rc=0
-    wait "$p" || rc=$?
-    forget "$p"
-    [ "$rc" = 0 ] || { tail -n 15 "$lat_log" >&2; die "vdpdk-latency-probe failed (exit $rc, log above)"; }
-    echo "  ours (scripts/latency-probe: guest-pmd -> host-mux -> pair wire, reflected -> host-mux -> guest-pmd, busy polled):"
-    sed 's/^/  /' "$lat_log"
+    echo "latency, $lat_size B, one frame in flight, round trip, $pairs pairs (memif then ours), $lat_samples samples per run (us):"
+    lm50="" lm99="" lm999="" lmmax="" lo50="" lo99="" lo999="" lomax=""
+    for run in $(seq "$pairs"); do
+        memif_lat_run "$run"; read -r a b c d <<<"$result"
+        lm50+="$a "; lm99+="$b "; lm999+="$c "; lmmax+="$d "
+        ours_lat_run "$run"; read -r e f g h <<<"$result"
+        lo50+="$e "; lo99+="$f "; lo999+="$g "; lomax+="$h "
+        printf 'pair %d:  memif p50 %6.2f  p99 %7.2f  p99.9 %9.2f  |  ours p50 %6.2f  p99 %7.2f  p99.9 %9.2f\n' \
+            "$run" "$a" "$b" "$c" "$e" "$f" "$g"
+    done
+    echo
+    printf '%-12s %10s %10s %12s %12s\n' "" p50 p99 p99.9 "max (worst)"
+    printf '%-12s %10.2f %10.2f %12.2f %12.2f\n' memif "$(med "$lm50")" "$(med "$lm99")" "$(med "$lm999")" \
+        "$(tr ' ' '\n' <<<"$lmmax" | grep . | sort -g | tail -n1)"
+    printf '%-12s %10.2f %10.2f %12.2f %12.2f\n' ours "$(med "$lo50")" "$(med "$lo99")" "$(med "$lo999")" \
+        "$(tr ' ' '\n' <<<"$lomax" | grep . | sort -g | tail -n1)"
+    printf '%-12s %10s %10s\n' ours/memif "$(ratio "$(med "$lo50")" "$(med "$lm50")")" \
+        "$(ratio "$(med "$lo99")" "$(med "$lm99")")"
+    echo "(medians of the runs' percentiles; memif: vdpdk-memif-probe (memif client, CPU 0) -> testpmd"
+    echo " macswap (memif server, CPU 1) -> back, 2 cross-core hops; ours: vdpdk-latency-probe, guest"
+    echo " (CPU 0) -> host-mux poller (CPU 1) -> pair wire, reflected in the guest's thread (CPU 0) ->"
+    echo " poller (CPU 1) -> guest, 4 cross-core hops; every step busy-polled; logs latency-*.log)"
 fi
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
