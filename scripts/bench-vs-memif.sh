@@ -7,17 +7,23 @@
 # Throughput: for each pair and frame size, first C DPDK (two dpdk-testpmd processes joined by
 # net_memif, one forwarding core each: "guest TX" = the memif client in txonly to the server in
 # rxonly, "guest RX" = the server in txonly to the client in rxonly), then ours (vdpdk-bench:
-# one guest on guest-pmd, host-mux's poller on the pair backend, TX and RX). A B A B ..., N
+# guests on guest-pmd, host-mux's poller on the pair backend, TX, RX, G2G). A B A B ..., N
 # pairs (default 5), S seconds of steady state per run (default 5). Prints every run, the
-# medians and the ratio ours/memif for TX and for RX.
-# Latency: one frame in flight, round trip p50/p99/p99.9, ours only (scripts/latency-probe):
-# Debian's DPDK has no tool that measures it over memif, and the script says so.
+# medians and the ratio ours/memif for TX, for RX and for guest -> guest (G2G: vdpdk-bench's
+# second guest, switched inside host-mux, against the same pair's memif TX number).
+# Latency: one frame in flight, round trip p50/p99/p99.9, memif then ours, A B A B (--pairs
+# runs each, --samples split over them), both from scripts/latency-probe: memif =
+# vdpdk-memif-probe (a pure-Rust memif client, CPU 0) through a dpdk-testpmd memif server in
+# macswap (forwarding core on CPU 1); ours = vdpdk-latency-probe (guest-pmd on CPU 0 ->
+# host-mux's poller on CPU 1 -> the pair wire, reflected -> back). Prints the medians and
+# ours/memif for p50 and p99.
 #
 # Needs root (installs Debian's dpdk-dev and librte-net-memif23 if dpdk-testpmd or the memif
 # driver is missing, reserves 2 MiB hugepages, mounts a private hugetlbfs) and 2+ CPUs. The
 # previous hugepage reservation is restored, the mount removed and every process it started is
-# stopped when it ends, however it ends. C DPDK is only used here, for comparison: nothing in
-# the product or its tests needs it.
+# stopped when it ends, however it ends. Builds into $CARGO_TARGET_DIR if set (else target/).
+# C DPDK is only used here, as the peer process for comparison: nothing in the product or its
+# tests needs it, and the memif probe does not link it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -33,7 +39,7 @@ log_dir=""
 result=""
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -101,7 +107,7 @@ cleanup() {
         echo "hugepages: back to $hp_before reserved"
     fi
     # Keep only the logs (when they are under $work).
-    rm -rf "$huge" "$work"/*.sock "$work"/ours-* "$work"/probe 2>/dev/null || true
+    rm -rf "$huge" "$work"/*.sock "$work"/ours-* "$work"/probe-* 2>/dev/null || true
     case "$log_dir" in "$work"/*) ;; *) rm -rf "$work" ;; esac
 }
 trap cleanup EXIT
@@ -166,21 +172,46 @@ mount -t hugetlbfs -o pagesize=2M nodev "$huge" \
     || die "could not mount hugetlbfs on $huge (a container without CAP_SYS_ADMIN?)"
 
 # --- our binaries ---
+target=${CARGO_TARGET_DIR:-$ROOT/target}
 if [ "$build" = 1 ]; then
     echo "building vdpdk-tools (release)"
-    cargo build --release -q -p vdpdk-tools || die "cargo build --release -p vdpdk-tools failed"
+    CARGO_TARGET_DIR="$target" cargo build --release -q -p vdpdk-tools \
+        || die "cargo build --release -p vdpdk-tools failed"
     if [ "$latency" = 1 ]; then
         echo "building scripts/latency-probe (release)"
         cp Cargo.lock scripts/latency-probe/Cargo.lock
-        CARGO_TARGET_DIR="$ROOT/target/latency-probe" \
+        CARGO_TARGET_DIR="$target/latency-probe" \
             cargo build --release -q --manifest-path scripts/latency-probe/Cargo.toml \
             || die "building scripts/latency-probe failed"
     fi
 fi
-BENCH="$ROOT/target/release/vdpdk-bench"
-PROBE="$ROOT/target/latency-probe/release/vdpdk-latency-probe"
+BENCH="$target/release/vdpdk-bench"
+PROBE="$target/latency-probe/release/vdpdk-latency-probe"
+MEMIF_PROBE="$target/latency-probe/release/vdpdk-memif-probe"
 [ -x "$BENCH" ] || die "$BENCH missing (run without --no-build)"
-if [ "$latency" = 1 ] && [ ! -x "$PROBE" ]; then die "$PROBE missing (run without --no-build)"; fi
+if [ "$latency" = 1 ]; then
+    for b in "$PROBE" "$MEMIF_PROBE"; do
+        [ -x "$b" ] || die "$b missing (run without --no-build)"
+    done
+fi
+
+# testpmd's EAL options, the same for every run: no PCI, memory from our hugetlbfs mount.
+memif_eal=(--no-pci --huge-dir "$huge" --socket-mem 256 --log-level=pmd.net.memif:info)
+
+# wait_socket SOCK PID LOG: waits (up to 20 s) for a memif server's socket file; dies with
+# the tail of its log if the server exits or does not create it.
+wait_socket() {
+    local sock=$1 srv=$2 log=$3 t=0
+    until [ -S "$sock" ]; do
+        sleep 0.2
+        t=$((t + 1))
+        if ! kill -0 "$srv" 2>/dev/null || [ "$t" -gt 100 ]; then
+            tail -n 15 "$log" >&2
+            stop_testpmd "$srv" "$log" "the memif server"
+            die "memif server testpmd did not start (log above, $log)"
+        fi
+    done
+}
 
 # --- one memif run ---
 # memif_run DIR SIZE RUN -> $result: the receiver's mean Rx-pps (Mpps) over $secs steady
@@ -195,27 +226,17 @@ memif_run() {
     local sock="$work/$tag.sock"
     local srv_mode cli_mode srv_log="$log_dir/$tag-server.log" cli_log="$log_dir/$tag-client.log"
     if [ "$dir" = tx ]; then srv_mode=rxonly cli_mode=txonly; else srv_mode=txonly cli_mode=rxonly; fi
-    local eal=(--no-pci --huge-dir "$huge" --socket-mem 256 --log-level=pmd.net.memif:info)
     local app=(--auto-start --stats-period 1 --nb-cores=1 --rxq=1 --txq=1 --burst=32
                --total-num-mbufs=16384 --txpkts="$size")
     local limit=$((secs + 30))
-    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@0,1@1 "${eal[@]}" --file-prefix "$tag-s" \
+    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@0,1@1 "${memif_eal[@]}" --file-prefix "$tag-s" \
         --vdev "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no" \
         -- "${app[@]}" --forward-mode="$srv_mode" </dev/null >"$srv_log" 2>&1 &
     local srv=$!
     disown "$srv"
     pids+=("$srv")
-    local t=0
-    until [ -S "$sock" ]; do
-        sleep 0.2
-        t=$((t + 1))
-        if ! kill -0 "$srv" 2>/dev/null || [ "$t" -gt 100 ]; then
-            tail -n 15 "$srv_log" >&2
-            stop_testpmd "$srv" "$srv_log" "the memif server"
-            die "memif server testpmd did not start (log above, $srv_log)"
-        fi
-    done
-    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@1,1@0 "${eal[@]}" --file-prefix "$tag-c" \
+    wait_socket "$sock" "$srv" "$srv_log"
+    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@1,1@0 "${memif_eal[@]}" --file-prefix "$tag-c" \
         --vdev "net_memif0,role=client,id=0,socket=$sock,socket-abstract=no" \
         -- "${app[@]}" --forward-mode="$cli_mode" </dev/null >"$cli_log" 2>&1 &
     local cli=$!
@@ -225,8 +246,7 @@ memif_run() {
     if [ "$dir" = tx ]; then rx_log=$srv_log; else rx_log=$cli_log; fi
     # Per-second Rx-pps of the receiving side: skip the zeros before the link came up, the
     # first non-zero second (partial) and one warm-up second, then take $secs seconds.
-    local want=$((secs + 2)) vals=""
-    t=0
+    local want=$((secs + 2)) vals="" t=0
     while :; do
         vals=$(grep -a 'Rx-pps:' "$rx_log" 2>/dev/null | awk '$2 > 0 {print $2}' || true)
         [ "$(printf '%s\n' "$vals" | grep -c .)" -ge "$want" ] && break
@@ -245,11 +265,11 @@ memif_run() {
     result=$(printf '%s\n' "$vals" | sed -n "3,${want}p" | awk '{s += $1; n++} END {printf "%.3f", s / n / 1e6}')
 }
 
-# --- one vdpdk-bench run: $result = "TX RX" Mpps at SIZE ---
+# --- one vdpdk-bench run: $result = "TX RX G2G" Mpps at SIZE ---
 ours_run() {
     local size=$1 run=$2
     local out="$log_dir/ours-$size-$run.log"
-    timeout -s INT -k 5 $((4 * secs + 30)) "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
+    timeout -s INT -k 5 $((5 * secs + 30)) "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
         --guest-cpu 0 --mux-cpu 1 --dir "$work/ours-$run" --json >"$out" 2>&1 &
     local p=$!
     pids+=("$p")
@@ -257,64 +277,140 @@ ours_run() {
     wait "$p" || rc=$?
     forget "$p"
     [ "$rc" = 0 ] || { tail -n 15 "$out" >&2; die "vdpdk-bench failed (exit $rc, log above)"; }
-    local tx rx
+    local tx rx g2g
     tx=$(sed -n 's/.*"direction":"tx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
     rx=$(sed -n 's/.*"direction":"rx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
-    [ -n "$tx" ] && [ -n "$rx" ] || { cat "$out" >&2; die "could not read vdpdk-bench's result"; }
-    result="$tx $rx"
+    g2g=$(sed -n 's/.*"direction":"g2g".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
+    if [ -z "$tx" ] || [ -z "$rx" ] || [ -z "$g2g" ]; then
+        cat "$out" >&2
+        die "could not read vdpdk-bench's result"
+    fi
+    result="$tx $rx $g2g"
+}
+
+# --- latency: one frame in flight, round trip ---
+lat_size=${size_list[0]}
+lat_samples=$((samples / pairs))
+[ "$lat_samples" -ge 1000 ] || lat_samples=1000
+lat_limit=$((60 + lat_samples / 1000))
+
+# lat_result LOG -> $result: "p50 p99 p99.9 max" (us) of the probe's "round trip" line, the
+# same in both probes' output.
+lat_result() {
+    result=$(awk '/^round trip/ {r = $(NF - 3) " " $(NF - 2) " " $(NF - 1) " " $NF} END {print r}' "$1")
+    [ -n "$result" ] || { cat "$1" >&2; die "no round trip line in $1"; }
+}
+
+# memif_lat_run RUN: dpdk-testpmd as the memif server in macswap, its forwarding lcore on CPU 1
+# (where ours has host-mux's poller), vdpdk-memif-probe as the client on CPU 0 (where ours has
+# the guest).
+memif_lat_run() {
+    local run=$1
+    local tag="bvm-$$-lat-$run"
+    local sock="$work/$tag.sock" srv_log="$log_dir/$tag-server.log" out="$log_dir/latency-memif-$run.log"
+    # testpmd needs a stats period to keep running with stdin at /dev/null (without one it
+    # waits for Enter and reads EOF at once); a long one keeps its main lcore, on the probe's
+    # CPU, asleep but for one wake-up a second.
+    timeout -s INT -k 5 $((lat_limit + 30)) dpdk-testpmd --lcores 0@0,1@1 "${memif_eal[@]}" \
+        --file-prefix "$tag" --vdev "net_memif0,role=server,id=0,socket=$sock,socket-abstract=no" \
+        -- --auto-start --stats-period 3600 --nb-cores=1 --rxq=1 --txq=1 --burst=32 \
+        --total-num-mbufs=16384 --forward-mode=macswap </dev/null >"$srv_log" 2>&1 &
+    local srv=$!
+    disown "$srv"
+    pids+=("$srv")
+    wait_socket "$sock" "$srv" "$srv_log"
+    timeout -s INT -k 5 "$lat_limit" "$MEMIF_PROBE" "$sock" "$lat_samples" "$lat_size" 0 0 >"$out" 2>&1 &
+    local p=$!
+    pids+=("$p")
+    local rc=0
+    wait "$p" || rc=$?
+    forget "$p"
+    stop_testpmd "$srv" "$srv_log" "dpdk-testpmd (memif server, latency run $run)"
+    rm -f "$sock"
+    [ "$rc" = 0 ] || { tail -n 15 "$out" "$srv_log" >&2; die "vdpdk-memif-probe failed (exit $rc, logs above)"; }
+    lat_result "$out"
+}
+
+# ours_lat_run RUN: vdpdk-latency-probe, guest on CPU 0, host-mux's poller on CPU 1.
+ours_lat_run() {
+    local run=$1
+    local out="$log_dir/latency-ours-$run.log"
+    timeout -s INT -k 5 "$lat_limit" "$PROBE" "$lat_samples" "$lat_size" 0 1 "$work/probe-$run" >"$out" 2>&1 &
+    local p=$!
+    pids+=("$p")
+    local rc=0
+    wait "$p" || rc=$?
+    forget "$p"
+    [ "$rc" = 0 ] || { tail -n 15 "$out" >&2; die "vdpdk-latency-probe failed (exit $rc, log above)"; }
+    lat_result "$out"
 }
 
 median() { sort -g | awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+# med "v1 v2 ...": the median of a space-separated list.
+med() { tr ' ' '\n' <<<"$1" | grep . | median; }
+# ratio A B: A/B with 2 decimals, n/a if B is 0.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}'; }
 
 echo
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "C DPDK: Debian dpdk-dev $dpdk_version, dpdk-testpmd + net_memif (copy mode), burst 32, 1 forwarding core per side"
-echo "ours:   vdpdk-bench ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), 1 guest, host-mux on the pair backend, batch 32, guest CPU 0, poller CPU 1"
+echo "ours:   vdpdk-bench ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), 2 guests, host-mux on the pair backend, batch 32, guests' thread CPU 0, poller CPU 1"
 echo "$pairs pairs per size, memif then ours, $secs s of steady state per run; logs in $log_dir"
 echo
-declare -A m_tx m_rx o_tx o_rx
+declare -A m_tx m_rx o_tx o_rx o_g2g
 for size in "${size_list[@]}"; do
     for run in $(seq "$pairs"); do
         memif_run tx "$size" "$run"; a=$result
         memif_run rx "$size" "$run"; b=$result
-        ours_run "$size" "$run"; read -r c d <<<"$result"
+        ours_run "$size" "$run"; read -r c d e <<<"$result"
         m_tx[$size]+="$a "; m_rx[$size]+="$b "
-        o_tx[$size]+="$c "; o_rx[$size]+="$d "
-        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f Mpps  |  ours TX %7.3f  RX %7.3f Mpps\n' \
-            "$run" "$size" "$a" "$b" "$c" "$d"
+        o_tx[$size]+="$c "; o_rx[$size]+="$d "; o_g2g[$size]+="$e "
+        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f Mpps  |  ours TX %7.3f  RX %7.3f  G2G %7.3f Mpps\n' \
+            "$run" "$size" "$a" "$b" "$c" "$d" "$e"
     done
 done
 
 echo
 printf '%-6s %-4s %14s %14s %12s\n' bytes dir "memif Mpps" "ours Mpps" "ours/memif"
 for size in "${size_list[@]}"; do
-    for dir in TX RX; do
-        if [ "$dir" = TX ]; then m=${m_tx[$size]} o=${o_tx[$size]}; else m=${m_rx[$size]} o=${o_rx[$size]}; fi
-        mm=$(tr ' ' '\n' <<<"$m" | grep . | median)
-        om=$(tr ' ' '\n' <<<"$o" | grep . | median)
-        printf '%-6s %-4s %14.3f %14.3f %12s\n' "$size" "$dir" "$mm" "$om" \
-            "$(awk -v a="$om" -v b="$mm" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}')"
+    for dir in TX RX G2G; do
+        case $dir in
+            TX) m=${m_tx[$size]} o=${o_tx[$size]} ;;
+            RX) m=${m_rx[$size]} o=${o_rx[$size]} ;;
+            G2G) m=${m_tx[$size]} o=${o_g2g[$size]} ;;
+        esac
+        mm=$(med "$m")
+        om=$(med "$o")
+        printf '%-6s %-4s %14.3f %14.3f %12s\n' "$size" "$dir" "$mm" "$om" "$(ratio "$om" "$mm")"
     done
 done
-echo "(medians of $pairs interleaved runs each; TX = guest/client transmits, RX = guest/client receives)"
+echo "(medians of $pairs interleaved runs each; TX = guest/client transmits, RX = guest/client receives;"
+echo " G2G = ours guest -> guest, switched inside host-mux, against memif TX (one process sends, the other receives))"
 
 if [ "$latency" = 1 ]; then
     echo
-    echo "latency, one frame in flight, round trip:"
-    echo "  memif: not measured. Debian's DPDK $dpdk_version has no tool that timestamps frames over"
-    echo "  memif and reports round-trip percentiles (testpmd's --latencystats only times a frame's"
-    echo "  stay inside one testpmd, dpdk-test's pmd_perf_autotest reports a mean per burst), so there"
-    echo "  is no memif number to compare with."
-    lat_log="$log_dir/latency.log"
-    timeout -s INT -k 5 300 "$PROBE" "$samples" "${size_list[0]}" 0 1 "$work/probe" >"$lat_log" 2>&1 &
-    p=$!
-    pids+=("$p")
-    rc=0
-    wait "$p" || rc=$?
-    forget "$p"
-    [ "$rc" = 0 ] || { tail -n 15 "$lat_log" >&2; die "vdpdk-latency-probe failed (exit $rc, log above)"; }
-    echo "  ours (scripts/latency-probe: guest-pmd -> host-mux -> pair wire, reflected -> host-mux -> guest-pmd, busy polled):"
-    sed 's/^/  /' "$lat_log"
+    echo "latency, $lat_size B, one frame in flight, round trip, $pairs pairs (memif then ours), $lat_samples samples per run (us):"
+    lm50="" lm99="" lm999="" lmmax="" lo50="" lo99="" lo999="" lomax=""
+    for run in $(seq "$pairs"); do
+        memif_lat_run "$run"; read -r a b c d <<<"$result"
+        lm50+="$a "; lm99+="$b "; lm999+="$c "; lmmax+="$d "
+        ours_lat_run "$run"; read -r e f g h <<<"$result"
+        lo50+="$e "; lo99+="$f "; lo999+="$g "; lomax+="$h "
+        printf 'pair %d:  memif p50 %6.2f  p99 %7.2f  p99.9 %9.2f  |  ours p50 %6.2f  p99 %7.2f  p99.9 %9.2f\n' \
+            "$run" "$a" "$b" "$c" "$e" "$f" "$g"
+    done
+    echo
+    printf '%-12s %10s %10s %12s %12s\n' "" p50 p99 p99.9 "max (worst)"
+    printf '%-12s %10.2f %10.2f %12.2f %12.2f\n' memif "$(med "$lm50")" "$(med "$lm99")" "$(med "$lm999")" \
+        "$(tr ' ' '\n' <<<"$lmmax" | grep . | sort -g | tail -n1)"
+    printf '%-12s %10.2f %10.2f %12.2f %12.2f\n' ours "$(med "$lo50")" "$(med "$lo99")" "$(med "$lo999")" \
+        "$(tr ' ' '\n' <<<"$lomax" | grep . | sort -g | tail -n1)"
+    printf '%-12s %10s %10s\n' ours/memif "$(ratio "$(med "$lo50")" "$(med "$lm50")")" \
+        "$(ratio "$(med "$lo99")" "$(med "$lm99")")"
+    echo "(medians of the runs' percentiles; memif: vdpdk-memif-probe (memif client, CPU 0) -> testpmd"
+    echo " macswap (memif server, CPU 1) -> back, 2 cross-core hops; ours: vdpdk-latency-probe, guest"
+    echo " (CPU 0) -> host-mux poller (CPU 1) -> pair wire, reflected in the guest's thread (CPU 0) ->"
+    echo " poller (CPU 1) -> guest, 4 cross-core hops; every step busy-polled; logs latency-*.log)"
 fi
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
