@@ -33,6 +33,7 @@ pub fn new_guest() -> Arc<Guest> {
         stats: GuestStats::default(),
         rx: Default::default(),
         tx: Default::default(),
+        tx_gen: Default::default(),
         tx_wake: Arc::new(EventFd::new(EFD_NONBLOCK).expect("eventfd")),
         data_bar: data_bar(),
         attached: AtomicBool::new(false),

@@ -28,6 +28,7 @@ pub(crate) fn guest_with(max_rxq: u16, max_txq: u16, limits: GuestLimits) -> Arc
         stats: GuestStats::default(),
         rx: Default::default(),
         tx: Default::default(),
+        tx_gen: Default::default(),
         tx_wake: Arc::new(EventFd::new(EFD_NONBLOCK).unwrap()),
         data_bar: Arc::new(SharedRegion::new("t-bar2", abi::DATA_BAR_SIZE as usize).unwrap()),
         attached: AtomicBool::new(false),

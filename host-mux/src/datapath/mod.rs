@@ -14,6 +14,7 @@
 //! nothing that raced the arming is missed, and sleeps in epoll until a kick, an interrupt, a
 //! control event or `sleep_timeout`.
 
+mod peek;
 mod rx;
 mod switch;
 mod tx;
@@ -125,6 +126,8 @@ pub(crate) struct Poller {
     all_guests: Vec<Arc<Guest>>,
     /// The guests whose TX rings this poller serves.
     tx_guests: Vec<Arc<Guest>>,
+    /// A lock-free view of each of `tx_guests`' TX rings.
+    tx_peeks: Vec<peek::TxPeek>,
     rxqs: Vec<RxSource>,
     txq: Option<Arc<Mutex<Box<dyn TxQueue>>>>,
     pool: Mempool,
@@ -186,6 +189,7 @@ impl Poller {
         Poller {
             role,
             all_guests,
+            tx_peeks: tx_guests.iter().map(|_| Default::default()).collect(),
             tx_guests,
             rxqs,
             txq,
@@ -310,7 +314,8 @@ impl Poller {
             let guests = std::mem::take(&mut self.tx_guests);
             let n = guests.len();
             for i in 0..n {
-                work += self.pull_tx(&guests[(self.tx_cursor + i) % n]);
+                let k = (self.tx_cursor + i) % n;
+                work += self.pull_tx(&guests[k], k);
             }
             self.tx_cursor = (self.tx_cursor + 1) % n.max(1);
             self.tx_guests = guests;

@@ -5,6 +5,7 @@
 //! [`GuestSlice`]; only host copies are parsed.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::Ordering;
 
 use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
 use vdpdk_core::abi::StatsIndex;
@@ -93,14 +94,21 @@ impl Poller {
     /// which gets a burst once one has gathered (from this guest or several) and the rest at
     /// the end of the round: many guests with a few frames each make full bursts, not one
     /// small burst per guest.
-    pub(super) fn pull_tx(&mut self, g: &Guest) -> usize {
+    /// `k` is the guest's index in `tx_guests`.
+    pub(super) fn pull_tx(&mut self, g: &Guest, k: usize) -> usize {
         if self.tx_buf.len() >= BURST && !self.flush_pending() {
             bump(&self.stats.tx_backpressure, 1);
             return 0; // backend still full: leave guest frames in their rings (backpressure)
         }
+        if self.tx_peeks[k].idle(g) {
+            return 0;
+        }
         let first = self.tx_buf.len();
         let mut guard = g.tx.lock();
+        // Stable while the lock is held: the control plane moves it under the lock.
+        let gen = g.tx_gen.load(Ordering::Relaxed);
         if !guard.running {
+            self.tx_peeks[k].update(gen, &guard);
             return 0;
         }
         let tx = &mut *guard;
@@ -158,6 +166,7 @@ impl Poller {
         }
         tx.stats.add(StatsIndex::TxPackets, taken as u64);
         tx.stats.add(StatsIndex::TxBytes, bytes);
+        self.tx_peeks[k].update(gen, tx);
         drop(guard);
         if taken > 0 {
             self.switch_local(g, first);

@@ -238,6 +238,15 @@ impl GuestMem {
         Some(unsafe { r.ptr.as_ptr().add((iova - r.iova) as usize) })
     }
 
+    /// The region holding all of `[iova, iova+len)`, shared: holding it keeps the memory
+    /// mapped in this process after the guest unmaps it (for a look at a ring without the
+    /// guest lock, see `datapath::peek`).
+    pub fn region_holding(&self, iova: u64, len: u64) -> Option<Arc<DmaRegion>> {
+        let end = iova.checked_add(len)?;
+        let r = self.regions.get(self.first_ending_after(iova))?;
+        (iova >= r.iova && end <= r.iova + r.len).then(|| r.clone())
+    }
+
     /// `[iova, iova+len)` as a [`GuestSlice`] when it lies wholly in one region (and that
     /// region is writable when `write` is asked); otherwise the reason it does not.
     #[inline]

@@ -133,6 +133,10 @@ pub struct Guest {
     pub rx: Mutex<RxPath>,
     /// The TX half of the data path.
     pub tx: Mutex<TxPath>,
+    /// Moves whenever the control plane changes either half (every change goes through
+    /// [`Guest::with_both`]): a poller that looked at the TX rings without the lock knows its
+    /// view is stale.
+    pub tx_gen: AtomicU64,
     /// Wakes the poller that serves this guest's TX queues (kicks, start).
     pub tx_wake: Arc<vmm_sys_util::eventfd::EventFd>,
     /// BAR2, shared with the guest: queue flags live here.
@@ -150,7 +154,9 @@ impl Guest {
     pub(crate) fn with_both<R>(&self, f: impl FnOnce(&mut TxPath, &mut RxPath) -> R) -> R {
         let mut tx = self.tx.lock();
         let mut rx = self.rx.lock();
-        f(&mut tx, &mut rx)
+        let r = f(&mut tx, &mut rx);
+        self.tx_gen.fetch_add(1, Ordering::Release);
+        r
     }
 
     pub(crate) fn set_running(&self, on: bool) {

@@ -64,6 +64,7 @@ impl Spawner<'_> {
                 stats: GuestStats::default(),
                 rx: Default::default(),
                 tx: Default::default(),
+                tx_gen: Default::default(),
                 tx_wake: self.tx_wake_of(vm.cluster),
                 data_bar: Arc::new(SharedRegion::new(&vm.name, abi::DATA_BAR_SIZE as usize)?),
                 attached: AtomicBool::new(false),

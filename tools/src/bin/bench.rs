@@ -50,7 +50,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     guests: Vec<usize>,
     /// Directions to measure, comma separated: tx (guest -> wire), rx (wire -> guest), g2g
-    /// (guest -> guest). One at a time is what a profiler wants.
+    /// (guest -> guest; not in scaling mode). One at a time is what a profiler wants.
     #[arg(long, value_delimiter = ',', default_value = "tx,rx,g2g")]
     directions: Vec<Direction>,
 }
@@ -347,7 +347,14 @@ fn scale(args: &Args) -> vdpdk_core::Result<()> {
             ports.push(port);
             queues.push((rx, tx, pool));
         }
-        for dir in ["wire -> guests", "guests -> wire"] {
+        let dirs = [
+            (Direction::Rx, "wire -> guests"),
+            (Direction::Tx, "guests -> wire"),
+        ];
+        for (_, dir) in dirs
+            .into_iter()
+            .filter(|(d, _)| args.directions.contains(d))
+        {
             let mut runs: Vec<(f64, Vec<u64>)> = Vec::new();
             for _ in 0..args.repeats {
                 let r = if dir.starts_with("wire") {
