@@ -8,13 +8,14 @@
 //! How a packet travels: TX queue `q` of one port pushes the mbuf itself (zero copy, moved by
 //! ownership) into RX queue `q % nb_rx_queues` of the peer, unless one of the peer's flow rules
 //! sends it elsewhere, drops it or marks it. Each RX queue is a bounded FIFO of `nb_desc`
-//! entries, locked once per burst on either side (the count given to
-//! [`EthDev::rx_queue_setup`]); when it is full, `tx_burst` stops there and leaves the rest with
+//! entries (the count given to [`EthDev::rx_queue_setup`]): senders lock it once per burst
+//! among themselves, the receiver takes frames without a lock; when it is full, `tx_burst` stops there and leaves the rest with
 //! the caller, as a NIC with a full ring does. TX queues have no ring of their own, so their
 //! `nb_desc` is only checked against the limits.
 //!
 //! Received mbufs come from the *sender's* pool: the pool passed to `rx_queue_setup` is not
-//! used, because nothing is copied.
+//! used, because nothing is copied. Their packet type is classified on the way, on the sending
+//! core, as a NIC's RX descriptor would report it.
 
 #![warn(missing_docs)]
 
