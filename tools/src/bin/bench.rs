@@ -198,8 +198,19 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     }
     for rep in 0..args.repeats {
         for r in results.iter_mut() {
+            let before = poller_rounds(&mux);
             let mpps = run_one(&mut rig, r.0, r.1, dur);
-            eprintln!("  run {}: {} {:>4} B: {mpps:.2} Mpps", rep + 1, r.0, r.1);
+            let (rounds, empty) = poller_rounds(&mux);
+            // A poller that often finds nothing to do waits for the guest's side, not the
+            // other way round: the figure says which side a change should speed up.
+            let idle = (empty - before.1) as f64 / (rounds - before.0).max(1) as f64;
+            eprintln!(
+                "  run {}: {} {:>4} B: {mpps:.2} Mpps (poller rounds that found nothing: {:.0}%)",
+                rep + 1,
+                r.0,
+                r.1,
+                idle * 100.0
+            );
             r.2.push(mpps);
         }
     }
@@ -238,6 +249,13 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     drop(peer);
     mux.shutdown();
     Ok(())
+}
+
+/// The poller's rounds and empty rounds so far.
+fn poller_rounds(mux: &HostMux) -> (u64, u64) {
+    mux.pollers()
+        .iter()
+        .fold((0, 0), |(r, e), p| (r + p.rounds, e + p.empty_rounds))
 }
 
 fn fill(pool: &Mempool, out: &mut Vec<Mbuf>, tmpl: &[u8]) {
