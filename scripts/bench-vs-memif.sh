@@ -265,18 +265,27 @@ memif_run() {
     result=$(printf '%s\n' "$vals" | sed -n "3,${want}p" | awk '{s += $1; n++} END {printf "%.3f", s / n / 1e6}')
 }
 
-# --- one vdpdk-bench run: $result = "TX RX G2G" Mpps at SIZE ---
-ours_run() {
-    local size=$1 run=$2
-    local out="$log_dir/ours-$size-$run.log"
-    timeout -s INT -k 5 $((5 * secs + 30)) "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
-        --guest-cpu 0 --mux-cpu 1 --dir "$work/ours-$run" --json >"$out" 2>&1 &
+# run_to_end LIMIT LOG CMD...: one of our programs, bounded by LIMIT seconds, output to LOG;
+# its pid stays in $pids while it runs (the EXIT trap stops it), and a failure ends the script
+# with the tail of LOG.
+run_to_end() {
+    local limit=$1 log=$2
+    shift 2
+    timeout -s INT -k 5 "$limit" "$@" >"$log" 2>&1 &
     local p=$!
     pids+=("$p")
     local rc=0
     wait "$p" || rc=$?
     forget "$p"
-    [ "$rc" = 0 ] || { tail -n 15 "$out" >&2; die "vdpdk-bench failed (exit $rc, log above)"; }
+    [ "$rc" = 0 ] || { tail -n 15 "$log" >&2; die "$(basename "$1") failed (exit $rc, log above)"; }
+}
+
+# --- one vdpdk-bench run: $result = "TX RX G2G" Mpps at SIZE ---
+ours_run() {
+    local size=$1 run=$2
+    local out="$log_dir/ours-$size-$run.log"
+    run_to_end $((5 * secs + 30)) "$out" "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
+        --guest-cpu 0 --mux-cpu 1 --dir "$work/ours-$run" --json
     local tx rx g2g
     tx=$(sed -n 's/.*"direction":"tx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
     rx=$(sed -n 's/.*"direction":"rx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
@@ -335,13 +344,7 @@ memif_lat_run() {
 ours_lat_run() {
     local run=$1
     local out="$log_dir/latency-ours-$run.log"
-    timeout -s INT -k 5 "$lat_limit" "$PROBE" "$lat_samples" "$lat_size" 0 1 "$work/probe-$run" >"$out" 2>&1 &
-    local p=$!
-    pids+=("$p")
-    local rc=0
-    wait "$p" || rc=$?
-    forget "$p"
-    [ "$rc" = 0 ] || { tail -n 15 "$out" >&2; die "vdpdk-latency-probe failed (exit $rc, log above)"; }
+    run_to_end "$lat_limit" "$out" "$PROBE" "$lat_samples" "$lat_size" 0 1 "$work/probe-$run"
     lat_result "$out"
 }
 
