@@ -619,4 +619,65 @@ mod tests {
         );
         Mempool::free_bulk(&mut got);
     }
+
+    /// A backend TX queue that records the size of every burst it is handed.
+    struct Recorder(Arc<parking_lot::Mutex<Vec<usize>>>);
+
+    impl vdpdk_core::TxQueue for Recorder {
+        fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
+            self.0.lock().push(pkts.len());
+            let n = pkts.len();
+            Mempool::free_bulk(pkts);
+            n
+        }
+    }
+
+    #[test]
+    fn guests_with_a_few_frames_each_make_one_backend_burst() {
+        let guests: Vec<_> = (0..4).map(|_| testing::guest()).collect();
+        let mut rams = Vec::new();
+        for (i, g) in guests.iter().enumerate() {
+            rams.push(testing::map_ram(g, RAM, 0x10000, false));
+            let mut tx = g.tx.lock();
+            tx.queues = vec![Some(testing::host_queue(&tx.mem, RAM, 32))];
+            tx.running = true;
+            let f = frame(OTHER, MAC, 64, i as u8);
+            drop(tx);
+            testing::poke(g, RAM + 0x1000, &f);
+            testing::poke(g, RAM + 0x1100, &f);
+            let tx = g.tx.lock();
+            let ring = tx.queues[0].as_ref().unwrap().ring;
+            ring.publish(0, &desc(RAM + 0x1000, 64));
+            ring.publish(1, &desc(RAM + 0x1100, 64));
+        }
+        let bursts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let backend: Box<dyn vdpdk_core::TxQueue> = Box::new(Recorder(bursts.clone()));
+        let pool = Mempool::new("t-batch", 512, 2048).unwrap();
+        let mut p = Poller::new(
+            crate::datapath::Role::Tx,
+            guests.clone(),
+            guests.clone(),
+            Vec::new(),
+            Some(Arc::new(parking_lot::Mutex::new(backend))),
+            pool,
+            Arc::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+            Arc::new(AtomicBool::new(false)),
+            SleepPolicy {
+                idle_polls: 1,
+                timeout_ms: 1,
+            },
+        );
+        assert_eq!(p.round(), 8);
+        assert_eq!(
+            *bursts.lock(),
+            [8],
+            "one burst for the four guests' two frames each"
+        );
+        assert_eq!(p.round(), 0);
+        assert_eq!(
+            bursts.lock().len(),
+            1,
+            "an idle round hands the backend nothing"
+        );
+    }
 }
