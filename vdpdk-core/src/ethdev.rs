@@ -211,8 +211,9 @@ pub struct PortStats {
 
 /// Counters a queue updates from its polling thread and the port reads from anywhere.
 /// Only the owning queue writes, so relaxed atomics suffice. Aligned to 128 bytes so that no
-/// other thread's data shares their cache lines: two queues' counters side by side cost 14%
-/// of a pair TX burst in vdpdk-bench, each core's increment taking the line from the other.
+/// other thread's data shares their cache lines: two queues' counters side by side took 14%
+/// of the pair TX burst's samples in vdpdk-bench, each core's increment taking the line from
+/// the other.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub struct QueueCounters {

@@ -39,7 +39,7 @@ pub(crate) struct RxSide {
 /// touch: it reads `tail`, moves frames out, and writes `head`, so an empty poll reads one
 /// shared cache line and a burst moves whole bursts with two index updates. (A mutex around a
 /// VecDeque, locked by both sides, bounced its line between the two cores on every poll: 86%
-/// of the wire end's time in vdpdk-bench's TX direction; a lock-free queue with a
+/// of the wire end's RX burst samples in vdpdk-bench's TX direction; a lock-free queue with a
 /// compare-and-swap per frame cost twice the CPU of the mutex.)
 pub(crate) struct BurstRing {
     /// `slots.len()` is a power of two at least `cap`; slot `i % len` holds frame `i` for
