@@ -374,12 +374,20 @@ fn scale(args: &Args) -> vdpdk_core::Result<()> {
             .filter(|(d, _)| args.directions.contains(d))
         {
             let mut runs: Vec<(f64, Vec<u64>)> = Vec::new();
-            for _ in 0..args.repeats {
+            for rep in 0..args.repeats {
+                let before = poller_rounds(&mux);
                 let r = if dir.starts_with("wire") {
                     scale_rx(&mut queues, &w_pool, &mut *w_tx, size, args.secs)
                 } else {
                     scale_tx(&mut queues, &mut *w_rx, size, args.secs)
                 };
+                let (rounds, empty) = poller_rounds(&mux);
+                eprintln!(
+                    "  run {}: {n} guests, {dir}: {:.2} Mpps (poller rounds that found nothing: {:.0}%)",
+                    rep + 1,
+                    r.0,
+                    (empty - before.1) as f64 / (rounds - before.0).max(1) as f64 * 100.0
+                );
                 runs.push(r);
             }
             runs.sort_by(|a, b| a.0.total_cmp(&b.0));
