@@ -214,6 +214,18 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
             r.2.push(mpps);
         }
     }
+    print_results(&mut results, args.json);
+    let g = &mux.guests()[0];
+    eprintln!("host view: {:?}", g.stats);
+    drop(rig);
+    drop(port);
+    drop(peer);
+    mux.shutdown();
+    Ok(())
+}
+
+/// The table of medians (and the JSON lines `scripts/bench-vs-memif.sh` reads).
+fn print_results(results: &mut [(&str, usize, Vec<f64>)], json: bool) {
     outln!(
         "{:<28} {:>6} {:>12} {:>10} {:>10}",
         "direction",
@@ -222,7 +234,7 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
         "min",
         "max"
     );
-    for (dir, size, v) in &mut results {
+    for (dir, size, v) in results.iter_mut() {
         v.sort_by(|a, b| a.total_cmp(b));
         let med = v[v.len() / 2];
         let name = match *dir {
@@ -236,19 +248,12 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
             v[v.len() - 1],
             med * 1e6 * (*size as f64 + 20.0) * 8.0 / 1e9
         );
-        if args.json {
+        if json {
             outln!(
                 "{{\"direction\":\"{dir}\",\"size\":{size},\"median_mpps\":{med:.3},\"runs\":{v:?}}}"
             );
         }
     }
-    let g = &mux.guests()[0];
-    eprintln!("host view: {:?}", g.stats);
-    drop(rig);
-    drop(port);
-    drop(peer);
-    mux.shutdown();
-    Ok(())
 }
 
 /// The poller's rounds and empty rounds so far.
