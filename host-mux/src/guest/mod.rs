@@ -134,7 +134,7 @@ pub struct Guest {
     /// The TX half of the data path.
     pub tx: Mutex<TxPath>,
     /// Moves whenever the control plane changes either half (every change goes through
-    /// [`Guest::with_both`]): a poller that looked at the TX rings without the lock knows its
+    /// `Guest::with_both`): a poller that looked at the TX rings without the lock knows its
     /// view is stale.
     pub tx_gen: AtomicU64,
     /// Wakes the poller that serves this guest's TX queues (kicks, start).
