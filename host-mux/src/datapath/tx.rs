@@ -491,7 +491,7 @@ fn csum_offloads(flags: OlFlags) -> TxOffloads {
 mod tests {
     use super::*;
     use crate::config::GuestLimits;
-    use crate::datapath::{RxSource, SleepPolicy, MAX_FRAME};
+    use crate::datapath::{Role, RxSource, SleepPolicy, MAX_FRAME};
     use crate::guest::MemFault;
     use crate::testing::{self, desc, frame, MAC};
     use std::sync::atomic::AtomicBool;
@@ -581,23 +581,11 @@ mod tests {
             vdpdk_core::ethdev::start_single_queue(&mut near, &pool, 64, false).unwrap();
         let (mut wire, _) =
             vdpdk_core::ethdev::start_single_queue(&mut far, &pool, 64, false).unwrap();
-        let mut p = Poller::new(
-            crate::datapath::Role::Combined,
-            vec![g.clone()],
-            vec![g.clone()],
-            vec![RxSource {
-                queue: rxq,
-                owner: None,
-            }],
-            Some(Arc::new(parking_lot::Mutex::new(txq))),
-            pool.clone(),
-            Arc::new(EventFd::new(EFD_NONBLOCK).unwrap()),
-            Arc::new(AtomicBool::new(false)),
-            SleepPolicy {
-                idle_polls: 1,
-                timeout_ms: 1,
-            },
-        );
+        let rxqs = vec![RxSource {
+            queue: rxq,
+            owner: None,
+        }];
+        let mut p = test_poller(Role::Combined, vec![g.clone()], rxqs, txq, &pool);
         assert_eq!(p.round(), 1);
         let mut got = Vec::new();
         wire.rx_burst(&mut got, 8);
@@ -617,6 +605,30 @@ mod tests {
             (1, 1, 1)
         );
         Mempool::free_bulk(&mut got);
+    }
+
+    /// A poller serving `guests` (all of them on TX), polling at once and never sleeping long.
+    fn test_poller(
+        role: Role,
+        guests: Vec<Arc<Guest>>,
+        rxqs: Vec<RxSource>,
+        txq: Box<dyn vdpdk_core::TxQueue>,
+        pool: &Mempool,
+    ) -> Poller {
+        Poller::new(
+            role,
+            guests.clone(),
+            guests,
+            rxqs,
+            Some(Arc::new(parking_lot::Mutex::new(txq))),
+            pool.clone(),
+            Arc::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+            Arc::new(AtomicBool::new(false)),
+            SleepPolicy {
+                idle_polls: 1,
+                timeout_ms: 1,
+            },
+        )
     }
 
     /// A backend TX queue that records the size of every burst it is handed.
@@ -652,20 +664,7 @@ mod tests {
         let bursts = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let backend: Box<dyn vdpdk_core::TxQueue> = Box::new(Recorder(bursts.clone()));
         let pool = Mempool::new("t-batch", 512, 2048).unwrap();
-        let mut p = Poller::new(
-            crate::datapath::Role::Tx,
-            guests.clone(),
-            guests.clone(),
-            Vec::new(),
-            Some(Arc::new(parking_lot::Mutex::new(backend))),
-            pool,
-            Arc::new(EventFd::new(EFD_NONBLOCK).unwrap()),
-            Arc::new(AtomicBool::new(false)),
-            SleepPolicy {
-                idle_polls: 1,
-                timeout_ms: 1,
-            },
-        );
+        let mut p = test_poller(Role::Tx, guests.clone(), Vec::new(), backend, &pool);
         assert_eq!(p.round(), 8);
         assert_eq!(
             *bursts.lock(),
