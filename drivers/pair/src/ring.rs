@@ -169,7 +169,12 @@ impl RingSender<'_> {
 
     /// Appends `m`; the caller saw [`RingSender::has_room`] say yes.
     pub fn push(&mut self, m: Mbuf) {
-        assert!(self.has_room(), "push into a full pair ring");
+        // The caller's has_room refreshed `head`; this compare keeps a full ring from being
+        // overwritten whatever the caller did.
+        assert!(
+            self.tail - self.head < self.ring.cap,
+            "push into a full pair ring"
+        );
         // SAFETY: tail - head < cap <= slots.len(): the slot is free (the receiver moved its
         // frame out before publishing `head`, read with Acquire), and only this sender, holding
         // `send`, writes it before publishing `tail`.
