@@ -33,7 +33,11 @@ pub use queue::{GuestRxQueue, GuestTxQueue};
 
 /// Features this driver knows how to use.
 pub fn driver_features() -> Features {
-    Features::RX_INTR | Features::TX_KICK | Features::FLOW | Features::MULTIQUEUE
+    Features::RX_INTR
+        | Features::TX_KICK
+        | Features::FLOW
+        | Features::MULTIQUEUE
+        | Features::TX_DONE_INDEX
 }
 
 /// Knobs for [`VdpdkPort::open_with`]; the defaults are what a normal driver sends.
@@ -415,7 +419,8 @@ impl EthDev for VdpdkPort {
             qid,
             self.dev.clone(),
             self.maps.clone(),
-        );
+        )
+        .reclaim_by_done_index(self.features.contains(Features::TX_DONE_INDEX));
         self.rings.push(ring);
         self.port.tx.set(qid, q);
         Ok(())

@@ -174,6 +174,11 @@ pub struct GuestTxQueue {
     maps: Arc<Mutex<DmaMaps>>,
     /// Last pool seen mapped: skips the map lookup for the common single-pool case.
     last_pool: u32,
+    /// The host publishes its progress (`Features::TX_DONE_INDEX`): reclaim reads one word
+    /// per burst instead of every descriptor's flags.
+    done_index: bool,
+    /// The host's `TXQ_REFUSED` count as last read.
+    refused_seen: u32,
 }
 
 impl GuestTxQueue {
@@ -201,11 +206,22 @@ impl GuestTxQueue {
             dev,
             maps,
             last_pool: 0,
+            done_index: false,
+            refused_seen: 0,
         }
+    }
+
+    /// Reclaims by the host's published index (`Features::TX_DONE_INDEX` was agreed).
+    pub(crate) fn reclaim_by_done_index(mut self, on: bool) -> GuestTxQueue {
+        self.done_index = on;
+        self
     }
 
     /// Takes back descriptors the host finished with.
     fn reclaim(&mut self) {
+        if self.done_index {
+            return self.reclaim_to_done_index();
+        }
         let mask = self.size - 1;
         while self.tail != self.head {
             let f = self.ring.flags(self.tail);
@@ -223,6 +239,35 @@ impl GuestTxQueue {
         if !self.done.is_empty() {
             Mempool::free_bulk(&mut self.done);
         }
+    }
+
+    /// Takes back every descriptor before the host's published `TXQ_DONE_INDEX`. The word
+    /// sits in the line that also holds the kick request, which a burst reads anyway.
+    fn reclaim_to_done_index(&mut self) {
+        let line = abi::txq_flags_offset(self.qid);
+        let done = bar_flag(&self.bar, line + abi::TXQ_DONE_INDEX).load(Ordering::Acquire) as u16;
+        let n = done.wrapping_sub(self.tail);
+        // The host cannot have finished descriptors it was never given: a value beyond our
+        // head is not believed (and nothing is freed that the host may still read).
+        if n == 0 || n > self.head.wrapping_sub(self.tail) {
+            return;
+        }
+        let refused = bar_flag(&self.bar, line + abi::TXQ_REFUSED).load(Ordering::Relaxed);
+        let new_refused = refused.wrapping_sub(self.refused_seen);
+        if new_refused != 0 {
+            self.refused_seen = refused;
+            self.counters
+                .errors
+                .fetch_add(new_refused as u64, Ordering::Relaxed);
+        }
+        let mask = self.size - 1;
+        for _ in 0..n {
+            if let Some(m) = self.slots[(self.tail & mask) as usize].take() {
+                self.done.push(m);
+            }
+            self.tail = self.tail.wrapping_add(1);
+        }
+        Mempool::free_bulk(&mut self.done);
     }
 
     fn ensure_mapped(&mut self, m: &Mbuf) -> bool {

@@ -65,6 +65,7 @@ pub(crate) fn host_queue(mem: &GuestMem, iova: u64, size: u16) -> HostQueue {
         ring_iova: iova,
         ring_len: len,
         next: 0,
+        refused: 0,
     }
 }
 

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 
 use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
-use vdpdk_core::abi::StatsIndex;
+use vdpdk_core::abi::{self, StatsIndex};
 use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::packet::{fill_tx_checksums, finish_tcp_segment, TcpLayout, TxLayout};
 use vdpdk_core::{MacAddr, Mbuf, Mempool, OlFlags, TxOffloads};
@@ -119,7 +119,8 @@ impl Poller {
         // the polling.)
         let mut burst: [MaybeUninit<(Desc, Result<TxFrame<'_>, BadTxDesc>)>; BURST] =
             [const { MaybeUninit::uninit() }; BURST];
-        for hq in tx.queues.iter_mut().flatten() {
+        for (q, hq) in tx.queues.iter_mut().enumerate() {
+            let Some(hq) = hq else { continue };
             let mut ready = 0;
             while ready < BURST {
                 let idx = hq.next.wrapping_add(ready as u16);
@@ -153,6 +154,7 @@ impl Poller {
                     TxOutcome::Bad => {
                         hq.ring.release(idx, DESC_F_ERROR);
                         hq.next = idx.wrapping_add(1);
+                        hq.refused = hq.refused.wrapping_add(1);
                         tx.stats.add(StatsIndex::TxBadDesc, 1);
                         continue;
                     }
@@ -161,6 +163,9 @@ impl Poller {
                 hq.next = idx.wrapping_add(1);
                 taken += 1;
                 bytes += d.len as u64;
+            }
+            if ready > 0 {
+                publish_progress(g, q as u16, hq);
             }
         }
         tx.stats.add(StatsIndex::TxPackets, taken as u64);
@@ -408,9 +413,23 @@ fn spoofed_in_guest(g: &Guest, src: &GuestSlice<'_>) -> bool {
 }
 
 /// Hands a spoofed frame's descriptor back with the error flag, counted.
+/// Tells the guest how far the host got on its TX queue `q` (`abi::TXQ_DONE_INDEX`), with a
+/// Release store: a guest that reads the index also sees every descriptor released before
+/// it, and the copies out of their buffers are finished.
+fn publish_progress(g: &Guest, q: u16, hq: &HostQueue) {
+    let line = abi::txq_flags_offset(q);
+    g.data_bar
+        .flag(line + abi::TXQ_REFUSED)
+        .store(hq.refused, Ordering::Relaxed);
+    g.data_bar
+        .flag(line + abi::TXQ_DONE_INDEX)
+        .store(hq.next as u32, Ordering::Release);
+}
+
 fn refuse_spoofed(hq: &mut HostQueue, idx: u16, stats: &mut PathStats) {
     hq.ring.release(idx, DESC_F_ERROR);
     hq.next = idx.wrapping_add(1);
+    hq.refused = hq.refused.wrapping_add(1);
     stats.add(StatsIndex::TxSpoofed, 1);
 }
 
@@ -595,6 +614,10 @@ mod tests {
         let ring = tx.queues[0].as_ref().unwrap().ring;
         let flags: Vec<u16> = (0..3).map(|i| ring.flags(i)).collect();
         assert_eq!(flags, [0, DESC_F_ERROR, DESC_F_ERROR]);
+        // The same outcome, published for a guest that reclaims by index.
+        let line = abi::txq_flags_offset(0);
+        let word = |w| g.data_bar.flag(line + w).load(Ordering::Acquire);
+        assert_eq!((word(abi::TXQ_DONE_INDEX), word(abi::TXQ_REFUSED)), (3, 2));
         let st = |i: StatsIndex| tx.stats.0[i as usize];
         assert_eq!(
             (

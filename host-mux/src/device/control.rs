@@ -289,11 +289,20 @@ impl ControlPlane {
                 ring_iova: iova,
                 ring_len: len,
                 next: 0,
+                refused: 0,
             };
             if is_rx {
                 rx.queues[qid as usize] = Some(q);
             } else {
                 tx.queues[qid as usize] = Some(q);
+                // The published progress restarts with the ring.
+                let line = abi::txq_flags_offset(qid as u16);
+                for word in [abi::TXQ_DONE_INDEX, abi::TXQ_REFUSED] {
+                    self.guest
+                        .data_bar
+                        .flag(line + word)
+                        .store(0, Ordering::Release);
+                }
             }
             Ok(())
         })

@@ -24,7 +24,11 @@ const MSIX_CAP: usize = 0x40;
 
 /// What the device offers every guest.
 pub fn offered_features() -> Features {
-    Features::RX_INTR | Features::TX_KICK | Features::FLOW | Features::MULTIQUEUE
+    Features::RX_INTR
+        | Features::TX_KICK
+        | Features::FLOW
+        | Features::MULTIQUEUE
+        | Features::TX_DONE_INDEX
 }
 
 /// Device-wide facts the mux fills into each guest's info block.

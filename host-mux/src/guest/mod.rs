@@ -34,6 +34,8 @@ pub struct HostQueue {
     pub ring_len: u64,
     /// The next descriptor the host looks at (free-running, wraps with the ring's mask).
     pub(crate) next: u16,
+    /// Descriptors released with `DESC_F_ERROR` since setup (TX: published as `TXQ_REFUSED`).
+    pub(crate) refused: u32,
 }
 
 /// Counters kept inside a locked path: plain integers, updated by whoever holds the lock (no

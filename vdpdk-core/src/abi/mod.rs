@@ -99,6 +99,15 @@ pub const RXQ_FLAG_INTR_ARMED: usize = 0;
 /// Within a TX queue's flag line: non-zero while the host poller sleeps and wants a kick
 /// (`REG_TX_KICK`) after new descriptors are posted.
 pub const TXQ_FLAG_KICK_WANTED: usize = 0;
+/// Within a TX queue's flag line (with [`Features::TX_DONE_INDEX`]): the ring index (low 16
+/// bits) of the next descriptor the host will look at. Every descriptor before it has been
+/// released, so the guest reclaims up to it without reading descriptor flags. Host-written
+/// once per burst, 0 after queue setup.
+pub const TXQ_DONE_INDEX: usize = 4;
+/// Within a TX queue's flag line (with [`Features::TX_DONE_INDEX`]): how many descriptors
+/// the host has released with `DESC_F_ERROR` since queue setup (wrapping), so the guest can
+/// count its refused frames without reading their flags.
+pub const TXQ_REFUSED: usize = 8;
 
 bitflags::bitflags! {
     /// Features a device offers and a driver may request during negotiation.
@@ -116,6 +125,10 @@ bitflags::bitflags! {
         const TX_CSUM    = 1 << 4;
         /// RX checksum status in descriptors.
         const RX_CSUM    = 1 << 5;
+        /// The host publishes each TX queue's progress in its flag line (`TXQ_DONE_INDEX`,
+        /// `TXQ_REFUSED`): one cache line per burst for the guest to read instead of the
+        /// flags of every descriptor.
+        const TX_DONE_INDEX = 1 << 6;
     }
 }
 

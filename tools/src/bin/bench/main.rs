@@ -4,6 +4,11 @@
 //! side and the mux poller run pinned to different CPUs. Runs are interleaved (every
 //! direction, all sizes, then again) and the median is reported.
 //!
+//! `--wire` picks host-mux's backend: `pair` (default), an in-memory wire whose far end the
+//! bench thread drives on the guest's CPU, or `null`, a NIC that consumes and produces on the
+//! poller's CPU at no cost (as the E810's DMA costs the host nothing), so that two actors
+//! share the two CPUs, as memif's two testpmd processes do.
+//!
 //! With `--guests 1,2,4,16,64` it measures scaling instead: N guests on one poller, aggregate
 //! Mpps each way at the first frame size, and fairness as each guest's share of the traffic
 //! relative to an equal share (1.00 = perfectly fair).
@@ -18,6 +23,11 @@ use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
 use vdpdk_tools::{die, outln, EXIT_FAILURE, EXIT_USAGE};
+
+mod scale;
+mod wire;
+
+use wire::Wire;
 
 const TOOL: &str = "vdpdk-bench";
 
@@ -53,6 +63,19 @@ struct Args {
     /// (guest -> guest; not in scaling mode). One at a time is what a profiler wants.
     #[arg(long, value_delimiter = ',', default_value = "tx,rx,g2g")]
     directions: Vec<Direction>,
+    /// host-mux's backend: `pair` (its far end driven by the bench thread, on the guest's
+    /// CPU) or `null` (frees what is sent, produces what is received, on the poller's CPU).
+    #[arg(long, value_enum, default_value_t = WireKind::Pair)]
+    wire: WireKind,
+}
+
+/// What stands for the wire behind host-mux.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireKind {
+    /// vdpdk-pair: an in-memory wire, its far end driven on the guest's CPU.
+    Pair,
+    /// vdpdk-null: consumes and produces frames on the poller's CPU, like a NIC's DMA.
+    Null,
 }
 
 /// A direction of traffic through host-mux.
@@ -76,7 +99,7 @@ impl Direction {
     }
 }
 
-const BURST: usize = 32;
+pub(crate) const BURST: usize = 32;
 const WIRE_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
 const GUEST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
 /// The second guest, the G2G direction's receiver.
@@ -89,9 +112,7 @@ struct Rig {
     _p_tx: Box<dyn TxQueue>,
     g_tx: Box<dyn TxQueue>,
     g_pool: Mempool,
-    w_rx: Box<dyn RxQueue>,
-    w_tx: Box<dyn TxQueue>,
-    w_pool: Mempool,
+    wire: Wire,
     buf: Vec<Mbuf>,
 }
 
@@ -120,7 +141,7 @@ fn main() {
     let res = if args.guests.is_empty() {
         run(&args)
     } else {
-        scale(&args)
+        scale::scale(&args)
     };
     if let Err(e) = res {
         die(TOOL, EXIT_FAILURE, e);
@@ -159,15 +180,13 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
             ],
         )
     };
-    let (mux_end, mut wire) = vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 4096);
-    let mux = HostMux::start(&cfg, Box::new(mux_end))?;
+    let (backend, wire) = Wire::new(args.wire, WIRE_MAC)?;
+    let mux = HostMux::start(&cfg, backend)?;
     host_mux::pin_current_thread(args.guest_cpu)?;
 
     let mut port = VdpdkPort::connect(&sock)?;
     let g_pool = Mempool::new("bench-guest", 16384, vdpdk_core::DEFAULT_BUF_SIZE)?;
     let (g_rx, g_tx) = start_single_queue(&mut port, &g_pool, 1024, false)?;
-    let w_pool = Mempool::new("bench-wire", 16384, vdpdk_core::DEFAULT_BUF_SIZE)?;
-    let (w_rx, w_tx) = start_single_queue(&mut wire, &w_pool, 1024, false)?;
     let mut peer = VdpdkPort::connect(&peer_sock)?;
     let (p_rx, p_tx) = start_single_queue(&mut peer, &g_pool, 1024, false)?;
     let mut rig = Rig {
@@ -176,14 +195,13 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
         _p_tx: p_tx,
         g_tx,
         g_pool,
-        w_rx,
-        w_tx,
-        w_pool,
+        wire,
         buf: Vec::with_capacity(BURST * 2),
     };
 
     outln!(
-        "vdpdk-bench: 2 guests, pair backend, batch {BURST}, guest CPU {}, mux CPU {}, {} x {:.1}s",
+        "vdpdk-bench: 2 guests, {:?} wire, batch {BURST}, guest CPU {}, mux CPU {}, {} x {:.1}s",
+        args.wire,
         args.guest_cpu,
         args.mux_cpu,
         args.repeats,
@@ -263,7 +281,7 @@ fn poller_rounds(mux: &HostMux) -> (u64, u64) {
         .fold((0, 0), |(r, e), p| (r + p.rounds, e + p.empty_rounds))
 }
 
-fn fill(pool: &Mempool, out: &mut Vec<Mbuf>, tmpl: &[u8]) {
+pub(crate) fn fill(pool: &Mempool, out: &mut Vec<Mbuf>, tmpl: &[u8]) {
     let need = BURST - out.len();
     let start = out.len();
     pool.alloc_bulk(out, need);
@@ -272,35 +290,77 @@ fn fill(pool: &Mempool, out: &mut Vec<Mbuf>, tmpl: &[u8]) {
     }
 }
 
-/// One side sends as fast as it can while the other receives: guest -> wire ("tx"), wire ->
-/// guest ("rx") or guest -> the second guest ("g2g"). Returns the Mpps that arrived.
-fn run_one(r: &mut Rig, dir: &str, size: usize, dur: Duration) -> f64 {
-    let tmpl = match dir {
-        "tx" => udp_frame(WIRE_MAC, GUEST_MAC, 1, size),
-        "rx" => udp_frame(GUEST_MAC, WIRE_MAC, 1, size),
-        _ => udp_frame(PEER_MAC, GUEST_MAC, 1, size),
-    };
-    let mut pending: Vec<Mbuf> = Vec::with_capacity(BURST);
+/// Runs `step` for a 200 ms warm-up and then for `dur`; returns the Mpps that arrived: what
+/// the steps counted plus what the wire counted itself (`sunk`).
+fn pump(dur: Duration, mut step: impl FnMut() -> u64, sunk: impl Fn() -> u64) -> f64 {
     let mut measure = |d: Duration| {
-        let (pool, txq, rxq) = match dir {
-            "tx" => (&r.g_pool, &mut r.g_tx, &mut r.w_rx),
-            "rx" => (&r.w_pool, &mut r.w_tx, &mut r.g_rx),
-            _ => (&r.g_pool, &mut r.g_tx, &mut r.p_rx),
-        };
-        let t0 = Instant::now();
+        let (t0, sunk0) = (Instant::now(), sunk());
         let mut got = 0u64;
         while t0.elapsed() < d {
             for _ in 0..64 {
-                fill(pool, &mut pending, &tmpl);
-                txq.tx_burst(&mut pending);
-                got += rxq.rx_burst(&mut r.buf, BURST) as u64;
-                Mempool::free_bulk(&mut r.buf);
+                got += step();
             }
         }
+        let got = got + sunk() - sunk0;
         got as f64 / t0.elapsed().as_secs_f64() / 1e6
     };
     measure(Duration::from_millis(200));
-    let mpps = measure(dur);
+    measure(dur)
+}
+
+/// One side sends as fast as it can while the other receives: guest -> wire ("tx"), wire ->
+/// guest ("rx") or guest -> the second guest ("g2g"). Returns the Mpps that arrived.
+fn run_one(r: &mut Rig, dir: &str, size: usize, dur: Duration) -> f64 {
+    let mut pending: Vec<Mbuf> = Vec::with_capacity(BURST);
+    let Rig {
+        g_rx,
+        p_rx,
+        g_tx,
+        g_pool,
+        wire,
+        buf,
+        ..
+    } = r;
+    let mpps = match dir {
+        "tx" => {
+            let tmpl = udp_frame(WIRE_MAC, GUEST_MAC, 1, size);
+            let sunk = match wire {
+                Wire::Null(w) => Some(w.clone()),
+                Wire::Pair { .. } => None,
+            };
+            let step = || {
+                fill(g_pool, &mut pending, &tmpl);
+                g_tx.tx_burst(&mut pending);
+                wire.take(buf) as u64
+            };
+            pump(dur, step, || sunk.as_ref().map_or(0, |w| w.sunk().0))
+        }
+        "rx" => {
+            let tmpl = [udp_frame(GUEST_MAC, WIRE_MAC, 1, size)];
+            wire.start_source(&tmpl);
+            let mut next = 0;
+            let step = || {
+                wire.offer(&mut pending, &tmpl, &mut next);
+                let n = g_rx.rx_burst(buf, BURST) as u64;
+                Mempool::free_bulk(buf);
+                n
+            };
+            let mpps = pump(dur, step, || 0);
+            r.wire.stop_source();
+            mpps
+        }
+        _ => {
+            let tmpl = udp_frame(PEER_MAC, GUEST_MAC, 1, size);
+            let step = || {
+                fill(g_pool, &mut pending, &tmpl);
+                g_tx.tx_burst(&mut pending);
+                let n = p_rx.rx_burst(buf, BURST) as u64;
+                Mempool::free_bulk(buf);
+                n
+            };
+            pump(dur, step, || 0)
+        }
+    };
     Mempool::free_bulk(&mut pending);
     drain(r);
     mpps
@@ -309,203 +369,9 @@ fn run_one(r: &mut Rig, dir: &str, size: usize, dur: Duration) -> f64 {
 fn drain(r: &mut Rig) {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_millis(50) {
-        r.w_rx.rx_burst(&mut r.buf, BURST);
+        r.wire.take(&mut r.buf);
         r.g_rx.rx_burst(&mut r.buf, BURST);
         r.p_rx.rx_burst(&mut r.buf, BURST);
         Mempool::free_bulk(&mut r.buf);
-    }
-}
-
-fn scale_guest_mac(i: usize) -> MacAddr {
-    MacAddr([2, 0, 0, 1, (i >> 8) as u8, i as u8])
-}
-
-/// Scaling mode: for each guest count, aggregate Mpps and per-guest shares, both directions.
-fn scale(args: &Args) -> vdpdk_core::Result<()> {
-    let size = args.sizes[0];
-    outln!(
-        "vdpdk-bench scaling: {size} B frames, one combined poller on CPU {}, guests driven from CPU {}, {} x {:.1}s",
-        args.mux_cpu, args.guest_cpu, args.repeats, args.secs
-    );
-    outln!(
-        "{:>6} {:<18} {:>12} {:>10} {:>10}",
-        "guests",
-        "direction",
-        "median Mpps",
-        "min share",
-        "max share"
-    );
-    host_mux::pin_current_thread(args.guest_cpu)?;
-    for &n in &args.guests {
-        let vms = (0..n)
-            .map(|i| VmConfig {
-                name: format!("g{i}"),
-                socket: args.dir.join(format!("g{i}.sock")),
-                mac: scale_guest_mac(i),
-                rx_queues: 1,
-                tx_queues: 1,
-                cluster: 0,
-            })
-            .collect();
-        let cfg = MuxConfig {
-            idle_polls: 1 << 20,
-            pool_size: 32768,
-            clusters: vec![ClusterConfig {
-                cpus: vec![args.mux_cpu],
-                mode: PollMode::Combined,
-            }],
-            ..MuxConfig::new(BackendConfig::Pair, vms)
-        };
-        let (mux_end, mut wire) =
-            vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 4096);
-        let mux = HostMux::start(&cfg, Box::new(mux_end))?;
-        let w_pool = Mempool::new("scale-wire", 16384, vdpdk_core::DEFAULT_BUF_SIZE)?;
-        let (mut w_rx, mut w_tx) = start_single_queue(&mut wire, &w_pool, 1024, false)?;
-        let mut ports = Vec::new();
-        let mut queues = Vec::new();
-        for vm in &cfg.vms {
-            let mut port = VdpdkPort::connect(&vm.socket)?;
-            let pool = Mempool::new("scale-guest", 1024, vdpdk_core::DEFAULT_BUF_SIZE)?;
-            let (rx, tx) = start_single_queue(&mut port, &pool, 256, false)?;
-            ports.push(port);
-            queues.push((rx, tx, pool));
-        }
-        let dirs = [
-            (Direction::Rx, "wire -> guests"),
-            (Direction::Tx, "guests -> wire"),
-        ];
-        for (_, dir) in dirs
-            .into_iter()
-            .filter(|(d, _)| args.directions.contains(d))
-        {
-            let mut runs: Vec<(f64, Vec<u64>)> = Vec::new();
-            for rep in 0..args.repeats {
-                let before = poller_rounds(&mux);
-                let r = if dir.starts_with("wire") {
-                    scale_rx(&mut queues, &w_pool, &mut *w_tx, size, args.secs)
-                } else {
-                    scale_tx(&mut queues, &mut *w_rx, size, args.secs)
-                };
-                let (rounds, empty) = poller_rounds(&mux);
-                eprintln!(
-                    "  run {}: {n} guests, {dir}: {:.2} Mpps (poller rounds that found nothing: {:.0}%)",
-                    rep + 1,
-                    r.0,
-                    (empty - before.1) as f64 / (rounds - before.0).max(1) as f64 * 100.0
-                );
-                runs.push(r);
-            }
-            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (mpps, counts) = &runs[runs.len() / 2];
-            let fair = counts.iter().sum::<u64>() as f64 / n as f64;
-            let share = |c: u64| if fair > 0.0 { c as f64 / fair } else { 0.0 };
-            let min = share(*counts.iter().min().unwrap());
-            let max = share(*counts.iter().max().unwrap());
-            outln!("{n:>6} {dir:<18} {mpps:>12.2} {min:>10.2} {max:>10.2}");
-            if args.json {
-                outln!(
-                    "{{\"guests\":{n},\"direction\":\"{dir}\",\"size\":{size},\"median_mpps\":{mpps:.3},\"min_share\":{min:.3},\"max_share\":{max:.3}}}"
-                );
-            }
-        }
-        drop(queues);
-        drop(ports);
-        mux.shutdown();
-    }
-    Ok(())
-}
-
-type GuestQueues = (Box<dyn RxQueue>, Box<dyn TxQueue>, Mempool);
-
-/// The wire offers frames round-robin to every guest's MAC; every guest polls. Returns
-/// (Mpps received by all guests, per-guest counts).
-fn scale_rx(
-    guests: &mut [GuestQueues],
-    w_pool: &Mempool,
-    w_tx: &mut dyn TxQueue,
-    size: usize,
-    secs: f64,
-) -> (f64, Vec<u64>) {
-    let n = guests.len();
-    let tmpls: Vec<Vec<u8>> = (0..n)
-        .map(|i| udp_frame(scale_guest_mac(i), WIRE_MAC, 1, size))
-        .collect();
-    let mut counts = vec![0u64; n];
-    let (mut pending, mut buf): (Vec<Mbuf>, Vec<Mbuf>) = (Vec::new(), Vec::new());
-    let mut next = 0usize;
-    let t0 = Instant::now();
-    let dur = Duration::from_secs_f64(secs);
-    while t0.elapsed() < dur {
-        let start = pending.len();
-        w_pool.alloc_bulk(&mut pending, BURST - start);
-        for m in &mut pending[start..] {
-            m.copy_from(&tmpls[next]).expect("fits");
-            next = (next + 1) % n;
-        }
-        w_tx.tx_burst(&mut pending);
-        for (i, g) in guests.iter_mut().enumerate() {
-            counts[i] += g.0.rx_burst(&mut buf, BURST) as u64;
-            Mempool::free_bulk(&mut buf);
-        }
-    }
-    let el = t0.elapsed().as_secs_f64();
-    Mempool::free_bulk(&mut pending);
-    settle(guests, None);
-    (counts.iter().sum::<u64>() as f64 / el / 1e6, counts)
-}
-
-/// Every guest offers a burst in turn; the wire counts per source. Returns (Mpps on the wire,
-/// per-guest counts).
-fn scale_tx(
-    guests: &mut [GuestQueues],
-    w_rx: &mut dyn RxQueue,
-    size: usize,
-    secs: f64,
-) -> (f64, Vec<u64>) {
-    let n = guests.len();
-    let tmpls: Vec<Vec<u8>> = (0..n)
-        .map(|i| udp_frame(WIRE_MAC, scale_guest_mac(i), 1, size))
-        .collect();
-    let mut counts = vec![0u64; n];
-    let (mut pending, mut buf): (Vec<Mbuf>, Vec<Mbuf>) = (Vec::new(), Vec::new());
-    let t0 = Instant::now();
-    let dur = Duration::from_secs_f64(secs);
-    while t0.elapsed() < dur {
-        for (i, g) in guests.iter_mut().enumerate() {
-            g.2.alloc_bulk(&mut pending, BURST);
-            for m in &mut pending {
-                m.copy_from(&tmpls[i]).expect("fits");
-            }
-            g.1.tx_burst(&mut pending);
-            Mempool::free_bulk(&mut pending);
-            while w_rx.rx_burst(&mut buf, BURST) > 0 {
-                for m in &buf {
-                    let src = (m.data()[10] as usize) << 8 | m.data()[11] as usize;
-                    if src < n {
-                        counts[src] += 1;
-                    }
-                }
-                Mempool::free_bulk(&mut buf);
-            }
-        }
-    }
-    let el = t0.elapsed().as_secs_f64();
-    settle(guests, Some(w_rx));
-    (counts.iter().sum::<u64>() as f64 / el / 1e6, counts)
-}
-
-/// Drains what is still in flight so the next measurement starts clean.
-fn settle(guests: &mut [GuestQueues], mut w_rx: Option<&mut dyn RxQueue>) {
-    let mut buf = Vec::new();
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(50) {
-        for g in guests.iter_mut() {
-            g.0.rx_burst(&mut buf, BURST);
-            Mempool::free_bulk(&mut buf);
-        }
-        if let Some(w) = w_rx.as_deref_mut() {
-            w.rx_burst(&mut buf, BURST);
-            Mempool::free_bulk(&mut buf);
-        }
     }
 }
