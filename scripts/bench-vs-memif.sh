@@ -7,16 +7,19 @@
 # Throughput: for each pair and frame size, first C DPDK (two dpdk-testpmd processes joined by
 # net_memif, one forwarding core each: "guest TX" = the memif client in txonly to the server in
 # rxonly, "guest RX" = the server in txonly to the client in rxonly), then ours (vdpdk-bench:
-# guests on guest-pmd, host-mux's poller on the pair backend, TX, RX, G2G). A B A B ..., N
-# pairs (default 5), S seconds of steady state per run (default 5). Prints every run, the
-# medians and the ratio ours/memif for TX, for RX and for guest -> guest (G2G: vdpdk-bench's
-# second guest, switched inside host-mux, against the same pair's memif TX number).
+# guests on guest-pmd, host-mux's poller, TX, RX, G2G) twice: on the null wire (a NIC that
+# costs no CPU, consuming and producing on the poller's CPU: two actors on two CPUs, as memif
+# has) and on the pair wire (its far end driven on the guest's CPU: a third actor there).
+# A B A B ..., N pairs (default 5), S seconds of steady state per run (default 5). Prints every
+# run, the medians and the ratio ours/memif for TX, for RX and for guest -> guest (G2G:
+# vdpdk-bench's second guest, switched inside host-mux, against the same pair's memif TX).
 # Latency: one frame in flight, round trip p50/p99/p99.9, memif then ours, A B A B (--pairs
 # runs each, --samples split over them), both from scripts/latency-probe: memif =
 # vdpdk-memif-probe (a pure-Rust memif client, CPU 0) through a dpdk-testpmd memif server in
 # macswap (forwarding core on CPU 1); ours = vdpdk-latency-probe (guest-pmd on CPU 0 ->
-# host-mux's poller on CPU 1 -> the pair wire, reflected -> back). Prints the medians and
-# ours/memif for p50 and p99.
+# host-mux's poller on CPU 1 -> host-mux's reflector backend -> back: two cross-CPU hops, as
+# memif's), and again through the pair wire reflected on the guest's CPU (four hops). Prints
+# the medians and ours/memif for p50 and p99.
 #
 # Needs root (installs Debian's dpdk-dev and librte-net-memif23 if dpdk-testpmd or the memif
 # driver is missing, reserves 2 MiB hugepages, mounts a private hugetlbfs) and 2+ CPUs. The
@@ -39,7 +42,7 @@ log_dir=""
 result=""
 
 usage() {
-    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -280,12 +283,12 @@ run_to_end() {
     [ "$rc" = 0 ] || { tail -n 15 "$log" >&2; die "$(basename "$1") failed (exit $rc, log above)"; }
 }
 
-# --- one vdpdk-bench run: $result = "TX RX G2G" Mpps at SIZE ---
+# --- one vdpdk-bench run: $result = "TX RX G2G" Mpps at SIZE on WIRE (null or pair) ---
 ours_run() {
-    local size=$1 run=$2
-    local out="$log_dir/ours-$size-$run.log"
+    local size=$1 run=$2 wire=$3
+    local out="$log_dir/ours-$wire-$size-$run.log"
     run_to_end $((5 * secs + 30)) "$out" "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
-        --guest-cpu 0 --mux-cpu 1 --dir "$work/ours-$run" --json
+        --guest-cpu 0 --mux-cpu 1 --dir "$work/ours-$run" --json --wire "$wire"
     local tx rx g2g
     tx=$(sed -n 's/.*"direction":"tx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
     rx=$(sed -n 's/.*"direction":"rx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
@@ -340,11 +343,12 @@ memif_lat_run() {
     lat_result "$out"
 }
 
-# ours_lat_run RUN: vdpdk-latency-probe, guest on CPU 0, host-mux's poller on CPU 1.
+# ours_lat_run RUN WIRE: vdpdk-latency-probe, guest on CPU 0, host-mux's poller on CPU 1,
+# WIRE reflector (host-mux's backend reflects) or pair (reflected on the guest's CPU).
 ours_lat_run() {
-    local run=$1
-    local out="$log_dir/latency-ours-$run.log"
-    run_to_end "$lat_limit" "$out" "$PROBE" "$lat_samples" "$lat_size" 0 1 "$work/probe-$run"
+    local run=$1 wire=$2
+    local out="$log_dir/latency-ours-$wire-$run.log"
+    run_to_end "$lat_limit" "$out" "$PROBE" "$lat_samples" "$lat_size" 0 1 "$work/probe-$run" "$wire"
     lat_result "$out"
 }
 
@@ -357,63 +361,74 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.2f", a / b; else 
 echo
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "C DPDK: Debian dpdk-dev $dpdk_version, dpdk-testpmd + net_memif (copy mode), burst 32, 1 forwarding core per side"
-echo "ours:   vdpdk-bench ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), 2 guests, host-mux on the pair backend, batch 32, guests' thread CPU 0, poller CPU 1"
+echo "ours:   vdpdk-bench ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), 2 guests, host-mux on the null wire, then on the pair wire, batch 32, guests' thread CPU 0, poller CPU 1"
 echo "$pairs pairs per size, memif then ours, $secs s of steady state per run; logs in $log_dir"
 echo
-declare -A m_tx m_rx o_tx o_rx o_g2g
+declare -A m_tx m_rx o_tx o_rx o_g2g p_tx p_rx p_g2g
 for size in "${size_list[@]}"; do
     for run in $(seq "$pairs"); do
         memif_run tx "$size" "$run"; a=$result
         memif_run rx "$size" "$run"; b=$result
-        ours_run "$size" "$run"; read -r c d e <<<"$result"
+        ours_run "$size" "$run" null; read -r c d e <<<"$result"
+        ours_run "$size" "$run" pair; read -r f g h <<<"$result"
         m_tx[$size]+="$a "; m_rx[$size]+="$b "
         o_tx[$size]+="$c "; o_rx[$size]+="$d "; o_g2g[$size]+="$e "
-        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f Mpps  |  ours TX %7.3f  RX %7.3f  G2G %7.3f Mpps\n' \
-            "$run" "$size" "$a" "$b" "$c" "$d" "$e"
+        p_tx[$size]+="$f "; p_rx[$size]+="$g "; p_g2g[$size]+="$h "
+        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f  |  ours null wire TX %7.3f  RX %7.3f  G2G %7.3f  |  pair wire TX %7.3f  RX %7.3f  G2G %7.3f Mpps\n' \
+            "$run" "$size" "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h"
     done
 done
 
 echo
-printf '%-6s %-4s %14s %14s %12s\n' bytes dir "memif Mpps" "ours Mpps" "ours/memif"
+printf '%-6s %-14s %14s %14s %12s\n' bytes dir "memif Mpps" "ours Mpps" "ours/memif"
 for size in "${size_list[@]}"; do
-    for dir in TX RX G2G; do
+    for dir in TX RX G2G "TX pair wire" "RX pair wire"; do
         case $dir in
             TX) m=${m_tx[$size]} o=${o_tx[$size]} ;;
             RX) m=${m_rx[$size]} o=${o_rx[$size]} ;;
-            G2G) m=${m_tx[$size]} o=${o_g2g[$size]} ;;
+            G2G) m=${m_tx[$size]} o="${o_g2g[$size]}${p_g2g[$size]}" ;;
+            "TX pair wire") m=${m_tx[$size]} o=${p_tx[$size]} ;;
+            "RX pair wire") m=${m_rx[$size]} o=${p_rx[$size]} ;;
         esac
         mm=$(med "$m")
         om=$(med "$o")
-        printf '%-6s %-4s %14.3f %14.3f %12s\n' "$size" "$dir" "$mm" "$om" "$(ratio "$om" "$mm")"
+        printf '%-6s %-14s %14.3f %14.3f %12s\n' "$size" "$dir" "$mm" "$om" "$(ratio "$om" "$mm")"
     done
 done
 echo "(medians of $pairs interleaved runs each; TX = guest/client transmits, RX = guest/client receives;"
-echo " G2G = ours guest -> guest, switched inside host-mux, against memif TX (one process sends, the other receives))"
+echo " TX/RX: host-mux on the null wire, two actors on two CPUs as memif's; pair wire: its far end"
+echo " runs on the guest's CPU too; G2G = ours guest -> guest, switched inside host-mux, from both"
+echo " runs, against memif TX (one process sends, the other receives))"
 
 if [ "$latency" = 1 ]; then
     echo
     echo "latency, $lat_size B, one frame in flight, round trip, $pairs pairs (memif then ours), $lat_samples samples per run (us):"
-    lm50="" lm99="" lm999="" lmmax="" lo50="" lo99="" lo999="" lomax=""
+    lm50="" lm99="" lm999="" lmmax="" lo50="" lo99="" lo999="" lomax="" lp50="" lp99="" lp999="" lpmax=""
     for run in $(seq "$pairs"); do
         memif_lat_run "$run"; read -r a b c d <<<"$result"
         lm50+="$a "; lm99+="$b "; lm999+="$c "; lmmax+="$d "
-        ours_lat_run "$run"; read -r e f g h <<<"$result"
+        ours_lat_run "$run" reflector; read -r e f g h <<<"$result"
         lo50+="$e "; lo99+="$f "; lo999+="$g "; lomax+="$h "
-        printf 'pair %d:  memif p50 %6.2f  p99 %7.2f  p99.9 %9.2f  |  ours p50 %6.2f  p99 %7.2f  p99.9 %9.2f\n' \
-            "$run" "$a" "$b" "$c" "$e" "$f" "$g"
+        ours_lat_run "$run" pair; read -r i j k l <<<"$result"
+        lp50+="$i "; lp99+="$j "; lp999+="$k "; lpmax+="$l "
+        printf 'pair %d:  memif p50 %6.2f  p99 %7.2f  p99.9 %9.2f  |  ours p50 %6.2f  p99 %7.2f  p99.9 %9.2f  |  pair wire p50 %6.2f  p99 %7.2f\n' \
+            "$run" "$a" "$b" "$c" "$e" "$f" "$g" "$i" "$j"
     done
     echo
-    printf '%-12s %10s %10s %12s %12s\n' "" p50 p99 p99.9 "max (worst)"
-    printf '%-12s %10.2f %10.2f %12.2f %12.2f\n' memif "$(med "$lm50")" "$(med "$lm99")" "$(med "$lm999")" \
-        "$(tr ' ' '\n' <<<"$lmmax" | grep . | sort -g | tail -n1)"
-    printf '%-12s %10.2f %10.2f %12.2f %12.2f\n' ours "$(med "$lo50")" "$(med "$lo99")" "$(med "$lo999")" \
-        "$(tr ' ' '\n' <<<"$lomax" | grep . | sort -g | tail -n1)"
-    printf '%-12s %10s %10s\n' ours/memif "$(ratio "$(med "$lo50")" "$(med "$lm50")")" \
+    worst() { tr ' ' '\n' <<<"$1" | grep . | sort -g | tail -n1; }
+    printf '%-22s %10s %10s %12s %12s\n' "" p50 p99 p99.9 "max (worst)"
+    printf '%-22s %10.2f %10.2f %12.2f %12.2f\n' memif "$(med "$lm50")" "$(med "$lm99")" "$(med "$lm999")" "$(worst "$lmmax")"
+    printf '%-22s %10.2f %10.2f %12.2f %12.2f\n' "ours (reflector)" "$(med "$lo50")" "$(med "$lo99")" "$(med "$lo999")" "$(worst "$lomax")"
+    printf '%-22s %10.2f %10.2f %12.2f %12.2f\n' "ours (pair wire)" "$(med "$lp50")" "$(med "$lp99")" "$(med "$lp999")" "$(worst "$lpmax")"
+    printf '%-22s %10s %10s\n' "ours/memif" "$(ratio "$(med "$lo50")" "$(med "$lm50")")" \
         "$(ratio "$(med "$lo99")" "$(med "$lm99")")"
+    printf '%-22s %10s %10s\n' "pair wire/memif" "$(ratio "$(med "$lp50")" "$(med "$lm50")")" \
+        "$(ratio "$(med "$lp99")" "$(med "$lm99")")"
     echo "(medians of the runs' percentiles; memif: vdpdk-memif-probe (memif client, CPU 0) -> testpmd"
     echo " macswap (memif server, CPU 1) -> back, 2 cross-core hops; ours: vdpdk-latency-probe, guest"
-    echo " (CPU 0) -> host-mux poller (CPU 1) -> pair wire, reflected in the guest's thread (CPU 0) ->"
-    echo " poller (CPU 1) -> guest, 4 cross-core hops; every step busy-polled; logs latency-*.log)"
+    echo " (CPU 0) -> host-mux poller (CPU 1) -> host-mux's reflector backend -> poller -> guest, 2"
+    echo " cross-core hops; pair wire: reflected in the guest's thread (CPU 0) instead, 4 hops; every"
+    echo " step busy-polled; logs latency-*.log)"
 fi
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

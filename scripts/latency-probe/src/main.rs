@@ -4,8 +4,13 @@
 //! receives it. Every leg is busy-polled, nothing sleeps. Prints p50/p99/p99.9/max of the round
 //! trip and of each leg (guest TX -> wire, wire -> guest RX), in microseconds.
 //!
-//! Usage: vdpdk-latency-probe [SAMPLES] [SIZE] [GUEST_CPU] [MUX_CPU] [DIR]
-//! (defaults 200000 64 0 1 /tmp/vdpdk-latency-probe)
+//! With WIRE `reflector` the far end is host-mux's own backend instead, the reflector the
+//! host-mux binary runs on its pair backend: it swaps the MACs inside the poller's TX burst,
+//! so the round trip crosses between the CPUs twice (guest -> poller -> guest), as a memif
+//! client's round trip through a macswap server does; only the round trip is printed then.
+//!
+//! Usage: vdpdk-latency-probe [SAMPLES] [SIZE] [GUEST_CPU] [MUX_CPU] [DIR] [WIRE]
+//! (defaults 200000 64 0 1 /tmp/vdpdk-latency-probe pair; WIRE is pair or reflector)
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -40,11 +45,14 @@ fn main() {
     let guest_cpu: usize = arg(3, 0);
     let mux_cpu: usize = arg(4, 1);
     let dir: PathBuf = arg(5, PathBuf::from("/tmp/vdpdk-latency-probe"));
-    if !(60..=1514).contains(&size) || samples == 0 {
-        eprintln!("vdpdk-latency-probe: size must be 60..=1514 and samples > 0");
+    let wire: String = arg(6, "pair".to_string());
+    if !(60..=1514).contains(&size) || samples == 0 || !["pair", "reflector"].contains(&&*wire) {
+        eprintln!(
+            "vdpdk-latency-probe: size must be 60..=1514, samples > 0, WIRE pair or reflector"
+        );
         std::process::exit(2);
     }
-    if let Err(e) = run(samples, size, guest_cpu, mux_cpu, dir) {
+    if let Err(e) = run(samples, size, guest_cpu, mux_cpu, dir, wire == "reflector") {
         eprintln!("vdpdk-latency-probe: {e}");
         std::process::exit(1);
     }
@@ -56,6 +64,7 @@ fn run(
     guest_cpu: usize,
     mux_cpu: usize,
     dir: PathBuf,
+    reflector: bool,
 ) -> vdpdk_core::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let sock = dir.join("probe.sock");
@@ -78,7 +87,15 @@ fn run(
             }],
         )
     };
-    let (mux_end, mut wire) = vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 1, 4096);
+    let mux_mac = MacAddr([2, 0, 0, 0, 0, 0xfd]);
+    if reflector {
+        let mux = HostMux::start(&cfg, Box::new(vdpdk_pair::reflector(mux_mac, 1, 4096)))?;
+        host_mux::pin_current_thread(guest_cpu)?;
+        let r = reflected(samples, size, guest_cpu, mux_cpu, &sock);
+        mux.shutdown();
+        return r;
+    }
+    let (mux_end, mut wire) = vdpdk_pair::pair(mux_mac, WIRE_MAC, 1, 4096);
     let mux = HostMux::start(&cfg, Box::new(mux_end))?;
     host_mux::pin_current_thread(guest_cpu)?;
     let mut port = VdpdkPort::connect(&sock)?;
@@ -163,35 +180,119 @@ fn run(
             rtt.push((t3 - t0).as_nanos() as u64);
         }
     }
+    report(
+        size,
+        guest_cpu,
+        mux_cpu,
+        warmup,
+        lost,
+        t_start,
+        &mut [
+            ("round trip (guest->wire->guest)", &mut rtt),
+            ("leg guest TX -> wire", &mut tx_leg),
+            ("leg wire -> guest RX", &mut rx_leg),
+        ],
+    );
+    drop((g_rx, g_tx, w_rx, w_tx));
+    drop(port);
+    mux.shutdown();
+    Ok(())
+}
+
+/// The round trip through host-mux's reflector backend: the guest sends, the poller hands the
+/// frame to the reflector (MACs swapped in its TX burst), takes it back from the reflector's
+/// RX at its next round and delivers it to the guest.
+fn reflected(
+    samples: usize,
+    size: usize,
+    guest_cpu: usize,
+    mux_cpu: usize,
+    sock: &std::path::Path,
+) -> vdpdk_core::Result<()> {
+    let mut port = VdpdkPort::connect(sock)?;
+    let g_pool = Mempool::new("probe-guest", 4096, vdpdk_core::DEFAULT_BUF_SIZE)?;
+    let (mut g_rx, mut g_tx) = start_single_queue(&mut port, &g_pool, 1024, false)?;
+    let tmpl = udp_frame(WIRE_MAC, GUEST_MAC, 1, size);
+    let mut out: Vec<Mbuf> = Vec::with_capacity(1);
+    let mut buf: Vec<Mbuf> = Vec::with_capacity(32);
+    let warmup = (samples / 10).max(1000);
+    let mut rtt = Vec::with_capacity(samples);
+    let mut lost = 0u64;
+    let limit = Duration::from_millis(200);
+    let t_start = Instant::now();
+    for i in 0..warmup + samples {
+        g_pool.alloc_bulk(&mut out, 1);
+        if out.is_empty() {
+            return Err(std::io::Error::other("guest pool empty").into());
+        }
+        out[0].copy_from(&tmpl)?;
+        let t0 = Instant::now();
+        while g_tx.tx_burst(&mut out) == 0 {
+            if t0.elapsed() > limit {
+                return Err(std::io::Error::other("guest TX ring stays full").into());
+            }
+        }
+        let back = loop {
+            if g_rx.rx_burst(&mut buf, 32) > 0 {
+                break true;
+            }
+            if t0.elapsed() > limit {
+                break false;
+            }
+        };
+        let t1 = Instant::now();
+        Mempool::free_bulk(&mut buf);
+        if !back {
+            lost += 1;
+            continue;
+        }
+        if i >= warmup {
+            rtt.push((t1 - t0).as_nanos() as u64);
+        }
+    }
+    report(
+        size,
+        guest_cpu,
+        mux_cpu,
+        warmup,
+        lost,
+        t_start,
+        &mut [("round trip (guest->reflector->guest)", &mut rtt)],
+    );
+    Ok(())
+}
+
+/// Prints the header line and p50/p99/p99.9/max of each series, in microseconds.
+fn report(
+    size: usize,
+    guest_cpu: usize,
+    mux_cpu: usize,
+    warmup: usize,
+    lost: u64,
+    t_start: Instant,
+    series: &mut [(&str, &mut Vec<u64>)],
+) {
     let secs = t_start.elapsed().as_secs_f64();
     println!(
         "vdpdk-latency-probe: {size} B, one frame in flight, guest CPU {guest_cpu}, mux CPU {mux_cpu}, \
          {} samples (after {warmup} warm-up) in {secs:.1} s, {lost} lost",
-        rtt.len()
+        series[0].1.len()
     );
     println!(
-        "{:<34} {:>9} {:>9} {:>9} {:>9}",
+        "{:<38} {:>9} {:>9} {:>9} {:>9}",
         "us", "p50", "p99", "p99.9", "max"
     );
-    for (name, v) in [
-        ("round trip (guest->wire->guest)", &mut rtt),
-        ("leg guest TX -> wire", &mut tx_leg),
-        ("leg wire -> guest RX", &mut rx_leg),
-    ] {
+    for (name, v) in series.iter_mut() {
         if v.is_empty() {
             continue;
         }
         v.sort_unstable();
         println!(
-            "{name:<34} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            "{name:<38} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             pct(v, 0.5),
             pct(v, 0.99),
             pct(v, 0.999),
             *v.last().unwrap() as f64 / 1000.0
         );
     }
-    drop((g_rx, g_tx, w_rx, w_tx));
-    drop(port);
-    mux.shutdown();
-    Ok(())
 }
