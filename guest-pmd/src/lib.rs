@@ -38,6 +38,7 @@ pub fn driver_features() -> Features {
         | Features::FLOW
         | Features::MULTIQUEUE
         | Features::TX_DONE_INDEX
+        | Features::RX_DONE_INDEX
 }
 
 /// Knobs for [`VdpdkPort::open_with`]; the defaults are what a normal driver sends.
@@ -396,7 +397,8 @@ impl EthDev for VdpdkPort {
             self.bar.clone(),
             qid,
             self.irq_fds[qid as usize].clone(),
-        );
+        )
+        .complete_by_done_index(self.features.contains(Features::RX_DONE_INDEX));
         self.rings.push(ring);
         self.port.rx.set(qid, q);
         Ok(())

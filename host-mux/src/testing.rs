@@ -66,6 +66,7 @@ pub(crate) fn host_queue(mem: &GuestMem, iova: u64, size: u16) -> HostQueue {
         ring_len: len,
         next: 0,
         refused: 0,
+        published: 0,
     }
 }
 

@@ -106,6 +106,7 @@ pub(super) fn deliver_to_guest(
             bytes += m.pkt_len() as u64;
         }
     }
+    publish_progress(g, &mut rx);
     if touched != 0 {
         // One counter update per guest and burst, not per frame.
         rx.stats.add(StatsIndex::RxPackets, pkts);
@@ -189,6 +190,21 @@ fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
     hq.ring
         .complete(idx, len as u16, 0, ol, ptype, mark.unwrap_or(0));
     Some(q)
+}
+
+/// Tells the guest how far the host got on each RX queue that moved (`abi::RXQ_DONE_INDEX`),
+/// with a Release store: a guest that reads the index also sees the frames and descriptors
+/// completed before it. Delivered and refused descriptors alike move a queue on.
+fn publish_progress(g: &Guest, rx: &mut RxPath) {
+    for (q, hq) in rx.queues.iter_mut().enumerate() {
+        let Some(hq) = hq else { continue };
+        if hq.next != hq.published {
+            hq.published = hq.next;
+            g.data_bar
+                .flag(abi::rxq_flags_offset(q as u16) + abi::RXQ_DONE_INDEX)
+                .store(hq.next as u32, Ordering::Release);
+        }
+    }
 }
 
 /// Copies frame `m` (a chain is gathered) into guest buffer `dst`, which holds its length.
@@ -314,6 +330,35 @@ mod tests {
         }
         assert_eq!(rx.queues[0].as_ref().unwrap().next, 4);
         assert_eq!(rx.stats.0[StatsIndex::RxBadDesc as usize], 4);
+    }
+
+    #[test]
+    fn a_burst_publishes_how_far_each_queue_moved() {
+        let (g, _ram) = guest();
+        let pool = Mempool::new("t-rx", 64, 2048).unwrap();
+        let frames: Vec<Mbuf> = (0..3)
+            .map(|i| mbuf(&pool, &frame(MAC, MAC, 64, i)))
+            .collect();
+        {
+            let rx = g.rx.lock();
+            // Two good buffers and one outside the DMA map (refused, yet taken).
+            post(&rx, 0, 0, desc(BUF, 2048));
+            post(&rx, 0, 1, desc(0x1000, 2048));
+            post(&rx, 0, 2, desc(BUF + 0x800, 2048));
+        }
+        let stats = PollerStats::default();
+        let delivered = deliver_to_guest(&g, 0, &frames, &[0, 0, 0], &stats, &mut Vec::new());
+        assert_eq!(delivered, 2);
+        let word = |q| {
+            g.data_bar
+                .flag(abi::rxq_flags_offset(q) + abi::RXQ_DONE_INDEX)
+                .load(Ordering::Acquire)
+        };
+        assert_eq!(
+            (word(0), word(1)),
+            (3, 0),
+            "queue 0 moved by 3, queue 1 not at all"
+        );
     }
 
     #[test]

@@ -290,18 +290,20 @@ impl ControlPlane {
                 ring_len: len,
                 next: 0,
                 refused: 0,
+                published: 0,
             };
+            // The published progress restarts with the ring.
+            let bar = &self.guest.data_bar;
             if is_rx {
                 rx.queues[qid as usize] = Some(q);
+                let line = abi::rxq_flags_offset(qid as u16);
+                bar.flag(line + abi::RXQ_DONE_INDEX)
+                    .store(0, Ordering::Release);
             } else {
                 tx.queues[qid as usize] = Some(q);
-                // The published progress restarts with the ring.
                 let line = abi::txq_flags_offset(qid as u16);
                 for word in [abi::TXQ_DONE_INDEX, abi::TXQ_REFUSED] {
-                    self.guest
-                        .data_bar
-                        .flag(line + word)
-                        .store(0, Ordering::Release);
+                    bar.flag(line + word).store(0, Ordering::Release);
                 }
             }
             Ok(())

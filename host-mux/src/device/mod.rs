@@ -29,6 +29,7 @@ pub fn offered_features() -> Features {
         | Features::FLOW
         | Features::MULTIQUEUE
         | Features::TX_DONE_INDEX
+        | Features::RX_DONE_INDEX
 }
 
 /// Device-wide facts the mux fills into each guest's info block.

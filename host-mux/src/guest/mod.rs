@@ -36,6 +36,8 @@ pub struct HostQueue {
     pub(crate) next: u16,
     /// Descriptors released with `DESC_F_ERROR` since setup (TX: published as `TXQ_REFUSED`).
     pub(crate) refused: u32,
+    /// RX: the `next` last published as `RXQ_DONE_INDEX`.
+    pub(crate) published: u16,
 }
 
 /// Counters kept inside a locked path: plain integers, updated by whoever holds the lock (no

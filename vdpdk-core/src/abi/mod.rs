@@ -96,6 +96,11 @@ pub fn txq_flags_offset(q: u16) -> usize {
 /// Within an RX queue's flag line: non-zero while the guest wants an interrupt (MSI-X vector =
 /// queue id) on the next delivered packet. The host clears it when it fires.
 pub const RXQ_FLAG_INTR_ARMED: usize = 0;
+/// Within an RX queue's flag line (with [`Features::RX_DONE_INDEX`]): the ring index (low 16
+/// bits) of the next descriptor the host will fill. Every descriptor before it is complete,
+/// so the guest reads them without first testing each one's flags. Host-written once per
+/// burst, 0 after queue setup.
+pub const RXQ_DONE_INDEX: usize = 4;
 /// Within a TX queue's flag line: non-zero while the host poller sleeps and wants a kick
 /// (`REG_TX_KICK`) after new descriptors are posted.
 pub const TXQ_FLAG_KICK_WANTED: usize = 0;
@@ -129,6 +134,8 @@ bitflags::bitflags! {
         /// `TXQ_REFUSED`): one cache line per burst for the guest to read instead of the
         /// flags of every descriptor.
         const TX_DONE_INDEX = 1 << 6;
+        /// The host publishes each RX queue's progress in its flag line (`RXQ_DONE_INDEX`).
+        const RX_DONE_INDEX = 1 << 7;
     }
 }
 

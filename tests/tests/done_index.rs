@@ -1,0 +1,119 @@
+//! How guest-pmd learns what host-mux finished: from the index host-mux publishes per queue
+//! (`Features::TX_DONE_INDEX`, `Features::RX_DONE_INDEX`) or, without them, from each
+//! descriptor's flags. Either way every TX buffer comes back to the pool, frames the host
+//! refused count as TX errors, and received frames arrive whole and in order.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use guest_pmd::{driver_features, OpenOptions, VdpdkPort};
+use vdpdk_core::abi::Features;
+use vdpdk_core::ethdev::start_single_queue;
+use vdpdk_core::packet::udp_frame;
+use vdpdk_core::{EthDev, Mempool, DEFAULT_BUF_SIZE};
+use vdpdk_pci::VfioUserPci;
+
+const GMAC: u8 = 0x6a;
+
+/// host-mux with one guest "g", and guest-pmd attached asking for `features`.
+fn guest_with(tag: &str, features: Features) -> (TempDir, host_mux::HostMux, Wire, VdpdkPort) {
+    let dir = TempDir::new(tag);
+    let (mux, wire) = start_mux(
+        &dir,
+        &[Vm {
+            name: "g",
+            mac: mac(GMAC),
+            rxq: 1,
+        }],
+    );
+    let dev = Arc::new(VfioUserPci::connect(&dir.sock("g")).expect("connect"));
+    let opts = OpenOptions {
+        features,
+        ..OpenOptions::default()
+    };
+    let port = VdpdkPort::open_with(dev, opts).expect("open");
+    assert_eq!(
+        port.features(),
+        features,
+        "host-mux offers every driver feature"
+    );
+    (dir, mux, wire, port)
+}
+
+fn reclaims_and_counts_refusals(tag: &str, features: Features) {
+    let (_dir, _mux, mut wire, mut port) = guest_with(tag, features);
+    let gmac = mac(GMAC);
+    let pool = Mempool::new("g", 256, DEFAULT_BUF_SIZE).unwrap();
+    let (_rx, mut tx) = start_single_queue(&mut port, &pool, 64, false).unwrap();
+    let full = pool.available();
+    // 3 rounds of a ring's worth: buffers must come back for the later rounds to be taken.
+    let mut sent = 0;
+    for round in 0..3u64 {
+        let mut frames = Vec::new();
+        for i in 0..64u64 {
+            // Every 8th frame carries another source MAC: the host refuses it (spoof check).
+            let src = if i % 8 == 0 { mac(0x99) } else { gmac };
+            let f = udp_frame(WIRE_MAC, src, round * 64 + i, 64);
+            frames.push(pool.alloc_packet(&f).unwrap());
+        }
+        wait_for(10, "the ring takes the round", || {
+            tx.tx_burst(&mut frames);
+            frames.is_empty()
+        });
+        sent += wire.recv(56, Duration::from_secs(10)).len();
+    }
+    assert_eq!(sent, 3 * 56, "the frames with the guest's own MAC went out");
+    // A last burst reclaims what the host finished since.
+    wait_for(10, "every buffer back in the pool", || {
+        tx.tx_burst(&mut Vec::new());
+        pool.available() == full
+    });
+    let s = port.stats();
+    assert_eq!((s.opackets, s.oerrors), (3 * 64, 3 * 8));
+}
+
+fn receives_whole_and_in_order(tag: &str, features: Features) {
+    let (_dir, _mux, mut wire, mut port) = guest_with(tag, features);
+    let pool = Mempool::new("g", 256, DEFAULT_BUF_SIZE).unwrap();
+    let (mut rx, _tx) = start_single_queue(&mut port, &pool, 32, false).unwrap();
+    // 5 rings' worth, 8 at a time, so the ring wraps and the index with it.
+    let sent: Vec<Vec<u8>> = (0..160u64)
+        .map(|i| udp_frame(mac(GMAC), WIRE_MAC, i, 60 + (i as usize % 7) * 100))
+        .collect();
+    let mut got = Vec::new();
+    for chunk in sent.chunks(8) {
+        wire.send(chunk);
+        let want = got.len() + chunk.len();
+        wait_for(10, "the chunk arrives", || {
+            let mut v = Vec::new();
+            rx.rx_burst(&mut v, 32);
+            got.extend(v.iter().map(|m| m.data().to_vec()));
+            got.len() >= want
+        });
+    }
+    assert_eq!(got, sent);
+    assert_eq!(port.stats().ipackets, 160);
+}
+
+#[test]
+fn tx_buffers_come_back_by_the_published_index() {
+    reclaims_and_counts_refusals("reclaim-index", driver_features());
+}
+
+#[test]
+fn tx_buffers_come_back_by_descriptor_flags_without_the_index() {
+    reclaims_and_counts_refusals("reclaim-flags", driver_features() - Features::TX_DONE_INDEX);
+}
+
+#[test]
+fn rx_frames_are_read_by_the_published_index() {
+    receives_whole_and_in_order("rx-index", driver_features());
+}
+
+#[test]
+fn rx_frames_are_read_by_descriptor_flags_without_the_index() {
+    receives_whole_and_in_order("rx-flags", driver_features() - Features::RX_DONE_INDEX);
+}
