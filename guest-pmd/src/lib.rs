@@ -39,7 +39,6 @@ pub fn driver_features() -> Features {
         | Features::MULTIQUEUE
         | Features::TX_DONE_INDEX
         | Features::RX_DONE_INDEX
-        | Features::TX_LAP
 }
 
 /// Knobs for [`VdpdkPort::open_with`]; the defaults are what a normal driver sends.
@@ -423,8 +422,7 @@ impl EthDev for VdpdkPort {
             self.dev.clone(),
             self.maps.clone(),
         )
-        .reclaim_by_done_index(self.features.contains(Features::TX_DONE_INDEX))
-        .post_with_laps(self.features.contains(Features::TX_LAP));
+        .reclaim_by_done_index(self.features.contains(Features::TX_DONE_INDEX));
         self.rings.push(ring);
         self.port.tx.set(qid, q);
         Ok(())

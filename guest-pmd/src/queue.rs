@@ -210,8 +210,6 @@ pub struct GuestTxQueue {
     done_index: bool,
     /// The host's `TXQ_REFUSED` count as last read.
     refused_seen: u32,
-    /// `Features::TX_LAP`: each descriptor carries its lap and the host never writes the ring.
-    lap_mode: bool,
 }
 
 impl GuestTxQueue {
@@ -241,15 +239,7 @@ impl GuestTxQueue {
             last_pool: 0,
             done_index: false,
             refused_seen: 0,
-            lap_mode: false,
         }
-    }
-
-    /// Posts in lap mode (`Features::TX_LAP` was agreed, and with it `TX_DONE_INDEX`). The
-    /// ring starts zeroed (fresh memory at each setup), so no slot shows a lap before its post.
-    pub(crate) fn post_with_laps(mut self, on: bool) -> GuestTxQueue {
-        self.lap_mode = on;
-        self
     }
 
     /// Reclaims by the host's published index (`Features::TX_DONE_INDEX` was agreed).
@@ -343,15 +333,10 @@ impl TxQueue for GuestTxQueue {
                 continue; // the mbuf is freed; its memory cannot reach the device
             }
             let t = m.tx_offload;
-            let lap = if self.lap_mode {
-                self.ring.lap_flag(self.head)
-            } else {
-                0
-            };
             let d = Desc {
                 addr: m.data_iova(),
                 len: m.len() as u16,
-                flags: DESC_F_AVAIL | lap,
+                flags: DESC_F_AVAIL,
                 ol_flags: Desc::tx_ol_from(&m),
                 tso_segsz: t.tso_segsz,
                 l2_len: t.l2_len,

@@ -67,7 +67,6 @@ pub(crate) fn host_queue(mem: &GuestMem, iova: u64, size: u16) -> HostQueue {
         next: 0,
         refused: 0,
         published: 0,
-        lap_mode: false,
     }
 }
 

@@ -1,6 +1,5 @@
 //! How guest-pmd learns what host-mux finished: from the index host-mux publishes per queue
-//! (`Features::TX_DONE_INDEX`, `Features::RX_DONE_INDEX`; for TX with or without
-//! `Features::TX_LAP`, where the host never writes the ring) or, without them, from each
+//! (`Features::TX_DONE_INDEX`, `Features::RX_DONE_INDEX`) or, without them, from each
 //! descriptor's flags. Either way every TX buffer comes back to the pool, frames the host
 //! refused count as TX errors, and received frames arrive whole and in order.
 
@@ -105,14 +104,8 @@ fn tx_buffers_come_back_by_the_published_index() {
 }
 
 #[test]
-fn tx_buffers_come_back_by_the_index_without_laps() {
-    reclaims_and_counts_refusals("reclaim-nolap", driver_features() - Features::TX_LAP);
-}
-
-#[test]
 fn tx_buffers_come_back_by_descriptor_flags_without_the_index() {
-    let without = Features::TX_DONE_INDEX | Features::TX_LAP;
-    reclaims_and_counts_refusals("reclaim-flags", driver_features() - without);
+    reclaims_and_counts_refusals("reclaim-flags", driver_features() - Features::TX_DONE_INDEX);
 }
 
 #[test]

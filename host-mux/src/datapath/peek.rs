@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use vdpdk_core::abi::desc::RingPtr;
+use vdpdk_core::abi::desc::{RingPtr, DESC_F_AVAIL};
 
 use crate::guest::{DmaRegion, Guest, TxPath};
 
@@ -17,9 +17,8 @@ use crate::guest::{DmaRegion, Guest, TxPath};
 pub(super) struct TxPeek {
     /// `Guest::tx_gen` when the view was built; None: no view yet.
     gen: Option<u64>,
-    /// Each running queue's ring, the next descriptor the poller looks at, and whether the
-    /// ring is in lap mode.
-    rings: Vec<(RingPtr, u16, bool)>,
+    /// Each running queue's ring and the next descriptor the poller looks at.
+    rings: Vec<(RingPtr, u16)>,
     /// The regions holding those rings: while held, their memory stays mapped here even if
     /// the guest unmaps them, so a stale look reads old bytes, never unmapped memory.
     _maps: Vec<Arc<DmaRegion>>,
@@ -33,7 +32,7 @@ impl TxPeek {
         // Rings first: a guest with work is told without reading the generation.
         self.rings
             .iter()
-            .all(|(ring, next, lap)| !ring.handed_over(*next, *lap))
+            .all(|(ring, next)| ring.flags(*next) & DESC_F_AVAIL == 0)
             && self.gen == Some(g.tx_gen.load(Ordering::Acquire))
     }
 
@@ -41,7 +40,7 @@ impl TxPeek {
     /// generation then). Only a new generation rebuilds it; otherwise only positions move.
     pub(super) fn update(&mut self, gen: u64, tx: &TxPath) {
         if self.gen == Some(gen) {
-            for ((_, next, _), hq) in self.rings.iter_mut().zip(tx.queues.iter().flatten()) {
+            for ((_, next), hq) in self.rings.iter_mut().zip(tx.queues.iter().flatten()) {
                 *next = hq.next;
             }
             return;
@@ -59,7 +58,7 @@ impl TxPeek {
                 return; // no view: the lock is taken every round, as before
             };
             maps.push(region);
-            self.rings.push((hq.ring, hq.next, hq.lap_mode));
+            self.rings.push((hq.ring, hq.next));
         }
         self._maps = maps;
         self.gen = Some(gen);

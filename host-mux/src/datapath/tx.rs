@@ -7,7 +7,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 
-use vdpdk_core::abi::desc::{Desc, DESC_F_ERROR};
+use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
 use vdpdk_core::abi::{self, StatsIndex};
 use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::packet::{fill_tx_checksums, finish_tcp_segment, TcpLayout, TxLayout};
@@ -124,7 +124,7 @@ impl Poller {
             let mut ready = 0;
             while ready < BURST {
                 let idx = hq.next.wrapping_add(ready as u16);
-                if !hq.ring.handed_over(idx, hq.lap_mode) {
+                if hq.ring.flags(idx) & DESC_F_AVAIL == 0 {
                     break;
                 }
                 let d = hq.ring.read(idx);
@@ -152,14 +152,14 @@ impl Poller {
                         continue;
                     }
                     TxOutcome::Bad => {
-                        hq.release(idx, DESC_F_ERROR);
+                        hq.ring.release(idx, DESC_F_ERROR);
                         hq.next = idx.wrapping_add(1);
                         hq.refused = hq.refused.wrapping_add(1);
                         tx.stats.add(StatsIndex::TxBadDesc, 1);
                         continue;
                     }
                 }
-                hq.release(idx, 0);
+                hq.ring.release(idx, 0);
                 hq.next = idx.wrapping_add(1);
                 taken += 1;
                 bytes += d.len as u64;
@@ -427,7 +427,7 @@ fn publish_progress(g: &Guest, q: u16, hq: &HostQueue) {
 }
 
 fn refuse_spoofed(hq: &mut HostQueue, idx: u16, stats: &mut PathStats) {
-    hq.release(idx, DESC_F_ERROR);
+    hq.ring.release(idx, DESC_F_ERROR);
     hq.next = idx.wrapping_add(1);
     hq.refused = hq.refused.wrapping_add(1);
     stats.add(StatsIndex::TxSpoofed, 1);
@@ -515,7 +515,7 @@ mod tests {
     use crate::testing::{self, desc, frame, MAC};
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
-    use vdpdk_core::abi::desc::{DESC_F_AVAIL, DESC_OL_TX_TCP_SEG};
+    use vdpdk_core::abi::desc::DESC_OL_TX_TCP_SEG;
     use vdpdk_core::MacAddr;
     use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -627,57 +627,6 @@ mod tests {
             ),
             (1, 1, 1)
         );
-        Mempool::free_bulk(&mut got);
-    }
-
-    #[test]
-    fn in_lap_mode_the_ring_is_never_written_and_an_old_lap_is_not_taken_again() {
-        let g = testing::guest();
-        let _ram = testing::map_ram(&g, RAM, 0x10000, false);
-        let ring = {
-            let mut tx = g.tx.lock();
-            let mut hq = testing::host_queue(&tx.mem, RAM, 32);
-            hq.lap_mode = true;
-            let ring = hq.ring;
-            tx.queues = vec![Some(hq)];
-            tx.running = true;
-            ring
-        };
-        let f = frame(OTHER, MAC, 64, 0x33);
-        testing::poke(&g, RAM + 0x1000, &f);
-        let post = |idx: u16| {
-            let mut d = desc(RAM + 0x1000, 64);
-            d.flags |= ring.lap_flag(idx);
-            ring.publish(idx, &d);
-        };
-        let pool = Mempool::new("t-lap", 512, 2048).unwrap();
-        let (mut near, mut far) = vdpdk_pair::pair(OTHER, MacAddr([2, 0, 0, 0, 0, 0xfe]), 1, 64);
-        let (_rxq, txq) =
-            vdpdk_core::ethdev::start_single_queue(&mut near, &pool, 64, false).unwrap();
-        let (mut wire, _) =
-            vdpdk_core::ethdev::start_single_queue(&mut far, &pool, 64, false).unwrap();
-        let mut p = test_poller(Role::Combined, vec![g.clone()], Vec::new(), txq, &pool);
-        let mut got = Vec::new();
-        // A whole lap: every slot taken, none written back.
-        (0..32).for_each(post);
-        assert_eq!(p.round(), 32);
-        assert!(
-            (0..32).all(|i| ring.flags(i) == DESC_F_AVAIL),
-            "the host wrote the ring"
-        );
-        // The slots still say AVAIL, but from lap 0: nothing more to take.
-        assert_eq!(p.round(), 0);
-        // Index 32 is slot 0 on lap 1.
-        post(32);
-        assert_eq!(p.round(), 1);
-        wire.rx_burst(&mut got, 64);
-        assert_eq!(got.len(), 33);
-        assert!(got.iter().all(|m| m.data() == &f[..]));
-        let done = g
-            .data_bar
-            .flag(abi::txq_flags_offset(0) + abi::TXQ_DONE_INDEX)
-            .load(Ordering::Acquire);
-        assert_eq!(done, 33);
         Mempool::free_bulk(&mut got);
     }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use log::info;
 use vdpdk_core::abi::desc::{valid_ring_size, RingPtr, DESC_SIZE};
-use vdpdk_core::abi::{self, CtrlOp, CtrlRequest, CtrlResponse, CtrlStatus, Features, StatsIndex};
+use vdpdk_core::abi::{self, CtrlOp, CtrlRequest, CtrlResponse, CtrlStatus, StatsIndex};
 use vdpdk_core::flow::FlowRule;
 use vdpdk_core::{FlowHandle, MacAddr};
 use zerocopy::{FromZeros, IntoBytes};
@@ -52,8 +52,6 @@ pub(crate) struct ControlPlane {
     status: u32,
     /// The handle the next flow rule gets (never 0).
     next_flow: u32,
-    /// What the last negotiation agreed (empty before one).
-    features: Features,
 }
 
 impl ControlPlane {
@@ -64,7 +62,6 @@ impl ControlPlane {
             state: State::Fresh,
             status: 0,
             next_flow: 1,
-            features: Features::empty(),
         }
     }
 
@@ -72,7 +69,6 @@ impl ControlPlane {
     pub(crate) fn reset(&mut self) {
         self.state = State::Fresh;
         self.status = 0;
-        self.features = Features::empty();
     }
 
     /// The status of the last request (`CtrlStatus` as u32; 0 before any).
@@ -204,7 +200,6 @@ impl ControlPlane {
         // and survives, as it does on CtrlOp::Reset.
         self.stop_and_clear_queues();
         self.state = State::Negotiated;
-        self.features = agreed;
         self.guest.attached.store(true, Ordering::Relaxed);
         self.guest.attaches.fetch_add(1, Ordering::Relaxed);
         Ok(agreed.bits())
@@ -296,7 +291,6 @@ impl ControlPlane {
                 next: 0,
                 refused: 0,
                 published: 0,
-                lap_mode: !is_rx && self.features.contains(Features::TX_LAP),
             };
             // The published progress restarts with the ring.
             let bar = &self.guest.data_bar;

@@ -30,7 +30,6 @@ pub fn offered_features() -> Features {
         | Features::MULTIQUEUE
         | Features::TX_DONE_INDEX
         | Features::RX_DONE_INDEX
-        | Features::TX_LAP
 }
 
 /// Device-wide facts the mux fills into each guest's info block.

@@ -38,19 +38,6 @@ pub struct HostQueue {
     pub(crate) refused: u32,
     /// RX: the `next` last published as `RXQ_DONE_INDEX`.
     pub(crate) published: u16,
-    /// TX with `Features::TX_LAP`: descriptors are taken by their lap and never written.
-    pub(crate) lap_mode: bool,
-}
-
-impl HostQueue {
-    /// Hands TX descriptor `idx` back with `flags` (`DESC_F_ERROR` or 0); in lap mode the
-    /// ring is not written (the guest reads `TXQ_DONE_INDEX` and `TXQ_REFUSED` instead).
-    #[inline]
-    pub(crate) fn release(&self, idx: u16, flags: u16) {
-        if !self.lap_mode {
-            self.ring.release(idx, flags);
-        }
-    }
 }
 
 /// Counters kept inside a locked path: plain integers, updated by whoever holds the lock (no

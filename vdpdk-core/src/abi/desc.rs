@@ -10,14 +10,6 @@
 //! - RX: the guest posts an empty buffer (`len` = its capacity); the host copies a packet in,
 //!   sets `len` and the RX metadata, and clears AVAIL.
 //!
-//! With `Features::TX_LAP` a TX ring passes ownership one way only: the guest stores `AVAIL`
-//! and, in `LAP`, the lap of the descriptor's index (bit log2(size) of the free-running index,
-//! see [`RingPtr::lap_of`]); the host takes a descriptor whose `LAP` matches the lap it is on
-//! and never writes the ring. A slot left from the previous lap keeps `AVAIL` but shows the
-//! old lap, so it is not taken twice; the guest learns what is done from the queue's published
-//! index (`TXQ_DONE_INDEX`). The descriptor lines then move only from guest to host, instead
-//! of back and forth on every lap.
-//!
 //! Neither side ever forms a reference to ring memory except the atomic flag word: descriptors
 //! are copied out with volatile reads and written with volatile writes.
 
@@ -31,8 +23,6 @@ use crate::mbuf::{Mbuf, OlFlags, PacketType};
 pub const DESC_F_AVAIL: u16 = 1 << 0;
 /// Set by the host on completion when it refused the descriptor (bad IOVA or length).
 pub const DESC_F_ERROR: u16 = 1 << 1;
-/// TX with `Features::TX_LAP`: the lap of the descriptor's index when the guest posted it.
-pub const DESC_F_LAP: u16 = 1 << 2;
 
 // Descriptor offload bits (`Desc::ol_flags`).
 /// RX: the device checked the IPv4 header checksum and it is right.
@@ -205,32 +195,6 @@ impl RingPtr {
         // SAFETY: the flags field is 2-byte aligned inside a live slot; shared memory may change
         // under us, which is exactly what an atomic reference permits.
         unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*self.slot(idx)).flags)) }
-    }
-
-    /// The lap of free-running index `idx`: its bit log2(size), which flips each time the
-    /// index goes once round the ring (and stays consistent across the u16 wrap, as every
-    /// ring size divides 2^16 an even number of times).
-    #[inline]
-    pub fn lap_of(&self, idx: u16) -> bool {
-        idx & self.mask.wrapping_add(1) != 0
-    }
-
-    /// The `LAP` flag a descriptor posted at `idx` carries.
-    #[inline]
-    pub fn lap_flag(&self, idx: u16) -> u16 {
-        if self.lap_of(idx) {
-            DESC_F_LAP
-        } else {
-            0
-        }
-    }
-
-    /// Whether the guest has handed over TX descriptor `idx`: `AVAIL` set and, in lap mode,
-    /// `LAP` showing the lap `idx` is on (a slot still holding the previous lap's post is not).
-    #[inline]
-    pub fn handed_over(&self, idx: u16, lap_mode: bool) -> bool {
-        let f = self.flags(idx);
-        f & DESC_F_AVAIL != 0 && (!lap_mode || f & DESC_F_LAP == self.lap_flag(idx))
     }
 
     /// Loads a descriptor's flags with Acquire.

@@ -136,10 +136,6 @@ bitflags::bitflags! {
         const TX_DONE_INDEX = 1 << 6;
         /// The host publishes each RX queue's progress in its flag line (`RXQ_DONE_INDEX`).
         const RX_DONE_INDEX = 1 << 7;
-        /// TX rings pass ownership one way: the guest marks each descriptor with its lap
-        /// (`DESC_F_LAP`), the host never writes the ring, and the guest reclaims by
-        /// `TXQ_DONE_INDEX` (so it needs `TX_DONE_INDEX` too). See `abi::desc`.
-        const TX_LAP = 1 << 8;
     }
 }
 
@@ -411,10 +407,6 @@ pub fn negotiate(
             req - offered
         ));
     }
-    if req.contains(Features::TX_LAP) && !req.contains(Features::TX_DONE_INDEX) {
-        // Without the index a guest in lap mode could never tell what the host finished.
-        return Err("TX_LAP needs TX_DONE_INDEX".into());
-    }
     Ok(req)
 }
 
@@ -433,10 +425,6 @@ mod tests {
         assert!(negotiate(1, offered, 2, 0).unwrap_err().contains("2.x"));
         assert!(negotiate(1, offered, 1, 1 << 60).is_err());
         assert!(negotiate(1, offered, 1, Features::TX_CSUM.bits()).is_err());
-        let both = Features::TX_LAP | Features::TX_DONE_INDEX;
-        assert_eq!(negotiate(1, both, 1, both.bits()).unwrap(), both);
-        let lap_alone = negotiate(1, both, 1, Features::TX_LAP.bits()).unwrap_err();
-        assert!(lap_alone.contains("TX_DONE_INDEX"), "{lap_alone}");
     }
 
     #[test]
