@@ -14,6 +14,7 @@
 //! nothing that raced the arming is missed, and sleeps in epoll until a kick, an interrupt, a
 //! control event or `sleep_timeout`.
 
+mod groups;
 mod peek;
 mod rx;
 mod switch;
@@ -142,8 +143,8 @@ pub(crate) struct Poller {
     tx_buf: Vec<Mbuf>,
     free_cache: Vec<Mbuf>,
     targets: Vec<u16>,
-    /// Distinct unicast targets of the current burst.
-    hit: Vec<u16>,
+    /// The current batch's frames grouped by target guest.
+    groups: groups::Groups,
     /// Guest MACs as u64 keys, sorted, with the guest index: O(log n) steering.
     mac_index: Vec<(u64, u16)>,
     max_frame: usize,
@@ -205,7 +206,7 @@ impl Poller {
             tx_buf: Vec::with_capacity(BURST * 4),
             free_cache: Vec::with_capacity(BURST * 2),
             targets: Vec::with_capacity(RX_GATHER),
-            hit: Vec::with_capacity(mac_index.len()),
+            groups: groups::Groups::new(mac_index.len()),
             mac_index,
             max_frame,
             hw_tx: TxOffloads::empty(),

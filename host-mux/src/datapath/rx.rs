@@ -34,11 +34,9 @@ impl Poller {
     /// A dedicated queue's frames all go to its owner (the NIC matched them already).
     pub(super) fn deliver(&mut self, owner: Option<u16>) {
         self.targets.clear();
-        self.hit.clear();
         let mut any_all = false;
         if let Some(gi) = owner {
             self.targets.resize(self.rx_buf.len(), gi);
-            self.hit.push(gi);
         }
         // The destination MACs are read below: the frames were written on another core.
         for m in &self.rx_buf {
@@ -53,49 +51,51 @@ impl Poller {
             match t {
                 TARGET_NONE => bump(&self.stats.rx_unknown_dst, 1),
                 TARGET_ALL => any_all = true,
-                t if !self.hit.contains(&t) => self.hit.push(t),
                 _ => {}
             }
             self.targets.push(t);
         }
-        // Broadcast in the burst: every guest is a target, in order (frame order per guest
-        // is preserved either way).
         if any_all {
-            self.hit.clear();
-            self.hit.extend(0..self.all_guests.len() as u16);
-        }
-        for &gi in &self.hit {
-            let g = &self.all_guests[gi as usize];
-            deliver_to_guest(
-                g,
-                gi,
-                &self.rx_buf,
-                &self.targets,
-                &self.stats,
-                &mut self.irqs,
-            );
+            // A broadcast in the batch: every guest looks through all of it for its own frames
+            // and the broadcasts (rare enough under load not to be grouped).
+            for (gi, g) in self.all_guests.iter().enumerate() {
+                let mine = self
+                    .rx_buf
+                    .iter()
+                    .zip(&self.targets)
+                    .filter(|(_, &t)| t as usize == gi || t == TARGET_ALL)
+                    .map(|(m, _)| m);
+                deliver_to_guest(g, mine, &self.stats, &mut self.irqs);
+            }
+        } else {
+            self.groups.clear();
+            self.targets.iter().for_each(|&t| self.groups.note(t));
+            self.groups.seal(&self.targets);
+            for (k, &gi) in self.groups.hit.iter().enumerate() {
+                let mine = self
+                    .groups
+                    .frames(k)
+                    .iter()
+                    .map(|&i| &self.rx_buf[i as usize]);
+                let g = &self.all_guests[gi as usize];
+                deliver_to_guest(g, mine, &self.stats, &mut self.irqs);
+            }
         }
         Mempool::free_bulk(&mut self.rx_buf);
     }
 }
 
-/// Delivers to guest `g` (index `gi`) each of `frames` whose target is `gi` or
-/// [`TARGET_ALL`], in order, taking its RX lock once; its due interrupts are signalled after
-/// the lock is released. Returns the frames delivered.
-pub(super) fn deliver_to_guest(
+/// Delivers `frames` to guest `g`, in order, taking its RX lock once; its due interrupts are
+/// signalled after the lock is released. Returns the frames delivered.
+pub(super) fn deliver_to_guest<'a>(
     g: &Guest,
-    gi: u16,
-    frames: &[Mbuf],
-    targets: &[u16],
+    frames: impl Iterator<Item = &'a Mbuf>,
     stats: &PollerStats,
     irqs: &mut Vec<Arc<File>>,
 ) -> u64 {
     let mut rx = g.rx.lock();
     let (mut touched, mut pkts, mut bytes) = (0u64, 0u64, 0u64);
-    for (m, &t) in frames.iter().zip(targets) {
-        if t != gi && t != TARGET_ALL {
-            continue;
-        }
+    for m in frames {
         if !rx.running {
             bump(&stats.rx_guest_stopped, 1);
             continue;
@@ -347,7 +347,7 @@ mod tests {
             post(&rx, 0, 2, desc(BUF + 0x800, 2048));
         }
         let stats = PollerStats::default();
-        let delivered = deliver_to_guest(&g, 0, &frames, &[0, 0, 0], &stats, &mut Vec::new());
+        let delivered = deliver_to_guest(&g, frames.iter(), &stats, &mut Vec::new());
         assert_eq!(delivered, 2);
         let word = |q| {
             g.data_bar

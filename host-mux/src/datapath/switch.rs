@@ -28,7 +28,7 @@ impl Poller {
     /// TX path cuts a super-frame for another guest in software before it gets here).
     pub(super) fn switch_local(&mut self, sender: &Guest, first: usize) {
         self.targets.clear();
-        self.hit.clear();
+        self.groups.clear();
         let mut any_all = false;
         for m in &self.tx_buf[first..] {
             let t = if m.is_chained() || m.ol_flags.contains(OlFlags::TX_TCP_SEG) {
@@ -36,34 +36,38 @@ impl Poller {
             } else {
                 MacAddr::dst_of(m.data()).map_or(TARGET_NONE, |d| self.local_target(sender.mac, d))
             };
-            match t {
-                TARGET_NONE => {}
-                TARGET_ALL => any_all = true,
-                t if !self.hit.contains(&t) => self.hit.push(t),
-                _ => {}
-            }
+            any_all |= t == TARGET_ALL;
+            self.groups.note(t);
             self.targets.push(t);
         }
-        if self.hit.is_empty() && !any_all {
+        if self.groups.hit.is_empty() && !any_all {
             return;
         }
-        if any_all {
-            let me = self.lookup(sender.mac);
-            self.hit.clear();
-            self.hit
-                .extend((0..self.all_guests.len() as u16).filter(|&gi| gi != me));
-        }
         let mut switched = 0;
-        for &gi in &self.hit {
-            let g = &self.all_guests[gi as usize];
-            switched += deliver_to_guest(
-                g,
-                gi,
-                &self.tx_buf[first..],
-                &self.targets,
-                &self.stats,
-                &mut self.irqs,
-            );
+        let batch = &self.tx_buf[first..];
+        if any_all {
+            // A broadcast among them: every other guest looks through all of them.
+            let me = self.lookup(sender.mac) as usize;
+            for (gi, g) in self
+                .all_guests
+                .iter()
+                .enumerate()
+                .filter(|(gi, _)| *gi != me)
+            {
+                let mine = batch
+                    .iter()
+                    .zip(&self.targets)
+                    .filter(|(_, &t)| t as usize == gi || t == TARGET_ALL)
+                    .map(|(m, _)| m);
+                switched += deliver_to_guest(g, mine, &self.stats, &mut self.irqs);
+            }
+        } else {
+            self.groups.seal(&self.targets);
+            for (k, &gi) in self.groups.hit.iter().enumerate() {
+                let mine = self.groups.frames(k).iter().map(|&i| &batch[i as usize]);
+                let g = &self.all_guests[gi as usize];
+                switched += deliver_to_guest(g, mine, &self.stats, &mut self.irqs);
+            }
         }
         bump(&self.stats.switched, switched);
         // Unicast frames for a guest are done; the rest (broadcasts too) go on to the wire.

@@ -216,12 +216,9 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     }
     for rep in 0..args.repeats {
         for r in results.iter_mut() {
-            let before = poller_rounds(&mux);
-            let mpps = run_one(&mut rig, r.0, r.1, dur);
-            let (rounds, empty) = poller_rounds(&mux);
             // A poller that often finds nothing to do waits for the guest's side, not the
             // other way round: the figure says which side a change should speed up.
-            let idle = (empty - before.1) as f64 / (rounds - before.0).max(1) as f64;
+            let (mpps, idle) = run_one(&mut rig, &mux, r.0, r.1, dur);
             eprintln!(
                 "  run {}: {} {:>4} B: {mpps:.2} Mpps (poller rounds that found nothing: {:.0}%)",
                 rep + 1,
@@ -274,11 +271,25 @@ fn print_results(results: &mut [(&str, usize, Vec<f64>)], json: bool) {
     }
 }
 
-/// The poller's rounds and empty rounds so far.
-fn poller_rounds(mux: &HostMux) -> (u64, u64) {
-    mux.pollers()
-        .iter()
-        .fold((0, 0), |(r, e), p| (r + p.rounds, e + p.empty_rounds))
+/// The pollers' rounds and empty rounds at one moment.
+#[derive(Clone, Copy)]
+pub(crate) struct Rounds(u64, u64);
+
+impl Rounds {
+    pub(crate) fn now(mux: &HostMux) -> Rounds {
+        let (r, e) = mux
+            .pollers()
+            .iter()
+            .fold((0, 0), |(r, e), p| (r + p.rounds, e + p.empty_rounds));
+        Rounds(r, e)
+    }
+
+    /// The share of the rounds since `self` that found nothing (taken over the timed window
+    /// only: the idle rounds of a drain or a warm-up would swamp it).
+    pub(crate) fn idle_since(self, mux: &HostMux) -> f64 {
+        let now = Rounds::now(mux);
+        (now.1 - self.1) as f64 / (now.0 - self.0).max(1) as f64
+    }
 }
 
 pub(crate) fn fill(pool: &Mempool, out: &mut Vec<Mbuf>, tmpl: &[u8]) {
@@ -290,11 +301,17 @@ pub(crate) fn fill(pool: &Mempool, out: &mut Vec<Mbuf>, tmpl: &[u8]) {
     }
 }
 
-/// Runs `step` for a 200 ms warm-up and then for `dur`; returns the Mpps that arrived: what
-/// the steps counted plus what the wire counted itself (`sunk`).
-fn pump(dur: Duration, mut step: impl FnMut() -> u64, sunk: impl Fn() -> u64) -> f64 {
+/// Runs `step` for a 200 ms warm-up and then for `dur`; returns the Mpps that arrived (what
+/// the steps counted plus what the wire counted itself, `sunk`) and the share of the poller's
+/// rounds in the timed window that found nothing.
+fn pump(
+    mux: &HostMux,
+    dur: Duration,
+    mut step: impl FnMut() -> u64,
+    sunk: impl Fn() -> u64,
+) -> (f64, f64) {
     let mut measure = |d: Duration| {
-        let (t0, sunk0) = (Instant::now(), sunk());
+        let (t0, sunk0, rounds) = (Instant::now(), sunk(), Rounds::now(mux));
         let mut got = 0u64;
         while t0.elapsed() < d {
             for _ in 0..64 {
@@ -302,7 +319,8 @@ fn pump(dur: Duration, mut step: impl FnMut() -> u64, sunk: impl Fn() -> u64) ->
             }
         }
         let got = got + sunk() - sunk0;
-        got as f64 / t0.elapsed().as_secs_f64() / 1e6
+        let mpps = got as f64 / t0.elapsed().as_secs_f64() / 1e6;
+        (mpps, rounds.idle_since(mux))
     };
     measure(Duration::from_millis(200));
     measure(dur)
@@ -310,7 +328,7 @@ fn pump(dur: Duration, mut step: impl FnMut() -> u64, sunk: impl Fn() -> u64) ->
 
 /// One side sends as fast as it can while the other receives: guest -> wire ("tx"), wire ->
 /// guest ("rx") or guest -> the second guest ("g2g"). Returns the Mpps that arrived.
-fn run_one(r: &mut Rig, dir: &str, size: usize, dur: Duration) -> f64 {
+fn run_one(r: &mut Rig, mux: &HostMux, dir: &str, size: usize, dur: Duration) -> (f64, f64) {
     let mut pending: Vec<Mbuf> = Vec::with_capacity(BURST);
     let Rig {
         g_rx,
@@ -321,7 +339,7 @@ fn run_one(r: &mut Rig, dir: &str, size: usize, dur: Duration) -> f64 {
         buf,
         ..
     } = r;
-    let mpps = match dir {
+    let res = match dir {
         "tx" => {
             let tmpl = udp_frame(WIRE_MAC, GUEST_MAC, 1, size);
             let sunk = match wire {
@@ -333,7 +351,7 @@ fn run_one(r: &mut Rig, dir: &str, size: usize, dur: Duration) -> f64 {
                 g_tx.tx_burst(&mut pending);
                 wire.take(buf) as u64
             };
-            pump(dur, step, || sunk.as_ref().map_or(0, |w| w.sunk().0))
+            pump(mux, dur, step, || sunk.as_ref().map_or(0, |w| w.sunk().0))
         }
         "rx" => {
             let tmpl = [udp_frame(GUEST_MAC, WIRE_MAC, 1, size)];
@@ -345,9 +363,9 @@ fn run_one(r: &mut Rig, dir: &str, size: usize, dur: Duration) -> f64 {
                 Mempool::free_bulk(buf);
                 n
             };
-            let mpps = pump(dur, step, || 0);
+            let res = pump(mux, dur, step, || 0);
             r.wire.stop_source();
-            mpps
+            res
         }
         _ => {
             let tmpl = udp_frame(PEER_MAC, GUEST_MAC, 1, size);
@@ -358,12 +376,12 @@ fn run_one(r: &mut Rig, dir: &str, size: usize, dur: Duration) -> f64 {
                 Mempool::free_bulk(buf);
                 n
             };
-            pump(dur, step, || 0)
+            pump(mux, dur, step, || 0)
         }
     };
     Mempool::free_bulk(&mut pending);
     drain(r);
-    mpps
+    res
 }
 
 fn drain(r: &mut Rig) {

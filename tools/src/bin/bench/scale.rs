@@ -10,7 +10,7 @@ use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
 use vdpdk_tools::outln;
 
 use crate::wire::Wire;
-use crate::{fill, poller_rounds, Args, Direction, BURST, WIRE_MAC};
+use crate::{fill, Args, Direction, Rounds, BURST, WIRE_MAC};
 
 fn scale_guest_mac(i: usize) -> MacAddr {
     MacAddr([2, 0, 0, 1, (i >> 8) as u8, i as u8])
@@ -73,18 +73,16 @@ pub fn scale(args: &Args) -> vdpdk_core::Result<()> {
         {
             let mut runs: Vec<(f64, Vec<u64>)> = Vec::new();
             for rep in 0..args.repeats {
-                let before = poller_rounds(&mux);
-                let r = if dir.starts_with("wire") {
-                    scale_rx(&mut queues, &mut wire, size, args.secs)
+                let (r, idle) = if dir.starts_with("wire") {
+                    scale_rx(&mut queues, &mut wire, &mux, size, args.secs)
                 } else {
-                    scale_tx(&mut queues, &mut wire, size, args.secs)
+                    scale_tx(&mut queues, &mut wire, &mux, size, args.secs)
                 };
-                let (rounds, empty) = poller_rounds(&mux);
                 eprintln!(
                     "  run {}: {n} guests, {dir}: {:.2} Mpps (poller rounds that found nothing: {:.0}%)",
                     rep + 1,
                     r.0,
-                    (empty - before.1) as f64 / (rounds - before.0).max(1) as f64 * 100.0
+                    idle * 100.0
                 );
                 runs.push(r);
             }
@@ -111,13 +109,14 @@ pub fn scale(args: &Args) -> vdpdk_core::Result<()> {
 type GuestQueues = (Box<dyn RxQueue>, Box<dyn TxQueue>, Mempool);
 
 /// The wire offers frames round-robin to every guest's MAC; every guest polls. Returns
-/// (Mpps received by all guests, per-guest counts).
+/// ((Mpps received by all guests, per-guest counts), idle poller rounds in the window).
 fn scale_rx(
     guests: &mut [GuestQueues],
     wire: &mut Wire,
+    mux: &HostMux,
     size: usize,
     secs: f64,
-) -> (f64, Vec<u64>) {
+) -> ((f64, Vec<u64>), f64) {
     let n = guests.len();
     let tmpls: Vec<Vec<u8>> = (0..n)
         .map(|i| udp_frame(scale_guest_mac(i), WIRE_MAC, 1, size))
@@ -126,7 +125,7 @@ fn scale_rx(
     let (mut pending, mut buf): (Vec<Mbuf>, Vec<Mbuf>) = (Vec::new(), Vec::new());
     let mut next = 0usize;
     wire.start_source(&tmpls);
-    let t0 = Instant::now();
+    let (t0, rounds) = (Instant::now(), Rounds::now(mux));
     let dur = Duration::from_secs_f64(secs);
     while t0.elapsed() < dur {
         wire.offer(&mut pending, &tmpls, &mut next);
@@ -135,22 +134,24 @@ fn scale_rx(
             Mempool::free_bulk(&mut buf);
         }
     }
-    let el = t0.elapsed().as_secs_f64();
+    let (el, idle) = (t0.elapsed().as_secs_f64(), rounds.idle_since(mux));
     wire.stop_source();
     Mempool::free_bulk(&mut pending);
     settle(guests, wire);
-    (counts.iter().sum::<u64>() as f64 / el / 1e6, counts)
+    ((counts.iter().sum::<u64>() as f64 / el / 1e6, counts), idle)
 }
 
-/// Every guest offers a burst in turn. Returns (Mpps on the wire, per-guest counts): the pair
-/// wire counts per source MAC; the null wire counts the total, and each guest's share is what
-/// its TX queue took (the same up to the frames in flight, which `settle` lets through).
+/// Every guest offers a burst in turn. Returns ((Mpps on the wire, per-guest counts), idle
+/// poller rounds in the window): the pair wire counts per source MAC; the null wire counts
+/// the total, and each guest's share is what its TX queue took (the same up to the frames in
+/// flight, which `settle` lets through).
 fn scale_tx(
     guests: &mut [GuestQueues],
     wire: &mut Wire,
+    mux: &HostMux,
     size: usize,
     secs: f64,
-) -> (f64, Vec<u64>) {
+) -> ((f64, Vec<u64>), f64) {
     let n = guests.len();
     let tmpls: Vec<Vec<u8>> = (0..n)
         .map(|i| udp_frame(WIRE_MAC, scale_guest_mac(i), 1, size))
@@ -159,7 +160,7 @@ fn scale_tx(
     let mut taken = vec![0u64; n];
     let (mut pending, mut buf): (Vec<Mbuf>, Vec<Mbuf>) = (Vec::new(), Vec::new());
     let sunk0 = wire.sunk();
-    let t0 = Instant::now();
+    let (t0, rounds) = (Instant::now(), Rounds::now(mux));
     let dur = Duration::from_secs_f64(secs);
     while t0.elapsed() < dur {
         for (i, g) in guests.iter_mut().enumerate() {
@@ -179,7 +180,7 @@ fn scale_tx(
             }
         }
     }
-    let el = t0.elapsed().as_secs_f64();
+    let (el, idle) = (t0.elapsed().as_secs_f64(), rounds.idle_since(mux));
     let total = match wire {
         Wire::Pair { .. } => counts.iter().sum::<u64>(),
         Wire::Null(_) => {
@@ -188,7 +189,7 @@ fn scale_tx(
         }
     };
     settle(guests, wire);
-    (total as f64 / el / 1e6, counts)
+    ((total as f64 / el / 1e6, counts), idle)
 }
 
 /// Drains what is still in flight so the next measurement starts clean.
