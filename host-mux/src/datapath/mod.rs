@@ -156,8 +156,9 @@ pub(crate) struct Poller {
     tso_bufs: Vec<Mbuf>,
     /// Where the next TX round starts, rotating so no guest is always served last.
     tx_cursor: usize,
-    /// Guest interrupts due in the current delivery, signalled outside the guest's lock.
-    irqs: Vec<Arc<File>>,
+    /// (guest, RX queues touched) of the current delivery, whose interrupts are checked once
+    /// it is done.
+    due: Vec<(u16, u64)>,
 }
 
 impl Poller {
@@ -213,7 +214,7 @@ impl Poller {
             tso_pool: None,
             tso_bufs: Vec::new(),
             tx_cursor: 0,
-            irqs: Vec::with_capacity(64),
+            due: Vec::with_capacity(64),
         }
     }
 

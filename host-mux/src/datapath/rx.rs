@@ -2,9 +2,7 @@
 //! rules) and copied into their RX rings, with MSI-X interrupts for queues whose guest armed
 //! them, signalled after the guest's lock is released.
 
-use std::fs::File;
 use std::sync::atomic::{fence, Ordering};
-use std::sync::Arc;
 
 use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
 use vdpdk_core::abi::{self, StatsIndex};
@@ -65,7 +63,7 @@ impl Poller {
                     .zip(&self.targets)
                     .filter(|(_, &t)| t as usize == gi || t == TARGET_ALL)
                     .map(|(m, _)| m);
-                deliver_to_guest(g, mine, &self.stats, &mut self.irqs);
+                deliver_to_guest(g, gi as u16, mine, &self.stats, &mut self.due);
             }
         } else {
             self.groups.clear();
@@ -78,20 +76,52 @@ impl Poller {
                     .iter()
                     .map(|&i| &self.rx_buf[i as usize]);
                 let g = &self.all_guests[gi as usize];
-                deliver_to_guest(g, mine, &self.stats, &mut self.irqs);
+                deliver_to_guest(g, gi, mine, &self.stats, &mut self.due);
             }
         }
+        self.raise_due_irqs();
         Mempool::free_bulk(&mut self.rx_buf);
+    }
+
+    /// Interrupts for the RX queues that got frames in this batch (`due`) and whose guest
+    /// armed them. One fence serves the whole batch: it pairs with each guest's fence between
+    /// arming and re-checking its ring. (A fence per guest, which drains every store still in
+    /// flight into guest memory, was half the poller's time with 64 guests.) A guest's lock is
+    /// taken only to fetch the fd of a queue found armed, and the fd is signalled after.
+    pub(super) fn raise_due_irqs(&mut self) {
+        if self.due.is_empty() {
+            return;
+        }
+        fence(Ordering::SeqCst);
+        for (gi, touched) in self.due.drain(..) {
+            let g = &self.all_guests[gi as usize];
+            let mut left = touched;
+            while left != 0 {
+                let q = left.trailing_zeros() as usize;
+                left &= left - 1;
+                let flag = g
+                    .data_bar
+                    .flag(abi::rxq_flags_offset(q as u16) + abi::RXQ_FLAG_INTR_ARMED);
+                if flag.load(Ordering::SeqCst) == 0 || flag.swap(0, Ordering::SeqCst) == 0 {
+                    continue;
+                }
+                let fd = g.rx.lock().irq_fds.get(q).cloned().flatten();
+                if fd.is_some_and(|fd| signal_eventfd(&fd).is_err()) {
+                    g.stats.add(StatsIndex::IrqErrors, 1);
+                }
+            }
+        }
     }
 }
 
-/// Delivers `frames` to guest `g`, in order, taking its RX lock once; its due interrupts are
-/// signalled after the lock is released. Returns the frames delivered.
+/// Delivers `frames` to guest `g` (index `gi`), in order, taking its RX lock once; notes the
+/// RX queues it touched in `due` for [`Poller::raise_due_irqs`]. Returns the frames delivered.
 pub(super) fn deliver_to_guest<'a>(
     g: &Guest,
+    gi: u16,
     frames: impl Iterator<Item = &'a Mbuf>,
     stats: &PollerStats,
-    irqs: &mut Vec<Arc<File>>,
+    due: &mut Vec<(u16, u64)>,
 ) -> u64 {
     let mut rx = g.rx.lock();
     let (mut touched, mut pkts, mut bytes) = (0u64, 0u64, 0u64);
@@ -111,14 +141,7 @@ pub(super) fn deliver_to_guest<'a>(
         // One counter update per guest and burst, not per frame.
         rx.stats.add(StatsIndex::RxPackets, pkts);
         rx.stats.add(StatsIndex::RxBytes, bytes);
-        due_rx_irqs(g, &rx, touched, irqs);
-    }
-    drop(rx);
-    // Signalled after the guest lock is released: the fds are the guest's.
-    for fd in irqs.drain(..) {
-        if signal_eventfd(&fd).is_err() {
-            g.stats.add(StatsIndex::IrqErrors, 1);
-        }
+        due.push((gi, touched));
     }
     pkts
 }
@@ -222,30 +245,11 @@ fn write_frame(dst: &GuestSlice<'_>, m: &Mbuf) -> Result<(), GuestMemError> {
     Ok(())
 }
 
-/// Collects the MSI-X eventfd of each touched RX queue whose guest armed its interrupt (and
-/// disarms it), for the caller to signal once it has let go of the guest's lock.
-fn due_rx_irqs(g: &Guest, rx: &RxPath, touched: u64, out: &mut Vec<Arc<File>>) {
-    // Pairs with the guest's fence between arming and re-checking its ring.
-    fence(Ordering::SeqCst);
-    for q in 0..rx.queues.len().min(64) {
-        if touched & (1 << q) == 0 {
-            continue;
-        }
-        let flag = g
-            .data_bar
-            .flag(abi::rxq_flags_offset(q as u16) + abi::RXQ_FLAG_INTR_ARMED);
-        if flag.load(Ordering::SeqCst) != 0 && flag.swap(0, Ordering::SeqCst) != 0 {
-            if let Some(Some(fd)) = rx.irq_fds.get(q) {
-                out.push(fd.clone());
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{self, desc, frame, MAC};
+    use std::sync::Arc;
     use vdpdk_core::flow::{FlowItem, FlowRule};
     use vdpdk_core::FlowHandle;
 
@@ -347,7 +351,7 @@ mod tests {
             post(&rx, 0, 2, desc(BUF + 0x800, 2048));
         }
         let stats = PollerStats::default();
-        let delivered = deliver_to_guest(&g, frames.iter(), &stats, &mut Vec::new());
+        let delivered = deliver_to_guest(&g, 0, frames.iter(), &stats, &mut Vec::new());
         assert_eq!(delivered, 2);
         let word = |q| {
             g.data_bar

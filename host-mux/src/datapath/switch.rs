@@ -59,16 +59,17 @@ impl Poller {
                     .zip(&self.targets)
                     .filter(|(_, &t)| t as usize == gi || t == TARGET_ALL)
                     .map(|(m, _)| m);
-                switched += deliver_to_guest(g, mine, &self.stats, &mut self.irqs);
+                switched += deliver_to_guest(g, gi as u16, mine, &self.stats, &mut self.due);
             }
         } else {
             self.groups.seal(&self.targets);
             for (k, &gi) in self.groups.hit.iter().enumerate() {
                 let mine = self.groups.frames(k).iter().map(|&i| &batch[i as usize]);
                 let g = &self.all_guests[gi as usize];
-                switched += deliver_to_guest(g, mine, &self.stats, &mut self.irqs);
+                switched += deliver_to_guest(g, gi, mine, &self.stats, &mut self.due);
             }
         }
+        self.raise_due_irqs();
         bump(&self.stats.switched, switched);
         // Unicast frames for a guest are done; the rest (broadcasts too) go on to the wire.
         let mut keep = first;
