@@ -75,7 +75,10 @@ fn reclaims_and_counts_refusals(tag: &str, features: Features) {
     assert_eq!((s.opackets, s.oerrors), (3 * 64, 3 * 8));
     // Frames still posted when the queue goes away go back to the pool with it.
     let mut last: Vec<_> = (0..32u64)
-        .map(|i| pool.alloc_packet(&udp_frame(WIRE_MAC, gmac, i, 64)).unwrap())
+        .map(|i| {
+            pool.alloc_packet(&udp_frame(WIRE_MAC, gmac, i, 64))
+                .unwrap()
+        })
         .collect();
     assert_eq!(tx.tx_burst(&mut last), 32);
     drop(tx);

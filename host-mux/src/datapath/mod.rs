@@ -36,8 +36,13 @@ pub use tx::{tx_request, TxRequest};
 
 pub(crate) const BURST: usize = 32;
 /// Most frames taken from one backend RX queue before they are steered (whole bursts, only
-/// while the queue keeps returning full ones).
-const RX_GATHER: usize = 4 * BURST;
+/// while the queue keeps returning full ones): 4 bursts, and with many guests a burst per 2
+/// guests, up to 32 bursts. More frames per guest per batch amortise its lock, ring lines and
+/// interrupt check (64 guests, 64 B: 2 frames each at 4 bursts, 7.9 Mpps; 16 at 32 bursts,
+/// 13.5 Mpps); with few guests a big batch only overruns their rings (1 guest at 16 bursts:
+/// 25 -> 13 Mpps).
+const RX_GATHER_MIN: usize = 4 * BURST;
+const RX_GATHER: usize = 32 * BURST;
 /// Largest frame a guest may transmit (also bounded by the host buffer size).
 pub const MAX_FRAME: usize = 9018;
 /// Checksum offloads host-mux gives guests: the backend's hardware when it has them, else
@@ -139,6 +144,8 @@ pub(crate) struct Poller {
     stop: Arc<AtomicBool>,
     policy: SleepPolicy,
     pub(crate) stats: Arc<PollerStats>,
+    /// Frames gathered from a backend RX queue before steering (see [`RX_GATHER`]).
+    rx_gather: usize,
     rx_buf: Vec<Mbuf>,
     tx_buf: Vec<Mbuf>,
     free_cache: Vec<Mbuf>,
@@ -185,6 +192,7 @@ impl Poller {
         );
         let max_frame =
             MAX_FRAME.min(pool.buf_size() as usize - vdpdk_core::MBUF_HEADROOM as usize);
+        let all_guests_len = all_guests.len();
         let mut mac_index: Vec<(u64, u16)> = all_guests
             .iter()
             .enumerate()
@@ -203,6 +211,7 @@ impl Poller {
             stop,
             policy,
             stats: Arc::new(PollerStats::default()),
+            rx_gather: (all_guests_len / 2 * BURST).clamp(RX_GATHER_MIN, RX_GATHER),
             rx_buf: Vec::with_capacity(RX_GATHER),
             tx_buf: Vec::with_capacity(BURST * 4),
             free_cache: Vec::with_capacity(BURST * 2),
@@ -309,7 +318,7 @@ impl Poller {
             // frames gives each guest one or two, and each guest's lock, ring cache lines and
             // interrupt check are then paid per frame instead of per burst.
             let mut n = 0;
-            while n < RX_GATHER {
+            while n < self.rx_gather {
                 let got = self.rxqs[i].queue.rx_burst(&mut self.rx_buf, BURST);
                 n += got;
                 if got < BURST {
