@@ -19,7 +19,7 @@ use guest_pmd::VdpdkPort;
 use host_mux::{BackendConfig, ClusterConfig, HostMux, MuxConfig, PollMode, VmConfig};
 use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
-use vdpdk_core::{MacAddr, Mbuf, Mempool};
+use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
 
 const WIRE_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
 const GUEST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 1]);
@@ -117,26 +117,9 @@ fn run(
     let limit = Duration::from_millis(200);
     let t_start = Instant::now();
     for i in 0..warmup + samples {
-        g_pool.alloc_bulk(&mut out, 1);
-        if out.is_empty() {
-            return Err(std::io::Error::other("guest pool empty").into());
-        }
-        out[0].copy_from(&tmpl)?;
-        let t0 = Instant::now();
-        while g_tx.tx_burst(&mut out) == 0 {
-            if t0.elapsed() > limit {
-                return Err(std::io::Error::other("guest TX ring stays full").into());
-            }
-        }
+        let t0 = send_one(&g_pool, &mut *g_tx, &mut out, &tmpl, limit)?;
         // The wire end: wait for the frame, swap its MACs, send it back.
-        let got = loop {
-            if w_rx.rx_burst(&mut buf, 32) > 0 {
-                break true;
-            }
-            if t0.elapsed() > limit {
-                break false;
-            }
-        };
+        let got = wait_burst(&mut *w_rx, &mut buf, t0, limit);
         if !got {
             lost += 1;
             continue;
@@ -159,15 +142,7 @@ fn run(
             }
         }
         Mempool::free_bulk(&mut buf);
-        let back = loop {
-            let k = g_rx.rx_burst(&mut buf, 32);
-            if k > 0 {
-                break true;
-            }
-            if t2.elapsed() > limit {
-                break false;
-            }
-        };
+        let back = wait_burst(&mut *g_rx, &mut buf, t2, limit);
         let t3 = Instant::now();
         Mempool::free_bulk(&mut buf);
         if !back {
@@ -221,25 +196,8 @@ fn reflected(
     let limit = Duration::from_millis(200);
     let t_start = Instant::now();
     for i in 0..warmup + samples {
-        g_pool.alloc_bulk(&mut out, 1);
-        if out.is_empty() {
-            return Err(std::io::Error::other("guest pool empty").into());
-        }
-        out[0].copy_from(&tmpl)?;
-        let t0 = Instant::now();
-        while g_tx.tx_burst(&mut out) == 0 {
-            if t0.elapsed() > limit {
-                return Err(std::io::Error::other("guest TX ring stays full").into());
-            }
-        }
-        let back = loop {
-            if g_rx.rx_burst(&mut buf, 32) > 0 {
-                break true;
-            }
-            if t0.elapsed() > limit {
-                break false;
-            }
-        };
+        let t0 = send_one(&g_pool, &mut *g_tx, &mut out, &tmpl, limit)?;
+        let back = wait_burst(&mut *g_rx, &mut buf, t0, limit);
         let t1 = Instant::now();
         Mempool::free_bulk(&mut buf);
         if !back {
@@ -294,5 +252,40 @@ fn report(
             pct(v, 0.999),
             *v.last().unwrap() as f64 / 1000.0
         );
+    }
+}
+
+/// Takes a guest buffer, fills it with `tmpl` and posts it, retrying while the ring is full;
+/// returns when it was posted (the start of the round trip).
+fn send_one(
+    pool: &Mempool,
+    tx: &mut dyn TxQueue,
+    out: &mut Vec<Mbuf>,
+    tmpl: &[u8],
+    limit: Duration,
+) -> vdpdk_core::Result<Instant> {
+    pool.alloc_bulk(out, 1);
+    if out.is_empty() {
+        return Err(std::io::Error::other("guest pool empty").into());
+    }
+    out[0].copy_from(tmpl)?;
+    let t0 = Instant::now();
+    while tx.tx_burst(out) == 0 {
+        if t0.elapsed() > limit {
+            return Err(std::io::Error::other("guest TX ring stays full").into());
+        }
+    }
+    Ok(t0)
+}
+
+/// Polls `rx` until it returns frames (true) or `limit` has passed since `since` (false).
+fn wait_burst(rx: &mut dyn RxQueue, buf: &mut Vec<Mbuf>, since: Instant, limit: Duration) -> bool {
+    loop {
+        if rx.rx_burst(buf, 32) > 0 {
+            return true;
+        }
+        if since.elapsed() > limit {
+            return false;
+        }
     }
 }
