@@ -146,6 +146,13 @@ impl<R, T> PortSkeleton<R, T> {
         self.state = PortState::Configured;
     }
 
+    /// The whole `configure` of a device with nothing of its own to set up: both halves.
+    pub fn configure(&mut self, conf: &DevConfig, info: &DevInfo) -> Result<()> {
+        self.check_configure(conf, info)?;
+        self.configured(conf);
+        Ok(())
+    }
+
     /// `rx_queue_setup`: needs a configured, stopped port and an existing queue.
     pub fn check_rx_setup(&self, qid: u16) -> Result<()> {
         self.state.need_configured("rx_queue_setup")?;

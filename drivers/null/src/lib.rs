@@ -127,9 +127,8 @@ impl EthDev for NullPort {
     }
 
     fn configure(&mut self, conf: &DevConfig) -> Result<()> {
-        self.port.check_configure(conf, &self.info())?;
-        self.port.configured(conf);
-        Ok(())
+        let info = self.info();
+        self.port.configure(conf, &info)
     }
 
     /// Source frames are copied into buffers of `pool`.

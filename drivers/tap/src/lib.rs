@@ -145,9 +145,8 @@ impl EthDev for TapPort {
     }
 
     fn configure(&mut self, conf: &DevConfig) -> Result<()> {
-        self.port.check_configure(conf, &self.info())?;
-        self.port.configured(conf);
-        Ok(())
+        let info = self.info();
+        self.port.configure(conf, &info)
     }
 
     /// `pool` buffers must hold a full frame at the interface MTU: a TAP read cannot scatter.
