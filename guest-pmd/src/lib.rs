@@ -39,6 +39,8 @@ pub fn driver_features() -> Features {
         | Features::MULTIQUEUE
         | Features::TX_DONE_INDEX
         | Features::RX_DONE_INDEX
+        // Nothing to do on this side: a TX buffer is left alone until its release anyway.
+        | Features::TX_ZERO_COPY
 }
 
 /// Knobs for [`VdpdkPort::open_with`]; the defaults are what a normal driver sends.
@@ -361,6 +363,7 @@ impl EthDev for VdpdkPort {
             rx_offload_capa: RxOffloads::from_bits_truncate(i.rx_offload_capa),
             tx_offload_capa: TxOffloads::from_bits_truncate(i.tx_offload_capa),
             rx_intr: self.features.contains(Features::RX_INTR),
+            tx_lent_buffers: false,
         }
     }
 

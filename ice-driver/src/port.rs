@@ -177,6 +177,7 @@ impl EthDev for IcePort {
                 | TxOffloads::TCP_TSO
                 | TxOffloads::MULTI_SEGS,
             rx_intr: i.num_msix > 1,
+            tx_lent_buffers: false,
         }
     }
 

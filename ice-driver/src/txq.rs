@@ -261,12 +261,18 @@ impl IceTxQueue {
 }
 
 impl IceTxQueue {
-    /// Maps the pools of all of `m`'s segments into the device (once per pool).
+    /// Maps the pools of all of `m`'s segments into the device (once per pool). A lent
+    /// segment (memory this process does not own, such as a guest's) has nothing to map
+    /// here: the packet is refused.
     fn map_pools(&mut self, m: &Mbuf) -> bool {
         for seg in m.segments() {
             let pid = seg.pool_id();
             if !self.mapped_pools.contains(&pid) {
-                if self.regs.device().dma_map(seg.pool().memory()).is_err() {
+                let pool = seg.pool();
+                let Some(mem) = pool.own_memory() else {
+                    return false;
+                };
+                if self.regs.device().dma_map(mem).is_err() {
                     return false;
                 }
                 self.mapped_pools.push(pid);

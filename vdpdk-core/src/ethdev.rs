@@ -109,6 +109,9 @@ pub struct DevInfo {
     pub tx_offload_capa: TxOffloads,
     /// Whether rx interrupts (pollable fds) are available.
     pub rx_intr: bool,
+    /// Whether TX sends segments that lend memory this process does not own
+    /// ([`crate::Lending`]; host-mux's zero-copy TX hands guest buffers on so).
+    pub tx_lent_buffers: bool,
 }
 
 /// Port configuration (`rte_eth_conf`, the parts we use).

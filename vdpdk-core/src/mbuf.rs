@@ -8,15 +8,25 @@
 //! single-buffer hot path is unchanged. An `Mbuf` points at its pool without a
 //! per-packet reference count; the pool counts outstanding buffers in batches and frees its
 //! memory only when the last `Mempool` handle and the last `Mbuf` are gone.
+//!
+//! A [`Lending`] owns no memory: it wraps memory lent by someone else (a guest's TX buffer,
+//! for zero-copy) in an `Mbuf`, and freeing that mbuf tells the lender ([`Lender::returned`])
+//! instead of refilling a free list (DPDK's external buffers, `rte_pktmbuf_attach_extbuf`).
+
+mod chain;
+mod lending;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::dma::DmaMemory;
 pub use crate::offload::{OlFlags, PacketType, TxOffloadInfo};
 use crate::{Error, Result};
+use chain::Segment;
+pub use lending::{Lender, Lending};
 
 /// Bytes reserved in front of the packet data (room to prepend headers), as in DPDK.
 pub const MBUF_HEADROOM: u16 = 128;
@@ -29,7 +39,10 @@ pub const DEFAULT_BUF_SIZE: u16 = 2048 + MBUF_HEADROOM;
 const SEGMENT: usize = 2 << 20;
 
 struct PoolInner {
-    mem: DmaMemory,
+    /// The buffers' memory; None for an external pool, whose mbufs lend someone else's.
+    mem: Option<DmaMemory>,
+    /// Told of each freed mbuf of an external pool (None: an own pool, frees to `free`).
+    lender: Option<Arc<dyn Lender>>,
     stride: usize,
     /// Buffers per 2 MiB segment.
     per_segment: u32,
@@ -87,7 +100,8 @@ impl Mempool {
         let segments = count.div_ceil(per_segment) as usize;
         let mem = DmaMemory::alloc(name, segments * SEGMENT)?;
         let inner = Box::new(PoolInner {
-            mem,
+            mem: Some(mem),
+            lender: None,
             stride,
             per_segment,
             count,
@@ -101,6 +115,11 @@ impl Mempool {
         Ok(Mempool {
             inner: NonNull::from(Box::leak(inner)),
         })
+    }
+
+    /// Whether this pool lends memory it does not own (a [`Lending`]'s).
+    pub fn is_external(&self) -> bool {
+        self.inner().lender.is_some()
     }
 
     fn inner(&self) -> &PoolInner {
@@ -128,21 +147,29 @@ impl Mempool {
     pub fn buf_size(&self) -> u16 {
         self.inner().buf_len
     }
-    /// The memory behind all buffers (to share it with a device).
+    /// The memory behind all buffers (to share it with a device). Panics on an external
+    /// pool, which has none: a driver that may meet one asks [`Mempool::own_memory`].
     pub fn memory(&self) -> &DmaMemory {
-        &self.inner().mem
+        self.own_memory()
+            .expect("an external mempool has no memory of its own")
+    }
+    /// The memory behind all buffers, or None for an external pool.
+    pub fn own_memory(&self) -> Option<&DmaMemory> {
+        self.inner().mem.as_ref()
     }
 
     fn make(&self, idx: u32) -> Mbuf {
         let p = self.inner();
+        // Only own pools have buffers on their free list.
+        let mem = p.mem.as_ref().expect("own pool");
         let off =
             (idx / p.per_segment) as usize * SEGMENT + (idx % p.per_segment) as usize * p.stride;
         Mbuf {
             pool: self.inner,
             // SAFETY: idx < count, so off is inside the mapping.
-            buf: unsafe { NonNull::new_unchecked(p.mem.as_ptr().add(off)) },
+            buf: unsafe { NonNull::new_unchecked(mem.as_ptr().add(off)) },
             idx,
-            iova: p.mem.iova(off),
+            iova: mem.iova(off),
             buf_len: p.buf_len,
             data_off: MBUF_HEADROOM,
             data_len: 0,
@@ -209,43 +236,71 @@ impl Mempool {
     /// Returns every mbuf in `mbufs` (with its chained segments) to its pool, one lock per run
     /// of buffers from the same pool.
     pub fn free_bulk(mbufs: &mut Vec<Mbuf>) {
-        let mut run: Option<NonNull<PoolInner>> = None;
-        let mut idxs = [0u32; 64];
-        let mut n = 0;
-        let flush = |pool: NonNull<PoolInner>, idxs: &[u32]| {
-            // SAFETY: each index in idxs belongs to an mbuf of `pool` that we forgot, so we hold
-            // one reference per index.
-            let p = unsafe { pool.as_ref() };
-            p.free.lock().extend_from_slice(idxs);
-            // SAFETY: releasing exactly the references those mbufs held.
-            unsafe { release(pool, idxs.len()) };
-        };
-        // Queues one buffer's index, flushing when the pool changes or the batch is full.
-        let mut put = |m: Mbuf| {
-            if run != Some(m.pool) || n == idxs.len() {
-                if let Some(p) = run {
-                    flush(p, &idxs[..n]);
-                }
-                run = Some(m.pool);
-                n = 0;
-            }
-            idxs[n] = m.idx();
-            n += 1;
-            std::mem::forget(m);
+        // Two runs: a burst of header-and-lent chains is then one run of header buffers and
+        // one of lent segments, not a flush per segment.
+        let (mut own, mut lent) = (FreeRun::default(), FreeRun::default());
+        let mut put = |m: Mbuf| match m.is_lent() {
+            false => own.push(m),
+            true => lent.push(m),
         };
         for mut m in mbufs.drain(..) {
             let mut next = m.next.take();
             put(m);
             // Chained segments (rare) follow their head.
             while let Some(seg) = next {
-                let mut seg = *seg;
+                let mut seg = seg.into_inner();
                 next = seg.next.take();
                 put(seg);
             }
         }
-        if let Some(p) = run {
-            flush(p, &idxs[..n]);
+        own.flush();
+        lent.flush();
+    }
+}
+
+/// Indexes of freed buffers of one pool, handed back together.
+struct FreeRun {
+    pool: Option<NonNull<PoolInner>>,
+    idxs: [u32; 64],
+    n: usize,
+}
+
+impl Default for FreeRun {
+    fn default() -> Self {
+        FreeRun {
+            pool: None,
+            idxs: [0; 64],
+            n: 0,
         }
+    }
+}
+
+impl FreeRun {
+    /// Queues one buffer, flushing first when it is of another pool or the run is full.
+    fn push(&mut self, m: Mbuf) {
+        if self.pool != Some(m.pool) || self.n == self.idxs.len() {
+            self.flush();
+            self.pool = Some(m.pool);
+        }
+        self.idxs[self.n] = m.idx();
+        self.n += 1;
+        std::mem::forget(m);
+    }
+
+    /// Returns the queued buffers to their pool (or lender) and drops their references.
+    fn flush(&mut self) {
+        let Some(pool) = self.pool else { return };
+        let idxs = &self.idxs[..self.n];
+        // SAFETY: each index in idxs belongs to an mbuf of `pool` that we forgot, so we hold
+        // one reference per index.
+        let p = unsafe { pool.as_ref() };
+        match &p.lender {
+            None => p.free.lock().extend_from_slice(idxs),
+            Some(l) => idxs.iter().for_each(|&i| l.returned(i)),
+        }
+        // SAFETY: releasing exactly the references those mbufs held.
+        unsafe { release(pool, idxs.len()) };
+        self.n = 0;
     }
 }
 
@@ -299,7 +354,7 @@ pub struct Mbuf {
     /// Queue the packet arrived on (RX).
     pub queue: u16,
     /// The packet's next segment; metadata above is meaningful on the first segment only.
-    next: Option<Box<Mbuf>>,
+    next: Option<Segment>,
 }
 
 // SAFETY: an Mbuf exclusively owns its buffer; the pool it points to is Sync.
@@ -366,20 +421,25 @@ impl Mbuf {
         while let Some(m) = tail {
             tail = &mut m.next;
         }
-        *tail = Some(Box::new(seg));
+        *tail = Some(Segment::new(seg));
     }
     /// Detaches and returns everything after this segment.
     pub fn take_next(&mut self) -> Option<Mbuf> {
-        self.next.take().map(|b| *b)
+        self.next.take().map(Segment::into_inner)
     }
     /// Copies the whole packet (all segments) to the front of `out`; returns the bytes
-    /// copied, or None (nothing copied) when `out` is shorter than the packet.
+    /// copied, or None (nothing copied) when `out` is shorter than the packet. Lent segments
+    /// ([`Lending::attach`]) are copied as bytes, without a reference to their memory.
     pub fn copy_to(&self, out: &mut [u8]) -> Option<usize> {
         let total = self.pkt_len();
         let out = out.get_mut(..total)?;
         let mut at = 0;
         for s in self.segments() {
-            out[at..at + s.len()].copy_from_slice(s.data());
+            let dst = &mut out[at..at + s.len()];
+            // SAFETY: the segment's data range lies in its buffer, which stays valid while the
+            // segment lives (own memory, or lent memory its lender keeps mapped); dst is a
+            // distinct caller buffer. A byte copy: nothing is assumed about the bytes.
+            unsafe { std::ptr::copy_nonoverlapping(s.data_addr(), dst.as_mut_ptr(), dst.len()) };
             at += s.len();
         }
         Some(total)
@@ -406,6 +466,15 @@ impl Mbuf {
     pub fn data_iova(&self) -> u64 {
         self.iova + self.data_off as u64
     }
+    /// Address of the first data byte, for drivers that hand the bytes on by address (a
+    /// `writev`, a descriptor) without forming a reference to them.
+    pub fn data_addr(&self) -> *const u8 {
+        self.buf.as_ptr().wrapping_add(self.data_off as usize)
+    }
+    /// Whether this segment lends memory of someone else ([`Lending::attach`]).
+    pub fn is_lent(&self) -> bool {
+        self.pool_inner().lender.is_some()
+    }
     /// Raw pointer to the first data byte, for drivers that DMA or copy into the buffer.
     pub fn data_ptr(&mut self) -> *mut u8 {
         // SAFETY: data_off < buf_len, inside this buffer.
@@ -417,10 +486,11 @@ impl Mbuf {
         // wrapping_add: no unsafe needed for a hint; data_off < buf_len keeps it in the buffer.
         crate::dma::prefetch(self.buf.as_ptr().wrapping_add(self.data_off as usize));
     }
-    /// This segment's data.
+    /// This segment's data. A lent segment's ([`Lending::attach`]) may be guest memory: its
+    /// readers use [`Mbuf::copy_to`] or [`Mbuf::data_addr`] instead.
     pub fn data(&self) -> &[u8] {
         // SAFETY: the range [data_off, data_off+data_len) lies in this mbuf's own buffer, which
-        // it owns exclusively.
+        // it owns exclusively (a lent buffer: as its lender promised in `attach`).
         unsafe {
             std::slice::from_raw_parts(
                 self.buf.as_ptr().add(self.data_off as usize),
@@ -458,8 +528,12 @@ impl Mbuf {
         self.data_len += len as u16;
         Some(&mut self.data_mut()[start..])
     }
-    /// Replaces the packet with `bytes`; fails when they do not fit.
+    /// Replaces the packet with `bytes`; fails when they do not fit, and on a lent buffer
+    /// (its memory is its lender's to write).
     pub fn copy_from(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.is_lent() {
+            return Err(Error::InvalidArg("copy into a lent buffer".into()));
+        }
         self.data_off = MBUF_HEADROOM;
         self.set_len(bytes.len())?;
         self.data_mut().copy_from_slice(bytes);
@@ -471,7 +545,8 @@ impl Mbuf {
         if self.next.is_some() {
             self.next = None;
         }
-        self.data_off = MBUF_HEADROOM;
+        // A lent buffer has no headroom: its data starts where the lender's bytes do.
+        self.data_off = if self.is_lent() { 0 } else { MBUF_HEADROOM };
         self.data_len = 0;
         self.ol_flags = OlFlags::empty();
         self.packet_type = PacketType::default();
@@ -485,7 +560,11 @@ impl Mbuf {
 impl Drop for Mbuf {
     fn drop(&mut self) {
         let idx = self.idx();
-        self.pool_inner().free.lock().push(idx);
+        let p = self.pool_inner();
+        match &p.lender {
+            None => p.free.lock().push(idx),
+            Some(l) => l.returned(idx),
+        }
         // SAFETY: this mbuf held one reference.
         unsafe { release(self.pool, 1) };
     }
@@ -634,6 +713,68 @@ mod tests {
         assert_eq!(m.nb_segs(), 1);
         drop(rest);
         assert_eq!(b.available(), 4);
+    }
+
+    /// A lender that records which slots came back.
+    #[derive(Default)]
+    struct Ledger(Mutex<Vec<u32>>);
+    impl Lender for Ledger {
+        fn returned(&self, slot: u32) {
+            self.0.lock().push(slot);
+        }
+    }
+
+    #[test]
+    fn a_lent_buffer_is_read_in_place_and_returned_to_its_lender() {
+        let ledger = Arc::new(Ledger::default());
+        let mut ext = Lending::new("lent", ledger.clone());
+        assert!(ext.pool().is_external() && ext.pool().own_memory().is_none());
+        assert!(
+            ext.pool().alloc().is_none(),
+            "a lending has nothing to hand out"
+        );
+        let mut owner = vec![0u8; 300];
+        owner.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        let ptr = NonNull::new(owner.as_mut_ptr()).unwrap();
+        // SAFETY: `owner` outlives every mbuf below (all are dropped before it).
+        let (a, b) = unsafe {
+            (
+                ext.attach(7, ptr, 0x1000, 100),
+                ext.attach(9, ptr, 0x1000, 300),
+            )
+        };
+        assert_eq!(
+            a.data_addr(),
+            owner.as_ptr(),
+            "no copy: the mbuf points at the lender's bytes"
+        );
+        assert_eq!((a.data_iova(), a.len(), a.headroom()), (0x1000, 100, 0));
+        assert!(a.is_lent());
+        drop(ext); // the mbufs keep the pool alive
+        let own = Mempool::new("own", 4, DEFAULT_BUF_SIZE).unwrap();
+        let mut head = own.alloc().unwrap();
+        head.copy_from(b"hdr:").unwrap();
+        assert!(!head.is_lent());
+        head.chain(b);
+        assert_eq!(
+            head.to_vec()[4..],
+            owner[..],
+            "a chain reads lent bytes by copy"
+        );
+        let mut lent = a;
+        assert!(lent.copy_from(b"x").is_err(), "lent memory is not written");
+        lent.reset();
+        assert_eq!(lent.data_addr(), owner.as_ptr(), "reset keeps no headroom");
+        drop(lent);
+        assert_eq!(*ledger.0.lock(), [7]);
+        let mut v = vec![head];
+        Mempool::free_bulk(&mut v);
+        assert_eq!(
+            *ledger.0.lock(),
+            [7, 9],
+            "a chained lent segment is returned in bulk too"
+        );
+        assert_eq!(own.available(), 4);
     }
 
     #[test]

@@ -267,6 +267,7 @@ mod tests {
             rx_offload_capa: RxOffloads::empty(),
             tx_offload_capa: TxOffloads::empty(),
             rx_intr: false,
+            tx_lent_buffers: false,
         }
     }
 

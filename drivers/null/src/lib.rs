@@ -123,6 +123,7 @@ impl EthDev for NullPort {
             rx_offload_capa: RxOffloads::empty(),
             tx_offload_capa: TxOffloads::MULTI_SEGS,
             rx_intr: false,
+            tx_lent_buffers: true,
         }
     }
 

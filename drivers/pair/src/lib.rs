@@ -180,6 +180,7 @@ impl EthDev for PairPort {
             rx_offload_capa: RxOffloads::SCATTER,
             tx_offload_capa: TxOffloads::MULTI_SEGS,
             rx_intr: true,
+            tx_lent_buffers: true,
         }
     }
 

@@ -141,6 +141,7 @@ impl EthDev for TapPort {
             rx_offload_capa: RxOffloads::empty(),
             tx_offload_capa: TxOffloads::MULTI_SEGS,
             rx_intr: true,
+            tx_lent_buffers: true,
         }
     }
 
@@ -327,10 +328,10 @@ const MAX_TX_SEGS: usize = 64;
 
 /// Writes one frame: a `write` for one buffer, a `writev` gathering a chain.
 fn write_frame(fd: RawFd, m: &Mbuf) -> isize {
+    // By address, not through `data()`: a segment may lend a guest's memory (zero-copy).
     if !m.is_chained() {
-        let data = m.data();
-        // SAFETY: writes `data.len()` bytes from a live slice.
-        return unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        // SAFETY: writes the `len()` bytes of a live segment's data; the kernel only reads.
+        return unsafe { libc::write(fd, m.data_addr().cast(), m.len()) };
     }
     let mut iov = [libc::iovec {
         iov_base: std::ptr::null_mut(),
@@ -339,7 +340,7 @@ fn write_frame(fd: RawFd, m: &Mbuf) -> isize {
     let mut n = 0;
     for (v, seg) in iov.iter_mut().zip(m.segments()) {
         *v = libc::iovec {
-            iov_base: seg.data().as_ptr() as *mut libc::c_void,
+            iov_base: seg.data_addr() as *mut libc::c_void,
             iov_len: seg.len(),
         };
         n += 1;

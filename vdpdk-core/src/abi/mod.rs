@@ -105,8 +105,8 @@ pub const RXQ_DONE_INDEX: usize = 4;
 /// (`REG_TX_KICK`) after new descriptors are posted.
 pub const TXQ_FLAG_KICK_WANTED: usize = 0;
 /// Within a TX queue's flag line (with [`Features::TX_DONE_INDEX`]): the ring index (low 16
-/// bits) of the next descriptor the host will look at. Every descriptor before it has been
-/// released, so the guest reclaims up to it without reading descriptor flags. Host-written
+/// bits) of the next descriptor the host will release (with [`Features::TX_ZERO_COPY`] it can
+/// trail the descriptors the host has taken). Every descriptor before it has been released, so the guest reclaims up to it without reading descriptor flags. Host-written
 /// once per burst, 0 after queue setup.
 pub const TXQ_DONE_INDEX: usize = 4;
 /// Within a TX queue's flag line (with [`Features::TX_DONE_INDEX`]): how many descriptors
@@ -136,6 +136,12 @@ bitflags::bitflags! {
         const TX_DONE_INDEX = 1 << 6;
         /// The host publishes each RX queue's progress in its flag line (`RXQ_DONE_INDEX`).
         const RX_DONE_INDEX = 1 << 7;
+        /// Zero-copy TX: the host may hand a frame's payload to the NIC backend in place, in
+        /// guest memory, and release its descriptor only once the backend is done with it
+        /// (descriptors are still released in ring order). The guest must leave a posted
+        /// buffer alone until it is released, as it must anyway; what changes is that a
+        /// release can come later. Frame headers are always copied and checked on the host.
+        const TX_ZERO_COPY = 1 << 8;
     }
 }
 
