@@ -93,6 +93,8 @@ pub struct PollerSnapshot {
     pub switched: u64,
     /// Rounds in which the backend TX queue was full (guest frames waited in their rings).
     pub tx_backpressure: u64,
+    /// Guest frames whose payload went to the backend in place (zero-copy TX).
+    pub tx_lent: u64,
     /// Poll rounds run.
     pub rounds: u64,
     /// Rounds that moved no frame.
@@ -278,6 +280,7 @@ impl Shared {
                 rx_guest_stopped: get(&p.stats.rx_guest_stopped),
                 switched: get(&p.stats.switched),
                 tx_backpressure: get(&p.stats.tx_backpressure),
+                tx_lent: get(&p.stats.tx_lent),
                 rounds: get(&p.stats.rounds),
                 empty_rounds: get(&p.stats.empty_rounds),
                 sleeps: get(&p.stats.sleeps),

@@ -34,6 +34,7 @@ pub(crate) fn guest_with(max_rxq: u16, max_txq: u16, limits: GuestLimits) -> Arc
         attached: AtomicBool::new(false),
         attaches: AtomicU64::new(0),
         limits,
+        zero_copy_tx: false,
     })
 }
 
@@ -60,14 +61,7 @@ pub(crate) fn host_queue(mem: &GuestMem, iova: u64, size: u16) -> HostQueue {
     // SAFETY: ptr..ptr+len lies in a writable region of the map, which the test keeps mapped
     // (its DmaMemory and the guest alive) for as long as it uses the queue.
     let ring = unsafe { RingPtr::new(ptr, size) };
-    HostQueue {
-        ring,
-        ring_iova: iova,
-        ring_len: len,
-        next: 0,
-        refused: 0,
-        published: 0,
-    }
+    HostQueue::new(ring, iova, len, None)
 }
 
 /// Writes `bytes` into `g`'s memory at `iova`, as the guest would.

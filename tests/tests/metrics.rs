@@ -235,6 +235,7 @@ fn scraped_metrics_parse_and_equal_host_mux_counters() {
         assert_eq!(v("tso_segments"), p.tso_segments as f64);
         assert_eq!(v("tso_offloaded"), p.tso_offloaded as f64);
         assert_eq!(v("tx_backpressure"), p.tx_backpressure as f64);
+        assert_eq!(v("tx_lent"), p.tx_lent as f64);
         for (n, later) in [
             ("rounds", p.rounds),
             ("empty_rounds", p.empty_rounds),

@@ -56,6 +56,7 @@ struct RawMux {
     metrics_listen: Option<String>,
     guard_unmapped: Option<bool>,
     hw_steering: Option<bool>,
+    zero_copy_tx: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -149,6 +150,7 @@ pub(super) fn parse(text: &str) -> Result<MuxConfig, ConfigError> {
         metrics_listen,
         guard_unmapped: mux.guard_unmapped.unwrap_or(false),
         hw_steering,
+        zero_copy_tx: mux.zero_copy_tx.unwrap_or(false),
         limits,
     })
 }

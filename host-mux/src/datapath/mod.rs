@@ -100,6 +100,8 @@ pub(crate) struct PollerStats {
     /// Frames from one guest delivered to another by host-mux (a broadcast counts once per
     /// guest that got it).
     pub(crate) switched: AtomicU64,
+    /// Guest frames whose payload went to the backend in place (zero-copy TX).
+    pub(crate) tx_lent: AtomicU64,
     /// Rounds in which the backend TX queue was full (guest frames wait in their rings).
     pub(crate) tx_backpressure: AtomicU64,
     pub(crate) rounds: AtomicU64,
@@ -265,8 +267,11 @@ impl Poller {
             let rx_armed = self.arm(true);
             fence(Ordering::SeqCst);
             if self.round() == 0 && !self.stop.load(Ordering::Relaxed) {
-                // An RX role whose backend cannot interrupt must still look at the wire often.
-                let timeout = if self.role.rx() && !(rx_armed && all_interruptible) {
+                // An RX role whose backend cannot interrupt must still look at the wire often,
+                // and so must a TX role with guest buffers lent to the backend: nothing wakes
+                // it when the backend is done with them, and their guests wait for them.
+                let lent = self.tx_peeks.iter().any(|p| p.lent());
+                let timeout = if lent || (self.role.rx() && !(rx_armed && all_interruptible)) {
                     1
                 } else {
                     self.policy.timeout_ms

@@ -19,26 +19,40 @@ pub(super) struct TxPeek {
     gen: Option<u64>,
     /// Each running queue's ring and the next descriptor the poller looks at.
     rings: Vec<(RingPtr, u16)>,
+    /// Some descriptor is lent to the backend (zero-copy TX): its release needs the lock.
+    lent: bool,
     /// The regions holding those rings: while held, their memory stays mapped here even if
     /// the guest unmaps them, so a stale look reads old bytes, never unmapped memory.
     _maps: Vec<Arc<DmaRegion>>,
 }
 
 impl TxPeek {
+    /// Whether some of the guest's buffers were lent to the backend when last seen.
+    pub(super) fn lent(&self) -> bool {
+        self.lent
+    }
+
     /// True when the guest surely has nothing to send: the view is current and no ring's next
     /// descriptor is handed over. False means "take the lock and look".
     #[inline]
     pub(super) fn idle(&self, g: &Guest) -> bool {
         // Rings first: a guest with work is told without reading the generation.
-        self.rings
-            .iter()
-            .all(|(ring, next)| ring.flags(*next) & DESC_F_AVAIL == 0)
+        !self.lent
+            && self
+                .rings
+                .iter()
+                .all(|(ring, next)| ring.flags(*next) & DESC_F_AVAIL == 0)
             && self.gen == Some(g.tx_gen.load(Ordering::Acquire))
     }
 
     /// Brings the view up to date with `tx` (read under the guest's TX lock, `gen` its
     /// generation then). Only a new generation rebuilds it; otherwise only positions move.
     pub(super) fn update(&mut self, gen: u64, tx: &TxPath) {
+        self.lent = tx
+            .queues
+            .iter()
+            .flatten()
+            .any(|hq| hq.zc.as_ref().is_some_and(|z| z.pending(hq.next)));
         if self.gen == Some(gen) {
             for ((_, next), hq) in self.rings.iter_mut().zip(tx.queues.iter().flatten()) {
                 *next = hq.next;

@@ -15,7 +15,10 @@ use vdpdk_core::{MacAddr, Mbuf, Mempool, OlFlags, TxOffloads};
 
 use super::rx::TARGET_NONE;
 use super::{bump, Poller, BURST, MIN_FRAME, MIN_TSO_MSS};
-use crate::guest::{Guest, GuestMem, GuestMemError, GuestSlice, HostQueue, PathStats};
+use crate::guest::{
+    Guest, GuestMem, GuestMemError, GuestSlice, HostQueue, PathStats, ZeroCopy, LEND_MIN_FRAME,
+    LENT_HEADER,
+};
 
 /// A TX descriptor the guest handed over, checked: what it asks for and where its frame lies.
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +84,9 @@ pub(crate) fn tx_frame<'m>(
 enum TxOutcome {
     /// Copied into host buffers, queued for the backend.
     Queued,
+    /// Queued with its payload lent in place: the descriptor is released when the backend
+    /// frees it.
+    Lent,
     /// Out of host buffers: the descriptor stays with the host until the next round.
     Wait,
     /// Its source MAC is not the guest's own.
@@ -121,6 +127,10 @@ impl Poller {
             [const { MaybeUninit::uninit() }; BURST];
         for (q, hq) in tx.queues.iter_mut().enumerate() {
             let Some(hq) = hq else { continue };
+            let mut moved = false;
+            if let Some(zc) = &mut hq.zc {
+                moved = zc.reclaim(&hq.ring, hq.next) > 0;
+            }
             let mut ready = 0;
             while ready < BURST {
                 let idx = hq.next.wrapping_add(ready as u16);
@@ -140,31 +150,32 @@ impl Poller {
                 unsafe { std::slice::from_raw_parts(burst.as_ptr().cast(), ready) };
             for (d, f) in taken_now {
                 let idx = hq.next;
-                let outcome = match f {
-                    Ok(f) => self.copy_tx(g, f),
-                    Err(_) => TxOutcome::Bad,
+                let outcome = match (f, &mut hq.zc) {
+                    (Ok(f), Some(zc)) if self.lendable(f) => self.lend_tx(g, f, zc, idx, &tx.mem),
+                    (Ok(f), _) => self.copy_tx(g, f),
+                    (Err(_), _) => TxOutcome::Bad,
                 };
                 match outcome {
-                    TxOutcome::Queued => {}
+                    TxOutcome::Queued => hq.finish(idx, 0),
+                    TxOutcome::Lent => {}
                     TxOutcome::Wait => break,
                     TxOutcome::Spoofed => {
                         refuse_spoofed(hq, idx, &mut tx.stats);
                         continue;
                     }
                     TxOutcome::Bad => {
-                        hq.ring.release(idx, DESC_F_ERROR);
+                        hq.finish(idx, DESC_F_ERROR);
                         hq.next = idx.wrapping_add(1);
                         hq.refused = hq.refused.wrapping_add(1);
                         tx.stats.add(StatsIndex::TxBadDesc, 1);
                         continue;
                     }
                 }
-                hq.ring.release(idx, 0);
                 hq.next = idx.wrapping_add(1);
                 taken += 1;
                 bytes += d.len as u64;
             }
-            if ready > 0 {
+            if ready > 0 || moved {
                 publish_progress(g, q as u16, hq);
             }
         }
@@ -213,6 +224,81 @@ impl Poller {
             }
         }
         self.free_cache.len() >= need
+    }
+
+    /// Whether a frame's payload may be lent to the backend in place: big enough to be worth
+    /// it, and asking for nothing the host would have to write into it (checksums the backend
+    /// fills are fine; TSO and software checksums are not).
+    #[inline(always)]
+    fn lendable(&self, f: &TxFrame<'_>) -> bool {
+        f.len >= LEND_MIN_FRAME
+            && match f.request {
+                TxRequest::Plain => true,
+                TxRequest::Checksum(_) => self.hw_tx.contains(csum_offloads(f.flags)),
+                TxRequest::Segment { .. } => false,
+            }
+    }
+
+    /// A frame sent as a host copy of its first [`LENT_HEADER`] bytes, checked and steered
+    /// like any copy, chained to the rest of it lent in place from guest memory (queue
+    /// `zc`, descriptor `idx`). A frame for another guest is copied whole instead: guests
+    /// take frames, not lent memory. Needs one reserved buffer.
+    fn lend_tx(
+        &mut self,
+        g: &Guest,
+        f: &TxFrame<'_>,
+        zc: &mut ZeroCopy,
+        idx: u16,
+        mem: &GuestMem,
+    ) -> TxOutcome {
+        if spoofed_in_guest(g, &f.src) {
+            return TxOutcome::Spoofed;
+        }
+        if !self.reserve(1) {
+            return TxOutcome::Wait;
+        }
+        let mut m = self.free_cache.pop().expect("reserved above");
+        m.reset();
+        m.set_len(LENT_HEADER).expect("a buffer holds the header");
+        if f.src.read_slice(0, m.data_mut()).is_err() {
+            self.free_cache.push(m);
+            return TxOutcome::Bad;
+        }
+        if g.limits.spoof_check {
+            m.data_mut()[6..12].copy_from_slice(&g.mac.0);
+        }
+        let for_a_guest =
+            MacAddr::dst_of(m.data()).is_some_and(|d| self.local_target(g.mac, d) != TARGET_NONE);
+        let rest = f.len - LENT_HEADER;
+        let iova = f.src.iova() + LENT_HEADER as u64;
+        let lent = match for_a_guest {
+            false => mem.lend(iova, rest as u64),
+            true => None,
+        };
+        let Some((region, ptr)) = lent else {
+            // For another guest: the rest is copied behind the header, checksums filled.
+            m.set_len(f.len).expect("len checked against max_frame");
+            let copied = f
+                .src
+                .read_slice(LENT_HEADER, &mut m.data_mut()[LENT_HEADER..]);
+            if copied.is_err() {
+                self.free_cache.push(m);
+                return TxOutcome::Bad;
+            }
+            if let TxRequest::Checksum(lay) = f.request {
+                fill_tx_checksums(m.data_mut(), f.flags, &lay);
+            }
+            self.tx_buf.push(m);
+            return TxOutcome::Queued;
+        };
+        if matches!(f.request, TxRequest::Checksum(_)) {
+            m.ol_flags = f.flags;
+            m.tx_offload = f.info;
+        }
+        m.chain(zc.lend(idx, region, ptr, iova, rest as u16));
+        self.tx_buf.push(m);
+        bump(&self.stats.tx_lent, 1);
+        TxOutcome::Lent
     }
 
     /// A frame copied as it is, its checksums (if asked) left to the backend when it has them
@@ -423,11 +509,11 @@ fn publish_progress(g: &Guest, q: u16, hq: &HostQueue) {
         .store(hq.refused, Ordering::Relaxed);
     g.data_bar
         .flag(line + abi::TXQ_DONE_INDEX)
-        .store(hq.next as u32, Ordering::Release);
+        .store(hq.released() as u32, Ordering::Release);
 }
 
 fn refuse_spoofed(hq: &mut HostQueue, idx: u16, stats: &mut PathStats) {
-    hq.ring.release(idx, DESC_F_ERROR);
+    hq.finish(idx, DESC_F_ERROR);
     hq.next = idx.wrapping_add(1);
     hq.refused = hq.refused.wrapping_add(1);
     stats.add(StatsIndex::TxSpoofed, 1);

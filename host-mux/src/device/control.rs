@@ -21,7 +21,7 @@ use vdpdk_core::{FlowHandle, MacAddr};
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::offered_features;
-use crate::guest::{Guest, HostQueue};
+use crate::guest::{Guest, HostQueue, ZeroCopy};
 
 /// Where the driver stands in the device's life cycle.
 #[derive(Debug, PartialEq, Eq)]
@@ -193,12 +193,14 @@ impl ControlPlane {
     /// of the offered ones); returns the agreed features.
     fn negotiate(&mut self, req: &CtrlRequest) -> Result<u64, Refusal> {
         let major = (req.args[0] >> 16) as u16;
-        let agreed = abi::negotiate(abi::ABI_MAJOR, offered_features(), major, req.args[1])
+        let offered = offered_features(&self.guest);
+        let agreed = abi::negotiate(abi::ABI_MAJOR, offered, major, req.args[1])
             .map_err(|m| (CtrlStatus::Version, m))?;
         // A driver starting over (a restarted guest app) drops its queues and rules;
         // vfio-level state (DMA maps, interrupt fds, PCI config) belongs to the VMM
         // and survives, as it does on CtrlOp::Reset.
         self.stop_and_clear_queues();
+        self.guest.tx.lock().zero_copy = agreed.contains(abi::Features::TX_ZERO_COPY);
         self.state = State::Negotiated;
         self.guest.attached.store(true, Ordering::Relaxed);
         self.guest.attaches.fetch_add(1, Ordering::Relaxed);
@@ -284,14 +286,9 @@ impl ControlPlane {
             // SAFETY: ptr..ptr+len lies in one writable DMA region; queues are dropped (under
             // this lock) before that region is unmapped, so the ring outlives the RingPtr.
             let ring = unsafe { RingPtr::new(ptr, size as u16) };
-            let q = HostQueue {
-                ring,
-                ring_iova: iova,
-                ring_len: len,
-                next: 0,
-                refused: 0,
-                published: 0,
-            };
+            let zc = (!is_rx && tx.zero_copy)
+                .then(|| ZeroCopy::new(size as u16, &format!("{}-txq{qid}", self.guest.name)));
+            let q = HostQueue::new(ring, iova, len, zc);
             // The published progress restarts with the ring.
             let bar = &self.guest.data_bar;
             if is_rx {
@@ -542,7 +539,7 @@ mod tests {
             "unknown feature",
         );
         assert!(!b.g.attached.load(Ordering::Relaxed));
-        let want = offered_features().bits();
+        let want = offered_features(&b.g).bits();
         let r = b.op(
             CtrlOp::Negotiate,
             [(abi::ABI_MAJOR as u64) << 16, want, 0, 0],

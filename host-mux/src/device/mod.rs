@@ -22,14 +22,19 @@ use control::ControlPlane;
 const CFG_SIZE: usize = 256;
 const MSIX_CAP: usize = 0x40;
 
-/// What the device offers every guest.
-pub fn offered_features() -> Features {
-    Features::RX_INTR
+/// What the device offers `guest`: zero-copy TX only where host-mux was told to lend guest
+/// buffers to its backend (`zero_copy_tx`).
+pub fn offered_features(guest: &Guest) -> Features {
+    let all = Features::RX_INTR
         | Features::TX_KICK
         | Features::FLOW
         | Features::MULTIQUEUE
         | Features::TX_DONE_INDEX
-        | Features::RX_DONE_INDEX
+        | Features::RX_DONE_INDEX;
+    match guest.zero_copy_tx {
+        true => all | Features::TX_ZERO_COPY,
+        false => all,
+    }
 }
 
 /// Device-wide facts the mux fills into each guest's info block.
@@ -169,7 +174,7 @@ impl VdpdkDevice {
             magic: abi::ABI_MAGIC,
             abi_major: abi::ABI_MAJOR,
             abi_minor: abi::ABI_MINOR,
-            features: offered_features().bits(),
+            features: offered_features(&self.guest).bits(),
             mac: self.guest.mac.0,
             mtu: self.facts.mtu,
             max_rx_queues: self.guest.max_rxq,

@@ -247,6 +247,22 @@ impl GuestMem {
         (iova >= r.iova && end <= r.iova + r.len).then(|| r.clone())
     }
 
+    /// `[iova, iova+len)` to lend to a backend (zero-copy TX): the region holding all of it,
+    /// which keeps it mapped while held, and its host address. The bytes are the guest's to
+    /// change meanwhile: whoever reads them treats them as untrusted and never forms a Rust
+    /// reference to them (`Mbuf::copy_to`, `Mbuf::data_addr`).
+    #[inline]
+    pub fn lend(&self, iova: u64, len: u64) -> Option<(&Arc<DmaRegion>, NonNull<u8>)> {
+        let end = iova.checked_add(len)?;
+        let r = self.regions.get(self.first_ending_after(iova))?;
+        if iova < r.iova || end > r.iova + r.len {
+            return None;
+        }
+        // SAFETY: [iova, iova+len) lies inside r's mapping (checked just above).
+        let ptr = unsafe { r.ptr.add((iova - r.iova) as usize) };
+        Some((r, ptr))
+    }
+
     /// `[iova, iova+len)` as a [`GuestSlice`] when it lies wholly in one region (and that
     /// region is writable when `write` is asked); otherwise the reason it does not.
     #[inline]
@@ -335,6 +351,12 @@ impl GuestSlice<'_> {
     #[inline(always)]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The guest IOVA of the slice's first byte.
+    #[inline(always)]
+    pub fn iova(&self) -> u64 {
+        self.iova
     }
 
     /// Whether the slice is empty (never, for a validated one).

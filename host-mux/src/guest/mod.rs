@@ -7,6 +7,7 @@
 //! both (TX first, then RX; pollers take one at a time, so there is no lock-order cycle). A
 //! poller holds a lock for one bounded batch and never while it sleeps, so a DMA unmap waits at
 //! most one batch, and no poller ever touches a region after the control thread removed it.
+mod lend;
 mod mem;
 
 use std::fs::File;
@@ -20,6 +21,7 @@ use vdpdk_core::{FlowHandle, FlowRule, MacAddr};
 
 use crate::config::GuestLimits;
 use crate::shm::SharedRegion;
+pub(crate) use lend::{ZeroCopy, LEND_MIN_FRAME, LENT_HEADER};
 pub(crate) use mem::GUARD_UNMAPPED;
 pub use mem::{DmaRegion, GuestMem, GuestMemError, GuestSlice, MemFault};
 
@@ -38,6 +40,40 @@ pub struct HostQueue {
     pub(crate) refused: u32,
     /// RX: the `next` last published as `RXQ_DONE_INDEX`.
     pub(crate) published: u16,
+    /// TX with `Features::TX_ZERO_COPY` agreed: descriptors whose payload is lent to the
+    /// backend, released in ring order once it is done.
+    pub(crate) zc: Option<ZeroCopy>,
+}
+
+impl HostQueue {
+    /// A queue on `ring` (at guest IOVA `ring_iova`, `ring_len` bytes), at index 0.
+    pub(crate) fn new(ring: RingPtr, ring_iova: u64, ring_len: u64, zc: Option<ZeroCopy>) -> Self {
+        HostQueue {
+            ring,
+            ring_iova,
+            ring_len,
+            next: 0,
+            refused: 0,
+            published: 0,
+            zc,
+        }
+    }
+
+    /// Hands descriptor `idx` (the newest taken) back to the guest with `flags`, after every
+    /// earlier one (some may still be lent to the backend).
+    #[inline(always)]
+    pub(crate) fn finish(&mut self, idx: u16, flags: u16) {
+        match &mut self.zc {
+            None => self.ring.release(idx, flags),
+            Some(zc) => zc.finish(&self.ring, idx, flags),
+        }
+    }
+
+    /// The next descriptor to be released to the guest (what `TXQ_DONE_INDEX` publishes).
+    #[inline(always)]
+    pub(crate) fn released(&self) -> u16 {
+        self.zc.as_ref().map_or(self.next, |z| z.released)
+    }
 }
 
 /// Counters kept inside a locked path: plain integers, updated by whoever holds the lock (no
@@ -83,6 +119,8 @@ pub struct TxPath {
     pub mem: GuestMem,
     /// TX queues by index (as many as configured; None until set up).
     pub queues: Vec<Option<HostQueue>>,
+    /// The driver agreed to `Features::TX_ZERO_COPY`: queues set up from now on lend.
+    pub zero_copy: bool,
 }
 
 /// Drops queues whose ring overlaps `[iova, iova+len)`; returns how many.
@@ -151,6 +189,9 @@ pub struct Guest {
     pub attaches: AtomicU64,
     /// What this VM may make host-mux hold.
     pub limits: GuestLimits,
+    /// Offer zero-copy TX (`Features::TX_ZERO_COPY`): the backend can send lent buffers and
+    /// the operator asked for it (`mux.zero_copy_tx`).
+    pub zero_copy_tx: bool,
 }
 
 impl Guest {

@@ -50,7 +50,7 @@ const VM_STAT_HELP: [&str; STATS_COUNT] = [
 ];
 
 /// Poller counters: (field name as in the JSON stats, HELP, value).
-fn poller_counters(p: &PollerSnapshot) -> [(&'static str, &'static str, u64); 11] {
+fn poller_counters(p: &PollerSnapshot) -> [(&'static str, &'static str, u64); 12] {
     [
         ("wire_rx", "Frames this poller received from the backend NIC.", p.wire_rx),
         ("wire_tx", "Frames this poller sent on the backend NIC.", p.wire_tx),
@@ -78,6 +78,11 @@ fn poller_counters(p: &PollerSnapshot) -> [(&'static str, &'static str, u64); 11
             "switched",
             "Frames one VM sent that this poller delivered to another VM (broadcasts once per VM).",
             p.switched,
+        ),
+        (
+            "tx_lent",
+            "Guest frames whose payload went to the backend in place (zero-copy TX).",
+            p.tx_lent,
         ),
         (
             "tx_backpressure",
@@ -336,6 +341,7 @@ mod tests {
             rx_guest_stopped: 16,
             switched: 21,
             tx_backpressure: 17,
+            tx_lent: 22,
             rounds: 18,
             empty_rounds: 19,
             sleeps: 20,
@@ -403,6 +409,7 @@ mod tests {
             ("rx_guest_stopped", 16),
             ("switched", 21),
             ("tx_backpressure", 17),
+            ("tx_lent", 22),
             ("rounds", 18),
             ("empty_rounds", 19),
             ("sleeps", 20),
@@ -467,8 +474,8 @@ mod tests {
             let value = l.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{l}");
         }
-        // VM counters + 3 gauges + attaches, 11 + 2 poller, info + 8 + 2 backend.
-        assert_eq!(declared.len(), STATS_COUNT + 4 + 13 + 11);
+        // VM counters + 3 gauges + attaches, 12 + 2 poller, info + 8 + 2 backend.
+        assert_eq!(declared.len(), STATS_COUNT + 4 + 14 + 11);
     }
 
     #[test]

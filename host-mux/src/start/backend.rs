@@ -111,6 +111,8 @@ pub(super) struct Offloads {
     pub(super) tso_pool: Option<Mempool>,
     /// RX checksum status passed through to guests.
     pub(super) rx_csum: RxOffloads,
+    /// Guest frames go to the backend as header-and-lent-payload chains (zero-copy TX).
+    pub(super) lend: bool,
 }
 
 /// The backend's queues once it runs, for the pollers to take.
@@ -135,8 +137,19 @@ pub(super) fn packet_pool(cfg: &MuxConfig) -> Result<Mempool> {
 }
 
 /// Picks the offloads the backend has: TX checksums, TCP segmentation of super-frames (as
-/// chains of TSO buffers, when it also takes multi-segment frames) and RX checksum status.
-pub(super) fn choose_offloads(info: &DevInfo) -> Result<Offloads> {
+/// chains of TSO buffers, when it also takes multi-segment frames) and RX checksum status;
+/// and zero-copy TX when `zero_copy_tx` asks for it, refused unless the backend sends lent
+/// buffers in chains.
+pub(super) fn choose_offloads(info: &DevInfo, zero_copy_tx: bool) -> Result<Offloads> {
+    if zero_copy_tx
+        && !(info.tx_lent_buffers && info.tx_offload_capa.contains(TxOffloads::MULTI_SEGS))
+    {
+        return Err(Error::InvalidArg(format!(
+            "mux.zero_copy_tx: the {} backend cannot send guest buffers in place \
+             (turn zero_copy_tx off, or use the pair or tap backend)",
+            info.driver
+        )));
+    }
     let hw_tx = info.tx_offload_capa & datapath::CSUM_TX_OFFLOADS;
     let tso_needs = TxOffloads::TCP_TSO | TxOffloads::MULTI_SEGS;
     let hw_tso = info
@@ -157,6 +170,7 @@ pub(super) fn choose_offloads(info: &DevInfo) -> Result<Offloads> {
         hw_tx,
         tso_pool,
         rx_csum,
+        lend: zero_copy_tx,
     })
 }
 
@@ -174,10 +188,10 @@ pub(super) fn bring_up_backend(
         nb_rx_queues: plan.n_rx(),
         nb_tx_queues: plan.nb_tx,
         rx_intr: info.rx_intr,
-        tx_offloads: if off.tso_pool.is_some() {
-            off.hw_tx | tso_needs
-        } else {
-            off.hw_tx
+        tx_offloads: match (off.tso_pool.is_some(), off.lend) {
+            (true, _) => off.hw_tx | tso_needs,
+            (false, true) => off.hw_tx | TxOffloads::MULTI_SEGS,
+            (false, false) => off.hw_tx,
         },
         rx_offloads: off.rx_csum,
         ..Default::default()
@@ -255,5 +269,47 @@ pub(super) fn port_facts(backend: &dyn EthDev, info: &DevInfo, off: &Offloads) -
         max_mtu: info.mtu,
         link_up: link.up,
         link_speed_mbps: link.speed_mbps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vdpdk_core::{DescLimits, MacAddr};
+
+    fn info(tx_lent_buffers: bool, tx_offload_capa: TxOffloads) -> DevInfo {
+        let lim = DescLimits {
+            min: 64,
+            max: 4096,
+            align: 32,
+        };
+        DevInfo {
+            driver: "test".into(),
+            mac: MacAddr::ZERO,
+            max_rx_queues: 1,
+            max_tx_queues: 1,
+            rx_desc_lim: lim,
+            tx_desc_lim: lim,
+            mtu: 1500,
+            max_mtu: 1500,
+            rx_offload_capa: RxOffloads::empty(),
+            tx_offload_capa,
+            rx_intr: false,
+            tx_lent_buffers,
+        }
+    }
+
+    #[test]
+    fn zero_copy_needs_a_backend_that_sends_lent_chains() {
+        for (lent, capa) in [(false, TxOffloads::MULTI_SEGS), (true, TxOffloads::empty())] {
+            let err = choose_offloads(&info(lent, capa), true)
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("zero_copy_tx"), "{err}");
+        }
+        let off = choose_offloads(&info(true, TxOffloads::MULTI_SEGS), true).unwrap();
+        assert!(off.lend);
+        let off = choose_offloads(&info(false, TxOffloads::empty()), false).unwrap();
+        assert!(!off.lend, "nothing is asked of a backend without zero-copy");
     }
 }

@@ -96,7 +96,7 @@ impl HostMux {
         let info = backend.info();
         let pool = packet_pool(cfg)?;
         let plan = QueuePlan::new(cfg, &info)?;
-        let off = choose_offloads(&info)?;
+        let off = choose_offloads(&info, cfg.zero_copy_tx)?;
         bring_up_backend(&mut *backend, &info, &plan, &off, &pool)?;
         program_steering(&mut *backend, &info, cfg, &plan)?;
         let queues = take_queues(&mut *backend, &plan)?;

@@ -70,6 +70,7 @@ impl Spawner<'_> {
                 attached: AtomicBool::new(false),
                 attaches: Default::default(),
                 limits: self.cfg.limits,
+                zero_copy_tx: self.cfg.zero_copy_tx,
             });
             let keep = listener.as_fd_dup()?;
             unwind.listeners.push(keep.try_clone()?);

@@ -79,7 +79,7 @@ impl Wire {
             if self.rx.rx_burst(&mut buf, 32) == 0 {
                 std::thread::sleep(Duration::from_micros(100));
             }
-            out.extend(buf.drain(..).map(|m| m.data().to_vec()));
+            out.extend(buf.drain(..).map(|m| m.to_vec()));
         }
         out
     }

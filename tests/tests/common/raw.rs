@@ -92,7 +92,12 @@ impl RawQueues {
 impl Raw {
     /// Negotiates, configures one RX and one TX queue, maps memory and starts.
     pub fn bring_up(&mut self, name: &str) -> RawQueues {
-        self.ok(CtrlOp::Negotiate, [1 << 16, 0, 0, 0]);
+        self.bring_up_with(name, Features::empty())
+    }
+
+    /// [`Raw::bring_up`], agreeing on `features`.
+    pub fn bring_up_with(&mut self, name: &str, features: Features) -> RawQueues {
+        self.ok(CtrlOp::Negotiate, [1 << 16, features.bits(), 0, 0]);
         self.ok(CtrlOp::Configure, [1, 1, 0, 0]);
         let mem = DmaMemory::alloc_with(name, RAW_MEM, false).unwrap();
         self.dev.dma_map(&mem).unwrap();
@@ -117,19 +122,25 @@ impl Raw {
 
     /// Copies `frame` into a TX buffer, publishes it and kicks; returns the descriptor index.
     pub fn send(&self, q: &mut RawQueues, frame: &[u8]) -> u16 {
-        let i = q.next_tx;
-        q.next_tx = i.wrapping_add(1);
-        let off = 64 * 1024 + (i % 64) as usize * 2048;
+        let off = 64 * 1024 + (q.next_tx % 64) as usize * 2048;
         assert!(frame.len() <= 2048);
         // SAFETY: off + 2048 lies inside our own mapping.
         unsafe {
             std::ptr::copy_nonoverlapping(frame.as_ptr(), q.mem.as_ptr().add(off), frame.len())
         };
+        self.post_tx(q, q.base() + off as u64, frame.len() as u16)
+    }
+
+    /// Publishes a TX descriptor for the `len` bytes at guest IOVA `addr` and kicks; returns
+    /// its index.
+    pub fn post_tx(&self, q: &mut RawQueues, addr: u64, len: u16) -> u16 {
+        let i = q.next_tx;
+        q.next_tx = i.wrapping_add(1);
         q.tx.publish(
             i,
             &Desc {
-                addr: q.base() + off as u64,
-                len: frame.len() as u16,
+                addr,
+                len,
                 flags: DESC_F_AVAIL,
                 ..Default::default()
             },

@@ -67,6 +67,10 @@ struct Args {
     /// CPU) or `null` (frees what is sent, produces what is received, on the poller's CPU).
     #[arg(long, value_enum, default_value_t = WireKind::Pair)]
     wire: WireKind,
+    /// Zero-copy TX (host-mux's `zero_copy_tx`): frames of 512 B and more go to the wire
+    /// from guest memory, behind a host copy of their headers.
+    #[arg(long)]
+    zero_copy: bool,
 }
 
 /// What stands for the wire behind host-mux.
@@ -158,6 +162,7 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
             cpus: vec![args.mux_cpu],
             mode: PollMode::Combined,
         }],
+        zero_copy_tx: args.zero_copy,
         ..MuxConfig::new(
             BackendConfig::Pair,
             vec![
@@ -200,8 +205,9 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     };
 
     outln!(
-        "vdpdk-bench: 2 guests, {:?} wire, batch {BURST}, guest CPU {}, mux CPU {}, {} x {:.1}s",
+        "vdpdk-bench: 2 guests, {:?} wire{}, batch {BURST}, guest CPU {}, mux CPU {}, {} x {:.1}s",
         args.wire,
+        if args.zero_copy { ", zero-copy TX" } else { "" },
         args.guest_cpu,
         args.mux_cpu,
         args.repeats,
@@ -292,12 +298,20 @@ impl Rounds {
     }
 }
 
+/// Bytes of the template the guest writes into each frame: its Ethernet, IPv4 and UDP
+/// headers. The payload is whatever the buffer held, as testpmd's `txonly` (memif's sender in
+/// `bench-vs-memif.sh`) writes only the headers of the frames it sends.
+const WRITTEN: usize = 42;
+
+/// Tops `out` up to a burst of frames like `tmpl` (headers written, see [`WRITTEN`]).
 pub(crate) fn fill(pool: &Mempool, out: &mut Vec<Mbuf>, tmpl: &[u8]) {
     let need = BURST - out.len();
     let start = out.len();
     pool.alloc_bulk(out, need);
+    let hdr = WRITTEN.min(tmpl.len());
     for m in &mut out[start..] {
-        m.copy_from(tmpl).expect("template fits");
+        m.set_len(tmpl.len()).expect("template fits");
+        m.data_mut()[..hdr].copy_from_slice(&tmpl[..hdr]);
     }
 }
 

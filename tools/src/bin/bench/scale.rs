@@ -50,6 +50,7 @@ pub fn scale(args: &Args) -> vdpdk_core::Result<()> {
                 cpus: vec![args.mux_cpu],
                 mode: PollMode::Combined,
             }],
+            zero_copy_tx: args.zero_copy,
             ..MuxConfig::new(BackendConfig::Pair, vms)
         };
         let (backend, mut wire) = Wire::new(args.wire, WIRE_MAC)?;
