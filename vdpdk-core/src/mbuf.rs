@@ -14,6 +14,7 @@
 //! instead of refilling a free list (DPDK's external buffers, `rte_pktmbuf_attach_extbuf`).
 
 mod chain;
+mod free;
 mod lending;
 
 use std::ptr::NonNull;
@@ -41,6 +42,10 @@ const SEGMENT: usize = 2 << 20;
 struct PoolInner {
     /// The buffers' memory; None for an external pool, whose mbufs lend someone else's.
     mem: Option<DmaMemory>,
+    /// Where `mem` starts, here and for devices (null and 0 for an external pool): kept apart
+    /// so that making an mbuf does not test the Option.
+    base: *mut u8,
+    iova_base: u64,
     /// Told of each freed mbuf of an external pool (None: an own pool, frees to `free`).
     lender: Option<Arc<dyn Lender>>,
     stride: usize,
@@ -86,8 +91,10 @@ unsafe fn release(inner: NonNull<PoolInner>, n: usize) {
 impl Mempool {
     /// Creates a pool of `count` buffers of `buf_size` bytes each (headroom included).
     pub fn new(name: &str, count: u32, buf_size: u16) -> Result<Mempool> {
-        if count == 0 {
-            return Err(Error::InvalidArg("mempool with 0 buffers".into()));
+        if count == 0 || count >= LENT {
+            return Err(Error::InvalidArg(format!(
+                "mempool with {count} buffers (1..{LENT})"
+            )));
         }
         if buf_size <= MBUF_HEADROOM {
             return Err(Error::InvalidArg(format!(
@@ -100,6 +107,8 @@ impl Mempool {
         let segments = count.div_ceil(per_segment) as usize;
         let mem = DmaMemory::alloc(name, segments * SEGMENT)?;
         let inner = Box::new(PoolInner {
+            base: mem.as_ptr(),
+            iova_base: mem.iova(0),
             mem: Some(mem),
             lender: None,
             stride,
@@ -160,16 +169,15 @@ impl Mempool {
 
     fn make(&self, idx: u32) -> Mbuf {
         let p = self.inner();
-        // Only own pools have buffers on their free list.
-        let mem = p.mem.as_ref().expect("own pool");
         let off =
             (idx / p.per_segment) as usize * SEGMENT + (idx % p.per_segment) as usize * p.stride;
         Mbuf {
             pool: self.inner,
-            // SAFETY: idx < count, so off is inside the mapping.
-            buf: unsafe { NonNull::new_unchecked(mem.as_ptr().add(off)) },
+            // SAFETY: only own pools have buffers on their free list, and for them `base` is
+            // their memory's start; idx < count, so off is inside it.
+            buf: unsafe { NonNull::new_unchecked(p.base.add(off)) },
             idx,
-            iova: mem.iova(off),
+            iova: p.iova_base + off as u64,
             buf_len: p.buf_len,
             data_off: MBUF_HEADROOM,
             data_len: 0,
@@ -232,76 +240,6 @@ impl Mempool {
         }
         Ok(head)
     }
-
-    /// Returns every mbuf in `mbufs` (with its chained segments) to its pool, one lock per run
-    /// of buffers from the same pool.
-    pub fn free_bulk(mbufs: &mut Vec<Mbuf>) {
-        // Two runs: a burst of header-and-lent chains is then one run of header buffers and
-        // one of lent segments, not a flush per segment.
-        let (mut own, mut lent) = (FreeRun::default(), FreeRun::default());
-        let mut put = |m: Mbuf| match m.is_lent() {
-            false => own.push(m),
-            true => lent.push(m),
-        };
-        for mut m in mbufs.drain(..) {
-            let mut next = m.next.take();
-            put(m);
-            // Chained segments (rare) follow their head.
-            while let Some(seg) = next {
-                let mut seg = seg.into_inner();
-                next = seg.next.take();
-                put(seg);
-            }
-        }
-        own.flush();
-        lent.flush();
-    }
-}
-
-/// Indexes of freed buffers of one pool, handed back together.
-struct FreeRun {
-    pool: Option<NonNull<PoolInner>>,
-    idxs: [u32; 64],
-    n: usize,
-}
-
-impl Default for FreeRun {
-    fn default() -> Self {
-        FreeRun {
-            pool: None,
-            idxs: [0; 64],
-            n: 0,
-        }
-    }
-}
-
-impl FreeRun {
-    /// Queues one buffer, flushing first when it is of another pool or the run is full.
-    fn push(&mut self, m: Mbuf) {
-        if self.pool != Some(m.pool) || self.n == self.idxs.len() {
-            self.flush();
-            self.pool = Some(m.pool);
-        }
-        self.idxs[self.n] = m.idx();
-        self.n += 1;
-        std::mem::forget(m);
-    }
-
-    /// Returns the queued buffers to their pool (or lender) and drops their references.
-    fn flush(&mut self) {
-        let Some(pool) = self.pool else { return };
-        let idxs = &self.idxs[..self.n];
-        // SAFETY: each index in idxs belongs to an mbuf of `pool` that we forgot, so we hold
-        // one reference per index.
-        let p = unsafe { pool.as_ref() };
-        match &p.lender {
-            None => p.free.lock().extend_from_slice(idxs),
-            Some(l) => idxs.iter().for_each(|&i| l.returned(i)),
-        }
-        // SAFETY: releasing exactly the references those mbufs held.
-        unsafe { release(pool, idxs.len()) };
-        self.n = 0;
-    }
 }
 
 impl Clone for Mempool {
@@ -327,6 +265,10 @@ impl std::fmt::Debug for Mempool {
             .finish()
     }
 }
+
+/// Marks the slot of a lent mbuf ([`Lending`]) in `Mbuf::idx`, so the free and reset paths
+/// tell it from an own buffer without looking at the pool (own pools hold fewer buffers).
+const LENT: u32 = 1 << 31;
 
 /// One packet buffer and its metadata. Dropping it returns the buffer to its pool.
 pub struct Mbuf {
@@ -366,7 +308,7 @@ impl Mbuf {
         unsafe { self.pool.as_ref() }
     }
     fn idx(&self) -> u32 {
-        self.idx
+        self.idx & !LENT
     }
     /// Id of the pool this buffer came from.
     pub fn pool_id(&self) -> u32 {
@@ -473,7 +415,7 @@ impl Mbuf {
     }
     /// Whether this segment lends memory of someone else ([`Lending::attach`]).
     pub fn is_lent(&self) -> bool {
-        self.pool_inner().lender.is_some()
+        self.idx & LENT != 0
     }
     /// Raw pointer to the first data byte, for drivers that DMA or copy into the buffer.
     pub fn data_ptr(&mut self) -> *mut u8 {
@@ -539,11 +481,17 @@ impl Mbuf {
         self.data_mut().copy_from_slice(bytes);
         Ok(())
     }
+    /// Frees the chained segments (out of line: single buffers are the hot path).
+    #[cold]
+    #[inline(never)]
+    fn drop_chain(&mut self) {
+        self.next = None;
+    }
     /// Clears data and metadata so the buffer can be reused for a new packet; chained
     /// segments go back to their pool.
     pub fn reset(&mut self) {
         if self.next.is_some() {
-            self.next = None;
+            self.drop_chain();
         }
         // A lent buffer has no headroom: its data starts where the lender's bytes do.
         self.data_off = if self.is_lent() { 0 } else { MBUF_HEADROOM };

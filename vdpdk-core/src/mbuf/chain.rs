@@ -33,6 +33,7 @@ impl Segment {
     }
 
     /// Moves the mbuf out and keeps the allocation for the next segment.
+    #[inline(never)]
     pub(super) fn into_inner(self) -> Mbuf {
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never dropped, so the box is taken exactly once.
@@ -46,6 +47,7 @@ impl Segment {
 }
 
 /// Keeps an emptied segment allocation for reuse, or frees it when the cache is full.
+#[inline(never)]
 fn recycle(shell: Box<MaybeUninit<Mbuf>>) {
     // A thread being torn down frees it instead.
     let _ = SEGMENT_SHELLS.try_with(|c| {
@@ -72,6 +74,9 @@ impl std::ops::DerefMut for Segment {
 }
 
 impl Drop for Segment {
+    // Out of line: every drop of an mbuf carries this glue, and single-buffer packets (the hot
+    // path) never run it.
+    #[inline(never)]
     fn drop(&mut self) {
         // SAFETY: drop runs once; the box is taken once and its mbuf dropped once (it was
         // initialised in `new`).

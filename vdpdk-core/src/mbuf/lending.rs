@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{release, Mbuf, Mempool, PoolInner, NEXT_POOL_ID};
+use super::{release, Mbuf, Mempool, PoolInner, LENT, NEXT_POOL_ID};
 use crate::offload::{OlFlags, PacketType, TxOffloadInfo};
 
 /// The owner of memory an external pool lends out (see [`Lending::attach`]).
@@ -25,6 +25,8 @@ impl Mempool {
     fn external(name: &str, lender: Arc<dyn Lender>) -> Mempool {
         let inner = Box::new(PoolInner {
             mem: None,
+            base: std::ptr::null_mut(),
+            iova_base: 0,
             lender: Some(lender),
             stride: 0,
             per_segment: 0,
@@ -75,6 +77,8 @@ impl Lending {
     /// not form a Rust reference to it use [`Mbuf::copy_to`] or [`Mbuf::data_addr`], not
     /// [`Mbuf::data`].
     ///
+    /// `slot` is below 2^31 (the top bit marks lent mbufs).
+    ///
     /// # Safety
     /// `ptr..ptr+len` must stay mapped and readable until the lender is told `slot` came back.
     #[inline]
@@ -87,10 +91,11 @@ impl Lending {
             self.credit = LENDING_CREDIT;
         }
         self.credit -= 1; // this mbuf's reference on the pool
+        debug_assert!(slot < LENT, "slot {slot} collides with the lent mark");
         Mbuf {
             pool: self.pool.inner,
             buf: ptr,
-            idx: slot,
+            idx: slot | LENT,
             iova,
             buf_len: len,
             data_off: 0,

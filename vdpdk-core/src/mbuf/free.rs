@@ -1,0 +1,108 @@
+//! Handing freed buffers back in batches: one lock per run of buffers from the same pool.
+
+use std::ptr::NonNull;
+
+use super::{release, Mbuf, Mempool, PoolInner};
+
+impl Mempool {
+    /// Returns every mbuf in `mbufs` (with its chained segments) to its pool, one lock per run
+    /// of buffers from the same pool.
+    pub fn free_bulk(mbufs: &mut Vec<Mbuf>) {
+        // Lent segments go back to their lender as they come, their pool references in one
+        // release per run: a burst of header-and-lent chains is one run of each.
+        let (mut own, mut lent) = (FreeRun::default(), LentRun::default());
+        for mut m in mbufs.drain(..) {
+            let mut next = m.next.take();
+            match m.is_lent() {
+                false => own.push(m),
+                true => lent.push(m),
+            }
+            // Chained segments (rare) follow their head.
+            while let Some(seg) = next {
+                let mut seg = seg.into_inner();
+                next = seg.next.take();
+                match seg.is_lent() {
+                    false => own.push(seg),
+                    true => lent.push(seg),
+                }
+            }
+        }
+        own.flush();
+        lent.flush();
+    }
+}
+
+/// Indexes of freed buffers of one pool, handed back together.
+struct FreeRun {
+    pool: Option<NonNull<PoolInner>>,
+    idxs: [u32; 64],
+    n: usize,
+}
+
+impl Default for FreeRun {
+    fn default() -> Self {
+        FreeRun {
+            pool: None,
+            idxs: [0; 64],
+            n: 0,
+        }
+    }
+}
+
+impl FreeRun {
+    /// Queues one buffer, flushing first when it is of another pool or the run is full.
+    #[inline(always)]
+    fn push(&mut self, m: Mbuf) {
+        if self.pool != Some(m.pool) || self.n == self.idxs.len() {
+            self.flush();
+            self.pool = Some(m.pool);
+        }
+        self.idxs[self.n] = m.idx();
+        self.n += 1;
+        std::mem::forget(m);
+    }
+
+    /// Returns the queued buffers to their pool and drops their references.
+    fn flush(&mut self) {
+        let Some(pool) = self.pool else { return };
+        let idxs = &self.idxs[..self.n];
+        // SAFETY: each index in idxs belongs to an mbuf of `pool` that we forgot, so we hold
+        // one reference per index.
+        unsafe { pool.as_ref() }.free.lock().extend_from_slice(idxs);
+        // SAFETY: releasing exactly the references those mbufs held.
+        unsafe { release(pool, idxs.len()) };
+        self.n = 0;
+    }
+}
+
+/// Lent segments freed from one pool: each is returned to its lender at once, their
+/// references on the pool dropped together.
+#[derive(Default)]
+struct LentRun {
+    pool: Option<NonNull<PoolInner>>,
+    n: usize,
+}
+
+impl LentRun {
+    fn push(&mut self, m: Mbuf) {
+        if self.pool != Some(m.pool) {
+            self.flush();
+            self.pool = Some(m.pool);
+        }
+        // SAFETY: `m` holds a reference on its pool, so the pool is alive.
+        let p = unsafe { m.pool.as_ref() };
+        if let Some(l) = &p.lender {
+            l.returned(m.idx());
+        }
+        self.n += 1;
+        std::mem::forget(m);
+    }
+
+    fn flush(&mut self) {
+        if let Some(pool) = self.pool {
+            // SAFETY: one reference per forgotten mbuf of `pool`.
+            unsafe { release(pool, self.n) };
+        }
+        self.n = 0;
+    }
+}
