@@ -314,6 +314,23 @@ impl GuestTxQueue {
     }
 }
 
+/// Longest a TX queue being dropped waits for the host to take the frames still posted.
+const TX_DRAIN: std::time::Duration = std::time::Duration::from_millis(200);
+
+impl Drop for GuestTxQueue {
+    /// Frames `tx_burst` accepted leave before the queue goes: an application that sends its
+    /// last burst and exits (closing the device, whose reset drops the ring) loses nothing
+    /// the host could still take. The wait is bounded: a stopped device takes nothing, and
+    /// what is left goes back to its pool with the queue.
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + TX_DRAIN;
+        while self.head != self.tail && std::time::Instant::now() < deadline {
+            self.reclaim();
+            std::thread::yield_now();
+        }
+    }
+}
+
 impl TxQueue for GuestTxQueue {
     fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
         self.reclaim();

@@ -127,3 +127,38 @@ fn rx_frames_are_read_by_the_published_index() {
 fn rx_frames_are_read_by_descriptor_flags_without_the_index() {
     receives_whole_and_in_order("rx-flags", driver_features() - Features::RX_DONE_INDEX);
 }
+
+#[test]
+fn a_port_closed_right_after_its_last_burst_still_sends_it() {
+    let dir = TempDir::new("close-drain");
+    let (_mux, mut wire) = start_mux(
+        &dir,
+        &[Vm {
+            name: "g",
+            mac: mac(GMAC),
+            rxq: 1,
+        }],
+    );
+    let pool = Mempool::new("g", 256, DEFAULT_BUF_SIZE).unwrap();
+    // An application that sends its last burst and exits at once, again and again: each
+    // close resets the device, which drops whatever the host had not taken yet.
+    for round in 0..20u64 {
+        let mut port = VdpdkPort::connect(dir.sock("g")).expect("connect");
+        let (rx, mut tx) = start_single_queue(&mut port, &pool, 64, false).unwrap();
+        let frames: Vec<Vec<u8>> = (0..48u64)
+            .map(|i| udp_frame(WIRE_MAC, mac(GMAC), round * 48 + i, 64))
+            .collect();
+        let mut burst: Vec<_> = frames
+            .iter()
+            .map(|f| pool.alloc_packet(f).unwrap())
+            .collect();
+        assert_eq!(tx.tx_burst(&mut burst), 48);
+        drop((tx, rx, port));
+        assert_eq!(
+            wire.recv(48, Duration::from_secs(10)),
+            frames,
+            "round {round}: every accepted frame left"
+        );
+    }
+    assert_eq!(pool.available(), 256);
+}
