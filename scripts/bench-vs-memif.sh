@@ -10,7 +10,7 @@
 # guests on guest-pmd, host-mux's poller, TX, RX, G2G) twice: on the null wire (a NIC that
 # costs no CPU, consuming and producing on the poller's CPU: two actors on two CPUs, as memif
 # has) and on the pair wire (its far end driven on the guest's CPU: a third actor there); and
-# TX once more on the null wire with zero-copy TX (--zero-copy; frames of 512 B and more).
+# TX once more on the null wire with zero-copy TX (--zero-copy; frames of 1024 B and more).
 # A B A B ..., N pairs (default 5), S seconds of steady state per run (default 5). Prints every
 # run, the medians and the ratio ours/memif for TX, for RX and for guest -> guest (G2G:
 # vdpdk-bench's second guest, switched inside host-mux, against the same pair's memif TX).
@@ -414,7 +414,7 @@ echo "(medians of $pairs interleaved runs each; TX = guest/client transmits, RX 
 echo " TX/RX: host-mux on the null wire, two actors on two CPUs as memif's; pair wire: its far end"
 echo " runs on the guest's CPU too; G2G = ours guest -> guest, switched inside host-mux, from both"
 echo " runs, against memif TX (one process sends, the other receives); TX zero-copy: host-mux's"
-echo " zero_copy_tx on the null wire, frames of 512 B and more lent from guest memory)"
+echo " zero_copy_tx on the null wire, frames of 1024 B and more lent from guest memory)"
 
 if [ "$latency" = 1 ]; then
     echo

@@ -8,12 +8,12 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use host_mux::device::VdpdkDevice;
 use libfuzzer_sys::fuzz_target;
 use vdpdk_core::abi::{self, CtrlRequest, CtrlResponse, CtrlStatus, StatsIndex};
 use vdpdk_fuzz::ops::{Arg, Iova, Off, Rule, Size};
 use vdpdk_fuzz::{file_of_kind, new_device, GUEST_MAC};
 use vfio_bindings::bindings::vfio::*;
-use host_mux::device::VdpdkDevice;
 use vfio_user::{DmaMapFlags, DmaUnmapFlags, ServerBackend};
 use zerocopy::{FromZeros, IntoBytes};
 
@@ -113,7 +113,10 @@ fn check_invariants(g: &host_mux::guest::Guest) {
         assert_eq!(q.ring_len, q.ring.size() as u64 * 32);
     }
     for (_, r) in &rx.rules {
-        assert!(r.check_shape().is_ok(), "an installed rule fails its shape check");
+        assert!(
+            r.check_shape().is_ok(),
+            "an installed rule fails its shape check"
+        );
         for q in r.queues() {
             assert!((q as usize) < rx.queues.len(), "a rule targets queue {q}");
         }
@@ -122,7 +125,10 @@ fn check_invariants(g: &host_mux::guest::Guest) {
     if rx.running {
         assert!(!rx.queues.is_empty() && !tx.queues.is_empty());
         assert!(
-            rx.queues.iter().chain(tx.queues.iter()).all(|q| q.is_some()),
+            rx.queues
+                .iter()
+                .chain(tx.queues.iter())
+                .all(|q| q.is_some()),
             "running with a queue not set up"
         );
     }
@@ -160,7 +166,11 @@ fn run(ops: Vec<Op>) {
                 dev.region_read(region_index(region), off.get(), &mut buf)
                     .expect("region reads never fail");
             }
-            Op::Write { region, off, mut data } => {
+            Op::Write {
+                region,
+                off,
+                mut data,
+            } => {
                 data.truncate(64);
                 let region = region_index(region);
                 let off = off.get();
@@ -182,7 +192,11 @@ fn run(ops: Vec<Op>) {
                 payload_len,
             } => {
                 let mut req = CtrlRequest::new_zeroed();
-                req.op = if op < 240 { (op % 14) as u32 } else { op as u32 * 0x0101_0101 };
+                req.op = if op < 240 {
+                    (op % 14) as u32
+                } else {
+                    op as u32 * 0x0101_0101
+                };
                 req.seq = if wrong_seq { seq.wrapping_add(1) } else { seq };
                 req.args = args.map(Arg::get);
                 let bytes = match payload {
@@ -205,8 +219,12 @@ fn run(ops: Vec<Op>) {
                 rung = Some(seq);
             }
             Op::Kick(q) => {
-                dev.region_write(VFIO_PCI_BAR0_REGION_INDEX, abi::REG_TX_KICK, &q.to_le_bytes())
-                    .expect("region writes never fail");
+                dev.region_write(
+                    VFIO_PCI_BAR0_REGION_INDEX,
+                    abi::REG_TX_KICK,
+                    &q.to_le_bytes(),
+                )
+                .expect("region writes never fail");
             }
             Op::DmaMap {
                 flags,
@@ -230,7 +248,11 @@ fn run(ops: Vec<Op>) {
                 assert!(after == before || (ok && after == before + 1 && fd % 5 == 1));
             }
             Op::DmaUnmap { flags, iova, size } => {
-                let _ = dev.dma_unmap(DmaUnmapFlags::from_bits_retain(flags), iova.get(), size.get());
+                let _ = dev.dma_unmap(
+                    DmaUnmapFlags::from_bits_retain(flags),
+                    iova.get(),
+                    size.get(),
+                );
                 if flags & DmaUnmapFlags::UNMAP_ALL.bits() != 0 {
                     assert_eq!(g.dma_regions(), 0, "UNMAP_ALL left regions");
                 }

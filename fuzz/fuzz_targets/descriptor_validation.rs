@@ -188,7 +188,10 @@ fn mem_ops(ops: Vec<MemOp>) {
                 alone.add(r.clone()).expect("one region");
                 let base = alone.translate(iova, len, false).expect("the whole region");
                 assert_eq!(peek(base), pat(k, off));
-                assert_eq!(peek(base.wrapping_add(len as usize - 1)), pat(k, off + len - 1));
+                assert_eq!(
+                    peek(base.wrapping_add(len as usize - 1)),
+                    pat(k, off + len - 1)
+                );
                 let overlaps = model.iter().any(|m| iova < m.end() && m.iova < iova + len);
                 let got = mem.add(r);
                 assert_eq!(got.is_ok(), !overlaps, "add {iova:#x}+{len:#x}: {got:?}");
@@ -214,7 +217,10 @@ fn mem_ops(ops: Vec<MemOp>) {
                     .any(|&i| model[i].iova < iova || model[i].end() > end);
                 let got = mem.remove(iova, n);
                 if split {
-                    assert!(got.is_err(), "partial unmap {iova:#x}+{n:#x} accepted: {got:?}");
+                    assert!(
+                        got.is_err(),
+                        "partial unmap {iova:#x}+{n:#x} accepted: {got:?}"
+                    );
                 } else {
                     assert_eq!(got, Ok(hit.len()), "unmap {iova:#x}+{n:#x}");
                     for &i in hit.iter().rev() {
@@ -233,13 +239,19 @@ fn mem_ops(ops: Vec<MemOp>) {
                 };
                 let got = mem.translate(iova, n, write);
                 match expect {
-                    None => assert!(got.is_none(), "translate({iova:#x}, {n:#x}, {write}) = {got:?}, expected None"),
+                    None => assert!(
+                        got.is_none(),
+                        "translate({iova:#x}, {n:#x}, {write}) = {got:?}, expected None"
+                    ),
                     Some(m) => {
                         let want = m.base.wrapping_add((iova - m.iova) as usize);
                         assert_eq!(got, Some(want), "translate({iova:#x}, {n:#x}, {write})");
                         let x = m.off + (iova - m.iova);
                         assert_eq!(peek(want), pat(m.file, x));
-                        assert_eq!(peek(want.wrapping_add(n as usize - 1)), pat(m.file, x + n - 1));
+                        assert_eq!(
+                            peek(want.wrapping_add(n as usize - 1)),
+                            pat(m.file, x + n - 1)
+                        );
                     }
                 }
             }
@@ -276,12 +288,18 @@ fn tx_case(c: TxCase) {
     let max_frame = c.max_frame.map_or(MAX_FRAME, |m| MAX_FRAME.min(m as usize));
     let req = tx_request(flags, t, len, max_frame);
     if !KNOWN.contains(flags) {
-        assert!(req.is_none(), "unknown offload flags {flags:?} accepted: {req:?}");
+        assert!(
+            req.is_none(),
+            "unknown offload flags {flags:?} accepted: {req:?}"
+        );
         return;
     }
     let tso = flags.contains(OlFlags::TX_TCP_SEG);
     if !tso && !flags.intersects(CSUM) && len <= max_frame {
-        assert!(matches!(req, Some(TxRequest::Plain)), "plain frame refused: {req:?}");
+        assert!(
+            matches!(req, Some(TxRequest::Plain)),
+            "plain frame refused: {req:?}"
+        );
     }
     let Some(req) = req else { return };
     // The frame the guest handed over (its bytes are the guest's: anything).
@@ -298,17 +316,26 @@ fn tx_case(c: TxCase) {
         TxRequest::Checksum(lay) => {
             assert!(!tso && flags.intersects(CSUM) && len <= max_frame);
             assert_eq!(Some(lay), TxLayout::new(flags, t, len));
-            assert!(lay.l3 >= 14 && lay.l3 <= lay.l4 && lay.l4 <= lay.payload && lay.payload <= len);
+            assert!(
+                lay.l3 >= 14 && lay.l3 <= lay.l4 && lay.l4 <= lay.payload && lay.payload <= len
+            );
             fill_tx_checksums(&mut frame, flags, &lay);
         }
         TxRequest::Segment { lay, mss, nseg } => {
             assert!(tso && lay.l4_proto == 6);
             assert_eq!(mss, c.tso_segsz as usize);
             assert!(mss >= MIN_TSO_MSS, "mss {mss}");
-            assert!(lay.payload + mss <= max_frame, "headers {} + mss {mss} > {max_frame}", lay.payload);
+            assert!(
+                lay.payload + mss <= max_frame,
+                "headers {} + mss {mss} > {max_frame}",
+                lay.payload
+            );
             assert!(len > lay.payload);
             let data = len - lay.payload;
-            assert!(nseg >= 1 && nseg * mss >= data && (nseg - 1) * mss < data, "{nseg} x {mss} for {data}");
+            assert!(
+                nseg >= 1 && nseg * mss >= data && (nseg - 1) * mss < data,
+                "{nseg} x {mss} for {data}"
+            );
             // Host buffers one super-frame may take (the reason for MIN_TSO_MSS).
             assert!(nseg <= 256, "{nseg} segments");
             let tcp = TcpLayout {

@@ -39,6 +39,8 @@ pub fn new_guest() -> Arc<Guest> {
         attached: AtomicBool::new(false),
         attaches: AtomicU64::new(0),
         limits: GuestLimits::default(),
+        // Offered, so inputs reach the zero-copy queue state too.
+        zero_copy_tx: true,
     })
 }
 

@@ -122,7 +122,9 @@ impl Arg {
             Arg::Small(v) => v as u64,
             Arg::Version(minor) => (abi::ABI_MAJOR as u64) << 16 | minor as u64,
             Arg::Features(f) => {
-                let offered = host_mux::device::offered_features().bits();
+                static OFFERED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+                let offered = *OFFERED
+                    .get_or_init(|| host_mux::device::offered_features(&crate::new_guest()).bits());
                 if f & 0x80 != 0 {
                     1u64 << (f % 64)
                 } else {
@@ -140,7 +142,10 @@ impl Arg {
 #[derive(Arbitrary, Debug, Clone)]
 pub enum Item {
     /// `own_dst`: the destination is the guest's MAC (or broadcast) under a full mask.
-    Eth { own_dst: u8, rest: [u8; 22] },
+    Eth {
+        own_dst: u8,
+        rest: [u8; 22],
+    },
     Ipv4([u8; 18]),
     Ipv6(Box<[u8; 66]>),
     Udp([u8; 8]),
@@ -177,7 +182,14 @@ impl Rule {
             // Mostly ingress only (the one accepted attribute).
             if self.attr < 200 { 1 } else { self.attr },
         ];
-        b.extend_from_slice(&(if self.group < 200 { 0 } else { self.group as u32 }).to_le_bytes());
+        b.extend_from_slice(
+            &(if self.group < 200 {
+                0
+            } else {
+                self.group as u32
+            })
+            .to_le_bytes(),
+        );
         b.extend_from_slice(&self.priority.to_le_bytes());
         for it in self.items.iter().take(255) {
             match it {

@@ -324,10 +324,26 @@ impl Drop for GuestTxQueue {
     /// what is left goes back to its pool with the queue.
     fn drop(&mut self) {
         let deadline = std::time::Instant::now() + TX_DRAIN;
-        while self.head != self.tail && std::time::Instant::now() < deadline {
-            self.reclaim();
+        while self.host_behind() && std::time::Instant::now() < deadline {
             std::thread::yield_now();
         }
+    }
+}
+
+impl GuestTxQueue {
+    /// Whether the host has not yet released every descriptor posted (it releases in ring
+    /// order, so the last one tells). Apart from `reclaim`, which stays `tx_burst`'s alone:
+    /// a second caller got it compiled out of line there, 8% of 64 B TX.
+    fn host_behind(&self) -> bool {
+        if self.head == self.tail {
+            return false;
+        }
+        if self.done_index {
+            let line = abi::txq_flags_offset(self.qid);
+            let done = bar_flag(&self.bar, line + abi::TXQ_DONE_INDEX).load(Ordering::Acquire);
+            return done as u16 != self.head;
+        }
+        self.ring.flags(self.head.wrapping_sub(1)) & DESC_F_AVAIL != 0
     }
 }
 

@@ -23,8 +23,8 @@ const GMAC: u8 = 0x7a;
 const PEER: u8 = 0x7b;
 /// What host-mux copies of a lent frame (`LENT_HEADER`); the rest is lent.
 const HEADER: usize = 128;
-/// Frames this long are lent; shorter ones are copied (`LEND_MIN_FRAME` is 512).
-const BIG: usize = 1000;
+/// Frames this long are lent; shorter ones are copied (`LEND_MIN_FRAME` is 1024).
+const BIG: usize = 1200;
 
 /// host-mux on the pair wire with zero-copy TX on, serving "g" and "peer", guarding
 /// unmapped memory (a read of it faults at once instead of reading stale bytes).
@@ -102,7 +102,7 @@ fn a_big_frame_reaches_the_backend_in_guest_memory_and_comes_back_when_the_backe
     let (_rx, mut tx) = start_single_queue(&mut port, &pool, 64, false).unwrap();
     let full = pool.available();
     // Big frames to the wire are lent; a small one is copied.
-    let sizes = [BIG, 1500, 100, BIG];
+    let sizes = [BIG, 1500, 1000, BIG];
     let frames: Vec<Vec<u8>> = sizes
         .iter()
         .enumerate()
@@ -122,7 +122,7 @@ fn a_big_frame_reaches_the_backend_in_guest_memory_and_comes_back_when_the_backe
             frames[i],
             "frame {i} arrives whole and in order"
         );
-        if sizes[i] < 512 {
+        if sizes[i] < 1024 {
             assert_eq!(m.nb_segs(), 1, "a small frame is copied");
             assert!(!m.is_lent());
             continue;

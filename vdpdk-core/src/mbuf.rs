@@ -171,26 +171,10 @@ impl Mempool {
         let p = self.inner();
         let off =
             (idx / p.per_segment) as usize * SEGMENT + (idx % p.per_segment) as usize * p.stride;
-        Mbuf {
-            pool: self.inner,
-            // SAFETY: only own pools have buffers on their free list, and for them `base` is
-            // their memory's start; idx < count, so off is inside it.
-            buf: unsafe { NonNull::new_unchecked(p.base.add(off)) },
-            idx,
-            iova: p.iova_base + off as u64,
-            buf_len: p.buf_len,
-            data_off: MBUF_HEADROOM,
-            data_len: 0,
-            ol_flags: OlFlags::empty(),
-            packet_type: PacketType::default(),
-            hash: 0,
-            mark: 0,
-            vlan_tci: 0,
-            tx_offload: TxOffloadInfo::default(),
-            port: 0,
-            queue: 0,
-            next: None,
-        }
+        // SAFETY: only own pools have buffers on their free list, and for them `base` is their
+        // memory's start; idx < count, so off is inside it.
+        let buf = unsafe { NonNull::new_unchecked(p.base.add(off)) };
+        Mbuf::fresh(self.inner, buf, idx, p.iova_base + off as u64, p.buf_len)
     }
 
     /// Takes one buffer, or None when the pool is empty.
@@ -303,6 +287,35 @@ pub struct Mbuf {
 unsafe impl Send for Mbuf {}
 
 impl Mbuf {
+    /// A buffer of `buf_len` bytes at `buf` (device address `iova`) of `pool`, empty, with
+    /// the default headroom and no metadata.
+    #[inline(always)]
+    fn fresh(
+        pool: NonNull<PoolInner>,
+        buf: NonNull<u8>,
+        idx: u32,
+        iova: u64,
+        buf_len: u16,
+    ) -> Mbuf {
+        Mbuf {
+            pool,
+            buf,
+            idx,
+            iova,
+            buf_len,
+            data_off: MBUF_HEADROOM,
+            data_len: 0,
+            ol_flags: OlFlags::empty(),
+            packet_type: PacketType::default(),
+            hash: 0,
+            mark: 0,
+            vlan_tci: 0,
+            tx_offload: TxOffloadInfo::default(),
+            port: 0,
+            queue: 0,
+            next: None,
+        }
+    }
     fn pool_inner(&self) -> &PoolInner {
         // SAFETY: a live Mbuf holds a reference on its pool.
         unsafe { self.pool.as_ref() }
@@ -722,6 +735,11 @@ mod tests {
             [7, 9],
             "a chained lent segment is returned in bulk too"
         );
+        let mut ext = Lending::new("lent-head", ledger.clone());
+        // SAFETY: as above.
+        let mut v = vec![unsafe { ext.attach(11, ptr, 0x1000, 10) }];
+        Mempool::free_bulk(&mut v);
+        assert_eq!(*ledger.0.lock(), [7, 9, 11], "a lent head too");
         assert_eq!(own.available(), 4);
     }
 

@@ -17,7 +17,7 @@
 //! metrics_listen = "127.0.0.1:9473"  # optional: Prometheus metrics at http://ADDR/metrics
 //!                                    # (an IP and port; port 0 picks a free one)
 //! hw_steering = true    # a NIC RX queue per VM, steered by flow rules (default: on for ice)
-//! zero_copy_tx = false  # offer guests zero-copy TX (pair, tap; frames of 512 B and more)
+//! zero_copy_tx = false  # offer guests zero-copy TX (pair, tap; frames of 1024 B and more)
 //!
 //! [limits]              # what any one VM may make host-mux hold (defaults shown)
 //! dma_regions = 1024    # DMA_MAP regions per VM (each is one mmap in host-mux)
@@ -195,7 +195,7 @@ pub struct MuxConfig {
     /// (Flow Director on the E810) instead of steering in software.
     pub hw_steering: bool,
     /// Offer guests zero-copy TX: a frame's payload goes to the backend in place, in guest
-    /// memory, behind a host copy of its headers (frames of 512 B and more, to the wire).
+    /// memory, behind a host copy of its headers (frames of 1024 B and more, to the wire).
     /// Needs a backend that sends lent buffers (pair, tap; not ice yet).
     pub zero_copy_tx: bool,
     /// Per-VM bounds, the same for every VM.

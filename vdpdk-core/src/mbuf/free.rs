@@ -8,15 +8,13 @@ impl Mempool {
     /// Returns every mbuf in `mbufs` (with its chained segments) to its pool, one lock per run
     /// of buffers from the same pool.
     pub fn free_bulk(mbufs: &mut Vec<Mbuf>) {
-        // Lent segments go back to their lender as they come, their pool references in one
-        // release per run: a burst of header-and-lent chains is one run of each.
+        // Chained lent segments go back to their lender as they come, their pool references
+        // in one release per run, so a burst of header-and-lent chains is one run of headers.
+        // (A lent head, rare, is handed back by its run's flush.)
         let (mut own, mut lent) = (FreeRun::default(), LentRun::default());
         for mut m in mbufs.drain(..) {
             let mut next = m.next.take();
-            match m.is_lent() {
-                false => own.push(m),
-                true => lent.push(m),
-            }
+            own.push(m);
             // Chained segments (rare) follow their head.
             while let Some(seg) = next {
                 let mut seg = seg.into_inner();
@@ -68,7 +66,11 @@ impl FreeRun {
         let idxs = &self.idxs[..self.n];
         // SAFETY: each index in idxs belongs to an mbuf of `pool` that we forgot, so we hold
         // one reference per index.
-        unsafe { pool.as_ref() }.free.lock().extend_from_slice(idxs);
+        let p = unsafe { pool.as_ref() };
+        match &p.lender {
+            None => p.free.lock().extend_from_slice(idxs),
+            Some(l) => idxs.iter().for_each(|&i| l.returned(i)),
+        }
         // SAFETY: releasing exactly the references those mbufs held.
         unsafe { release(pool, idxs.len()) };
         self.n = 0;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{release, Mbuf, Mempool, PoolInner, LENT, NEXT_POOL_ID};
-use crate::offload::{OlFlags, PacketType, TxOffloadInfo};
 
 /// The owner of memory an external pool lends out (see [`Lending::attach`]).
 pub trait Lender: Send + Sync {
@@ -92,24 +91,11 @@ impl Lending {
         }
         self.credit -= 1; // this mbuf's reference on the pool
         debug_assert!(slot < LENT, "slot {slot} collides with the lent mark");
-        Mbuf {
-            pool: self.pool.inner,
-            buf: ptr,
-            idx: slot | LENT,
-            iova,
-            buf_len: len,
-            data_off: 0,
-            data_len: len,
-            ol_flags: OlFlags::empty(),
-            packet_type: PacketType::default(),
-            hash: 0,
-            mark: 0,
-            vlan_tci: 0,
-            tx_offload: TxOffloadInfo::default(),
-            port: 0,
-            queue: 0,
-            next: None,
-        }
+        // No headroom: the data is the lender's bytes from the first.
+        let mut m = Mbuf::fresh(self.pool.inner, ptr, slot | LENT, iova, len);
+        m.data_off = 0;
+        m.data_len = len;
+        m
     }
 }
 

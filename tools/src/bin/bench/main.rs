@@ -67,7 +67,7 @@ struct Args {
     /// CPU) or `null` (frees what is sent, produces what is received, on the poller's CPU).
     #[arg(long, value_enum, default_value_t = WireKind::Pair)]
     wire: WireKind,
-    /// Zero-copy TX (host-mux's `zero_copy_tx`): frames of 512 B and more go to the wire
+    /// Zero-copy TX (host-mux's `zero_copy_tx`): frames of 1024 B and more go to the wire
     /// from guest memory, behind a host copy of their headers.
     #[arg(long)]
     zero_copy: bool,
