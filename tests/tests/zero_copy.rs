@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::raw::{Raw, RawQueues};
 use common::*;
 use guest_pmd::{OpenOptions, VdpdkPort};
-use vdpdk_core::abi::desc::DESC_F_AVAIL;
+use vdpdk_core::abi::desc::{DESC_F_AVAIL, DESC_F_ERROR};
 use vdpdk_core::abi::Features;
 use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
@@ -301,4 +301,38 @@ fn a_guest_that_dies_mid_traffic_leaves_its_memory_mapped_until_the_wire_is_done
         !mux.guests()[0].attached
     });
     read_after_the_guest_let_go(&mut wire, &frames);
+}
+
+#[test]
+fn a_refused_descriptor_among_lent_ones_comes_back_in_ring_order_with_its_error() {
+    let (dir, mux, mut wire) = zero_copy_mux("zc-refused");
+    let mut g = Raw::connect(&dir.sock("g"));
+    let mut q = g.bring_up_with("zc-refused", Features::TX_ZERO_COPY);
+    let bufs = DmaMemory::alloc_with("zc-bufs", 1 << 20, false).unwrap();
+    g.dev.dma_map(&bufs).unwrap();
+    let f = udp_frame(WIRE_MAC, mac(GMAC), 1, BIG);
+    // SAFETY: the frame fits in our own 1 MiB mapping.
+    unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), bufs.as_ptr(), f.len()) };
+    let at = bufs.iova_base();
+    g.post_tx(&mut q, at, BIG as u16); // lent
+    g.post_tx(&mut q, 0xdead_0000_0000, BIG as u16); // outside the guest's map: refused
+    g.post_tx(&mut q, at, BIG as u16); // lent
+    wait_for(10, "both good frames lent", || {
+        lent_frames_counted(&mux) == 2
+    });
+    let avail = |i| q.tx.flags(i) & DESC_F_AVAIL != 0;
+    assert!(
+        (0..3).all(avail),
+        "the refusal waits behind the lent frame before it"
+    );
+    let got = take(&mut wire, 2);
+    assert!(got.iter().all(|m| m.to_vec() == f));
+    drop(got);
+    wait_for(10, "all three released", || !(0..3).any(avail));
+    let flags: Vec<u16> = (0..3).map(|i| q.tx.flags(i) & DESC_F_ERROR).collect();
+    assert_eq!(
+        flags,
+        [0, DESC_F_ERROR, 0],
+        "only the bad one carries the error"
+    );
 }
