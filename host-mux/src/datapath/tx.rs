@@ -117,7 +117,7 @@ impl Poller {
             return 0;
         }
         let tx = &mut *guard;
-        let (mut taken, mut bytes) = (0usize, 0u64);
+        let (mut taken, mut bytes, mut lent) = (0usize, 0u64, 0u64);
         // A burst is taken in two passes: the descriptors are read and checked and their
         // frames prefetched, then the frames are copied, so the cache misses on frames the
         // guest just wrote overlap instead of coming one after another.
@@ -157,7 +157,7 @@ impl Poller {
                 };
                 match outcome {
                     TxOutcome::Queued => hq.finish(idx, 0),
-                    TxOutcome::Lent => {}
+                    TxOutcome::Lent => lent += 1,
                     TxOutcome::Wait => break,
                     TxOutcome::Spoofed => {
                         refuse_spoofed(hq, idx, &mut tx.stats);
@@ -181,6 +181,10 @@ impl Poller {
         }
         tx.stats.add(StatsIndex::TxPackets, taken as u64);
         tx.stats.add(StatsIndex::TxBytes, bytes);
+        if lent > 0 {
+            // Once per pull: an atomic add per frame waits for the frame's stores to drain.
+            bump(&self.stats.tx_lent, lent);
+        }
         self.tx_peeks[k].update(gen, tx);
         drop(guard);
         if taken > 0 {
@@ -297,7 +301,6 @@ impl Poller {
         }
         m.chain(zc.lend(idx, region, ptr, iova, rest as u16));
         self.tx_buf.push(m);
-        bump(&self.stats.tx_lent, 1);
         TxOutcome::Lent
     }
 
