@@ -13,12 +13,11 @@ use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::packet::{fill_tx_checksums, finish_tcp_segment, TcpLayout, TxLayout};
 use vdpdk_core::{MacAddr, Mbuf, Mempool, OlFlags, TxOffloads};
 
+mod lend;
+
 use super::rx::TARGET_NONE;
 use super::{bump, Poller, BURST, MIN_FRAME, MIN_TSO_MSS};
-use crate::guest::{
-    Guest, GuestMem, GuestMemError, GuestSlice, HostQueue, PathStats, ZeroCopy, LEND_MIN_FRAME,
-    LENT_HEADER,
-};
+use crate::guest::{Guest, GuestMem, GuestMemError, GuestSlice, HostQueue, PathStats};
 
 /// A TX descriptor the guest handed over, checked: what it asks for and where its frame lies.
 #[derive(Clone, Copy, Debug)]
@@ -148,33 +147,15 @@ impl Poller {
             // SAFETY: the first `ready` entries were written just above (plain Copy data).
             let taken_now: &[(Desc, Result<TxFrame<'_>, BadTxDesc>)] =
                 unsafe { std::slice::from_raw_parts(burst.as_ptr().cast(), ready) };
-            for (d, f) in taken_now {
-                let idx = hq.next;
-                let outcome = match (f, &mut hq.zc) {
-                    (Ok(f), Some(zc)) if self.lendable(f) => self.lend_tx(g, f, zc, idx, &tx.mem),
-                    (Ok(f), _) => self.copy_tx(g, f),
-                    (Err(_), _) => TxOutcome::Bad,
-                };
-                match outcome {
-                    TxOutcome::Queued => hq.finish(idx, 0),
-                    TxOutcome::Lent => lent += 1,
-                    TxOutcome::Wait => break,
-                    TxOutcome::Spoofed => {
-                        refuse_spoofed(hq, idx, &mut tx.stats);
-                        continue;
-                    }
-                    TxOutcome::Bad => {
-                        hq.finish(idx, DESC_F_ERROR);
-                        hq.next = idx.wrapping_add(1);
-                        hq.refused = hq.refused.wrapping_add(1);
-                        tx.stats.add(StatsIndex::TxBadDesc, 1);
-                        continue;
-                    }
-                }
-                hq.next = idx.wrapping_add(1);
-                taken += 1;
-                bytes += d.len as u64;
-            }
+            // A queue that lends gets its own copy of the loop: the copy path then carries no
+            // zero-copy test per frame (they cost 64 B TX about 6%).
+            let (t, b, l) = match hq.zc.is_some() {
+                false => self.send_burst::<false>(g, hq, taken_now, &tx.mem, &mut tx.stats),
+                true => self.send_burst::<true>(g, hq, taken_now, &tx.mem, &mut tx.stats),
+            };
+            taken += t;
+            bytes += b;
+            lent += l;
             if ready > 0 || moved {
                 publish_progress(g, q as u16, hq);
             }
@@ -194,6 +175,52 @@ impl Poller {
             }
         }
         taken
+    }
+
+    /// Sends the checked descriptors `taken_now` of queue `hq` (of guest `g`, DMA map `mem`)
+    /// in order, until the host buffers run short; returns the frames taken, their bytes and
+    /// how many were lent. `LEND`: the queue lends (`hq.zc` is set).
+    #[inline(always)]
+    fn send_burst<const LEND: bool>(
+        &mut self,
+        g: &Guest,
+        hq: &mut HostQueue,
+        taken_now: &[(Desc, Result<TxFrame<'_>, BadTxDesc>)],
+        mem: &GuestMem,
+        stats: &mut PathStats,
+    ) -> (usize, u64, u64) {
+        let (mut taken, mut bytes, mut lent) = (0usize, 0u64, 0u64);
+        for (d, f) in taken_now {
+            let idx = hq.next;
+            let outcome = match (f, &mut hq.zc) {
+                (Ok(f), Some(zc)) if LEND && self.lendable(f) => self.lend_tx(g, f, zc, idx, mem),
+                (Ok(f), _) => self.copy_tx(g, f),
+                (Err(_), _) => TxOutcome::Bad,
+            };
+            let refusal = match outcome {
+                TxOutcome::Queued => {
+                    finish::<LEND>(hq, idx, 0);
+                    None
+                }
+                TxOutcome::Lent => {
+                    lent += 1;
+                    None
+                }
+                TxOutcome::Wait => break,
+                TxOutcome::Spoofed => Some(StatsIndex::TxSpoofed),
+                TxOutcome::Bad => Some(StatsIndex::TxBadDesc),
+            };
+            hq.next = idx.wrapping_add(1);
+            if let Some(why) = refusal {
+                finish::<LEND>(hq, idx, DESC_F_ERROR);
+                hq.refused = hq.refused.wrapping_add(1);
+                stats.add(why, 1);
+                continue;
+            }
+            taken += 1;
+            bytes += d.len as u64;
+        }
+        (taken, bytes, lent)
     }
 
     /// Sends one checked frame the way its request and the backend call for.
@@ -228,80 +255,6 @@ impl Poller {
             }
         }
         self.free_cache.len() >= need
-    }
-
-    /// Whether a frame's payload may be lent to the backend in place: big enough to be worth
-    /// it, and asking for nothing the host would have to write into it (checksums the backend
-    /// fills are fine; TSO and software checksums are not).
-    #[inline(always)]
-    fn lendable(&self, f: &TxFrame<'_>) -> bool {
-        f.len >= LEND_MIN_FRAME
-            && match f.request {
-                TxRequest::Plain => true,
-                TxRequest::Checksum(_) => self.hw_tx.contains(csum_offloads(f.flags)),
-                TxRequest::Segment { .. } => false,
-            }
-    }
-
-    /// A frame sent as a host copy of its first [`LENT_HEADER`] bytes, checked and steered
-    /// like any copy, chained to the rest of it lent in place from guest memory (queue
-    /// `zc`, descriptor `idx`). A frame for another guest is copied whole instead: guests
-    /// take frames, not lent memory. Needs one reserved buffer.
-    fn lend_tx(
-        &mut self,
-        g: &Guest,
-        f: &TxFrame<'_>,
-        zc: &mut ZeroCopy,
-        idx: u16,
-        mem: &GuestMem,
-    ) -> TxOutcome {
-        if spoofed_in_guest(g, &f.src) {
-            return TxOutcome::Spoofed;
-        }
-        if !self.reserve(1) {
-            return TxOutcome::Wait;
-        }
-        let mut m = self.free_cache.pop().expect("reserved above");
-        m.reset();
-        m.set_len(LENT_HEADER).expect("a buffer holds the header");
-        if f.src.read_slice(0, m.data_mut()).is_err() {
-            self.free_cache.push(m);
-            return TxOutcome::Bad;
-        }
-        if g.limits.spoof_check {
-            m.data_mut()[6..12].copy_from_slice(&g.mac.0);
-        }
-        let for_a_guest =
-            MacAddr::dst_of(m.data()).is_some_and(|d| self.local_target(g.mac, d) != TARGET_NONE);
-        let rest = f.len - LENT_HEADER;
-        let iova = f.src.iova() + LENT_HEADER as u64;
-        let lent = match for_a_guest {
-            false => mem.lend(iova, rest as u64),
-            true => None,
-        };
-        let Some((region, ptr)) = lent else {
-            // For another guest: the rest is copied behind the header, checksums filled.
-            m.set_len(f.len).expect("len checked against max_frame");
-            let copied = f
-                .src
-                .read_slice(LENT_HEADER, &mut m.data_mut()[LENT_HEADER..]);
-            if copied.is_err() {
-                self.free_cache.push(m);
-                return TxOutcome::Bad;
-            }
-            if let TxRequest::Checksum(lay) = f.request {
-                fill_tx_checksums(m.data_mut(), f.flags, &lay);
-            }
-            self.tx_buf.push(m);
-            return TxOutcome::Queued;
-        };
-        if matches!(f.request, TxRequest::Checksum(_)) {
-            m.ol_flags = f.flags;
-            m.tx_offload = f.info;
-        }
-        m.chain(zc.lend(idx, region, ptr, iova, rest as u16));
-        self.tx_buf.push(m);
-        TxOutcome::Lent
     }
 
     /// A frame copied as it is, its checksums (if asked) left to the backend when it has them
@@ -515,11 +468,13 @@ fn publish_progress(g: &Guest, q: u16, hq: &HostQueue) {
         .store(hq.released() as u32, Ordering::Release);
 }
 
-fn refuse_spoofed(hq: &mut HostQueue, idx: u16, stats: &mut PathStats) {
-    hq.finish(idx, DESC_F_ERROR);
-    hq.next = idx.wrapping_add(1);
-    hq.refused = hq.refused.wrapping_add(1);
-    stats.add(StatsIndex::TxSpoofed, 1);
+/// Hands descriptor `idx` back with `flags`: at once, or (`LEND`) after every earlier one.
+#[inline(always)]
+fn finish<const LEND: bool>(hq: &mut HostQueue, idx: u16, flags: u16) {
+    match LEND {
+        true => hq.finish(idx, flags),
+        false => hq.ring.release(idx, flags),
+    }
 }
 
 /// What a guest's TX descriptor asks for, once checked. Public for the fuzz targets
