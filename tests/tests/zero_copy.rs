@@ -336,3 +336,36 @@ fn a_refused_descriptor_among_lent_ones_comes_back_in_ring_order_with_its_error(
         "only the bad one carries the error"
     );
 }
+
+#[test]
+fn a_guest_that_leaves_lent_descriptors_avail_cannot_get_a_slot_lent_twice() {
+    let (dir, mux, mut wire) = zero_copy_mux("zc-lap");
+    let mut g = Raw::connect(&dir.sock("g"));
+    let mut q = g.bring_up_with("zc-lap", Features::TX_ZERO_COPY);
+    let bufs = DmaMemory::alloc_with("zc-bufs", 1 << 20, false).unwrap();
+    g.dev.dma_map(&bufs).unwrap();
+    let f = udp_frame(WIRE_MAC, mac(GMAC), 1, BIG);
+    // SAFETY: the frame fits in our own 1 MiB mapping.
+    unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), bufs.as_ptr(), f.len()) };
+    // A whole ring (64) lent and held by the wire. Their AVAIL flags stay set: to a host that
+    // took a lap too many, descriptor 0 would look posted again.
+    for _ in 0..64 {
+        g.post_tx(&mut q, bufs.iova_base(), BIG as u16);
+    }
+    wait_for(10, "the whole ring lent", || {
+        lent_frames_counted(&mux) == 64
+    });
+    let got = take(&mut wire, 64);
+    assert_eq!(lent_frames_counted(&mux), 64, "no slot taken a second time");
+    drop(got);
+    wait_for(10, "the ring released", || {
+        (0..64).all(|i| q.tx.flags(i) & DESC_F_AVAIL == 0)
+    });
+    assert!(
+        wire.recv(1, Duration::from_millis(200)).is_empty(),
+        "nothing sent twice"
+    );
+    // The poller is alive and the queue still works.
+    g.post_tx(&mut q, bufs.iova_base(), BIG as u16);
+    assert_eq!(take(&mut wire, 1)[0].to_vec(), f);
+}

@@ -126,12 +126,13 @@ impl Poller {
             [const { MaybeUninit::uninit() }; BURST];
         for (q, hq) in tx.queues.iter_mut().enumerate() {
             let Some(hq) = hq else { continue };
-            let mut moved = false;
+            let (mut moved, mut most) = (false, BURST);
             if let Some(zc) = &mut hq.zc {
                 moved = zc.reclaim(&hq.ring, hq.next) > 0;
+                most = most.min(zc.room(hq.next));
             }
             let mut ready = 0;
-            while ready < BURST {
+            while ready < most {
                 let idx = hq.next.wrapping_add(ready as u16);
                 if hq.ring.flags(idx) & DESC_F_AVAIL == 0 {
                     break;

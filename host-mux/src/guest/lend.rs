@@ -83,11 +83,12 @@ impl Held {
     /// Notes slot `slot` no longer lent; its region is let go with its last slot.
     fn unpin(&mut self, slot: usize) {
         let k = self.pin_of[slot] as usize;
-        let entry = &mut self.pins[k];
-        let (_, n) = entry.as_mut().expect("a lent slot has a pin");
-        *n -= 1;
-        if *n == 0 {
-            *entry = None; // may unmap: nothing points into it any more
+        // Every lent slot has a pin (`ZeroCopy::room` keeps a slot from being lent twice).
+        if let Some(Some((_, n))) = self.pins.get_mut(k) {
+            *n -= 1;
+            if *n == 0 {
+                self.pins[k] = None; // may unmap: nothing points into it any more
+            }
         }
     }
 }
@@ -133,11 +134,19 @@ impl ZeroCopy {
     }
 
     /// The poller's view of what keeps lent memory mapped.
-    #[allow(clippy::mut_from_ref)]
-    fn held(&self) -> &mut Held {
-        // SAFETY: only the poller serving this queue calls this, under the guest's TX lock
-        // (`&mut self` methods of the queue), and never keeps two of these at once.
+    fn held(&mut self) -> &mut Held {
+        // SAFETY: `&mut self`: only the poller serving this queue, under the guest's TX lock,
+        // gets here, once at a time; the lender side never touches `held`.
         unsafe { &mut *self.slots.held.get() }
+    }
+
+    /// How many more descriptors may be taken from the ring at `next`: never a lap past the
+    /// oldest one not yet released. A guest can leave a lent descriptor's AVAIL flag set (it
+    /// is never cleared until release), and taking it a second time would lend its slot
+    /// twice.
+    #[inline]
+    pub(crate) fn room(&self, next: u16) -> usize {
+        (self.mask as usize + 1) - next.wrapping_sub(self.released) as usize
     }
 
     /// Whether descriptors taken from the ring still wait for their release (`next`: the
