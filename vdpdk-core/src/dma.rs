@@ -313,6 +313,23 @@ pub fn prefetch(p: *const u8) {
     let _ = p;
 }
 
+/// Like [`prefetch`], for a line about to be written (DPDK's `rte_prefetch0_write`,
+/// `PREFETCHW`): the line comes in owned, so the store after it does not wait for the other
+/// core's copy to be invalidated. A CPU without PREFETCHW treats it as a no-op.
+#[inline(always)]
+pub fn prefetch_write(p: *const u8) {
+    // (Written out: `_mm_prefetch` with `_MM_HINT_ET0` becomes PREFETCHT0 unless the whole
+    // build targets CPUs with PRFCHW.)
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults, whatever the address, reads nothing into the program,
+    // writes nothing and leaves the flags alone.
+    unsafe {
+        std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,6 +79,13 @@ impl Groups {
     pub(super) fn frames(&self, k: usize) -> &[u32] {
         &self.order[self.start[k] as usize..self.start[k + 1] as usize]
     }
+
+    /// How many guests' worth the grouped frames are spread over: their number over the
+    /// largest guest's share (8 guests with 4 frames each: 8; one guest with most: 1; none: 0).
+    pub(super) fn spread(&self) -> usize {
+        let largest = self.start.windows(2).map(|w| w[1] - w[0]).max();
+        largest.map_or(0, |m| self.order.len() / m as usize)
+    }
 }
 
 #[cfg(test)]
@@ -101,5 +108,25 @@ mod tests {
         g.clear();
         g.seal(&[]);
         assert!(g.hit.is_empty());
+        assert_eq!(g.spread(), 0);
+    }
+
+    #[test]
+    fn spread_counts_guests_by_the_largest_share() {
+        let mut g = Groups::new(64);
+        let mut group = |targets: &[u16]| {
+            g.clear();
+            targets.iter().for_each(|&t| g.note(t));
+            g.seal(targets);
+            g.spread()
+        };
+        let round_robin: Vec<u16> = (0..256).map(|i| i % 8).collect();
+        assert_eq!(group(&round_robin), 8);
+        // One busy guest and a few frames for others: batches sized for one guest.
+        let mut busy = vec![5u16; 29];
+        busy.extend([1, 2, 3]);
+        assert_eq!(group(&busy), 1);
+        // Frames for no guest do not count.
+        assert_eq!(group(&[TARGET_NONE, TARGET_ALL, 3, 4]), 2);
     }
 }

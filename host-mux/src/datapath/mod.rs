@@ -15,6 +15,7 @@
 //! control event or `sleep_timeout`.
 
 mod groups;
+mod mac_table;
 mod peek;
 mod rx;
 mod switch;
@@ -28,21 +29,22 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use vdpdk_core::abi;
-use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxOffloads, TxQueue};
+use vdpdk_core::{Mbuf, Mempool, RxQueue, TxOffloads, TxQueue};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::guest::Guest;
 pub use tx::{tx_request, TxRequest};
 
 pub(crate) const BURST: usize = 32;
-/// Most frames taken from one backend RX queue before they are steered (whole bursts, only
-/// while the queue keeps returning full ones): 4 bursts, and with many guests a burst per 2
-/// guests, up to 32 bursts. More frames per guest per batch amortise its lock, ring lines and
-/// interrupt check (64 guests, 64 B: 2 frames each at 4 bursts, 7.9 Mpps; 16 at 32 bursts,
-/// 13.5 Mpps); with few guests a big batch only overruns their rings (1 guest at 16 bursts:
-/// 25 -> 13 Mpps).
+/// Frames taken from one backend RX queue before they are steered (whole bursts, only while
+/// the queue keeps returning full ones): a burst for each guest the last batch was spread
+/// over (frames / the largest guest's share), from 4 to 64 bursts. More frames per guest per
+/// batch amortise its lock, ring lines and interrupt check (64 guests, 64 B: 2 frames each at
+/// 4 bursts, 7.9 Mpps; 16 at 32 bursts, 19.2; 32 at 64 bursts, 21.4); a guest getting most
+/// of a big batch only overruns its ring (1 guest at 16 bursts: 25 -> 13 Mpps), so one busy
+/// guest among idle ones keeps batches small.
 const RX_GATHER_MIN: usize = 4 * BURST;
-const RX_GATHER: usize = 32 * BURST;
+const RX_GATHER: usize = 64 * BURST;
 /// Largest frame a guest may transmit (also bounded by the host buffer size).
 pub const MAX_FRAME: usize = 9018;
 /// Checksum offloads host-mux gives guests: the backend's hardware when it has them, else
@@ -129,6 +131,18 @@ pub(crate) struct RxSource {
     pub(crate) queue: Box<dyn RxQueue>,
     /// Index into the poller's `all_guests` when the queue belongs to one guest.
     pub(crate) owner: Option<u16>,
+    /// Frames to gather from it before steering (see [`RX_GATHER`]).
+    gather: usize,
+}
+
+impl RxSource {
+    pub(crate) fn new(queue: Box<dyn RxQueue>, owner: Option<u16>) -> RxSource {
+        RxSource {
+            queue,
+            owner,
+            gather: RX_GATHER_MIN,
+        }
+    }
 }
 
 pub(crate) struct Poller {
@@ -146,16 +160,14 @@ pub(crate) struct Poller {
     stop: Arc<AtomicBool>,
     policy: SleepPolicy,
     pub(crate) stats: Arc<PollerStats>,
-    /// Frames gathered from a backend RX queue before steering (see [`RX_GATHER`]).
-    rx_gather: usize,
     rx_buf: Vec<Mbuf>,
     tx_buf: Vec<Mbuf>,
     free_cache: Vec<Mbuf>,
     targets: Vec<u16>,
     /// The current batch's frames grouped by target guest.
     groups: groups::Groups,
-    /// Guest MACs as u64 keys, sorted, with the guest index: O(log n) steering.
-    mac_index: Vec<(u64, u16)>,
+    /// Guest MAC -> index in `all_guests`.
+    macs: mac_table::MacTable,
     max_frame: usize,
     /// Checksum offloads the backend performs (the rest is done in software).
     hw_tx: TxOffloads,
@@ -195,12 +207,7 @@ impl Poller {
         let max_frame =
             MAX_FRAME.min(pool.buf_size() as usize - vdpdk_core::MBUF_HEADROOM as usize);
         let all_guests_len = all_guests.len();
-        let mut mac_index: Vec<(u64, u16)> = all_guests
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (mac_key(g.mac), i as u16))
-            .collect();
-        mac_index.sort_unstable();
+        let macs = mac_table::MacTable::new(all_guests.iter().map(|g| g.mac));
         Poller {
             role,
             all_guests,
@@ -213,13 +220,12 @@ impl Poller {
             stop,
             policy,
             stats: Arc::new(PollerStats::default()),
-            rx_gather: (all_guests_len / 2 * BURST).clamp(RX_GATHER_MIN, RX_GATHER),
             rx_buf: Vec::with_capacity(RX_GATHER),
             tx_buf: Vec::with_capacity(BURST * 4),
             free_cache: Vec::with_capacity(BURST * 2),
             targets: Vec::with_capacity(RX_GATHER),
-            groups: groups::Groups::new(mac_index.len()),
-            mac_index,
+            groups: groups::Groups::new(all_guests_len),
+            macs,
             max_frame,
             hw_tx: TxOffloads::empty(),
             tso_pool: None,
@@ -323,7 +329,7 @@ impl Poller {
             // frames gives each guest one or two, and each guest's lock, ring cache lines and
             // interrupt check are then paid per frame instead of per burst.
             let mut n = 0;
-            while n < self.rx_gather {
+            while n < self.rxqs[i].gather {
                 let got = self.rxqs[i].queue.rx_burst(&mut self.rx_buf, BURST);
                 n += got;
                 if got < BURST {
@@ -333,7 +339,9 @@ impl Poller {
             if n > 0 {
                 bump(&self.stats.wire_rx, n as u64);
                 let owner = self.rxqs[i].owner;
-                self.deliver(owner);
+                if let Some(spread) = self.deliver(owner) {
+                    self.rxqs[i].gather = (spread * BURST).clamp(RX_GATHER_MIN, RX_GATHER);
+                }
                 work += n;
             }
         }
@@ -368,11 +376,6 @@ impl Poller {
         bump(&self.stats.wire_tx, n as u64);
         self.tx_buf.is_empty()
     }
-}
-
-/// A MAC as an integer key (the six bytes, big-endian).
-fn mac_key(m: MacAddr) -> u64 {
-    m.0.iter().fold(0, |k, &b| k << 8 | b as u64)
 }
 
 /// Adds one to an eventfd's counter without blocking (the fd is non-blocking; a full counter

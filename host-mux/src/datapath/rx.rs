@@ -8,7 +8,7 @@ use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
 use vdpdk_core::abi::{self, StatsIndex};
 use vdpdk_core::{MacAddr, Mbuf, Mempool};
 
-use super::{bump, mac_key, signal_eventfd, Poller, PollerStats};
+use super::{bump, signal_eventfd, Poller, PollerStats};
 use crate::guest::{Guest, GuestMemError, GuestSlice, RxPath};
 
 /// `lookup`'s answer for a frame every guest gets (broadcast, multicast).
@@ -22,15 +22,14 @@ impl Poller {
         if dst.is_multicast() {
             return TARGET_ALL;
         }
-        let k = mac_key(dst);
-        self.mac_index
-            .binary_search_by_key(&k, |e| e.0)
-            .map_or(TARGET_NONE, |i| self.mac_index[i].1)
+        self.macs.get(dst).unwrap_or(TARGET_NONE)
     }
 
     /// Steers the RX burst to guests, taking each target guest's RX lock once per burst.
     /// A dedicated queue's frames all go to its owner (the NIC matched them already).
-    pub(super) fn deliver(&mut self, owner: Option<u16>) {
+    /// Returns how many guests' worth the frames for guests were spread over (those frames /
+    /// the largest guest's share), None for a batch with broadcasts.
+    pub(super) fn deliver(&mut self, owner: Option<u16>) -> Option<usize> {
         self.targets.clear();
         let mut any_all = false;
         if let Some(gi) = owner {
@@ -53,6 +52,7 @@ impl Poller {
             }
             self.targets.push(t);
         }
+        let mut spread = None;
         if any_all {
             // A broadcast in the batch: every guest looks through all of it for its own frames
             // and the broadcasts (rare enough under load not to be grouped).
@@ -78,9 +78,11 @@ impl Poller {
                 let g = &self.all_guests[gi as usize];
                 deliver_to_guest(g, gi, mine, &self.stats, &mut self.due);
             }
+            spread = Some(self.groups.spread());
         }
         self.raise_due_irqs();
         Mempool::free_bulk(&mut self.rx_buf);
+        spread
     }
 
     /// Interrupts for the RX queues that got frames in this batch (`due`) and whose guest
@@ -124,6 +126,12 @@ pub(super) fn deliver_to_guest<'a>(
     due: &mut Vec<(u16, u64)>,
 ) -> u64 {
     let mut rx = g.rx.lock();
+    // Without rules every frame goes to queue 0: fetch the descriptors they will fill (the
+    // guest wrote them last) all at once. (An iterator that cannot tell its length gets none.)
+    if let (true, Some(Some(hq))) = (rx.rules.is_empty(), rx.queues.first()) {
+        hq.ring
+            .prefetch_for_write(hq.next, frames.size_hint().0 as u16);
+    }
     let (mut touched, mut pkts, mut bytes) = (0u64, 0u64, 0u64);
     for m in frames {
         if !rx.running {

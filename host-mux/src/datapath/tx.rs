@@ -645,10 +645,7 @@ mod tests {
             vdpdk_core::ethdev::start_single_queue(&mut near, &pool, 64, false).unwrap();
         let (mut wire, _) =
             vdpdk_core::ethdev::start_single_queue(&mut far, &pool, 64, false).unwrap();
-        let rxqs = vec![RxSource {
-            queue: rxq,
-            owner: None,
-        }];
+        let rxqs = vec![RxSource::new(rxq, None)];
         let mut p = test_poller(Role::Combined, vec![g.clone()], rxqs, txq, &pool);
         assert_eq!(p.round(), 1);
         let mut got = Vec::new();

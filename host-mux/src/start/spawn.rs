@@ -130,10 +130,9 @@ impl Spawner<'_> {
                     .enumerate()
                     .filter(|(_, (c, _))| *c == ci)
                     .filter_map(|(q, (_, owner))| {
-                        queues.rxqs[q].take().map(|queue| RxSource {
-                            queue,
-                            owner: *owner,
-                        })
+                        queues.rxqs[q]
+                            .take()
+                            .map(|queue| RxSource::new(queue, *owner))
                     })
                     .collect()
             } else {

@@ -203,6 +203,24 @@ impl RingPtr {
         self.flags_atomic(idx).load(Ordering::Acquire)
     }
 
+    /// Starts fetching, for writing, the lines of the `n` descriptors from `idx` (at most the
+    /// whole ring): a host about to fill descriptors the guest last wrote overlaps those
+    /// cross-core transfers instead of waiting for each in turn.
+    #[inline]
+    pub fn prefetch_for_write(&self, idx: u16, n: u16) {
+        let n = n.min(self.size());
+        let per_line = (64 / DESC_SIZE) as u16;
+        let mut i = 0;
+        while i < n {
+            crate::dma::prefetch_write(self.slot(idx.wrapping_add(i)).cast());
+            i += per_line;
+        }
+        // From an index in mid-line, the last descriptor may start a line the steps missed.
+        if n > 0 {
+            crate::dma::prefetch_write(self.slot(idx.wrapping_add(n - 1)).cast());
+        }
+    }
+
     /// Copies the whole descriptor out (call after `flags` showed the caller owns it).
     #[inline]
     pub fn read(&self, idx: u16) -> Desc {
