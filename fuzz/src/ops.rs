@@ -128,7 +128,10 @@ impl Arg {
                 if f & 0x80 != 0 {
                     1u64 << (f % 64)
                 } else {
-                    offered & f as u64
+                    // Seven bits choose among feature bits 0-6 and, again, 7-13 (zero-copy
+                    // and laps are bits 8 and 9).
+                    let pick = (f & 0x7f) as u64;
+                    offered & (pick | pick << 7)
                 }
             }
             Arg::Pow2(n) => 1u64 << (n % 64),

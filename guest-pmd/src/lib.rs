@@ -41,6 +41,7 @@ pub fn driver_features() -> Features {
         | Features::RX_DONE_INDEX
         // Nothing to do on this side: a TX buffer is left alone until its release anyway.
         | Features::TX_ZERO_COPY
+        | Features::TX_LAPS
 }
 
 /// Knobs for [`VdpdkPort::open_with`]; the defaults are what a normal driver sends.
@@ -425,7 +426,8 @@ impl EthDev for VdpdkPort {
             self.dev.clone(),
             self.maps.clone(),
         )
-        .reclaim_by_done_index(self.features.contains(Features::TX_DONE_INDEX));
+        .reclaim_by_done_index(self.features.contains(Features::TX_DONE_INDEX))
+        .post_by_laps(self.features.contains(Features::TX_LAPS));
         self.rings.push(ring);
         self.port.tx.set(qid, q);
         Ok(())

@@ -248,6 +248,14 @@ impl GuestTxQueue {
         self
     }
 
+    /// Posts by laps (`Features::TX_LAPS` was agreed, and with it the done index): the host
+    /// never writes the ring. The ring is fresh, zeroed memory, as laps need.
+    pub(crate) fn post_by_laps(mut self, on: bool) -> GuestTxQueue {
+        debug_assert!(!on || self.done_index, "TX_LAPS comes with TX_DONE_INDEX");
+        self.ring = self.ring.with_laps(on);
+        self
+    }
+
     /// Takes back descriptors the host finished with.
     fn reclaim(&mut self) {
         if self.done_index {
@@ -343,7 +351,7 @@ impl GuestTxQueue {
             let done = bar_flag(&self.bar, line + abi::TXQ_DONE_INDEX).load(Ordering::Acquire);
             return done as u16 != self.head;
         }
-        self.ring.flags(self.head.wrapping_sub(1)) & DESC_F_AVAIL != 0
+        self.ring.posted(self.head.wrapping_sub(1))
     }
 }
 
@@ -369,7 +377,7 @@ impl TxQueue for GuestTxQueue {
             let d = Desc {
                 addr: m.data_iova(),
                 len: m.len() as u16,
-                flags: DESC_F_AVAIL,
+                flags: self.ring.avail_bit(self.head),
                 ol_flags: Desc::tx_ol_from(&m),
                 tso_segsz: t.tso_segsz,
                 l2_len: t.l2_len,

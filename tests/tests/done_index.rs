@@ -8,8 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::raw::Raw;
 use common::*;
 use guest_pmd::{driver_features, OpenOptions, VdpdkPort};
+use vdpdk_core::abi::desc::DESC_F_AVAIL;
 use vdpdk_core::abi::Features;
 use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
@@ -109,13 +111,85 @@ fn receives_whole_and_in_order(tag: &str, features: Features) {
 }
 
 #[test]
-fn tx_buffers_come_back_by_the_published_index() {
-    reclaims_and_counts_refusals("reclaim-index", driver_features());
+fn tx_buffers_come_back_by_the_published_index_on_a_ring_passed_by_laps() {
+    reclaims_and_counts_refusals("reclaim-laps", driver_features());
+}
+
+#[test]
+fn tx_buffers_come_back_by_the_published_index_on_a_ring_passed_by_flags() {
+    reclaims_and_counts_refusals("reclaim-index", driver_features() - Features::TX_LAPS);
 }
 
 #[test]
 fn tx_buffers_come_back_by_descriptor_flags_without_the_index() {
-    reclaims_and_counts_refusals("reclaim-flags", driver_features() - Features::TX_DONE_INDEX);
+    let no_index = driver_features() - Features::TX_DONE_INDEX - Features::TX_LAPS;
+    reclaims_and_counts_refusals("reclaim-flags", no_index);
+}
+
+/// With `TX_LAPS` host-mux takes descriptors by their lap's bit and never writes the TX ring:
+/// after three laps, a refused descriptor in every eight, each descriptor still holds exactly
+/// what the guest wrote, and the published index and refusal count tell the guest all. A
+/// descriptor posted with the wrong lap's bit (what a stale slot or a flags-mode driver
+/// leaves) is not taken.
+#[test]
+fn a_ring_passed_by_laps_is_never_written_by_the_host() {
+    let dir = TempDir::new("laps-raw");
+    let (_mux, mut wire) = start_mux(
+        &dir,
+        &[Vm {
+            name: "g",
+            mac: mac(GMAC),
+            rxq: 1,
+        }],
+    );
+    let mut g = Raw::connect(&dir.sock("g"));
+    let mut q = g.bring_up_with("laps-raw", Features::TX_DONE_INDEX | Features::TX_LAPS);
+    assert!(q.tx.laps());
+    let gmac = mac(GMAC);
+    for lap in 0..3u32 {
+        let mut posted = Vec::new();
+        for i in 0..64u64 {
+            let src = if i % 8 == 0 { mac(0x99) } else { gmac };
+            let idx = g.send(&mut q, &udp_frame(WIRE_MAC, src, lap as u64 * 64 + i, 64));
+            posted.push((idx, q.tx.read(idx)));
+        }
+        wait_for(10, "the host takes the lap", || {
+            g.tx_progress() == ((lap + 1) * 64, (lap + 1) * 8)
+        });
+        assert_eq!(
+            wire.recv(56, Duration::from_secs(10)).len(),
+            56,
+            "lap {lap}"
+        );
+        for (idx, d) in posted {
+            let now = q.tx.read(idx);
+            assert_eq!(
+                (now.addr, now.len, now.flags),
+                (d.addr, d.len, q.tx.avail_bit(idx)),
+                "lap {lap}, descriptor {idx}: as the guest wrote it"
+            );
+        }
+    }
+    // Lap 3 is odd: its bit is clear. A slot posted with the bit set looks like lap 2's.
+    let f = udp_frame(WIRE_MAC, gmac, 999, 64);
+    let idx = g.send_flags(&mut q, &f, DESC_F_AVAIL);
+    assert_eq!((idx, q.tx.avail_bit(idx)), (192, 0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        g.tx_progress().0,
+        192,
+        "a stale-looking descriptor is not taken"
+    );
+    assert!(wire.recv(1, Duration::from_millis(100)).is_empty());
+    // Posted again with lap 3's bit, it goes.
+    let mut d = q.tx.read(idx);
+    d.flags = q.tx.avail_bit(idx);
+    q.tx.publish(idx, &d);
+    g.kick_tx();
+    wait_for(10, "the re-posted descriptor is taken", || {
+        g.tx_progress().0 == 193
+    });
+    assert_eq!(wire.recv(1, Duration::from_secs(10)), vec![f]);
 }
 
 #[test]

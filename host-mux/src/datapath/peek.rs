@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use vdpdk_core::abi::desc::{RingPtr, DESC_F_AVAIL};
+use vdpdk_core::abi::desc::RingPtr;
 
 use crate::guest::{DmaRegion, Guest, TxPath};
 
@@ -38,10 +38,7 @@ impl TxPeek {
     pub(super) fn idle(&self, g: &Guest) -> bool {
         // Rings first: a guest with work is told without reading the generation.
         !self.lent
-            && self
-                .rings
-                .iter()
-                .all(|(ring, next)| ring.flags(*next) & DESC_F_AVAIL == 0)
+            && self.rings.iter().all(|(ring, next)| !ring.posted(*next))
             && self.gen == Some(g.tx_gen.load(Ordering::Acquire))
     }
 

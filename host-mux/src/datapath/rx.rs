@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
+use vdpdk_core::abi::desc::{Desc, DESC_F_ERROR};
 use vdpdk_core::abi::{self, StatsIndex};
 use vdpdk_core::{MacAddr, Mbuf, Mempool};
 
@@ -188,7 +188,7 @@ fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
         return None;
     };
     let idx = hq.next;
-    if hq.ring.flags(idx) & DESC_F_AVAIL == 0 {
+    if !hq.ring.posted(idx) {
         stats.add(StatsIndex::RxNoDesc, 1);
         return None;
     }
@@ -258,6 +258,7 @@ mod tests {
     use super::*;
     use crate::testing::{self, desc, frame, MAC};
     use std::sync::Arc;
+    use vdpdk_core::abi::desc::DESC_F_AVAIL;
     use vdpdk_core::flow::{FlowItem, FlowRule};
     use vdpdk_core::FlowHandle;
 

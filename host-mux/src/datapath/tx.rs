@@ -7,7 +7,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering;
 
-use vdpdk_core::abi::desc::{Desc, DESC_F_AVAIL, DESC_F_ERROR};
+use vdpdk_core::abi::desc::{Desc, DESC_F_ERROR};
 use vdpdk_core::abi::{self, StatsIndex};
 use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::packet::{fill_tx_checksums, finish_tcp_segment, TcpLayout, TxLayout};
@@ -134,7 +134,7 @@ impl Poller {
             let mut ready = 0;
             while ready < most {
                 let idx = hq.next.wrapping_add(ready as u16);
-                if hq.ring.flags(idx) & DESC_F_AVAIL == 0 {
+                if !hq.ring.posted(idx) {
                     break;
                 }
                 let d = hq.ring.read(idx);

@@ -200,7 +200,10 @@ impl ControlPlane {
         // vfio-level state (DMA maps, interrupt fds, PCI config) belongs to the VMM
         // and survives, as it does on CtrlOp::Reset.
         self.stop_and_clear_queues();
-        self.guest.tx.lock().zero_copy = agreed.contains(abi::Features::TX_ZERO_COPY);
+        let mut tx = self.guest.tx.lock();
+        tx.zero_copy = agreed.contains(abi::Features::TX_ZERO_COPY);
+        tx.laps = agreed.contains(abi::Features::TX_LAPS);
+        drop(tx);
         self.state = State::Negotiated;
         self.guest.attached.store(true, Ordering::Relaxed);
         self.guest.attaches.fetch_add(1, Ordering::Relaxed);
@@ -285,7 +288,7 @@ impl ControlPlane {
             };
             // SAFETY: ptr..ptr+len lies in one writable DMA region; queues are dropped (under
             // this lock) before that region is unmapped, so the ring outlives the RingPtr.
-            let ring = unsafe { RingPtr::new(ptr, size as u16) };
+            let ring = unsafe { RingPtr::new(ptr, size as u16) }.with_laps(!is_rx && tx.laps);
             let zc = (!is_rx && tx.zero_copy)
                 .then(|| ZeroCopy::new(size as u16, &format!("{}-txq{qid}", self.guest.name)));
             let q = HostQueue::new(ring, iova, len, zc);

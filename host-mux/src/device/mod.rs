@@ -30,7 +30,8 @@ pub fn offered_features(guest: &Guest) -> Features {
         | Features::FLOW
         | Features::MULTIQUEUE
         | Features::TX_DONE_INDEX
-        | Features::RX_DONE_INDEX;
+        | Features::RX_DONE_INDEX
+        | Features::TX_LAPS;
     match guest.zero_copy_tx {
         true => all | Features::TX_ZERO_COPY,
         false => all,

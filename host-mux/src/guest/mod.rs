@@ -121,6 +121,9 @@ pub struct TxPath {
     pub queues: Vec<Option<HostQueue>>,
     /// The driver agreed to `Features::TX_ZERO_COPY`: queues set up from now on lend.
     pub zero_copy: bool,
+    /// The driver agreed to `Features::TX_LAPS`: rings set up from now on pass descriptors
+    /// by laps and are never written here.
+    pub laps: bool,
 }
 
 /// Drops queues whose ring overlaps `[iova, iova+len)`; returns how many.

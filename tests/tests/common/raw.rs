@@ -108,7 +108,7 @@ impl Raw {
         // SAFETY: both rings are 64 descriptors inside our own 1 MiB mapping.
         let (tx, rx) = unsafe {
             (
-                RingPtr::new(mem.as_ptr(), 64),
+                RingPtr::new(mem.as_ptr(), 64).with_laps(features.contains(Features::TX_LAPS)),
                 RingPtr::new(mem.as_ptr().add(4096), 64),
             )
         };
@@ -122,18 +122,30 @@ impl Raw {
 
     /// Copies `frame` into a TX buffer, publishes it and kicks; returns the descriptor index.
     pub fn send(&self, q: &mut RawQueues, frame: &[u8]) -> u16 {
+        let flags = q.tx.avail_bit(q.next_tx);
+        self.send_flags(q, frame, flags)
+    }
+
+    /// [`Raw::send`] with the descriptor's flags chosen by the caller (right or wrong).
+    pub fn send_flags(&self, q: &mut RawQueues, frame: &[u8], flags: u16) -> u16 {
         let off = 64 * 1024 + (q.next_tx % 64) as usize * 2048;
         assert!(frame.len() <= 2048);
         // SAFETY: off + 2048 lies inside our own mapping.
         unsafe {
             std::ptr::copy_nonoverlapping(frame.as_ptr(), q.mem.as_ptr().add(off), frame.len())
         };
-        self.post_tx(q, q.base() + off as u64, frame.len() as u16)
+        self.post_tx_flags(q, q.base() + off as u64, frame.len() as u16, flags)
     }
 
     /// Publishes a TX descriptor for the `len` bytes at guest IOVA `addr` and kicks; returns
     /// its index.
     pub fn post_tx(&self, q: &mut RawQueues, addr: u64, len: u16) -> u16 {
+        let flags = q.tx.avail_bit(q.next_tx);
+        self.post_tx_flags(q, addr, len, flags)
+    }
+
+    /// [`Raw::post_tx`] with the descriptor's flags chosen by the caller (right or wrong).
+    pub fn post_tx_flags(&self, q: &mut RawQueues, addr: u64, len: u16, flags: u16) -> u16 {
         let i = q.next_tx;
         q.next_tx = i.wrapping_add(1);
         q.tx.publish(
@@ -141,12 +153,28 @@ impl Raw {
             &Desc {
                 addr,
                 len,
-                flags: DESC_F_AVAIL,
+                flags,
                 ..Default::default()
             },
         );
-        self.dev.bar_write32(SIGNAL_BAR, REG_TX_KICK, 0).unwrap();
+        self.kick_tx();
         i
+    }
+
+    /// Rings TX queue 0's doorbell.
+    pub fn kick_tx(&self) {
+        self.dev.bar_write32(SIGNAL_BAR, REG_TX_KICK, 0).unwrap();
+    }
+
+    /// TX queue 0's published (`TXQ_DONE_INDEX`, `TXQ_REFUSED`).
+    pub fn tx_progress(&self) -> (u32, u32) {
+        let word = |at: usize| {
+            let p = self.bar.at(txq_flags_offset(0) + at, 4).unwrap();
+            // SAFETY: an aligned flag word inside the mapped data BAR.
+            unsafe { std::sync::atomic::AtomicU32::from_ptr(p.cast()) }
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        (word(TXQ_DONE_INDEX), word(TXQ_REFUSED))
     }
 
     /// Posts RX descriptor `i` with a 2 KiB buffer.

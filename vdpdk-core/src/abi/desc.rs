@@ -153,10 +153,19 @@ pub fn valid_ring_size(size: u64) -> bool {
 }
 
 /// Raw access to a ring of descriptors in shared memory.
+///
+/// Two ways to pass a descriptor back and forth (the ring says which, [`RingPtr::with_laps`]):
+/// - **flags** (the default): the guest posts with `DESC_F_AVAIL` set, the host clears it on
+///   release (writing into the guest's ring line once per descriptor);
+/// - **laps** (TX rings with `Features::TX_LAPS`): the guest posts with `DESC_F_AVAIL` set on
+///   even laps of the ring and clear on odd ones (lap = index / size), so a descriptor is new
+///   when its bit matches its lap, and the host never writes the ring: the guest learns of
+///   releases from `TXQ_DONE_INDEX` and `TXQ_REFUSED` only. The ring must start zeroed.
 #[derive(Clone, Copy, Debug)]
 pub struct RingPtr {
     base: *mut u8,
     mask: u16,
+    laps: bool,
 }
 
 // SAFETY: RingPtr is a raw address; all accesses are volatile or atomic and the creator
@@ -172,7 +181,36 @@ impl RingPtr {
         RingPtr {
             base,
             mask: size - 1,
+            laps: false,
         }
+    }
+
+    /// The same ring, passing descriptors by laps (`on`) or by flags (see the type's docs).
+    pub fn with_laps(self, on: bool) -> RingPtr {
+        RingPtr { laps: on, ..self }
+    }
+
+    /// Whether descriptors are passed by laps.
+    pub fn laps(&self) -> bool {
+        self.laps
+    }
+
+    /// The `DESC_F_AVAIL` bit a guest posts descriptor `idx` with.
+    #[inline(always)]
+    pub fn avail_bit(&self, idx: u16) -> u16 {
+        // Ring sizes are powers of two up to MAX_RING_SIZE, so the lap's parity survives the
+        // u16 index wrapping (65536 is an even number of laps).
+        match !self.laps || idx & self.size() == 0 {
+            true => DESC_F_AVAIL,
+            false => 0,
+        }
+    }
+
+    /// Whether descriptor `idx` is posted (the guest handed it over and the host has not
+    /// released it). Acquire: the descriptor's other fields are read after this.
+    #[inline(always)]
+    pub fn posted(&self, idx: u16) -> bool {
+        self.flags(idx) & DESC_F_AVAIL == self.avail_bit(idx)
     }
 
     /// Descriptors in the ring (a power of two).
@@ -263,9 +301,13 @@ impl RingPtr {
             .store(flags & !DESC_F_AVAIL, Ordering::Release);
     }
 
-    /// Hands a TX descriptor back without touching anything but the flags.
+    /// Hands a TX descriptor back without touching anything but the flags; a ring passed by
+    /// laps is not written (the host's published indexes tell the guest).
     #[inline]
     pub fn release(&self, idx: u16, flags: u16) {
+        if self.laps {
+            return;
+        }
         self.flags_atomic(idx)
             .store(flags & !DESC_F_AVAIL, Ordering::Release);
     }
@@ -292,6 +334,48 @@ mod tests {
         r.complete(1, 42, DESC_F_AVAIL, DESC_OL_RX_MARK, 0x11, 7);
         let c = r.read(1);
         assert_eq!((c.flags, c.len, c.mark, c.addr), (0, 42, 7, 0x1000));
+    }
+
+    #[test]
+    fn laps_alternate_the_avail_bit_and_the_host_never_writes() {
+        let mut mem = vec![0u64; 32 * DESC_SIZE / 8];
+        // SAFETY: mem holds 32 descriptors, 8-byte aligned, and outlives `r`.
+        let r = unsafe { RingPtr::new(mem.as_mut_ptr().cast(), 32) }.with_laps(true);
+        // Over the u16 wrap too: 65536 is an even number of laps.
+        for step in 0..65536 + 100 {
+            let idx = step as u16;
+            assert!(!r.posted(idx), "slot {idx} before the guest posts it");
+            let d = Desc {
+                addr: idx as u64,
+                flags: r.avail_bit(idx),
+                ..Default::default()
+            };
+            r.publish(idx, &d);
+            assert!(r.posted(idx), "slot {idx} posted");
+            assert_eq!(
+                r.avail_bit(idx) != 0,
+                (idx / 32).is_multiple_of(2),
+                "lap parity of {idx}"
+            );
+            r.release(idx, DESC_F_ERROR);
+            assert_eq!(r.flags(idx), d.flags, "release leaves a lap ring alone");
+            // Still posted by its flag: the host's index, not the flag, says it moved on.
+            assert!(r.posted(idx));
+            // The slot a lap ahead is not posted by this descriptor's bit.
+            assert!(!r.posted(idx.wrapping_add(32)));
+        }
+        // By flags (the default), release clears the bit.
+        let f = r.with_laps(false);
+        f.publish(
+            3,
+            &Desc {
+                flags: f.avail_bit(3),
+                ..Default::default()
+            },
+        );
+        assert!(f.posted(3));
+        f.release(3, 0);
+        assert!(!f.posted(3) && !f.posted(35));
     }
 
     #[test]

@@ -142,6 +142,11 @@ bitflags::bitflags! {
         /// buffer alone until it is released, as it must anyway; what changes is that a
         /// release can come later. Frame headers are always copied and checked on the host.
         const TX_ZERO_COPY = 1 << 8;
+        /// TX descriptors are passed by laps (`desc::RingPtr`): the guest's `DESC_F_AVAIL`
+        /// bit alternates with each lap of the ring and the host never writes the TX ring, so
+        /// its lines go one way only, guest to host (as memif's descriptors do). Needs
+        /// `TX_DONE_INDEX`, the only way the guest then learns of releases.
+        const TX_LAPS = 1 << 9;
     }
 }
 
@@ -413,6 +418,13 @@ pub fn negotiate(
             req - offered
         ));
     }
+    if req.contains(Features::TX_LAPS) && !req.contains(Features::TX_DONE_INDEX) {
+        return Err(
+            "driver requested TX_LAPS without TX_DONE_INDEX, its only way to learn \
+                    of TX releases"
+                .into(),
+        );
+    }
     Ok(req)
 }
 
@@ -431,6 +443,15 @@ mod tests {
         assert!(negotiate(1, offered, 2, 0).unwrap_err().contains("2.x"));
         assert!(negotiate(1, offered, 1, 1 << 60).is_err());
         assert!(negotiate(1, offered, 1, Features::TX_CSUM.bits()).is_err());
+    }
+
+    #[test]
+    fn tx_laps_needs_the_done_index() {
+        let offered = Features::TX_DONE_INDEX | Features::TX_LAPS;
+        let both = negotiate(1, offered, 1, offered.bits()).unwrap();
+        assert_eq!(both, offered);
+        let err = negotiate(1, offered, 1, Features::TX_LAPS.bits()).unwrap_err();
+        assert!(err.contains("TX_DONE_INDEX"), "{err}");
     }
 
     #[test]
