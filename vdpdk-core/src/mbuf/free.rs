@@ -8,11 +8,18 @@ impl Mempool {
     /// Returns every mbuf in `mbufs` (with its chained segments) to its pool, one lock per run
     /// of buffers from the same pool.
     pub fn free_bulk(mbufs: &mut Vec<Mbuf>) {
+        Mempool::free_all(mbufs.drain(..));
+    }
+
+    /// [`Mempool::free_bulk`] for mbufs taken from anywhere (a driver's ring slots), without
+    /// gathering them into a vector first.
+    #[inline]
+    pub fn free_all(mbufs: impl IntoIterator<Item = Mbuf>) {
         // Chained lent segments go back to their lender as they come, their pool references
         // in one release per run, so a burst of header-and-lent chains is one run of headers.
         // (A lent head, rare, is handed back by its run's flush.)
         let (mut own, mut lent) = (FreeRun::default(), LentRun::default());
-        for mut m in mbufs.drain(..) {
+        for mut m in mbufs {
             let mut next = m.next.take();
             own.push(m);
             // Chained segments (rare) follow their head.
