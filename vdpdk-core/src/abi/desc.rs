@@ -323,17 +323,34 @@ mod tests {
         // SAFETY: mem holds 32 descriptors, 8-byte aligned, and outlives `r`.
         let r = unsafe { RingPtr::new(mem.as_mut_ptr().cast(), 32) };
         let d = Desc {
-            addr: 0x1000,
+            addr: 0x1122_3344_5566_7788,
             len: 60,
             flags: DESC_F_AVAIL,
-            ..Default::default()
+            ol_flags: 0x8899_aabb,
+            packet_type: 0xccdd_eeff,
+            mark: 0x0102_0304,
+            tso_segsz: 0x0506,
+            l2_len: 0x07,
+            l4_len: 0x08,
+            l3_len: 0x090a,
+            _rsvd: 0,
         };
         r.publish(33, &d); // wraps to slot 1
         assert_eq!(r.flags(1), DESC_F_AVAIL);
-        assert_eq!(r.read(1), d);
+        assert_eq!(r.read(1), d, "every field lands where Desc has it");
+        assert_eq!(r.read(0), Desc::default(), "the slot before is untouched");
+        assert_eq!(r.read(2), Desc::default(), "the slot after is untouched");
         r.complete(1, 42, DESC_F_AVAIL, DESC_OL_RX_MARK, 0x11, 7);
         let c = r.read(1);
-        assert_eq!((c.flags, c.len, c.mark, c.addr), (0, 42, 7, 0x1000));
+        let want = Desc {
+            len: 42,
+            flags: 0,
+            ol_flags: DESC_OL_RX_MARK,
+            packet_type: 0x11,
+            mark: 7,
+            ..d
+        };
+        assert_eq!(c, want, "complete writes the RX results and nothing else");
     }
 
     #[test]
