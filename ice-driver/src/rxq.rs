@@ -405,10 +405,49 @@ impl RxQueue for IceRxQueue {
     }
 }
 
+/// Longest a stopping RX queue is waited for (Linux ice allows ~1-2 ms: 50 polls 20-40 us
+/// apart, `ICE_Q_WAIT_MAX_RETRY` in `ice_pf_rxq_wait`).
+const RX_STOP_WAIT: Duration = Duration::from_millis(10);
+
+impl IceRxQueue {
+    /// Clears QENA_REQ and waits for QENA_STAT to follow: until it does, the device may still
+    /// write frames into the ring and the buffers [Linux ice `ice_pf_rxq_wait`]. False when it
+    /// did not stop in time (or the device cannot be read).
+    fn stop(&self) -> bool {
+        let qq = self.q as u64;
+        if self.regs.write(qrx_ctrl(qq), 0).is_err() {
+            return false;
+        }
+        let t0 = Instant::now();
+        loop {
+            match self.regs.read(qrx_ctrl(qq)) {
+                Ok(v) if v & QRX_CTRL_QENA_STAT == 0 => return true,
+                Ok(_) if t0.elapsed() < RX_STOP_WAIT => {
+                    std::thread::sleep(Duration::from_micros(20))
+                }
+                _ => return false,
+            }
+        }
+    }
+}
+
 impl Drop for IceRxQueue {
-    /// Disables the queue and withdraws its ring from the device before the memory goes.
+    /// Stops the queue, then withdraws its ring from the device and frees its buffers. A queue
+    /// that does not stop keeps both: its ring stays mapped and its buffers are never reused,
+    /// since the device may still write into them.
     fn drop(&mut self) {
-        let _ = self.regs.write(qrx_ctrl(self.q as u64), 0);
+        if !self.stop() {
+            log::error!(
+                "RX queue {} did not stop within {RX_STOP_WAIT:?}: its ring stays mapped and its {} buffers are not reused",
+                self.q,
+                self.slots.iter().flatten().count()
+            );
+            std::mem::take(&mut self.slots)
+                .into_iter()
+                .for_each(std::mem::forget);
+            std::mem::forget(self.partial.take());
+            return;
+        }
         let _ = self
             .regs
             .device()

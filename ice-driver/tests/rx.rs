@@ -47,6 +47,36 @@ fn frames_arrive_intact_with_ptype_and_checksum_status() {
     assert_eq!(m.lock().stats.rx_dropped, 1);
 }
 
+/// The device stops a queue only some reads of QRX_CTRL after the request, receiving
+/// meanwhile (as hardware finishes in-flight DMA). A queue being dropped waits for QENA_STAT to
+/// clear before its ring and buffers go: a driver that did not would leave the device writing
+/// into memory it had let go (the model counts that as a DMA fault).
+#[test]
+fn a_dropped_queue_is_stopped_before_its_memory_goes() {
+    let m = E810Model::shared(ModelConfig::default());
+    let mut ice = IceDevice::probe(Arc::new(ModelPci::new(m.clone()))).unwrap();
+    let pool = Mempool::new("rx", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    let f = udp_frame(MacAddr::BROADCAST, MacAddr([2, 0, 0, 0, 0, 1]), 1, 64);
+    for round in 0..3 {
+        let mut rxq = ice.setup_rx_queue(2, 64, &pool).unwrap();
+        assert!(m.lock().receive_on(2, &f), "round {round}: the queue runs");
+        let mut out = Vec::new();
+        assert_eq!(rxq.rx_burst(&mut out, 32), 1);
+        drop(out);
+        drop(rxq);
+        assert!(
+            !m.lock().receive_on(2, &f),
+            "round {round}: a stopped queue takes nothing"
+        );
+        let st = m.lock().stats;
+        assert_eq!(
+            st.rx_dma_faults, 0,
+            "round {round}: nothing written after the stop"
+        );
+        assert_eq!(pool.available(), 1024, "round {round}: every buffer back");
+    }
+}
+
 #[test]
 fn a_full_ring_drops_until_the_driver_returns_descriptors() {
     let m = E810Model::shared(ModelConfig::default());

@@ -84,6 +84,9 @@ pub struct ModelStats {
     pub rx_dropped: u64,
     /// Frames longer than the queue's RXMAX.
     pub rx_oversize: u64,
+    /// RX descriptors or buffers the device found unmapped (an IOMMU fault on hardware):
+    /// a driver that let memory go while its queue could still write there.
+    pub rx_dma_faults: u64,
     /// Frames put on the wire (each TSO segment counts).
     pub tx_packets: u64,
     /// Bytes of those frames (without CRC).

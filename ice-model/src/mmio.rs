@@ -48,11 +48,7 @@ impl E810Model {
                     return self.rxq.get(q).map_or(0, |s| s.ctx[i]);
                 }
                 if let Some(q) = self.queue_of(off, QRX_CTRL_BASE) {
-                    // QENA_STAT (b2) mirrors the request (b0) at once.
-                    return self
-                        .rxq
-                        .get(q)
-                        .map_or(0, |s| if s.enabled { 0b101 } else { 0 });
+                    return self.rx_ctrl_read(q);
                 }
                 if let Some(q) = self.queue_of(off, QRX_TAIL_BASE) {
                     return self.rxq.get(q).map_or(0, |s| s.tail);

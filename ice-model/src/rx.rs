@@ -110,6 +110,9 @@ impl Steer {
 pub(crate) struct RxQueueState {
     pub(crate) ctx: [u32; 8],
     pub(crate) enabled: bool,
+    /// Reads of QRX_CTRL left before a requested stop completes (0: none pending). Until
+    /// then the queue still receives, as hardware finishing its in-flight DMA does.
+    pub(crate) stopping: u8,
     pub(crate) base: u64,
     pub(crate) len: u32,
     pub(crate) dbuf: usize,
@@ -119,7 +122,32 @@ pub(crate) struct RxQueueState {
     pub(crate) rxdid: u8,
 }
 
+/// QRX_CTRL reads a stop takes: the queue is stopped only when QENA_STAT reads clear, which
+/// software must wait for before it frees the ring or the buffers [Linux ice `ice_pf_rxq_wait`
+/// polls QRX_CTRL.QENA_STAT, 20-40 us apart; DPDK ice `ice_switch_rx_queue` likewise]. A
+/// driver that does not wait leaves the queue receiving into memory it let go.
+const RX_STOP_READS: u8 = 3;
+
 impl E810Model {
+    /// QRX_CTRL of queue `q` as read: QENA_REQ (bit 0) as last written, QENA_STAT (bit 2)
+    /// while the queue runs; each read moves a pending stop on.
+    pub(crate) fn rx_ctrl_read(&mut self, q: usize) -> u32 {
+        let Some(st) = self.rxq.get_mut(q) else {
+            return 0;
+        };
+        if st.stopping > 0 {
+            st.stopping -= 1;
+            if st.stopping == 0 {
+                st.enabled = false;
+            }
+        }
+        match (st.enabled, st.stopping > 0) {
+            (true, false) => 0b101,
+            (true, true) => 0b100,
+            (false, _) => 0,
+        }
+    }
+
     /// A frame from the wire: the switch's MAC lookup rules (a frame they drop or do not claim
     /// goes no further; one they forward goes to a VSI), then the VSI's Flow Director filters,
     /// then `mac_to_queue`, then the VSI's RSS, else queue 0.
@@ -216,9 +244,12 @@ impl E810Model {
     pub(crate) fn rx_enable(&mut self, q: usize, on: bool) {
         let st = self.rxq_mut(q);
         if !on {
-            st.enabled = false;
+            if st.enabled {
+                st.stopping = RX_STOP_READS;
+            }
             return;
         }
+        st.stopping = 0;
         let mut c = [0u8; 32];
         for (i, dw) in st.ctx.iter().enumerate() {
             c[i * 4..i * 4 + 4].copy_from_slice(&dw.to_le_bytes());
@@ -267,12 +298,14 @@ impl E810Model {
             if !self.dma.read(at, &mut d) {
                 log::debug!("rxq {q}: descriptor {head} at {at:#x} is not mapped");
                 self.stats.rx_dropped += 1;
+                self.stats.rx_dma_faults += 1;
                 return false;
             }
             let addr = u64::from_le_bytes(d[0..8].try_into().unwrap());
             if !self.dma.write(addr, piece) {
                 log::debug!("rxq {q}: buffer {addr:#x}+{} is not mapped", piece.len());
                 self.stats.rx_dropped += 1;
+                self.stats.rx_dma_faults += 1;
                 return false;
             }
             let mut wb = if k + 1 == pieces.len() {
