@@ -269,11 +269,17 @@ impl Poller {
         if spoofed_in_guest(g, &f.src) {
             return TxOutcome::Spoofed;
         }
-        let mut m = self.free_cache.pop().expect("reserved above");
+        // Filled in place in the burst: filling a copy on the stack and then moving it read
+        // back the fields just written in pieces, a store-forwarding stall per frame.
+        let i = self.tx_buf.len();
+        self.tx_buf
+            .push(self.free_cache.pop().expect("reserved above"));
+        let m = &mut self.tx_buf[i];
         m.reset();
         m.set_len(f.len).expect("len checked against max_frame");
         // The guest may scribble on the source meanwhile; we only copy bytes.
         if f.src.read_slice(0, m.data_mut()).is_err() {
+            let m = self.tx_buf.pop().expect("just pushed");
             self.free_cache.push(m);
             return TxOutcome::Bad;
         }
@@ -283,16 +289,17 @@ impl Poller {
         if let TxRequest::Checksum(lay) = f.request {
             // The backend fills checksums only of frames it sends; another guest gets them
             // filled here.
-            let for_a_guest = MacAddr::dst_of(m.data())
+            let for_a_guest = MacAddr::dst_of(self.tx_buf[i].data())
                 .is_some_and(|d| self.local_target(g.mac, d) != TARGET_NONE);
-            if self.hw_tx.contains(csum_offloads(f.flags)) && !for_a_guest {
+            let in_hw = self.hw_tx.contains(csum_offloads(f.flags)) && !for_a_guest;
+            let m = &mut self.tx_buf[i];
+            if in_hw {
                 m.ol_flags = f.flags;
                 m.tx_offload = f.info;
             } else {
                 fill_tx_checksums(m.data_mut(), f.flags, &lay);
             }
         }
-        self.tx_buf.push(m);
         TxOutcome::Queued
     }
 
