@@ -369,3 +369,53 @@ fn a_guest_that_leaves_lent_descriptors_avail_cannot_get_a_slot_lent_twice() {
     g.post_tx(&mut q, bufs.iova_base(), BIG as u16);
     assert_eq!(take(&mut wire, 1)[0].to_vec(), f);
 }
+
+/// The same on a ring passed by laps, where the host never clears a flag: a guest that posts
+/// the next lap into slots still lent (64 more behind the 64 the wire holds) gets none of them
+/// taken until the wire lets the first go, and then each exactly once.
+#[test]
+fn a_guest_that_posts_a_lap_ahead_into_lent_slots_waits_for_them() {
+    let (dir, mux, mut wire) = zero_copy_mux("zc-laps");
+    let mut g = Raw::connect(&dir.sock("g"));
+    let features = Features::TX_ZERO_COPY | Features::TX_DONE_INDEX | Features::TX_LAPS;
+    let mut q = g.bring_up_with("zc-laps", features);
+    let bufs = DmaMemory::alloc_with("zc-laps-bufs", 1 << 20, false).unwrap();
+    g.dev.dma_map(&bufs).unwrap();
+    let f = udp_frame(WIRE_MAC, mac(GMAC), 1, BIG);
+    // SAFETY: the frame fits in our own 1 MiB mapping.
+    unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), bufs.as_ptr(), f.len()) };
+    for _ in 0..64 {
+        g.post_tx(&mut q, bufs.iova_base(), BIG as u16);
+    }
+    wait_for(10, "the whole ring lent", || {
+        lent_frames_counted(&mux) == 64
+    });
+    // Lap 1 over the lent slots.
+    for _ in 0..64 {
+        g.post_tx(&mut q, bufs.iova_base(), BIG as u16);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        lent_frames_counted(&mux),
+        64,
+        "nothing taken over a lent slot"
+    );
+    assert_eq!(
+        g.tx_progress().0,
+        0,
+        "nothing released while the wire holds it"
+    );
+    let first = take(&mut wire, 64);
+    drop(first);
+    wait_for(10, "the second lap lent once the first is released", || {
+        lent_frames_counted(&mux) == 128
+    });
+    let second = take(&mut wire, 64);
+    assert!(second.iter().all(|m| m.to_vec() == f));
+    drop(second);
+    wait_for(10, "both laps released", || g.tx_progress().0 == 128);
+    assert!(
+        wire.recv(1, Duration::from_millis(200)).is_empty(),
+        "nothing sent twice"
+    );
+}
