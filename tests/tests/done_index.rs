@@ -20,8 +20,8 @@ use vdpdk_pci::VfioUserPci;
 
 const GMAC: u8 = 0x6a;
 
-/// host-mux with one guest "g", and guest-pmd attached asking for `features`.
-fn guest_with(tag: &str, features: Features) -> (TempDir, host_mux::HostMux, Wire, VdpdkPort) {
+/// host-mux with one guest "g" (MAC `GMAC`) on the pair wire.
+fn one_guest_mux(tag: &str) -> (TempDir, host_mux::HostMux, Wire) {
     let dir = TempDir::new(tag);
     let (mux, wire) = start_mux(
         &dir,
@@ -31,6 +31,12 @@ fn guest_with(tag: &str, features: Features) -> (TempDir, host_mux::HostMux, Wir
             rxq: 1,
         }],
     );
+    (dir, mux, wire)
+}
+
+/// host-mux with one guest "g", and guest-pmd attached asking for `features`.
+fn guest_with(tag: &str, features: Features) -> (TempDir, host_mux::HostMux, Wire, VdpdkPort) {
+    let (dir, mux, wire) = one_guest_mux(tag);
     let dev = Arc::new(VfioUserPci::connect(&dir.sock("g")).expect("connect"));
     let opts = OpenOptions {
         features,
@@ -133,15 +139,7 @@ fn tx_buffers_come_back_by_descriptor_flags_without_the_index() {
 /// leaves) is not taken.
 #[test]
 fn a_ring_passed_by_laps_is_never_written_by_the_host() {
-    let dir = TempDir::new("laps-raw");
-    let (_mux, mut wire) = start_mux(
-        &dir,
-        &[Vm {
-            name: "g",
-            mac: mac(GMAC),
-            rxq: 1,
-        }],
-    );
+    let (dir, _mux, mut wire) = one_guest_mux("laps-raw");
     let mut g = Raw::connect(&dir.sock("g"));
     let mut q = g.bring_up_with("laps-raw", Features::TX_DONE_INDEX | Features::TX_LAPS);
     assert!(q.tx.laps());
@@ -204,15 +202,7 @@ fn rx_frames_are_read_by_descriptor_flags_without_the_index() {
 
 #[test]
 fn a_port_closed_right_after_its_last_burst_still_sends_it() {
-    let dir = TempDir::new("close-drain");
-    let (_mux, mut wire) = start_mux(
-        &dir,
-        &[Vm {
-            name: "g",
-            mac: mac(GMAC),
-            rxq: 1,
-        }],
-    );
+    let (dir, _mux, mut wire) = one_guest_mux("close-drain");
     let pool = Mempool::new("g", 256, DEFAULT_BUF_SIZE).unwrap();
     // An application that sends its last burst and exits at once, again and again: each
     // close resets the device, which drops whatever the host had not taken yet.

@@ -337,24 +337,57 @@ fn a_refused_descriptor_among_lent_ones_comes_back_in_ring_order_with_its_error(
     );
 }
 
-#[test]
-fn a_guest_that_leaves_lent_descriptors_avail_cannot_get_a_slot_lent_twice() {
-    let (dir, mux, mut wire) = zero_copy_mux("zc-lap");
+/// A raw guest agreeing to `features`, its whole ring (64 descriptors of one big frame) lent
+/// to and held by the wire.
+struct LentRing {
+    _dir: TempDir,
+    mux: host_mux::HostMux,
+    wire: Wire,
+    g: Raw,
+    q: RawQueues,
+    bufs: DmaMemory,
+    frame: Vec<u8>,
+}
+
+fn lend_a_whole_ring(tag: &str, features: Features) -> LentRing {
+    let (dir, mux, wire) = zero_copy_mux(tag);
     let mut g = Raw::connect(&dir.sock("g"));
-    let mut q = g.bring_up_with("zc-lap", Features::TX_ZERO_COPY);
-    let bufs = DmaMemory::alloc_with("zc-bufs", 1 << 20, false).unwrap();
+    let mut q = g.bring_up_with(tag, features);
+    let bufs = DmaMemory::alloc_with(&format!("{tag}-bufs"), 1 << 20, false).unwrap();
     g.dev.dma_map(&bufs).unwrap();
-    let f = udp_frame(WIRE_MAC, mac(GMAC), 1, BIG);
+    let frame = udp_frame(WIRE_MAC, mac(GMAC), 1, BIG);
     // SAFETY: the frame fits in our own 1 MiB mapping.
-    unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), bufs.as_ptr(), f.len()) };
-    // A whole ring (64) lent and held by the wire. Their AVAIL flags stay set: to a host that
-    // took a lap too many, descriptor 0 would look posted again.
+    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), bufs.as_ptr(), frame.len()) };
     for _ in 0..64 {
         g.post_tx(&mut q, bufs.iova_base(), BIG as u16);
     }
     wait_for(10, "the whole ring lent", || {
         lent_frames_counted(&mux) == 64
     });
+    LentRing {
+        _dir: dir,
+        mux,
+        wire,
+        g,
+        q,
+        bufs,
+        frame,
+    }
+}
+
+#[test]
+fn a_guest_that_leaves_lent_descriptors_avail_cannot_get_a_slot_lent_twice() {
+    // A whole ring lent and held by the wire. Their AVAIL flags stay set: to a host that took
+    // a lap too many, descriptor 0 would look posted again.
+    let LentRing {
+        mux,
+        mut wire,
+        g,
+        mut q,
+        bufs,
+        frame,
+        ..
+    } = lend_a_whole_ring("zc-lap", Features::TX_ZERO_COPY);
     let got = take(&mut wire, 64);
     assert_eq!(lent_frames_counted(&mux), 64, "no slot taken a second time");
     drop(got);
@@ -367,7 +400,7 @@ fn a_guest_that_leaves_lent_descriptors_avail_cannot_get_a_slot_lent_twice() {
     );
     // The poller is alive and the queue still works.
     g.post_tx(&mut q, bufs.iova_base(), BIG as u16);
-    assert_eq!(take(&mut wire, 1)[0].to_vec(), f);
+    assert_eq!(take(&mut wire, 1)[0].to_vec(), frame);
 }
 
 /// The same on a ring passed by laps, where the host never clears a flag: a guest that posts
@@ -375,21 +408,16 @@ fn a_guest_that_leaves_lent_descriptors_avail_cannot_get_a_slot_lent_twice() {
 /// taken until the wire lets the first go, and then each exactly once.
 #[test]
 fn a_guest_that_posts_a_lap_ahead_into_lent_slots_waits_for_them() {
-    let (dir, mux, mut wire) = zero_copy_mux("zc-laps");
-    let mut g = Raw::connect(&dir.sock("g"));
     let features = Features::TX_ZERO_COPY | Features::TX_DONE_INDEX | Features::TX_LAPS;
-    let mut q = g.bring_up_with("zc-laps", features);
-    let bufs = DmaMemory::alloc_with("zc-laps-bufs", 1 << 20, false).unwrap();
-    g.dev.dma_map(&bufs).unwrap();
-    let f = udp_frame(WIRE_MAC, mac(GMAC), 1, BIG);
-    // SAFETY: the frame fits in our own 1 MiB mapping.
-    unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), bufs.as_ptr(), f.len()) };
-    for _ in 0..64 {
-        g.post_tx(&mut q, bufs.iova_base(), BIG as u16);
-    }
-    wait_for(10, "the whole ring lent", || {
-        lent_frames_counted(&mux) == 64
-    });
+    let LentRing {
+        mux,
+        mut wire,
+        g,
+        mut q,
+        bufs,
+        frame,
+        ..
+    } = lend_a_whole_ring("zc-laps", features);
     // Lap 1 over the lent slots.
     for _ in 0..64 {
         g.post_tx(&mut q, bufs.iova_base(), BIG as u16);
@@ -411,7 +439,7 @@ fn a_guest_that_posts_a_lap_ahead_into_lent_slots_waits_for_them() {
         lent_frames_counted(&mux) == 128
     });
     let second = take(&mut wire, 64);
-    assert!(second.iter().all(|m| m.to_vec() == f));
+    assert!(second.iter().all(|m| m.to_vec() == frame));
     drop(second);
     wait_for(10, "both laps released", || g.tx_progress().0 == 128);
     assert!(
