@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use vdpdk_core::abi::desc::{Desc, RingPtr, DESC_F_AVAIL, DESC_F_ERROR};
 use vdpdk_core::abi::{self};
-use vdpdk_core::{DmaMemory, Mbuf, Mempool, QueueCounters, Result, RxQueue, TxQueue};
+use vdpdk_core::{DmaMemory, Mbuf, Mempool, ParkedMbuf, QueueCounters, Result, RxQueue, TxQueue};
 use vdpdk_pci::{MappedBar, PciDevice};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -200,8 +200,10 @@ pub struct GuestTxQueue {
     size: u16,
     head: u16,
     tail: u16,
-    slots: Vec<Option<Mbuf>>,
-    done: Vec<Mbuf>,
+    /// The buffers posted and not yet taken back, parked: 16 bytes each to write and read
+    /// back where a whole mbuf is 80.
+    slots: Vec<Option<ParkedMbuf>>,
+    done: Vec<ParkedMbuf>,
     counters: Arc<QueueCounters>,
     bar: Arc<MappedBar>,
     qid: u16,
@@ -280,7 +282,7 @@ impl GuestTxQueue {
             self.tail = self.tail.wrapping_add(1);
         }
         if !self.done.is_empty() {
-            Mempool::free_bulk(&mut self.done);
+            Mempool::free_parked(self.done.drain(..));
         }
     }
 
@@ -307,7 +309,7 @@ impl GuestTxQueue {
         // of each mbuf.
         let (mask, tail) = (self.size - 1, self.tail);
         let slots = &mut self.slots;
-        Mempool::free_all(
+        Mempool::free_parked(
             (0..n).filter_map(|k| slots[(tail.wrapping_add(k) & mask) as usize].take()),
         );
         self.tail = tail.wrapping_add(n);
@@ -371,9 +373,7 @@ impl TxQueue for GuestTxQueue {
         let mut bytes = 0u64;
         let mut sent = 0;
         for m in pkts.drain(..n) {
-            // One descriptor carries one buffer: the port offers no MULTI_SEGS, and a chain
-            // is refused rather than sent truncated.
-            if m.is_chained() || !self.ensure_mapped(&m) {
+            if !self.ensure_mapped(&m) {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 continue; // the mbuf is freed; its memory cannot reach the device
             }
@@ -389,9 +389,15 @@ impl TxQueue for GuestTxQueue {
                 l4_len: t.l4_len,
                 ..Default::default()
             };
-            bytes += m.len() as u64;
+            // One descriptor carries one buffer: the port offers no MULTI_SEGS, and a chain
+            // is refused rather than sent truncated.
+            let Ok(parked) = m.park() else {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            bytes += d.len as u64;
             self.ring.publish(self.head, &d);
-            self.slots[(self.head & mask) as usize] = Some(m);
+            self.slots[(self.head & mask) as usize] = Some(parked);
             self.head = self.head.wrapping_add(1);
             sent += 1;
         }

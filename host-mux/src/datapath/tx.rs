@@ -275,8 +275,8 @@ impl Poller {
         self.tx_buf
             .push(self.free_cache.pop().expect("reserved above"));
         let m = &mut self.tx_buf[i];
-        m.reset();
-        m.set_len(f.len).expect("len checked against max_frame");
+        m.reset_to_len(f.len)
+            .expect("len checked against max_frame");
         // The guest may scribble on the source meanwhile; we only copy bytes.
         if f.src.read_slice(0, m.data_mut()).is_err() {
             let m = self.tx_buf.pop().expect("just pushed");
@@ -322,10 +322,9 @@ impl Poller {
         let first = self.tx_buf.len();
         for k in 0..nseg {
             let mut m = self.free_cache.pop().expect("reserved above");
-            m.reset();
             let off = lay.payload + k * mss;
             let chunk = mss.min(f.len - off);
-            m.set_len(lay.payload + chunk)
+            m.reset_to_len(lay.payload + chunk)
                 .expect("headers + mss checked against max_frame");
             let (hdr, payload) = m.data_mut().split_at_mut(lay.payload);
             // Headers are read from guest memory once, into the first segment; the others
@@ -405,9 +404,8 @@ impl Poller {
         }
         let mut head: Option<Mbuf> = None;
         for (k, mut m) in self.tso_bufs.drain(..).enumerate() {
-            m.reset();
             let chunk = room.min(len - k * room);
-            m.set_len(chunk).expect("chunk <= room");
+            m.reset_to_len(chunk).expect("chunk <= room");
             // On a refusal the rest of the drained buffers go back to the pool with the chain.
             src.read_slice(k * room, m.data_mut())?;
             match &mut head {

@@ -58,13 +58,19 @@ impl FreeRun {
     /// Queues one buffer, flushing first when it is of another pool or the run is full.
     #[inline(always)]
     fn push(&mut self, m: Mbuf) {
-        if self.pool != Some(m.pool) || self.n == self.idxs.len() {
-            self.flush();
-            self.pool = Some(m.pool);
-        }
-        self.idxs[self.n] = m.idx();
-        self.n += 1;
+        self.push_index(m.pool, m.idx());
         std::mem::forget(m);
+    }
+
+    /// Queues buffer `idx` of `pool`, whose reference (one per buffer) the run takes over.
+    #[inline(always)]
+    fn push_index(&mut self, pool: NonNull<PoolInner>, idx: u32) {
+        if self.pool != Some(pool) || self.n == self.idxs.len() {
+            self.flush();
+            self.pool = Some(pool);
+        }
+        self.idxs[self.n] = idx;
+        self.n += 1;
     }
 
     /// Returns the queued buffers to their pool and drops their references.
@@ -113,5 +119,57 @@ impl LentRun {
             unsafe { release(pool, self.n) };
         }
         self.n = 0;
+    }
+}
+
+/// A single-segment mbuf a device is still reading, reduced to what freeing it takes: its pool
+/// and buffer index. A TX ring parks each posted buffer in its slot as one of these, 16 bytes
+/// written and read back per frame where a whole [`Mbuf`] is 80 (moving those was the largest
+/// per-frame cost of guest TX at 64 B). Dropping it frees the buffer; [`Mempool::free_parked`]
+/// frees many under one lock.
+pub struct ParkedMbuf {
+    pool: NonNull<PoolInner>,
+    idx: u32,
+}
+
+// SAFETY: a ParkedMbuf exclusively owns its buffer, as the Mbuf it was; the pool is Sync.
+unsafe impl Send for ParkedMbuf {}
+
+impl Mbuf {
+    /// Parks a single-segment mbuf (its metadata is dropped; see [`ParkedMbuf`]). A chain is
+    /// handed back unchanged: its segments need the full form to be freed.
+    #[inline(always)]
+    pub fn park(self) -> Result<ParkedMbuf, Mbuf> {
+        if self.next.is_some() {
+            return Err(self);
+        }
+        let parked = ParkedMbuf {
+            pool: self.pool,
+            idx: self.idx(),
+        };
+        // The pool reference and the buffer pass to `parked`.
+        std::mem::forget(self);
+        Ok(parked)
+    }
+}
+
+impl Mempool {
+    /// Frees parked buffers, one lock per run of the same pool (as [`Mempool::free_all`]).
+    #[inline]
+    pub fn free_parked(parked: impl IntoIterator<Item = ParkedMbuf>) {
+        let mut run = FreeRun::default();
+        for p in parked {
+            run.push_index(p.pool, p.idx);
+            std::mem::forget(p);
+        }
+        run.flush();
+    }
+}
+
+impl Drop for ParkedMbuf {
+    fn drop(&mut self) {
+        let mut run = FreeRun::default();
+        run.push_index(self.pool, self.idx);
+        run.flush();
     }
 }

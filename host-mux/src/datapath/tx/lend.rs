@@ -41,8 +41,8 @@ impl Poller {
             return TxOutcome::Wait;
         }
         let mut m = self.free_cache.pop().expect("reserved above");
-        m.reset();
-        m.set_len(LENT_HEADER).expect("a buffer holds the header");
+        m.reset_to_len(LENT_HEADER)
+            .expect("a buffer holds the header");
         if f.src.read_slice(0, m.data_mut()).is_err() {
             self.free_cache.push(m);
             return TxOutcome::Bad;
