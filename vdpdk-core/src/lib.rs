@@ -40,6 +40,6 @@ pub use ethdev::{
 pub use flow::{FlowAction, FlowAttr, FlowHandle, FlowItem, FlowRule};
 pub use mac::MacAddr;
 pub use mbuf::{
-    Lender, Lending, Mbuf, Mempool, OlFlags, PacketType, ParkedMbuf, DEFAULT_BUF_SIZE,
+    Lender, Lending, Mbuf, MbufFifo, Mempool, OlFlags, PacketType, ParkedMbuf, DEFAULT_BUF_SIZE,
     MBUF_HEADROOM,
 };
