@@ -722,6 +722,47 @@ mod tests {
     }
 
     #[test]
+    fn a_visit_takes_a_full_flags_ring_once_around() {
+        // 32 descriptors, all posted, on a ring passed by flags smaller than a visit's
+        // TX_PULL: a lap ahead is the same descriptor, still flagged until released.
+        let g = testing::guest();
+        let _ram = testing::map_ram(&g, RAM, 0x10000, false);
+        {
+            let mut tx = g.tx.lock();
+            tx.queues = vec![Some(testing::host_queue(&tx.mem, RAM, 32))];
+            tx.running = true;
+        }
+        const { assert!(32 < TX_PULL) };
+        for i in 0..32u16 {
+            let at = RAM + 0x1000 + i as u64 * 0x100;
+            testing::poke(&g, at, &frame(OTHER, MAC, 64, i as u8));
+            let tx = g.tx.lock();
+            tx.queues[0]
+                .as_ref()
+                .unwrap()
+                .ring
+                .publish(i, &desc(at, 64));
+        }
+        let bursts = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let backend: Box<dyn vdpdk_core::TxQueue> = Box::new(Recorder(bursts.clone()));
+        let pool = Mempool::new("t-lap", 512, 2048).unwrap();
+        let mut p = test_poller(Role::Tx, vec![g.clone()], Vec::new(), backend, &pool);
+        assert_eq!(p.round(), 32);
+        assert_eq!(
+            bursts.lock().iter().sum::<usize>(),
+            32,
+            "each frame sent once"
+        );
+        let tx = g.tx.lock();
+        let ring = tx.queues[0].as_ref().unwrap().ring;
+        assert!(
+            (0..32).all(|i| ring.flags(i) == 0),
+            "every descriptor released"
+        );
+        assert_eq!(tx.stats.0[StatsIndex::TxPackets as usize], 32);
+    }
+
+    #[test]
     fn guests_with_a_few_frames_each_make_one_backend_burst() {
         let guests: Vec<_> = (0..4).map(|_| testing::guest()).collect();
         let mut rams = Vec::new();
