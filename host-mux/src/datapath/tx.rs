@@ -629,13 +629,7 @@ mod tests {
 
     #[test]
     fn a_round_sends_good_frames_and_hands_bad_ones_back_flagged() {
-        let g = testing::guest();
-        let _ram = testing::map_ram(&g, RAM, 0x10000, false);
-        {
-            let mut tx = g.tx.lock();
-            tx.queues = vec![Some(testing::host_queue(&tx.mem, RAM, 32))];
-            tx.running = true;
-        }
+        let (g, _ram) = guest_with_tx_ring();
         let good = frame(OTHER, MAC, 64, 0x11);
         testing::poke(&g, RAM + 0x1000, &good);
         testing::poke(&g, RAM + 0x1100, &frame(OTHER, OTHER, 64, 0x22));
@@ -685,6 +679,17 @@ mod tests {
         Mempool::free_bulk(&mut got);
     }
 
+    /// A running guest with 64 KiB of RAM at `RAM` and one TX queue of 32 descriptors there.
+    fn guest_with_tx_ring() -> (Arc<Guest>, vdpdk_core::DmaMemory) {
+        let g = testing::guest();
+        let ram = testing::map_ram(&g, RAM, 0x10000, false);
+        let mut tx = g.tx.lock();
+        tx.queues = vec![Some(testing::host_queue(&tx.mem, RAM, 32))];
+        tx.running = true;
+        drop(tx);
+        (g, ram)
+    }
+
     /// A poller serving `guests` (all of them on TX), polling at once and never sleeping long.
     fn test_poller(
         role: Role,
@@ -725,13 +730,7 @@ mod tests {
     fn a_visit_takes_a_full_flags_ring_once_around() {
         // 32 descriptors, all posted, on a ring passed by flags smaller than a visit's
         // TX_PULL: a lap ahead is the same descriptor, still flagged until released.
-        let g = testing::guest();
-        let _ram = testing::map_ram(&g, RAM, 0x10000, false);
-        {
-            let mut tx = g.tx.lock();
-            tx.queues = vec![Some(testing::host_queue(&tx.mem, RAM, 32))];
-            tx.running = true;
-        }
+        let (g, _ram) = guest_with_tx_ring();
         const { assert!(32 < TX_PULL) };
         for i in 0..32u16 {
             let at = RAM + 0x1000 + i as u64 * 0x100;
