@@ -124,7 +124,9 @@ impl GuestRxQueue {
                 flags: DESC_F_AVAIL,
                 ..Default::default()
             };
-            self.posted.push_from(&mut self.cache);
+            // Never full here: it holds one buffer per descriptor `tail..head`.
+            let pushed = self.posted.push_from(&mut self.cache);
+            debug_assert!(pushed);
             self.ring.publish(self.head, &d);
             self.head = self.head.wrapping_add(1);
         }

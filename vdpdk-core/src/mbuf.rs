@@ -468,11 +468,9 @@ impl Mbuf {
     }
     /// Sets the packet length (after a device or copy filled the data); fails past the room.
     pub fn set_len(&mut self, len: usize) -> Result<()> {
-        if len > (self.buf_len - self.data_off) as usize {
-            return Err(Error::InvalidArg(format!(
-                "packet length {len} exceeds the buffer's {} B",
-                self.buf_len - self.data_off
-            )));
+        let room = (self.buf_len - self.data_off) as usize;
+        if len > room {
+            return Err(too_long(len, room));
         }
         self.data_len = len as u16;
         Ok(())
@@ -496,10 +494,7 @@ impl Mbuf {
         // stall was two thirds of the null wire's RX.
         let room = (self.buf_len - MBUF_HEADROOM) as usize;
         if bytes.len() > room {
-            return Err(Error::InvalidArg(format!(
-                "packet length {} exceeds the buffer's {room} B",
-                bytes.len()
-            )));
+            return Err(too_long(bytes.len(), room));
         }
         self.data_off = MBUF_HEADROOM;
         self.data_len = bytes.len() as u16;
@@ -537,14 +532,18 @@ impl Mbuf {
         let data_off = if self.is_lent() { 0 } else { MBUF_HEADROOM };
         let room = (self.buf_len - data_off) as usize;
         if len > room {
-            return Err(Error::InvalidArg(format!(
-                "packet length {len} exceeds the buffer's {room} B"
-            )));
+            return Err(too_long(len, room));
         }
         self.reset();
         self.data_len = len as u16;
         Ok(())
     }
+}
+
+/// The error for a packet of `len` bytes in a buffer with `room` (out of line: cold).
+#[cold]
+fn too_long(len: usize, room: usize) -> Error {
+    Error::InvalidArg(format!("packet length {len} exceeds the buffer's {room} B"))
 }
 
 impl Drop for Mbuf {

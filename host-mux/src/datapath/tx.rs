@@ -104,7 +104,8 @@ impl Poller {
     /// Takes up to `TX_PULL` descriptors from each of guest `g`'s TX queues and queues them
     /// for the backend, which gets a burst once one has gathered (from this guest or several)
     /// and the rest at the end of the round: many guests with a few frames each make full
-    /// bursts, not one small burst per guest. `k` is the guest's index in `tx_guests` (its `TxPeek` view).
+    /// bursts, not one small burst per guest. `k` is the guest's index in `tx_guests` (its
+    /// `TxPeek` view).
     pub(super) fn pull_tx(&mut self, g: &Guest, k: usize) -> usize {
         if self.tx_buf.len() >= BURST && !self.flush_pending() {
             bump(&self.stats.tx_backpressure, 1);
