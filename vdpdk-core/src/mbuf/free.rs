@@ -1,5 +1,6 @@
 //! Handing freed buffers back in batches: one lock per run of buffers from the same pool.
 
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
 use super::{release, Mbuf, Mempool, PoolInner};
@@ -8,53 +9,105 @@ impl Mempool {
     /// Returns every mbuf in `mbufs` (with its chained segments) to its pool, one lock per run
     /// of buffers from the same pool.
     pub fn free_bulk(mbufs: &mut Vec<Mbuf>) {
-        Mempool::free_all(mbufs.drain(..));
+        let len = mbufs.len();
+        // Emptied first: should anything below panic, the rest leak rather than be freed twice.
+        // SAFETY: the elements stay initialised in the buffer; each is read in place below and
+        // its buffer and pool reference handed to a run, so none is dropped as well.
+        unsafe { mbufs.set_len(0) };
+        // The run is kept in locals, not a FreeRun: building one on the stack compiled to a
+        // memset, and reading its pool back from that wide store could not be forwarded, a
+        // wait for every store in flight (the ring's included) on each call.
+        let mut idxs = MaybeUninit::<[u32; RUN]>::uninit();
+        let (mut pool, mut n) = (None, 0);
+        for i in 0..len {
+            // SAFETY: i < len, an element set aside above and still valid; read in place,
+            // since moving the 80-byte mbuf out first cost a store-and-reload per frame.
+            let m = unsafe { &mut *mbufs.as_mut_ptr().add(i) };
+            if m.next.is_some() {
+                Self::free_chain_tail(m.next.take());
+            }
+            if pool != Some(m.pool) || n == RUN {
+                if let Some(p) = pool {
+                    // SAFETY: idxs[..n] were written below, one forgotten mbuf of `p` each.
+                    unsafe { give_back(p, idxs.as_ptr().cast(), n) };
+                }
+                (pool, n) = (Some(m.pool), 0);
+            }
+            // SAFETY: n < RUN, inside the array.
+            unsafe { idxs.as_mut_ptr().cast::<u32>().add(n).write(m.idx()) };
+            n += 1;
+        }
+        if let Some(p) = pool {
+            // SAFETY: as above.
+            unsafe { give_back(p, idxs.as_ptr().cast(), n) };
+        }
+    }
+
+    /// Frees the segments chained behind a head (rare).
+    #[cold]
+    fn free_chain_tail(next: Option<super::chain::Segment>) {
+        let (mut own, mut lent) = (FreeRun::new(), LentRun::default());
+        Self::free_segments(next, &mut own, &mut lent);
+        own.flush();
+        lent.flush();
     }
 
     /// [`Mempool::free_bulk`] for mbufs taken from anywhere (a driver's ring slots), without
     /// gathering them into a vector first.
     #[inline]
     pub fn free_all(mbufs: impl IntoIterator<Item = Mbuf>) {
-        // Chained lent segments go back to their lender as they come, their pool references
-        // in one release per run, so a burst of header-and-lent chains is one run of headers.
-        // (A lent head, rare, is handed back by its run's flush.)
-        let (mut own, mut lent) = (FreeRun::default(), LentRun::default());
+        let (mut own, mut lent) = (FreeRun::new(), LentRun::default());
         for mut m in mbufs {
-            let mut next = m.next.take();
+            let next = m.next.take();
             own.push(m);
-            // Chained segments (rare) follow their head.
-            while let Some(seg) = next {
-                let mut seg = seg.into_inner();
-                next = seg.next.take();
-                match seg.is_lent() {
-                    false => own.push(seg),
-                    true => lent.push(seg),
-                }
-            }
+            Self::free_segments(next, &mut own, &mut lent);
         }
         own.flush();
         lent.flush();
     }
-}
 
-/// Indexes of freed buffers of one pool, handed back together.
-struct FreeRun {
-    pool: Option<NonNull<PoolInner>>,
-    idxs: [u32; 64],
-    n: usize,
-}
-
-impl Default for FreeRun {
-    fn default() -> Self {
-        FreeRun {
-            pool: None,
-            idxs: [0; 64],
-            n: 0,
+    /// Queues a head's chained segments (rare). Lent ones go back to their lender as they
+    /// come, their pool references in one release per run, so a burst of header-and-lent
+    /// chains is one run of headers. (A lent head, rare, is handed back by its run's flush.)
+    fn free_segments(
+        mut next: Option<super::chain::Segment>,
+        own: &mut FreeRun,
+        lent: &mut LentRun,
+    ) {
+        while let Some(seg) = next {
+            let mut seg = seg.into_inner();
+            next = seg.next.take();
+            match seg.is_lent() {
+                false => own.push(seg),
+                true => lent.push(seg),
+            }
         }
     }
 }
 
+/// Buffers a [`FreeRun`] holds before it hands them back.
+const RUN: usize = 64;
+
+/// Indexes of freed buffers of one pool, handed back together.
+struct FreeRun {
+    pool: Option<NonNull<PoolInner>>,
+    n: usize,
+    /// Only `idxs[..n]` is written: zeroing all of it cost a wide store that the read of
+    /// `pool` and `n` right after could not be forwarded from, a wait for every store in
+    /// flight (the ring's included) on each bulk free.
+    idxs: MaybeUninit<[u32; RUN]>,
+}
+
 impl FreeRun {
+    #[inline(always)]
+    fn new() -> FreeRun {
+        FreeRun {
+            pool: None,
+            n: 0,
+            idxs: MaybeUninit::uninit(),
+        }
+    }
+
     /// Queues one buffer, flushing first when it is of another pool or the run is full.
     #[inline(always)]
     fn push(&mut self, m: Mbuf) {
@@ -65,29 +118,41 @@ impl FreeRun {
     /// Queues buffer `idx` of `pool`, whose reference (one per buffer) the run takes over.
     #[inline(always)]
     fn push_index(&mut self, pool: NonNull<PoolInner>, idx: u32) {
-        if self.pool != Some(pool) || self.n == self.idxs.len() {
+        if self.pool != Some(pool) || self.n == RUN {
             self.flush();
             self.pool = Some(pool);
         }
-        self.idxs[self.n] = idx;
+        // SAFETY: n < RUN, inside the array.
+        unsafe { self.idxs.as_mut_ptr().cast::<u32>().add(self.n).write(idx) };
         self.n += 1;
     }
 
     /// Returns the queued buffers to their pool and drops their references.
     fn flush(&mut self) {
-        let Some(pool) = self.pool else { return };
-        let idxs = &self.idxs[..self.n];
-        // SAFETY: each index in idxs belongs to an mbuf of `pool` that we forgot, so we hold
-        // one reference per index.
-        let p = unsafe { pool.as_ref() };
-        match &p.lender {
-            None => p.free.lock().extend_from_slice(idxs),
-            Some(l) => idxs.iter().for_each(|&i| l.returned(i)),
+        if let Some(pool) = self.pool {
+            // SAFETY: push_index wrote idxs[..n], one forgotten mbuf of `pool` each.
+            unsafe { give_back(pool, self.idxs.as_ptr().cast(), self.n) };
         }
-        // SAFETY: releasing exactly the references those mbufs held.
-        unsafe { release(pool, idxs.len()) };
         self.n = 0;
     }
+}
+
+/// Returns buffers `idxs[..n]` to `pool` and drops the reference each held.
+///
+/// # Safety
+/// `idxs[..n]` are initialised, and each is the index of an mbuf of `pool` whose buffer and
+/// pool reference the caller took over (the mbuf was forgotten).
+unsafe fn give_back(pool: NonNull<PoolInner>, idxs: *const u32, n: usize) {
+    // SAFETY: the caller's promise.
+    let idxs = unsafe { std::slice::from_raw_parts(idxs, n) };
+    // SAFETY: the caller holds a reference per index, so the pool is alive.
+    let p = unsafe { pool.as_ref() };
+    match &p.lender {
+        None => p.free.lock().extend_from_slice(idxs),
+        Some(l) => idxs.iter().for_each(|&i| l.returned(i)),
+    }
+    // SAFETY: releasing exactly the references those mbufs held.
+    unsafe { release(pool, n) };
 }
 
 /// Lent segments freed from one pool: each is returned to its lender at once, their
@@ -157,7 +222,7 @@ impl Mempool {
     /// Frees parked buffers, one lock per run of the same pool (as [`Mempool::free_all`]).
     #[inline]
     pub fn free_parked(parked: impl IntoIterator<Item = ParkedMbuf>) {
-        let mut run = FreeRun::default();
+        let mut run = FreeRun::new();
         for p in parked {
             run.push_index(p.pool, p.idx);
             std::mem::forget(p);
@@ -168,7 +233,7 @@ impl Mempool {
 
 impl Drop for ParkedMbuf {
     fn drop(&mut self) {
-        let mut run = FreeRun::default();
+        let mut run = FreeRun::new();
         run.push_index(self.pool, self.idx);
         run.flush();
     }
