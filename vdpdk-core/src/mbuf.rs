@@ -657,6 +657,24 @@ mod tests {
     }
 
     #[test]
+    fn free_bulk_takes_a_chain_met_midway() {
+        let a = Mempool::new("a", 16, DEFAULT_BUF_SIZE).unwrap();
+        let b = Mempool::new("b", 16, DEFAULT_BUF_SIZE).unwrap();
+        let mut v = Vec::new();
+        a.alloc_bulk(&mut v, 3);
+        let mut head = a.alloc().unwrap();
+        head.chain(b.alloc().unwrap());
+        head.chain(b.alloc().unwrap());
+        v.push(head);
+        b.alloc_bulk(&mut v, 2);
+        a.alloc_bulk(&mut v, 2);
+        assert_eq!((a.available(), b.available()), (10, 12));
+        Mempool::free_bulk(&mut v);
+        assert!(v.is_empty());
+        assert_eq!((a.available(), b.available()), (16, 16));
+    }
+
+    #[test]
     fn a_packet_larger_than_a_buffer_becomes_a_chain() {
         let pool = Mempool::new("chain", 8, 256).unwrap(); // 128 B data room
         let bytes: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();

@@ -19,12 +19,23 @@ impl Mempool {
         // wait for every store in flight (the ring's included) on each call.
         let mut idxs = MaybeUninit::<[u32; RUN]>::uninit();
         let (mut pool, mut n) = (None, 0);
+        let base = mbufs.as_mut_ptr();
         for i in 0..len {
             // SAFETY: i < len, an element set aside above and still valid; read in place,
             // since moving the 80-byte mbuf out first cost a store-and-reload per frame.
-            let m = unsafe { &mut *mbufs.as_mut_ptr().add(i) };
+            let m = unsafe { &*base.add(i) };
             if m.next.is_some() {
-                Self::free_chain_tail(m.next.take());
+                // Chains (a zero-copy frame's lent data behind its header) and what follows
+                // them go the general way, which keeps their heads in one run and hands the
+                // lent segments back as they come. (Taking them apart here, in place, cost
+                // 1500 B zero-copy TX 13%.)
+                if let Some(p) = pool {
+                    // SAFETY: idxs[..n] were written below, one forgotten mbuf of `p` each.
+                    unsafe { give_back(p, idxs.as_ptr().cast(), n) };
+                }
+                // SAFETY: elements i..len are set aside above and not yet taken over; each
+                // is read out once.
+                return Self::free_all((i..len).map(|j| unsafe { std::ptr::read(base.add(j)) }));
             }
             if pool != Some(m.pool) || n == RUN {
                 if let Some(p) = pool {
@@ -41,15 +52,6 @@ impl Mempool {
             // SAFETY: as above.
             unsafe { give_back(p, idxs.as_ptr().cast(), n) };
         }
-    }
-
-    /// Frees the segments chained behind a head (rare).
-    #[cold]
-    fn free_chain_tail(next: Option<super::chain::Segment>) {
-        let (mut own, mut lent) = (FreeRun::new(), LentRun::default());
-        Self::free_segments(next, &mut own, &mut lent);
-        own.flush();
-        lent.flush();
     }
 
     /// [`Mempool::free_bulk`] for mbufs taken from anywhere (a driver's ring slots), without
@@ -101,10 +103,17 @@ struct FreeRun {
 impl FreeRun {
     #[inline(always)]
     fn new() -> FreeRun {
-        FreeRun {
-            pool: None,
-            n: 0,
-            idxs: MaybeUninit::uninit(),
+        // Field by field: as a struct literal LLVM zeroed the whole run (the index array
+        // too) with one memset, whose wide stores the later reads of `pool` and `n` could
+        // not be forwarded from, a wait for every store in flight on each bulk free.
+        let mut run = MaybeUninit::<FreeRun>::uninit();
+        let p = run.as_mut_ptr();
+        // SAFETY: `p` is valid for writes; after the two writes every field but `idxs`,
+        // which may stay uninitialised, is initialised.
+        unsafe {
+            std::ptr::addr_of_mut!((*p).pool).write(None);
+            std::ptr::addr_of_mut!((*p).n).write(0);
+            run.assume_init()
         }
     }
 
