@@ -89,9 +89,7 @@ const RUN: usize = 64;
 struct FreeRun {
     pool: Option<NonNull<PoolInner>>,
     n: usize,
-    /// Only `idxs[..n]` is written: zeroing all of it cost a wide store that the read of
-    /// `pool` and `n` right after could not be forwarded from, a wait for every store in
-    /// flight (the ring's included) on each bulk free.
+    /// Only `idxs[..n]` is ever written (see `new`).
     idxs: MaybeUninit<[u32; RUN]>,
 }
 
@@ -100,7 +98,8 @@ impl FreeRun {
     fn new() -> FreeRun {
         // Field by field: as a struct literal LLVM zeroed the whole run (the index array
         // too) with one memset, whose wide stores the later reads of `pool` and `n` could
-        // not be forwarded from, a wait for every store in flight on each bulk free.
+        // not be forwarded from, a wait for every store in flight (the guest's ring writes
+        // included) on each bulk free: 9.6% of a G2G profile.
         let mut run = MaybeUninit::<FreeRun>::uninit();
         let p = run.as_mut_ptr();
         // SAFETY: `p` is valid for writes; after the two writes every field but `idxs`,
