@@ -103,16 +103,20 @@ for line in open(sys.argv[1]):
     # Scaling mode (--guests) adds the guest count to what a result is of.
     what = ("%s guests, " % r["guests"] if "guests" in r else "") + r["direction"]
     runs.setdefault((what, r["size"]), {}).setdefault(side, []).append(r["median_mpps"])
-print("%-26s %5s  %-34s %-34s %6s %6s %8s" % ("what", "bytes", "A runs (Mpps)", "B runs (Mpps)",
-                                             "A med", "B med", "B/A pair"))
+rows = []
 for (what, size), sides in sorted(runs.items()):
     ra, rb = sides.get("A", []), sides.get("B", [])
     if not ra or not rb:
         continue
     ratio = st.median(y / x for x, y in zip(ra, rb))
-    print("%-26s %5d  %-34s %-34s %6.2f %6.2f %8.3f" % (
-        what, size, " ".join("%.2f" % v for v in ra), " ".join("%.2f" % v for v in rb),
-        st.median(ra), st.median(rb), ratio))
+    rows.append((what, size, " ".join("%.2f" % v for v in ra), " ".join("%.2f" % v for v in rb),
+                 st.median(ra), st.median(rb), ratio))
+wa = max([len("A runs (Mpps)")] + [len(r[2]) for r in rows])
+wb = max([len("B runs (Mpps)")] + [len(r[3]) for r in rows])
+print("%-26s %5s  %-*s  %-*s %6s %6s %8s" % ("what", "bytes", wa, "A runs (Mpps)", wb,
+                                             "B runs (Mpps)", "A med", "B med", "B/A pair"))
+for what, size, ra, rb, ma, mb, ratio in rows:
+    print("%-26s %5d  %-*s  %-*s %6.2f %6.2f %8.3f" % (what, size, wa, ra, wb, rb, ma, mb, ratio))
 print("(B/A pair: the median of the per-pair ratios; medians of %d interleaved pairs)" %
       min(len(s.get("A", [])) for s in runs.values()))
 EOF
