@@ -3,8 +3,9 @@
 #
 #   scripts/bench-ab.sh [--pairs N] [--log FILE] A B [-- vdpdk-bench args...]
 #
-# A and B are git revisions (built in temporary worktrees, into target/bench-ab/<commit>) or
-# paths to vdpdk-bench binaries already built. Runs A B A B ..., N pairs (default 7), each run
+# A and B are git revisions (built in temporary worktrees, into target/bench-ab/<commit>; a
+# revision is its commit, so uncommitted changes need their binary, target/release/vdpdk-bench)
+# or paths to vdpdk-bench binaries already built. Runs A B A B ..., N pairs (default 7), each run
 # one `vdpdk-bench --repeats 1 --secs 1 --json` with the given args (default: --wire null
 # --sizes 64), and prints for every direction and size the runs, both medians and the median
 # of the per-pair ratios B/A. This machine's speed drifts between phases by more than most
@@ -22,7 +23,7 @@ while [[ $# -gt 0 ]]; do
     case $1 in
         --pairs) pairs=$2; shift 2 ;;
         --log) log=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; break ;;
         -*) echo "bench-ab: unknown option $1 (see --help)" >&2; exit 2 ;;
         *) break ;;
