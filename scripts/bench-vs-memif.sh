@@ -10,7 +10,8 @@
 # guests on guest-pmd, host-mux's poller, TX, RX, G2G) twice: on the null wire (a NIC that
 # costs no CPU, consuming and producing on the poller's CPU: two actors on two CPUs, as memif
 # has) and on the pair wire (its far end driven on the guest's CPU: a third actor there); and
-# TX once more on the null wire with zero-copy TX (--zero-copy; frames of 1024 B and more).
+# TX and RX once more on the null wire with zero-copy (--zero-copy: TX frames of 1024 B and
+# more lent from guest memory, RX written straight into guest buffers).
 # A B A B ..., N pairs (default 5), S seconds of steady state per run (default 5). Prints every
 # run, the medians and the ratio ours/memif for TX, for RX and for guest -> guest (G2G:
 # vdpdk-bench's second guest, switched inside host-mux, against the same pair's memif TX).
@@ -301,15 +302,22 @@ ours_run() {
     result="$tx $rx $g2g"
 }
 
-# --- one zero-copy TX run (host-mux's zero_copy_tx, null wire): $result = TX Mpps at SIZE ---
+# --- one zero-copy run (host-mux's zero_copy_tx and zero_copy_rx, null wire): $result = "TX RX"
+# Mpps at SIZE ---
 ours_zc_run() {
     local size=$1 run=$2
     local out="$log_dir/ours-zc-$size-$run.log"
     run_to_end $((2 * secs + 30)) "$out" "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
         --guest-cpu 0 --mux-cpu 1 --dir "$work/ours-$run" --json --wire null --zero-copy \
-        --directions tx
-    result=$(sed -n 's/.*"direction":"tx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
-    [ -n "$result" ] || { cat "$out" >&2; die "could not read vdpdk-bench's zero-copy result"; }
+        --directions tx,rx
+    local tx rx
+    tx=$(sed -n 's/.*"direction":"tx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
+    rx=$(sed -n 's/.*"direction":"rx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
+    if [ -z "$tx" ] || [ -z "$rx" ]; then
+        cat "$out" >&2
+        die "could not read vdpdk-bench's zero-copy result"
+    fi
+    result="$tx $rx"
 }
 
 # --- latency: one frame in flight, round trip ---
@@ -376,30 +384,31 @@ echo "C DPDK: Debian dpdk-dev $dpdk_version, dpdk-testpmd + net_memif (copy mode
 echo "ours:   vdpdk-bench ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), 2 guests, host-mux on the null wire, then on the pair wire, batch 32, guests' thread CPU 0, poller CPU 1"
 echo "$pairs pairs per size, memif then ours, $secs s of steady state per run; logs in $log_dir"
 echo
-declare -A m_tx m_rx o_tx o_rx o_g2g p_tx p_rx p_g2g z_tx
+declare -A m_tx m_rx o_tx o_rx o_g2g p_tx p_rx p_g2g z_tx z_rx
 for size in "${size_list[@]}"; do
     for run in $(seq "$pairs"); do
         memif_run tx "$size" "$run"; a=$result
         memif_run rx "$size" "$run"; b=$result
         ours_run "$size" "$run" null; read -r c d e <<<"$result"
         ours_run "$size" "$run" pair; read -r f g h <<<"$result"
-        ours_zc_run "$size" "$run"; z=$result
+        ours_zc_run "$size" "$run"; read -r z zr <<<"$result"
         m_tx[$size]+="$a "; m_rx[$size]+="$b "
         o_tx[$size]+="$c "; o_rx[$size]+="$d "; o_g2g[$size]+="$e "
         p_tx[$size]+="$f "; p_rx[$size]+="$g "; p_g2g[$size]+="$h "
-        z_tx[$size]+="$z "
-        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f  |  ours null wire TX %7.3f  RX %7.3f  G2G %7.3f  zero-copy TX %7.3f  |  pair wire TX %7.3f  RX %7.3f  G2G %7.3f Mpps\n' \
-            "$run" "$size" "$a" "$b" "$c" "$d" "$e" "$z" "$f" "$g" "$h"
+        z_tx[$size]+="$z "; z_rx[$size]+="$zr "
+        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f  |  ours null wire TX %7.3f  RX %7.3f  G2G %7.3f  zero-copy TX %7.3f  RX %7.3f  |  pair wire TX %7.3f  RX %7.3f  G2G %7.3f Mpps\n' \
+            "$run" "$size" "$a" "$b" "$c" "$d" "$e" "$z" "$zr" "$f" "$g" "$h"
     done
 done
 
 echo
 printf '%-6s %-14s %14s %14s %12s\n' bytes dir "memif Mpps" "ours Mpps" "ours/memif"
 for size in "${size_list[@]}"; do
-    for dir in TX RX G2G "TX zero-copy" "TX pair wire" "RX pair wire"; do
+    for dir in TX RX G2G "TX zero-copy" "RX zero-copy" "TX pair wire" "RX pair wire"; do
         case $dir in
             TX) m=${m_tx[$size]} o=${o_tx[$size]} ;;
             "TX zero-copy") m=${m_tx[$size]} o=${z_tx[$size]} ;;
+            "RX zero-copy") m=${m_rx[$size]} o=${z_rx[$size]} ;;
             RX) m=${m_rx[$size]} o=${o_rx[$size]} ;;
             G2G) m=${m_tx[$size]} o="${o_g2g[$size]}${p_g2g[$size]}" ;;
             "TX pair wire") m=${m_tx[$size]} o=${p_tx[$size]} ;;
@@ -413,8 +422,9 @@ done
 echo "(medians of $pairs interleaved runs each; TX = guest/client transmits, RX = guest/client receives;"
 echo " TX/RX: host-mux on the null wire, two actors on two CPUs as memif's; pair wire: its far end"
 echo " runs on the guest's CPU too; G2G = ours guest -> guest, switched inside host-mux, from both"
-echo " runs, against memif TX (one process sends, the other receives); TX zero-copy: host-mux's"
-echo " zero_copy_tx on the null wire, frames of 1024 B and more lent from guest memory)"
+echo " runs, against memif TX (one process sends, the other receives); TX/RX zero-copy: host-mux's"
+echo " zero_copy_tx and zero_copy_rx on the null wire: TX frames of 1024 B and more lent from guest"
+echo " memory, RX frames written by the wire straight into the guest's buffers)"
 
 if [ "$latency" = 1 ]; then
     echo

@@ -42,6 +42,8 @@ pub fn driver_features() -> Features {
         // Nothing to do on this side: a TX buffer is left alone until its release anyway.
         | Features::TX_ZERO_COPY
         | Features::TX_LAPS
+        // RX queue 0 gets a direct ring, read beside its own.
+        | Features::RX_ZERO_COPY
 }
 
 /// Knobs for [`VdpdkPort::open_with`]; the defaults are what a normal driver sends.
@@ -365,6 +367,7 @@ impl EthDev for VdpdkPort {
             tx_offload_capa: TxOffloads::from_bits_truncate(i.tx_offload_capa),
             rx_intr: self.features.contains(Features::RX_INTR),
             tx_lent_buffers: false,
+            rx_lent_buffers: false,
         }
     }
 
@@ -404,6 +407,18 @@ impl EthDev for VdpdkPort {
         )
         .complete_by_done_index(self.features.contains(Features::RX_DONE_INDEX));
         self.rings.push(ring);
+        let q = if qid == 0 && self.features.contains(Features::RX_ZERO_COPY) {
+            let direct = self.alloc_ring(qid, true, nb_desc)?;
+            self.ctrl(
+                CtrlOp::RxqDirectSetup,
+                [0, direct.iova_base(), nb_desc as u64, 0],
+                &[],
+            )?;
+            self.rings.push(direct.clone());
+            q.with_direct_ring(direct, nb_desc)
+        } else {
+            q
+        };
         self.port.rx.set(qid, q);
         Ok(())
     }

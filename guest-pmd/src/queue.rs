@@ -45,6 +45,22 @@ pub struct GuestRxQueue {
     /// The host publishes its progress (`Features::RX_DONE_INDEX`): a burst reads one word,
     /// then the completed descriptors, instead of testing each one's flags in turn.
     done_index: bool,
+    /// The direct ring (`Features::RX_ZERO_COPY`): its buffers go to the NIC queue of this
+    /// VM, which writes frames straight into them.
+    direct: Option<Box<DirectRing>>,
+}
+
+/// An RX queue's direct ring (`Features::RX_ZERO_COPY`): stocked with empty buffers like the
+/// queue's own ring, completed in the NIC's order, progress published as
+/// `RXQ_DIRECT_DONE_INDEX`.
+struct DirectRing {
+    ring: RingPtr,
+    _ring_mem: Arc<DmaMemory>,
+    size: u16,
+    head: u16,
+    tail: u16,
+    /// The buffers of the descriptors `tail..head`, in ring order.
+    posted: MbufFifo,
 }
 
 impl GuestRxQueue {
@@ -72,6 +88,7 @@ impl GuestRxQueue {
             qid,
             irq,
             done_index: false,
+            direct: None,
         }
     }
 
@@ -79,6 +96,81 @@ impl GuestRxQueue {
     pub(crate) fn complete_by_done_index(mut self, on: bool) -> GuestRxQueue {
         self.done_index = on;
         self
+    }
+
+    /// Adds the direct ring of `size` descriptors in `ring` (set up on the device with
+    /// `CtrlOp::RxqDirectSetup`; needs the done index).
+    pub(crate) fn with_direct_ring(mut self, ring: Arc<DmaMemory>, size: u16) -> GuestRxQueue {
+        debug_assert!(self.done_index, "RX_ZERO_COPY comes with RX_DONE_INDEX");
+        self.direct = Some(Box::new(DirectRing {
+            // SAFETY: the ring memory holds `size` descriptors and lives as long as `_ring_mem`.
+            ring: unsafe { RingPtr::new(ring.as_ptr(), size) },
+            _ring_mem: ring,
+            size,
+            head: 0,
+            tail: 0,
+            posted: MbufFifo::with_capacity(size as usize),
+        }));
+        self
+    }
+
+    /// Takes up to `max` frames the NIC wrote into direct-ring buffers; returns (frames,
+    /// bytes). Stocks the ring again.
+    #[inline(never)]
+    fn direct_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> (usize, u64) {
+        let Some(d) = self.direct.as_deref_mut() else {
+            return (0, 0);
+        };
+        let line = abi::rxq_flags_offset(self.qid);
+        let done = bar_flag(&self.bar, line + abi::RXQ_DIRECT_DONE_INDEX).load(Ordering::Acquire);
+        let posted = d.head.wrapping_sub(d.tail) as usize;
+        let ready = (done as u16).wrapping_sub(d.tail) as usize;
+        // The host cannot have filled buffers it was never given: not believed.
+        let ready = if ready > posted { 0 } else { ready.min(max) };
+        let (mut n, mut bytes) = (0, 0u64);
+        for _ in 0..ready {
+            let desc = d.ring.read(d.tail);
+            d.tail = d.tail.wrapping_add(1);
+            let m = d
+                .posted
+                .pop_into(out)
+                .expect("one buffer per posted descriptor");
+            if desc.flags & DESC_F_ERROR != 0 || m.set_len(desc.len as usize).is_err() {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                out.pop();
+                continue;
+            }
+            desc.rx_apply_to(m);
+            m.queue = self.qid;
+            bytes += desc.len as u64;
+            n += 1;
+        }
+        self.fill_direct();
+        (n, bytes)
+    }
+
+    /// Posts empty buffers into every free slot of the direct ring.
+    fn fill_direct(&mut self) {
+        let Some(d) = self.direct.as_deref_mut() else {
+            return;
+        };
+        while d.head.wrapping_sub(d.tail) < d.size {
+            if self.cache.is_empty() && self.pool.alloc_bulk(&mut self.cache, 64) == 0 {
+                self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            let m = self.cache.last().expect("cache refilled");
+            let desc = Desc {
+                addr: m.data_iova(),
+                len: m.data_room().min(u16::MAX as usize) as u16,
+                flags: DESC_F_AVAIL,
+                ..Default::default()
+            };
+            let pushed = d.posted.push_from(&mut self.cache);
+            debug_assert!(pushed);
+            d.ring.publish(d.head, &desc);
+            d.head = d.head.wrapping_add(1);
+        }
     }
 
     /// How many descriptors from `tail` on the host has completed, at most `max`: from the
@@ -109,8 +201,9 @@ impl GuestRxQueue {
         )
     }
 
-    /// Posts empty buffers into every free slot.
+    /// Posts empty buffers into every free slot (of the direct ring too).
     pub(crate) fn fill(&mut self) {
+        self.fill_direct();
         while self.head.wrapping_sub(self.tail) < self.size {
             if self.cache.is_empty() && self.pool.alloc_bulk(&mut self.cache, 64) == 0 {
                 self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
@@ -133,15 +226,21 @@ impl GuestRxQueue {
     }
 
     fn completed(&self) -> bool {
-        self.head != self.tail && self.ring.flags(self.tail) & DESC_F_AVAIL == 0
+        let direct = self
+            .direct
+            .as_ref()
+            .is_some_and(|d| d.head != d.tail && d.ring.flags(d.tail) & DESC_F_AVAIL == 0);
+        direct || (self.head != self.tail && self.ring.flags(self.tail) & DESC_F_AVAIL == 0)
     }
 }
 
 impl RxQueue for GuestRxQueue {
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
-        let mut n = 0;
-        let mut bytes = 0u64;
-        for _ in 0..self.ready(max) {
+        let (mut n, mut bytes) = match self.direct.is_some() {
+            true => self.direct_burst(out, max),
+            false => (0, 0),
+        };
+        for _ in 0..self.ready(max - n) {
             let d = self.ring.read(self.tail);
             self.tail = self.tail.wrapping_add(1);
             // Moved into place first and filled in there: filling a copy on the stack and then

@@ -95,6 +95,8 @@ pub struct PollerSnapshot {
     pub tx_backpressure: u64,
     /// Guest frames whose payload went to the backend in place (zero-copy TX).
     pub tx_lent: u64,
+    /// Frames the backend received straight into guest buffers (zero-copy RX).
+    pub rx_in_place: u64,
     /// Poll rounds run.
     pub rounds: u64,
     /// Rounds that moved no frame.
@@ -281,6 +283,7 @@ impl Shared {
                 switched: get(&p.stats.switched),
                 tx_backpressure: get(&p.stats.tx_backpressure),
                 tx_lent: get(&p.stats.tx_lent),
+                rx_in_place: get(&p.stats.rx_in_place),
                 rounds: get(&p.stats.rounds),
                 empty_rounds: get(&p.stats.empty_rounds),
                 sleeps: get(&p.stats.sleeps),

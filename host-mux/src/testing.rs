@@ -35,6 +35,9 @@ pub(crate) fn guest_with(max_rxq: u16, max_txq: u16, limits: GuestLimits) -> Arc
         attaches: AtomicU64::new(0),
         limits,
         zero_copy_tx: false,
+        zero_copy_rx: false,
+        rx_wake: Arc::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+        lend_ctl: Default::default(),
     })
 }
 

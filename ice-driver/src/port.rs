@@ -178,6 +178,7 @@ impl EthDev for IcePort {
                 | TxOffloads::MULTI_SEGS,
             rx_intr: i.num_msix > 1,
             tx_lent_buffers: false,
+            rx_lent_buffers: false,
         }
     }
 

@@ -112,6 +112,9 @@ pub struct DevInfo {
     /// Whether TX sends segments that lend memory this process does not own
     /// ([`crate::Lending`]; host-mux's zero-copy TX hands guest buffers on so).
     pub tx_lent_buffers: bool,
+    /// Whether RX queues receive into buffers lent to them ([`RxQueue::post_lent`];
+    /// host-mux's zero-copy RX posts a guest's own RX buffers so).
+    pub rx_lent_buffers: bool,
 }
 
 /// Port configuration (`rte_eth_conf`, the parts we use).
@@ -402,6 +405,26 @@ pub trait RxQueue: Send {
     /// Pollable fd (epoll/poll) that signals an armed interrupt.
     fn intr_fd(&self) -> Option<RawFd> {
         None
+    }
+    /// Posts buffers the caller lends ([`crate::Lending::attach`] mbufs, each holding its
+    /// whole capacity) for the queue to receive into (DevInfo::rx_lent_buffers). Takes them
+    /// from the front of `bufs` while it has room and returns how many it took.
+    ///
+    /// From the first post on the queue is in **lent mode**: it receives into lent buffers
+    /// only, filled in the order posted and handed back by `rx_burst` as the received
+    /// packets (length set, nothing chained). A frame that finds none waits or is dropped, as
+    /// a NIC's frame without a descriptor. [`RxQueue::take_back_lent`] ends lent mode.
+    /// A queue that cannot receive so takes nothing.
+    fn post_lent(&mut self, bufs: &mut Vec<Mbuf>) -> usize {
+        let _ = bufs;
+        0
+    }
+    /// Ends lent mode: appends every lent buffer posted and not yet handed back to `out`, in
+    /// the order posted, and returns how many. The queue writes into none of them any more
+    /// (a NIC's queue is stopped first), and receives into its own pool's buffers again.
+    fn take_back_lent(&mut self, out: &mut Vec<Mbuf>) -> usize {
+        let _ = out;
+        0
     }
 }
 

@@ -268,6 +268,7 @@ mod tests {
             tx_offload_capa: TxOffloads::empty(),
             rx_intr: false,
             tx_lent_buffers: false,
+            rx_lent_buffers: false,
         }
     }
 

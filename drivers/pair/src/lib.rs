@@ -16,6 +16,10 @@
 //! Received mbufs come from the *sender's* pool: the pool passed to `rx_queue_setup` is not
 //! used, because nothing is copied. Their packet type is classified on the way, on the sending
 //! core, as a NIC's RX descriptor would report it.
+//!
+//! An RX queue can also receive into buffers lent to it ([`RxQueue::post_lent`], lent mode):
+//! then each frame is copied out of the ring into the next posted buffer, in posting order,
+//! with its RX metadata, and frames wait in the ring while no buffer is posted.
 
 #![warn(missing_docs)]
 
@@ -181,6 +185,8 @@ impl EthDev for PairPort {
             tx_offload_capa: TxOffloads::MULTI_SEGS,
             rx_intr: true,
             tx_lent_buffers: true,
+            // Lent mode copies each frame into the next posted buffer (see PairRxQueue).
+            rx_lent_buffers: true,
         }
     }
 
@@ -193,7 +199,8 @@ impl EthDev for PairPort {
         Ok(())
     }
 
-    /// `pool` is not used: received mbufs are the sender's, moved without a copy.
+    /// `pool` is not used: received mbufs are the sender's, moved without a copy (in lent
+    /// mode, the buffers posted). `nb_desc` is also the most lent buffers posted at a time.
     fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, _pool: &Mempool) -> Result<()> {
         self.port.check_rx_setup(qid)?;
         self.desc_lim().check("RX", nb_desc)?;
@@ -248,6 +255,10 @@ impl EthDev for PairPort {
             side: self.side.clone().expect("started port has RX rings"),
             qid,
             port_id: self.port_id,
+            nb_desc: *t.setup as usize,
+            lent: Default::default(),
+            lent_mode: false,
+            popped: Vec::new(),
             counters: t.counters,
             _live: t.live,
         }))

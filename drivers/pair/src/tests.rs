@@ -1,9 +1,10 @@
 use std::os::fd::RawFd;
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 use vdpdk_core::ethdev::start_single_queue;
 
 use vdpdk_core::flow::{FlowAction, FlowAttr, FlowItem, Ipv4Fields, L4Ports};
-use vdpdk_core::{Error, Mbuf, OlFlags, PacketType, DEFAULT_BUF_SIZE};
+use vdpdk_core::{Error, Lender, Lending, Mbuf, OlFlags, PacketType, DEFAULT_BUF_SIZE};
 
 use super::*;
 
@@ -647,4 +648,340 @@ fn reflector_returns_every_frame_with_macs_swapped_and_keeps_the_rest_on_a_full_
         a.swap_with_slice(&mut b[..6]);
         assert_eq!(m.data(), &want[..]);
     }
+}
+
+/// Bytes of each lent RX buffer in the lent-mode tests.
+const SLOT: usize = 512;
+
+/// A lender that records which slots came back.
+#[derive(Default)]
+struct Ledger(parking_lot::Mutex<Vec<u32>>);
+
+impl Lender for Ledger {
+    fn returned(&self, slot: u32) {
+        self.0.lock().push(slot);
+    }
+}
+
+/// Memory lent out in buffers of [`SLOT`] bytes (a guest's RX buffers, say), and its ledger.
+struct LentMem {
+    ledger: Arc<Ledger>,
+    lending: Lending,
+    base: NonNull<u8>,
+}
+
+impl LentMem {
+    /// `slots` buffers of zeroes. The memory is leaked: it stays mapped whatever a test (or
+    /// its panic) leaves alive, as `Lending::attach` requires.
+    fn new(name: &str, slots: usize) -> LentMem {
+        let ledger = Arc::new(Ledger::default());
+        let mem = Box::into_raw(vec![0u8; slots * SLOT].into_boxed_slice());
+        LentMem {
+            lending: Lending::new(name, ledger.clone()),
+            ledger,
+            base: NonNull::new(mem.cast::<u8>()).unwrap(),
+        }
+    }
+
+    /// Address of slot `slot`'s first byte.
+    fn addr(&self, slot: u32) -> *const u8 {
+        self.base.as_ptr().wrapping_add(slot as usize * SLOT)
+    }
+
+    /// Lends slot `slot` whole.
+    fn attach(&mut self, slot: u32) -> Mbuf {
+        let ptr = NonNull::new(self.addr(slot).cast_mut()).unwrap();
+        // SAFETY: the slot lies in the leaked allocation, mapped until the process exits.
+        unsafe {
+            self.lending.attach(
+                slot,
+                ptr,
+                0x10_0000 + (slot as usize * SLOT) as u64,
+                SLOT as u16,
+            )
+        }
+    }
+
+    fn attach_all(&mut self, slots: impl IntoIterator<Item = u32>) -> Vec<Mbuf> {
+        slots.into_iter().map(|s| self.attach(s)).collect()
+    }
+
+    /// Slots returned so far, in the order they came back.
+    fn returned(&self) -> Vec<u32> {
+        self.ledger.0.lock().clone()
+    }
+}
+
+/// Which lent slot of `mem` each mbuf points at (None: not one of them).
+fn slots_of(mem: &LentMem, bufs: &[Mbuf], range: std::ops::Range<u32>) -> Vec<Option<u32>> {
+    bufs.iter()
+        .map(|m| range.clone().find(|&s| m.data_addr() == mem.addr(s)))
+        .collect()
+}
+
+/// Ports `a` and `b` of one queue each (`b`'s RX of `nb_desc`), the sender's pool.
+fn lent_pair(
+    nb_desc: u16,
+) -> (
+    PairPort,
+    PairPort,
+    Box<dyn TxQueue>,
+    Box<dyn RxQueue>,
+    Mempool,
+) {
+    let pool = pool(64);
+    let (mut a, mut b) = pair(MAC_A, MAC_B, 1, 64);
+    let (_rx_a, tx) = start_single_queue(&mut a, &pool, 64, false).unwrap();
+    let (rx, _tx_b) = start_single_queue(&mut b, &pool, nb_desc, true).unwrap();
+    (a, b, tx, rx, pool)
+}
+
+/// Sends `frames` from `tx`, all taken.
+fn send(tx: &mut Box<dyn TxQueue>, pool: &Mempool, frames: &[Vec<u8>]) {
+    let mut v = mbufs(pool, frames);
+    assert_eq!(tx.tx_burst(&mut v), frames.len());
+}
+
+/// The sequence number of a received lent buffer, read by copy.
+fn lent_seq(m: &Mbuf) -> u32 {
+    let mut b = [0u8; SLOT];
+    m.copy_to(&mut b).expect("fits a slot");
+    u32::from_be_bytes(b[14..18].try_into().unwrap())
+}
+
+#[test]
+fn lent_rx_fills_posted_buffers_in_order_and_carries_metadata() {
+    let (_a, mut b, mut tx, mut rx, pool) = lent_pair(16);
+    assert!(b.info().rx_lent_buffers);
+    // UDP to 4789 -> MARK 7 on b's queue 0.
+    b.flow_create(&FlowRule {
+        attr: FlowAttr::default(),
+        pattern: vec![
+            FlowItem::Ipv4 {
+                spec: Ipv4Fields::default(),
+                mask: Ipv4Fields::default(),
+            },
+            FlowItem::Udp {
+                spec: L4Ports { src: 0, dst: 4789 },
+                mask: L4Ports {
+                    src: 0,
+                    dst: 0xffff,
+                },
+            },
+        ],
+        actions: vec![FlowAction::Mark(7), FlowAction::Queue(0)],
+    })
+    .unwrap();
+    let mut mem = LentMem::new("guest-rx", 8);
+    // Posted out of slot order: they fill in posting order.
+    let order = [3u32, 0, 5, 1, 7, 2];
+    let mut bufs = mem.attach_all(order);
+    assert_eq!(rx.post_lent(&mut bufs), 6);
+    assert!(bufs.is_empty());
+
+    let plain = frame(MAC_B, 0x88b5, 1, 60);
+    let big = frame(MAC_B, 0x88b5, 2, SLOT); // fills a slot exactly
+    let marked = udp(4789, 3);
+    let chained = frame(MAC_B, 0x88b5, 4, 400);
+    // A frame the sender itself lends (a guest's TX buffer): read by address, not by slice.
+    let mut tx_mem = LentMem::new("guest-tx", 1);
+    let lent_src = frame(MAC_B, 0x88b5, 5, 100);
+    let mut src = tx_mem.attach(0);
+    src.write_packet(&lent_src).unwrap();
+    let mut v = mbufs(&pool, &[plain.clone(), big.clone(), marked.clone()]);
+    let mut head = pool.alloc().unwrap();
+    head.copy_from(&chained[..150]).unwrap();
+    let mut tail = pool.alloc().unwrap();
+    tail.copy_from(&chained[150..]).unwrap();
+    head.chain(tail);
+    v.push(head);
+    v.push(src);
+    assert_eq!(tx.tx_burst(&mut v), 5);
+
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_burst(&mut got, 64), 5, "five frames, six buffers");
+    assert_eq!(
+        slots_of(&mem, &got, 0..8),
+        [3, 0, 5, 1, 7].map(Some),
+        "the posted buffers themselves, in posting order"
+    );
+    let want = [&plain, &big, &marked, &chained, &lent_src];
+    for (m, f) in got.iter().zip(want) {
+        assert!(m.is_lent() && !m.is_chained());
+        assert_eq!(m.to_vec(), f[..], "bytes intact in the lent memory");
+        assert_eq!((m.port, m.queue), (1, 0));
+    }
+    assert_eq!(got[0].packet_type.0, PacketType::L2_ETHER);
+    assert!(got[0].ol_flags.is_empty());
+    assert_eq!(got[2].mark, 7);
+    assert_eq!(got[2].ol_flags, OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID);
+    assert_eq!(
+        got[2].packet_type.0,
+        PacketType::L2_ETHER | PacketType::L3_IPV4 | PacketType::L4_UDP
+    );
+    assert_eq!(pool.available(), 64, "the ring's mbufs were freed");
+    assert_eq!(tx_mem.returned(), [0], "so was the sender's lent one");
+    let bytes: usize = want.iter().map(|f| f.len()).sum();
+    let s = b.stats();
+    assert_eq!((s.ipackets, s.ibytes, s.ierrors), (5, bytes as u64, 0));
+
+    drop(got);
+    assert_eq!(
+        mem.returned(),
+        [3, 0, 5, 1, 7],
+        "freed back to their lender"
+    );
+    drop(rx);
+    assert_eq!(mem.returned(), [3, 0, 5, 1, 7, 2], "the unfilled one too");
+}
+
+#[test]
+fn lent_rx_leaves_frames_in_the_ring_until_buffers_are_posted() {
+    let (_a, b, mut tx, mut rx, pool) = lent_pair(8);
+    let mut mem = LentMem::new("guest-rx", 32);
+    let fd = rx.intr_fd().unwrap();
+
+    // Room for nb_desc (8): the rest stay with the caller, in order.
+    let mut bufs = mem.attach_all(0..12);
+    assert_eq!(rx.post_lent(&mut bufs), 8);
+    assert_eq!(slots_of(&mem, &bufs, 0..12), [8, 9, 10, 11].map(Some));
+    assert_eq!(rx.post_lent(&mut bufs), 0, "full");
+    drop(bufs);
+    let mut got = Vec::new();
+    assert_eq!(rx.take_back_lent(&mut got), 8);
+    drop(got);
+    assert_eq!(mem.returned().len(), 12);
+
+    let frames: Vec<_> = (0..8)
+        .map(|i| frame(MAC_B, 0x88b5, i, 60 + i as usize))
+        .collect();
+    send(&mut tx, &pool, &frames);
+    let mut bufs = mem.attach_all(12..15);
+    assert_eq!(rx.post_lent(&mut bufs), 3);
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_burst(&mut got, 2), 2, "max still bounds the burst");
+    assert_eq!(rx.rx_burst(&mut got, 64), 1, "one buffer left, one frame");
+    assert_eq!(rx.rx_burst(&mut got, 64), 0, "frames wait for buffers");
+    // A frame waiting for a buffer still signals an armed interrupt.
+    rx.enable_intr().unwrap();
+    assert!(readable(fd, 0));
+    rx.disable_intr().unwrap();
+
+    // The ring (8) is not full yet: room for 3 more; a fourth waits with the sender.
+    let more: Vec<_> = (8..12).map(|i| frame(MAC_B, 0x88b5, i, 60)).collect();
+    let mut v = mbufs(&pool, &more);
+    assert_eq!(tx.tx_burst(&mut v), 3);
+    let mut bufs = mem.attach_all(15..19);
+    assert_eq!(rx.post_lent(&mut bufs), 4);
+    assert_eq!(rx.rx_burst(&mut got, 64), 4);
+    assert_eq!(tx.tx_burst(&mut v), 1);
+    let mut bufs = mem.attach_all(19..32);
+    assert_eq!(rx.post_lent(&mut bufs), 8);
+    while rx.rx_burst(&mut got, 3) > 0 {}
+    assert_eq!(
+        got.iter().map(lent_seq).collect::<Vec<_>>(),
+        (0..12).collect::<Vec<_>>(),
+        "nothing lost or reordered"
+    );
+    assert_eq!(
+        slots_of(&mem, &got, 0..32),
+        (12..24).map(Some).collect::<Vec<_>>()
+    );
+    assert_eq!(got[5].to_vec(), frames[5]);
+    assert_eq!(b.stats().ipackets, 12);
+    assert_eq!(pool.available(), 64);
+}
+
+#[test]
+fn oversized_frame_is_counted_and_its_lent_buffer_used_by_the_next() {
+    let (_a, b, mut tx, mut rx, pool) = lent_pair(8);
+    let mut mem = LentMem::new("guest-rx", 2);
+    let mut bufs = mem.attach_all(0..2);
+    assert_eq!(rx.post_lent(&mut bufs), 2);
+    let small = frame(MAC_B, 0x88b5, 0, 100);
+    let over = frame(MAC_B, 0x88b5, 1, SLOT + 1);
+    let next = frame(MAC_B, 0x88b5, 2, 200);
+    let mut v = mbufs(&pool, std::slice::from_ref(&small));
+    // Chained, to cover the refusal of a packet whose segments each would fit.
+    let mut head = pool.alloc().unwrap();
+    head.copy_from(&over[..300]).unwrap();
+    let mut tail = pool.alloc().unwrap();
+    tail.copy_from(&over[300..]).unwrap();
+    head.chain(tail);
+    v.push(head);
+    v.extend(mbufs(&pool, std::slice::from_ref(&next)));
+    assert_eq!(tx.tx_burst(&mut v), 3);
+
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_burst(&mut got, 64), 1, "two popped, one too long");
+    assert_eq!(b.stats().ierrors, 1);
+    assert_eq!(rx.rx_burst(&mut got, 64), 1);
+    assert_eq!(slots_of(&mem, &got, 0..2), [Some(0), Some(1)]);
+    assert_eq!(got[0].to_vec(), small);
+    assert_eq!(
+        got[1].to_vec(),
+        next,
+        "the refused frame's buffer took the next"
+    );
+    let s = b.stats();
+    assert_eq!(
+        (s.ipackets, s.ibytes, s.ierrors),
+        (2, (small.len() + next.len()) as u64, 1)
+    );
+    assert_eq!(pool.available(), 64, "the dropped frame was freed");
+    assert_eq!(mem.returned(), [] as [u32; 0]);
+}
+
+#[test]
+fn take_back_lent_returns_unfilled_buffers_in_order_and_ends_lent_mode() {
+    let (_a, _b, mut tx, mut rx, pool) = lent_pair(8);
+    let mut mem = LentMem::new("guest-rx", 16);
+    let mut bufs = mem.attach_all(10..15);
+    assert_eq!(rx.post_lent(&mut bufs), 5);
+    send(
+        &mut tx,
+        &pool,
+        &[frame(MAC_B, 0x88b5, 0, 60), frame(MAC_B, 0x88b5, 1, 60)],
+    );
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_burst(&mut got, 64), 2);
+    assert_eq!(slots_of(&mem, &got, 10..15), [Some(10), Some(11)]);
+
+    let mut back = Vec::new();
+    assert_eq!(rx.take_back_lent(&mut back), 3);
+    assert_eq!(slots_of(&mem, &back, 10..15), [12, 13, 14].map(Some));
+    assert!(
+        back.iter().all(|m| m.is_lent() && m.len() == SLOT),
+        "untouched"
+    );
+    assert_eq!(rx.take_back_lent(&mut back), 0);
+
+    // Out of lent mode: the ring's own mbufs again.
+    send(
+        &mut tx,
+        &pool,
+        &[frame(MAC_B, 0x88b5, 2, 60), frame(MAC_B, 0x88b5, 3, 60)],
+    );
+    let mut ring = Vec::new();
+    assert_eq!(rx.rx_burst(&mut ring, 64), 2);
+    assert!(ring
+        .iter()
+        .all(|m| !m.is_lent() && m.pool_id() == pool.id()));
+    assert_eq!(ring.iter().map(seq_of).collect::<Vec<_>>(), [2, 3]);
+    drop(rx);
+    assert_eq!(mem.returned(), [] as [u32; 0], "the caller holds them all");
+    drop((got, back));
+    assert_eq!(mem.returned(), [10, 11, 12, 13, 14]);
+}
+
+#[test]
+fn dropping_the_queue_returns_posted_lent_buffers() {
+    let (_a, _b, mut tx, mut rx, pool) = lent_pair(8);
+    let mut mem = LentMem::new("guest-rx", 4);
+    let mut bufs = mem.attach_all(0..4);
+    assert_eq!(rx.post_lent(&mut bufs), 4);
+    send(&mut tx, &pool, &[frame(MAC_B, 0x88b5, 0, 60)]);
+    drop(rx);
+    assert_eq!(mem.returned(), [0, 1, 2, 3], "in the order posted");
+    assert_eq!(pool.available(), 63, "the waiting frame stays in the ring");
 }

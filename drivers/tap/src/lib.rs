@@ -142,6 +142,7 @@ impl EthDev for TapPort {
             tx_offload_capa: TxOffloads::MULTI_SEGS,
             rx_intr: true,
             tx_lent_buffers: true,
+            rx_lent_buffers: false,
         }
     }
 

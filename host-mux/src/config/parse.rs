@@ -57,6 +57,7 @@ struct RawMux {
     guard_unmapped: Option<bool>,
     hw_steering: Option<bool>,
     zero_copy_tx: Option<bool>,
+    zero_copy_rx: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -151,6 +152,7 @@ pub(super) fn parse(text: &str) -> Result<MuxConfig, ConfigError> {
         guard_unmapped: mux.guard_unmapped.unwrap_or(false),
         hw_steering,
         zero_copy_tx: mux.zero_copy_tx.unwrap_or(false),
+        zero_copy_rx: mux.zero_copy_rx.unwrap_or(false),
         limits,
     })
 }

@@ -18,6 +18,7 @@ mod groups;
 mod mac_table;
 mod peek;
 mod rx;
+mod rx_direct;
 mod switch;
 mod tx;
 
@@ -104,6 +105,8 @@ pub(crate) struct PollerStats {
     pub(crate) switched: AtomicU64,
     /// Guest frames whose payload went to the backend in place (zero-copy TX).
     pub(crate) tx_lent: AtomicU64,
+    /// Frames the backend received straight into guest buffers (zero-copy RX).
+    pub(crate) rx_in_place: AtomicU64,
     /// Rounds in which the backend TX queue was full (guest frames wait in their rings).
     pub(crate) tx_backpressure: AtomicU64,
     pub(crate) rounds: AtomicU64,
@@ -133,6 +136,15 @@ pub(crate) struct RxSource {
     pub(crate) owner: Option<u16>,
     /// Frames to gather from it before steering (see [`RX_GATHER`]).
     gather: usize,
+    /// The guest (index into `all_guests`) whose direct-ring buffers the queue receives into
+    /// (zero-copy RX), if any.
+    lend: Option<u16>,
+    /// Buffers were posted to the queue (`RxQueue::post_lent`) and not all taken back.
+    lent_mode: bool,
+    /// The queue handed back a buffer its guest's ring did not expect: take everything back.
+    resync: bool,
+    /// Lent buffers on their way to or from the queue (reused, never allocates per round).
+    scratch: Vec<Mbuf>,
 }
 
 impl RxSource {
@@ -141,7 +153,21 @@ impl RxSource {
             queue,
             owner,
             gather: RX_GATHER_MIN,
+            lend: None,
+            lent_mode: false,
+            resync: false,
+            scratch: Vec::new(),
         }
+    }
+
+    /// Lends guest `guest`'s direct-ring buffers to the queue (a dedicated queue, whose
+    /// backend receives into lent buffers).
+    pub(crate) fn lending_to(mut self, guest: Option<u16>) -> RxSource {
+        self.lend = guest;
+        if guest.is_some() {
+            self.scratch.reserve(1024);
+        }
+        self
     }
 }
 
@@ -294,6 +320,7 @@ impl Poller {
             empty = self.policy.idle_polls.saturating_sub(1);
         }
         self.flush_pending();
+        self.stop_lending();
     }
 
     /// Sets or clears the kick requests of the TX rings served here and the backend RX
@@ -328,6 +355,7 @@ impl Poller {
             // Under load, several bursts are steered together: with many guests, a burst of 32
             // frames gives each guest one or two, and each guest's lock, ring cache lines and
             // interrupt check are then paid per frame instead of per burst.
+            self.lend_rx(i);
             let mut n = 0;
             while n < self.rxqs[i].gather {
                 let got = self.rxqs[i].queue.rx_burst(&mut self.rx_buf, BURST);
@@ -339,7 +367,9 @@ impl Poller {
             if n > 0 {
                 bump(&self.stats.wire_rx, n as u64);
                 let owner = self.rxqs[i].owner;
-                if let Some(spread) = self.deliver(owner) {
+                if let Some(gi) = self.rxqs[i].lend {
+                    self.deliver_direct(i, gi);
+                } else if let Some(spread) = self.deliver(owner) {
                     self.rxqs[i].gather = (spread * BURST).clamp(RX_GATHER_MIN, RX_GATHER);
                 }
                 work += n;

@@ -21,7 +21,7 @@ use vdpdk_core::{FlowHandle, MacAddr};
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::offered_features;
-use crate::guest::{Guest, HostQueue, ZeroCopy};
+use crate::guest::{DirectRx, Guest, GuestMem, HostQueue, ZeroCopy};
 
 /// Where the driver stands in the device's life cycle.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,6 +134,7 @@ impl ControlPlane {
             CtrlOp::Negotiate => out[0] = self.negotiate(req)?,
             CtrlOp::Configure => self.configure(req.args[0], req.args[1])?,
             CtrlOp::RxqSetup => self.queue_setup(true, req.args[0], req.args[1], req.args[2])?,
+            CtrlOp::RxqDirectSetup => self.direct_setup(req.args[0], req.args[1], req.args[2])?,
             CtrlOp::TxqSetup => self.queue_setup(false, req.args[0], req.args[1], req.args[2])?,
             CtrlOp::Start => self.start()?,
             CtrlOp::Stop => {
@@ -185,6 +186,7 @@ impl ControlPlane {
             tx.queues.clear();
             rx.running = false;
             rx.queues.clear();
+            rx.direct = None;
             rx.rules.clear();
         });
     }
@@ -204,6 +206,7 @@ impl ControlPlane {
         tx.zero_copy = agreed.contains(abi::Features::TX_ZERO_COPY);
         tx.laps = agreed.contains(abi::Features::TX_LAPS);
         drop(tx);
+        self.guest.rx.lock().zero_copy = agreed.contains(abi::Features::RX_ZERO_COPY);
         self.state = State::Negotiated;
         self.guest.attached.store(true, Ordering::Relaxed);
         self.guest.attaches.fetch_add(1, Ordering::Relaxed);
@@ -237,6 +240,7 @@ impl ControlPlane {
                 return fail(CtrlStatus::BadState, "stop the device before configuring");
             }
             rx.queues = (0..nrx).map(|_| None).collect();
+            rx.direct = None;
             tx.queues = (0..ntx).map(|_| None).collect();
             rx.rules.clear();
             Ok(())
@@ -259,33 +263,12 @@ impl ControlPlane {
                 format!("queue {qid} is not configured ({n} queues)"),
             );
         }
-        if !valid_ring_size(size) {
-            return fail(
-                CtrlStatus::InvalidArg,
-                format!(
-                    "ring size {size} is not a power of two in {}..={}",
-                    abi::MIN_RING_SIZE,
-                    abi::MAX_RING_SIZE
-                ),
-            );
-        }
-        if !iova.is_multiple_of(DESC_SIZE as u64) {
-            return fail(
-                CtrlStatus::InvalidArg,
-                format!("ring IOVA {iova:#x} is not 32-byte aligned"),
-            );
-        }
-        let len = size * DESC_SIZE as u64;
+        let len = check_ring(iova, size)?;
         self.guest.with_both(|tx, rx| {
             if rx.running {
                 return fail(CtrlStatus::BadState, "stop the device before queue setup");
             }
-            let Some(ptr) = rx.mem.translate(iova, len, true) else {
-                return fail(
-                    CtrlStatus::InvalidArg,
-                    format!("ring {iova:#x}+{len:#x} is not inside the guest's DMA map"),
-                );
-            };
+            let ptr = ring_in_map(&rx.mem, iova, len)?;
             // SAFETY: ptr..ptr+len lies in one writable DMA region; queues are dropped (under
             // this lock) before that region is unmapped, so the ring outlives the RingPtr.
             let ring = unsafe { RingPtr::new(ptr, size as u16) }.with_laps(!is_rx && tx.laps);
@@ -296,9 +279,13 @@ impl ControlPlane {
             let bar = &self.guest.data_bar;
             if is_rx {
                 rx.queues[qid as usize] = Some(q);
+                if qid == 0 {
+                    rx.direct = None; // a queue set up again loses its direct ring
+                }
                 let line = abi::rxq_flags_offset(qid as u16);
-                bar.flag(line + abi::RXQ_DONE_INDEX)
-                    .store(0, Ordering::Release);
+                for word in [abi::RXQ_DONE_INDEX, abi::RXQ_DIRECT_DONE_INDEX] {
+                    bar.flag(line + word).store(0, Ordering::Release);
+                }
             } else {
                 tx.queues[qid as usize] = Some(q);
                 let line = abi::txq_flags_offset(qid as u16);
@@ -306,6 +293,42 @@ impl ControlPlane {
                     bar.flag(line + word).store(0, Ordering::Release);
                 }
             }
+            Ok(())
+        })
+    }
+
+    /// Sets up the direct ring of RX queue `qid` (0, set up already) on the ring of `size`
+    /// descriptors at guest IOVA `iova` (`Features::RX_ZERO_COPY`), on a stopped device.
+    fn direct_setup(&mut self, qid: u64, iova: u64, size: u64) -> Result<(), Refusal> {
+        self.configured()?;
+        if !self.guest.rx.lock().zero_copy {
+            return fail(CtrlStatus::BadState, "RX_ZERO_COPY was not negotiated");
+        }
+        if qid != 0 {
+            return fail(
+                CtrlStatus::InvalidArg,
+                format!("RX queue {qid} cannot have a direct ring (only queue 0 can)"),
+            );
+        }
+        let len = check_ring(iova, size)?;
+        let name = format!("{}-rxq0-direct", self.guest.name);
+        self.guest.with_both(|_, rx| {
+            if rx.running {
+                return fail(CtrlStatus::BadState, "stop the device before queue setup");
+            }
+            if rx.queues.first().is_none_or(|q| q.is_none()) {
+                return fail(CtrlStatus::BadState, "set up RX queue 0 first");
+            }
+            let ptr = ring_in_map(&rx.mem, iova, len)?;
+            // SAFETY: as in queue_setup: the direct ring is dropped (under this lock) before
+            // its region is unmapped.
+            let ring = unsafe { RingPtr::new(ptr, size as u16) };
+            let q = HostQueue::new(ring, iova, len, None);
+            rx.direct = Some(DirectRx::new(q, size as u16, &name));
+            self.guest
+                .data_bar
+                .flag(abi::rxq_flags_offset(0) + abi::RXQ_DIRECT_DONE_INDEX)
+                .store(0, Ordering::Release);
             Ok(())
         })
     }
@@ -412,6 +435,38 @@ fn decode_rule(req: &CtrlRequest) -> Result<FlowRule, Refusal> {
         );
     }
     abi::flow_codec::decode(&req.payload[..n]).map_err(|e| (CtrlStatus::InvalidArg, e.to_string()))
+}
+
+/// Checks a ring's size and alignment from the guest; returns its length in bytes.
+fn check_ring(iova: u64, size: u64) -> Result<u64, Refusal> {
+    if !valid_ring_size(size) {
+        return fail(
+            CtrlStatus::InvalidArg,
+            format!(
+                "ring size {size} is not a power of two in {}..={}",
+                abi::MIN_RING_SIZE,
+                abi::MAX_RING_SIZE
+            ),
+        );
+    }
+    if !iova.is_multiple_of(DESC_SIZE as u64) {
+        return fail(
+            CtrlStatus::InvalidArg,
+            format!("ring IOVA {iova:#x} is not 32-byte aligned"),
+        );
+    }
+    Ok(size * DESC_SIZE as u64)
+}
+
+/// Where a ring of `len` bytes at `iova` lies in this process: wholly in one writable region.
+fn ring_in_map(mem: &GuestMem, iova: u64, len: u64) -> Result<*mut u8, Refusal> {
+    match mem.translate(iova, len, true) {
+        Some(p) => Ok(p),
+        None => fail(
+            CtrlStatus::InvalidArg,
+            format!("ring {iova:#x}+{len:#x} is not inside the guest's DMA map"),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -32,10 +32,15 @@ pub fn offered_features(guest: &Guest) -> Features {
         | Features::TX_DONE_INDEX
         | Features::RX_DONE_INDEX
         | Features::TX_LAPS;
-    match guest.zero_copy_tx {
-        true => all | Features::TX_ZERO_COPY,
-        false => all,
-    }
+    let tx = match guest.zero_copy_tx {
+        true => Features::TX_ZERO_COPY,
+        false => Features::empty(),
+    };
+    let rx = match guest.zero_copy_rx {
+        true => Features::RX_ZERO_COPY,
+        false => Features::empty(),
+    };
+    all | tx | rx
 }
 
 /// Device-wide facts the mux fills into each guest's info block.

@@ -49,7 +49,7 @@ struct Slots {
 
 /// The regions lent slots point into, each held once however many slots point into it (an
 /// `Arc` clone and drop per frame would be two locked instructions per frame).
-struct Held {
+pub(super) struct Held {
     /// Per slot: its entry in `pins` while it is lent.
     pin_of: Box<[u16]>,
     /// Regions with slots lent from them, and how many; a free entry is None.
@@ -57,8 +57,16 @@ struct Held {
 }
 
 impl Held {
+    /// Nothing pinned, for a ring of `size` slots.
+    pub(super) fn new(size: u16) -> Held {
+        Held {
+            pin_of: vec![0; size as usize].into_boxed_slice(),
+            pins: Vec::new(),
+        }
+    }
+
     /// Notes slot `slot` lent from `region`.
-    fn pin(&mut self, slot: usize, region: &Arc<DmaRegion>) {
+    pub(super) fn pin(&mut self, slot: usize, region: &Arc<DmaRegion>) {
         let k = match self
             .pins
             .iter()
@@ -81,7 +89,7 @@ impl Held {
     }
 
     /// Notes slot `slot` no longer lent; its region is let go with its last slot.
-    fn unpin(&mut self, slot: usize) {
+    pub(super) fn unpin(&mut self, slot: usize) {
         let k = self.pin_of[slot] as usize;
         // Every lent slot has a pin (`ZeroCopy::room` keeps a slot from being lent twice).
         if let Some(Some((_, n))) = self.pins.get_mut(k) {
@@ -120,10 +128,7 @@ impl ZeroCopy {
     pub(crate) fn new(size: u16, name: &str) -> ZeroCopy {
         let slots = Arc::new(Slots {
             state: (0..size).map(|_| AtomicU8::new(IDLE)).collect(),
-            held: UnsafeCell::new(Held {
-                pin_of: vec![0; size as usize].into_boxed_slice(),
-                pins: Vec::new(),
-            }),
+            held: UnsafeCell::new(Held::new(size)),
         });
         ZeroCopy {
             lending: Lending::new(name, slots.clone()),

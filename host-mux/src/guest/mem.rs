@@ -263,6 +263,13 @@ impl GuestMem {
         Some((r, ptr))
     }
 
+    /// [`GuestMem::lend`] for a buffer a device will write (zero-copy RX): None unless the
+    /// region holding it is writable.
+    #[inline]
+    pub fn lend_writable(&self, iova: u64, len: u64) -> Option<(&Arc<DmaRegion>, NonNull<u8>)> {
+        self.lend(iova, len).filter(|(r, _)| r.writable)
+    }
+
     /// `[iova, iova+len)` as a [`GuestSlice`] when it lies wholly in one region (and that
     /// region is writable when `write` is asked); otherwise the reason it does not.
     #[inline]

@@ -7,6 +7,7 @@
 //! both (TX first, then RX; pollers take one at a time, so there is no lock-order cycle). A
 //! poller holds a lock for one bounded batch and never while it sleeps, so a DMA unmap waits at
 //! most one batch, and no poller ever touches a region after the control thread removed it.
+mod direct;
 mod lend;
 mod mem;
 
@@ -21,6 +22,7 @@ use vdpdk_core::{FlowHandle, FlowRule, MacAddr};
 
 use crate::config::GuestLimits;
 use crate::shm::SharedRegion;
+pub(crate) use direct::{DirectRx, LendControl};
 pub(crate) use lend::{ZeroCopy, LEND_MIN_FRAME, LENT_HEADER};
 pub(crate) use mem::GUARD_UNMAPPED;
 pub use mem::{DmaRegion, GuestMem, GuestMemError, GuestSlice, MemFault};
@@ -69,6 +71,11 @@ impl HostQueue {
         }
     }
 
+    /// Whether the ring overlaps `[iova, iova+len)`.
+    fn ring_in(&self, iova: u64, len: u64) -> bool {
+        self.ring_iova < iova.saturating_add(len) && iova < self.ring_iova + self.ring_len
+    }
+
     /// The next descriptor to be released to the guest (what `TXQ_DONE_INDEX` publishes).
     #[inline(always)]
     pub(crate) fn released(&self) -> u16 {
@@ -106,6 +113,19 @@ pub struct RxPath {
     /// non-blocking when the guest handed them over. Shared so a poller can signal one after
     /// releasing this lock.
     pub irq_fds: Vec<Option<Arc<File>>>,
+    /// The driver agreed to `Features::RX_ZERO_COPY`: RX queue 0 may get a direct ring.
+    pub zero_copy: bool,
+    /// RX queue 0's direct ring, whose buffers are lent to the VM's dedicated backend queue.
+    pub(crate) direct: Option<DirectRx>,
+}
+
+impl RxPath {
+    /// Whether the poller may lend the direct ring's buffers to the backend now: frames go
+    /// straight to queue 0 only while the guest runs and has no flow rules (a rule may send
+    /// a frame elsewhere or drop it, which a buffer already written cannot follow).
+    pub(crate) fn lending_allowed(&self) -> bool {
+        self.running && self.rules.is_empty() && self.direct.is_some()
+    }
 }
 
 /// The TX half of a guest's data path, guarded by `Guest::tx`.
@@ -130,9 +150,7 @@ pub struct TxPath {
 fn drop_queues_in(queues: &mut [Option<HostQueue>], iova: u64, len: u64) -> usize {
     let mut n = 0;
     for q in queues.iter_mut() {
-        if q.as_ref().is_some_and(|h| {
-            h.ring_iova < iova.saturating_add(len) && iova < h.ring_iova + h.ring_len
-        }) {
+        if q.as_ref().is_some_and(|h| h.ring_in(iova, len)) {
             *q = None;
             n += 1;
         }
@@ -195,11 +213,34 @@ pub struct Guest {
     /// Offer zero-copy TX (`Features::TX_ZERO_COPY`): the backend can send lent buffers and
     /// the operator asked for it (`mux.zero_copy_tx`).
     pub zero_copy_tx: bool,
+    /// Offer zero-copy RX (`Features::RX_ZERO_COPY`): the VM has a backend RX queue of its
+    /// own that receives into lent buffers, and the operator asked for it
+    /// (`mux.zero_copy_rx`).
+    pub zero_copy_rx: bool,
+    /// Wakes the poller that serves this VM's backend RX queue.
+    pub rx_wake: Arc<vmm_sys_util::eventfd::EventFd>,
+    /// Has that poller take lent RX buffers back before a control change.
+    pub(crate) lend_ctl: LendControl,
 }
 
 impl Guest {
-    /// Runs `f` with both halves locked (TX first, then RX: the one lock order).
+    /// Runs `f` with both halves locked (TX first, then RX: the one lock order). With
+    /// zero-copy RX offered, the poller first takes every lent RX buffer back from the
+    /// backend and lends none until `f` is done: whatever `f` unmaps, stops or drops, the
+    /// backend no longer writes into it.
     pub(crate) fn with_both<R>(&self, f: impl FnOnce(&mut TxPath, &mut RxPath) -> R) -> R {
+        let _paused = self.zero_copy_rx.then(|| {
+            let (guard, answered) = self.lend_ctl.pause(|| {
+                let _ = self.rx_wake.write(1);
+            });
+            if !answered {
+                log::warn!(
+                    "{}: the RX poller did not give lent buffers back in time",
+                    self.name
+                );
+            }
+            guard
+        });
         let mut tx = self.tx.lock();
         let mut rx = self.rx.lock();
         let r = f(&mut tx, &mut rx);
@@ -259,8 +300,12 @@ impl Guest {
             tx.mem
                 .remove(iova, len)
                 .expect("both halves hold the same regions");
-            let n = drop_queues_in(&mut tx.queues, iova, len)
+            let mut n = drop_queues_in(&mut tx.queues, iova, len)
                 + drop_queues_in(&mut rx.queues, iova, len);
+            if rx.direct.as_ref().is_some_and(|d| d.q.ring_in(iova, len)) {
+                rx.direct = None;
+                n += 1;
+            }
             if n > 0 {
                 tx.running = false;
                 rx.running = false;

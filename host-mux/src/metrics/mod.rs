@@ -50,7 +50,7 @@ const VM_STAT_HELP: [&str; STATS_COUNT] = [
 ];
 
 /// Poller counters: (field name as in the JSON stats, HELP, value).
-fn poller_counters(p: &PollerSnapshot) -> [(&'static str, &'static str, u64); 12] {
+fn poller_counters(p: &PollerSnapshot) -> [(&'static str, &'static str, u64); 13] {
     [
         ("wire_rx", "Frames this poller received from the backend NIC.", p.wire_rx),
         ("wire_tx", "Frames this poller sent on the backend NIC.", p.wire_tx),
@@ -83,6 +83,11 @@ fn poller_counters(p: &PollerSnapshot) -> [(&'static str, &'static str, u64); 12
             "tx_lent",
             "Guest frames whose payload went to the backend in place (zero-copy TX).",
             p.tx_lent,
+        ),
+        (
+            "rx_in_place",
+            "Frames the backend received straight into guest buffers (zero-copy RX).",
+            p.rx_in_place,
         ),
         (
             "tx_backpressure",
@@ -342,6 +347,7 @@ mod tests {
             switched: 21,
             tx_backpressure: 17,
             tx_lent: 22,
+            rx_in_place: 23,
             rounds: 18,
             empty_rounds: 19,
             sleeps: 20,
@@ -410,6 +416,7 @@ mod tests {
             ("switched", 21),
             ("tx_backpressure", 17),
             ("tx_lent", 22),
+            ("rx_in_place", 23),
             ("rounds", 18),
             ("empty_rounds", 19),
             ("sleeps", 20),
@@ -474,8 +481,8 @@ mod tests {
             let value = l.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{l}");
         }
-        // VM counters + 3 gauges + attaches, 12 + 2 poller, info + 8 + 2 backend.
-        assert_eq!(declared.len(), STATS_COUNT + 4 + 14 + 11);
+        // VM counters + 3 gauges + attaches, 13 + 2 poller, info + 8 + 2 backend.
+        assert_eq!(declared.len(), STATS_COUNT + 4 + 15 + 11);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub(super) struct QueuePlan {
     pub(super) hw_steering: bool,
     /// Backend TX queues (at least 1; TX pollers share them when there are fewer).
     pub(super) nb_tx: u16,
+    /// Each VM's own RX queue receives into its guest's buffers (zero-copy RX): asked for,
+    /// and the backend can (`DevInfo::rx_lent_buffers`, with hardware steering).
+    pub(super) lend_rx: bool,
 }
 
 impl QueuePlan {
@@ -90,12 +93,35 @@ impl QueuePlan {
                 info.max_rx_queues
             )));
         }
+        if cfg.zero_copy_rx && !(hw && info.rx_lent_buffers) {
+            return Err(Error::InvalidArg(format!(
+                "mux.zero_copy_rx needs a backend RX queue per VM that receives into guest \
+                 buffers; the {} backend {} (turn zero_copy_rx off{})",
+                info.driver,
+                if info.rx_lent_buffers {
+                    "has too few RX queues or hw_steering is off"
+                } else {
+                    "cannot receive into lent buffers"
+                },
+                if info.rx_lent_buffers {
+                    ", or set hw_steering = true"
+                } else {
+                    ", or use the pair backend"
+                }
+            )));
+        }
         Ok(QueuePlan {
             pollers,
             layout,
             hw_steering: hw,
             nb_tx: n_tx.min(info.max_tx_queues).max(1),
+            lend_rx: cfg.zero_copy_rx,
         })
+    }
+
+    /// Whether VM `vm`'s own RX queue receives into its guest's buffers.
+    pub(super) fn lends_rx(&self, vm: usize) -> bool {
+        self.lend_rx && self.layout.iter().any(|&(_, o)| o == Some(vm as u16))
     }
 
     pub(super) fn n_rx(&self) -> u16 {
@@ -296,6 +322,7 @@ mod tests {
             tx_offload_capa,
             rx_intr: false,
             tx_lent_buffers,
+            rx_lent_buffers: false,
         }
     }
 

@@ -46,6 +46,17 @@ impl Spawner<'_> {
         self.wakes[i].clone()
     }
 
+    /// The wake fd of the poller serving `cluster`'s backend RX queues.
+    fn rx_wake_of(&self, cluster: usize) -> Arc<EventFd> {
+        let i = self
+            .plan
+            .pollers
+            .iter()
+            .position(|p| p.0 == cluster && p.1 != Role::Tx)
+            .expect("every cluster has an RX-serving poller");
+        self.wakes[i].clone()
+    }
+
     /// Builds each VM's slot state and starts its control thread on its bound socket.
     pub(super) fn spawn_control_threads(
         &self,
@@ -55,7 +66,7 @@ impl Spawner<'_> {
     ) -> Result<(Vec<Arc<Guest>>, Vec<VmSlot>)> {
         let mut guests = Vec::new();
         let mut slots = Vec::new();
-        for (vm, listener) in self.cfg.vms.iter().zip(listeners) {
+        for (vmi, (vm, listener)) in self.cfg.vms.iter().zip(listeners).enumerate() {
             let guest = Arc::new(Guest {
                 name: vm.name.clone(),
                 mac: vm.mac,
@@ -71,6 +82,9 @@ impl Spawner<'_> {
                 attaches: Default::default(),
                 limits: self.cfg.limits,
                 zero_copy_tx: self.cfg.zero_copy_tx,
+                zero_copy_rx: self.plan.lends_rx(vmi),
+                rx_wake: self.rx_wake_of(vm.cluster),
+                lend_ctl: Default::default(),
             });
             let keep = listener.as_fd_dup()?;
             unwind.listeners.push(keep.try_clone()?);
@@ -130,9 +144,10 @@ impl Spawner<'_> {
                     .enumerate()
                     .filter(|(_, (c, _))| *c == ci)
                     .filter_map(|(q, (_, owner))| {
-                        queues.rxqs[q]
-                            .take()
-                            .map(|queue| RxSource::new(queue, *owner))
+                        queues.rxqs[q].take().map(|queue| {
+                            let lend = owner.filter(|&vm| self.plan.lends_rx(vm as usize));
+                            RxSource::new(queue, *owner).lending_to(lend)
+                        })
                     })
                     .collect()
             } else {

@@ -101,6 +101,9 @@ pub const RXQ_FLAG_INTR_ARMED: usize = 0;
 /// so the guest reads them without first testing each one's flags. Host-written once per
 /// burst, 0 after queue setup.
 pub const RXQ_DONE_INDEX: usize = 4;
+/// Within an RX queue's flag line (with [`Features::RX_ZERO_COPY`]): [`RXQ_DONE_INDEX`] of
+/// the queue's direct ring ([`CtrlOp::RxqDirectSetup`]).
+pub const RXQ_DIRECT_DONE_INDEX: usize = 8;
 /// Within a TX queue's flag line: non-zero while the host poller sleeps and wants a kick
 /// (`REG_TX_KICK`) after new descriptors are posted.
 pub const TXQ_FLAG_KICK_WANTED: usize = 0;
@@ -147,6 +150,16 @@ bitflags::bitflags! {
         /// its lines go one way only, guest to host (as memif's descriptors do). Needs
         /// `TX_DONE_INDEX`, the only way the guest then learns of releases.
         const TX_LAPS = 1 << 9;
+        /// Zero-copy RX: RX queue 0 may get a second ring, its **direct ring**
+        /// ([`CtrlOp::RxqDirectSetup`]), whose posted buffers the host hands to the NIC queue
+        /// dedicated to this VM, so the NIC writes frames straight into guest memory. The
+        /// direct ring completes in the NIC's order and publishes its progress as
+        /// [`RXQ_DIRECT_DONE_INDEX`]; broadcasts, frames from other VMs and whatever the
+        /// host copies keep arriving on the queue's own ring, so the guest reads both. A
+        /// direct buffer may stay posted a long time (until a frame for it comes), and the
+        /// host takes its buffers back from the NIC before any DMA unmap, reset or stop
+        /// completes. Needs `RX_DONE_INDEX`.
+        const RX_ZERO_COPY = 1 << 10;
     }
 }
 
@@ -217,6 +230,9 @@ pub enum CtrlOp {
     FlowFlush = 11,
     /// result: see [`StatsIndex`].
     GetStats = 12,
+    /// args: \[qid (0), ring IOVA, ring size\]: the direct ring of an RX queue (with
+    /// [`Features::RX_ZERO_COPY`]; a queue set up again loses it).
+    RxqDirectSetup = 13,
 }
 
 impl CtrlOp {
@@ -236,6 +252,7 @@ impl CtrlOp {
             10 => FlowDestroy,
             11 => FlowFlush,
             12 => GetStats,
+            13 => RxqDirectSetup,
             _ => return None,
         })
     }
@@ -425,6 +442,13 @@ pub fn negotiate(
                 .into(),
         );
     }
+    if req.contains(Features::RX_ZERO_COPY) && !req.contains(Features::RX_DONE_INDEX) {
+        return Err(
+            "driver requested RX_ZERO_COPY without RX_DONE_INDEX, the only way its direct \
+             ring reports completions"
+                .into(),
+        );
+    }
     Ok(req)
 }
 
@@ -452,15 +476,18 @@ mod tests {
         assert_eq!(both, offered);
         let err = negotiate(1, offered, 1, Features::TX_LAPS.bits()).unwrap_err();
         assert!(err.contains("TX_DONE_INDEX"), "{err}");
+        let offered = offered | Features::RX_ZERO_COPY | Features::RX_DONE_INDEX;
+        let err = negotiate(1, offered, 1, Features::RX_ZERO_COPY.bits()).unwrap_err();
+        assert!(err.contains("RX_DONE_INDEX"), "{err}");
     }
 
     #[test]
     fn op_and_status_roundtrip() {
-        for v in 1..=12 {
+        for v in 1..=13 {
             assert_eq!(CtrlOp::from_u32(v).unwrap() as u32, v);
         }
         assert!(CtrlOp::from_u32(0).is_none());
-        assert!(CtrlOp::from_u32(13).is_none());
+        assert!(CtrlOp::from_u32(14).is_none());
         for v in 0..=8 {
             assert_eq!(CtrlStatus::from_u32(v).unwrap() as u32, v);
         }

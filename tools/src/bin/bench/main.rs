@@ -67,8 +67,11 @@ struct Args {
     /// CPU) or `null` (frees what is sent, produces what is received, on the poller's CPU).
     #[arg(long, value_enum, default_value_t = WireKind::Pair)]
     wire: WireKind,
-    /// Zero-copy TX (host-mux's `zero_copy_tx`): frames of 1024 B and more go to the wire
-    /// from guest memory, behind a host copy of their headers.
+    /// Zero-copy (host-mux's `zero_copy_tx` and `zero_copy_rx`, with `hw_steering`): TX
+    /// frames of 1024 B and more go to the wire from guest memory, behind a host copy of
+    /// their headers; the wire's RX queue of the receiving guest writes frames straight into
+    /// that guest's buffers. (Scaling mode: TX only, 64 guests need more RX queues than the
+    /// null wire has.)
     #[arg(long)]
     zero_copy: bool,
 }
@@ -163,6 +166,8 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
             mode: PollMode::Combined,
         }],
         zero_copy_tx: args.zero_copy,
+        zero_copy_rx: args.zero_copy,
+        hw_steering: args.zero_copy,
         ..MuxConfig::new(
             BackendConfig::Pair,
             vec![
@@ -207,7 +212,11 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     outln!(
         "vdpdk-bench: 2 guests, {:?} wire{}, batch {BURST}, guest CPU {}, mux CPU {}, {} x {:.1}s",
         args.wire,
-        if args.zero_copy { ", zero-copy TX" } else { "" },
+        if args.zero_copy {
+            ", zero-copy TX and RX"
+        } else {
+            ""
+        },
         args.guest_cpu,
         args.mux_cpu,
         args.repeats,

@@ -1,0 +1,344 @@
+//! Zero-copy RX (`Features::RX_ZERO_COPY`, host-mux's `zero_copy_rx`): the buffers a guest
+//! posts on its direct ring are lent to the backend RX queue of its VM, which receives into
+//! them in place (the backend sees the guest's own buffers); and a guest that unmaps its
+//! memory, or dies, gets every buffer taken back from the backend first, so the backend never
+//! writes into memory the guest took away.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use guest_pmd::{OpenOptions, VdpdkPort};
+use parking_lot::Mutex;
+use vdpdk_core::abi::Features;
+use vdpdk_core::ethdev::start_single_queue;
+use vdpdk_core::packet::udp_frame;
+use vdpdk_core::{
+    DevConfig, DevInfo, EthDev, FlowHandle, FlowRule, LinkStatus, MacAddr, Mbuf, Mempool,
+    PortStats, Result, RxQueue, TxQueue, DEFAULT_BUF_SIZE,
+};
+use vdpdk_pci::{PciDevice, VfioUserPci};
+
+const GMAC: u8 = 0x7c;
+const PEER: u8 = 0x7d;
+
+/// What the spy saw of the lent buffers of its RX queues.
+#[derive(Default)]
+struct Seen {
+    /// (guest IOVA, host address) of every buffer posted to it.
+    posted: Vec<(u64, usize)>,
+    /// Guest IOVAs of the lent buffers it handed back with a frame.
+    filled: Vec<u64>,
+    /// Buffers posted and not yet handed back (with a frame or by a take-back).
+    outstanding: usize,
+}
+
+/// A pair port whose RX queues record the lent buffers they are given and hand back.
+struct SpyPort {
+    inner: vdpdk_pair::PairPort,
+    seen: Arc<Mutex<Seen>>,
+}
+
+struct SpyRx {
+    inner: Box<dyn RxQueue>,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl RxQueue for SpyRx {
+    fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+        let first = out.len();
+        let n = self.inner.rx_burst(out, max);
+        let mut s = self.seen.lock();
+        for m in out[first..].iter().filter(|m| m.is_lent()) {
+            s.filled.push(m.data_iova());
+            s.outstanding -= 1;
+        }
+        n
+    }
+    fn post_lent(&mut self, bufs: &mut Vec<Mbuf>) -> usize {
+        let offered: Vec<(u64, usize)> = bufs
+            .iter()
+            .map(|m| (m.data_iova(), m.data_addr() as usize))
+            .collect();
+        let n = self.inner.post_lent(bufs);
+        let mut s = self.seen.lock();
+        s.posted.extend_from_slice(&offered[..n]);
+        s.outstanding += n;
+        n
+    }
+    fn take_back_lent(&mut self, out: &mut Vec<Mbuf>) -> usize {
+        let n = self.inner.take_back_lent(out);
+        self.seen.lock().outstanding -= n;
+        n
+    }
+}
+
+impl EthDev for SpyPort {
+    fn info(&self) -> DevInfo {
+        self.inner.info()
+    }
+    fn configure(&mut self, conf: &DevConfig) -> Result<()> {
+        self.inner.configure(conf)
+    }
+    fn rx_queue_setup(&mut self, qid: u16, nb_desc: u16, pool: &Mempool) -> Result<()> {
+        self.inner.rx_queue_setup(qid, nb_desc, pool)
+    }
+    fn tx_queue_setup(&mut self, qid: u16, nb_desc: u16) -> Result<()> {
+        self.inner.tx_queue_setup(qid, nb_desc)
+    }
+    fn start(&mut self) -> Result<()> {
+        self.inner.start()
+    }
+    fn stop(&mut self) -> Result<()> {
+        self.inner.stop()
+    }
+    fn take_rx_queue(&mut self, qid: u16) -> Result<Box<dyn RxQueue>> {
+        Ok(Box::new(SpyRx {
+            inner: self.inner.take_rx_queue(qid)?,
+            seen: self.seen.clone(),
+        }))
+    }
+    fn take_tx_queue(&mut self, qid: u16) -> Result<Box<dyn TxQueue>> {
+        self.inner.take_tx_queue(qid)
+    }
+    fn link(&self) -> LinkStatus {
+        self.inner.link()
+    }
+    fn stats(&self) -> PortStats {
+        self.inner.stats()
+    }
+    fn reset_stats(&mut self) {
+        self.inner.reset_stats()
+    }
+    fn flow_validate(&self, rule: &FlowRule) -> Result<()> {
+        self.inner.flow_validate(rule)
+    }
+    fn flow_create(&mut self, rule: &FlowRule) -> Result<FlowHandle> {
+        self.inner.flow_create(rule)
+    }
+    fn flow_destroy(&mut self, handle: FlowHandle) -> Result<()> {
+        self.inner.flow_destroy(handle)
+    }
+    fn flow_flush(&mut self) -> Result<()> {
+        self.inner.flow_flush()
+    }
+}
+
+/// host-mux on a spied pair wire with zero-copy RX (and so hardware steering) on, serving
+/// "g" and "peer", guarding unmapped memory (a write to it faults at once).
+fn zero_copy_rx_mux(tag: &str) -> (TempDir, host_mux::HostMux, Wire, Arc<Mutex<Seen>>) {
+    let dir = TempDir::new(tag);
+    let vms = [
+        Vm {
+            name: "g",
+            mac: mac(GMAC),
+            rxq: 1,
+        },
+        Vm {
+            name: "peer",
+            mac: mac(PEER),
+            rxq: 1,
+        },
+    ];
+    let cfg = host_mux::MuxConfig {
+        zero_copy_rx: true,
+        hw_steering: true,
+        guard_unmapped: true,
+        ..mux_config(&dir, &vms)
+    };
+    let (mux_end, mut wire_end) =
+        vdpdk_pair::pair(MacAddr([2, 0, 0, 0, 0, 0xfd]), WIRE_MAC, 4, 8192);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let spy = SpyPort {
+        inner: mux_end,
+        seen: seen.clone(),
+    };
+    let mux = host_mux::HostMux::start(&cfg, Box::new(spy)).expect("host-mux start");
+    let pool = Mempool::new("wire", 4096, DEFAULT_BUF_SIZE).unwrap();
+    let (rx, tx) = start_single_queue(&mut wire_end, &pool, 1024, false).unwrap();
+    let wire = Wire {
+        port: wire_end,
+        rx,
+        tx,
+        pool,
+    };
+    (dir, mux, wire, seen)
+}
+
+/// A guest-pmd port on "g" with every feature, its device kept for raw DMA calls.
+fn open(dir: &TempDir) -> (VdpdkPort, Arc<VfioUserPci>) {
+    let dev = Arc::new(VfioUserPci::connect(&dir.sock("g")).expect("connect"));
+    let opts = OpenOptions {
+        features: guest_pmd::driver_features(),
+        ..OpenOptions::default()
+    };
+    let port = VdpdkPort::open_with(dev.clone(), opts).expect("open");
+    (port, dev)
+}
+
+/// Receives `n` frames on `rx` within 10 s.
+fn recv(rx: &mut Box<dyn RxQueue>, n: usize) -> Vec<Mbuf> {
+    let mut got = Vec::new();
+    wait_for(10, "frames reach the guest", || {
+        rx.rx_burst(&mut got, 32);
+        got.len() >= n
+    });
+    got
+}
+
+fn in_place(mux: &host_mux::HostMux) -> u64 {
+    mux.pollers().iter().map(|p| p.rx_in_place).sum()
+}
+
+/// The permissions of this process's mapping holding `addr` ("rw-s", "---p", ...).
+fn perms_at(addr: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .find_map(|l| {
+            let (range, rest) = l.split_once(' ')?;
+            let (a, b) = range.split_once('-')?;
+            let (a, b) = (
+                usize::from_str_radix(a, 16).ok()?,
+                usize::from_str_radix(b, 16).ok()?,
+            );
+            (a <= addr && addr < b).then(|| rest[..4].to_string())
+        })
+        .unwrap_or_else(|| "unmapped".into())
+}
+
+#[test]
+fn frames_from_the_wire_are_received_straight_into_the_guests_buffers() {
+    let (dir, mux, mut wire, seen) = zero_copy_rx_mux("zc-rx");
+    let (mut port, _dev) = open(&dir);
+    assert!(port.features().contains(Features::RX_ZERO_COPY));
+    let pool = Mempool::new("g", 512, DEFAULT_BUF_SIZE).unwrap();
+    let (mut rx, _tx) = start_single_queue(&mut port, &pool, 64, false).unwrap();
+    wait_for(
+        10,
+        "the direct ring's buffers lent to the wire queue",
+        || seen.lock().outstanding == 64,
+    );
+    let posted: Vec<u64> = seen.lock().posted.iter().map(|p| p.0).collect();
+    let pool_iova = pool.memory().iova_base();
+    assert!(
+        posted
+            .iter()
+            .all(|&a| a >= pool_iova && a < pool_iova + pool.memory().len() as u64),
+        "the backend is given the guest's own buffers"
+    );
+    let sizes = [60, 64, 128, 1000, 1514, 300];
+    let frames: Vec<Vec<u8>> = (0..100)
+        .map(|i| udp_frame(mac(GMAC), WIRE_MAC, i as u64, sizes[i % sizes.len()]))
+        .collect();
+    wire.send(&frames);
+    let got = recv(&mut rx, frames.len());
+    assert_eq!(got.len(), frames.len(), "nothing more, nothing lost");
+    let filled = seen.lock().filled.clone();
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(m.to_vec(), frames[i], "frame {i} whole and in order");
+        assert_eq!(
+            m.data_iova(),
+            filled[i],
+            "frame {i} was written by the backend into the buffer the guest reads"
+        );
+        assert_ne!(m.packet_type.0, 0, "the wire's classification kept");
+    }
+    assert_eq!(in_place(&mux), frames.len() as u64);
+    // A broadcast comes the usual way (the shared queue, copied) and arrives too.
+    let bcast = udp_frame(MacAddr::BROADCAST, WIRE_MAC, 7, 80);
+    wire.send(std::slice::from_ref(&bcast));
+    let got = recv(&mut rx, 1);
+    assert_eq!(got[0].to_vec(), bcast);
+    assert_eq!(in_place(&mux), frames.len() as u64, "a broadcast is copied");
+    let s = port.stats();
+    assert_eq!((s.ipackets, s.ierrors), (frames.len() as u64 + 1, 0));
+}
+
+#[test]
+fn a_flow_rule_takes_the_buffers_back_and_frames_are_copied_meanwhile() {
+    let (dir, mux, mut wire, seen) = zero_copy_rx_mux("zc-rx-rule");
+    let (mut port, _dev) = open(&dir);
+    let pool = Mempool::new("g", 512, DEFAULT_BUF_SIZE).unwrap();
+    let (mut rx, _tx) = start_single_queue(&mut port, &pool, 64, false).unwrap();
+    wait_for(10, "buffers lent", || seen.lock().outstanding == 64);
+    let rule = FlowRule::to_queue(vec![vdpdk_core::FlowItem::eth_dst(mac(GMAC))], 0);
+    let h = port.flow_create(&rule).expect("a rule");
+    wait_for(10, "every buffer back from the wire queue", || {
+        seen.lock().outstanding == 0
+    });
+    let frames: Vec<Vec<u8>> = (0..10)
+        .map(|i| udp_frame(mac(GMAC), WIRE_MAC, i, 200))
+        .collect();
+    wire.send(&frames);
+    let got = recv(&mut rx, frames.len());
+    assert_eq!(got.iter().map(Mbuf::to_vec).collect::<Vec<_>>(), frames);
+    assert_eq!(in_place(&mux), 0, "copied while the guest has rules");
+    port.flow_destroy(h).unwrap();
+    wait_for(10, "lent again once the rules are gone", || {
+        seen.lock().outstanding == 64
+    });
+    wire.send(&frames);
+    let got = recv(&mut rx, frames.len());
+    assert_eq!(got.iter().map(Mbuf::to_vec).collect::<Vec<_>>(), frames);
+    assert_eq!(in_place(&mux), frames.len() as u64);
+}
+
+/// Brings "g" up with its direct ring lent out, then has `leave` take its buffer memory away;
+/// checks that the wire queue gave every buffer back before that, that host-mux let go of the
+/// memory (a guarded, inaccessible reservation now: a write there would fault), and that frames
+/// sent afterwards never touch it.
+fn buffers_come_back_before_the_memory_goes(
+    tag: &str,
+    leave: impl FnOnce(VdpdkPort, Arc<VfioUserPci>, &Mempool, &host_mux::HostMux) -> Option<VdpdkPort>,
+) {
+    let (dir, mux, mut wire, seen) = zero_copy_rx_mux(tag);
+    let (mut port, dev) = open(&dir);
+    let pool = Mempool::new("g", 512, DEFAULT_BUF_SIZE).unwrap();
+    let (rx, tx) = start_single_queue(&mut port, &pool, 64, false).unwrap();
+    wait_for(10, "buffers lent", || seen.lock().outstanding == 64);
+    let addr = seen.lock().posted[0].1;
+    assert_eq!(perms_at(addr), "rw-s", "lent memory mapped in host-mux");
+    drop((rx, tx));
+    let _still_open = leave(port, dev, &pool, &mux);
+    assert_eq!(
+        seen.lock().outstanding,
+        0,
+        "every lent buffer back from the wire queue"
+    );
+    wait_for(10, "host-mux let go of the guest's memory", || {
+        perms_at(addr) == "---p"
+    });
+    // Frames for the guest now find no buffer (a write to the old ones would kill this test).
+    let frames: Vec<Vec<u8>> = (0..32)
+        .map(|i| udp_frame(mac(GMAC), WIRE_MAC, i, 600))
+        .collect();
+    wire.send(&frames);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(seen.lock().outstanding, 0);
+    assert_eq!(in_place(&mux), 0);
+}
+
+#[test]
+fn a_guest_that_unmaps_its_buffers_gets_them_back_from_the_wire_first() {
+    buffers_come_back_before_the_memory_goes("zc-rx-unmap", |port, dev, pool, _| {
+        let m = pool.memory();
+        // The unmap is answered only once the buffers in it are back.
+        dev.dma_unmap(m.iova_base(), m.len() as u64).expect("unmap");
+        // The device keeps running (its rings are elsewhere) until the test is done.
+        Some(port)
+    });
+}
+
+#[test]
+fn a_guest_that_dies_gets_its_buffers_back_from_the_wire() {
+    buffers_come_back_before_the_memory_goes("zc-rx-kill", |port, dev, _, mux| {
+        // Gone without a word: the connection drops, its memory with it.
+        drop((port, dev));
+        wait_for(10, "host-mux notices the guest left", || {
+            !mux.guests()[0].attached
+        });
+        None
+    });
+}
