@@ -41,6 +41,10 @@ pub fn new_guest() -> Arc<Guest> {
         limits: GuestLimits::default(),
         // Offered, so inputs reach the zero-copy queue state too.
         zero_copy_tx: true,
+        zero_copy_rx: true,
+        rx_wake: Arc::new(EventFd::new(EFD_NONBLOCK).expect("eventfd")),
+        // No poller here: a control change has nobody to wait for.
+        lend_ctl: Default::default(),
     })
 }
 

@@ -276,6 +276,11 @@ impl Poller {
 
     /// Runs until `stop` is set.
     pub(crate) fn run(mut self) {
+        for s in &self.rxqs {
+            if let Some(gi) = s.lend {
+                self.all_guests[gi as usize].lend_ctl.poller_started();
+            }
+        }
         let ep = Epoll::new().expect("epoll_create");
         ep.add(self.wake.as_raw_fd());
         let fds: Vec<Option<RawFd>> = self.rxqs.iter().map(|s| s.queue.intr_fd()).collect();

@@ -162,15 +162,16 @@ impl DirectRx {
 /// How the control thread has the poller take every lent RX buffer back from the backend
 /// before it changes a guest (see `Guest::with_both`).
 #[derive(Default)]
-pub(crate) struct LendControl {
+pub struct LendControl {
     /// Control threads in a change: no lending meanwhile.
     paused: AtomicU32,
     /// Take-backs asked for.
     asked: AtomicU64,
     /// The last `asked` the poller answered, after taking everything back.
     done: AtomicU64,
-    /// The poller stopped, having taken everything back: nobody lends any more.
-    poller_gone: AtomicBool,
+    /// A poller lends this guest's buffers (from its start until it stopped, having taken
+    /// everything back): only then is there anyone to wait for.
+    served: AtomicBool,
 }
 
 /// Longest a control change waits for the poller to take lent buffers back.
@@ -186,8 +187,7 @@ impl LendControl {
         let guard = PauseGuard(self);
         wake();
         let t0 = Instant::now();
-        while self.done.load(Ordering::Acquire) < want && !self.poller_gone.load(Ordering::Acquire)
-        {
+        while self.done.load(Ordering::Acquire) < want && self.served.load(Ordering::Acquire) {
             if t0.elapsed() > TAKE_BACK_WAIT {
                 return (guard, false);
             }
@@ -208,9 +208,14 @@ impl LendControl {
         self.done.store(asked, Ordering::Release);
     }
 
+    /// A poller starts lending this guest's buffers.
+    pub(crate) fn poller_started(&self) {
+        self.served.store(true, Ordering::Release);
+    }
+
     /// The poller stopped for good, after taking everything back.
     pub(crate) fn poller_stopped(&self) {
-        self.poller_gone.store(true, Ordering::Release);
+        self.served.store(false, Ordering::Release);
     }
 
     /// Whether lending may go on.

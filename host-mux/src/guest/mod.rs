@@ -22,7 +22,8 @@ use vdpdk_core::{FlowHandle, FlowRule, MacAddr};
 
 use crate::config::GuestLimits;
 use crate::shm::SharedRegion;
-pub(crate) use direct::{DirectRx, LendControl};
+pub(crate) use direct::DirectRx;
+pub use direct::LendControl;
 pub(crate) use lend::{ZeroCopy, LEND_MIN_FRAME, LENT_HEADER};
 pub(crate) use mem::GUARD_UNMAPPED;
 pub use mem::{DmaRegion, GuestMem, GuestMemError, GuestSlice, MemFault};
@@ -220,7 +221,7 @@ pub struct Guest {
     /// Wakes the poller that serves this VM's backend RX queue.
     pub rx_wake: Arc<vmm_sys_util::eventfd::EventFd>,
     /// Has that poller take lent RX buffers back before a control change.
-    pub(crate) lend_ctl: LendControl,
+    pub lend_ctl: LendControl,
 }
 
 impl Guest {
