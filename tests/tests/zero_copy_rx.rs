@@ -16,8 +16,8 @@ use vdpdk_core::abi::Features;
 use vdpdk_core::ethdev::start_single_queue;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{
-    DevConfig, DevInfo, EthDev, FlowHandle, FlowRule, LinkStatus, MacAddr, Mbuf, Mempool,
-    PortStats, Result, RxQueue, TxQueue, DEFAULT_BUF_SIZE,
+    DevConfig, DevInfo, EthDev, FlowHandle, FlowRule, LentBuf, LentRx, LinkStatus, MacAddr, Mbuf,
+    Mempool, PortStats, Result, RxQueue, TxQueue, DEFAULT_BUF_SIZE,
 };
 use vdpdk_pci::{PciDevice, VfioUserPci};
 
@@ -27,12 +27,15 @@ const PEER: u8 = 0x7d;
 /// What the spy saw of the lent buffers of its RX queues.
 #[derive(Default)]
 struct Seen {
-    /// (guest IOVA, host address) of every buffer posted to it.
-    posted: Vec<(u64, usize)>,
-    /// Guest IOVAs of the lent buffers it handed back with a frame.
+    /// (guest IOVA, host address, tag) of every buffer posted to it.
+    posted: Vec<(u64, usize, u32)>,
+    /// Guest IOVAs of the lent buffers it handed back with a frame (the buffers come back
+    /// in the order posted).
     filled: Vec<u64>,
     /// Buffers posted and not yet handed back (with a frame or by a take-back).
     outstanding: usize,
+    /// Posted buffers handed back so far (they come back in the order posted).
+    filled_or_back: usize,
 }
 
 /// A pair port whose RX queues record the lent buffers they are given and hand back.
@@ -48,29 +51,38 @@ struct SpyRx {
 
 impl RxQueue for SpyRx {
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
-        let first = out.len();
-        let n = self.inner.rx_burst(out, max);
-        let mut s = self.seen.lock();
-        for m in out[first..].iter().filter(|m| m.is_lent()) {
-            s.filled.push(m.data_iova());
-            s.outstanding -= 1;
-        }
-        n
+        self.inner.rx_burst(out, max)
     }
-    fn post_lent(&mut self, bufs: &mut Vec<Mbuf>) -> usize {
-        let offered: Vec<(u64, usize)> = bufs
-            .iter()
-            .map(|m| (m.data_iova(), m.data_addr() as usize))
-            .collect();
-        let n = self.inner.post_lent(bufs);
+    unsafe fn post_lent(&mut self, bufs: &[LentBuf]) -> usize {
+        // SAFETY: passed on under the caller's promise.
+        let n = unsafe { self.inner.post_lent(bufs) };
         let mut s = self.seen.lock();
-        s.posted.extend_from_slice(&offered[..n]);
+        s.posted.extend(
+            bufs[..n]
+                .iter()
+                .map(|b| (b.iova, b.ptr.as_ptr() as usize, b.tag)),
+        );
         s.outstanding += n;
         n
     }
-    fn take_back_lent(&mut self, out: &mut Vec<Mbuf>) -> usize {
-        let n = self.inner.take_back_lent(out);
-        self.seen.lock().outstanding -= n;
+    fn rx_lent(&mut self, out: &mut Vec<LentRx>, max: usize) -> usize {
+        let first = out.len();
+        let n = self.inner.rx_lent(out, max);
+        let mut s = self.seen.lock();
+        for d in &out[first..] {
+            let (iova, _, tag) = s.posted[s.filled_or_back];
+            assert_eq!(d.tag, tag, "handed back in the order posted");
+            s.filled.push(iova);
+            s.filled_or_back += 1;
+        }
+        s.outstanding -= n;
+        n
+    }
+    fn take_back_lent(&mut self) -> usize {
+        let n = self.inner.take_back_lent();
+        let mut s = self.seen.lock();
+        s.outstanding -= n;
+        s.filled_or_back += n;
         n
     }
 }

@@ -389,6 +389,38 @@ pub fn reset_all(rx: &[std::sync::Arc<QueueCounters>], tx: &[std::sync::Arc<Queu
     rx.iter().chain(tx).for_each(|c| c.reset());
 }
 
+/// A buffer lent to an RX queue to receive one frame into ([`RxQueue::post_lent`]).
+#[derive(Clone, Copy, Debug)]
+pub struct LentBuf {
+    /// The buffer's device address (what a NIC writes to).
+    pub iova: u64,
+    /// The same bytes in this process (what a software queue copies to).
+    pub ptr: std::ptr::NonNull<u8>,
+    /// Bytes it holds.
+    pub len: u16,
+    /// The lender's name for it, handed back with the frame ([`LentRx::tag`]).
+    pub tag: u32,
+}
+
+// SAFETY: a plain address and length; whoever posts one vouches for the memory
+// (`RxQueue::post_lent`'s contract), whichever thread the queue runs on.
+unsafe impl Send for LentBuf {}
+
+/// A frame an RX queue received into a lent buffer ([`RxQueue::rx_lent`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LentRx {
+    /// The buffer's [`LentBuf::tag`].
+    pub tag: u32,
+    /// Frame length in bytes (at most the buffer's).
+    pub len: u16,
+    /// What the device made of the frame.
+    pub packet_type: crate::PacketType,
+    /// RX offload results (checksum status, flow mark).
+    pub ol_flags: crate::OlFlags,
+    /// Flow MARK id (with `OlFlags::RX_FDIR_ID`).
+    pub mark: u32,
+}
+
 /// A receive queue (`rte_eth_rx_burst` and the RX interrupt calls).
 pub trait RxQueue: Send {
     /// Appends up to `max` received packets to `out`; returns how many.
@@ -406,24 +438,37 @@ pub trait RxQueue: Send {
     fn intr_fd(&self) -> Option<RawFd> {
         None
     }
-    /// Posts buffers the caller lends ([`crate::Lending::attach`] mbufs, each holding its
-    /// whole capacity) for the queue to receive into (DevInfo::rx_lent_buffers). Takes them
-    /// from the front of `bufs` while it has room and returns how many it took.
+    /// Posts buffers the caller lends for the queue to receive into (zero-copy RX,
+    /// `DevInfo::rx_lent_buffers`): memory the queue does not own, a guest's RX buffers.
+    /// Takes the first of `bufs` while it has room; returns how many it took.
     ///
     /// From the first post on the queue is in **lent mode**: it receives into lent buffers
-    /// only, filled in the order posted and handed back by `rx_burst` as the received
-    /// packets (length set, nothing chained). A frame that finds none waits or is dropped, as
-    /// a NIC's frame without a descriptor. [`RxQueue::take_back_lent`] ends lent mode.
-    /// A queue that cannot receive so takes nothing.
-    fn post_lent(&mut self, bufs: &mut Vec<Mbuf>) -> usize {
+    /// only, filled in the order posted and handed back by [`RxQueue::rx_lent`]; `rx_burst`
+    /// returns only frames in its own buffers still posted from before. A frame that finds
+    /// no lent buffer waits or is dropped, as a NIC's frame without a descriptor.
+    /// [`RxQueue::take_back_lent`] ends lent mode. A queue that cannot receive so takes
+    /// nothing.
+    ///
+    /// # Safety
+    /// Each buffer's `len` bytes at `ptr` (and at `iova` for the device) must stay mapped
+    /// and writable until the queue hands the buffer back, by `rx_lent` or `take_back_lent`,
+    /// or is dropped. Their owner may write them meanwhile: the queue writes them through
+    /// raw pointers (or DMA) and never forms a reference to them.
+    unsafe fn post_lent(&mut self, bufs: &[LentBuf]) -> usize {
         let _ = bufs;
         0
     }
-    /// Ends lent mode: appends every lent buffer posted and not yet handed back to `out`, in
-    /// the order posted, and returns how many. The queue writes into none of them any more
-    /// (a NIC's queue is stopped first), and receives into its own pool's buffers again.
-    fn take_back_lent(&mut self, out: &mut Vec<Mbuf>) -> usize {
-        let _ = out;
+    /// Appends to `out` up to `max` frames received into lent buffers, in the order the
+    /// buffers were posted; returns how many.
+    fn rx_lent(&mut self, out: &mut Vec<LentRx>, max: usize) -> usize {
+        let _ = (out, max);
+        0
+    }
+    /// Ends lent mode: hands back every lent buffer posted and not yet returned by
+    /// `rx_lent` (they are the oldest posted, in order) and returns how many. The queue
+    /// writes into none of them any more (a NIC's queue is stopped first) and receives into
+    /// its own pool's buffers again.
+    fn take_back_lent(&mut self) -> usize {
         0
     }
 }

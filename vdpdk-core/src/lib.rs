@@ -34,8 +34,8 @@ pub mod wire;
 pub use dma::DmaMemory;
 pub use error::{Error, Result};
 pub use ethdev::{
-    DescLimits, DevConfig, DevInfo, EthDev, LinkStatus, PortStats, QueueCounters, RxOffloads,
-    RxQueue, TxOffloads, TxQueue,
+    DescLimits, DevConfig, DevInfo, EthDev, LentBuf, LentRx, LinkStatus, PortStats, QueueCounters,
+    RxOffloads, RxQueue, TxOffloads, TxQueue,
 };
 pub use flow::{FlowAction, FlowAttr, FlowHandle, FlowItem, FlowRule};
 pub use mac::MacAddr;

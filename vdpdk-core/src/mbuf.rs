@@ -433,10 +433,6 @@ impl Mbuf {
     pub fn is_lent(&self) -> bool {
         self.idx & LENT != 0
     }
-    /// The slot a lent segment was attached as ([`Lending::attach`]); None for own memory.
-    pub fn lent_slot(&self) -> Option<u32> {
-        self.is_lent().then(|| self.idx())
-    }
     /// Raw pointer to the first data byte, for drivers that DMA or copy into the buffer.
     pub fn data_ptr(&mut self) -> *mut u8 {
         // SAFETY: data_off < buf_len, inside this buffer.
@@ -503,27 +499,6 @@ impl Mbuf {
         self.data_off = MBUF_HEADROOM;
         self.data_len = bytes.len() as u16;
         self.data_mut().copy_from_slice(bytes);
-        Ok(())
-    }
-    /// Replaces the packet with `bytes`, own buffer or lent: what a queue receiving into lent
-    /// buffers ([`crate::RxQueue::post_lent`]) writes with. A lent buffer's packet starts at
-    /// its first byte and may fill all of it; the bytes are copied through a raw pointer,
-    /// never a reference, since its owner (a guest) may write that memory meanwhile. Fails,
-    /// changing nothing, when they do not fit.
-    pub fn write_packet(&mut self, bytes: &[u8]) -> Result<()> {
-        let data_off = if self.is_lent() { 0 } else { MBUF_HEADROOM };
-        let room = (self.buf_len - data_off) as usize;
-        if bytes.len() > room {
-            return Err(too_long(bytes.len(), room));
-        }
-        self.data_off = data_off;
-        self.data_len = bytes.len() as u16;
-        // SAFETY: `data_off + len <= buf_len`: inside this buffer (own memory, or memory its
-        // lender keeps mapped while the mbuf lives); a byte copy assumes nothing of the
-        // destination's contents and `bytes` is a distinct caller buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data_ptr(), bytes.len());
-        }
         Ok(())
     }
     /// Frees the chained segments (out of line: single buffers are the hot path).

@@ -14,8 +14,9 @@
 //! every frame). Anything else is refused.
 //!
 //! RX queues also receive into lent buffers ([`RxQueue::post_lent`], a guest's own RX buffers
-//! for host-mux's zero-copy RX): once buffers are posted, a burst writes source frames into
-//! them in the order posted and hands them back, and with none posted it returns nothing.
+//! for host-mux's zero-copy RX): once buffers are posted, [`RxQueue::rx_lent`] writes source
+//! frames into them in the order posted and hands them back, and with none posted it returns
+//! nothing (nor does `rx_burst`, in lent mode).
 //!
 //! [`null_port`] returns the port and a [`NullWire`]: the handle that sets the RX source and
 //! reads what TX consumed, for whoever drives the port from outside (a benchmark).
@@ -31,8 +32,8 @@ use vdpdk_core::flow::EthFields;
 use vdpdk_core::skeleton::{LiveGuard, PortSkeleton};
 use vdpdk_core::{
     wire, DescLimits, DevConfig, DevInfo, Error, EthDev, FlowAction, FlowHandle, FlowItem,
-    FlowRule, LinkStatus, MacAddr, Mbuf, Mempool, PacketType, PortStats, QueueCounters, Result,
-    RxOffloads, RxQueue, TxOffloads, TxQueue,
+    FlowRule, LentBuf, LentRx, LinkStatus, MacAddr, Mbuf, Mempool, PacketType, PortStats,
+    QueueCounters, Result, RxOffloads, RxQueue, TxOffloads, TxQueue,
 };
 
 /// Driver name reported in [`DevInfo::driver`].
@@ -405,9 +406,8 @@ struct NullRxQueue {
     /// Whether the queue receives into lent buffers only (from `post_lent` until
     /// `take_back_lent`).
     lent_mode: bool,
-    /// Lent buffers posted and not yet filled, in the order posted. Dropping the queue drops
-    /// them, which returns each to its lender.
-    lent: VecDeque<Mbuf>,
+    /// Lent buffers posted and not yet filled, in the order posted.
+    lent: VecDeque<LentBuf>,
     counters: Arc<QueueCounters>,
     _live: LiveGuard,
 }
@@ -421,39 +421,6 @@ impl NullRxQueue {
         self.next = 0;
         self.seen_gen = gen;
     }
-
-    /// `rx_burst` in lent mode: up to `max` source frames, each written into the first lent
-    /// buffer still posted, which is handed back in `out`. `templates` is not empty.
-    fn rx_lent(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
-        // A frame that finds no lent buffer posted is not taken and not counted. A NIC would
-        // drop it and count it missed, but the null source is infinite: such a count would
-        // only say how often the queue was polled while empty.
-        let (mut n, mut bytes, mut errors) = (0, 0, 0);
-        for _ in 0..max {
-            let Some(m) = self.lent.front_mut() else {
-                break;
-            };
-            let t = &self.templates[self.next];
-            self.next = (self.next + 1) % self.templates.len();
-            // Through a raw pointer: the lent memory is its owner's (a guest's).
-            if m.write_packet(&t.frame).is_err() {
-                // Too big for this buffer: the frame is dropped, not truncated, and the
-                // buffer stays posted for the next one.
-                errors += 1;
-                continue;
-            }
-            m.packet_type = t.ptype;
-            m.queue = self.qid;
-            n += 1;
-            bytes += t.frame.len() as u64;
-            out.extend(self.lent.pop_front());
-        }
-        if errors > 0 {
-            self.counters.errors.fetch_add(errors, Ordering::Relaxed);
-        }
-        self.counters.add(n as u64, bytes);
-        n
-    }
 }
 
 impl RxQueue for NullRxQueue {
@@ -466,7 +433,7 @@ impl RxQueue for NullRxQueue {
             return 0;
         }
         if self.lent_mode {
-            return self.rx_lent(out, max);
+            return 0;
         }
         let first = out.len();
         let got = self.pool.alloc_bulk(out, max);
@@ -499,9 +466,9 @@ impl RxQueue for NullRxQueue {
         n
     }
 
-    /// Enters lent mode (even when `bufs` is empty) and keeps buffers from the front of
-    /// `bufs` while fewer than `nb_desc` are posted.
-    fn post_lent(&mut self, bufs: &mut Vec<Mbuf>) -> usize {
+    /// Enters lent mode (even when `bufs` is empty) and keeps buffers while fewer than
+    /// `nb_desc` are posted.
+    unsafe fn post_lent(&mut self, bufs: &[LentBuf]) -> usize {
         self.lent_mode = true;
         let nb_desc = self.nb_desc as usize;
         if self.lent.capacity() < nb_desc {
@@ -509,14 +476,61 @@ impl RxQueue for NullRxQueue {
             self.lent.reserve_exact(nb_desc - self.lent.len());
         }
         let k = (nb_desc - self.lent.len()).min(bufs.len());
-        self.lent.extend(bufs.drain(..k));
+        self.lent.extend(&bufs[..k]);
         k
     }
 
-    fn take_back_lent(&mut self, out: &mut Vec<Mbuf>) -> usize {
+    /// Up to `max` source frames, each written into the oldest lent buffer still posted.
+    fn rx_lent(&mut self, out: &mut Vec<LentRx>, max: usize) -> usize {
+        let gen = self.shared.source_gen.load(Ordering::Acquire);
+        if gen != self.seen_gen {
+            self.reload(gen);
+        }
+        if self.templates.is_empty() {
+            return 0;
+        }
+        // A frame that finds no lent buffer posted is not taken and not counted. A NIC would
+        // drop it and count it missed, but the null source is infinite: such a count would
+        // only say how often the queue was polled while empty.
+        let (mut n, mut bytes, mut errors) = (0, 0, 0);
+        while n < max {
+            let Some(&b) = self.lent.front() else {
+                break;
+            };
+            let t = &self.templates[self.next];
+            self.next = (self.next + 1) % self.templates.len();
+            let len = t.frame.len();
+            if len > b.len as usize {
+                // Too big for this buffer: the frame is dropped, not truncated, and the
+                // buffer stays posted for the next one.
+                errors += 1;
+                continue;
+            }
+            // SAFETY: the buffer holds `b.len >= len` bytes at `b.ptr`, mapped and writable
+            // until handed back (post_lent's contract); a byte copy through a raw pointer
+            // forms no reference to memory its owner may be writing.
+            unsafe { std::ptr::copy_nonoverlapping(t.frame.as_ptr(), b.ptr.as_ptr(), len) };
+            self.lent.pop_front();
+            out.push(LentRx {
+                tag: b.tag,
+                len: len as u16,
+                packet_type: t.ptype,
+                ..Default::default()
+            });
+            n += 1;
+            bytes += len as u64;
+        }
+        if errors > 0 {
+            self.counters.errors.fetch_add(errors, Ordering::Relaxed);
+        }
+        self.counters.add(n as u64, bytes);
+        n
+    }
+
+    fn take_back_lent(&mut self) -> usize {
         self.lent_mode = false;
         let n = self.lent.len();
-        out.extend(self.lent.drain(..));
+        self.lent.clear();
         n
     }
 }

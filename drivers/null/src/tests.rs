@@ -1,10 +1,9 @@
 use std::ptr::NonNull;
-use std::sync::Arc;
 
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{
-    ethdev::start_single_queue, DevConfig, Error, EthDev, FlowAction, FlowItem, FlowRule, Lender,
-    Lending, MacAddr, Mbuf, Mempool, RxQueue,
+    ethdev::start_single_queue, DevConfig, Error, EthDev, FlowAction, FlowItem, FlowRule, LentBuf,
+    MacAddr, Mbuf, Mempool, PacketType, RxQueue,
 };
 
 use crate::{null_port, NullPort};
@@ -365,28 +364,18 @@ const SLOTS: usize = 8;
 /// Device address of slot 0.
 const IOVA: u64 = 0x10_0000;
 
-/// A guest as far as lending goes: memory it lends in `SLOTS` slots of `SLOT` bytes, read and
-/// written only through raw pointers (as host-mux reaches a guest's memory), and the slots
-/// that came back. The external pool keeps its lender, so the memory lives until every mbuf
-/// lending it is freed.
-struct Guest {
+/// Memory lent to a queue as a guest's would be: `SLOTS` slots of `SLOT` bytes, read only
+/// through raw pointers.
+struct GuestMem {
     base: NonNull<u8>,
-    returned: parking_lot::Mutex<Vec<u32>>,
 }
 
-// SAFETY: `base` is a heap allocation owned by the Guest; nothing in it is tied to a thread,
-// and it is only accessed through raw pointers (byte copies).
-unsafe impl Send for Guest {}
-// SAFETY: as above; `returned` is behind a mutex.
-unsafe impl Sync for Guest {}
-
-impl Guest {
-    fn new() -> Arc<Guest> {
+impl GuestMem {
+    fn new() -> GuestMem {
         let mem: Box<[u8]> = vec![0xee; SLOT * SLOTS].into_boxed_slice();
-        Arc::new(Guest {
+        GuestMem {
             base: NonNull::new(Box::into_raw(mem).cast::<u8>()).unwrap(),
-            returned: Default::default(),
-        })
+        }
     }
 
     fn slot_ptr(&self, slot: usize) -> NonNull<u8> {
@@ -405,15 +394,21 @@ impl Guest {
         v
     }
 
-    /// The slots that came back so far, sorted.
-    fn returned(&self) -> Vec<u32> {
-        let mut r = self.returned.lock().clone();
-        r.sort_unstable();
-        r
+    /// Slots `slots`, the first `len` bytes of each, tagged with their slot number.
+    fn bufs(&self, slots: &[usize], len: usize) -> Vec<LentBuf> {
+        slots
+            .iter()
+            .map(|&s| LentBuf {
+                iova: IOVA + (s * SLOT) as u64,
+                ptr: self.slot_ptr(s),
+                len: len as u16,
+                tag: s as u32,
+            })
+            .collect()
     }
 }
 
-impl Drop for Guest {
+impl Drop for GuestMem {
     fn drop(&mut self) {
         let mem = std::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), SLOT * SLOTS);
         // SAFETY: `base` came from `Box::into_raw` of a boxed slice of this length, and is
@@ -422,218 +417,113 @@ impl Drop for Guest {
     }
 }
 
-impl Lender for Guest {
-    fn returned(&self, slot: u32) {
-        self.returned.lock().push(slot);
-    }
+/// A started null port with one RX queue of `nb_desc` descriptors, sourcing `frames`.
+fn lent_port(nb_desc: u16, frames: &[Vec<u8>]) -> (NullPort, Box<dyn RxQueue>, Mempool) {
+    let (mut port, wire) = null_port(MacAddr([2, 0, 0, 0, 0, 1]));
+    let pool = Mempool::new("t-null-lent", 64, 2048).unwrap();
+    let (rx, _tx) = start_single_queue(&mut port, &pool, nb_desc, false).unwrap();
+    wire.set_source(frames);
+    (port, rx, pool)
 }
 
-/// Lends slots `slots` of `guest`, each whole.
-fn lend(lending: &mut Lending, guest: &Guest, slots: &[usize]) -> Vec<Mbuf> {
-    lend_len(lending, guest, slots, SLOT)
-}
-
-/// Lends the first `len` bytes of each slot of `slots`.
-fn lend_len(lending: &mut Lending, guest: &Guest, slots: &[usize], len: usize) -> Vec<Mbuf> {
-    slots
-        .iter()
-        .map(|&s| {
-            let iova = IOVA + (s * SLOT) as u64;
-            // SAFETY: the slot lies in the guest's memory, which its Arc in the lending's
-            // pool keeps alive until every mbuf lending it is freed.
-            unsafe { lending.attach(s as u32, guest.slot_ptr(s), iova, len as u16) }
-        })
-        .collect()
+fn post(rx: &mut dyn RxQueue, mem: &GuestMem, slots: &[usize], len: usize) -> usize {
+    // SAFETY: the slots lie in `mem`, which every test keeps alive past its queue.
+    unsafe { rx.post_lent(&mem.bufs(slots, len)) }
 }
 
 #[test]
 fn lent_rx_writes_frames_into_the_lent_memory_in_posting_order() {
-    let (mut port, wire) = null_port(MAC);
+    let mem = GuestMem::new();
+    let frames = [udp_frame(MAC, PEER, 1, 60), udp_frame(MAC, PEER, 2, 200)];
+    let (port, mut rx, pool) = lent_port(64, &frames);
     assert!(port.info().rx_lent_buffers);
-    let pool = Mempool::new("null-lent", 8, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    let (mut rx, _tx) = start_single_queue(&mut port, &pool, 16, false).unwrap();
-    let guest = Guest::new();
-    let mut lending = Lending::new("guest", guest.clone());
-    let frames: Vec<Vec<u8>> = (0..3)
-        .map(|i| udp_frame(MAC, PEER, i, 60 + 10 * i as usize))
-        .collect();
-    wire.set_source(&frames);
-    // Posted out of address order: frames follow the posting order.
-    let order = [3, 1, 4, 0, 6];
-    let mut bufs = lend(&mut lending, &guest, &order);
-    let addrs: Vec<*const u8> = bufs.iter().map(|m| m.data_addr()).collect();
-    assert_eq!(rx.post_lent(&mut bufs), 5);
-    assert!(bufs.is_empty());
-    let mut out = Vec::new();
-    assert_eq!(rx.rx_burst(&mut out, 32), 5);
-    assert_eq!(pool.available(), 8, "no own buffer used");
-    for (i, m) in out.iter().enumerate() {
-        let f = &frames[i % 3];
-        assert_eq!(
-            m.data_addr(),
-            addrs[i],
-            "frame {i} is in the {i}th buffer posted"
-        );
-        assert!(m.is_lent());
-        assert_eq!((m.len(), m.pkt_len(), m.nb_segs()), (f.len(), f.len(), 1));
-        assert_eq!(
-            guest.read(order[i], f.len()),
-            *f,
-            "frame {i} in the lent memory"
-        );
-        assert_eq!(m.to_vec(), *f);
-        assert_eq!(m.packet_type, vdpdk_core::PacketType::parse(f));
-        assert_eq!(m.queue, 0);
-    }
-    let st = port.stats();
-    assert_eq!((st.ipackets, st.ibytes), (5, (60 + 70 + 80) + 60 + 70));
-    assert!(
-        guest.returned().is_empty(),
-        "received buffers are the caller's now"
-    );
-    Mempool::free_bulk(&mut out);
+    assert_eq!(post(rx.as_mut(), &mem, &[3, 0, 2, 1], SLOT), 4);
+    let mut own = Vec::new();
+    assert_eq!(rx.rx_burst(&mut own, 8), 0, "lent mode: no own buffers");
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_lent(&mut got, 8), 4);
     assert_eq!(
-        guest.returned(),
-        [0, 1, 3, 4, 6],
-        "freeing them returns them"
+        got.iter().map(|d| d.tag).collect::<Vec<_>>(),
+        [3, 0, 2, 1],
+        "filled in posting order"
     );
+    for (i, d) in got.iter().enumerate() {
+        let f = &frames[i % 2];
+        assert_eq!(d.len as usize, f.len());
+        assert_eq!(
+            &mem.read(d.tag as usize, f.len()),
+            f,
+            "frame {i} in its lent slot"
+        );
+        assert_eq!(d.packet_type, PacketType::parse(f));
+    }
+    assert_eq!(
+        rx.rx_lent(&mut got, 8),
+        0,
+        "nothing posted, nothing received"
+    );
+    assert_eq!(pool.available(), 64, "no own buffer used");
+    let s = port.stats();
+    assert_eq!((s.ipackets, s.ierrors, s.rx_nombuf), (4, 0, 0));
 }
 
 #[test]
-fn lent_rx_gives_no_more_frames_than_buffers_posted() {
-    let (mut port, wire) = null_port(MAC);
-    let pool = Mempool::new("null-lent-few", 8, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    let (mut rx, _tx) = start_single_queue(&mut port, &pool, 4, false).unwrap();
-    let guest = Guest::new();
-    let mut lending = Lending::new("guest", guest.clone());
-    let frames: Vec<Vec<u8>> = (0..3).map(|i| udp_frame(MAC, PEER, i, 64)).collect();
-    wire.set_source(&frames);
-    let mut out = Vec::new();
-    let mut bufs = lend(&mut lending, &guest, &[0, 1]);
-    assert_eq!(rx.post_lent(&mut bufs), 2);
-    assert_eq!(rx.rx_burst(&mut out, 32), 2, "two buffers, two frames");
+fn lent_rx_takes_no_more_than_its_ring_and_gives_no_more_than_asked() {
+    let mem = GuestMem::new();
+    let (_port, mut rx, _pool) = lent_port(3, &[udp_frame(MAC, PEER, 1, 60)]);
     assert_eq!(
-        rx.rx_burst(&mut out, 32),
-        0,
-        "none posted: nothing, not even from the own pool"
+        post(rx.as_mut(), &mem, &[0, 1, 2, 3, 4], SLOT),
+        3,
+        "a ring of 3"
     );
-    let st = port.stats();
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_lent(&mut got, 2), 2);
     assert_eq!(
-        (st.ipackets, st.ierrors, st.imissed, st.rx_nombuf),
-        (2, 0, 0, 0)
+        post(rx.as_mut(), &mem, &[5, 6], SLOT),
+        2,
+        "room for 2 again"
     );
-    assert_eq!(pool.available(), 8);
-    // The ring holds nb_desc (4) buffers: the rest stay with the caller, in order.
-    let mut bufs = lend(&mut lending, &guest, &[2, 3, 4, 5, 6, 7]);
-    assert_eq!(rx.post_lent(&mut bufs), 4);
-    assert_eq!(bufs.len(), 2);
-    assert_eq!(bufs[0].data_addr(), guest.slot_ptr(6).as_ptr().cast_const());
-    assert_eq!(rx.post_lent(&mut bufs), 0, "the ring is full");
-    assert_eq!(rx.rx_burst(&mut out, 1), 1);
-    assert_eq!(rx.post_lent(&mut bufs), 1, "one was handed back, one fits");
-    assert_eq!(rx.rx_burst(&mut out, 32), 4);
-    // The round robin goes on across bursts: 0 1 | 2 | 0 1 2 0.
-    let got: Vec<Vec<u8>> = out.iter().map(|m| m.to_vec()).collect();
-    assert_eq!(got, pick(&frames, &[0, 1, 2, 0, 1, 2, 0]));
-    let slots: Vec<*const u8> = out.iter().map(|m| m.data_addr()).collect();
-    let want: Vec<*const u8> = [0, 1, 2, 3, 4, 5, 6]
-        .iter()
-        .map(|&s| guest.slot_ptr(s).as_ptr().cast_const())
-        .collect();
-    assert_eq!(slots, want);
-    Mempool::free_bulk(&mut out);
-    drop(bufs);
-    assert_eq!(guest.returned(), [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(rx.rx_lent(&mut got, 8), 3);
+    assert_eq!(
+        got.iter().map(|d| d.tag).collect::<Vec<_>>(),
+        [0, 1, 2, 5, 6]
+    );
 }
 
 #[test]
 fn lent_rx_drops_a_frame_too_big_for_the_buffer_and_keeps_the_buffer_posted() {
-    let (mut port, wire) = null_port(MAC);
-    let pool = Mempool::new("null-lent-big", 8, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    let (mut rx, _tx) = start_single_queue(&mut port, &pool, 8, false).unwrap();
-    let guest = Guest::new();
-    let mut lending = Lending::new("guest", guest.clone());
-    let frames = [
-        udp_frame(MAC, PEER, 0, 64),
-        udp_frame(MAC, PEER, 1, 200),
-        udp_frame(MAC, PEER, 2, 100),
-    ];
-    wire.set_source(&frames);
-    // 128-byte buffers: the 200-byte frame fits none.
-    let mut bufs = lend_len(&mut lending, &guest, &[0, 1], 128);
-    assert_eq!(rx.post_lent(&mut bufs), 2);
-    let mut out = Vec::new();
-    assert_eq!(rx.rx_burst(&mut out, 8), 2);
-    assert_eq!(out[0].to_vec(), frames[0]);
-    assert_eq!(out[1].to_vec(), frames[2], "the big frame was dropped");
-    assert_eq!(
-        out[1].data_addr(),
-        guest.slot_ptr(1).as_ptr().cast_const(),
-        "the buffer it found stayed posted for the next frame"
-    );
-    assert_eq!(guest.read(1, 100), frames[2]);
-    let st = port.stats();
-    assert_eq!((st.ipackets, st.ibytes, st.ierrors), (2, 164, 1));
-    Mempool::free_bulk(&mut out);
-}
-
-#[test]
-fn take_back_lent_returns_the_unfilled_buffers_in_order_and_rx_uses_the_pool_again() {
-    let (mut port, wire) = null_port(MAC);
-    let pool = Mempool::new("null-lent-back", 8, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    let (mut rx, _tx) = start_single_queue(&mut port, &pool, 8, false).unwrap();
-    let guest = Guest::new();
-    let mut lending = Lending::new("guest", guest.clone());
-    let frame = udp_frame(MAC, PEER, 0, 64);
-    wire.set_source(&[&frame]);
-    let order = [5, 2, 7, 0, 3];
-    let mut bufs = lend(&mut lending, &guest, &order);
-    assert_eq!(rx.post_lent(&mut bufs), 5);
+    let mem = GuestMem::new();
+    let frames = [udp_frame(MAC, PEER, 1, 200), udp_frame(MAC, PEER, 2, 60)];
+    let (port, mut rx, _pool) = lent_port(64, &frames);
+    assert_eq!(post(rx.as_mut(), &mem, &[4], 100), 1);
     let mut got = Vec::new();
-    assert_eq!(rx.rx_burst(&mut got, 2), 2);
-    let mut back = Vec::new();
-    assert_eq!(rx.take_back_lent(&mut back), 3);
-    let addrs: Vec<*const u8> = back.iter().map(|m| m.data_addr()).collect();
-    let want: Vec<*const u8> = order[2..]
-        .iter()
-        .map(|&s| guest.slot_ptr(s).as_ptr().cast_const())
-        .collect();
-    assert_eq!(addrs, want, "in the order posted");
-    assert!(back.iter().all(|m| m.len() == SLOT), "unfilled: as posted");
-    assert_eq!(guest.read(7, 4), [0xee; 4], "nothing was written into them");
-    assert!(guest.returned().is_empty());
-    assert_eq!(rx.take_back_lent(&mut back), 0, "nothing left");
-    // Own buffers again.
-    let mut own = Vec::new();
-    assert_eq!(rx.rx_burst(&mut own, 3), 3);
-    assert!(own.iter().all(|m| !m.is_lent() && m.data() == &frame[..]));
-    assert_eq!(pool.available(), 5);
-    Mempool::free_bulk(&mut own);
-    Mempool::free_bulk(&mut back);
-    Mempool::free_bulk(&mut got);
-    assert_eq!(guest.returned(), [0, 2, 3, 5, 7]);
-    // Posting again enters lent mode again.
-    let mut bufs = lend(&mut lending, &guest, &[1]);
-    assert_eq!(rx.post_lent(&mut bufs), 1);
-    assert_eq!(rx.rx_burst(&mut got, 4), 1);
-    assert!(got[0].is_lent());
-    Mempool::free_bulk(&mut got);
+    assert_eq!(rx.rx_lent(&mut got, 1), 1);
+    assert_eq!(
+        (got[0].tag, got[0].len),
+        (4, 60),
+        "the 60-byte frame, in the same buffer"
+    );
+    assert_eq!(&mem.read(4, 60), &frames[1]);
+    assert_eq!(
+        port.stats().ierrors,
+        1,
+        "the 200-byte frame counted, not truncated"
+    );
 }
 
 #[test]
-fn dropping_the_queue_returns_its_posted_buffers_to_their_lender() {
-    let (mut port, _wire) = null_port(MAC);
-    let pool = Mempool::new("null-lent-drop", 8, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    let (rx, tx) = start_single_queue(&mut port, &pool, 8, false).unwrap();
-    let mut rx = rx;
-    let guest = Guest::new();
-    let mut lending = Lending::new("guest", guest.clone());
-    let mut bufs = lend(&mut lending, &guest, &[4, 1, 6]);
-    assert_eq!(rx.post_lent(&mut bufs), 3);
-    drop(lending);
-    assert!(guest.returned().is_empty());
-    drop(rx);
-    assert_eq!(guest.returned(), [1, 4, 6]);
-    drop(tx);
-    port.stop().unwrap();
+fn take_back_lent_ends_lent_mode_and_rx_uses_the_pool_again() {
+    let mem = GuestMem::new();
+    let f = udp_frame(MAC, PEER, 1, 60);
+    let (_port, mut rx, pool) = lent_port(64, std::slice::from_ref(&f));
+    assert_eq!(post(rx.as_mut(), &mem, &[0, 1, 2], SLOT), 3);
+    let mut got = Vec::new();
+    assert_eq!(rx.rx_lent(&mut got, 1), 1);
+    assert_eq!(rx.take_back_lent(), 2, "the two unfilled ones");
+    assert_eq!(mem.read(1, 4), [0xee; 4], "untouched");
+    assert_eq!(rx.rx_lent(&mut got, 8), 0, "none lent any more");
+    let mut own = Vec::new();
+    assert_eq!(rx.rx_burst(&mut own, 2), 2, "own buffers again");
+    assert_eq!(own[0].to_vec(), f);
+    assert_eq!(pool.available(), 62);
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::skeleton::LiveGuard;
 use vdpdk_core::{
-    Error, Mbuf, Mempool, OlFlags, PacketType, QueueCounters, Result, RxQueue, TxQueue,
+    Error, LentBuf, LentRx, Mbuf, Mempool, OlFlags, PacketType, QueueCounters, Result, RxQueue,
+    TxQueue,
 };
 
 use crate::ring::{Inbox, RingSender, RxRing, RxSide};
@@ -27,7 +28,7 @@ pub(crate) struct PairRxQueue {
     pub nb_desc: usize,
     /// Lent buffers posted and not yet filled, oldest first. Room for `nb_desc` is reserved
     /// at the first post (queues that never lend pay nothing), so posting never allocates.
-    pub lent: VecDeque<Mbuf>,
+    pub lent: VecDeque<LentBuf>,
     /// Receiving into `lent` rather than handing out the ring's mbufs.
     pub lent_mode: bool,
     /// Frames popped in lent mode, reused (room for `nb_desc`) so bursts never allocate.
@@ -50,110 +51,26 @@ impl PairRxQueue {
         }
         Ok(r)
     }
-
-    /// `rx_burst` in lent mode: frames beyond the posted buffers stay in the ring.
-    fn rx_lent(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
-        let ring = &self.side.rings[self.qid as usize].ring;
-        let n = max.min(self.lent.len());
-        if n == 0 || ring.looks_empty() {
-            return 0;
-        }
-        // `popped` is empty with room for nb_desc >= n: no allocation.
-        ring.pop_burst(&mut self.popped, n);
-        out.reserve(self.popped.len());
-        let (mut got, mut bytes, mut errors) = (0usize, 0u64, 0u64);
-        for m in &self.popped {
-            let buf = self
-                .lent
-                .front_mut()
-                .expect("no more frames popped than buffers posted");
-            if !fill_lent(buf, m) {
-                // Too long: dropped, and the buffer waits for the next frame.
-                errors += 1;
-                continue;
-            }
-            buf.port = self.port_id;
-            buf.queue = self.qid;
-            bytes += buf.len() as u64;
-            got += 1;
-            out.push(self.lent.pop_front().expect("filled above"));
-        }
-        // The frames' own buffers go back to their (the sender's) pools in one go.
-        Mempool::free_bulk(&mut self.popped);
-        if got > 0 {
-            self.counters.add(got as u64, bytes);
-        }
-        if errors > 0 {
-            self.counters.errors.fetch_add(errors, Ordering::Relaxed);
-        }
-        got
-    }
 }
 
-/// The most bytes `buf` takes from `Mbuf::write_packet`: all of a lent buffer, the room
-/// after the headroom of an own one.
-#[inline]
-fn packet_room(buf: &Mbuf) -> usize {
-    if buf.is_lent() {
-        buf.headroom() + buf.len() + buf.tailroom()
-    } else {
-        buf.data_room()
-    }
-}
-
-/// Copies the whole packet `m` into `buf` (a posted lent buffer) with its RX metadata. Returns
-/// false, changing nothing, when it does not fit. Checked here first so a flood of oversized
-/// frames never builds an error message.
-#[inline]
-fn fill_lent(buf: &mut Mbuf, m: &Mbuf) -> bool {
-    if m.pkt_len() > packet_room(buf) {
-        return false;
-    }
-    let written = if !m.is_chained() && !m.is_lent() {
-        // The common case: one segment of the sender's own memory, readable as a slice.
-        buf.write_packet(m.data()).is_ok()
-    } else {
-        write_gathered(buf, m)
-    };
-    if !written {
-        return false;
-    }
-    buf.packet_type = m.packet_type;
-    buf.ol_flags = m.ol_flags;
-    buf.mark = m.mark;
-    buf.hash = m.hash;
-    buf.vlan_tci = m.vlan_tci;
-    buf.tx_offload = TxOffloadInfo::default();
-    true
-}
-
-/// Copies a chain, or a segment lent to the sender (which no reference may cover), into `buf`
-/// segment by segment, by address. False, changing nothing, when it does not fit.
-fn write_gathered(buf: &mut Mbuf, m: &Mbuf) -> bool {
-    let total = m.pkt_len();
-    // Sets the packet to `total` bytes at the buffer's start (no headroom when lent).
-    if buf.reset_to_len(total).is_err() {
-        return false;
-    }
-    let dst = buf.data_ptr();
+/// Copies the whole packet `m` (a chain gathered, segment by segment) into lent buffer `b`,
+/// which holds it.
+fn write_lent(b: &LentBuf, m: &Mbuf) {
     let mut at = 0;
     for s in m.segments() {
-        // SAFETY: the destination `dst + at .. dst + at + s.len()` lies within `buf`'s packet
-        // of `total` bytes (the segments' lengths sum to `total`), which reset_to_len checked
-        // fits its buffer: memory its lender keeps mapped while `buf` lives (`attach`'s
-        // contract), or `buf`'s own. The source is the segment's data range, valid while `m`
-        // lives (as in `Mbuf::copy_to`). A raw byte copy forms no reference to either side,
-        // assumes nothing of the bytes, and `ptr::copy` tolerates overlap.
-        unsafe { std::ptr::copy(s.data_addr(), dst.add(at), s.len()) };
+        // SAFETY: `at + s.len() <= m.pkt_len() <= b.len`: inside the lent buffer, mapped and
+        // writable until handed back (post_lent's contract). The source is the segment's data
+        // range, valid while `m` lives (as in `Mbuf::copy_to`). A raw byte copy forms no
+        // reference to either side (both may be memory a guest can write).
+        unsafe { std::ptr::copy_nonoverlapping(s.data_addr(), b.ptr.as_ptr().add(at), s.len()) };
         at += s.len();
     }
-    true
 }
 
 impl RxQueue for PairRxQueue {
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
         if self.lent_mode {
-            return self.rx_lent(out, max);
+            return 0; // frames wait for lent buffers (`rx_lent`)
         }
         let ring = &self.side.rings[self.qid as usize].ring;
         if ring.looks_empty() {
@@ -200,21 +117,66 @@ impl RxQueue for PairRxQueue {
 
     /// Takes up to the room left of `nb_desc` posted buffers, and enters lent mode (also when
     /// it took none).
-    fn post_lent(&mut self, bufs: &mut Vec<Mbuf>) -> usize {
+    unsafe fn post_lent(&mut self, bufs: &[LentBuf]) -> usize {
         if self.lent.capacity() < self.nb_desc {
             // First post: once per queue, off the burst path.
             self.lent.reserve_exact(self.nb_desc - self.lent.len());
             self.popped.reserve_exact(self.nb_desc);
         }
         let k = (self.nb_desc - self.lent.len()).min(bufs.len());
-        self.lent.extend(bufs.drain(..k));
+        self.lent.extend(&bufs[..k]);
         self.lent_mode = true;
         k
     }
 
-    fn take_back_lent(&mut self, out: &mut Vec<Mbuf>) -> usize {
+    /// Pops no more frames than buffers are posted (the rest wait in the ring), copies each
+    /// into the oldest posted buffer with its RX metadata, and frees it.
+    fn rx_lent(&mut self, out: &mut Vec<LentRx>, max: usize) -> usize {
+        let ring = &self.side.rings[self.qid as usize].ring;
+        let n = max.min(self.lent.len());
+        if n == 0 || ring.looks_empty() {
+            return 0;
+        }
+        // `popped` is empty with room for nb_desc >= n: no allocation.
+        ring.pop_burst(&mut self.popped, n);
+        let (mut got, mut bytes, mut errors) = (0usize, 0u64, 0u64);
+        for m in &self.popped {
+            let b = *self
+                .lent
+                .front()
+                .expect("no more frames popped than buffers posted");
+            let len = m.pkt_len();
+            if len > b.len as usize {
+                // Too long: dropped, and the buffer waits for the next frame.
+                errors += 1;
+                continue;
+            }
+            write_lent(&b, m);
+            self.lent.pop_front();
+            out.push(LentRx {
+                tag: b.tag,
+                len: len as u16,
+                packet_type: m.packet_type,
+                ol_flags: m.ol_flags,
+                mark: m.mark,
+            });
+            bytes += len as u64;
+            got += 1;
+        }
+        // The frames' own buffers go back to their (the sender's) pools in one go.
+        Mempool::free_bulk(&mut self.popped);
+        if got > 0 {
+            self.counters.add(got as u64, bytes);
+        }
+        if errors > 0 {
+            self.counters.errors.fetch_add(errors, Ordering::Relaxed);
+        }
+        got
+    }
+
+    fn take_back_lent(&mut self) -> usize {
         let n = self.lent.len();
-        out.extend(self.lent.drain(..));
+        self.lent.clear();
         self.lent_mode = false;
         n
     }

@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 use vdpdk_core::abi;
-use vdpdk_core::{Mbuf, Mempool, RxQueue, TxOffloads, TxQueue};
+use vdpdk_core::{LentBuf, LentRx, Mbuf, Mempool, RxQueue, TxOffloads, TxQueue};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::guest::Guest;
@@ -143,8 +143,10 @@ pub(crate) struct RxSource {
     lent_mode: bool,
     /// The queue handed back a buffer its guest's ring did not expect: take everything back.
     resync: bool,
-    /// Lent buffers on their way to or from the queue (reused, never allocates per round).
-    scratch: Vec<Mbuf>,
+    /// Buffers on their way to the queue (reused: never allocates per round).
+    to_lend: Vec<LentBuf>,
+    /// Frames the queue received into lent buffers (reused).
+    done: Vec<LentRx>,
 }
 
 impl RxSource {
@@ -156,7 +158,8 @@ impl RxSource {
             lend: None,
             lent_mode: false,
             resync: false,
-            scratch: Vec::new(),
+            to_lend: Vec::new(),
+            done: Vec::new(),
         }
     }
 
@@ -165,7 +168,8 @@ impl RxSource {
     pub(crate) fn lending_to(mut self, guest: Option<u16>) -> RxSource {
         self.lend = guest;
         if guest.is_some() {
-            self.scratch.reserve(1024);
+            self.to_lend.reserve(rx_direct::LEND_PER_ROUND);
+            self.done.reserve(RX_GATHER);
         }
         self
     }
@@ -360,7 +364,9 @@ impl Poller {
             // Under load, several bursts are steered together: with many guests, a burst of 32
             // frames gives each guest one or two, and each guest's lock, ring cache lines and
             // interrupt check are then paid per frame instead of per burst.
-            self.lend_rx(i);
+            if self.rxqs[i].lend.is_some() {
+                work += self.direct_round(i);
+            }
             let mut n = 0;
             while n < self.rxqs[i].gather {
                 let got = self.rxqs[i].queue.rx_burst(&mut self.rx_buf, BURST);
@@ -372,9 +378,7 @@ impl Poller {
             if n > 0 {
                 bump(&self.stats.wire_rx, n as u64);
                 let owner = self.rxqs[i].owner;
-                if let Some(gi) = self.rxqs[i].lend {
-                    self.deliver_direct(i, gi);
-                } else if let Some(spread) = self.deliver(owner) {
+                if let Some(spread) = self.deliver(owner) {
                     self.rxqs[i].gather = (spread * BURST).clamp(RX_GATHER_MIN, RX_GATHER);
                 }
                 work += n;

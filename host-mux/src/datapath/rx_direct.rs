@@ -1,24 +1,46 @@
-//! Zero-copy RX on the poller's side (see `crate::guest::DirectRx`): before each burst of a
-//! VM's own backend RX queue the guest's direct-ring buffers are lent to it, and after it the
-//! frames the backend received into them complete their descriptors in place; a take-back the
-//! control thread asked for, or a guest that may not lend now, gets every buffer back first.
+//! Zero-copy RX on the poller's side (see `crate::guest::DirectRx`): each round, a VM's own
+//! backend RX queue is lent the guest's direct-ring buffers, and the frames it received into
+//! them complete their descriptors in place; a take-back the control thread asked for, or a
+//! guest that may not lend now, gets every buffer back from the backend first.
 
 use std::sync::atomic::Ordering;
 
 use vdpdk_core::abi::{self, StatsIndex};
-use vdpdk_core::Mempool;
 
-use super::{Poller, RxSource};
+use super::{bump, Poller, RxSource, BURST, RX_GATHER};
 use crate::guest::{DirectRx, Guest, RxPath};
 
 /// Most direct-ring buffers lent to the backend in one round.
-const LEND_PER_ROUND: usize = 256;
+pub(super) const LEND_PER_ROUND: usize = 8 * BURST;
 
 impl Poller {
-    /// Lends guest buffers to RX source `i` when it lends (`RxSource::lend`), after answering
-    /// a take-back: the backend gives back what it holds when the control thread asked, the
-    /// guest stopped, added a flow rule or lost its direct ring.
-    pub(super) fn lend_rx(&mut self, i: usize) {
+    /// One round of RX source `i`'s lending (`RxSource::lend`): lends, receives into lent
+    /// buffers and completes their descriptors. Returns the frames received.
+    pub(super) fn direct_round(&mut self, i: usize) -> usize {
+        self.lend_rx(i);
+        let src = &mut self.rxqs[i];
+        let Some(gi) = src.lend.filter(|_| src.lent_mode) else {
+            return 0;
+        };
+        let mut n = 0;
+        while n < RX_GATHER {
+            let got = src.queue.rx_lent(&mut src.done, BURST);
+            n += got;
+            if got < BURST {
+                break;
+            }
+        }
+        if n > 0 {
+            bump(&self.stats.wire_rx, n as u64);
+            self.complete_direct(i, gi);
+        }
+        n
+    }
+
+    /// Lends guest buffers to RX source `i`, after answering a take-back: the backend gives
+    /// back what it holds when the control thread asked, the guest stopped, added a flow
+    /// rule or lost its direct ring.
+    fn lend_rx(&mut self, i: usize) {
         let Poller {
             rxqs, all_guests, ..
         } = self;
@@ -40,7 +62,8 @@ impl Poller {
         } = &mut *rx;
         let d = direct.as_mut().expect("lending_allowed");
         let mut refused = 0;
-        let n = d.lend(mem, &mut src.scratch, LEND_PER_ROUND, &mut refused);
+        src.to_lend.clear();
+        let n = d.lend(mem, &mut src.to_lend, LEND_PER_ROUND, &mut refused);
         if refused > 0 {
             stats.add(StatsIndex::RxBadDesc, refused);
             publish_direct(g, d);
@@ -48,12 +71,53 @@ impl Poller {
         if n == 0 {
             return;
         }
-        src.queue.post_lent(&mut src.scratch);
+        // SAFETY: each buffer lies in writable guest memory whose region `d` pinned, and
+        // stays pinned until the buffer is completed or taken back (`take_back`, which every
+        // control change that could unmap it waits for); a backend queue dropped meanwhile
+        // writes nothing more.
+        let took = unsafe { src.queue.post_lent(&src.to_lend) };
         src.lent_mode = true;
-        if !src.scratch.is_empty() {
-            // The backend had no room for these: they were never its.
-            d.unlend_newest(src.scratch.len());
-            src.scratch.clear();
+        // The backend had no room for the rest: they were never its.
+        d.unlend_newest(n - took);
+    }
+
+    /// Completes the direct-ring descriptors of the frames RX source `i` (lending, for guest
+    /// `gi`) received into lent buffers.
+    fn complete_direct(&mut self, i: usize, gi: u16) {
+        let g = &self.all_guests[gi as usize];
+        let src = &mut self.rxqs[i];
+        let (mut pkts, mut bytes, mut stray) = (0u64, 0u64, 0u64);
+        {
+            let mut rx = g.rx.lock();
+            let RxPath { direct, stats, .. } = &mut *rx;
+            match direct {
+                Some(d) => {
+                    for f in &src.done {
+                        if d.complete(f) {
+                            pkts += 1;
+                            bytes += f.len as u64;
+                        } else {
+                            stray += 1;
+                        }
+                    }
+                    publish_direct(g, d);
+                }
+                None => stray = src.done.len() as u64,
+            }
+            stats.add(StatsIndex::RxPackets, pkts);
+            stats.add(StatsIndex::RxBytes, bytes);
+            stats.add(StatsIndex::RxBadDesc, stray);
+        }
+        src.done.clear();
+        if stray > 0 {
+            // Not the buffer the ring expected (or no ring): everything lent is taken back
+            // and lent afresh, so ring and backend agree again.
+            src.resync = true;
+        }
+        if pkts > 0 {
+            bump(&self.stats.rx_in_place, pkts);
+            self.due.push((gi, 1)); // RX queue 0's interrupt
+            self.raise_due_irqs();
         }
     }
 
@@ -71,64 +135,13 @@ impl Poller {
             g.lend_ctl.poller_stopped();
         }
     }
-
-    /// Delivers what RX source `i` (lending, for guest `gi`) received: frames in lent buffers
-    /// complete their direct-ring descriptors; frames in the backend's own buffers (before it
-    /// lent, or after a take-back) are copied to the guest as any dedicated queue's.
-    pub(super) fn deliver_direct(&mut self, i: usize, gi: u16) {
-        let lent = self.rx_buf.iter().filter(|m| m.is_lent()).count();
-        if lent == 0 {
-            self.deliver(Some(gi));
-            return;
-        }
-        let g = &self.all_guests[gi as usize];
-        let (mut pkts, mut bytes, mut stray) = (0u64, 0u64, 0u64);
-        {
-            let mut rx = g.rx.lock();
-            let RxPath { direct, stats, .. } = &mut *rx;
-            match direct {
-                Some(d) => {
-                    for m in self.rx_buf.iter().filter(|m| m.is_lent()) {
-                        if d.complete(m) {
-                            pkts += 1;
-                            bytes += m.pkt_len() as u64;
-                        } else {
-                            stray += 1;
-                        }
-                    }
-                    publish_direct(g, d);
-                }
-                None => stray = lent as u64,
-            }
-            stats.add(StatsIndex::RxPackets, pkts);
-            stats.add(StatsIndex::RxBytes, bytes);
-            stats.add(StatsIndex::RxBadDesc, stray);
-        }
-        if stray > 0 {
-            // Not the buffer the ring expected (or no ring): everything lent is taken back
-            // and lent afresh, so ring and backend agree again.
-            self.rxqs[i].resync = true;
-        }
-        if pkts > 0 {
-            self.due.push((gi, 1)); // RX queue 0's interrupt
-            super::bump(&self.stats.rx_in_place, pkts);
-        }
-        if lent == self.rx_buf.len() {
-            Mempool::free_bulk(&mut self.rx_buf);
-            self.raise_due_irqs();
-        } else {
-            self.rx_buf.retain(|m| !m.is_lent());
-            self.deliver(Some(gi));
-        }
-    }
 }
 
 /// Has the backend give back every lent buffer of `src` and forgets them on the guest's
 /// direct ring (their descriptors stay posted, to be lent again).
 fn take_back(src: &mut RxSource, rx: &mut RxPath) {
     if src.lent_mode {
-        src.queue.take_back_lent(&mut src.scratch);
-        src.scratch.clear();
+        src.queue.take_back_lent();
         src.lent_mode = false;
     }
     if let Some(d) = rx.direct.as_mut() {

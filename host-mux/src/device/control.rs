@@ -311,7 +311,6 @@ impl ControlPlane {
             );
         }
         let len = check_ring(iova, size)?;
-        let name = format!("{}-rxq0-direct", self.guest.name);
         self.guest.with_both(|_, rx| {
             if rx.running {
                 return fail(CtrlStatus::BadState, "stop the device before queue setup");
@@ -324,7 +323,7 @@ impl ControlPlane {
             // its region is unmapped.
             let ring = unsafe { RingPtr::new(ptr, size as u16) };
             let q = HostQueue::new(ring, iova, len, None);
-            rx.direct = Some(DirectRx::new(q, size as u16, &name));
+            rx.direct = Some(DirectRx::new(q, size as u16));
             self.guest
                 .data_bar
                 .flag(abi::rxq_flags_offset(0) + abi::RXQ_DIRECT_DONE_INDEX)

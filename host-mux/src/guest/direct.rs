@@ -7,35 +7,18 @@
 //! (or a take-back, [`DirectRx::rewind`]). Until then the region a buffer lies in stays pinned,
 //! so it stays mapped in this process whatever the guest does; and before any DMA unmap, reset
 //! or stop completes the control thread has the poller take every buffer back (see
-//! `Guest::with_both`), so the backend never writes into memory the guest took away.
+//! `Guest::with_both`), so the backend never writes into memory the guest took away. A
+//! backend queue dropped without a take-back (a poller that died) writes nothing more, and
+//! the pins keep its buffers' regions mapped until the direct ring goes.
 
-use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vdpdk_core::abi::desc::{Desc, DESC_F_ERROR};
-use vdpdk_core::{Lender, Lending, Mbuf};
+use vdpdk_core::{LentBuf, LentRx, OlFlags};
 
 use super::lend::Held;
 use super::{GuestMem, HostQueue};
-
-/// What keeps lent RX memory mapped: the poller's alone (see `Sync` below).
-struct Pins {
-    held: UnsafeCell<Held>,
-}
-
-// SAFETY: `held` is touched by one thread at a time: the poller serving the guest's dedicated
-// queue, under the guest's RX lock, or whoever drops the last reference once the direct ring
-// and every lent mbuf are gone.
-unsafe impl Sync for Pins {}
-
-impl Lender for Pins {
-    /// Nothing to do: the poller unpins a slot when it completes or takes back its buffer.
-    /// A buffer the backend drops on its own (its queue going away) keeps its region pinned
-    /// until the last lent mbuf and the direct ring are gone, which only keeps it mapped.
-    fn returned(&self, _slot: u32) {}
-}
 
 /// The direct ring of a guest's RX queue 0 and the buffers of it lent to the backend.
 pub(crate) struct DirectRx {
@@ -43,35 +26,20 @@ pub(crate) struct DirectRx {
     pub(crate) q: HostQueue,
     /// The next descriptor to lend: `q.next..lend_next` are in the backend's hands.
     lend_next: u16,
-    lending: Lending,
-    pins: Arc<Pins>,
+    /// What keeps lent memory mapped: each lent slot pins its region.
+    held: Held,
     mask: u16,
 }
 
 impl DirectRx {
     /// The direct ring `q` of `size` descriptors, nothing lent.
-    pub(crate) fn new(q: HostQueue, size: u16, name: &str) -> DirectRx {
-        let pins = Arc::new(Pins {
-            held: UnsafeCell::new(Held::new(size)),
-        });
+    pub(crate) fn new(q: HostQueue, size: u16) -> DirectRx {
         DirectRx {
             q,
             lend_next: 0,
-            lending: Lending::new(name, pins.clone()),
-            pins,
+            held: Held::new(size),
             mask: size - 1,
         }
-    }
-
-    fn held(&mut self) -> &mut Held {
-        // SAFETY: `&mut self`: only the poller serving the dedicated queue, under the guest's
-        // RX lock, gets here; the lender side never touches `held`.
-        unsafe { &mut *self.pins.held.get() }
-    }
-
-    /// Whether `m` is a buffer this ring lent (its lending's pool).
-    pub(crate) fn owns(&self, m: &Mbuf) -> bool {
-        m.pool_id() == self.lending.pool().id()
     }
 
     /// Buffers in the backend's hands.
@@ -79,14 +47,16 @@ impl DirectRx {
         self.lend_next.wrapping_sub(self.q.next)
     }
 
-    /// Lends the buffers posted from `lend_next` on, at most `max`, appending them to `out`;
-    /// returns how many. Each descriptor is read once and its buffer must lie in writable
-    /// guest memory: a bad one is refused (`DESC_F_ERROR`, counted in `refused`) when nothing
-    /// lent is ahead of it, else lending stops there until what is ahead completes.
+    /// Lends the buffers posted from `lend_next` on, at most `max`, appending them to `out`
+    /// (tagged with their slot); returns how many. Each descriptor is read once and its
+    /// buffer must lie in writable guest memory: a bad one is refused (`DESC_F_ERROR`,
+    /// counted in `refused`) when nothing lent is ahead of it, else lending stops there until
+    /// what is ahead completes. Each lent buffer's region stays pinned, so mapped, until the
+    /// buffer is completed or taken back.
     pub(crate) fn lend(
         &mut self,
         mem: &GuestMem,
-        out: &mut Vec<Mbuf>,
+        out: &mut Vec<LentBuf>,
         max: usize,
         refused: &mut u64,
     ) -> usize {
@@ -112,41 +82,47 @@ impl DirectRx {
                 self.lend_next = self.q.next;
                 continue;
             };
-            let slot = (idx & self.mask) as usize;
-            self.held().pin(slot, region);
-            // SAFETY: `ptr..ptr+len` lies in `region` (found there just above), pinned until
-            // the slot is completed or taken back, and the pins outlive every lent mbuf.
-            out.push(unsafe { self.lending.attach(slot as u32, ptr, d.addr, d.len) });
+            let slot = idx & self.mask;
+            self.held.pin(slot as usize, region);
+            out.push(LentBuf {
+                iova: d.addr,
+                ptr,
+                len: d.len,
+                tag: slot as u32,
+            });
             self.lend_next = idx.wrapping_add(1);
             n += 1;
         }
         n
     }
 
-    /// Takes back the `n` newest lent buffers, which the backend did not take (the caller
-    /// drops their mbufs).
+    /// Takes back the `n` newest lent buffers, which the backend did not take.
     pub(crate) fn unlend_newest(&mut self, n: usize) {
         for _ in 0..n.min(self.lent() as usize) {
             self.lend_next = self.lend_next.wrapping_sub(1);
-            let slot = (self.lend_next & self.mask) as usize;
-            self.held().unpin(slot);
+            self.held.unpin((self.lend_next & self.mask) as usize);
         }
     }
 
-    /// Completes the oldest lent descriptor with the frame the backend received into `m`;
-    /// false (nothing changed) when `m` is not that descriptor's buffer.
+    /// Completes the oldest lent descriptor with the frame the backend received into its
+    /// buffer; false (nothing changed) when `rx` is not about that buffer.
     #[inline]
-    pub(crate) fn complete(&mut self, m: &Mbuf) -> bool {
+    pub(crate) fn complete(&mut self, rx: &LentRx) -> bool {
         let idx = self.q.next;
-        let slot = (idx & self.mask) as u32;
-        if self.lent() == 0 || m.lent_slot() != Some(slot) || !self.owns(m) {
+        let slot = idx & self.mask;
+        if self.lent() == 0 || rx.tag != slot as u32 {
             return false;
         }
-        let ol = Desc::rx_ol_from(m);
+        let ol = Desc::rx_ol_bits(rx.ol_flags);
+        let mark = if rx.ol_flags.contains(OlFlags::RX_FDIR_ID) {
+            rx.mark
+        } else {
+            0
+        };
         self.q
             .ring
-            .complete(idx, m.pkt_len() as u16, 0, ol, m.packet_type.0, 0);
-        self.held().unpin(slot as usize);
+            .complete(idx, rx.len, 0, ol, rx.packet_type.0, mark);
+        self.held.unpin(slot as usize);
         self.q.next = idx.wrapping_add(1);
         true
     }
@@ -238,10 +214,19 @@ impl Drop for PauseGuard<'_> {
 mod tests {
     use super::*;
     use crate::testing;
+    use std::sync::Arc;
     use vdpdk_core::abi::desc::DESC_F_AVAIL;
 
     const RAM: u64 = 0x40_0000;
     const BUF: u64 = RAM + 0x4000;
+
+    fn filled(b: &LentBuf, len: u16) -> LentRx {
+        LentRx {
+            tag: b.tag,
+            len,
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn buffers_are_lent_once_completed_in_order_and_refused_when_bad() {
@@ -251,7 +236,7 @@ mod tests {
         let rx = g.rx.lock();
         let q = testing::host_queue(&rx.mem, RAM, 8);
         let ring = q.ring;
-        let mut d = DirectRx::new(q, 8, "t");
+        let mut d = DirectRx::new(q, 8);
         // A bad buffer first (read-only memory): refused at once, nothing being ahead of it.
         ring.publish(0, &testing::desc(0x80_0000, 2048));
         for i in 1..4u16 {
@@ -264,20 +249,24 @@ mod tests {
         assert_eq!(refused, 1);
         assert_eq!(ring.read(0).flags, DESC_F_ERROR, "refused, handed back");
         assert_eq!(
-            lent.iter().map(Mbuf::data_iova).collect::<Vec<_>>(),
-            [BUF + 0x800, BUF + 0x1000, BUF + 0x1800],
-            "the guest's own buffers"
+            lent.iter().map(|b| (b.iova, b.tag)).collect::<Vec<_>>(),
+            [(BUF + 0x800, 1), (BUF + 0x1000, 2), (BUF + 0x1800, 3)],
+            "the guest's own buffers, tagged with their slots"
+        );
+        let host = rx.mem.translate(BUF + 0x800, 2048, true).unwrap();
+        assert_eq!(
+            lent[0].ptr.as_ptr(),
+            host,
+            "where the guest's buffer is mapped here"
         );
         assert_eq!(d.lent(), 3);
         assert_eq!(d.lend(&rx.mem, &mut Vec::new(), 16, &mut refused), 0);
         // The backend fills them in order; one out of order is not taken.
-        lent[1].write_packet(&[0xab; 60]).unwrap();
-        assert!(!d.complete(&lent[1]), "not the oldest");
-        lent[0].write_packet(&[0xcd; 100]).unwrap();
-        assert!(d.complete(&lent[0]));
+        assert!(!d.complete(&filled(&lent[1], 60)), "not the oldest");
+        assert!(d.complete(&filled(&lent[0], 100)));
         let c = ring.read(1);
         assert_eq!((c.len, c.flags & DESC_F_AVAIL), (100, 0));
-        assert!(d.complete(&lent[1]));
+        assert!(d.complete(&filled(&lent[1], 60)));
         assert_eq!(ring.read(2).len, 60);
         let region = rx.mem.region_holding(BUF, 1).unwrap();
         let pinned = Arc::strong_count(&region);
@@ -288,13 +277,10 @@ mod tests {
         assert!(ring.posted(3));
         let mut again = Vec::new();
         assert_eq!(d.lend(&rx.mem, &mut again, 16, &mut refused), 1);
-        assert_eq!(again[0].data_iova(), BUF + 0x1800);
-        // A buffer of another lending is never taken for this ring's.
-        let other = DirectRx::new(testing::host_queue(&rx.mem, RAM + 0x400, 8), 8, "o");
-        assert!(!other.owns(&again[0]) && d.owns(&again[0]));
+        assert_eq!(again[0].iova, BUF + 0x1800);
         // Completing what is left, lending meets the bad one now nothing is ahead of it.
-        again[0].write_packet(&[1; 64]).unwrap();
-        assert!(d.complete(&again[0]));
+        assert!(d.complete(&filled(&again[0], 64)));
+        assert!(!d.complete(&filled(&again[0], 64)), "nothing lent");
         assert_eq!(d.lend(&rx.mem, &mut Vec::new(), 16, &mut refused), 0);
         assert_eq!(refused, 2);
         assert_eq!(ring.read(4).flags, DESC_F_ERROR);

@@ -125,12 +125,17 @@ impl Desc {
 
     /// RX bits describing a received mbuf's metadata.
     pub fn rx_ol_from(m: &Mbuf) -> u32 {
-        let mark = if m.ol_flags.contains(OlFlags::RX_FDIR_ID) {
+        Desc::rx_ol_bits(m.ol_flags)
+    }
+
+    /// RX bits describing received offload flags `f`.
+    pub fn rx_ol_bits(f: OlFlags) -> u32 {
+        let mark = if f.contains(OlFlags::RX_FDIR_ID) {
             DESC_OL_RX_MARK
         } else {
             0
         };
-        to_bits(m.ol_flags, &RX_CSUM_MAP) | mark
+        to_bits(f, &RX_CSUM_MAP) | mark
     }
 
     /// Applies a completed RX descriptor's metadata to the guest's mbuf.
