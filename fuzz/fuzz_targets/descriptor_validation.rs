@@ -173,7 +173,7 @@ fn mem_ops(ops: Vec<MemOp>) {
                 let off = (s.file_page as u64 % FILE_PAGES) * PAGE;
                 let len = (s.pages as u64 % (FILE_PAGES + 1)) * PAGE + s.extra as u64 % PAGE;
                 let iova = s.iova.get();
-                let Ok(r) = DmaRegion::map(&file(k), off, iova, len, s.writable) else {
+                let Ok(r) = DmaRegion::map(&file(k), off, iova, len, s.writable, None) else {
                     // Refused: empty, wrapping, or past the end of the file.
                     assert!(
                         len == 0 || iova.checked_add(len).is_none() || off + len > FILE_SIZE,

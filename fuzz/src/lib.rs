@@ -45,6 +45,7 @@ pub fn new_guest() -> Arc<Guest> {
         rx_wake: Arc::new(EventFd::new(EFD_NONBLOCK).expect("eventfd")),
         // No poller here: a control change has nobody to wait for.
         lend_ctl: Default::default(),
+        nic_dma: None,
     })
 }
 

@@ -236,11 +236,8 @@ impl GuestRxQueue {
 
 impl RxQueue for GuestRxQueue {
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
-        let (mut n, mut bytes) = match self.direct.is_some() {
-            true => self.direct_burst(out, max),
-            false => (0, 0),
-        };
-        for _ in 0..self.ready(max - n) {
+        let (mut n, mut bytes) = (0, 0u64);
+        for _ in 0..self.ready(max) {
             let d = self.ring.read(self.tail);
             self.tail = self.tail.wrapping_add(1);
             // Moved into place first and filled in there: filling a copy on the stack and then
@@ -259,6 +256,13 @@ impl RxQueue for GuestRxQueue {
             m.queue = self.qid;
             bytes += d.len as u64;
             n += 1;
+        }
+        // The direct ring after the queue's own: when the host starts lending, the frames
+        // it copied before are older than the first the NIC wrote in place.
+        if self.direct.is_some() && n < max {
+            let (k, b) = self.direct_burst(out, max - n);
+            n += k;
+            bytes += b;
         }
         if n > 0 {
             self.counters.add(n as u64, bytes);

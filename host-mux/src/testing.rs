@@ -38,6 +38,7 @@ pub(crate) fn guest_with(max_rxq: u16, max_txq: u16, limits: GuestLimits) -> Arc
         zero_copy_rx: false,
         rx_wake: Arc::new(EventFd::new(EFD_NONBLOCK).unwrap()),
         lend_ctl: Default::default(),
+        nic_dma: None,
     })
 }
 

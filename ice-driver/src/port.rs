@@ -177,8 +177,9 @@ impl EthDev for IcePort {
                 | TxOffloads::TCP_TSO
                 | TxOffloads::MULTI_SEGS,
             rx_intr: i.num_msix > 1,
-            tx_lent_buffers: false,
-            rx_lent_buffers: false,
+            // Lent (guest) memory reaches the card through `external_dma`.
+            tx_lent_buffers: !vdpdk_core::dma::physical_addresses(),
+            rx_lent_buffers: !vdpdk_core::dma::physical_addresses(),
         }
     }
 
@@ -357,6 +358,16 @@ impl EthDev for IcePort {
     }
 
     /// Checks that Flow Director can apply `rule` (pattern, actions, queues configured).
+    /// Guest memory reaches the card through the IOMMU (or the vfio-user server's DMA maps)
+    /// at IOVA = its address here; not in the physical-address mode (no IOMMU), where the
+    /// card would need the physical pages, which guest memory does not pin.
+    fn external_dma(&self) -> Option<Arc<dyn vdpdk_core::ExternalDma>> {
+        if vdpdk_core::dma::physical_addresses() {
+            return None;
+        }
+        Some(Arc::new(IceExternalDma(self.dev.pci().clone())))
+    }
+
     fn flow_validate(&self, rule: &FlowRule) -> Result<()> {
         if self.dev.info().safe_mode {
             return Err(Error::Unsupported(
@@ -398,5 +409,17 @@ impl EthDev for IcePort {
 
     fn reset_stats(&mut self) {
         vdpdk_core::ethdev::reset_all(&self.rx_counters, &self.tx_counters);
+    }
+}
+
+/// Guest memory mapped for the card (`EthDev::external_dma`).
+struct IceExternalDma(Arc<dyn vdpdk_pci::PciDevice>);
+
+impl vdpdk_core::ExternalDma for IceExternalDma {
+    fn map(&self, r: &vdpdk_core::ExternalRegion<'_>) -> Result<()> {
+        self.0.dma_map_external(r, r.host.as_ptr() as u64)
+    }
+    fn unmap(&self, iova: u64, len: u64) -> Result<()> {
+        self.0.dma_unmap(iova, len)
     }
 }

@@ -7,12 +7,16 @@ use std::time::{Duration, Instant};
 
 use std::os::fd::{AsRawFd, RawFd};
 
-use vdpdk_core::{DmaMemory, Mbuf, Mempool, OlFlags, PacketType, QueueCounters, Result, RxQueue};
+use vdpdk_core::{
+    DmaMemory, LentBuf, LentRx, Mbuf, Mempool, OlFlags, PacketType, QueueCounters, Result, RxQueue,
+};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::ctx::{rlan, set_bits};
 use crate::regs::*;
 use crate::{IceError, Regs};
+
+mod lent;
 
 pub const RX_DESC_SIZE: usize = 32;
 // status_error0 bits (write-back byte 8) [LTR].
@@ -43,6 +47,33 @@ pub fn ptype_to_mbuf(p: u16) -> PacketType {
         92 => l2 | l4 | PacketType::L4_TCP,
         _ => PacketType::UNKNOWN,
     })
+}
+
+/// What the last write-back of a frame says of it: packet type, checksum status and Flow
+/// Director id as offload flags, and the id (\[LTR\] flex NIC write-back: ptype @2, status
+/// bits of byte 8, flow id @24).
+fn wb_meta(st: u16, wb: &[u8; RX_DESC_SIZE]) -> (PacketType, OlFlags, u32) {
+    let ptype = ptype_to_mbuf(u16::from_le_bytes([wb[2], wb[3]]) & 0x3FF);
+    let mut ol = OlFlags::empty();
+    if st & RX_L3L4P != 0 {
+        ol |= if st & RX_XSUM_IPE != 0 {
+            OlFlags::RX_IP_CKSUM_BAD
+        } else {
+            OlFlags::RX_IP_CKSUM_GOOD
+        };
+        ol |= if st & RX_XSUM_L4E != 0 {
+            OlFlags::RX_L4_CKSUM_BAD
+        } else {
+            OlFlags::RX_L4_CKSUM_GOOD
+        };
+    }
+    let flow_id = u32::from_le_bytes(wb[24..28].try_into().expect("4 bytes"));
+    let mut mark = 0;
+    if flow_id != crate::dev::fd::filter::NO_FDID {
+        ol |= OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID;
+        mark = flow_id;
+    }
+    (ptype, ol, mark)
 }
 
 /// Buffers one received frame may span [FBSD `ICE_MAX_RX_SEGS`; DPDK `ICE_SUPPORT_CHAIN_NUM`].
@@ -102,6 +133,8 @@ pub struct IceRxQueue {
     cache: Vec<Mbuf>,
     /// Descriptors refilled since the tail was last written.
     unposted: u16,
+    /// The tail last written: the device owns the descriptors from its head up to it.
+    tail: u16,
     counters: Arc<QueueCounters>,
     /// MSI-X vector and the eventfd it signals, when RX interrupts are configured.
     irq: Option<(u16, Arc<EventFd>)>,
@@ -111,6 +144,12 @@ pub struct IceRxQueue {
     /// straddle two bursts), and whether one of them was bad.
     partial: Option<Mbuf>,
     partial_bad: bool,
+    /// The RLAN context, written again when the ring restarts (`lent::take_back`).
+    ctx: [u8; rlan::SIZE],
+    /// Bytes the device writes into each buffer at most (the context's DBUF).
+    buf_len: usize,
+    /// Zero-copy RX (`RxQueue::post_lent`): the ring takes lent buffers, not the pool's.
+    lent: lent::Lent,
 }
 
 impl IceRxQueue {
@@ -156,14 +195,6 @@ impl IceRxQueue {
         );
         set_bits(&mut ctx, rlan::LRXQTHRESH.0, rlan::LRXQTHRESH.1, 1);
         set_bits(&mut ctx, rlan::PREFENA.0, rlan::PREFENA.1, 1);
-        let qq = q as u64;
-        regs.write(qrxflxp_cntxt(qq), RXDID_FLEX_NIC | 3 << 8)?;
-        for (i, dw) in ctx.chunks_exact(4).enumerate() {
-            regs.write(
-                qrx_context(i as u64, qq),
-                u32::from_le_bytes(dw.try_into().expect("4")),
-            )?;
-        }
         let mut rq = IceRxQueue {
             regs,
             q,
@@ -174,37 +205,60 @@ impl IceRxQueue {
             pool: pool.clone(),
             cache: Vec::with_capacity(64),
             unposted: 0,
+            tail: 0,
             counters,
             irq,
             scatter: limits.scatter,
             partial: None,
             partial_bad: false,
+            ctx,
+            buf_len: buf_len as usize,
+            lent: lent::Lent::new(n),
         };
-        if let Some((v, _)) = &rq.irq {
+        rq.start_ring()?;
+        Ok(rq)
+    }
+
+    /// Programs the queue (its context, its interrupt cause), fills the whole ring from the
+    /// pool and enables it: at setup, and again when lent buffers were taken back.
+    fn start_ring(&mut self) -> std::result::Result<(), IceError> {
+        let (q, qq, n) = (self.q, self.q as u64, self.n);
+        self.regs
+            .write(qrxflxp_cntxt(qq), RXDID_FLEX_NIC | 3 << 8)?;
+        for (i, dw) in self.ctx.chunks_exact(4).enumerate() {
+            self.regs.write(
+                qrx_context(i as u64, qq),
+                u32::from_le_bytes(dw.try_into().expect("4")),
+            )?;
+        }
+        if let Some((v, _)) = &self.irq {
             // Cause enabled on vector v with ITR index 0 [LB ice_cfg_rxq_interrupt]; the vector
             // stays disarmed until enable_intr.
-            rq.regs.write(qint_rqctl(qq), *v as u32 | QINT_CAUSE_ENA)?;
-            rq.regs.write(glint_dyn_ctl(*v as u64), DYN_CTL_ITR_NONE)?;
+            self.regs
+                .write(qint_rqctl(qq), *v as u32 | QINT_CAUSE_ENA)?;
+            self.regs
+                .write(glint_dyn_ctl(*v as u64), DYN_CTL_ITR_NONE)?;
         }
         for i in 0..n {
-            if !rq.refill(i) {
+            if !self.refill(i) {
                 return Err(IceError::InvalidArg(format!(
                     "mempool {} has fewer free buffers than the {n} RX descriptors",
-                    pool.name()
+                    self.pool.name()
                 )));
             }
         }
         // Hardware ignores tail bits 2:0; DPDK writes N - 1.
-        rq.regs.write(qrx_tail(qq), (n - 1) as u32)?;
-        rq.regs.write(qrx_ctrl(qq), QRX_CTRL_QENA_REQ)?;
+        self.regs.write(qrx_tail(qq), (n - 1) as u32)?;
+        self.tail = n - 1;
+        self.regs.write(qrx_ctrl(qq), QRX_CTRL_QENA_REQ)?;
         let t0 = Instant::now();
-        while rq.regs.read(qrx_ctrl(qq))? & QRX_CTRL_QENA_STAT == 0 {
+        while self.regs.read(qrx_ctrl(qq))? & QRX_CTRL_QENA_STAT == 0 {
             if t0.elapsed() > Duration::from_millis(10) {
                 return Err(IceError::Timeout(format!("RX queue {q} did not enable")));
             }
             std::thread::sleep(Duration::from_micros(100));
         }
-        Ok(rq)
+        Ok(())
     }
 
     fn pending(&self) -> bool {
@@ -281,7 +335,13 @@ impl IceRxQueue {
 impl RxQueue for IceRxQueue {
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
         let (mut got, mut bytes) = (0usize, 0u64);
+        let lent = self.lent.on;
         while got < max {
+            // In lent mode only the pool's buffers posted before it are ours to hand out;
+            // they come first in the ring, then lent ones (`rx_lent`).
+            if lent && self.slots[self.ntc as usize].is_none() {
+                break;
+            }
             let p = self.desc_ptr(self.ntc);
             // SAFETY: status_error0 at byte 8 of the slot; read it before anything else and
             // fence so the rest of the write-back is read after DD.
@@ -291,8 +351,9 @@ impl RxQueue for IceRxQueue {
             }
             // A descriptor is consumed only with a replacement buffer in hand, so every slot
             // the device owns has a buffer; when the pool is dry the frame waits in the ring
-            // (the device counts what no longer fits) [DPDK `ice_recv_pkts`].
-            if !self.has_spare_buffer() {
+            // (the device counts what no longer fits) [DPDK `ice_recv_pkts`]. In lent mode
+            // the replacement is a lent buffer, posted by `fill_lent`.
+            if !lent && !self.has_spare_buffer() {
                 break;
             }
             std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
@@ -302,8 +363,10 @@ impl RxQueue for IceRxQueue {
             let i = self.ntc;
             self.ntc = (self.ntc + 1) % self.n;
             let m = self.slots[i as usize].take();
-            self.refill(i);
-            self.unposted += 1;
+            if !lent {
+                self.refill(i);
+                self.unposted += 1;
+            }
             let Some(mut m) = m else {
                 // Unreachable while the invariant above holds; never hand out a stale slot.
                 self.partial_bad = true;
@@ -336,24 +399,7 @@ impl RxQueue for IceRxQueue {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
-            m.packet_type = ptype_to_mbuf(u16::from_le_bytes([wb[2], wb[3]]) & 0x3FF);
-            if st & RX_L3L4P != 0 {
-                m.ol_flags |= if st & RX_XSUM_IPE != 0 {
-                    OlFlags::RX_IP_CKSUM_BAD
-                } else {
-                    OlFlags::RX_IP_CKSUM_GOOD
-                };
-                m.ol_flags |= if st & RX_XSUM_L4E != 0 {
-                    OlFlags::RX_L4_CKSUM_BAD
-                } else {
-                    OlFlags::RX_L4_CKSUM_GOOD
-                };
-            }
-            let flow_id = u32::from_le_bytes(wb[24..28].try_into().expect("4 bytes"));
-            if flow_id != crate::dev::fd::filter::NO_FDID {
-                m.ol_flags |= OlFlags::RX_FDIR | OlFlags::RX_FDIR_ID;
-                m.mark = flow_id;
-            }
+            (m.packet_type, m.ol_flags, m.mark) = wb_meta(st, &wb);
             m.queue = self.q;
             bytes += m.pkt_len() as u64;
             out.push(m);
@@ -363,12 +409,33 @@ impl RxQueue for IceRxQueue {
             // Give back everything up to (not including) the next slot we will read.
             let tail = (self.ntc + self.n - 1) % self.n;
             let _ = self.regs.write(qrx_tail(self.q as u64), tail as u32);
+            self.tail = tail;
             self.unposted = 0;
+        }
+        if lent {
+            self.fill_lent();
         }
         if got > 0 {
             self.counters.add(got as u64, bytes);
         }
         got
+    }
+
+    unsafe fn post_lent(&mut self, bufs: &[LentBuf]) -> usize {
+        self.post_lent_bufs(bufs)
+    }
+
+    fn rx_lent(&mut self, out: &mut Vec<LentRx>, max: usize) -> usize {
+        self.receive_lent(out, max)
+    }
+
+    fn take_back_lent(&mut self) -> usize {
+        self.take_back()
+    }
+
+    /// The context's DBUF: the device fills a buffer up to that many bytes.
+    fn lent_min_len(&self) -> usize {
+        self.buf_len
     }
 
     /// Arms the queue's vector (\[LTX\] re-arm: INTENA | CLEARPBA, no ITR update), then looks

@@ -262,10 +262,17 @@ impl IceTxQueue {
 
 impl IceTxQueue {
     /// Maps the pools of all of `m`'s segments into the device (once per pool). A lent
-    /// segment (memory this process does not own, such as a guest's) has nothing to map
-    /// here: the packet is refused.
+    /// segment (memory this process does not own, such as a guest's) was mapped by its
+    /// lender (`EthDev::external_dma`, at the IOVA the segment carries); without an IOMMU
+    /// nothing can map it and the packet is refused.
     fn map_pools(&mut self, m: &Mbuf) -> bool {
         for seg in m.segments() {
+            if seg.is_lent() {
+                if vdpdk_core::dma::physical_addresses() {
+                    return false;
+                }
+                continue;
+            }
             let pid = seg.pool_id();
             if !self.mapped_pools.contains(&pid) {
                 let pool = seg.pool();

@@ -194,3 +194,126 @@ fn vsi_counters_count_delivered_frames_and_discards_become_imissed() {
     let mut out = Vec::new();
     assert_eq!(rx.rx_burst(&mut out, 128) as u64, total);
 }
+
+/// Memory the driver does not own (a guest's, say), mapped for the card at its address here
+/// as host-mux maps guest memory (`EthDev::external_dma`), cut into 2 KiB lent buffers.
+struct Lendable {
+    mem: vdpdk_core::DmaMemory,
+}
+
+impl Lendable {
+    fn new(pci: &ModelPci, bufs: usize) -> Lendable {
+        let mem = vdpdk_core::DmaMemory::alloc_with("lendable", bufs * 2048, false).unwrap();
+        // SAFETY: a byte fill of our own fresh mapping.
+        unsafe { std::ptr::write_bytes(mem.as_ptr(), 0xee, mem.len()) };
+        let host = std::ptr::NonNull::new(mem.as_ptr()).unwrap();
+        let r = vdpdk_core::ExternalRegion {
+            fd: mem.fd(),
+            offset: 0,
+            len: mem.len() as u64,
+            host,
+        };
+        vdpdk_pci::PciDevice::dma_map_external(pci, &r, host.as_ptr() as u64).unwrap();
+        Lendable { mem }
+    }
+
+    fn buf(&self, tag: u32) -> vdpdk_core::LentBuf {
+        // SAFETY: tag * 2048 lies inside the mapping (tests use tags below `bufs`).
+        let ptr = unsafe { self.mem.as_ptr().add(tag as usize * 2048) };
+        vdpdk_core::LentBuf {
+            iova: ptr as u64,
+            ptr: std::ptr::NonNull::new(ptr).unwrap(),
+            len: 2048,
+            tag,
+        }
+    }
+
+    fn read(&self, tag: u32, len: usize) -> Vec<u8> {
+        let mut v = vec![0; len];
+        // SAFETY: inside our mapping; a byte copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.mem.as_ptr().add(tag as usize * 2048),
+                v.as_mut_ptr(),
+                len,
+            )
+        };
+        v
+    }
+}
+
+#[test]
+fn lent_buffers_take_frames_after_the_pool_buffers_the_card_already_had() {
+    let m = E810Model::shared(ModelConfig::default());
+    let pci = Arc::new(ModelPci::new(m.clone()));
+    let mut ice = IceDevice::probe(pci.clone()).unwrap();
+    let pool = Mempool::new("rx", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    let mut rxq = ice.setup_rx_queue(3, 64, &pool).unwrap();
+    let guest = Lendable::new(&pci, 100);
+    assert_eq!(rxq.lent_min_len(), 2048, "the context's DBUF");
+    let short = vdpdk_core::LentBuf {
+        len: 1000,
+        ..guest.buf(99)
+    };
+    // SAFETY: the buffers lie in `guest`, mapped for the card until the test ends.
+    assert_eq!(unsafe { rxq.post_lent(&[short]) }, 0, "too short for DBUF");
+    let bufs: Vec<_> = (0..100).map(|t| guest.buf(t)).collect();
+    // SAFETY: as above.
+    assert_eq!(unsafe { rxq.post_lent(&bufs) }, 64, "a ring's worth");
+    let f = |seq: u64| udp_frame(MacAddr::BROADCAST, MacAddr([2, 0, 0, 0, 0, 1]), seq, 300);
+    // The pool's buffers the card already had take the first frames.
+    for seq in 0..63 {
+        assert!(m.lock().receive_on(3, &f(seq)), "frame {seq}");
+    }
+    let (mut own, mut lent) = (Vec::new(), Vec::new());
+    assert_eq!(rxq.rx_lent(&mut lent, 64), 0, "none in lent buffers yet");
+    assert_eq!(rxq.rx_burst(&mut own, 64), 63);
+    assert!(own
+        .iter()
+        .enumerate()
+        .all(|(i, m)| m.data() == &f(i as u64)[..]));
+    // Their descriptors now hold lent buffers: the next frames go there, in posting order.
+    for seq in 63..103 {
+        assert!(m.lock().receive_on(3, &f(seq)), "frame {seq}");
+    }
+    assert_eq!(
+        rxq.rx_burst(&mut own, 64),
+        0,
+        "lent mode: no pool buffer refilled"
+    );
+    assert_eq!(rxq.rx_lent(&mut lent, 64), 40);
+    for (k, d) in lent.iter().enumerate() {
+        let want = f(63 + k as u64);
+        assert_eq!(
+            (d.tag, d.len as usize, d.error),
+            (k as u32, want.len(), false)
+        );
+        assert_eq!(
+            guest.read(d.tag, want.len()),
+            want,
+            "frame in lent buffer {k}"
+        );
+        assert!(d
+            .ol_flags
+            .contains(OlFlags::RX_IP_CKSUM_GOOD | OlFlags::RX_L4_CKSUM_GOOD));
+        assert_eq!(
+            d.packet_type.0,
+            PacketType::L2_ETHER | PacketType::L3_IPV4 | PacketType::L4_UDP
+        );
+    }
+    // Taking them back stops the card writing into them, and the ring runs on the pool.
+    assert_eq!(rxq.take_back_lent(), 24, "the 64 taken, less the 40 filled");
+    assert!(m.lock().receive_on(3, &f(200)));
+    let mut after = Vec::new();
+    assert_eq!(rxq.rx_burst(&mut after, 8), 1);
+    assert_eq!(after[0].data(), &f(200)[..]);
+    assert_eq!(rxq.rx_lent(&mut lent, 64), 0);
+    for t in 40..100 {
+        assert_eq!(
+            guest.read(t, 16),
+            [0xee; 16],
+            "lent buffer {t} never written"
+        );
+    }
+    assert_eq!(m.lock().stats.rx_dma_faults, 0);
+}

@@ -123,6 +123,13 @@ impl PciDevice for ModelPci {
             .map(mem.fd(), 0, mem.iova_base(), mem.len() as u64)
             .map_err(Error::from)
     }
+    fn dma_map_external(&self, r: &vdpdk_core::ExternalRegion<'_>, iova: u64) -> Result<()> {
+        self.model
+            .lock()
+            .dma
+            .map(r.fd, r.offset, iova, r.len)
+            .map_err(Error::from)
+    }
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<()> {
         self.model.lock().dma.unmap(iova, len);
         Ok(())

@@ -174,10 +174,11 @@ for dir in tx rx; do
     # an unpaced sender's timer to fire and resend what was not lost (the receiver then
     # reports it as a duplicate, DSACK). What is checked is that the model loses nothing.
     # The host's server takes one test at a time and may still be closing the previous one
-    # (a slow emulated guest closes late): "busy" is retried, anything else is the result.
+    # (a slow emulated guest closes late), or be starting again after one that ended badly:
+    # "busy" and "refused" are retried, anything else is the result.
     for _ in 1 2 3 4 5; do
         out=$(iperf3 -c $HOST -t 3 -b 50M $r 2>&1)
-        echo "$out" | grep -q 'server is busy' || break
+        echo "$out" | grep -qE 'server is busy|Connection refused' || break
         sleep 2
     done
     line=$(echo "$out" | grep -E ' sender$' | tail -1)

@@ -38,11 +38,13 @@ out=$(cd "$out" && pwd)
 ns=vdpdk-ice-$$
 tap=vdpdkice0
 sock=$out/e810.sock
-server_pid="" qemu_pid=""
+server_pid="" qemu_pid="" iperf_pid=""
 
 cleanup() {
     [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+    # The loop that restarts the iperf3 server first, so it starts no new one.
+    [ -n "$iperf_pid" ] && kill "$iperf_pid" 2>/dev/null || true
     ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
     rm -rf "$work"
@@ -95,7 +97,11 @@ RUST_LOG=${RUST_LOG:-info} ip netns exec "$ns" "$server" --socket "$sock" --wire
 server_pid=$!
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 [ -S "$sock" ] || { echo "linux-ice.sh: the server did not listen, see $out/server.log" >&2; exit 1; }
-ip netns exec "$ns" iperf3 -s -D -p 5201 >/dev/null
+# Kept listening: an iperf3 server can exit after a test that ended badly (seen under load,
+# as "connection refused" for the next test). The loop lives in the namespace, so cleanup's
+# kill of its processes ends it too.
+ip netns exec "$ns" sh -c 'while :; do iperf3 -s -p 5201 >/dev/null 2>&1; sleep 0.2; done' &
+iperf_pid=$!
 
 # host_do WHAT...: what the guest asks of the host's side; prints the HOST-DONE answer.
 host_do() {

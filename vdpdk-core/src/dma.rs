@@ -330,6 +330,33 @@ pub fn prefetch_write(p: *const u8) {
     let _ = p;
 }
 
+/// Memory a port does not own that its device should reach by DMA: a guest's, mapped into
+/// this process from `fd` (zero-copy RX and TX hand its buffers to the NIC in place).
+#[derive(Clone, Copy, Debug)]
+pub struct ExternalRegion<'a> {
+    /// The file the memory is in (a guest's memfd).
+    pub fd: std::os::fd::BorrowedFd<'a>,
+    /// Where in `fd` it starts.
+    pub offset: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Where it is mapped in this process.
+    pub host: std::ptr::NonNull<u8>,
+}
+
+/// Maps memory a port does not own into its device's DMA address space
+/// (`EthDev::external_dma`). The device reaches each region at IOVA = its address in this
+/// process, as the port's own buffers are in the virtual IOVA mode: every mapping of the
+/// process has its own range, so guests' memory never collides with each other's or the
+/// port's.
+pub trait ExternalDma: Send + Sync {
+    /// Makes `r` reachable by the device at IOVA `r.host as u64`.
+    fn map(&self, r: &ExternalRegion<'_>) -> crate::Result<()>;
+    /// Takes back a region `map` mapped (`len` bytes from `iova`). The caller makes sure
+    /// nothing posted to the device points into it any more.
+    fn unmap(&self, iova: u64, len: u64) -> crate::Result<()>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -419,6 +419,9 @@ pub struct LentRx {
     pub ol_flags: crate::OlFlags,
     /// Flow MARK id (with `OlFlags::RX_FDIR_ID`).
     pub mark: u32,
+    /// The buffer holds no frame to hand on (the device met an error in it, or a frame
+    /// spanned several buffers): it comes back unused, `len` 0.
+    pub error: bool,
 }
 
 /// A receive queue (`rte_eth_rx_burst` and the RX interrupt calls).
@@ -471,6 +474,11 @@ pub trait RxQueue: Send {
     fn take_back_lent(&mut self) -> usize {
         0
     }
+    /// Bytes a lent buffer must hold: the device may write that many into any buffer, so
+    /// `post_lent` takes no shorter one (0: the queue writes only what fits).
+    fn lent_min_len(&self) -> usize {
+        0
+    }
 }
 
 /// A transmit queue (`rte_eth_tx_burst`).
@@ -515,6 +523,12 @@ pub trait EthDev: Send {
         Vec::new()
     }
 
+    /// Maps memory the port does not own (a guest's) for its device, when the device reads
+    /// and writes memory by DMA through an IOMMU (`ExternalDma`); None for a port that
+    /// reaches memory by address anyway (software ports) or cannot map it.
+    fn external_dma(&self) -> Option<std::sync::Arc<dyn crate::ExternalDma>> {
+        None
+    }
     /// Checks whether the device can apply `rule` without changing anything.
     fn flow_validate(&self, rule: &FlowRule) -> Result<()> {
         let _ = rule;

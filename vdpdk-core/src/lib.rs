@@ -31,7 +31,7 @@ pub mod skeleton;
 pub mod test_frames;
 pub mod wire;
 
-pub use dma::DmaMemory;
+pub use dma::{DmaMemory, ExternalDma, ExternalRegion};
 pub use error::{Error, Result};
 pub use ethdev::{
     DescLimits, DevConfig, DevInfo, EthDev, LentBuf, LentRx, LinkStatus, PortStats, QueueCounters,

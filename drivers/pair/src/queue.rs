@@ -159,6 +159,7 @@ impl RxQueue for PairRxQueue {
                 packet_type: m.packet_type,
                 ol_flags: m.ol_flags,
                 mark: m.mark,
+                error: false,
             });
             bytes += len as u64;
             got += 1;

@@ -91,6 +91,15 @@ pub trait PciDevice: Send + Sync {
     fn dma_map(&self, mem: &DmaMemory) -> Result<()>;
     /// Takes back a range mapped by `dma_map` (the whole mapping: `len` bytes from `iova`).
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<()>;
+    /// Makes memory this process did not allocate (a guest's, from `r.fd`) reachable by the
+    /// device at `iova`; `dma_unmap` takes it back. Unsupported where the device needs
+    /// physical addresses (no IOMMU).
+    fn dma_map_external(&self, r: &vdpdk_core::ExternalRegion<'_>, iova: u64) -> Result<()> {
+        let _ = (r, iova);
+        Err(vdpdk_core::Error::Unsupported(
+            "DMA maps of memory this process did not allocate".into(),
+        ))
+    }
     /// Routes MSI-X vectors `0..fds.len()` to these eventfds (empty slice: disable).
     fn set_msix_eventfds(&self, fds: &[RawFd]) -> Result<()>;
     /// Function-level reset of the device.

@@ -99,6 +99,15 @@ impl PciDevice for KernelVfioPci {
         }
         .map_err(|e| hint(&self.bdf, "IOMMU DMA map", e))
     }
+    fn dma_map_external(&self, r: &vdpdk_core::ExternalRegion<'_>, iova: u64) -> Result<()> {
+        // SAFETY: `r.host` is a live mapping of `r.len` bytes its owner keeps until it unmaps
+        // the range here first (ExternalDma's contract); the IOMMU pins its pages meanwhile.
+        unsafe {
+            self.container
+                .vfio_dma_map(iova, r.len as usize, r.host.as_ptr())
+        }
+        .map_err(|e| hint(&self.bdf, "IOMMU DMA map", e))
+    }
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<()> {
         self.container
             .vfio_dma_unmap(iova, len as usize)

@@ -105,6 +105,13 @@ impl PciDevice for VfioUserPci {
             .map_err(|e| dev_err("DMA map", e))
     }
 
+    fn dma_map_external(&self, r: &vdpdk_core::ExternalRegion<'_>, iova: u64) -> Result<()> {
+        self.client
+            .lock()
+            .dma_map(r.offset, iova, r.len, r.fd.as_raw_fd())
+            .map_err(|e| dev_err("DMA map", e))
+    }
+
     fn dma_unmap(&self, iova: u64, len: u64) -> Result<()> {
         self.client
             .lock()

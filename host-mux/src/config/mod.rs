@@ -17,9 +17,9 @@
 //! metrics_listen = "127.0.0.1:9473"  # optional: Prometheus metrics at http://ADDR/metrics
 //!                                    # (an IP and port; port 0 picks a free one)
 //! hw_steering = true    # a NIC RX queue per VM, steered by flow rules (default: on for ice)
-//! zero_copy_tx = false  # offer guests zero-copy TX (pair, tap; frames of 1024 B and more)
+//! zero_copy_tx = false  # offer guests zero-copy TX (pair, tap, ice; frames of 1024 B and more)
 //! zero_copy_rx = false  # offer guests zero-copy RX: each VM's own backend RX queue receives
-//!                       # into the guest's buffers (needs hw_steering; pair, null)
+//!                       # into the guest's buffers (needs hw_steering; pair, null, ice)
 //!
 //! [limits]              # what any one VM may make host-mux hold (defaults shown)
 //! dma_regions = 1024    # DMA_MAP regions per VM (each is one mmap in host-mux)
@@ -198,12 +198,12 @@ pub struct MuxConfig {
     pub hw_steering: bool,
     /// Offer guests zero-copy TX: a frame's payload goes to the backend in place, in guest
     /// memory, behind a host copy of its headers (frames of 1024 B and more, to the wire).
-    /// Needs a backend that sends lent buffers (pair, tap; not ice yet).
+    /// Needs a backend that sends lent buffers (pair, tap, ice behind an IOMMU or vfio-user).
     pub zero_copy_tx: bool,
     /// Offer guests zero-copy RX: each VM's own backend RX queue (`hw_steering`) receives
     /// into the buffers its guest posts on a direct ring, so frames from the wire land in
     /// guest memory without a host copy. Needs a backend that receives into lent buffers
-    /// (pair, null; not ice yet).
+    /// (pair, null, ice behind an IOMMU or vfio-user).
     pub zero_copy_rx: bool,
     /// Per-VM bounds, the same for every VM.
     pub limits: GuestLimits,

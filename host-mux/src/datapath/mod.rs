@@ -364,9 +364,6 @@ impl Poller {
             // Under load, several bursts are steered together: with many guests, a burst of 32
             // frames gives each guest one or two, and each guest's lock, ring cache lines and
             // interrupt check are then paid per frame instead of per burst.
-            if self.rxqs[i].lend.is_some() {
-                work += self.direct_round(i);
-            }
             let mut n = 0;
             while n < self.rxqs[i].gather {
                 let got = self.rxqs[i].queue.rx_burst(&mut self.rx_buf, BURST);
@@ -382,6 +379,11 @@ impl Poller {
                     self.rxqs[i].gather = (spread * BURST).clamp(RX_GATHER_MIN, RX_GATHER);
                 }
                 work += n;
+            }
+            // Frames in the backend's own buffers (delivered above) came in before any in
+            // lent ones: they are published first.
+            if self.rxqs[i].lend.is_some() {
+                work += self.direct_round(i);
             }
         }
         if self.role.tx() {

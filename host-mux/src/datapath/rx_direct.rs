@@ -63,7 +63,13 @@ impl Poller {
         let d = direct.as_mut().expect("lending_allowed");
         let mut refused = 0;
         src.to_lend.clear();
-        let n = d.lend(mem, &mut src.to_lend, LEND_PER_ROUND, &mut refused);
+        let min_len = src.queue.lent_min_len();
+        let n = d.lend(
+            mem,
+            &mut src.to_lend,
+            (LEND_PER_ROUND, min_len),
+            &mut refused,
+        );
         if refused > 0 {
             stats.add(StatsIndex::RxBadDesc, refused);
             publish_direct(g, d);
@@ -94,7 +100,7 @@ impl Poller {
                 Some(d) => {
                     for f in &src.done {
                         if d.complete(f) {
-                            pkts += 1;
+                            pkts += !f.error as u64;
                             bytes += f.len as u64;
                         } else {
                             stray += 1;

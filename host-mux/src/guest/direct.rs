@@ -53,11 +53,13 @@ impl DirectRx {
     /// counted in `refused`) when nothing lent is ahead of it, else lending stops there until
     /// what is ahead completes. Each lent buffer's region stays pinned, so mapped, until the
     /// buffer is completed or taken back.
+    ///
+    /// Buffers shorter than `min_len` (what the backend may write into each) are refused too.
     pub(crate) fn lend(
         &mut self,
         mem: &GuestMem,
         out: &mut Vec<LentBuf>,
-        max: usize,
+        (max, min_len): (usize, usize),
         refused: &mut u64,
     ) -> usize {
         let mut n = 0;
@@ -69,9 +71,8 @@ impl DirectRx {
                 break;
             }
             let d: Desc = self.q.ring.read(idx);
-            let Some((region, ptr)) = mem
-                .lend_writable(d.addr, d.len as u64)
-                .filter(|_| d.len > 0)
+            let fits = d.len > 0 && d.len as usize >= min_len;
+            let Some((region, ptr)) = mem.lend_writable(d.addr, d.len as u64).filter(|_| fits)
             else {
                 if self.lent() != 0 {
                     break;
@@ -85,7 +86,7 @@ impl DirectRx {
             let slot = idx & self.mask;
             self.held.pin(slot as usize, region);
             out.push(LentBuf {
-                iova: d.addr,
+                iova: region.device_iova(d.addr),
                 ptr,
                 len: d.len,
                 tag: slot as u32,
@@ -113,15 +114,20 @@ impl DirectRx {
         if self.lent() == 0 || rx.tag != slot as u32 {
             return false;
         }
-        let ol = Desc::rx_ol_bits(rx.ol_flags);
-        let mark = if rx.ol_flags.contains(OlFlags::RX_FDIR_ID) {
-            rx.mark
+        if rx.error {
+            // No frame in it (the device dropped it): back to the guest unused.
+            self.q.ring.complete(idx, 0, DESC_F_ERROR, 0, 0, 0);
         } else {
-            0
-        };
-        self.q
-            .ring
-            .complete(idx, rx.len, 0, ol, rx.packet_type.0, mark);
+            let ol = Desc::rx_ol_bits(rx.ol_flags);
+            let mark = if rx.ol_flags.contains(OlFlags::RX_FDIR_ID) {
+                rx.mark
+            } else {
+                0
+            };
+            self.q
+                .ring
+                .complete(idx, rx.len, 0, ol, rx.packet_type.0, mark);
+        }
         self.held.unpin(slot as usize);
         self.q.next = idx.wrapping_add(1);
         true
@@ -245,7 +251,7 @@ mod tests {
         // Outside the map, behind lent ones: lending stops there.
         ring.publish(4, &testing::desc(0x1000, 2048));
         let (mut lent, mut refused) = (Vec::new(), 0);
-        assert_eq!(d.lend(&rx.mem, &mut lent, 16, &mut refused), 3);
+        assert_eq!(d.lend(&rx.mem, &mut lent, (16, 0), &mut refused), 3);
         assert_eq!(refused, 1);
         assert_eq!(ring.read(0).flags, DESC_F_ERROR, "refused, handed back");
         assert_eq!(
@@ -260,7 +266,7 @@ mod tests {
             "where the guest's buffer is mapped here"
         );
         assert_eq!(d.lent(), 3);
-        assert_eq!(d.lend(&rx.mem, &mut Vec::new(), 16, &mut refused), 0);
+        assert_eq!(d.lend(&rx.mem, &mut Vec::new(), (16, 0), &mut refused), 0);
         // The backend fills them in order; one out of order is not taken.
         assert!(!d.complete(&filled(&lent[1], 60)), "not the oldest");
         assert!(d.complete(&filled(&lent[0], 100)));
@@ -276,12 +282,12 @@ mod tests {
         assert_eq!(Arc::strong_count(&region), pinned - 1, "unpinned");
         assert!(ring.posted(3));
         let mut again = Vec::new();
-        assert_eq!(d.lend(&rx.mem, &mut again, 16, &mut refused), 1);
+        assert_eq!(d.lend(&rx.mem, &mut again, (16, 0), &mut refused), 1);
         assert_eq!(again[0].iova, BUF + 0x1800);
         // Completing what is left, lending meets the bad one now nothing is ahead of it.
         assert!(d.complete(&filled(&again[0], 64)));
         assert!(!d.complete(&filled(&again[0], 64)), "nothing lent");
-        assert_eq!(d.lend(&rx.mem, &mut Vec::new(), 16, &mut refused), 0);
+        assert_eq!(d.lend(&rx.mem, &mut Vec::new(), (16, 0), &mut refused), 0);
         assert_eq!(refused, 2);
         assert_eq!(ring.read(4).flags, DESC_F_ERROR);
     }

@@ -193,7 +193,10 @@ impl ZeroCopy {
         // SAFETY: `ptr..ptr+len` lies in `region` (the caller found it there), which stays
         // pinned until `reclaim` sees the slot returned, or until the slots drop with the last
         // lent mbuf.
-        unsafe { self.lending.attach(slot as u32, ptr, iova, len) }
+        unsafe {
+            self.lending
+                .attach(slot as u32, ptr, region.device_iova(iova), len)
+        }
     }
 
     /// Releases, in ring order, every descriptor before `next` that is done; returns how many.

@@ -9,10 +9,12 @@
 
 use std::fs::File;
 use std::marker::PhantomData;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use vdpdk_core::{ExternalDma, ExternalRegion};
 
 /// One DMA_MAP'ed range of guest memory, mapped into this process.
 pub struct DmaRegion {
@@ -24,6 +26,9 @@ pub struct DmaRegion {
     pub writable: bool,
     ptr: NonNull<u8>,
     map_len: usize,
+    /// Mapped for the backend NIC too (zero-copy to a NIC behind an IOMMU), at IOVA = `ptr`:
+    /// taken back from it before the memory is unmapped here.
+    nic: Option<Arc<dyn ExternalDma>>,
 }
 
 // SAFETY: the mapping is owned by this value; accesses go through raw pointers.
@@ -39,12 +44,15 @@ impl DmaRegion {
     /// `memory-backend-memfd` and from guest-pmd are) and hold the whole range: a file that
     /// could shrink under the mapping would turn the next access into SIGBUS for the whole
     /// process, so an unsealed one is refused rather than trusted.
+    ///
+    /// With `nic`, the memory is also mapped for the backend NIC ([`DmaRegion::device_iova`]).
     pub fn map(
         fd: &File,
         offset: u64,
         iova: u64,
         len: u64,
         writable: bool,
+        nic: Option<&Arc<dyn ExternalDma>>,
     ) -> std::io::Result<Self> {
         let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
         if len == 0 || iova.checked_add(len).is_none() || len > isize::MAX as u64 {
@@ -67,13 +75,37 @@ impl DmaRegion {
         if p == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(DmaRegion {
+        let mut r = DmaRegion {
             iova,
             len,
             writable,
             ptr: NonNull::new(p.cast()).expect("mmap returned null"),
             map_len: len as usize,
-        })
+            nic: None,
+        };
+        if let Some(nic) = nic {
+            let ext = ExternalRegion {
+                fd: fd.as_fd(),
+                offset,
+                len,
+                host: r.ptr,
+            };
+            nic.map(&ext)
+                .map_err(|e| std::io::Error::other(format!("mapping it for the NIC: {e}")))?;
+            r.nic = Some(nic.clone());
+        }
+        Ok(r)
+    }
+
+    /// The address the backend's device reaches guest IOVA `iova` (inside this region) at:
+    /// its address here when mapped for a NIC, else the guest IOVA itself (software backends
+    /// reach it by host address).
+    #[inline]
+    pub fn device_iova(&self, iova: u64) -> u64 {
+        match self.nic {
+            Some(_) => self.ptr.as_ptr() as u64 + (iova - self.iova),
+            None => iova,
+        }
     }
 
     fn overlaps(&self, iova: u64, len: u64) -> bool {
@@ -114,6 +146,18 @@ pub(crate) static GUARD_UNMAPPED: AtomicBool = AtomicBool::new(false);
 impl Drop for DmaRegion {
     fn drop(&mut self) {
         let p = self.ptr.as_ptr().cast();
+        if let Some(nic) = self.nic.take() {
+            // The NIC first: until it lets go, the memory stays mapped here (whatever still
+            // pointed into it was taken back from the NIC before the last pin went).
+            if let Err(e) = nic.unmap(p as u64, self.len) {
+                log::error!(
+                    "guest memory {:#x}+{:#x} stays mapped: the NIC did not unmap it: {e}",
+                    self.iova,
+                    self.len
+                );
+                return;
+            }
+        }
         if GUARD_UNMAPPED.load(Ordering::Relaxed) {
             // SAFETY: replaces our own mapping (same range) with a PROT_NONE one; nothing uses
             // the range any more (pollers only translate under the guest locks).
@@ -456,7 +500,7 @@ mod tests {
     fn region(iova: u64, len: u64, writable: bool) -> DmaRegion {
         let m = vdpdk_core::DmaMemory::alloc_with("t", len as usize, false).unwrap();
         let fd: OwnedFd = m.fd().as_fd().try_clone_to_owned().unwrap();
-        DmaRegion::map(&File::from(fd), 0, iova, len, writable).unwrap()
+        DmaRegion::map(&File::from(fd), 0, iova, len, writable, None).unwrap()
     }
 
     proptest! {
@@ -528,19 +572,23 @@ mod tests {
         // SAFETY: fresh fd we own.
         let f = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(raw) };
         f.set_len(0x4000).unwrap();
-        let e = DmaRegion::map(&f, 0, 0x1000, 0x1000, true).err().unwrap();
+        let e = DmaRegion::map(&f, 0, 0x1000, 0x1000, true, None)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("F_SEAL_SHRINK"), "{e}");
         // A sealed file, but the range runs past its end.
         let m = vdpdk_core::DmaMemory::alloc_with("short", 0x1000, false).unwrap();
         let fd: OwnedFd = m.fd().as_fd().try_clone_to_owned().unwrap();
         let f = File::from(fd);
-        let e = DmaRegion::map(&f, 0, 0x1000, 0x100000, true).err().unwrap();
-        assert!(e.to_string().contains("past the end"), "{e}");
-        let e = DmaRegion::map(&f, u64::MAX - 0xfff, 0x1000, 0x1000, true)
+        let e = DmaRegion::map(&f, 0, 0x1000, 0x100000, true, None)
             .err()
             .unwrap();
         assert!(e.to_string().contains("past the end"), "{e}");
-        assert!(DmaRegion::map(&f, 0, 0x1000, 0x1000, true).is_ok());
+        let e = DmaRegion::map(&f, u64::MAX - 0xfff, 0x1000, 0x1000, true, None)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("past the end"), "{e}");
+        assert!(DmaRegion::map(&f, 0, 0x1000, 0x1000, true, None).is_ok());
     }
 
     #[test]

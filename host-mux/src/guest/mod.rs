@@ -222,6 +222,9 @@ pub struct Guest {
     pub rx_wake: Arc<vmm_sys_util::eventfd::EventFd>,
     /// Has that poller take lent RX buffers back before a control change.
     pub lend_ctl: LendControl,
+    /// Maps this VM's DMA regions for the backend NIC too (zero-copy to a NIC behind an
+    /// IOMMU: it reads and writes guest buffers in place).
+    pub nic_dma: Option<Arc<dyn vdpdk_core::ExternalDma>>,
 }
 
 impl Guest {
@@ -282,7 +285,7 @@ impl Guest {
             ));
         }
         let r = Arc::new(
-            DmaRegion::map(fd, offset, iova, len, writable)
+            DmaRegion::map(fd, offset, iova, len, writable, self.nic_dma.as_ref())
                 .map_err(|e| format!("mapping {iova:#x}+{len:#x}: {e}"))?,
         );
         self.with_both(|tx, rx| {

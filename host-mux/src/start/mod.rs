@@ -118,11 +118,16 @@ impl HostMux {
             wakes: wakes.clone(),
             armed: true,
         };
+        // Zero-copy on a NIC behind an IOMMU: guests' memory is mapped for it as they map it.
+        let nic_dma = (off.lend || plan.lend_rx)
+            .then(|| backend.external_dma())
+            .flatten();
         let spawner = Spawner {
             cfg,
             plan: &plan,
             stop: stop.clone(),
             wakes,
+            nic_dma,
         };
         let (guests, slots) = spawner.spawn_control_threads(sockets.vms, facts, &mut unwind)?;
         let pollers = spawner.spawn_pollers(&guests, queues, &pool, &off)?;

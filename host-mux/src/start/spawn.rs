@@ -32,6 +32,8 @@ pub(super) struct Spawner<'a> {
     pub(super) stop: Arc<AtomicBool>,
     /// One wake fd per planned poller; a guest kicks its cluster's TX-serving poller's.
     pub(super) wakes: Vec<Arc<EventFd>>,
+    /// Maps guest memory for the backend NIC (zero-copy on a NIC behind an IOMMU).
+    pub(super) nic_dma: Option<Arc<dyn vdpdk_core::ExternalDma>>,
 }
 
 impl Spawner<'_> {
@@ -85,6 +87,7 @@ impl Spawner<'_> {
                 zero_copy_rx: self.plan.lends_rx(vmi),
                 rx_wake: self.rx_wake_of(vm.cluster),
                 lend_ctl: Default::default(),
+                nic_dma: self.nic_dma.clone(),
             });
             let keep = listener.as_fd_dup()?;
             unwind.listeners.push(keep.try_clone()?);

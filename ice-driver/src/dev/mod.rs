@@ -129,6 +129,11 @@ impl IceDevice {
         Ok(ice)
     }
 
+    /// The PCI device behind the port (DMA maps of memory the port does not own).
+    pub(crate) fn pci(&self) -> &Arc<dyn PciDevice> {
+        self.regs.device()
+    }
+
     /// What bring-up learned about the function, with the last link state.
     pub fn info(&self) -> &IceInfo {
         &self.info

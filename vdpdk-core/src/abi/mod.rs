@@ -155,10 +155,13 @@ bitflags::bitflags! {
         /// dedicated to this VM, so the NIC writes frames straight into guest memory. The
         /// direct ring completes in the NIC's order and publishes its progress as
         /// [`RXQ_DIRECT_DONE_INDEX`]; broadcasts, frames from other VMs and whatever the
-        /// host copies keep arriving on the queue's own ring, so the guest reads both. A
-        /// direct buffer may stay posted a long time (until a frame for it comes), and the
-        /// host takes its buffers back from the NIC before any DMA unmap, reset or stop
-        /// completes. Needs `RX_DONE_INDEX`.
+        /// host copies keep arriving on the queue's own ring, so the guest reads both, its
+        /// own ring first: when lending starts, the frames copied before it are the older.
+        /// (Where lending starts or stops under traffic, a frame may still overtake one on
+        /// the other ring; within either ring the order is the NIC's.) A direct buffer may
+        /// stay posted a long time (until a frame for it comes), and the host takes its
+        /// buffers back from the NIC before any DMA unmap, reset or stop completes. Needs
+        /// `RX_DONE_INDEX`.
         const RX_ZERO_COPY = 1 << 10;
     }
 }
