@@ -144,3 +144,76 @@ fn the_card_writes_into_and_reads_from_guest_memory_in_place() {
         "nothing lands in a gone guest's memory"
     );
 }
+
+/// The same maps over vfio-user, as the `host-mux` binary reaches a card served by
+/// `ice-model-server`: guest memory handed to the server as an fd and an offset into it (the
+/// second half of a memfd here), lent buffers in it filled by the card.
+#[test]
+fn guest_memory_reaches_a_card_behind_a_vfio_user_socket_at_an_offset_into_its_file() {
+    use std::sync::Arc;
+    use vdpdk_core::{DmaMemory, ExternalRegion, LentBuf};
+    use vdpdk_pci::{PciDevice, VfioUserPci};
+
+    let dir = TempDir::new("icezc-vfu");
+    let sock = dir.0.join("e810.sock");
+    let model = ice_model::E810Model::shared(ModelConfig::default());
+    let (m2, s2) = (model.clone(), sock.clone());
+    std::thread::spawn(move || ice_model_server::serve(m2, &s2));
+    wait_for(10, "the card's socket", || sock.exists());
+    let pci = Arc::new(VfioUserPci::connect(&sock).unwrap());
+    let mut ice = IceDevice::probe(pci.clone()).unwrap();
+    let pool = Mempool::new("rx", 1024, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
+    let mut rxq = ice.setup_rx_queue(1, 64, &pool).unwrap();
+    // "Guest memory": 256 KiB of a memfd; its second half is what gets mapped.
+    let mem = DmaMemory::alloc_with("guest", 256 << 10, false).unwrap();
+    let half = 128usize << 10;
+    // SAFETY: a byte fill of our own fresh mapping.
+    unsafe { std::ptr::write_bytes(mem.as_ptr(), 0xee, mem.len()) };
+    // SAFETY: `half` is inside the mapping.
+    let host = std::ptr::NonNull::new(unsafe { mem.as_ptr().add(half) }).unwrap();
+    let r = ExternalRegion {
+        fd: mem.fd(),
+        offset: half as u64,
+        len: half as u64,
+        host,
+    };
+    pci.dma_map_external(&r, host.as_ptr() as u64).unwrap();
+    let bufs: Vec<LentBuf> = (0..64u32)
+        .map(|t| LentBuf {
+            iova: host.as_ptr() as u64 + t as u64 * 2048,
+            // SAFETY: 64 buffers of 2 KiB fill the 128 KiB half exactly.
+            ptr: std::ptr::NonNull::new(unsafe { host.as_ptr().add(t as usize * 2048) }).unwrap(),
+            len: 2048,
+            tag: t,
+        })
+        .collect();
+    // SAFETY: the buffers lie in `mem`, mapped for the card until the test ends.
+    assert_eq!(unsafe { rxq.post_lent(&bufs) }, 64);
+    let f = |s: u64| udp_frame(MacAddr::BROADCAST, WIRE_MAC, s, 200);
+    // The ring's own buffers first, then lent ones.
+    for s in 0..63 {
+        assert!(model.lock().receive_on(1, &f(s)));
+    }
+    let mut own = Vec::new();
+    assert_eq!(rxq.rx_burst(&mut own, 64), 63);
+    for s in 100..110 {
+        assert!(model.lock().receive_on(1, &f(s)), "frame {s}");
+    }
+    let mut lent = Vec::new();
+    assert_eq!(rxq.rx_lent(&mut lent, 64), 10);
+    for (k, d) in lent.iter().enumerate() {
+        let mut back = vec![0u8; d.len as usize];
+        // SAFETY: lent buffer `d.tag` lies in our own mapping; a byte copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                host.as_ptr().add(d.tag as usize * 2048),
+                back.as_mut_ptr(),
+                back.len(),
+            )
+        };
+        assert_eq!((d.tag, back), (k as u32, f(100 + k as u64)));
+    }
+    assert_eq!(rxq.take_back_lent(), 54);
+    pci.dma_unmap(host.as_ptr() as u64, half as u64).unwrap();
+    assert_eq!(model.lock().stats.rx_dma_faults, 0);
+}

@@ -457,5 +457,9 @@ fn a_hostile_direct_ring_is_refused_piece_by_piece_and_hurts_nobody_else() {
     wait_for(10, "three bad buffers counted", || bad() >= 3);
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(bad(), 3, "each bad buffer counted once");
-    assert_eq!(in_place(&mux), 2, "its frame and the neighbour's, both in place");
+    assert_eq!(
+        in_place(&mux),
+        2,
+        "its frame and the neighbour's, both in place"
+    );
 }
