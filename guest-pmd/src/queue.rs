@@ -131,19 +131,10 @@ impl GuestRxQueue {
         for _ in 0..ready {
             let desc = d.ring.read(d.tail);
             d.tail = d.tail.wrapping_add(1);
-            let m = d
-                .posted
-                .pop_into(out)
-                .expect("one buffer per posted descriptor");
-            if desc.flags & DESC_F_ERROR != 0 || m.set_len(desc.len as usize).is_err() {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                out.pop();
-                continue;
+            if let Some(b) = take_completed(&desc, &mut d.posted, out, self.qid, &self.counters) {
+                bytes += b;
+                n += 1;
             }
-            desc.rx_apply_to(m);
-            m.queue = self.qid;
-            bytes += desc.len as u64;
-            n += 1;
         }
         self.fill_direct();
         (n, bytes)
@@ -155,21 +146,10 @@ impl GuestRxQueue {
             return;
         };
         while d.head.wrapping_sub(d.tail) < d.size {
-            if self.cache.is_empty() && self.pool.alloc_bulk(&mut self.cache, 64) == 0 {
-                self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+            let to = (&d.ring, &mut d.head, &mut d.posted);
+            if !post_empty(to, &mut self.cache, &self.pool, &self.counters) {
                 break;
             }
-            let m = self.cache.last().expect("cache refilled");
-            let desc = Desc {
-                addr: m.data_iova(),
-                len: m.data_room().min(u16::MAX as usize) as u16,
-                flags: DESC_F_AVAIL,
-                ..Default::default()
-            };
-            let pushed = d.posted.push_from(&mut self.cache);
-            debug_assert!(pushed);
-            d.ring.publish(d.head, &desc);
-            d.head = d.head.wrapping_add(1);
         }
     }
 
@@ -205,23 +185,10 @@ impl GuestRxQueue {
     pub(crate) fn fill(&mut self) {
         self.fill_direct();
         while self.head.wrapping_sub(self.tail) < self.size {
-            if self.cache.is_empty() && self.pool.alloc_bulk(&mut self.cache, 64) == 0 {
-                self.counters.nombuf.fetch_add(1, Ordering::Relaxed);
+            let to = (&self.ring, &mut self.head, &mut self.posted);
+            if !post_empty(to, &mut self.cache, &self.pool, &self.counters) {
                 break;
             }
-            // Fresh from alloc_bulk: nothing to reset.
-            let m = self.cache.last().expect("cache refilled");
-            let d = Desc {
-                addr: m.data_iova(),
-                len: m.data_room().min(u16::MAX as usize) as u16,
-                flags: DESC_F_AVAIL,
-                ..Default::default()
-            };
-            // Never full here: it holds one buffer per descriptor `tail..head`.
-            let pushed = self.posted.push_from(&mut self.cache);
-            debug_assert!(pushed);
-            self.ring.publish(self.head, &d);
-            self.head = self.head.wrapping_add(1);
         }
     }
 
@@ -234,28 +201,73 @@ impl GuestRxQueue {
     }
 }
 
+/// Hands the buffer of completed descriptor `d` (the oldest posted, at the front of
+/// `posted`) to `out` as a received frame of queue `qid`; returns its bytes, or None (counted
+/// in `errors`, the buffer freed) when the host refused it or its length does not fit.
+#[inline(always)]
+fn take_completed(
+    d: &Desc,
+    posted: &mut MbufFifo,
+    out: &mut Vec<Mbuf>,
+    qid: u16,
+    counters: &QueueCounters,
+) -> Option<u64> {
+    // Moved into place first and filled in there: filling a copy on the stack and then
+    // moving it read back the fields just written in pieces, a store-forwarding stall per
+    // frame (a third of rx_burst at 64 B).
+    let m = posted
+        .pop_into(out)
+        .expect("one buffer per posted descriptor");
+    if d.flags & DESC_F_ERROR != 0 || m.set_len(d.len as usize).is_err() {
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+        out.pop();
+        return None;
+    }
+    d.rx_apply_to(m);
+    m.queue = qid;
+    Some(d.len as u64)
+}
+
+/// Posts one empty buffer, from `cache` (refilled from `pool`), at the head of a ring (`to`:
+/// the ring, its head, the buffers of its posted descriptors); false when the pool is dry
+/// (counted in `nombuf`).
+#[inline(always)]
+fn post_empty(
+    (ring, head, posted): (&RingPtr, &mut u16, &mut MbufFifo),
+    cache: &mut Vec<Mbuf>,
+    pool: &Mempool,
+    counters: &QueueCounters,
+) -> bool {
+    if cache.is_empty() && pool.alloc_bulk(cache, 64) == 0 {
+        counters.nombuf.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    // Fresh from alloc_bulk: nothing to reset.
+    let m = cache.last().expect("cache refilled");
+    let d = Desc {
+        addr: m.data_iova(),
+        len: m.data_room().min(u16::MAX as usize) as u16,
+        flags: DESC_F_AVAIL,
+        ..Default::default()
+    };
+    // Never full here: it holds one buffer per descriptor `tail..head`.
+    let pushed = posted.push_from(cache);
+    debug_assert!(pushed);
+    ring.publish(*head, &d);
+    *head = head.wrapping_add(1);
+    true
+}
+
 impl RxQueue for GuestRxQueue {
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
         let (mut n, mut bytes) = (0, 0u64);
         for _ in 0..self.ready(max) {
             let d = self.ring.read(self.tail);
             self.tail = self.tail.wrapping_add(1);
-            // Moved into place first and filled in there: filling a copy on the stack and then
-            // moving it read back the fields just written in pieces, a store-forwarding stall
-            // per frame (a third of rx_burst at 64 B).
-            let m = self
-                .posted
-                .pop_into(out)
-                .expect("one buffer per posted descriptor");
-            if d.flags & DESC_F_ERROR != 0 || m.set_len(d.len as usize).is_err() {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                out.pop();
-                continue;
+            if let Some(b) = take_completed(&d, &mut self.posted, out, self.qid, &self.counters) {
+                bytes += b;
+                n += 1;
             }
-            d.rx_apply_to(m);
-            m.queue = self.qid;
-            bytes += d.len as u64;
-            n += 1;
         }
         // The direct ring after the queue's own: when the host starts lending, the frames
         // it copied before are older than the first the NIC wrote in place.

@@ -421,18 +421,21 @@ impl NullRxQueue {
         self.next = 0;
         self.seen_gen = gen;
     }
-}
 
-impl RxQueue for NullRxQueue {
-    fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+    /// Whether this queue has frames to hand out, after picking up a changed source.
+    #[inline]
+    fn sourcing(&mut self) -> bool {
         let gen = self.shared.source_gen.load(Ordering::Acquire);
         if gen != self.seen_gen {
             self.reload(gen);
         }
-        if self.templates.is_empty() {
-            return 0;
-        }
-        if self.lent_mode {
+        !self.templates.is_empty()
+    }
+}
+
+impl RxQueue for NullRxQueue {
+    fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
+        if !self.sourcing() || self.lent_mode {
             return 0;
         }
         let first = out.len();
@@ -482,11 +485,7 @@ impl RxQueue for NullRxQueue {
 
     /// Up to `max` source frames, each written into the oldest lent buffer still posted.
     fn rx_lent(&mut self, out: &mut Vec<LentRx>, max: usize) -> usize {
-        let gen = self.shared.source_gen.load(Ordering::Acquire);
-        if gen != self.seen_gen {
-            self.reload(gen);
-        }
-        if self.templates.is_empty() {
+        if !self.sourcing() {
             return 0;
         }
         // A frame that finds no lent buffer posted is not taken and not counted. A NIC would

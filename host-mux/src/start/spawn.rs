@@ -37,25 +37,15 @@ pub(super) struct Spawner<'a> {
 }
 
 impl Spawner<'_> {
-    /// The wake fd of `cluster`'s TX-serving poller.
-    fn tx_wake_of(&self, cluster: usize) -> Arc<EventFd> {
+    /// The wake fd of `cluster`'s poller that is not of role `not` (the TX-serving one for
+    /// `Role::Rx`, the one serving its backend RX queues for `Role::Tx`).
+    fn wake_of(&self, cluster: usize, not: Role) -> Arc<EventFd> {
         let i = self
             .plan
             .pollers
             .iter()
-            .position(|p| p.0 == cluster && p.1 != Role::Rx)
-            .expect("every cluster has a TX-serving poller");
-        self.wakes[i].clone()
-    }
-
-    /// The wake fd of the poller serving `cluster`'s backend RX queues.
-    fn rx_wake_of(&self, cluster: usize) -> Arc<EventFd> {
-        let i = self
-            .plan
-            .pollers
-            .iter()
-            .position(|p| p.0 == cluster && p.1 != Role::Tx)
-            .expect("every cluster has an RX-serving poller");
+            .position(|p| p.0 == cluster && p.1 != not)
+            .expect("every cluster has an RX-serving and a TX-serving poller");
         self.wakes[i].clone()
     }
 
@@ -78,14 +68,14 @@ impl Spawner<'_> {
                 rx: Default::default(),
                 tx: Default::default(),
                 tx_gen: Default::default(),
-                tx_wake: self.tx_wake_of(vm.cluster),
+                tx_wake: self.wake_of(vm.cluster, Role::Rx),
                 data_bar: Arc::new(SharedRegion::new(&vm.name, abi::DATA_BAR_SIZE as usize)?),
                 attached: AtomicBool::new(false),
                 attaches: Default::default(),
                 limits: self.cfg.limits,
                 zero_copy_tx: self.cfg.zero_copy_tx,
                 zero_copy_rx: self.plan.lends_rx(vmi),
-                rx_wake: self.rx_wake_of(vm.cluster),
+                rx_wake: self.wake_of(vm.cluster, Role::Tx),
                 lend_ctl: Default::default(),
                 nic_dma: self.nic_dma.clone(),
             });
