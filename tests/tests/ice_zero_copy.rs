@@ -25,7 +25,8 @@ fn send_all(tx: &mut impl TxQueue, pool: &Mempool, frames: &[Vec<u8>]) {
         while !batch.is_empty() {
             tx.tx_burst(&mut batch);
         }
-        std::thread::sleep(Duration::from_micros(300));
+        // Paced: card A's queue holds 1024 frames while host-mux's poller is off its CPU.
+        std::thread::sleep(Duration::from_micros(500));
     }
 }
 

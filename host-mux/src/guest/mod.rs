@@ -245,6 +245,13 @@ impl Guest {
             }
             guard
         });
+        self.with_both_lending(f)
+    }
+
+    /// [`Guest::with_both`] for a change that takes nothing away (a DMA region added): lent
+    /// buffers stay where they are. A VMM maps guest memory region by region at boot, and
+    /// each take-back would wait for a poller round.
+    fn with_both_lending<R>(&self, f: impl FnOnce(&mut TxPath, &mut RxPath) -> R) -> R {
         let mut tx = self.tx.lock();
         let mut rx = self.rx.lock();
         let r = f(&mut tx, &mut rx);
@@ -288,7 +295,7 @@ impl Guest {
             DmaRegion::map(fd, offset, iova, len, writable, self.nic_dma.as_ref())
                 .map_err(|e| format!("mapping {iova:#x}+{len:#x}: {e}"))?,
         );
-        self.with_both(|tx, rx| {
+        self.with_both_lending(|tx, rx| {
             // Both maps hold the same regions, so what one refuses the other refuses too.
             rx.mem.add(r.clone())?;
             tx.mem.add(r)
