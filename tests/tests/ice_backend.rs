@@ -12,53 +12,20 @@ use ice_driver::{DdpSource, IceDevice, IcePort};
 use ice_model::pci::ModelPci;
 use ice_model::ModelConfig;
 use vdpdk_core::packet::udp_frame;
-use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
+use vdpdk_core::{Mbuf, Mempool, RxQueue, TxQueue};
 
 #[test]
 fn guests_exchange_frames_through_host_mux_on_the_ice_driver() {
     let dir = TempDir::new("icemux");
     let (amac, bmac) = (mac(0xca), mac(0xcb));
-    let (card_a, card_b) = ModelPci::back_to_back(
-        ModelConfig {
-            mac: MacAddr([0x00, 0x1b, 0x21, 0, 0, 0xa]),
-            ..Default::default()
-        },
-        ModelConfig {
-            mac: MacAddr([0x00, 0x1b, 0x21, 0, 0, 0xb]),
-            ..Default::default()
-        },
-    );
     // With the DDP package the card leaves safe mode: a queue per VM, steered by Flow Director.
-    let port = IcePort::open_with(
-        card_a,
-        DdpSource::Bytes(ice_driver::ddp::synthetic_package(2)),
-    )
-    .unwrap();
-    let vms = [("a", amac), ("b", bmac)]
-        .iter()
-        .map(|(n, m)| VmConfig {
-            name: n.to_string(),
-            socket: dir.sock(n),
-            mac: *m,
-            rx_queues: 1,
-            tx_queues: 1,
-            cluster: 0,
-        })
-        .collect();
-    // (`backend` only tells the CLI what to open; HostMux::start takes the port itself.)
-    let cfg = MuxConfig {
-        idle_polls: 64,
-        hw_steering: true,
-        ..MuxConfig::new(BackendConfig::Pair, vms)
-    };
-    let mux = HostMux::start(&cfg, Box::new(port)).unwrap();
-
-    // Card B is the wire.
-    let mut wire = IceDevice::probe(card_b).unwrap();
-    wire.link_up().unwrap();
-    let pool = Mempool::new("wire", 4096, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    let mut w_rx = wire.setup_rx_queue(0, 1024, &pool).unwrap();
-    let mut w_tx = wire.setup_tx_queue(0, 1024).unwrap();
+    let common::ice::IceRig {
+        mux,
+        pool,
+        mut w_rx,
+        mut w_tx,
+        ..
+    } = common::ice::ice_rig(&dir, &[("a", amac), ("b", bmac)], |c| c);
 
     let mut a = GuestProc::spawn(&dir.sock("a"), 1);
     let mut b = GuestProc::spawn(&dir.sock("b"), 1);

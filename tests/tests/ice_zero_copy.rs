@@ -9,9 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use host_mux::{BackendConfig, HostMux, MuxConfig, VmConfig};
-use ice_driver::{DdpSource, IceDevice, IcePort};
-use ice_model::pci::ModelPci;
+use host_mux::{HostMux, MuxConfig};
+use ice_driver::IceDevice;
 use ice_model::ModelConfig;
 use vdpdk_core::packet::udp_frame;
 use vdpdk_core::{MacAddr, Mbuf, Mempool, RxQueue, TxQueue};
@@ -34,46 +33,18 @@ fn send_all(tx: &mut impl TxQueue, pool: &Mempool, frames: &[Vec<u8>]) {
 fn the_card_writes_into_and_reads_from_guest_memory_in_place() {
     let dir = TempDir::new("icezc");
     let (amac, bmac) = (mac(0xda), mac(0xdb));
-    let (card_a, card_b) = ModelPci::back_to_back(
-        ModelConfig {
-            mac: MacAddr([0x00, 0x1b, 0x21, 0, 0, 0xa]),
-            ..Default::default()
-        },
-        ModelConfig {
-            mac: MacAddr([0x00, 0x1b, 0x21, 0, 0, 0xb]),
-            ..Default::default()
-        },
-    );
-    let model_a = card_a.model.clone();
-    let port = IcePort::open_with(
-        card_a,
-        DdpSource::Bytes(ice_driver::ddp::synthetic_package(2)),
-    )
-    .unwrap();
-    let vms = [("a", amac), ("b", bmac)]
-        .iter()
-        .map(|(n, m)| VmConfig {
-            name: n.to_string(),
-            socket: dir.sock(n),
-            mac: *m,
-            rx_queues: 1,
-            tx_queues: 1,
-            cluster: 0,
-        })
-        .collect();
-    let cfg = MuxConfig {
-        idle_polls: 64,
-        hw_steering: true,
+    let common::ice::IceRig {
+        mux,
+        model_a,
+        pool,
+        mut w_rx,
+        mut w_tx,
+        ..
+    } = common::ice::ice_rig(&dir, &[("a", amac), ("b", bmac)], |c| MuxConfig {
         zero_copy_rx: true,
         zero_copy_tx: true,
-        ..MuxConfig::new(BackendConfig::Pair, vms)
-    };
-    let mux = HostMux::start(&cfg, Box::new(port)).unwrap();
-    let mut wire = IceDevice::probe(card_b).unwrap();
-    wire.link_up().unwrap();
-    let pool = Mempool::new("wire", 4096, vdpdk_core::DEFAULT_BUF_SIZE).unwrap();
-    let mut w_rx = wire.setup_rx_queue(0, 1024, &pool).unwrap();
-    let mut w_tx = wire.setup_tx_queue(0, 1024).unwrap();
+        ..c
+    });
 
     let mut a = GuestProc::spawn(&dir.sock("a"), 1);
     let mut b = GuestProc::spawn(&dir.sock("b"), 1);

@@ -30,18 +30,7 @@ const BIG: usize = 1200;
 /// unmapped memory (a read of it faults at once instead of reading stale bytes).
 fn zero_copy_mux(tag: &str) -> (TempDir, host_mux::HostMux, Wire) {
     let dir = TempDir::new(tag);
-    let vms = [
-        Vm {
-            name: "g",
-            mac: mac(GMAC),
-            rxq: 1,
-        },
-        Vm {
-            name: "peer",
-            mac: mac(PEER),
-            rxq: 1,
-        },
-    ];
+    let vms = guest_and_peer(mac(GMAC), mac(PEER));
     let cfg = host_mux::MuxConfig {
         zero_copy_tx: true,
         guard_unmapped: true,

@@ -142,18 +142,7 @@ impl EthDev for SpyPort {
 /// "g" and "peer", guarding unmapped memory (a write to it faults at once).
 fn zero_copy_rx_mux(tag: &str) -> (TempDir, host_mux::HostMux, Wire, Arc<Mutex<Seen>>) {
     let dir = TempDir::new(tag);
-    let vms = [
-        Vm {
-            name: "g",
-            mac: mac(GMAC),
-            rxq: 1,
-        },
-        Vm {
-            name: "peer",
-            mac: mac(PEER),
-            rxq: 1,
-        },
-    ];
+    let vms = guest_and_peer(mac(GMAC), mac(PEER));
     let cfg = host_mux::MuxConfig {
         zero_copy_rx: true,
         hw_steering: true,

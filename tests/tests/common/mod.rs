@@ -2,6 +2,7 @@
 //! processes driven over stdin/stdout.
 #![allow(dead_code)]
 
+pub mod ice;
 pub mod raw;
 
 use std::io::{BufRead, BufReader, Write};
@@ -89,6 +90,22 @@ pub struct Vm {
     pub name: &'static str,
     pub mac: MacAddr,
     pub rxq: u16,
+}
+
+/// Two VMs of one queue each: "g", the one under test, and "peer", its neighbour.
+pub fn guest_and_peer(g: MacAddr, peer: MacAddr) -> [Vm; 2] {
+    [
+        Vm {
+            name: "g",
+            mac: g,
+            rxq: 1,
+        },
+        Vm {
+            name: "peer",
+            mac: peer,
+            rxq: 1,
+        },
+    ]
 }
 
 /// Starts host-mux on a pair backend serving `vms`, returns it and the wire's far end.
