@@ -46,6 +46,15 @@ ready && { log "cache $CACHE is ready"; exit 0; }
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot)"
 T0=$(date +%s)
 mkdir -p "$CACHE/logs"
+# One setup at a time: tests run in parallel, and each may find the cache missing (two at
+# once raced for the host's apt lock and would have built one root over the other). The
+# later one waits here, then finds the cache ready.
+exec 9>"$CACHE/.setup.lock"
+if ! flock -n 9; then
+    log "another setup is preparing $CACHE: waiting for it"
+    flock 9
+fi
+ready && { log "cache $CACHE is ready (prepared meanwhile)"; exit 0; }
 
 mirror() {
     if [ -n "${VDPDK_VM_MIRROR:-}" ]; then echo "$VDPDK_VM_MIRROR"; return; fi

@@ -28,7 +28,6 @@ impl Mempool {
             iova_base: 0,
             lender: Some(lender),
             stride: 0,
-            per_segment: 0,
             count: 0,
             buf_len: 0,
             id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),

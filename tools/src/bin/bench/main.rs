@@ -198,7 +198,11 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     let g_pool = Mempool::new("bench-guest", 16384, vdpdk_core::DEFAULT_BUF_SIZE)?;
     let (g_rx, g_tx) = start_single_queue(&mut port, &g_pool, 1024, false)?;
     let mut peer = VdpdkPort::connect(&peer_sock)?;
-    let (p_rx, p_tx) = start_single_queue(&mut peer, &g_pool, 1024, false)?;
+    // A pool of its own, as a second VM has (its queues keep it): one shared pool would hand
+    // the receiver's buffers, just written by host-mux, to the sender, a cross-core fetch per
+    // frame that two VMs never pay.
+    let p_pool = Mempool::new("bench-peer", 16384, vdpdk_core::DEFAULT_BUF_SIZE)?;
+    let (p_rx, p_tx) = start_single_queue(&mut peer, &p_pool, 1024, false)?;
     let mut rig = Rig {
         g_rx,
         p_rx,
