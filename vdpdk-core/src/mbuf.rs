@@ -121,7 +121,8 @@ impl Mempool {
         }
         if idx > LENT {
             return Err(Error::InvalidArg(format!(
-                "mempool with {count} buffers of {buf_size} B"
+                "mempool with {count} buffers of {buf_size} B: their indexes, with the ones \
+                 skipped at 2 MiB boundaries, pass {LENT}"
             )));
         }
         // Reversed so the first allocations come from the start of the memory.
