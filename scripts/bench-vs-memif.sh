@@ -14,7 +14,9 @@
 # more lent from guest memory, RX written straight into guest buffers).
 # A B A B ..., N pairs (default 5), S seconds of steady state per run (default 5). Prints every
 # run, the medians and the ratio ours/memif for TX, for RX and for guest -> guest (G2G:
-# vdpdk-bench's second guest, switched inside host-mux, against the same pair's memif TX).
+# vdpdk-bench's second guest, switched inside host-mux, against the same pair's memif TX, and
+# against "memif switched": memif in the same three-actor topology, both endpoints in one
+# dpdk-testpmd on CPU 0 and another as an io-forwarding switch between them on CPU 1).
 # Latency: one frame in flight, round trip p50/p99/p99.9, memif then ours, A B A B (--pairs
 # runs each, --samples split over them), both from scripts/latency-probe: memif =
 # vdpdk-memif-probe (a pure-Rust memif client, CPU 0) through a dpdk-testpmd memif server in
@@ -44,7 +46,7 @@ log_dir=""
 result=""
 
 usage() {
-    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     exit 2
 }
 while [ $# -gt 0 ]; do
@@ -270,6 +272,73 @@ memif_run() {
     result=$(printf '%s\n' "$vals" | sed -n "3,${want}p" | awk '{s += $1; n++} END {printf "%.3f", s / n / 1e6}')
 }
 
+# --- one switched memif run: guest -> switch -> guest with C DPDK only ---
+# memif_switch_run SIZE RUN -> $result: frames switched per second (Mpps), the mean over $secs
+# steady seconds. The topology of ours G2G, three actors on two CPUs: one dpdk-testpmd (the
+# switch, forwarding lcore on CPU 1, where ours has host-mux's poller) with two memif server
+# ports in io forwarding (port 0 <-> port 1); another (both endpoints, forwarding lcore on CPU
+# 0, where ours has both guests) with the two matching client ports, also in io forwarding,
+# primed with `start tx_first 16`: 16 bursts of SIZE-byte frames on each port, half of a
+# 1024-slot ring, so frames circle client -> switch -> client both ways without overflowing a
+# ring (one burst in flight is latency-bound, 10.6 Mpps; 32 bursts overflow and drop, 12.5; 16
+# and 24 ran 15.4-16.3). Per frame each CPU then does one memif receive and one memif send, as
+# ours does a guest send and a guest receive on CPU 0 and a switching copy on CPU 1. The
+# number is the switch's Rx-pps of both ports summed.
+memif_switch_run() {
+    local size=$1 run=$2
+    local tag="bvm-$$-sw-$size-$run"
+    local sa="$work/$tag-a.sock" sb="$work/$tag-b.sock"
+    local srv_log="$log_dir/$tag-switch.log" cli_log="$log_dir/$tag-endpoints.log"
+    local cmds="$work/$tag.cmds" fifo="$work/$tag.fifo"
+    local app=(--nb-cores=1 --rxq=1 --txq=1 --burst=32 --total-num-mbufs=16384
+               --txpkts="$size" --forward-mode=io)
+    local limit=$((secs + 30))
+    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@0,1@1 "${memif_eal[@]}" --file-prefix "$tag-s" \
+        --vdev "net_memif0,role=server,id=0,socket=$sa,socket-abstract=no" \
+        --vdev "net_memif1,role=server,id=1,socket=$sb,socket-abstract=no" \
+        -- "${app[@]}" --auto-start --stats-period 1 </dev/null >"$srv_log" 2>&1 &
+    local srv=$!
+    disown "$srv"
+    pids+=("$srv")
+    wait_socket "$sa" "$srv" "$srv_log"
+    wait_socket "$sb" "$srv" "$srv_log"
+    # Interactive, to prime with more than one burst (--tx-first sends one); its stdin is a
+    # FIFO this shell holds open (fd 7), so it never reads an end of file and quits early.
+    echo "start tx_first 16" >"$cmds"
+    rm -f "$fifo"
+    mkfifo "$fifo"
+    exec 7<>"$fifo"
+    timeout -s INT -k 5 "$limit" dpdk-testpmd --lcores 0@1,1@0 "${memif_eal[@]}" --file-prefix "$tag-c" \
+        --vdev "net_memif0,role=client,id=0,socket=$sa,socket-abstract=no" \
+        --vdev "net_memif1,role=client,id=1,socket=$sb,socket-abstract=no" \
+        -- "${app[@]}" -i --cmdline-file="$cmds" <&7 >"$cli_log" 2>&1 &
+    local cli=$!
+    disown "$cli"
+    pids+=("$cli")
+    # The switch prints Rx-pps for port 0 then port 1 every second: sum each pair, skip the
+    # zeros before the links came up, the first (partial) second and one warm-up second.
+    local want=$((secs + 2)) vals="" t=0
+    while :; do
+        vals=$(grep -a 'Rx-pps:' "$srv_log" 2>/dev/null | awk '{print $2}' | paste - - \
+            | awk 'NF == 2 && $1 + $2 > 0 {print $1 + $2}' || true)
+        [ "$(printf '%s\n' "$vals" | grep -c .)" -ge "$want" ] && break
+        sleep 0.5
+        t=$((t + 1))
+        if ! kill -0 "$srv" 2>/dev/null || ! kill -0 "$cli" 2>/dev/null || [ "$t" -gt $((2 * secs + 40)) ]; then
+            tail -n 15 "$srv_log" "$cli_log" >&2
+            exec 7>&-
+            stop_testpmd "$cli" "$cli_log" "the memif endpoints"
+            stop_testpmd "$srv" "$srv_log" "the memif switch"
+            die "switched memif run did not produce $want seconds of traffic (logs above)"
+        fi
+    done
+    exec 7>&-
+    stop_testpmd "$cli" "$cli_log" "dpdk-testpmd (memif endpoints, switched $size B run $run)"
+    stop_testpmd "$srv" "$srv_log" "dpdk-testpmd (memif switch, switched $size B run $run)"
+    rm -f "$sa" "$sb" "$cmds" "$fifo"
+    result=$(printf '%s\n' "$vals" | sed -n "3,${want}p" | awk '{s += $1; n++} END {printf "%.3f", s / n / 1e6}')
+}
+
 # run_to_end LIMIT LOG CMD...: one of our programs, bounded by LIMIT seconds, output to LOG;
 # its pid stays in $pids while it runs (the EXIT trap stops it), and a failure ends the script
 # with the tail of LOG.
@@ -384,33 +453,35 @@ echo "C DPDK: Debian dpdk-dev $dpdk_version, dpdk-testpmd + net_memif (copy mode
 echo "ours:   vdpdk-bench ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), 2 guests, host-mux on the null wire, then on the pair wire, batch 32, guests' thread CPU 0, poller CPU 1"
 echo "$pairs pairs per size, memif then ours, $secs s of steady state per run; logs in $log_dir"
 echo
-declare -A m_tx m_rx o_tx o_rx o_g2g p_tx p_rx p_g2g z_tx z_rx
+declare -A m_tx m_rx m_sw o_tx o_rx o_g2g p_tx p_rx p_g2g z_tx z_rx
 for size in "${size_list[@]}"; do
     for run in $(seq "$pairs"); do
         memif_run tx "$size" "$run"; a=$result
         memif_run rx "$size" "$run"; b=$result
+        memif_switch_run "$size" "$run"; sw=$result
         ours_run "$size" "$run" null; read -r c d e <<<"$result"
         ours_run "$size" "$run" pair; read -r f g h <<<"$result"
         ours_zc_run "$size" "$run"; read -r z zr <<<"$result"
-        m_tx[$size]+="$a "; m_rx[$size]+="$b "
+        m_tx[$size]+="$a "; m_rx[$size]+="$b "; m_sw[$size]+="$sw "
         o_tx[$size]+="$c "; o_rx[$size]+="$d "; o_g2g[$size]+="$e "
         p_tx[$size]+="$f "; p_rx[$size]+="$g "; p_g2g[$size]+="$h "
         z_tx[$size]+="$z "; z_rx[$size]+="$zr "
-        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f  |  ours null wire TX %7.3f  RX %7.3f  G2G %7.3f  zero-copy TX %7.3f  RX %7.3f  |  pair wire TX %7.3f  RX %7.3f  G2G %7.3f Mpps\n' \
-            "$run" "$size" "$a" "$b" "$c" "$d" "$e" "$z" "$zr" "$f" "$g" "$h"
+        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f  switched %7.3f  |  ours null wire TX %7.3f  RX %7.3f  G2G %7.3f  zero-copy TX %7.3f  RX %7.3f  |  pair wire TX %7.3f  RX %7.3f  G2G %7.3f Mpps\n' \
+            "$run" "$size" "$a" "$b" "$sw" "$c" "$d" "$e" "$z" "$zr" "$f" "$g" "$h"
     done
 done
 
 echo
 printf '%-6s %-14s %14s %14s %12s\n' bytes dir "memif Mpps" "ours Mpps" "ours/memif"
 for size in "${size_list[@]}"; do
-    for dir in TX RX G2G "TX zero-copy" "RX zero-copy" "TX pair wire" "RX pair wire"; do
+    for dir in TX RX G2G "G2G switched" "TX zero-copy" "RX zero-copy" "TX pair wire" "RX pair wire"; do
         case $dir in
             TX) m=${m_tx[$size]} o=${o_tx[$size]} ;;
             "TX zero-copy") m=${m_tx[$size]} o=${z_tx[$size]} ;;
             "RX zero-copy") m=${m_rx[$size]} o=${z_rx[$size]} ;;
             RX) m=${m_rx[$size]} o=${o_rx[$size]} ;;
             G2G) m=${m_tx[$size]} o="${o_g2g[$size]}${p_g2g[$size]}" ;;
+            "G2G switched") m=${m_sw[$size]} o="${o_g2g[$size]}${p_g2g[$size]}" ;;
             "TX pair wire") m=${m_tx[$size]} o=${p_tx[$size]} ;;
             "RX pair wire") m=${m_rx[$size]} o=${p_rx[$size]} ;;
         esac
@@ -422,7 +493,9 @@ done
 echo "(medians of $pairs interleaved runs each; TX = guest/client transmits, RX = guest/client receives;"
 echo " TX/RX: host-mux on the null wire, two actors on two CPUs as memif's; pair wire: its far end"
 echo " runs on the guest's CPU too; G2G = ours guest -> guest, switched inside host-mux, from both"
-echo " runs, against memif TX (one process sends, the other receives); TX/RX zero-copy: host-mux's"
+echo " runs, against memif TX (one process sends, the other receives); G2G switched: the same ours"
+echo " G2G against memif in its topology (both endpoints in one testpmd on CPU 0, a testpmd io"
+echo " switch on CPU 1 between them, frames circling both ways); TX/RX zero-copy: host-mux's"
 echo " zero_copy_tx and zero_copy_rx on the null wire: TX frames of 1024 B and more lent from guest"
 echo " memory, RX frames written by the wire straight into the guest's buffers)"
 

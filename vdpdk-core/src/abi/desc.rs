@@ -264,6 +264,18 @@ impl RingPtr {
         }
     }
 
+    /// Like [`RingPtr::prefetch_for_write`], for the descriptors a producer posts next, from
+    /// `idx` on: it starts at the first line boundary at or after `idx`, so the line still
+    /// holding descriptors just handed over (which the peer is about to read) is left alone.
+    #[inline]
+    pub fn prefetch_next_for_write(&self, idx: u16, n: u16) {
+        let per_line = (64 / DESC_SIZE) as u16;
+        let skip = idx.wrapping_neg() & (per_line - 1);
+        if n > skip {
+            self.prefetch_for_write(idx.wrapping_add(skip), n - skip);
+        }
+    }
+
     /// Copies the whole descriptor out (call after `flags` showed the caller owns it).
     #[inline]
     pub fn read(&self, idx: u16) -> Desc {
