@@ -518,10 +518,13 @@ impl TxQueue for GuestTxQueue {
             sent += 1;
         }
         self.counters.add(sent as u64, bytes);
-        // The lines of the next burst's descriptors (as many as this one), which the host
-        // read a lap ago, are fetched for writing now, while the application makes its next
-        // frames: the burst's stores then find them owned.
-        self.ring.prefetch_next_for_write(self.head, n as u16);
+        // The lines of the next burst's descriptors (as many as this one, and only slots the
+        // host is done with: the rest it has yet to read), which the host read a lap ago, are
+        // fetched for writing now, while the application makes its next frames: the burst's
+        // stores then find them owned (docs/BENCH.md, session 15: tx_burst -15% per frame).
+        let free = self.size - self.head.wrapping_sub(self.tail);
+        self.ring
+            .prefetch_next_for_write(self.head, (n as u16).min(free));
         // Pairs with the host's fence after raising the kick request before its last poll.
         fence(Ordering::SeqCst);
         let kick = bar_flag(
