@@ -243,8 +243,8 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     }
     for rep in 0..args.repeats {
         for r in results.iter_mut() {
-            // A poller that often finds nothing to do waits for the guest's side, not the
-            // other way round: the figure says which side a change should speed up.
+            // The poller's idle share counts rounds, not time (an idle round is short), so it
+            // only hints at which side binds; `--cycles` measures the guest's waiting.
             let (mpps, idle, clock) = run_one(&mut rig, &mux, r.0, r.1, dur, args.cycles);
             eprintln!(
                 "  run {}: {} {:>4} B: {mpps:.2} Mpps (poller rounds that found nothing: {:.0}%)",
