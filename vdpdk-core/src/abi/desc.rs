@@ -251,16 +251,32 @@ impl RingPtr {
     /// cross-core transfers instead of waiting for each in turn.
     #[inline]
     pub fn prefetch_for_write(&self, idx: u16, n: u16) {
+        self.each_line(idx, n, crate::dma::prefetch_write);
+    }
+
+    /// Starts fetching, for reading, the lines of the `n` completed descriptors from `idx`
+    /// (at most the whole ring): a guest about to take a burst of completions overlaps the
+    /// cross-core transfers of their lines instead of waiting for each in turn. A last line
+    /// that also holds descriptors still to complete is left to the host writing it.
+    #[inline]
+    pub fn prefetch_completed(&self, idx: u16, n: u16) {
+        self.each_line(idx, whole_lines(idx, n), crate::dma::prefetch);
+    }
+
+    /// Calls `f` with an address in each line holding the `n` descriptors from `idx` (at most
+    /// the whole ring).
+    #[inline(always)]
+    fn each_line(&self, idx: u16, n: u16, f: impl Fn(*const u8)) {
         let n = n.min(self.size());
         let per_line = (64 / DESC_SIZE) as u16;
         let mut i = 0;
         while i < n {
-            crate::dma::prefetch_write(self.slot(idx.wrapping_add(i)).cast());
+            f(self.slot(idx.wrapping_add(i)).cast());
             i += per_line;
         }
         // From an index in mid-line, the last descriptor may start a line the steps missed.
         if n > 0 {
-            crate::dma::prefetch_write(self.slot(idx.wrapping_add(n - 1)).cast());
+            f(self.slot(idx.wrapping_add(n - 1)).cast());
         }
     }
 
@@ -328,6 +344,13 @@ impl RingPtr {
         self.flags_atomic(idx)
             .store(flags & !DESC_F_AVAIL, Ordering::Release);
     }
+}
+
+/// Of the `n` descriptors from `idx`, how many there are up to the end of the last line
+/// they fill whole (a line they share with the descriptors after them is left out).
+fn whole_lines(idx: u16, n: u16) -> u16 {
+    let per_line = (64 / DESC_SIZE) as u16;
+    n.saturating_sub(idx.wrapping_add(n) & (per_line - 1))
 }
 
 #[cfg(test)]
@@ -420,5 +443,43 @@ mod tests {
         assert!(!valid_ring_size(16));
         assert!(!valid_ring_size(8192));
         assert!(!valid_ring_size(0));
+    }
+
+    #[test]
+    fn completed_lines_shared_with_pending_descriptors_are_left_out() {
+        // Two descriptors a line: a burst ending mid-line stops before that line.
+        assert_eq!(whole_lines(0, 4), 4);
+        assert_eq!(whole_lines(0, 3), 2);
+        assert_eq!(whole_lines(1, 3), 3, "ends on a line boundary");
+        assert_eq!(whole_lines(1, 2), 1);
+        assert_eq!(whole_lines(5, 0), 0);
+        assert_eq!(
+            whole_lines(0, 1),
+            0,
+            "one descriptor in a line still being filled"
+        );
+        assert_eq!(whole_lines(u16::MAX, 1), 1, "across the index wrap");
+    }
+
+    #[test]
+    fn each_line_visits_every_line_of_the_descriptors_once_at_least() {
+        let mut mem = vec![0u64; 32 * DESC_SIZE / 8];
+        // SAFETY: the vector holds 32 descriptors and outlives the ring.
+        let r = unsafe { RingPtr::new(mem.as_mut_ptr().cast(), 32) };
+        let base = mem.as_ptr() as usize;
+        let lines = |idx: u16, n: u16| {
+            let seen = std::cell::RefCell::new(Vec::new());
+            r.each_line(idx, n, |p| seen.borrow_mut().push((p as usize - base) / 64));
+            let mut v = seen.into_inner();
+            v.dedup();
+            v
+        };
+        assert_eq!(lines(0, 4), [0, 1]);
+        assert_eq!(lines(1, 3), [0, 1], "from mid-line");
+        assert_eq!(lines(1, 4), [0, 1, 2], "the last descriptor's line too");
+        assert_eq!(lines(30, 4), [15, 0], "around the ring");
+        assert_eq!(lines(31, 4), [15, 0, 1]);
+        assert_eq!(lines(0, 100).len(), 16, "never more than the ring");
+        assert!(lines(3, 0).is_empty());
     }
 }
