@@ -9,7 +9,8 @@
 //!   fuzzed descriptor fields: what it accepts must be safe for what the poller then does
 //!   (software checksums over `len` bytes; TSO cut into `nseg` segments of at most `mss`
 //!   payload bytes, each within `max_frame`), run here on a frame of the descriptor's length
-//!   with the real `fill_tx_checksums` / `finish_tcp_segment`.
+//!   with the real `fill_tx_checksums` / `finish_tcp_segment`; and on raw ring bytes read as
+//!   the poller reads a posted descriptor (`Desc::from_posted_bytes`).
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -111,6 +112,9 @@ struct TxCase {
     /// The poller's `max_frame` is `MAX_FRAME.min(pool buffer size - headroom)`.
     max_frame: Option<u16>,
     frame_seed: Vec<u8>,
+    /// When set, the request comes from these ring bytes, read as the poller reads a posted
+    /// descriptor, instead of from the fields above.
+    ring: Option<[u8; 16]>,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -274,6 +278,23 @@ const CSUM: OlFlags = OlFlags::TX_IP_CKSUM
     .union(OlFlags::TX_UDP_CKSUM);
 
 fn tx_case(c: TxCase) {
+    let c = match c.ring {
+        Some(raw) => {
+            let d = Desc::from_posted_bytes(raw);
+            assert!(d.fits_posted(), "ring bytes read as {d:?}");
+            TxCase {
+                flags: Flags::Desc(d.ol_flags),
+                l2_len: d.l2_len,
+                l3_len: d.l3_len,
+                l4_len: d.l4_len,
+                tso_segsz: d.tso_segsz,
+                len: d.len,
+                ring: None,
+                ..c
+            }
+        }
+        None => c,
+    };
     let flags = match c.flags {
         Flags::Desc(ol) => Desc::tx_ol_to_mbuf(ol),
         Flags::Raw(f) => OlFlags::from_bits_retain(f),

@@ -135,7 +135,7 @@ impl GuestRxQueue {
         // bursts gained nothing (G2G 0.96-0.99).
         d.ring.prefetch_completed(d.tail, ready as u16);
         for _ in 0..ready {
-            let desc = d.ring.read(d.tail);
+            let desc = d.ring.read_completed(d.tail);
             d.tail = d.tail.wrapping_add(1);
             if let Some(b) = take_completed(&desc, &mut d.posted, out, self.qid, &self.counters) {
                 bytes += b;
@@ -268,7 +268,7 @@ impl RxQueue for GuestRxQueue {
     fn rx_burst(&mut self, out: &mut Vec<Mbuf>, max: usize) -> usize {
         let (mut n, mut bytes) = (0, 0u64);
         for _ in 0..self.ready(max) {
-            let d = self.ring.read(self.tail);
+            let d = self.ring.read_completed(self.tail);
             self.tail = self.tail.wrapping_add(1);
             if let Some(b) = take_completed(&d, &mut self.posted, out, self.qid, &self.counters) {
                 bytes += b;
@@ -511,6 +511,12 @@ impl TxQueue for GuestTxQueue {
                 l4_len: t.l4_len,
                 ..Default::default()
             };
+            // Header lengths or a segment size wider than the descriptor's fields: refused,
+            // not sent with a request the application did not make.
+            if !d.fits_posted() {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             // One descriptor carries one buffer: the port offers no MULTI_SEGS, and a chain
             // is refused rather than sent truncated.
             let Ok(parked) = m.park() else {

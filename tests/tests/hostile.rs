@@ -47,11 +47,21 @@ fn hostile_guest_is_refused_and_counted_while_neighbour_keeps_traffic() {
         raw.ctrl(999, [0; 4], &[], 0).0,
         CtrlStatus::UnknownOp as u32
     );
-    let (s, m, _) = raw.ctrl(CtrlOp::Negotiate as u32, [2 << 16, 0, 0, 0], &[], 0);
+    let (s, m, _) = raw.ctrl(
+        CtrlOp::Negotiate as u32,
+        [(ABI_MAJOR as u64 + 1) << 16, 0, 0, 0],
+        &[],
+        0,
+    );
     assert_eq!(s, CtrlStatus::Version as u32, "{m}");
-    let (s, _, _) = raw.ctrl(CtrlOp::Negotiate as u32, [1 << 16, 1 << 40, 0, 0], &[], 0);
+    let (s, _, _) = raw.ctrl(
+        CtrlOp::Negotiate as u32,
+        [(ABI_MAJOR as u64) << 16, 1 << 40, 0, 0],
+        &[],
+        0,
+    );
     assert_eq!(s, CtrlStatus::Version as u32, "unknown feature bits");
-    raw.ok(CtrlOp::Negotiate, [1 << 16, 0, 0, 0]);
+    raw.ok(CtrlOp::Negotiate, [(ABI_MAJOR as u64) << 16, 0, 0, 0]);
     assert_eq!(
         raw.ctrl(CtrlOp::Configure as u32, [65, 1, 0, 0], &[], 0).0,
         CtrlStatus::InvalidArg as u32
@@ -220,7 +230,7 @@ fn hostile_guest_is_refused_and_counted_while_neighbour_keeps_traffic() {
     assert_ne!(rx.flags(0) & DESC_F_ERROR, 0);
     assert_ne!(rx.flags(1) & DESC_F_ERROR, 0);
     assert_eq!(rx.flags(2) & DESC_F_ERROR, 0);
-    assert_eq!(rx.read(2).len, 200);
+    assert_eq!(rx.read_completed(2).len, 200);
     assert_eq!(evil(StatsIndex::RxBadDesc), 2);
     assert!(
         evil(StatsIndex::CtrlErrors) >= 15,

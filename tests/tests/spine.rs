@@ -259,6 +259,7 @@ fn rx_interrupt_wakes_a_sleeping_guest() {
 fn driver_and_device_of_different_abi_majors_refuse_each_other() {
     use guest_pmd::{OpenOptions, VdpdkPort};
     use std::sync::Arc;
+    use vdpdk_core::abi::{ABI_MAJOR, ABI_MINOR};
     use vdpdk_core::Error;
     let dir = TempDir::new("version");
     let (mux, _wire) = start_mux(
@@ -270,23 +271,31 @@ fn driver_and_device_of_different_abi_majors_refuse_each_other() {
         }],
     );
     let connect = || Arc::new(vdpdk_pci::VfioUserPci::connect(&dir.sock("a")).unwrap());
-    // The driver sees the device's major in the info block and refuses first.
+    // A driver of the next major: it sees the device's major in the info block and refuses
+    // first.
+    let (ours, next) = (ABI_MAJOR, ABI_MAJOR + 1);
     let opts = OpenOptions {
-        abi_major: 2,
+        abi_major: next,
         ..Default::default()
     };
     match VdpdkPort::open_with(connect(), opts) {
-        Err(Error::Version(m)) => assert!(m.contains("ABI 1.0") && m.contains("2.x"), "{m}"),
+        Err(Error::Version(m)) => assert!(
+            m.contains(&format!("ABI {ours}.{ABI_MINOR}")) && m.contains(&format!("{next}.x")),
+            "{m}"
+        ),
         other => panic!("expected a version error, got {:?}", other.map(|_| ())),
     }
     // A driver that insists is refused by the device, with the reason.
     let opts = OpenOptions {
-        abi_major: 2,
+        abi_major: next,
         skip_version_check: true,
         ..Default::default()
     };
     match VdpdkPort::open_with(connect(), opts) {
-        Err(Error::Version(m)) => assert!(m.contains("2.x") && m.contains("1.x"), "{m}"),
+        Err(Error::Version(m)) => assert!(
+            m.contains(&format!("{next}.x")) && m.contains(&format!("{ours}.x")),
+            "{m}"
+        ),
         other => panic!("expected a version error, got {:?}", other.map(|_| ())),
     }
     // Requesting a feature the device does not offer is refused too.

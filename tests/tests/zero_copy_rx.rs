@@ -351,7 +351,7 @@ fn a_guest_that_dies_gets_its_buffers_back_from_the_wire() {
 fn a_hostile_direct_ring_is_refused_piece_by_piece_and_hurts_nobody_else() {
     use common::raw::Raw;
     use vdpdk_core::abi::desc::{Desc, RingPtr, DESC_F_AVAIL, DESC_F_ERROR};
-    use vdpdk_core::abi::{CtrlOp, CtrlStatus, StatsIndex};
+    use vdpdk_core::abi::{CtrlOp, CtrlStatus, StatsIndex, ABI_MAJOR};
 
     let (dir, mux, mut wire, seen) = zero_copy_rx_mux("zc-rx-hostile");
     let mut g = Raw::connect(&dir.sock("g"));
@@ -363,7 +363,12 @@ fn a_hostile_direct_ring_is_refused_piece_by_piece_and_hurts_nobody_else() {
     // Not negotiated yet, then negotiated without it.
     g.ok(
         CtrlOp::Negotiate,
-        [1 << 16, Features::RX_DONE_INDEX.bits(), 0, 0],
+        [
+            (ABI_MAJOR as u64) << 16,
+            Features::RX_DONE_INDEX.bits(),
+            0,
+            0,
+        ],
     );
     g.ok(CtrlOp::Configure, [1, 1, 0, 0]);
     refused(
@@ -372,7 +377,10 @@ fn a_hostile_direct_ring_is_refused_piece_by_piece_and_hurts_nobody_else() {
         "RX_ZERO_COPY was not negotiated",
     );
     let zc = Features::RX_ZERO_COPY | Features::RX_DONE_INDEX;
-    g.ok(CtrlOp::Negotiate, [1 << 16, zc.bits(), 0, 0]);
+    g.ok(
+        CtrlOp::Negotiate,
+        [(ABI_MAJOR as u64) << 16, zc.bits(), 0, 0],
+    );
     g.ok(CtrlOp::Configure, [1, 1, 0, 0]);
     let mem = vdpdk_core::DmaMemory::alloc_with("zc-hostile", 1 << 20, false).unwrap();
     g.dev.dma_map(&mem).unwrap();
@@ -381,9 +389,9 @@ fn a_hostile_direct_ring_is_refused_piece_by_piece_and_hurts_nobody_else() {
     g.ok(CtrlOp::RxqSetup, [0, base + 4096, 64, 0]);
     g.ok(CtrlOp::TxqSetup, [0, base, 64, 0]);
     refused(&mut g, [1, base + 8192, 64, 0], "only queue 0");
-    refused(&mut g, [0, base + 8192 + 8, 64, 0], "32-byte aligned");
+    refused(&mut g, [0, base + 8192 + 8, 64, 0], "16-byte aligned");
     refused(&mut g, [0, base + 8192, 48, 0], "power of two");
-    refused(&mut g, [0, base + (1 << 20) - 1024, 64, 0], "not inside");
+    refused(&mut g, [0, base + (1 << 20) - 512, 64, 0], "not inside");
     g.ok(CtrlOp::RxqDirectSetup, [0, base + 8192, 64, 0]);
     g.ok(CtrlOp::Start, [0; 4]);
     // SAFETY: 64 descriptors at 8 KiB into our own 1 MiB mapping.

@@ -311,7 +311,7 @@ mod tests {
         post(&rx, 0, 0, desc(BUF, 2048));
         assert_eq!(deliver_one(&mut rx, &mbuf(&pool, &f)), Some(0));
         let q = rx.queues[0].as_ref().unwrap();
-        let d = q.ring.read(0);
+        let d = q.ring.read_completed(0);
         assert_eq!((d.len, d.flags & (DESC_F_AVAIL | DESC_F_ERROR)), (60, 0));
         assert_eq!(q.next, 1);
         drop(rx);
@@ -349,7 +349,7 @@ mod tests {
         for (i, d) in bad.into_iter().enumerate() {
             post(&rx, 0, i as u16, d);
             assert_eq!(deliver_one(&mut rx, &m), None);
-            let d = rx.queues[0].as_ref().unwrap().ring.read(i as u16);
+            let d = rx.queues[0].as_ref().unwrap().ring.read_completed(i as u16);
             assert_eq!((d.len, d.flags), (0, DESC_F_ERROR), "descriptor {i}");
         }
         assert_eq!(rx.queues[0].as_ref().unwrap().next, 4);

@@ -451,7 +451,7 @@ fn check_ring(iova: u64, size: u64) -> Result<u64, Refusal> {
     if !iova.is_multiple_of(DESC_SIZE as u64) {
         return fail(
             CtrlStatus::InvalidArg,
-            format!("ring IOVA {iova:#x} is not 32-byte aligned"),
+            format!("ring IOVA {iova:#x} is not {DESC_SIZE}-byte aligned"),
         );
     }
     Ok(size * DESC_SIZE as u64)
@@ -672,7 +672,7 @@ mod tests {
             "aligned",
         );
         // Before the map, straddling its end, and far outside it (wrapping).
-        for iova in [RAM - 0x800, RAM + 0x10000 - 0x400, u64::MAX - 31] {
+        for iova in [RAM - 0x800, RAM + 0x10000 - 0x200, u64::MAX - 31] {
             let r = b.op(setup, [0, iova, 64, 0]);
             refused(&r, CtrlStatus::InvalidArg, "not inside the guest's DMA map");
         }
@@ -683,7 +683,7 @@ mod tests {
         let q = rx.queues[1].as_ref().expect("set up");
         assert_eq!(
             (q.ring_iova, q.ring_len, q.ring.size()),
-            (RAM + 0x800, 64 * 32, 64)
+            (RAM + 0x800, 64 * DESC_SIZE as u64, 64)
         );
     }
 

@@ -270,10 +270,10 @@ mod tests {
         // The backend fills them in order; one out of order is not taken.
         assert!(!d.complete(&filled(&lent[1], 60)), "not the oldest");
         assert!(d.complete(&filled(&lent[0], 100)));
-        let c = ring.read(1);
+        let c = ring.read_completed(1);
         assert_eq!((c.len, c.flags & DESC_F_AVAIL), (100, 0));
         assert!(d.complete(&filled(&lent[1], 60)));
-        assert_eq!(ring.read(2).len, 60);
+        assert_eq!(ring.read_completed(2).len, 60);
         let region = rx.mem.region_holding(BUF, 1).unwrap();
         let pinned = Arc::strong_count(&region);
         // Taken back: the last one is posted still, and lent again from there.

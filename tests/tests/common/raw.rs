@@ -97,7 +97,10 @@ impl Raw {
 
     /// [`Raw::bring_up`], agreeing on `features`.
     pub fn bring_up_with(&mut self, name: &str, features: Features) -> RawQueues {
-        self.ok(CtrlOp::Negotiate, [1 << 16, features.bits(), 0, 0]);
+        self.ok(
+            CtrlOp::Negotiate,
+            [(ABI_MAJOR as u64) << 16, features.bits(), 0, 0],
+        );
         self.ok(CtrlOp::Configure, [1, 1, 0, 0]);
         let mem = DmaMemory::alloc_with(name, RAW_MEM, false).unwrap();
         self.dev.dma_map(&mem).unwrap();

@@ -1,21 +1,33 @@
 //! Descriptors and the ownership-passing ring.
 //!
-//! A ring is `size` (a power of two) 32-byte descriptors in guest DMA memory. Each side keeps its
-//! own free-running 16-bit index; the slot is `index & (size - 1)`. Ownership moves with the
-//! `AVAIL` flag: the guest fills a descriptor and stores `AVAIL` with Release; the host loads
-//! `AVAIL` with Acquire, copies the descriptor out, does the work, writes the results and clears
-//! `AVAIL` with Release; the guest sees the cleared flag with Acquire and takes the slot back.
+//! A ring is `size` (a power of two) 16-byte descriptors in guest DMA memory, four to a cache
+//! line. Each side keeps its own free-running 16-bit index; the slot is `index & (size - 1)`.
+//! Ownership moves with the `AVAIL` flag: the guest fills a descriptor and stores `AVAIL` with
+//! Release; the host loads `AVAIL` with Acquire, copies the descriptor out, does the work,
+//! writes the results and clears `AVAIL` with Release; the guest sees the cleared flag with
+//! Acquire and takes the slot back.
 //!
 //! - TX: the guest posts a packet buffer; the host copies it out and clears AVAIL.
 //! - RX: the guest posts an empty buffer (`len` = its capacity); the host copies a packet in,
 //!   sets `len` and the RX metadata, and clears AVAIL.
 //!
+//! A descriptor has two formats, as a NIC's do: the **posted** format the guest writes (a
+//! buffer's address, TX offload requests packed beside it) and the **completed** format the
+//! host writes over an RX descriptor (metadata where the address was; the guest keeps its own
+//! record of which buffer sits in which slot). Four to a line rather than two halves the lines
+//! that cross between the two cores per frame (docs/BENCH.md, session 16).
+//!
+//! | bytes | posted (guest writes) | completed RX (host writes) |
+//! | --- | --- | --- |
+//! | 0..8 | buffer IOVA | packet type (0..4), MARK id (4..8) |
+//! | 8..10 | TX: frame length; RX: buffer capacity | frame length |
+//! | 10..12 | `DESC_F_*` (bits 0-1), TX: TSO segment size (bits 2-15) | `DESC_F_*` |
+//! | 12..16 | TX: offload request (bits 0-5), `l2_len` (6-12), `l3_len` (13-21), `l4_len` (22-29) | `DESC_OL_RX_*` |
+//!
 //! Neither side ever forms a reference to ring memory except the atomic flag word: descriptors
 //! are copied out with volatile reads and written with volatile writes.
 
 use std::sync::atomic::{AtomicU16, Ordering};
-
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::mbuf::{Mbuf, OlFlags, PacketType};
 
@@ -23,6 +35,9 @@ use crate::mbuf::{Mbuf, OlFlags, PacketType};
 pub const DESC_F_AVAIL: u16 = 1 << 0;
 /// Set by the host on completion when it refused the descriptor (bad IOVA or length).
 pub const DESC_F_ERROR: u16 = 1 << 1;
+/// The bits of the flag word that are `DESC_F_*`; above them a posted TX descriptor carries
+/// its TSO segment size.
+const DESC_F_MASK: u16 = DESC_F_AVAIL | DESC_F_ERROR;
 
 // Descriptor offload bits (`Desc::ol_flags`).
 /// RX: the device checked the IPv4 header checksum and it is right.
@@ -48,13 +63,29 @@ pub const DESC_OL_TX_UDP_CKSUM: u32 = 1 << 20;
 /// TX: segment the TCP payload into `tso_segsz`-byte segments.
 pub const DESC_OL_TX_TCP_SEG: u32 = 1 << 21;
 
-/// A TX or RX descriptor.
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
+/// Where the TX request bits (`DESC_OL_TX_*`) sit in `Desc::ol_flags`; in a posted
+/// descriptor they are the offload word's six low bits.
+const TX_OL_SHIFT: u32 = 16;
+const TX_OL_BITS: u32 = 0x3f;
+/// The header lengths in a posted descriptor's offload word: shift and width.
+const L2_LEN: (u32, u32) = (6, 7);
+const L3_LEN: (u32, u32) = (13, 9);
+const L4_LEN: (u32, u32) = (22, 8);
+/// The TSO segment size in a posted descriptor's flag word: shift and width.
+const TSO_SEGSZ: (u32, u32) = (2, 14);
+
+/// Largest `l2_len` a descriptor carries.
+pub const MAX_L2_LEN: u8 = (1 << L2_LEN.1) - 1;
+/// Largest `l3_len` a descriptor carries.
+pub const MAX_L3_LEN: u16 = (1 << L3_LEN.1) - 1;
+/// Largest `tso_segsz` a descriptor carries.
+pub const MAX_TSO_SEGSZ: u16 = (1 << TSO_SEGSZ.1) - 1;
+
+/// A TX or RX descriptor, unpacked: what one side puts into a ring slot or gets out of it
+/// ([`RingPtr::publish`], [`RingPtr::read`], [`RingPtr::read_completed`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Desc {
-    /// IOVA of the buffer in the guest's DMA address space.
+    /// IOVA of the buffer in the guest's DMA address space (posted descriptors).
     pub addr: u64,
     /// TX: frame length. RX: buffer capacity when posted, frame length when completed.
     pub len: u16,
@@ -62,9 +93,9 @@ pub struct Desc {
     pub flags: u16,
     /// `DESC_OL_*`.
     pub ol_flags: u32,
-    /// `PacketType` (RX).
+    /// `PacketType` (completed RX).
     pub packet_type: u32,
-    /// Flow MARK id (RX, with `DESC_OL_RX_MARK`).
+    /// Flow MARK id (completed RX, with `DESC_OL_RX_MARK`).
     pub mark: u32,
     /// TX with `DESC_OL_TX_TCP_SEG`: TCP payload bytes per segment (MSS).
     pub tso_segsz: u16,
@@ -74,14 +105,75 @@ pub struct Desc {
     pub l4_len: u8,
     /// TX offloads: IP header bytes, options included.
     pub l3_len: u16,
-    /// Zero.
-    pub _rsvd: u16,
+}
+
+/// A descriptor as it lies in the ring (see the module docs for its two formats).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawDesc {
+    /// Posted: the buffer IOVA. Completed RX: packet type (low half), MARK id (high half).
+    word: u64,
+    len: u16,
+    /// `DESC_F_*`, and a posted TX descriptor's TSO segment size above them.
+    flags: u16,
+    /// Posted TX: request bits and header lengths. Completed RX: `DESC_OL_RX_*`.
+    meta: u32,
 }
 /// Bytes of one descriptor.
-pub const DESC_SIZE: usize = 32;
-const _: () = assert!(size_of::<Desc>() == DESC_SIZE);
-const _: () = assert!(std::mem::offset_of!(Desc, flags) == 10);
-const _: () = assert!(std::mem::offset_of!(Desc, mark) == 20);
+pub const DESC_SIZE: usize = 16;
+const _: () = assert!(size_of::<RawDesc>() == DESC_SIZE);
+const _: () = assert!(std::mem::offset_of!(RawDesc, flags) == 10);
+
+/// `width` bits of `v` from `shift` on.
+#[inline(always)]
+fn field(v: u32, (shift, width): (u32, u32)) -> u32 {
+    (v >> shift) & ((1 << width) - 1)
+}
+
+impl RawDesc {
+    /// The posted format of `d` (its RX results, which that format has no room for, left out).
+    #[inline(always)]
+    fn posted(d: &Desc) -> RawDesc {
+        RawDesc {
+            word: d.addr,
+            len: d.len,
+            flags: (d.flags & DESC_F_MASK) | (d.tso_segsz << TSO_SEGSZ.0),
+            meta: (d.ol_flags >> TX_OL_SHIFT) & TX_OL_BITS
+                | (d.l2_len as u32) << L2_LEN.0
+                | (d.l3_len as u32) << L3_LEN.0
+                | (d.l4_len as u32) << L4_LEN.0,
+        }
+    }
+
+    /// A posted descriptor, unpacked. Any bytes make one (the values are the guest's).
+    #[inline(always)]
+    fn unpack_posted(self) -> Desc {
+        Desc {
+            addr: self.word,
+            len: self.len,
+            flags: self.flags & DESC_F_MASK,
+            ol_flags: (self.meta & TX_OL_BITS) << TX_OL_SHIFT,
+            tso_segsz: field(self.flags as u32, TSO_SEGSZ) as u16,
+            l2_len: field(self.meta, L2_LEN) as u8,
+            l3_len: field(self.meta, L3_LEN) as u16,
+            l4_len: field(self.meta, L4_LEN) as u8,
+            ..Desc::default()
+        }
+    }
+
+    /// A completed RX descriptor, unpacked.
+    #[inline(always)]
+    fn unpack_completed(self) -> Desc {
+        Desc {
+            len: self.len,
+            flags: self.flags & DESC_F_MASK,
+            ol_flags: self.meta,
+            packet_type: self.word as u32,
+            mark: (self.word >> 32) as u32,
+            ..Desc::default()
+        }
+    }
+}
 
 /// Mbuf TX offload flags and the descriptor bits that carry them.
 const TX_OL_MAP: [(OlFlags, u32); 6] = [
@@ -113,6 +205,30 @@ fn to_flags(bits: u32, map: &[(OlFlags, u32)]) -> OlFlags {
 }
 
 impl Desc {
+    /// Whether the posted format carries this descriptor whole: its header lengths and TSO
+    /// segment size within the fields' widths ([`MAX_L2_LEN`], [`MAX_L3_LEN`], 8 bits of
+    /// `l4_len`, [`MAX_TSO_SEGSZ`]) and no offload bit but the TX requests. A guest refuses a
+    /// frame whose request does not fit rather than post a different one.
+    pub fn fits_posted(&self) -> bool {
+        self.l2_len <= MAX_L2_LEN
+            && self.l3_len <= MAX_L3_LEN
+            && self.tso_segsz <= MAX_TSO_SEGSZ
+            && self.ol_flags & !(TX_OL_BITS << TX_OL_SHIFT) == 0
+    }
+
+    /// The posted descriptor that 16 ring bytes (`DESC_SIZE`) hold, as the host reads it: any
+    /// bytes make one. For the fuzz targets; the rings use [`RingPtr::read`].
+    pub fn from_posted_bytes(b: [u8; DESC_SIZE]) -> Desc {
+        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        RawDesc {
+            word: u64::from_ne_bytes(b[..8].try_into().expect("8 bytes")),
+            len: u16_at(8),
+            flags: u16_at(10),
+            meta: u32::from_ne_bytes(b[12..].try_into().expect("4 bytes")),
+        }
+        .unpack_posted()
+    }
+
     /// TX offload request bits for an mbuf.
     pub fn tx_ol_from(m: &Mbuf) -> u32 {
         to_bits(m.ol_flags, &TX_OL_MAP)
@@ -224,12 +340,12 @@ impl RingPtr {
     }
 
     #[inline]
-    fn slot(&self, idx: u16) -> *mut Desc {
+    fn slot(&self, idx: u16) -> *mut RawDesc {
         // SAFETY: (idx & mask) < size, so the slot lies inside the ring (constructor contract).
         unsafe {
             self.base
                 .add((idx & self.mask) as usize * DESC_SIZE)
-                .cast::<Desc>()
+                .cast::<RawDesc>()
         }
     }
 
@@ -240,10 +356,10 @@ impl RingPtr {
         unsafe { AtomicU16::from_ptr(std::ptr::addr_of_mut!((*self.slot(idx)).flags)) }
     }
 
-    /// Loads a descriptor's flags with Acquire.
+    /// Loads a descriptor's `DESC_F_*` flags with Acquire.
     #[inline]
     pub fn flags(&self, idx: u16) -> u16 {
-        self.flags_atomic(idx).load(Ordering::Acquire)
+        self.flags_atomic(idx).load(Ordering::Acquire) & DESC_F_MASK
     }
 
     /// Starts fetching, for writing, the lines of the `n` descriptors from `idx` (at most the
@@ -292,46 +408,54 @@ impl RingPtr {
         }
     }
 
-    /// Copies the whole descriptor out (call after `flags` showed the caller owns it).
+    /// Copies a posted descriptor out (call after `flags` showed the caller owns it).
     #[inline]
     pub fn read(&self, idx: u16) -> Desc {
+        self.read_raw(idx).unpack_posted()
+    }
+
+    /// Copies a completed RX descriptor out (call after the host handed it back).
+    #[inline]
+    pub fn read_completed(&self, idx: u16) -> Desc {
+        self.read_raw(idx).unpack_completed()
+    }
+
+    #[inline(always)]
+    fn read_raw(&self, idx: u16) -> RawDesc {
         // SAFETY: slot is inside the ring and aligned; a volatile copy never assumes the bytes
-        // stay unchanged, and every bit pattern is a valid Desc.
+        // stay unchanged, and every bit pattern is a valid RawDesc.
         unsafe { std::ptr::read_volatile(self.slot(idx)) }
     }
 
-    /// Writes every field but `flags`, then publishes `flags` with Release.
+    /// Writes `d` in the posted format (see [`Desc::fits_posted`] for what it carries), all
+    /// but the flags, then publishes the flags with Release.
     #[inline]
     pub fn publish(&self, idx: u16, d: &Desc) {
+        debug_assert!(d.fits_posted(), "{d:?} does not fit the posted format");
+        let r = RawDesc::posted(d);
         let p = self.slot(idx);
         // SAFETY: field pointers inside a live slot; volatile because the peer reads concurrently.
         unsafe {
-            std::ptr::addr_of_mut!((*p).addr).write_volatile(d.addr);
-            std::ptr::addr_of_mut!((*p).len).write_volatile(d.len);
-            std::ptr::addr_of_mut!((*p).ol_flags).write_volatile(d.ol_flags);
-            std::ptr::addr_of_mut!((*p).packet_type).write_volatile(d.packet_type);
-            std::ptr::addr_of_mut!((*p).mark).write_volatile(d.mark);
-            std::ptr::addr_of_mut!((*p).tso_segsz).write_volatile(d.tso_segsz);
-            std::ptr::addr_of_mut!((*p).l2_len).write_volatile(d.l2_len);
-            std::ptr::addr_of_mut!((*p).l4_len).write_volatile(d.l4_len);
-            std::ptr::addr_of_mut!((*p).l3_len).write_volatile(d.l3_len);
+            std::ptr::addr_of_mut!((*p).word).write_volatile(r.word);
+            std::ptr::addr_of_mut!((*p).len).write_volatile(r.len);
+            std::ptr::addr_of_mut!((*p).meta).write_volatile(r.meta);
         }
-        self.flags_atomic(idx).store(d.flags, Ordering::Release);
+        self.flags_atomic(idx).store(r.flags, Ordering::Release);
     }
 
-    /// Completes a host-owned descriptor: writes RX results (length, metadata) and clears AVAIL.
+    /// Completes a host-owned RX descriptor in the completed format: its length, `flags`
+    /// (AVAIL cleared), offload bits `ol`, packet type and MARK id.
     #[inline]
     pub fn complete(&self, idx: u16, len: u16, flags: u16, ol: u32, ptype: u32, mark: u32) {
         let p = self.slot(idx);
         // SAFETY: as in publish.
         unsafe {
+            std::ptr::addr_of_mut!((*p).word).write_volatile(ptype as u64 | (mark as u64) << 32);
             std::ptr::addr_of_mut!((*p).len).write_volatile(len);
-            std::ptr::addr_of_mut!((*p).ol_flags).write_volatile(ol);
-            std::ptr::addr_of_mut!((*p).packet_type).write_volatile(ptype);
-            std::ptr::addr_of_mut!((*p).mark).write_volatile(mark);
+            std::ptr::addr_of_mut!((*p).meta).write_volatile(ol);
         }
         self.flags_atomic(idx)
-            .store(flags & !DESC_F_AVAIL, Ordering::Release);
+            .store(flags & DESC_F_MASK & !DESC_F_AVAIL, Ordering::Release);
     }
 
     /// Hands a TX descriptor back without touching anything but the flags; a ring passed by
@@ -342,7 +466,7 @@ impl RingPtr {
             return;
         }
         self.flags_atomic(idx)
-            .store(flags & !DESC_F_AVAIL, Ordering::Release);
+            .store(flags & DESC_F_MASK & !DESC_F_AVAIL, Ordering::Release);
     }
 }
 
@@ -357,40 +481,138 @@ fn whole_lines(idx: u16, n: u16) -> u16 {
 mod tests {
     use super::*;
 
+    /// A TX descriptor using every field the posted format has, each at its widest.
+    fn full_tx() -> Desc {
+        Desc {
+            addr: 0x1122_3344_5566_7788,
+            len: 0xfedc,
+            flags: DESC_F_AVAIL,
+            ol_flags: DESC_OL_TX_IPV6 | DESC_OL_TX_TCP_CKSUM | DESC_OL_TX_TCP_SEG,
+            tso_segsz: MAX_TSO_SEGSZ,
+            l2_len: MAX_L2_LEN,
+            l4_len: 0xff,
+            l3_len: MAX_L3_LEN,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn publish_read_complete_roundtrip() {
         let mut mem = vec![0u64; 32 * DESC_SIZE / 8];
         // SAFETY: mem holds 32 descriptors, 8-byte aligned, and outlives `r`.
         let r = unsafe { RingPtr::new(mem.as_mut_ptr().cast(), 32) };
-        let d = Desc {
-            addr: 0x1122_3344_5566_7788,
-            len: 60,
-            flags: DESC_F_AVAIL,
-            ol_flags: 0x8899_aabb,
-            packet_type: 0xccdd_eeff,
-            mark: 0x0102_0304,
-            tso_segsz: 0x0506,
-            l2_len: 0x07,
-            l4_len: 0x08,
-            l3_len: 0x090a,
-            _rsvd: 0,
-        };
+        let d = full_tx();
+        assert!(d.fits_posted());
         r.publish(33, &d); // wraps to slot 1
-        assert_eq!(r.flags(1), DESC_F_AVAIL);
-        assert_eq!(r.read(1), d, "every field lands where Desc has it");
+        assert_eq!(r.flags(1), DESC_F_AVAIL, "the TSO size is not a flag");
+        assert_eq!(r.read(1), d, "every field comes back");
         assert_eq!(r.read(0), Desc::default(), "the slot before is untouched");
         assert_eq!(r.read(2), Desc::default(), "the slot after is untouched");
-        r.complete(1, 42, DESC_F_AVAIL, DESC_OL_RX_MARK, 0x11, 7);
-        let c = r.read(1);
+        // An RX buffer posted, then completed over.
+        let post = Desc {
+            addr: 0x4000_0080,
+            len: 2048,
+            flags: DESC_F_AVAIL,
+            ..Default::default()
+        };
+        r.publish(2, &post);
+        assert_eq!(r.read(2), post);
+        r.complete(2, 42, DESC_F_AVAIL, DESC_OL_RX_MARK, 0x11, 0xdead_beef);
         let want = Desc {
             len: 42,
-            flags: 0,
             ol_flags: DESC_OL_RX_MARK,
             packet_type: 0x11,
-            mark: 7,
-            ..d
+            mark: 0xdead_beef,
+            ..Default::default()
         };
-        assert_eq!(c, want, "complete writes the RX results and nothing else");
+        assert_eq!(r.read_completed(2), want, "the RX results, AVAIL cleared");
+        assert_eq!(r.flags(2), 0);
+        assert_eq!(r.read(1), d, "the neighbour in the line is untouched");
+    }
+
+    #[test]
+    fn the_posted_format_lies_as_documented() {
+        let mut mem = vec![0u64; 4 * DESC_SIZE / 8];
+        // SAFETY: mem holds 4 descriptors, 8-byte aligned, and outlives `r`.
+        let r = unsafe { RingPtr::new(mem.as_mut_ptr().cast(), 4) };
+        let d = Desc {
+            addr: 0x0102_0304_0506_0708,
+            len: 1514,
+            flags: DESC_F_AVAIL,
+            ol_flags: DESC_OL_TX_IPV4 | DESC_OL_TX_IP_CKSUM | DESC_OL_TX_TCP_SEG,
+            tso_segsz: 1448,
+            l2_len: 14,
+            l3_len: 20,
+            l4_len: 32,
+            ..Default::default()
+        };
+        r.publish(1, &d);
+        let bytes: Vec<u8> = mem.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let b = &bytes[DESC_SIZE..2 * DESC_SIZE];
+        assert_eq!(b[..8], 0x0102_0304_0506_0708u64.to_ne_bytes());
+        assert_eq!(b[8..10], 1514u16.to_ne_bytes());
+        assert_eq!(b[10..12], (1u16 | 1448 << 2).to_ne_bytes());
+        let meta: u32 = 0b100101 | 14 << 6 | 20 << 13 | 32 << 22;
+        assert_eq!(b[12..16], meta.to_ne_bytes());
+        let raw: [u8; DESC_SIZE] = b.try_into().unwrap();
+        assert_eq!(Desc::from_posted_bytes(raw), d);
+    }
+
+    #[test]
+    fn requests_the_posted_format_cannot_carry_are_told() {
+        let ok = full_tx();
+        assert!(ok.fits_posted());
+        for bad in [
+            Desc {
+                l2_len: MAX_L2_LEN + 1,
+                ..ok
+            },
+            Desc {
+                l3_len: MAX_L3_LEN + 1,
+                ..ok
+            },
+            Desc {
+                tso_segsz: MAX_TSO_SEGSZ + 1,
+                ..ok
+            },
+            Desc {
+                ol_flags: DESC_OL_RX_MARK,
+                ..ok
+            },
+            Desc {
+                ol_flags: 1 << 22,
+                ..ok
+            },
+        ] {
+            assert!(!bad.fits_posted(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn any_ring_bytes_read_as_a_posted_descriptor_that_fits() {
+        // What a guest may write, read back the way the host reads it: every value within
+        // the fields' widths, and written again, the same bytes (no bit is dropped or made up).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            let mut raw = [0u8; DESC_SIZE];
+            for b in raw.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            // The offload word's two top bits are reserved (dropped when read).
+            let meta = u32::from_ne_bytes(raw[12..].try_into().unwrap()) & !(3 << 30);
+            raw[12..].copy_from_slice(&meta.to_ne_bytes());
+            let d = Desc::from_posted_bytes(raw);
+            assert!(d.fits_posted(), "{d:?}");
+            let mut mem = [0u64; 2];
+            // SAFETY: mem holds 1 descriptor, 8-byte aligned, and outlives `r`.
+            let r = unsafe { RingPtr::new(mem.as_mut_ptr().cast(), 1) };
+            r.publish(0, &d);
+            let back: Vec<u8> = mem.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            assert_eq!(back, raw, "{d:?}");
+        }
     }
 
     #[test]
@@ -447,17 +669,17 @@ mod tests {
 
     #[test]
     fn completed_lines_shared_with_pending_descriptors_are_left_out() {
-        // Two descriptors a line: a burst ending mid-line stops before that line.
-        assert_eq!(whole_lines(0, 4), 4);
-        assert_eq!(whole_lines(0, 3), 2);
+        // Four descriptors a line: a burst ending mid-line stops before that line.
+        assert_eq!(whole_lines(0, 8), 8);
+        assert_eq!(whole_lines(0, 7), 4);
         assert_eq!(whole_lines(1, 3), 3, "ends on a line boundary");
-        assert_eq!(whole_lines(1, 2), 1);
-        assert_eq!(whole_lines(5, 0), 0);
         assert_eq!(
-            whole_lines(0, 1),
+            whole_lines(1, 2),
             0,
-            "one descriptor in a line still being filled"
+            "within the first line, still being filled"
         );
+        assert_eq!(whole_lines(2, 5), 2);
+        assert_eq!(whole_lines(5, 0), 0);
         assert_eq!(whole_lines(u16::MAX, 1), 1, "across the index wrap");
     }
 
@@ -474,12 +696,12 @@ mod tests {
             v.dedup();
             v
         };
-        assert_eq!(lines(0, 4), [0, 1]);
-        assert_eq!(lines(1, 3), [0, 1], "from mid-line");
-        assert_eq!(lines(1, 4), [0, 1, 2], "the last descriptor's line too");
-        assert_eq!(lines(30, 4), [15, 0], "around the ring");
-        assert_eq!(lines(31, 4), [15, 0, 1]);
-        assert_eq!(lines(0, 100).len(), 16, "never more than the ring");
+        assert_eq!(lines(0, 8), [0, 1]);
+        assert_eq!(lines(1, 7), [0, 1], "from mid-line");
+        assert_eq!(lines(1, 8), [0, 1, 2], "the last descriptor's line too");
+        assert_eq!(lines(28, 8), [7, 0], "around the ring");
+        assert_eq!(lines(31, 8), [7, 0, 1]);
+        assert_eq!(lines(0, 100).len(), 8, "never more than the ring");
         assert!(lines(3, 0).is_empty());
     }
 }

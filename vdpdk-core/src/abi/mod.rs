@@ -31,7 +31,7 @@ pub const CLASS_CODE: [u8; 3] = [0x00, 0x00, 0x02]; // prog-if, subclass, class
 /// Value of `REG_MAGIC` and of [`DeviceInfoBlock::magic`]: "VDPK" in ASCII.
 pub const ABI_MAGIC: u32 = 0x5644_504b; // "VDPK"
 /// ABI major version: a driver must speak the same one ([`negotiate`]).
-pub const ABI_MAJOR: u16 = 1;
+pub const ABI_MAJOR: u16 = 2;
 /// ABI minor version: additions a driver of the same major may ignore.
 pub const ABI_MINOR: u16 = 0;
 
