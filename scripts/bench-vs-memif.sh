@@ -16,7 +16,9 @@
 # run, the medians and the ratio ours/memif for TX, for RX and for guest -> guest (G2G:
 # vdpdk-bench's second guest, switched inside host-mux, against the same pair's memif TX, and
 # against "memif switched": memif in the same three-actor topology, both endpoints in one
-# dpdk-testpmd on CPU 0 and another as an io-forwarding switch between them on CPU 1).
+# dpdk-testpmd on CPU 0 and another as an io-forwarding switch between them on CPU 1; "G2G
+# forwarding" puts ours under that workload too, vdpdk-bench's g2g-fwd, each guest forwarding
+# what it receives out of the other, against memif switched).
 # Latency: one frame in flight, round trip p50/p99/p99.9, memif then ours, A B A B (--pairs
 # runs each, --samples split over them), both from scripts/latency-probe: memif =
 # vdpdk-memif-probe (a pure-Rust memif client, CPU 0) through a dpdk-testpmd memif server in
@@ -354,21 +356,24 @@ run_to_end() {
     [ "$rc" = 0 ] || { tail -n 15 "$log" >&2; die "$(basename "$1") failed (exit $rc, log above)"; }
 }
 
-# --- one vdpdk-bench run: $result = "TX RX G2G" Mpps at SIZE on WIRE (null or pair) ---
+# --- one vdpdk-bench run: $result = "TX RX G2G G2G-forwarding" Mpps at SIZE on WIRE (null or
+# pair) ---
 ours_run() {
     local size=$1 run=$2 wire=$3
     local out="$log_dir/ours-$wire-$size-$run.log"
-    run_to_end $((5 * secs + 30)) "$out" "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
-        --guest-cpu 0 --mux-cpu 1 --dir "$work/ours-$run" --json --wire "$wire"
-    local tx rx g2g
+    run_to_end $((6 * secs + 30)) "$out" "$BENCH" --repeats 1 --secs "$secs" --sizes "$size" \
+        --guest-cpu 0 --mux-cpu 1 --dir "$work/ours-$run" --json --wire "$wire" \
+        --directions tx,rx,g2g,g2g-fwd
+    local tx rx g2g fwd
     tx=$(sed -n 's/.*"direction":"tx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
     rx=$(sed -n 's/.*"direction":"rx".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
     g2g=$(sed -n 's/.*"direction":"g2g".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
-    if [ -z "$tx" ] || [ -z "$rx" ] || [ -z "$g2g" ]; then
+    fwd=$(sed -n 's/.*"direction":"g2g-fwd".*"median_mpps":\([0-9.]*\).*/\1/p' "$out")
+    if [ -z "$tx" ] || [ -z "$rx" ] || [ -z "$g2g" ] || [ -z "$fwd" ]; then
         cat "$out" >&2
         die "could not read vdpdk-bench's result"
     fi
-    result="$tx $rx $g2g"
+    result="$tx $rx $g2g $fwd"
 }
 
 # --- one zero-copy run (host-mux's zero_copy_tx and zero_copy_rx, null wire): $result = "TX RX"
@@ -453,28 +458,28 @@ echo "C DPDK: Debian dpdk-dev $dpdk_version, dpdk-testpmd + net_memif (copy mode
 echo "ours:   vdpdk-bench ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), 2 guests, host-mux on the null wire, then on the pair wire, batch 32, guests' thread CPU 0, poller CPU 1"
 echo "$pairs pairs per size, memif then ours, $secs s of steady state per run; logs in $log_dir"
 echo
-declare -A m_tx m_rx m_sw o_tx o_rx o_g2g p_tx p_rx p_g2g z_tx z_rx
+declare -A m_tx m_rx m_sw o_tx o_rx o_g2g o_fwd p_tx p_rx p_g2g p_fwd z_tx z_rx
 for size in "${size_list[@]}"; do
     for run in $(seq "$pairs"); do
         memif_run tx "$size" "$run"; a=$result
         memif_run rx "$size" "$run"; b=$result
         memif_switch_run "$size" "$run"; sw=$result
-        ours_run "$size" "$run" null; read -r c d e <<<"$result"
-        ours_run "$size" "$run" pair; read -r f g h <<<"$result"
+        ours_run "$size" "$run" null; read -r c d e fw <<<"$result"
+        ours_run "$size" "$run" pair; read -r f g h pfw <<<"$result"
         ours_zc_run "$size" "$run"; read -r z zr <<<"$result"
         m_tx[$size]+="$a "; m_rx[$size]+="$b "; m_sw[$size]+="$sw "
-        o_tx[$size]+="$c "; o_rx[$size]+="$d "; o_g2g[$size]+="$e "
-        p_tx[$size]+="$f "; p_rx[$size]+="$g "; p_g2g[$size]+="$h "
+        o_tx[$size]+="$c "; o_rx[$size]+="$d "; o_g2g[$size]+="$e "; o_fwd[$size]+="$fw "
+        p_tx[$size]+="$f "; p_rx[$size]+="$g "; p_g2g[$size]+="$h "; p_fwd[$size]+="$pfw "
         z_tx[$size]+="$z "; z_rx[$size]+="$zr "
-        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f  switched %7.3f  |  ours null wire TX %7.3f  RX %7.3f  G2G %7.3f  zero-copy TX %7.3f  RX %7.3f  |  pair wire TX %7.3f  RX %7.3f  G2G %7.3f Mpps\n' \
-            "$run" "$size" "$a" "$b" "$sw" "$c" "$d" "$e" "$z" "$zr" "$f" "$g" "$h"
+        printf 'pair %d, %4d B:  memif TX %7.3f  RX %7.3f  switched %7.3f  |  ours null wire TX %7.3f  RX %7.3f  G2G %7.3f  fwd %7.3f  zero-copy TX %7.3f  RX %7.3f  |  pair wire TX %7.3f  RX %7.3f  G2G %7.3f  fwd %7.3f Mpps\n' \
+            "$run" "$size" "$a" "$b" "$sw" "$c" "$d" "$e" "$fw" "$z" "$zr" "$f" "$g" "$h" "$pfw"
     done
 done
 
 echo
 printf '%-6s %-14s %14s %14s %12s\n' bytes dir "memif Mpps" "ours Mpps" "ours/memif"
 for size in "${size_list[@]}"; do
-    for dir in TX RX G2G "G2G switched" "TX zero-copy" "RX zero-copy" "TX pair wire" "RX pair wire"; do
+    for dir in TX RX G2G "G2G switched" "G2G forwarding" "TX zero-copy" "RX zero-copy" "TX pair wire" "RX pair wire"; do
         case $dir in
             TX) m=${m_tx[$size]} o=${o_tx[$size]} ;;
             "TX zero-copy") m=${m_tx[$size]} o=${z_tx[$size]} ;;
@@ -482,6 +487,7 @@ for size in "${size_list[@]}"; do
             RX) m=${m_rx[$size]} o=${o_rx[$size]} ;;
             G2G) m=${m_tx[$size]} o="${o_g2g[$size]}${p_g2g[$size]}" ;;
             "G2G switched") m=${m_sw[$size]} o="${o_g2g[$size]}${p_g2g[$size]}" ;;
+            "G2G forwarding") m=${m_sw[$size]} o="${o_fwd[$size]}${p_fwd[$size]}" ;;
             "TX pair wire") m=${m_tx[$size]} o=${p_tx[$size]} ;;
             "RX pair wire") m=${m_rx[$size]} o=${p_rx[$size]} ;;
         esac
@@ -495,7 +501,9 @@ echo " TX/RX: host-mux on the null wire, two actors on two CPUs as memif's; pair
 echo " runs on the guest's CPU too; G2G = ours guest -> guest, switched inside host-mux, from both"
 echo " runs, against memif TX (one process sends, the other receives); G2G switched: the same ours"
 echo " G2G against memif in its topology (both endpoints in one testpmd on CPU 0, a testpmd io"
-echo " switch on CPU 1 between them, frames circling both ways); TX/RX zero-copy: host-mux's"
+echo " switch on CPU 1 between them, frames circling both ways); G2G forwarding: ours with that"
+echo " workload too (vdpdk-bench g2g-fwd: each guest forwards what it receives out of the other,"
+echo " both ways, as testpmd io does) against memif switched; TX/RX zero-copy: host-mux's"
 echo " zero_copy_tx and zero_copy_rx on the null wire: TX frames of 1024 B and more lent from guest"
 echo " memory, RX frames written by the wire straight into the guest's buffers)"
 

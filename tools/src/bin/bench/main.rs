@@ -63,8 +63,9 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     guests: Vec<usize>,
     /// Directions to measure, comma separated: tx (guest -> wire), rx (wire -> guest), g2g
-    /// (guest -> guest; not in scaling mode). One at a time is what a profiler wants.
-    #[arg(long, value_delimiter = ',', default_value = "tx,rx,g2g")]
+    /// (guest -> guest), g2g-fwd (guest <-> guest, each forwarding what it receives; neither
+    /// g2g in scaling mode). One at a time is what a profiler wants.
+    #[arg(long, value_delimiter = ',', default_value = "tx,rx,g2g,g2g-fwd")]
     directions: Vec<Direction>,
     /// host-mux's backend: `pair` (its far end driven by the bench thread, on the guest's
     /// CPU) or `null` (frees what is sent, produces what is received, on the poller's CPU).
@@ -77,6 +78,10 @@ struct Args {
     /// null wire has.)
     #[arg(long)]
     zero_copy: bool,
+    /// g2g-fwd: bursts of 32 frames each guest sends to start the circling (as memif's
+    /// anchor primes its endpoints with testpmd's `start tx_first 16`; up to 32, a ring's worth).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=32))]
+    prime_bursts: u16,
     /// After each run, print where the guest thread's time went: the share spent in steps
     /// that moved frames (the rest waited for the poller) and nanoseconds per frame in each
     /// phase (making frames, tx_burst, rx_burst, freeing). Costs a few ns per frame.
@@ -102,6 +107,11 @@ enum Direction {
     Rx,
     /// Guest TX -> host-mux -> the second guest's RX.
     G2g,
+    /// Guest -> guest with frames circling both ways: each guest forwards what it receives
+    /// out of the other's TX queue (testpmd's `io` forwarding), primed with `--prime-bursts`
+    /// bursts each way: the workload of memif's switched anchor in
+    /// `scripts/bench-vs-memif.sh`.
+    G2gFwd,
 }
 
 impl Direction {
@@ -110,6 +120,7 @@ impl Direction {
             Direction::Tx => "tx",
             Direction::Rx => "rx",
             Direction::G2g => "g2g",
+            Direction::G2gFwd => "g2g-fwd",
         }
     }
 }
@@ -122,11 +133,14 @@ const PEER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 2]);
 
 struct Rig {
     g_rx: Box<dyn RxQueue>,
-    /// The second guest's RX queue (its TX queue is kept alive in `_p_tx`).
+    /// The second guest's queues.
     p_rx: Box<dyn RxQueue>,
-    _p_tx: Box<dyn TxQueue>,
+    p_tx: Box<dyn TxQueue>,
     g_tx: Box<dyn TxQueue>,
     g_pool: Mempool,
+    p_pool: Mempool,
+    /// g2g-fwd: bursts each guest sends to start the circling.
+    prime_bursts: u16,
     wire: Wire,
     buf: Vec<Mbuf>,
 }
@@ -214,9 +228,11 @@ fn run(args: &Args) -> vdpdk_core::Result<()> {
     let mut rig = Rig {
         g_rx,
         p_rx,
-        _p_tx: p_tx,
+        p_tx,
         g_tx,
         g_pool,
+        p_pool,
+        prime_bursts: args.prime_bursts,
         wire,
         buf: Vec::with_capacity(BURST * 2),
     };
@@ -285,7 +301,8 @@ fn print_results(results: &mut [(&str, usize, Vec<f64>)], json: bool) {
         let name = match *dir {
             "tx" => "guest TX -> wire",
             "rx" => "wire -> guest RX",
-            _ => "guest -> guest (switched)",
+            "g2g" => "guest -> guest (switched)",
+            _ => "guest <-> guest (forwarding)",
         };
         outln!(
             "{name:<28} {size:>6} {med:>12.2} {:>10.2} {:>10.2}   ({:.2} Gbit/s)",
@@ -378,6 +395,9 @@ fn run_one(
     dur: Duration,
     cycles: bool,
 ) -> (f64, f64, StepClock) {
+    if dir == "g2g-fwd" {
+        return run_forwarding(r, mux, size, dur, cycles);
+    }
     let mut pending: Vec<Mbuf> = Vec::with_capacity(BURST);
     let Rig {
         g_rx,
@@ -459,6 +479,60 @@ fn run_one(
     Mempool::free_bulk(&mut pending);
     drain(r);
     res
+}
+
+/// `g2g-fwd`: both guests send `--prime-bursts` bursts of `size`-byte frames to each other,
+/// then each forwards what it receives out of the other's TX queue, unchanged (a frame from
+/// the bench guest to the peer goes back out of the bench guest to the peer, and the same the
+/// other way), as testpmd's `io` forwarding does between two ports. Frames a full TX ring
+/// leaves behind wait for the next step (none is dropped, so as many keep circling). Returns
+/// what `run_one` does; the Mpps is the frames both guests received.
+fn run_forwarding(
+    r: &mut Rig,
+    mux: &HostMux,
+    size: usize,
+    dur: Duration,
+    cycles: bool,
+) -> (f64, f64, StepClock) {
+    let (mut to_peer, mut to_guest) = (Vec::with_capacity(BURST), Vec::with_capacity(BURST));
+    let (a, b) = (
+        udp_frame(PEER_MAC, GUEST_MAC, 1, size),
+        udp_frame(GUEST_MAC, PEER_MAC, 1, size),
+    );
+    for _ in 0..r.prime_bursts {
+        fill(&r.g_pool, &mut to_peer, &a);
+        r.g_tx.tx_burst(&mut to_peer);
+        fill(&r.p_pool, &mut to_guest, &b);
+        r.p_tx.tx_burst(&mut to_guest);
+    }
+    let Rig {
+        g_rx,
+        p_rx,
+        g_tx,
+        p_tx,
+        ..
+    } = r;
+    let mut clock = StepClock::new(cycles, ["rx_burst", "tx_burst", "", ""]);
+    let step = |c: &mut StepClock| {
+        c.begin();
+        // The peer's arrivals go back out of the bench guest (to the peer), and the reverse.
+        let (room_a, room_b) = (
+            BURST.saturating_sub(to_peer.len()),
+            BURST.saturating_sub(to_guest.len()),
+        );
+        let n = p_rx.rx_burst(&mut to_peer, room_a) + g_rx.rx_burst(&mut to_guest, room_b);
+        c.lap(0);
+        g_tx.tx_burst(&mut to_peer);
+        p_tx.tx_burst(&mut to_guest);
+        c.lap(1);
+        c.end(n > 0, n as u64);
+        n as u64
+    };
+    let (mpps, idle) = pump(mux, dur, &mut clock, step, || 0);
+    Mempool::free_bulk(&mut to_peer);
+    Mempool::free_bulk(&mut to_guest);
+    drain(r);
+    (mpps, idle, clock)
 }
 
 fn drain(r: &mut Rig) {
