@@ -1,0 +1,74 @@
+//! vdpdk-bench runs every direction end to end (frames arrive in each; nothing here asserts a
+//! rate, which a loaded machine may not reach) and refuses bad arguments.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::output_within;
+
+/// A private socket directory per run, removed at the end.
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bench(tag: &str, args: &[&str]) -> (std::process::Output, String) {
+    let dir = Dir(std::env::temp_dir().join(format!("vdpdk-bench-{tag}-{}", std::process::id())));
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_vdpdk-bench"))
+            .args(["--dir", dir.0.to_str().expect("UTF-8 temp dir")])
+            .args(args),
+        Duration::from_secs(300),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, text)
+}
+
+#[test]
+fn every_direction_moves_frames_on_the_null_wire() {
+    let (out, text) = bench(
+        "all",
+        &[
+            "--secs",
+            "0.1",
+            "--repeats",
+            "1",
+            "--sizes",
+            "64",
+            "--wire",
+            "null",
+            "--json",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    for dir in ["tx", "rx", "g2g", "g2g-fwd"] {
+        let key = format!("{{\"direction\":\"{dir}\",");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&key))
+            .unwrap_or_else(|| panic!("no result for {dir}:\n{text}"));
+        let mpps: f64 = line
+            .split("\"median_mpps\":")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable: {line}"));
+        assert!(mpps > 0.0, "no frame arrived in {dir}: {line}\n{err}");
+    }
+}
+
+#[test]
+fn a_priming_outside_1_to_32_bursts_is_refused() {
+    for bad in ["0", "33"] {
+        let (out, _) = bench("prime", &["--prime-bursts", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--prime-bursts"), "{err}");
+    }
+}
