@@ -253,24 +253,35 @@ memif_run() {
     pids+=("$cli")
     local rx_log
     if [ "$dir" = tx ]; then rx_log=$srv_log; else rx_log=$cli_log; fi
-    # Per-second Rx-pps of the receiving side: skip the zeros before the link came up, the
-    # first non-zero second (partial) and one warm-up second, then take $secs seconds.
+    # Per-second Rx-pps of the receiving side (zeros before the link came up left out).
+    receiver_rates() { grep -a 'Rx-pps:' "$rx_log" 2>/dev/null | awk '$2 > 0 {print $2}' || true; }
+    collect_rates receiver_rates "memif $dir"
+    stop_testpmd "$cli" "$cli_log" "dpdk-testpmd (memif client, $dir $size B run $run)"
+    stop_testpmd "$srv" "$srv_log" "dpdk-testpmd (memif server, $dir $size B run $run)"
+    rm -f "$sock"
+}
+
+# --- collect_rates RATES WHAT: waits until the function RATES prints $secs + 2 per-second rates
+# (pps, one a line) and sets $result to the mean Mpps of them, skipping the first (a partial
+# second) and one warm-up second. Uses the caller's $srv, $cli, $srv_log and $cli_log: if
+# either testpmd ends, or the rates do not come in time, it shows both logs, stops both and
+# dies naming WHAT. ---
+collect_rates() {
+    local rates=$1 what=$2
     local want=$((secs + 2)) vals="" t=0
     while :; do
-        vals=$(grep -a 'Rx-pps:' "$rx_log" 2>/dev/null | awk '$2 > 0 {print $2}' || true)
+        vals=$("$rates")
         [ "$(printf '%s\n' "$vals" | grep -c .)" -ge "$want" ] && break
         sleep 0.5
         t=$((t + 1))
         if ! kill -0 "$srv" 2>/dev/null || ! kill -0 "$cli" 2>/dev/null || [ "$t" -gt $((2 * secs + 40)) ]; then
             tail -n 15 "$srv_log" "$cli_log" >&2
-            stop_testpmd "$cli" "$cli_log" "the memif client"
-            stop_testpmd "$srv" "$srv_log" "the memif server"
-            die "memif $dir run did not produce $want seconds of traffic (logs above)"
+            exec 7>&-
+            stop_testpmd "$cli" "$cli_log" "the $what client"
+            stop_testpmd "$srv" "$srv_log" "the $what server"
+            die "$what run did not produce $want seconds of traffic (logs above)"
         fi
     done
-    stop_testpmd "$cli" "$cli_log" "dpdk-testpmd (memif client, $dir $size B run $run)"
-    stop_testpmd "$srv" "$srv_log" "dpdk-testpmd (memif server, $dir $size B run $run)"
-    rm -f "$sock"
     result=$(printf '%s\n' "$vals" | sed -n "3,${want}p" | awk '{s += $1; n++} END {printf "%.3f", s / n / 1e6}')
 }
 
@@ -317,28 +328,17 @@ memif_switch_run() {
     local cli=$!
     disown "$cli"
     pids+=("$cli")
-    # The switch prints Rx-pps for port 0 then port 1 every second: sum each pair, skip the
-    # zeros before the links came up, the first (partial) second and one warm-up second.
-    local want=$((secs + 2)) vals="" t=0
-    while :; do
-        vals=$(grep -a 'Rx-pps:' "$srv_log" 2>/dev/null | awk '{print $2}' | paste - - \
-            | awk 'NF == 2 && $1 + $2 > 0 {print $1 + $2}' || true)
-        [ "$(printf '%s\n' "$vals" | grep -c .)" -ge "$want" ] && break
-        sleep 0.5
-        t=$((t + 1))
-        if ! kill -0 "$srv" 2>/dev/null || ! kill -0 "$cli" 2>/dev/null || [ "$t" -gt $((2 * secs + 40)) ]; then
-            tail -n 15 "$srv_log" "$cli_log" >&2
-            exec 7>&-
-            stop_testpmd "$cli" "$cli_log" "the memif endpoints"
-            stop_testpmd "$srv" "$srv_log" "the memif switch"
-            die "switched memif run did not produce $want seconds of traffic (logs above)"
-        fi
-    done
+    # The switch prints Rx-pps for port 0 then port 1 every second: each pair summed (zeros
+    # before the links came up left out).
+    switch_rates() {
+        grep -a 'Rx-pps:' "$srv_log" 2>/dev/null | awk '{print $2}' | paste - - \
+            | awk 'NF == 2 && $1 + $2 > 0 {print $1 + $2}' || true
+    }
+    collect_rates switch_rates "switched memif"
     exec 7>&-
     stop_testpmd "$cli" "$cli_log" "dpdk-testpmd (memif endpoints, switched $size B run $run)"
     stop_testpmd "$srv" "$srv_log" "dpdk-testpmd (memif switch, switched $size B run $run)"
     rm -f "$sa" "$sb" "$cmds" "$fifo"
-    result=$(printf '%s\n' "$vals" | sed -n "3,${want}p" | awk '{s += $1; n++} END {printf "%.3f", s / n / 1e6}')
 }
 
 # run_to_end LIMIT LOG CMD...: one of our programs, bounded by LIMIT seconds, output to LOG;
