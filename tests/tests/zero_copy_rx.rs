@@ -424,6 +424,11 @@ fn a_hostile_direct_ring_is_refused_piece_by_piece_and_hurts_nobody_else() {
     let mut peer = VdpdkPort::open_with(dev, OpenOptions::default()).expect("open");
     let pool = Mempool::new("peer", 512, DEFAULT_BUF_SIZE).unwrap();
     let (mut peer_rx, _tx) = start_single_queue(&mut peer, &pool, 64, false).unwrap();
+    // The neighbour's direct-ring buffers lent to its queue before the frames come (else its
+    // frame, arriving first, is copied and not written in place: a race CI once lost).
+    wait_for(10, "the neighbour's buffers lent", || {
+        seen.lock().outstanding > 1
+    });
     let f = udp_frame(mac(GMAC), WIRE_MAC, 1, 300);
     let p = udp_frame(mac(PEER), WIRE_MAC, 2, 300);
     wire.send(&[f.clone(), p.clone()]);
