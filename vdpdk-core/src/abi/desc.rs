@@ -29,6 +29,8 @@
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 use crate::mbuf::{Mbuf, OlFlags, PacketType};
 
 /// The host owns the descriptor (guest posted it).
@@ -109,7 +111,7 @@ pub struct Desc {
 
 /// A descriptor as it lies in the ring (see the module docs for its two formats).
 #[repr(C)]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
 struct RawDesc {
     /// Posted: the buffer IOVA. Completed RX: packet type (low half), MARK id (high half).
     word: u64,
@@ -219,14 +221,9 @@ impl Desc {
     /// The posted descriptor that 16 ring bytes (`DESC_SIZE`) hold, as the host reads it: any
     /// bytes make one. For the fuzz targets; the rings use [`RingPtr::read`].
     pub fn from_posted_bytes(b: [u8; DESC_SIZE]) -> Desc {
-        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        RawDesc {
-            word: u64::from_ne_bytes(b[..8].try_into().expect("8 bytes")),
-            len: u16_at(8),
-            flags: u16_at(10),
-            meta: u32::from_ne_bytes(b[12..].try_into().expect("4 bytes")),
-        }
-        .unpack_posted()
+        RawDesc::read_from_bytes(&b)
+            .expect("DESC_SIZE bytes make a RawDesc")
+            .unpack_posted()
     }
 
     /// TX offload request bits for an mbuf.
