@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use vdpdk_core::abi;
 use vdpdk_core::abi::desc::{Desc, RingPtr, DESC_F_AVAIL, DESC_SIZE};
-use vdpdk_core::{DmaMemory, MacAddr};
+use vdpdk_core::{DmaMemory, MacAddr, Mempool};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::GuestLimits;
+use crate::datapath::{Poller, Role, RxSource, SleepPolicy};
 use crate::guest::{Guest, GuestMem, GuestStats, HostQueue};
 use crate::shm::SharedRegion;
 
@@ -20,9 +21,19 @@ pub(crate) const MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
 
 /// A VM slot with up to `max_rxq`/`max_txq` queues and `limits`.
 pub(crate) fn guest_with(max_rxq: u16, max_txq: u16, limits: GuestLimits) -> Arc<Guest> {
+    guest_owning(MAC, max_rxq, max_txq, limits)
+}
+
+/// [`guest_with`] for a VM owning `mac` (a test with several guests).
+pub(crate) fn guest_owning(
+    mac: MacAddr,
+    max_rxq: u16,
+    max_txq: u16,
+    limits: GuestLimits,
+) -> Arc<Guest> {
     Arc::new(Guest {
         name: "t".into(),
-        mac: MAC,
+        mac,
         max_rxq,
         max_txq,
         stats: GuestStats::default(),
@@ -104,4 +115,28 @@ pub(crate) fn desc(addr: u64, len: u16) -> Desc {
         flags: DESC_F_AVAIL,
         ..Default::default()
     }
+}
+
+/// A poller serving `guests` (all of them on TX), polling at once and never sleeping long.
+pub(crate) fn poller(
+    role: Role,
+    guests: Vec<Arc<Guest>>,
+    rxqs: Vec<RxSource>,
+    txq: Box<dyn vdpdk_core::TxQueue>,
+    pool: &Mempool,
+) -> Poller {
+    Poller::new(
+        role,
+        guests.clone(),
+        guests,
+        rxqs,
+        Some(Arc::new(parking_lot::Mutex::new(txq))),
+        pool.clone(),
+        Arc::new(EventFd::new(EFD_NONBLOCK).unwrap()),
+        Arc::new(AtomicBool::new(false)),
+        SleepPolicy {
+            idle_polls: 1,
+            timeout_ms: 1,
+        },
+    )
 }

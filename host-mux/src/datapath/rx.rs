@@ -8,6 +8,8 @@ use vdpdk_core::abi::desc::{Desc, DESC_F_ERROR};
 use vdpdk_core::abi::{self, StatsIndex};
 use vdpdk_core::{MacAddr, Mbuf, Mempool};
 
+use parking_lot::MutexGuard;
+
 use super::{bump, signal_eventfd, Poller, PollerStats};
 use crate::guest::{Guest, GuestMemError, GuestSlice, RxPath};
 
@@ -136,38 +138,113 @@ pub(super) fn deliver_to_guest<'a>(
     stats: &PollerStats,
     due: &mut Vec<(u16, u64)>,
 ) -> u64 {
-    let mut rx = g.rx.lock();
-    // Without rules every frame goes to queue 0: fetch the descriptors they will fill (the
-    // guest wrote them last) all at once. (An iterator that cannot tell its length gets none.)
-    if let (true, Some(Some(hq))) = (rx.rules.is_empty(), rx.queues.first()) {
-        hq.ring
-            .prefetch_for_write(hq.next, frames.size_hint().0 as u16);
-    }
-    let (mut touched, mut pkts, mut bytes) = (0u64, 0u64, 0u64);
+    // (An iterator that cannot tell its length gets no descriptors fetched ahead.)
+    let mut batch = RxBatch::open(g, gi, frames.size_hint().0);
     for m in frames {
-        if !rx.running {
+        batch.push(m, stats);
+    }
+    batch.close(due)
+}
+
+/// A frame on its way into a guest's RX ring: a host buffer (from the wire, or a host copy of
+/// another guest's frame) or bytes the TX path copied out of a guest onto its stack
+/// (`switch::Staged`). Either is host memory: it is parsed, guest memory never is.
+pub(super) trait RxFrame {
+    /// The bytes parsed for the guest's flow rules and the packet type (a chain's first
+    /// buffer).
+    fn head(&self) -> &[u8];
+    /// The whole frame's length.
+    fn len(&self) -> usize;
+    /// Copies the whole frame into `dst`, which holds [`RxFrame::len`] bytes.
+    fn write_into(&self, dst: &GuestSlice<'_>) -> Result<(), GuestMemError>;
+    /// The completion's `DESC_OL_RX_*` bits.
+    fn rx_ol(&self) -> u32;
+    /// The packet type the backend reported, or 0 to parse it from [`RxFrame::head`].
+    fn known_ptype(&self) -> u32;
+}
+
+impl RxFrame for Mbuf {
+    fn head(&self) -> &[u8] {
+        self.data()
+    }
+    fn len(&self) -> usize {
+        self.pkt_len()
+    }
+    fn write_into(&self, dst: &GuestSlice<'_>) -> Result<(), GuestMemError> {
+        write_frame(dst, self)
+    }
+    fn rx_ol(&self) -> u32 {
+        Desc::rx_ol_from(self)
+    }
+    fn known_ptype(&self) -> u32 {
+        self.packet_type.0
+    }
+}
+
+/// Frames going into one guest's RX rings under its lock, taken once for all of them: opened,
+/// given frames in order, closed (which publishes how far its queues moved).
+pub(super) struct RxBatch<'g> {
+    g: &'g Guest,
+    pub(super) gi: u16,
+    rx: MutexGuard<'g, RxPath>,
+    /// RX queues that got a frame (bit per queue, modulo 64).
+    touched: u64,
+    pkts: u64,
+    bytes: u64,
+}
+
+impl<'g> RxBatch<'g> {
+    /// Locks guest `g`'s (index `gi`) RX side for about `expect` frames.
+    pub(super) fn open(g: &'g Guest, gi: u16, expect: usize) -> RxBatch<'g> {
+        let rx = g.rx.lock();
+        // Without rules every frame goes to queue 0: fetch the descriptors they will fill
+        // (the guest wrote them last) all at once.
+        if let (true, Some(Some(hq))) = (rx.rules.is_empty(), rx.queues.first()) {
+            hq.ring.prefetch_for_write(hq.next, expect as u16);
+        }
+        RxBatch {
+            g,
+            gi,
+            rx,
+            touched: 0,
+            pkts: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Delivers one frame (or counts why not).
+    #[inline(always)]
+    pub(super) fn push(&mut self, f: &impl RxFrame, stats: &PollerStats) {
+        if !self.rx.running {
             bump(&stats.rx_guest_stopped, 1);
-            continue;
+            return;
         }
-        if let Some(q) = deliver_one(&mut rx, m) {
-            touched |= 1 << (q % 64);
-            pkts += 1;
-            bytes += m.pkt_len() as u64;
+        if let Some(q) = deliver_one(&mut self.rx, f) {
+            self.touched |= 1 << (q % 64);
+            self.pkts += 1;
+            self.bytes += f.len() as u64;
         }
     }
-    publish_progress(g, &mut rx);
-    if touched != 0 {
-        // One counter update per guest and burst, not per frame.
-        rx.stats.add(StatsIndex::RxPackets, pkts);
-        rx.stats.add(StatsIndex::RxBytes, bytes);
-        due.push((gi, touched));
+
+    /// Publishes the queues' progress, counts the frames once for the batch and notes the
+    /// queues touched in `due` (for [`Poller::raise_due_irqs`], after the lock is released).
+    /// Returns the frames delivered.
+    pub(super) fn close(mut self, due: &mut Vec<(u16, u64)>) -> u64 {
+        publish_progress(self.g, &mut self.rx);
+        if self.touched != 0 {
+            // One counter update per guest and batch, not per frame.
+            self.rx.stats.add(StatsIndex::RxPackets, self.pkts);
+            self.rx.stats.add(StatsIndex::RxBytes, self.bytes);
+            due.push((self.gi, self.touched));
+        }
+        self.pkts
     }
-    pkts
 }
 
 /// Copies one frame into the guest RX queue its rules choose. Returns the queue used (the
 /// caller counts delivered frames); drops are counted here.
-fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
+#[inline(always)]
+fn deliver_one(rx: &mut RxPath, m: &impl RxFrame) -> Option<u16> {
     let RxPath {
         queues,
         mem,
@@ -175,7 +252,7 @@ fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
         stats,
         ..
     } = rx;
-    let frame = m.data();
+    let frame = m.head();
     let mut q = 0u16;
     let mut mark = None;
     // Parsed once for all rules (and only when the guest has rules).
@@ -205,11 +282,11 @@ fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
     }
     let d = hq.ring.read(idx);
     // The whole packet: a backend may hand over a chain (several buffers).
-    let len = m.pkt_len();
+    let len = m.len();
     // The buffer must hold the frame and lie in a writable region of the guest's DMA map.
     let copied = if d.len as usize >= len {
         mem.slice(d.addr, len as u64, true)
-            .and_then(|dst| write_frame(&dst, m))
+            .and_then(|dst| m.write_into(&dst))
             .is_ok()
     } else {
         false
@@ -220,14 +297,13 @@ fn deliver_one(rx: &mut RxPath, m: &Mbuf) -> Option<u16> {
         stats.add(StatsIndex::RxBadDesc, 1);
         return None;
     }
-    let mut ol = Desc::rx_ol_from(m);
+    let mut ol = m.rx_ol();
     if mark.is_some() {
         ol |= vdpdk_core::abi::desc::DESC_OL_RX_MARK;
     }
-    let ptype = if m.packet_type.0 != 0 {
-        m.packet_type.0
-    } else {
-        vdpdk_core::PacketType::parse(frame).0
+    let ptype = match m.known_ptype() {
+        0 => vdpdk_core::PacketType::parse(frame).0,
+        known => known,
     };
     hq.ring
         .complete(idx, len as u16, 0, ol, ptype, mark.unwrap_or(0));

@@ -3,6 +3,13 @@
 //! or multicast goes to every other running VM and to the wire. The receiving VM's flow rules
 //! apply as to frames from the wire, and the sender was spoof-checked before its frame got
 //! here. Only host copies are looked at, so a guest changing its buffer meanwhile gains nothing.
+//!
+//! Two ways there. A small frame goes straight from the sender's ring into the receiver's
+//! during the TX pull, staged on the poller's stack (`tx::staged`). Anything else that may be
+//! for a guest (larger frames, super-frames, lent frames, broadcasts, and every frame of a
+//! pull after one of those, so each receiver keeps the sender's order) goes as a host copy,
+//! switched after the pull by [`Poller::switch_local`]. A small frame read as for the wire
+//! only goes there as a host copy, not looked at again.
 
 use vdpdk_core::{MacAddr, OlFlags};
 

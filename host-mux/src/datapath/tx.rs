@@ -11,13 +11,18 @@ use vdpdk_core::abi::desc::{Desc, DESC_F_ERROR};
 use vdpdk_core::abi::{self, StatsIndex};
 use vdpdk_core::mbuf::TxOffloadInfo;
 use vdpdk_core::packet::{fill_tx_checksums, finish_tcp_segment, TcpLayout, TxLayout};
-use vdpdk_core::{MacAddr, Mbuf, Mempool, OlFlags, TxOffloads};
+use vdpdk_core::{MacAddr, Mbuf, Mempool, OlFlags};
 
 mod lend;
+mod request;
+mod staged;
 
 use super::rx::TARGET_NONE;
-use super::{bump, Poller, BURST, MIN_FRAME, MIN_TSO_MSS};
-use crate::guest::{Guest, GuestMem, GuestMemError, GuestSlice, HostQueue, PathStats};
+use super::{bump, Poller, BURST, MIN_FRAME};
+use crate::guest::{Guest, GuestMem, GuestMemError, GuestSlice, HostQueue};
+pub(super) use request::csum_offloads;
+pub use request::{tx_request, TxRequest};
+use staged::{stageable, Sink, Switchboard, STAGE_MAX};
 
 /// A TX descriptor the guest handed over, checked: what it asks for and where its frame lies.
 #[derive(Clone, Copy, Debug)]
@@ -80,9 +85,11 @@ pub(crate) fn tx_frame<'m>(
 }
 
 /// What became of one TX descriptor's frame.
-enum TxOutcome {
+pub(super) enum TxOutcome {
     /// Copied into host buffers, queued for the backend.
     Queued,
+    /// Delivered straight into another guest's RX ring (or dropped there, counted).
+    Switched,
     /// Queued with its payload lent in place: the descriptor is released when the backend
     /// frees it.
     Lent,
@@ -124,6 +131,11 @@ impl Poller {
         }
         let tx = &mut *guard;
         let (mut taken, mut bytes, mut lent) = (0usize, 0u64, 0u64);
+        // The guest list is lent to the switchboard for the pull (a move, no reference
+        // counting), so the batch it holds open can borrow a receiver while `self` is used.
+        let all = std::mem::take(&mut self.all_guests);
+        let mut sw = Switchboard::new(&all);
+        let mut stage = [0u8; STAGE_MAX];
         // A burst is taken in two passes: the descriptors are read and checked and their
         // frames prefetched, then the frames are copied, so the cache misses on frames the
         // guest just wrote overlap instead of coming one after another.
@@ -159,9 +171,14 @@ impl Poller {
                 unsafe { std::slice::from_raw_parts(burst.as_ptr().cast(), ready) };
             // A queue that lends gets its own copy of the loop: the copy path then carries no
             // zero-copy test per frame (they cost 64 B TX about 6%).
+            let mut out = Sink {
+                sw: &mut sw,
+                stage: &mut stage,
+                stats: &mut tx.stats,
+            };
             let (t, b, l) = match hq.zc.is_some() {
-                false => self.send_burst::<false>(g, hq, taken_now, &tx.mem, &mut tx.stats),
-                true => self.send_burst::<true>(g, hq, taken_now, &tx.mem, &mut tx.stats),
+                false => self.send_burst::<false>(g, hq, taken_now, &tx.mem, &mut out),
+                true => self.send_burst::<true>(g, hq, taken_now, &tx.mem, &mut out),
             };
             taken += t;
             bytes += b;
@@ -177,9 +194,18 @@ impl Poller {
             bump(&self.stats.tx_lent, lent);
         }
         self.tx_peeks[k].update(gen, tx);
+        let host_switch = sw.host_switch;
+        let switched = sw.finish(&mut self.due);
+        self.all_guests = all;
         drop(guard);
+        if switched > 0 {
+            bump(&self.stats.switched, switched);
+            self.raise_due_irqs();
+        }
         if taken > 0 {
-            self.switch_local(g, first);
+            if host_switch {
+                self.switch_local(g, first);
+            }
             if self.tx_buf.len() >= BURST {
                 self.flush_pending();
             }
@@ -197,18 +223,35 @@ impl Poller {
         hq: &mut HostQueue,
         taken_now: &[(Desc, Result<TxFrame<'_>, BadTxDesc>)],
         mem: &GuestMem,
-        stats: &mut PathStats,
+        out: &mut Sink<'_, '_>,
     ) -> (usize, u64, u64) {
         let (mut taken, mut bytes, mut lent) = (0usize, 0u64, 0u64);
-        for (d, f) in taken_now {
+        for (i, (d, f)) in taken_now.iter().enumerate() {
             let idx = hq.next;
             let outcome = match (f, &mut hq.zc) {
-                (Ok(f), Some(zc)) if LEND && self.lendable(f) => self.lend_tx(g, f, zc, idx, mem),
-                (Ok(f), _) => self.copy_tx(g, f),
+                // A small frame is switched as the destination read from guest memory says;
+                // one for the wire only goes as a host copy that the switch need not look at
+                // again (a guest rewriting the address meanwhile sends to the wire a frame it
+                // could have sent there anyway).
+                (Ok(f), _) if stageable(f) => match self.for_a_guest_in_guest(g, &f.src) {
+                    true => {
+                        let more = taken_now.len() - i;
+                        self.tx_staged(g, f, out.sw, out.stage, more)
+                    }
+                    false => self.copy_tx(g, f),
+                },
+                (Ok(f), Some(zc)) if LEND && self.lendable(f) => {
+                    out.sw.host_copy();
+                    self.lend_tx(g, f, zc, idx, mem)
+                }
+                (Ok(f), _) => {
+                    out.sw.host_copy();
+                    self.copy_tx(g, f)
+                }
                 (Err(_), _) => TxOutcome::Bad,
             };
             let refusal = match outcome {
-                TxOutcome::Queued => {
+                TxOutcome::Queued | TxOutcome::Switched => {
                     finish::<LEND>(hq, idx, 0);
                     None
                 }
@@ -224,7 +267,7 @@ impl Poller {
             if let Some(why) = refusal {
                 finish::<LEND>(hq, idx, DESC_F_ERROR);
                 hq.refused = hq.refused.wrapping_add(1);
-                stats.add(why, 1);
+                out.stats.add(why, 1);
                 continue;
             }
             taken += 1;
@@ -233,7 +276,7 @@ impl Poller {
         (taken, bytes, lent)
     }
 
-    /// Sends one checked frame the way its request and the backend call for.
+    /// Sends one checked frame the way its request and the backend call for, as a host copy.
     #[inline(always)]
     fn copy_tx(&mut self, g: &Guest, f: &TxFrame<'_>) -> TxOutcome {
         match f.request {
@@ -257,7 +300,7 @@ impl Poller {
     /// Fills the host buffer cache up to `need` buffers; false when the pool is short (the
     /// descriptor waits for the next round).
     #[inline(always)]
-    fn reserve(&mut self, need: usize) -> bool {
+    pub(super) fn reserve(&mut self, need: usize) -> bool {
         while self.free_cache.len() < need {
             let want = need - self.free_cache.len();
             if self.pool.alloc_bulk(&mut self.free_cache, want.max(BURST)) == 0 {
@@ -368,9 +411,11 @@ impl Poller {
         TxOutcome::Queued
     }
 
-    /// Whether the frame at `src` (guest memory) is addressed to another guest. Only the
-    /// choice of TSO path rests on it: a guest that changes the address afterwards sends a
-    /// super-frame to the wire, as it could anyway.
+    /// Whether the frame at `src` (guest memory) is addressed to another guest (or all). Only
+    /// a choice of path rests on it (a super-frame's TSO path, a small frame's staged or wire
+    /// path): a guest that changes the address afterwards sends to the wire what it could
+    /// have sent there anyway, and what reaches a guest is classified again from a host copy.
+    #[inline(always)]
     fn for_a_guest_in_guest(&self, g: &Guest, src: &GuestSlice<'_>) -> bool {
         src.read_array::<6>(0)
             .is_ok_and(|d| self.local_target(g.mac, MacAddr(d)) != TARGET_NONE)
@@ -440,7 +485,7 @@ impl Poller {
 /// Whether a frame (host copy) claims a source MAC that is not the guest's own, while the
 /// guest is spoof-checked.
 #[inline(always)]
-fn spoofed(g: &Guest, frame: &[u8]) -> bool {
+pub(super) fn spoofed(g: &Guest, frame: &[u8]) -> bool {
     if !g.limits.spoof_check {
         return false;
     }
@@ -492,91 +537,16 @@ fn finish<const LEND: bool>(hq: &mut HostQueue, idx: u16, flags: u16) {
     }
 }
 
-/// What a guest's TX descriptor asks for, once checked. Public for the fuzz targets
-/// (fuzz/fuzz_targets/descriptor_validation.rs).
-#[derive(Clone, Copy, Debug)]
-pub enum TxRequest {
-    /// Send as it is.
-    Plain,
-    /// Fill the checksums its flags name.
-    Checksum(TxLayout),
-    /// Cut a TCP super-frame into `nseg` segments of `mss` payload bytes.
-    Segment {
-        /// Where the headers are (the payload starts at `lay.payload`).
-        lay: TxLayout,
-        /// TCP payload bytes per segment (at least [`MIN_TSO_MSS`]).
-        mss: usize,
-        /// Segments the super-frame makes (the last may be short).
-        nseg: usize,
-    },
-}
-
-/// Checks a TX descriptor's length and offload request; None refuses it. Offloads outside
-/// the checksums and TCP segmentation guests are offered (VLAN insertion, UDP segmentation, ...) are refused too. Public for
-/// the fuzz targets (fuzz/fuzz_targets/descriptor_validation.rs).
-pub fn tx_request(
-    flags: OlFlags,
-    t: TxOffloadInfo,
-    len: usize,
-    max_frame: usize,
-) -> Option<TxRequest> {
-    let known = OlFlags::TX_IPV4
-        | OlFlags::TX_IPV6
-        | OlFlags::TX_IP_CKSUM
-        | OlFlags::TX_TCP_CKSUM
-        | OlFlags::TX_UDP_CKSUM
-        | OlFlags::TX_TCP_SEG;
-    if !known.contains(flags) {
-        return None;
-    }
-    if !flags.contains(OlFlags::TX_TCP_SEG) {
-        if len > max_frame {
-            return None;
-        }
-        if !flags.intersects(OlFlags::TX_IP_CKSUM | OlFlags::TX_TCP_CKSUM | OlFlags::TX_UDP_CKSUM) {
-            return Some(TxRequest::Plain);
-        }
-        return TxLayout::new(flags, t, len).map(TxRequest::Checksum);
-    }
-    let lay = TxLayout::new(flags, t, len).filter(|l| l.l4_proto == 6)?;
-    let mss = t.tso_segsz as usize;
-    if mss < MIN_TSO_MSS || lay.payload + mss > max_frame || len <= lay.payload {
-        return None;
-    }
-    Some(TxRequest::Segment {
-        lay,
-        mss,
-        nseg: (len - lay.payload).div_ceil(mss),
-    })
-}
-
-/// The device checksum offloads a frame's TX flags need.
-fn csum_offloads(flags: OlFlags) -> TxOffloads {
-    let mut o = TxOffloads::empty();
-    for (f, t) in [
-        (OlFlags::TX_IP_CKSUM, TxOffloads::IPV4_CKSUM),
-        (OlFlags::TX_TCP_CKSUM, TxOffloads::TCP_CKSUM),
-        (OlFlags::TX_UDP_CKSUM, TxOffloads::UDP_CKSUM),
-    ] {
-        if flags.contains(f) {
-            o |= t;
-        }
-    }
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::GuestLimits;
-    use crate::datapath::{Role, RxSource, SleepPolicy, MAX_FRAME};
+    use crate::datapath::{Role, RxSource, MAX_FRAME};
     use crate::guest::MemFault;
     use crate::testing::{self, desc, frame, MAC};
-    use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use vdpdk_core::abi::desc::DESC_OL_TX_TCP_SEG;
     use vdpdk_core::MacAddr;
-    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
     const RAM: u64 = 0x40_0000;
     const OTHER: MacAddr = MacAddr([2, 0, 0, 0, 0, 9]);
@@ -654,7 +624,7 @@ mod tests {
         let (mut wire, _) =
             vdpdk_core::ethdev::start_single_queue(&mut far, &pool, 64, false).unwrap();
         let rxqs = vec![RxSource::new(rxq, None)];
-        let mut p = test_poller(Role::Combined, vec![g.clone()], rxqs, txq, &pool);
+        let mut p = testing::poller(Role::Combined, vec![g.clone()], rxqs, txq, &pool);
         assert_eq!(p.round(), 1);
         let mut got = Vec::new();
         wire.rx_burst(&mut got, 8);
@@ -691,30 +661,6 @@ mod tests {
         (g, ram)
     }
 
-    /// A poller serving `guests` (all of them on TX), polling at once and never sleeping long.
-    fn test_poller(
-        role: Role,
-        guests: Vec<Arc<Guest>>,
-        rxqs: Vec<RxSource>,
-        txq: Box<dyn vdpdk_core::TxQueue>,
-        pool: &Mempool,
-    ) -> Poller {
-        Poller::new(
-            role,
-            guests.clone(),
-            guests,
-            rxqs,
-            Some(Arc::new(parking_lot::Mutex::new(txq))),
-            pool.clone(),
-            Arc::new(EventFd::new(EFD_NONBLOCK).unwrap()),
-            Arc::new(AtomicBool::new(false)),
-            SleepPolicy {
-                idle_polls: 1,
-                timeout_ms: 1,
-            },
-        )
-    }
-
     /// A backend TX queue that records the size of every burst it is handed.
     struct Recorder(Arc<parking_lot::Mutex<Vec<usize>>>);
 
@@ -746,7 +692,7 @@ mod tests {
         let bursts = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let backend: Box<dyn vdpdk_core::TxQueue> = Box::new(Recorder(bursts.clone()));
         let pool = Mempool::new("t-lap", 512, 2048).unwrap();
-        let mut p = test_poller(Role::Tx, vec![g.clone()], Vec::new(), backend, &pool);
+        let mut p = testing::poller(Role::Tx, vec![g.clone()], Vec::new(), backend, &pool);
         assert_eq!(p.round(), 32);
         assert_eq!(
             bursts.lock().iter().sum::<usize>(),
@@ -783,7 +729,7 @@ mod tests {
         let bursts = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let backend: Box<dyn vdpdk_core::TxQueue> = Box::new(Recorder(bursts.clone()));
         let pool = Mempool::new("t-batch", 512, 2048).unwrap();
-        let mut p = test_poller(Role::Tx, guests.clone(), Vec::new(), backend, &pool);
+        let mut p = testing::poller(Role::Tx, guests.clone(), Vec::new(), backend, &pool);
         assert_eq!(p.round(), 8);
         assert_eq!(
             *bursts.lock(),

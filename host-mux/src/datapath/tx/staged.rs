@@ -1,0 +1,382 @@
+//! The staged way to another guest (see `datapath::switch`). A small frame ([`STAGE_MAX`])
+//! whose destination, read in guest memory, is another guest or all of them is read out of
+//! the sender's memory once, onto the poller's stack, checked and classified again from that
+//! copy and, for another guest, written straight into its RX ring while the sender's TX lock
+//! is held ([`Switchboard`]): no host buffer, no second pass through the switch. A frame that
+//! cannot go that way (a broadcast, or any frame of a pull after a host copy that may be for
+//! a guest, so each receiver keeps the sender's order) leaves as a host copy of the staged
+//! bytes.
+
+use std::sync::Arc;
+
+use vdpdk_core::packet::fill_tx_checksums;
+use vdpdk_core::MacAddr;
+
+use super::{csum_offloads, spoofed, TxFrame, TxOutcome, TxRequest};
+use crate::datapath::rx::{RxBatch, RxFrame, TARGET_ALL, TARGET_NONE};
+use crate::datapath::{Poller, PollerStats};
+use crate::guest::{Guest, GuestMemError, GuestSlice, PathStats};
+
+/// Frames up to this long go the staged way (see the module docs): four cache lines on the
+/// stack, where a 64 B frame's host buffer cost its allocation, its metadata, a second pass
+/// through the switch and its free.
+pub(super) const STAGE_MAX: usize = 256;
+
+/// Where one TX pull's frames go besides the backend's burst: the switchboard, the stack
+/// buffer staged frames are read into, and the guest's TX counters.
+pub(super) struct Sink<'s, 'g> {
+    pub(super) sw: &'s mut Switchboard<'g>,
+    pub(super) stage: &'s mut [u8; STAGE_MAX],
+    pub(super) stats: &'s mut PathStats,
+}
+
+/// Whether a checked frame goes the staged way ([`Poller::tx_staged`]): small, and not a
+/// super-frame to cut.
+#[inline(always)]
+pub(super) fn stageable(f: &TxFrame<'_>) -> bool {
+    f.len <= STAGE_MAX && !matches!(f.request, TxRequest::Segment { .. })
+}
+
+/// A staged frame: bytes copied out of the sender's memory onto the poller's stack.
+struct Staged<'s>(&'s [u8]);
+
+impl RxFrame for Staged<'_> {
+    fn head(&self) -> &[u8] {
+        self.0
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn write_into(&self, dst: &GuestSlice<'_>) -> Result<(), GuestMemError> {
+        dst.write_slice(0, self.0)
+    }
+    fn rx_ol(&self) -> u32 {
+        0
+    }
+    fn known_ptype(&self) -> u32 {
+        0
+    }
+}
+
+/// One TX pull's switching state: the receiving guest whose RX lock is held while the run of
+/// frames for it lasts, and whether frames may still go to guests directly.
+///
+/// Lock order: the sender's TX lock, then one receiver's RX lock (the order
+/// [`Guest::with_both`] takes a guest's two). Nobody takes a TX lock while holding an RX lock,
+/// so pollers switching both ways between two guests cannot deadlock.
+pub(super) struct Switchboard<'g> {
+    /// Every guest (the poller's `all_guests`, lent for the pull).
+    all: &'g [Arc<Guest>],
+    open: Option<RxBatch<'g>>,
+    /// No frame of the pull went the host-copy way with a guest (possibly) among its targets:
+    /// a staged frame may still overtake nothing.
+    direct: bool,
+    /// Some frame of the pull went the host-copy way and [`Poller::switch_local`] must look
+    /// at the pull's host copies.
+    pub(super) host_switch: bool,
+    /// Frames delivered directly.
+    switched: u64,
+}
+
+impl<'g> Switchboard<'g> {
+    pub(super) fn new(all: &'g [Arc<Guest>]) -> Switchboard<'g> {
+        Switchboard {
+            all,
+            open: None,
+            direct: true,
+            host_switch: false,
+            switched: 0,
+        }
+    }
+
+    /// A frame went the host-copy way, its target not yet known: the rest of the pull goes
+    /// that way too.
+    pub(super) fn host_copy(&mut self) {
+        self.direct = false;
+        self.host_switch = true;
+    }
+
+    /// Delivers a staged frame to guest `gi`, opening its batch if another one is open;
+    /// `more`: frames left in the sender's burst (the descriptors to fetch ahead).
+    fn deliver(
+        &mut self,
+        gi: u16,
+        frame: Staged<'_>,
+        more: usize,
+        stats: &PollerStats,
+        due: &mut Vec<(u16, u64)>,
+    ) {
+        if self.open.as_ref().is_none_or(|b| b.gi != gi) {
+            self.close(due);
+            self.open = Some(RxBatch::open(&self.all[gi as usize], gi, more));
+        }
+        let batch = self.open.as_mut().expect("opened above");
+        batch.push(&frame, stats);
+    }
+
+    fn close(&mut self, due: &mut Vec<(u16, u64)>) {
+        if let Some(b) = self.open.take() {
+            self.switched += b.close(due);
+        }
+    }
+
+    /// Closes the open batch; returns the frames delivered directly in the pull.
+    pub(super) fn finish(mut self, due: &mut Vec<(u16, u64)>) -> u64 {
+        self.close(due);
+        self.switched
+    }
+}
+
+impl Poller {
+    /// Sends a checked frame of at most [`STAGE_MAX`] bytes the staged way (module docs),
+    /// `stage` the poller's stack buffer; `more`: frames left in the sender's burst.
+    #[inline(always)]
+    pub(super) fn tx_staged(
+        &mut self,
+        g: &Guest,
+        f: &TxFrame<'_>,
+        sw: &mut Switchboard<'_>,
+        stage: &mut [u8; STAGE_MAX],
+        more: usize,
+    ) -> TxOutcome {
+        let frame = &mut stage[..f.len];
+        // Read once; whatever the guest writes there from now on is not looked at.
+        if f.src.read_slice(0, frame).is_err() {
+            return TxOutcome::Bad;
+        }
+        if spoofed(g, frame) {
+            return TxOutcome::Spoofed;
+        }
+        let t = MacAddr::dst_of(frame).map_or(TARGET_NONE, |d| self.local_target(g.mac, d));
+        let to_wire_only = t == TARGET_NONE;
+        // The backend fills checksums only of frames it sends; a guest gets them filled here.
+        let mut hw_csum = None;
+        if let TxRequest::Checksum(lay) = f.request {
+            if to_wire_only && self.hw_tx.contains(csum_offloads(f.flags)) {
+                hw_csum = Some((f.flags, f.info));
+            } else {
+                fill_tx_checksums(frame, f.flags, &lay);
+            }
+        }
+        if !to_wire_only && t != TARGET_ALL && sw.direct {
+            sw.deliver(t, Staged(frame), more, &self.stats, &mut self.due);
+            return TxOutcome::Switched;
+        }
+        if !to_wire_only {
+            sw.host_copy(); // a broadcast, or a guest's frame behind a host copy
+        }
+        if !self.reserve(1) {
+            return TxOutcome::Wait;
+        }
+        // Filled in place in the burst (as `tx_copy` does, for the same reason).
+        let i = self.tx_buf.len();
+        self.tx_buf
+            .push(self.free_cache.pop().expect("reserved above"));
+        let m = &mut self.tx_buf[i];
+        m.reset_to_len(f.len)
+            .expect("len checked against max_frame");
+        m.data_mut().copy_from_slice(frame);
+        if let Some((flags, info)) = hw_csum {
+            m.ol_flags = flags;
+            m.tx_offload = info;
+        }
+        TxOutcome::Queued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GuestLimits;
+    use crate::datapath::Role;
+    use crate::testing::{self, desc};
+    use std::sync::atomic::Ordering;
+    use vdpdk_core::abi::desc::{
+        Desc, DESC_F_AVAIL, DESC_F_ERROR, DESC_OL_TX_IPV4, DESC_OL_TX_IP_CKSUM,
+    };
+    use vdpdk_core::abi::StatsIndex;
+    use vdpdk_core::test_frames::udp_frame;
+    use vdpdk_core::{Mbuf, Mempool};
+
+    const RAM: u64 = 0x40_0000;
+    /// Where a guest's ring lies in its RAM, and its buffers (0x800 apart).
+    const RING: u64 = RAM;
+    const BUFS: u64 = RAM + 0x1000;
+    const A: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa]);
+    const B: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xb]);
+    const C: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xc]);
+    const WIRE: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xee]);
+
+    /// A running guest owning `mac`, with 128 KiB of RAM and one TX or RX queue of 32
+    /// descriptors at its start (an RX queue with every descriptor posted).
+    fn guest(mac: MacAddr, rx: bool) -> (Arc<Guest>, vdpdk_core::DmaMemory) {
+        let g = testing::guest_owning(mac, 1, 1, GuestLimits::default());
+        let ram = testing::map_ram(&g, RAM, 0x20000, false);
+        let (mut tx, mut rxp) = (g.tx.lock(), g.rx.lock());
+        let q = testing::host_queue(&rxp.mem, RING, 32);
+        if rx {
+            for i in 0..32u16 {
+                q.ring.publish(i, &desc(BUFS + i as u64 * 0x800, 2048));
+            }
+            rxp.queues = vec![Some(q)];
+        } else {
+            tx.queues = vec![Some(q)];
+        }
+        (tx.running, rxp.running) = (true, true);
+        drop((tx, rxp));
+        (g, ram)
+    }
+
+    /// Posts `frames` on guest `g`'s TX ring, each in its own buffer, with descriptor
+    /// offload bits `ol`.
+    fn post(g: &Guest, frames: &[Vec<u8>], ol: u32) {
+        for (i, f) in frames.iter().enumerate() {
+            let at = BUFS + i as u64 * 0x800;
+            testing::poke(g, at, f);
+            let d = Desc {
+                ol_flags: ol,
+                l2_len: 14,
+                l3_len: 20,
+                ..desc(at, f.len() as u16)
+            };
+            let tx = g.tx.lock();
+            tx.queues[0].as_ref().unwrap().ring.publish(i as u16, &d);
+        }
+    }
+
+    /// The frames guest `g` has received, in ring order.
+    fn received(g: &Guest) -> Vec<Vec<u8>> {
+        let lens: Vec<u16> = {
+            let rx = g.rx.lock();
+            let hq = rx.queues[0].as_ref().unwrap();
+            (0..hq.next)
+                .map(|i| hq.ring.read_completed(i).len)
+                .collect()
+        };
+        lens.iter()
+            .enumerate()
+            .map(|(i, &len)| testing::peek(g, BUFS + i as u64 * 0x800, len as usize))
+            .collect()
+    }
+
+    /// A backend TX queue keeping what it is handed.
+    struct Capture(Arc<parking_lot::Mutex<Vec<Vec<u8>>>>);
+
+    impl vdpdk_core::TxQueue for Capture {
+        fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize {
+            self.0.lock().extend(pkts.iter().map(|m| m.data().to_vec()));
+            let n = pkts.len();
+            Mempool::free_bulk(pkts);
+            n
+        }
+    }
+
+    fn poller(
+        guests: &[Arc<Guest>],
+        pool: &Mempool,
+    ) -> (Poller, Arc<parking_lot::Mutex<Vec<Vec<u8>>>>) {
+        let wire = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let backend = Box::new(Capture(wire.clone()));
+        let p = testing::poller(Role::Tx, guests.to_vec(), Vec::new(), backend, pool);
+        (p, wire)
+    }
+
+    #[test]
+    fn each_guest_gets_its_frames_in_order_whichever_way_they_went() {
+        let ((a, _ra), (b, _rb), (c, _rc)) = (guest(A, false), guest(B, true), guest(C, true));
+        // Small frames to B and C in turn (straight into their rings, the open batch moving
+        // between them), one to the wire, a large one to B (a host copy), then small ones to
+        // C and B that must not overtake it.
+        let sizes_to = [
+            (64, B),
+            (64, C),
+            (100, B),
+            (64, WIRE),
+            (200, C),
+            (1000, B),
+            (64, C),
+            (64, B),
+        ];
+        let frames: Vec<Vec<u8>> = sizes_to
+            .iter()
+            .enumerate()
+            .map(|(i, &(len, to))| udp_frame(to, A, i as u64, len))
+            .collect();
+        post(&a, &frames, 0);
+        let pool = Mempool::new("t-sw-order", 256, 2048).unwrap();
+        let guests = [a.clone(), b.clone(), c.clone()];
+        let (mut p, wire) = poller(&guests, &pool);
+        assert_eq!(p.round(), 8);
+        let to = |mac| -> Vec<Vec<u8>> {
+            frames
+                .iter()
+                .zip(sizes_to)
+                .filter(|(_, (_, t))| *t == mac)
+                .map(|(f, _)| f.clone())
+                .collect()
+        };
+        assert_eq!(received(&b), to(B), "B: its four frames, intact, in order");
+        assert_eq!(received(&c), to(C), "C: its three frames, intact, in order");
+        assert_eq!(*wire.lock(), to(WIRE), "the wire: only its frame");
+        assert_eq!(p.stats.switched.load(Ordering::Relaxed), 7);
+        let rx_packets = |g: &Guest| g.rx.lock().stats.0[StatsIndex::RxPackets as usize];
+        assert_eq!((rx_packets(&b), rx_packets(&c)), (4, 3));
+        let tx = a.tx.lock();
+        let ring = tx.queues[0].as_ref().unwrap().ring;
+        assert!(
+            (0..8).all(|i| ring.flags(i) == 0),
+            "every descriptor back, none refused"
+        );
+        assert_eq!(tx.stats.0[StatsIndex::TxPackets as usize], 8);
+    }
+
+    #[test]
+    fn small_frames_for_a_guest_take_no_host_buffer() {
+        let ((a, _ra), (b, _rb)) = (guest(A, false), guest(B, true));
+        let frames: Vec<Vec<u8>> = (0..6)
+            .map(|i| udp_frame(if i < 4 { B } else { WIRE }, A, i, 64))
+            .collect();
+        post(&a, &frames, 0);
+        // Every host buffer taken: the frames for the wire must wait for one, B's need none.
+        let pool = Mempool::new("t-sw-none", 64, 2048).unwrap();
+        let mut held = Vec::new();
+        while let Some(m) = pool.alloc() {
+            held.push(m);
+        }
+        let (mut p, wire) = poller(&[a.clone(), b.clone()], &pool);
+        assert_eq!(p.round(), 4);
+        assert_eq!(received(&b), frames[..4]);
+        assert!(wire.lock().is_empty());
+        let ring = a.tx.lock().queues[0].as_ref().unwrap().ring;
+        assert_eq!(
+            (ring.flags(3), ring.flags(4) & DESC_F_AVAIL),
+            (0, DESC_F_AVAIL)
+        );
+        // Buffers back: the two for the wire go.
+        Mempool::free_bulk(&mut held);
+        assert_eq!(p.round(), 2);
+        assert_eq!(*wire.lock(), frames[4..]);
+    }
+
+    #[test]
+    fn a_guest_gets_the_checksums_asked_for_filled_and_spoofed_frames_not_at_all() {
+        let ((a, _ra), (b, _rb)) = (guest(A, false), guest(B, true));
+        let good = udp_frame(B, A, 7, 80);
+        let mut unsummed = good.clone();
+        unsummed[24..26].fill(0); // the IPv4 header checksum, left to the offload
+        let spoofed = udp_frame(B, C, 8, 80);
+        post(
+            &a,
+            &[unsummed, spoofed],
+            DESC_OL_TX_IPV4 | DESC_OL_TX_IP_CKSUM,
+        );
+        let pool = Mempool::new("t-sw-csum", 64, 2048).unwrap();
+        let (mut p, _wire) = poller(&[a.clone(), b.clone()], &pool);
+        assert_eq!(p.round(), 1);
+        assert_eq!(received(&b), [good]);
+        let tx = a.tx.lock();
+        assert_eq!(tx.stats.0[StatsIndex::TxSpoofed as usize], 1);
+        let ring = tx.queues[0].as_ref().unwrap().ring;
+        assert_eq!((ring.flags(0), ring.flags(1)), (0, DESC_F_ERROR));
+    }
+}
