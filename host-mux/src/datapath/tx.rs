@@ -233,12 +233,12 @@ impl Poller {
                 // one for the wire only goes as a host copy that the switch need not look at
                 // again (a guest rewriting the address meanwhile sends to the wire a frame it
                 // could have sent there anyway).
-                (Ok(f), _) if stageable(f) => match self.for_a_guest_in_guest(g, &f.src) {
-                    true => {
+                (Ok(f), _) if stageable(f) => match self.target_in_guest(g, &f.src) {
+                    (_, TARGET_NONE) => self.copy_tx(g, f),
+                    peeked => {
                         let more = taken_now.len() - i;
-                        self.tx_staged(g, f, out.sw, out.stage, more)
+                        self.tx_staged(g, f, peeked, out, more)
                     }
-                    false => self.copy_tx(g, f),
                 },
                 (Ok(f), Some(zc)) if LEND && self.lendable(f) => {
                     out.sw.host_copy();
@@ -417,8 +417,17 @@ impl Poller {
     /// have sent there anyway, and what reaches a guest is classified again from a host copy.
     #[inline(always)]
     fn for_a_guest_in_guest(&self, g: &Guest, src: &GuestSlice<'_>) -> bool {
-        src.read_array::<6>(0)
-            .is_ok_and(|d| self.local_target(g.mac, MacAddr(d)) != TARGET_NONE)
+        self.target_in_guest(g, src).1 != TARGET_NONE
+    }
+
+    /// The destination of the frame at `src` (guest memory) and its [`Poller::local_target`]
+    /// (see [`Poller::for_a_guest_in_guest`] for what may rest on it).
+    #[inline(always)]
+    fn target_in_guest(&self, g: &Guest, src: &GuestSlice<'_>) -> (MacAddr, u16) {
+        match src.read_array::<6>(0) {
+            Ok(d) => (MacAddr(d), self.local_target(g.mac, MacAddr(d))),
+            Err(_) => (MacAddr([0; 6]), TARGET_NONE),
+        }
     }
 
     /// A TCP super-frame handed to the backend to segment, as a chain of TSO buffers.

@@ -29,6 +29,7 @@ pub enum TxRequest {
 /// Checks a TX descriptor's length and offload request; None refuses it. Offloads outside
 /// the checksums and TCP segmentation guests are offered (VLAN insertion, UDP segmentation, ...) are refused too. Public for
 /// the fuzz targets (fuzz/fuzz_targets/descriptor_validation.rs).
+#[inline]
 pub fn tx_request(
     flags: OlFlags,
     t: TxOffloadInfo,

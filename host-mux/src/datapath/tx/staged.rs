@@ -129,17 +129,19 @@ impl<'g> Switchboard<'g> {
 
 impl Poller {
     /// Sends a checked frame of at most [`STAGE_MAX`] bytes the staged way (module docs),
-    /// `stage` the poller's stack buffer; `more`: frames left in the sender's burst.
+    /// through `out`; `peeked`: the destination read in guest memory and its target; `more`:
+    /// frames left in the sender's burst.
     #[inline(always)]
     pub(super) fn tx_staged(
         &mut self,
         g: &Guest,
         f: &TxFrame<'_>,
-        sw: &mut Switchboard<'_>,
-        stage: &mut [u8; STAGE_MAX],
+        (peeked_dst, peeked_target): (MacAddr, u16),
+        out: &mut Sink<'_, '_>,
         more: usize,
     ) -> TxOutcome {
-        let frame = &mut stage[..f.len];
+        let sw = &mut *out.sw;
+        let frame = &mut out.stage[..f.len];
         // Read once; whatever the guest writes there from now on is not looked at.
         if f.src.read_slice(0, frame).is_err() {
             return TxOutcome::Bad;
@@ -147,7 +149,12 @@ impl Poller {
         if spoofed(g, frame) {
             return TxOutcome::Spoofed;
         }
-        let t = MacAddr::dst_of(frame).map_or(TARGET_NONE, |d| self.local_target(g.mac, d));
+        // The destination as copied; looked up again only if it changed since it was peeked.
+        let t = match MacAddr::dst_of(frame) {
+            Some(d) if d == peeked_dst => peeked_target,
+            Some(d) => self.local_target(g.mac, d),
+            None => TARGET_NONE,
+        };
         let to_wire_only = t == TARGET_NONE;
         // The backend fills checksums only of frames it sends; a guest gets them filled here.
         let mut hw_csum = None;
