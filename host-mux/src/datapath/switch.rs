@@ -4,12 +4,12 @@
 //! apply as to frames from the wire, and the sender was spoof-checked before its frame got
 //! here. Only host copies are looked at, so a guest changing its buffer meanwhile gains nothing.
 //!
-//! Two ways there. A small frame goes straight from the sender's ring into the receiver's
-//! during the TX pull, staged on the poller's stack (`tx::staged`). Anything else that may be
-//! for a guest (larger frames, super-frames, lent frames, broadcasts, and every frame of a
-//! pull after one of those, so each receiver keeps the sender's order) goes as a host copy,
-//! switched after the pull by [`Poller::switch_local`]. A small frame read as for the wire
-//! only goes there as a host copy, not looked at again.
+//! Two ways there. A frame usually goes straight from the sender's ring into the receiver's
+//! during the TX pull, its head staged on the poller's stack (`tx::staged`). The rest that may
+//! be for a guest (super-frames, checksum requests past the stage, broadcasts, and every frame
+//! of a pull after one of those, so each receiver keeps the sender's order) goes as a host
+//! copy, switched after the pull by [`Poller::switch_local`]. A frame read as for the wire
+//! only goes there, not looked at again.
 
 use vdpdk_core::{MacAddr, OlFlags};
 

@@ -228,27 +228,28 @@ impl Poller {
         let (mut taken, mut bytes, mut lent) = (0usize, 0u64, 0u64);
         for (i, (d, f)) in taken_now.iter().enumerate() {
             let idx = hq.next;
-            let outcome = match (f, &mut hq.zc) {
-                // A small frame is switched as the destination read from guest memory says;
-                // one for the wire only goes as a host copy that the switch need not look at
-                // again (a guest rewriting the address meanwhile sends to the wire a frame it
-                // could have sent there anyway).
-                (Ok(f), _) if stageable(f) => match self.target_in_guest(g, &f.src) {
-                    (_, TARGET_NONE) => self.copy_tx(g, f),
-                    peeked => {
-                        let more = taken_now.len() - i;
-                        self.tx_staged(g, f, peeked, out, more)
+            let outcome = match f {
+                Err(_) => TxOutcome::Bad,
+                Ok(f) => {
+                    // A frame that may be staged goes where the destination read in guest
+                    // memory says. One for the wire only is sent (copied or lent) without the
+                    // switch looking at it again: a guest rewriting the address meanwhile
+                    // sends to the wire a frame it could have sent there anyway.
+                    let peeked = match stageable(f) {
+                        true => self.target_in_guest(g, &f.src),
+                        false => {
+                            out.sw.host_copy();
+                            (MacAddr([0; 6]), TARGET_NONE)
+                        }
+                    };
+                    match (peeked.1, &mut hq.zc) {
+                        (TARGET_NONE, Some(zc)) if LEND && self.lendable(f) => {
+                            self.lend_tx(g, f, zc, idx, mem)
+                        }
+                        (TARGET_NONE, _) => self.copy_tx(g, f),
+                        _ => self.tx_staged(g, f, peeked, out, taken_now.len() - i),
                     }
-                },
-                (Ok(f), Some(zc)) if LEND && self.lendable(f) => {
-                    out.sw.host_copy();
-                    self.lend_tx(g, f, zc, idx, mem)
                 }
-                (Ok(f), _) => {
-                    out.sw.host_copy();
-                    self.copy_tx(g, f)
-                }
-                (Err(_), _) => TxOutcome::Bad,
             };
             let refusal = match outcome {
                 TxOutcome::Queued | TxOutcome::Switched => {

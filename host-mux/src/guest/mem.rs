@@ -489,6 +489,42 @@ impl GuestSlice<'_> {
         };
         Ok(())
     }
+
+    /// Copies `len` bytes from `src_offset` into `src` to `offset` into this slice: guest
+    /// memory to guest memory (one guest's frame into another's buffer), bytes only, never
+    /// looked at. Refused unless this slice was validated for writing.
+    #[inline(always)]
+    pub fn copy_within_guests(
+        &self,
+        offset: usize,
+        src: &GuestSlice<'_>,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<(), GuestMemError> {
+        if !self.writable {
+            return Err(GuestMemError {
+                iova: self.iova,
+                len: self.len as u64,
+                fault: MemFault::ReadOnly,
+            });
+        }
+        self.check(offset, len)?;
+        src.check(src_offset, len)?;
+        // SAFETY: both ranges lie inside their slices (checked), each in one mapped DMA region
+        // that stays mapped while its map is borrowed, the destination writable. Each guest's
+        // regions are its own mappings, but nothing here proves the two ranges apart, so
+        // `copy` (memmove, correct for overlapping ranges). The same pages mapped for two
+        // guests could only garble bytes those guests share; they are moved, never read as
+        // values. No reference to guest memory is formed.
+        unsafe {
+            std::ptr::copy(
+                src.ptr.as_ptr().add(src_offset),
+                self.ptr.as_ptr().add(offset),
+                len,
+            )
+        };
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -629,6 +665,25 @@ mod tests {
         let ro = mem.slice(0x10100, 0x100, false).unwrap();
         assert_eq!(
             ro.write_slice(0, b"x").unwrap_err().fault,
+            MemFault::ReadOnly
+        );
+        // Guest to guest (another slice of another map in use): inside both ranges only.
+        let mut other = GuestMem::default();
+        other.add(Arc::new(region(0x40000, 0x1000, true))).unwrap();
+        let dst = other.slice(0x40000, 0x20, true).unwrap();
+        dst.copy_within_guests(1, &ro, 0x10, 5).unwrap();
+        assert_eq!(dst.read_array::<7>(0).unwrap(), *b"\0vdpdk\0");
+        let refused = |r: Result<(), GuestMemError>| r.unwrap_err().fault;
+        assert_eq!(
+            refused(dst.copy_within_guests(0x1c, &ro, 0, 5)),
+            MemFault::OutsideSlice
+        );
+        assert_eq!(
+            refused(dst.copy_within_guests(0, &ro, 0xfe, 5)),
+            MemFault::OutsideSlice
+        );
+        assert_eq!(
+            refused(ro.copy_within_guests(0, &dst, 0, 1)),
             MemFault::ReadOnly
         );
     }

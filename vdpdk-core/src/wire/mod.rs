@@ -80,6 +80,12 @@ impl Summary {
     }
 }
 
+/// How far into a frame [`parse`] (and so a flow rule's match or a packet type) can look: two
+/// VLAN tags (22 bytes of Ethernet header), the longest IPv4 header (60) and the longest TCP
+/// header (60, whose length is checked against the buffer). A copy of a frame's first
+/// `PARSE_REACH` bytes parses as the whole frame does.
+pub const PARSE_REACH: usize = ethernet::HEADER_LEN + 4 * ethernet::MAX_VLAN_TAGS + 60 + 60;
+
 /// Parses an Ethernet frame once: VLAN tags (up to two), IPv4 (options skipped) or IPv6 (the
 /// fixed header; extension headers not followed, a Fragment header recognised), and TCP or UDP
 /// ports. None when the buffer is shorter than an Ethernet header; otherwise every layer found

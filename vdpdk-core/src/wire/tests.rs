@@ -427,3 +427,41 @@ proptest! {
         prop_assert_eq!(parse(f).is_some(), f.len() >= 14);
     }
 }
+
+proptest! {
+    /// What parse sees of a frame lies in its first PARSE_REACH bytes: VLAN-tagged or not,
+    /// IPv4 with any IHL or IPv6, TCP with any data offset, the rest random.
+    #[test]
+    fn parse_looks_no_further_than_its_reach(
+        mut bytes in proptest::collection::vec(any::<u8>(), 200..400),
+        tags in 0usize..=2,
+        v6 in any::<bool>(),
+        tcp in any::<bool>(),
+    ) {
+        let mut at = 12;
+        for _ in 0..tags {
+            bytes[at..at + 2].copy_from_slice(&[0x81, 0x00]);
+            at += 4;
+        }
+        let (ethertype, l4_at) = match v6 {
+            false => ([0x08, 0x00], at + 2 + (bytes[at + 2] & 0xf) as usize * 4),
+            true => ([0x86, 0xdd], at + 2 + 40),
+        };
+        bytes[at..at + 2].copy_from_slice(&ethertype);
+        let proto = if tcp { 6 } else { 17 };
+        match v6 {
+            false => bytes[at + 2 + 9] = proto,
+            true => bytes[at + 2 + 6] = proto,
+        }
+        if !v6 {
+            bytes[at + 2 + 6..at + 2 + 8].fill(0); // not a fragment
+        }
+        prop_assume!(l4_at + 60 < bytes.len());
+        let whole = parse(&bytes);
+        prop_assert_eq!(whole, parse(&bytes[..PARSE_REACH]));
+        prop_assert_eq!(
+            crate::offload::PacketType::parse(&bytes),
+            crate::offload::PacketType::parse(&bytes[..PARSE_REACH])
+        );
+    }
+}

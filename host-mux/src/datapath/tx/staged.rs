@@ -1,15 +1,17 @@
-//! The staged way to another guest (see `datapath::switch`). A small frame ([`STAGE_MAX`])
-//! whose destination, read in guest memory, is another guest or all of them is read out of
-//! the sender's memory once, onto the poller's stack, checked and classified again from that
-//! copy and, for another guest, written straight into its RX ring while the sender's TX lock
-//! is held ([`Switchboard`]): no host buffer, no second pass through the switch. A frame that
-//! cannot go that way (a broadcast, or any frame of a pull after a host copy that may be for
-//! a guest, so each receiver keeps the sender's order) leaves as a host copy of the staged
-//! bytes.
+//! The staged way to another guest (see `datapath::switch`). A frame whose destination, read
+//! in guest memory, is another guest or all of them has its head (up to [`STAGE_MAX`] bytes,
+//! every byte a rule or the packet type can look at) read out of the sender's memory once,
+//! onto the poller's stack, checked and classified again from that copy and, for another
+//! guest, written straight into its RX ring while the sender's TX lock is held
+//! ([`Switchboard`]), the rest of a longer frame copied from guest to guest, never looked at:
+//! one copy per byte, no host buffer, no second pass through the switch. A frame that cannot
+//! go that way (a broadcast, or any frame of a pull after a host copy that may be for a
+//! guest, so each receiver keeps the sender's order) leaves as a host copy.
 
 use std::sync::Arc;
 
 use vdpdk_core::packet::fill_tx_checksums;
+use vdpdk_core::wire::PARSE_REACH;
 use vdpdk_core::MacAddr;
 
 use super::{csum_offloads, spoofed, TxFrame, TxOutcome, TxRequest};
@@ -17,38 +19,55 @@ use crate::datapath::rx::{RxBatch, RxFrame, TARGET_ALL, TARGET_NONE};
 use crate::datapath::{Poller, PollerStats};
 use crate::guest::{Guest, GuestMemError, GuestSlice, PathStats};
 
-/// Frames up to this long go the staged way (see the module docs): four cache lines on the
-/// stack, where a 64 B frame's host buffer cost its allocation, its metadata, a second pass
-/// through the switch and its free.
+/// Bytes of a frame staged on the stack: four cache lines. A frame up to this long is staged
+/// whole (its checksums can then be filled there); a longer one has its head staged, which
+/// holds all that a flow rule or the packet type can look at.
 pub(super) const STAGE_MAX: usize = 256;
+const _: () = assert!(STAGE_MAX >= PARSE_REACH);
 
 /// Where one TX pull's frames go besides the backend's burst: the switchboard, the stack
-/// buffer staged frames are read into, and the guest's TX counters.
+/// buffer staged heads are read into, and the guest's TX counters.
 pub(super) struct Sink<'s, 'g> {
     pub(super) sw: &'s mut Switchboard<'g>,
     pub(super) stage: &'s mut [u8; STAGE_MAX],
     pub(super) stats: &'s mut PathStats,
 }
 
-/// Whether a checked frame goes the staged way ([`Poller::tx_staged`]): small, and not a
-/// super-frame to cut.
+/// Whether a checked frame may go the staged way ([`Poller::tx_staged`]): not a super-frame
+/// to cut, and staged whole if its checksums are to be filled.
 #[inline(always)]
 pub(super) fn stageable(f: &TxFrame<'_>) -> bool {
-    f.len <= STAGE_MAX && !matches!(f.request, TxRequest::Segment { .. })
+    match f.request {
+        TxRequest::Plain => true,
+        TxRequest::Checksum(_) => f.len <= STAGE_MAX,
+        TxRequest::Segment { .. } => false,
+    }
 }
 
-/// A staged frame: bytes copied out of the sender's memory onto the poller's stack.
-struct Staged<'s>(&'s [u8]);
+/// A staged frame: its head copied out of the sender's memory onto the poller's stack, and
+/// the rest (`body`: the sender's whole frame, from the head's end on) still in its memory.
+struct Staged<'s, 'm> {
+    head: &'s [u8],
+    body: Option<&'s GuestSlice<'m>>,
+    len: usize,
+}
 
-impl RxFrame for Staged<'_> {
+impl RxFrame for Staged<'_, '_> {
     fn head(&self) -> &[u8] {
-        self.0
+        self.head
     }
     fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
     fn write_into(&self, dst: &GuestSlice<'_>) -> Result<(), GuestMemError> {
-        dst.write_slice(0, self.0)
+        dst.write_slice(0, self.head)?;
+        match self.body {
+            Some(src) => {
+                let at = self.head.len();
+                dst.copy_within_guests(at, src, at, self.len - at)
+            }
+            None => Ok(()),
+        }
     }
     fn rx_ol(&self) -> u32 {
         0
@@ -101,7 +120,7 @@ impl<'g> Switchboard<'g> {
     fn deliver(
         &mut self,
         gi: u16,
-        frame: Staged<'_>,
+        frame: Staged<'_, '_>,
         more: usize,
         stats: &PollerStats,
         due: &mut Vec<(u16, u64)>,
@@ -128,9 +147,9 @@ impl<'g> Switchboard<'g> {
 }
 
 impl Poller {
-    /// Sends a checked frame of at most [`STAGE_MAX`] bytes the staged way (module docs),
-    /// through `out`; `peeked`: the destination read in guest memory and its target; `more`:
-    /// frames left in the sender's burst.
+    /// Sends a checked frame the staged way (module docs), through `out`; `peeked`: the
+    /// destination read in guest memory and its target; `more`: frames left in the sender's
+    /// burst.
     #[inline(always)]
     pub(super) fn tx_staged(
         &mut self,
@@ -141,16 +160,16 @@ impl Poller {
         more: usize,
     ) -> TxOutcome {
         let sw = &mut *out.sw;
-        let frame = &mut out.stage[..f.len];
+        let head = &mut out.stage[..f.len.min(STAGE_MAX)];
         // Read once; whatever the guest writes there from now on is not looked at.
-        if f.src.read_slice(0, frame).is_err() {
+        if f.src.read_slice(0, head).is_err() {
             return TxOutcome::Bad;
         }
-        if spoofed(g, frame) {
+        if spoofed(g, head) {
             return TxOutcome::Spoofed;
         }
         // The destination as copied; looked up again only if it changed since it was peeked.
-        let t = match MacAddr::dst_of(frame) {
+        let t = match MacAddr::dst_of(head) {
             Some(d) if d == peeked_dst => peeked_target,
             Some(d) => self.local_target(g.mac, d),
             None => TARGET_NONE,
@@ -162,11 +181,17 @@ impl Poller {
             if to_wire_only && self.hw_tx.contains(csum_offloads(f.flags)) {
                 hw_csum = Some((f.flags, f.info));
             } else {
-                fill_tx_checksums(frame, f.flags, &lay);
+                fill_tx_checksums(head, f.flags, &lay); // staged whole (`stageable`)
             }
         }
         if !to_wire_only && t != TARGET_ALL && sw.direct {
-            sw.deliver(t, Staged(frame), more, &self.stats, &mut self.due);
+            let body = (f.len > head.len()).then_some(&f.src);
+            let frame = Staged {
+                head,
+                body,
+                len: f.len,
+            };
+            sw.deliver(t, frame, more, &self.stats, &mut self.due);
             return TxOutcome::Switched;
         }
         if !to_wire_only {
@@ -182,7 +207,13 @@ impl Poller {
         let m = &mut self.tx_buf[i];
         m.reset_to_len(f.len)
             .expect("len checked against max_frame");
-        m.data_mut().copy_from_slice(frame);
+        let (staged, rest) = m.data_mut().split_at_mut(head.len());
+        staged.copy_from_slice(head);
+        if f.src.read_slice(head.len(), rest).is_err() {
+            let m = self.tx_buf.pop().expect("just pushed");
+            self.free_cache.push(m);
+            return TxOutcome::Bad;
+        }
         if let Some((flags, info)) = hw_csum {
             m.ol_flags = flags;
             m.tx_offload = info;
@@ -234,14 +265,14 @@ mod tests {
         (g, ram)
     }
 
-    /// Posts `frames` on guest `g`'s TX ring, each in its own buffer, with descriptor
-    /// offload bits `ol`.
-    fn post(g: &Guest, frames: &[Vec<u8>], ol: u32) {
+    /// Posts `frames` on guest `g`'s TX ring, each in its own buffer, frame `i` with
+    /// descriptor offload bits `ol(i)`.
+    fn post(g: &Guest, frames: &[Vec<u8>], ol: impl Fn(usize) -> u32) {
         for (i, f) in frames.iter().enumerate() {
             let at = BUFS + i as u64 * 0x800;
             testing::poke(g, at, f);
             let d = Desc {
-                ol_flags: ol,
+                ol_flags: ol(i),
                 l2_len: 14,
                 l3_len: 20,
                 ..desc(at, f.len() as u16)
@@ -291,25 +322,28 @@ mod tests {
     #[test]
     fn each_guest_gets_its_frames_in_order_whichever_way_they_went() {
         let ((a, _ra), (b, _rb), (c, _rc)) = (guest(A, false), guest(B, true), guest(C, true));
-        // Small frames to B and C in turn (straight into their rings, the open batch moving
-        // between them), one to the wire, a large one to B (a host copy), then small ones to
-        // C and B that must not overtake it.
+        // Frames to B and C in turn (straight into their rings, the open batch moving between
+        // them), one to the wire, one to B whose checksum is to be filled over 1000 bytes (a
+        // host copy), then frames to C and B that must not overtake it.
         let sizes_to = [
             (64, B),
-            (64, C),
+            (1500, C),
             (100, B),
             (64, WIRE),
             (200, C),
             (1000, B),
             (64, C),
-            (64, B),
+            (1500, B),
         ];
         let frames: Vec<Vec<u8>> = sizes_to
             .iter()
             .enumerate()
             .map(|(i, &(len, to))| udp_frame(to, A, i as u64, len))
             .collect();
-        post(&a, &frames, 0);
+        post(&a, &frames, |i| match i {
+            5 => DESC_OL_TX_IPV4 | DESC_OL_TX_IP_CKSUM,
+            _ => 0,
+        });
         let pool = Mempool::new("t-sw-order", 256, 2048).unwrap();
         let guests = [a.clone(), b.clone(), c.clone()];
         let (mut p, wire) = poller(&guests, &pool);
@@ -338,12 +372,15 @@ mod tests {
     }
 
     #[test]
-    fn small_frames_for_a_guest_take_no_host_buffer() {
+    fn frames_for_a_guest_take_no_host_buffer_whatever_their_length() {
         let ((a, _ra), (b, _rb)) = (guest(A, false), guest(B, true));
+        // Staged whole, at the stage's size, one past it (head staged, the rest copied from
+        // guest to guest), full-sized; then two for the wire.
+        let sizes = [64, STAGE_MAX, STAGE_MAX + 1, 1514, 64, 1514];
         let frames: Vec<Vec<u8>> = (0..6)
-            .map(|i| udp_frame(if i < 4 { B } else { WIRE }, A, i, 64))
+            .map(|i| udp_frame(if i < 4 { B } else { WIRE }, A, i as u64, sizes[i]))
             .collect();
-        post(&a, &frames, 0);
+        post(&a, &frames, |_| 0);
         // Every host buffer taken: the frames for the wire must wait for one, B's need none.
         let pool = Mempool::new("t-sw-none", 64, 2048).unwrap();
         let mut held = Vec::new();
@@ -372,11 +409,9 @@ mod tests {
         let mut unsummed = good.clone();
         unsummed[24..26].fill(0); // the IPv4 header checksum, left to the offload
         let spoofed = udp_frame(B, C, 8, 80);
-        post(
-            &a,
-            &[unsummed, spoofed],
-            DESC_OL_TX_IPV4 | DESC_OL_TX_IP_CKSUM,
-        );
+        post(&a, &[unsummed, spoofed], |_| {
+            DESC_OL_TX_IPV4 | DESC_OL_TX_IP_CKSUM
+        });
         let pool = Mempool::new("t-sw-csum", 64, 2048).unwrap();
         let (mut p, _wire) = poller(&[a.clone(), b.clone()], &pool);
         assert_eq!(p.round(), 1);
