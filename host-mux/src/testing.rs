@@ -140,3 +140,16 @@ pub(crate) fn poller(
         },
     )
 }
+
+/// Asserts that guest `g`'s TX queue 0 handed its first `n` descriptors back, none refused,
+/// and counted `n` frames sent.
+pub(crate) fn assert_tx_done(g: &Guest, n: u16) {
+    let tx = g.tx.lock();
+    let ring = tx.queues[0].as_ref().unwrap().ring;
+    assert!(
+        (0..n).all(|i| ring.flags(i) == 0),
+        "every descriptor back, none refused"
+    );
+    let sent = tx.stats.0[vdpdk_core::abi::StatsIndex::TxPackets as usize];
+    assert_eq!(sent, n as u64);
+}

@@ -413,9 +413,10 @@ impl Poller {
     }
 
     /// Whether the frame at `src` (guest memory) is addressed to another guest (or all). Only
-    /// a choice of path rests on it (a super-frame's TSO path, a small frame's staged or wire
-    /// path): a guest that changes the address afterwards sends to the wire what it could
-    /// have sent there anyway, and what reaches a guest is classified again from a host copy.
+    /// a choice of path rests on it (a super-frame's TSO path here, a frame's staged or wire
+    /// path in [`Poller::target_in_guest`]): a guest that changes the address afterwards
+    /// sends to the wire what it could have sent there anyway, and what reaches a guest is
+    /// classified again from a copy in host memory.
     #[inline(always)]
     fn for_a_guest_in_guest(&self, g: &Guest, src: &GuestSlice<'_>) -> bool {
         self.target_in_guest(g, src).1 != TARGET_NONE
@@ -709,13 +710,7 @@ mod tests {
             32,
             "each frame sent once"
         );
-        let tx = g.tx.lock();
-        let ring = tx.queues[0].as_ref().unwrap().ring;
-        assert!(
-            (0..32).all(|i| ring.flags(i) == 0),
-            "every descriptor released"
-        );
-        assert_eq!(tx.stats.0[StatsIndex::TxPackets as usize], 32);
+        testing::assert_tx_done(&g, 32);
     }
 
     #[test]

@@ -362,13 +362,7 @@ mod tests {
         assert_eq!(p.stats.switched.load(Ordering::Relaxed), 7);
         let rx_packets = |g: &Guest| g.rx.lock().stats.0[StatsIndex::RxPackets as usize];
         assert_eq!((rx_packets(&b), rx_packets(&c)), (4, 3));
-        let tx = a.tx.lock();
-        let ring = tx.queues[0].as_ref().unwrap().ring;
-        assert!(
-            (0..8).all(|i| ring.flags(i) == 0),
-            "every descriptor back, none refused"
-        );
-        assert_eq!(tx.stats.0[StatsIndex::TxPackets as usize], 8);
+        testing::assert_tx_done(&a, 8);
     }
 
     #[test]
