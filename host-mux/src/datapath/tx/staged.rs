@@ -415,4 +415,45 @@ mod tests {
         let ring = tx.queues[0].as_ref().unwrap().ring;
         assert_eq!((ring.flags(0), ring.flags(1)), (0, DESC_F_ERROR));
     }
+
+    #[test]
+    fn a_receivers_bad_buffers_are_refused_one_by_one_and_the_sender_is_not_harmed() {
+        let ((a, _ra), (b, _rb)) = (guest(A, false), guest(B, true));
+        {
+            // B's first buffers: too short for a full frame, outside its memory, straddling
+            // its end; the fourth is good.
+            let rx = b.rx.lock();
+            let ring = rx.queues[0].as_ref().unwrap().ring;
+            ring.publish(0, &desc(BUFS, 100));
+            ring.publish(1, &desc(0x1000, 2048));
+            ring.publish(2, &desc(RAM + 0x20000 - 1000, 2048));
+        }
+        let frames: Vec<Vec<u8>> = (0..4).map(|i| udp_frame(B, A, i, 1514)).collect();
+        post(&a, &frames, |_| 0);
+        let pool = Mempool::new("t-sw-bad", 64, 2048).unwrap();
+        let (mut p, wire) = poller(&[a.clone(), b.clone()], &pool);
+        assert_eq!(p.round(), 4);
+        let rx = b.rx.lock();
+        let ring = rx.queues[0].as_ref().unwrap().ring;
+        let done: Vec<(u16, u16)> = (0..4)
+            .map(|i| {
+                let d = ring.read_completed(i);
+                (d.len, d.flags & DESC_F_ERROR)
+            })
+            .collect();
+        assert_eq!(
+            done,
+            [
+                (0, DESC_F_ERROR),
+                (0, DESC_F_ERROR),
+                (0, DESC_F_ERROR),
+                (1514, 0)
+            ]
+        );
+        assert_eq!(rx.stats.0[StatsIndex::RxBadDesc as usize], 3);
+        drop(rx);
+        assert_eq!(testing::peek(&b, BUFS + 3 * 0x800, 1514), frames[3]);
+        assert!(wire.lock().is_empty());
+        testing::assert_tx_done(&a, 4);
+    }
 }
