@@ -311,6 +311,34 @@ impl Poller {
         self.free_cache.len() >= need
     }
 
+    /// Takes a reserved host buffer into the burst holding `len` bytes: `head`, then frame
+    /// `src` (guest memory) from `head.len()` on. Returns its index in the burst, or None (the
+    /// buffer back in the cache) when the copy is refused.
+    #[inline(always)]
+    pub(super) fn push_copy(
+        &mut self,
+        src: &GuestSlice<'_>,
+        len: usize,
+        head: &[u8],
+    ) -> Option<usize> {
+        // Filled in place in the burst: filling a copy on the stack and then moving it read
+        // back the fields just written in pieces, a store-forwarding stall per frame.
+        let i = self.tx_buf.len();
+        self.tx_buf
+            .push(self.free_cache.pop().expect("reserved before"));
+        let m = &mut self.tx_buf[i];
+        m.reset_to_len(len).expect("len checked against max_frame");
+        let (staged, rest) = m.data_mut().split_at_mut(head.len());
+        staged.copy_from_slice(head);
+        // The guest may scribble on the source meanwhile; we only copy bytes.
+        if src.read_slice(head.len(), rest).is_err() {
+            let m = self.tx_buf.pop().expect("just pushed");
+            self.free_cache.push(m);
+            return None;
+        }
+        Some(i)
+    }
+
     /// A frame copied as it is, its checksums (if asked) left to the backend when it has them
     /// or filled here. Needs one reserved buffer.
     #[inline(always)]
@@ -322,20 +350,10 @@ impl Poller {
         if spoofed_in_guest(g, &f.src) {
             return TxOutcome::Spoofed;
         }
-        // Filled in place in the burst: filling a copy on the stack and then moving it read
-        // back the fields just written in pieces, a store-forwarding stall per frame.
-        let i = self.tx_buf.len();
-        self.tx_buf
-            .push(self.free_cache.pop().expect("reserved above"));
-        let m = &mut self.tx_buf[i];
-        m.reset_to_len(f.len)
-            .expect("len checked against max_frame");
-        // The guest may scribble on the source meanwhile; we only copy bytes.
-        if f.src.read_slice(0, m.data_mut()).is_err() {
-            let m = self.tx_buf.pop().expect("just pushed");
-            self.free_cache.push(m);
+        let Some(i) = self.push_copy(&f.src, f.len, &[]) else {
             return TxOutcome::Bad;
-        }
+        };
+        let m = &mut self.tx_buf[i];
         if g.limits.spoof_check {
             m.data_mut()[6..12].copy_from_slice(&g.mac.0);
         }

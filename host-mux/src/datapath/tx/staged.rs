@@ -200,20 +200,10 @@ impl Poller {
         if !self.reserve(1) {
             return TxOutcome::Wait;
         }
-        // Filled in place in the burst (as `tx_copy` does, for the same reason).
-        let i = self.tx_buf.len();
-        self.tx_buf
-            .push(self.free_cache.pop().expect("reserved above"));
-        let m = &mut self.tx_buf[i];
-        m.reset_to_len(f.len)
-            .expect("len checked against max_frame");
-        let (staged, rest) = m.data_mut().split_at_mut(head.len());
-        staged.copy_from_slice(head);
-        if f.src.read_slice(head.len(), rest).is_err() {
-            let m = self.tx_buf.pop().expect("just pushed");
-            self.free_cache.push(m);
+        let Some(i) = self.push_copy(&f.src, f.len, head) else {
             return TxOutcome::Bad;
-        }
+        };
+        let m = &mut self.tx_buf[i];
         if let Some((flags, info)) = hw_csum {
             m.ol_flags = flags;
             m.tx_offload = info;
