@@ -147,8 +147,9 @@ pub(super) fn deliver_to_guest<'a>(
 }
 
 /// A frame on its way into a guest's RX ring: a host buffer (from the wire, or a host copy of
-/// another guest's frame) or bytes the TX path copied out of a guest onto its stack
-/// (`switch::Staged`). Either is host memory: it is parsed, guest memory never is.
+/// another guest's frame) or another guest's staged frame (`tx::staged`: its head copied onto
+/// the poller's stack, the rest copied from guest to guest unread). What is parsed
+/// ([`RxFrame::head`]) is host memory either way; guest memory never is.
 pub(super) trait RxFrame {
     /// The bytes parsed for the guest's flow rules and the packet type (a chain's first
     /// buffer).
