@@ -226,3 +226,46 @@ fn a_port_closed_right_after_its_last_burst_still_sends_it() {
     }
     assert_eq!(pool.available(), 256);
 }
+
+/// A TX queue takes finished buffers back in batches, not on every burst, yet never keeps
+/// more than `TX_RECLAIM_HELD` (128) of them from an application sending one frame at a
+/// time: with a pool of 256 and a ring of 1024, a thousand frames go out without the pool
+/// running dry, and an empty burst brings every buffer home.
+#[test]
+fn a_tx_queue_keeps_a_bounded_number_of_finished_buffers() {
+    let (_dir, _mux, mut wire, mut port) = guest_with("reclaim-bound", driver_features());
+    let pool = Mempool::new("g", 256, DEFAULT_BUF_SIZE).unwrap();
+    port.configure(&vdpdk_core::DevConfig {
+        nb_rx_queues: 1,
+        nb_tx_queues: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    port.rx_queue_setup(0, 32, &pool).unwrap();
+    port.tx_queue_setup(0, 1024).unwrap();
+    port.start().unwrap();
+    let mut tx = port.take_tx_queue(0).unwrap();
+    let full = pool.available();
+    let (mut most_held, mut batches) = (0, 0);
+    for i in 0..1000u64 {
+        let f = udp_frame(WIRE_MAC, mac(GMAC), i, 64);
+        let m = pool
+            .alloc_packet(&f)
+            .unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        let before = pool.available();
+        assert_eq!(tx.tx_burst(&mut vec![m]), 1);
+        batches += (pool.available() > before) as u32;
+        // Once the frame is on the wire the host has finished every descriptor so far.
+        assert_eq!(wire.recv(1, Duration::from_secs(10)), vec![f], "frame {i}");
+        most_held = most_held.max(full - pool.available());
+    }
+    assert!(most_held <= 128, "{most_held} buffers held by the queue");
+    assert!(
+        (7..=9).contains(&batches),
+        "buffers came back in {batches} batches, not frame by frame"
+    );
+    wait_for(10, "every buffer back in the pool", || {
+        tx.tx_burst(&mut Vec::new());
+        pool.available() == full
+    });
+}

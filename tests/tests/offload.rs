@@ -155,13 +155,15 @@ fn guests_get_checksums_and_tcp_segmentation_done_by_host_mux() {
 
     // Requests wider than the descriptor's fields never reach the host: the driver refuses
     // and counts them (a segment size over 14 bits, an IP header over 511 bytes), next to
-    // the host's four refusals it learns of in the same burst.
+    // the host's four refusals it learns of when it takes their descriptors back.
     let tso = csum | OlFlags::TX_TCP_CKSUM | OlFlags::TX_TCP_SEG;
     let mut wide_l3 = mbuf(&pool, &tcp, csum | OlFlags::TX_TCP_CKSUM, 20, 0);
     wide_l3.tx_offload.l3_len = 600;
     let mut v = vec![mbuf(&pool, &big, tso, 20, 20_000), wide_l3];
     assert_eq!(tx.tx_burst(&mut v), 2);
     assert!(wire.recv(1, Duration::from_millis(500)).is_empty());
+    // An empty burst takes back what the host finished, and with it its refusals.
+    assert_eq!(tx.tx_burst(&mut Vec::new()), 0);
     assert_eq!(port.stats().oerrors, 4 + 2);
     let g = &mux.guests()[0];
     assert_eq!(g.stats[StatsIndex::TxBadDesc as usize], 4, "{g:?}");

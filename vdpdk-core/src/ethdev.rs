@@ -489,6 +489,10 @@ pub trait TxQueue: Send {
     /// A packet the queue cannot send (a chained mbuf on a port without
     /// `TxOffloads::MULTI_SEGS`, or one breaking the device's limits) is taken, dropped and
     /// counted in `oerrors`, never sent truncated.
+    ///
+    /// A queue may take back the buffers of finished packets (and learn of the device's
+    /// refusals, counted in `oerrors`) only every few bursts, as DPDK drivers do below their
+    /// `tx_free_thresh`; an empty burst takes back what is finished now.
     fn tx_burst(&mut self, pkts: &mut Vec<Mbuf>) -> usize;
 }
 
