@@ -229,22 +229,14 @@ fn a_port_closed_right_after_its_last_burst_still_sends_it() {
 
 /// A TX queue takes finished buffers back in batches, not on every burst, yet never keeps
 /// more than `TX_RECLAIM_HELD` (128) of them from an application sending one frame at a
-/// time: with a pool of 256 and a ring of 1024, a thousand frames go out without the pool
-/// running dry, and an empty burst brings every buffer home.
+/// time: with 256 buffers to send from and a ring of 1024, a thousand frames go out without
+/// the pool running dry, and an empty burst brings every buffer home.
 #[test]
 fn a_tx_queue_keeps_a_bounded_number_of_finished_buffers() {
     let (_dir, _mux, mut wire, mut port) = guest_with("reclaim-bound", driver_features());
-    let pool = Mempool::new("g", 256, DEFAULT_BUF_SIZE).unwrap();
-    port.configure(&vdpdk_core::DevConfig {
-        nb_rx_queues: 1,
-        nb_tx_queues: 1,
-        ..Default::default()
-    })
-    .unwrap();
-    port.rx_queue_setup(0, 32, &pool).unwrap();
-    port.tx_queue_setup(0, 1024).unwrap();
-    port.start().unwrap();
-    let mut tx = port.take_tx_queue(0).unwrap();
+    // 1024 buffers go to the RX ring, 256 are left for TX.
+    let pool = Mempool::new("g", 1024 + 256, DEFAULT_BUF_SIZE).unwrap();
+    let (_rx, mut tx) = start_single_queue(&mut port, &pool, 1024, false).unwrap();
     let full = pool.available();
     let (mut most_held, mut batches) = (0, 0);
     for i in 0..1000u64 {
