@@ -235,19 +235,19 @@ impl Poller {
                     // memory says. One for the wire only is sent (copied or lent) without the
                     // switch looking at it again: a guest rewriting the address meanwhile
                     // sends to the wire a frame it could have sent there anyway.
-                    let peeked = match stageable(f) {
+                    let target = match stageable(f) {
                         true => self.target_in_guest(g, &f.src),
                         false => {
                             out.sw.host_copy();
-                            (MacAddr([0; 6]), TARGET_NONE)
+                            TARGET_NONE
                         }
                     };
-                    match (peeked.1, &mut hq.zc) {
+                    match (target, &mut hq.zc) {
                         (TARGET_NONE, Some(zc)) if LEND && self.lendable(f) => {
                             self.lend_tx(g, f, zc, idx, mem)
                         }
                         (TARGET_NONE, _) => self.copy_tx(g, f),
-                        _ => self.tx_staged(g, f, peeked, out, taken_now.len() - i),
+                        _ => self.tx_staged(g, f, out, taken_now.len() - i),
                     }
                 }
             };
@@ -437,17 +437,15 @@ impl Poller {
     /// classified again from a copy in host memory.
     #[inline(always)]
     fn for_a_guest_in_guest(&self, g: &Guest, src: &GuestSlice<'_>) -> bool {
-        self.target_in_guest(g, src).1 != TARGET_NONE
+        self.target_in_guest(g, src) != TARGET_NONE
     }
 
-    /// The destination of the frame at `src` (guest memory) and its [`Poller::local_target`]
-    /// (see [`Poller::for_a_guest_in_guest`] for what may rest on it).
+    /// The [`Poller::local_target`] of the destination of the frame at `src` (guest memory;
+    /// see [`Poller::for_a_guest_in_guest`] for what may rest on it).
     #[inline(always)]
-    fn target_in_guest(&self, g: &Guest, src: &GuestSlice<'_>) -> (MacAddr, u16) {
-        match src.read_array::<6>(0) {
-            Ok(d) => (MacAddr(d), self.local_target(g.mac, MacAddr(d))),
-            Err(_) => (MacAddr([0; 6]), TARGET_NONE),
-        }
+    fn target_in_guest(&self, g: &Guest, src: &GuestSlice<'_>) -> u16 {
+        src.read_array::<6>(0)
+            .map_or(TARGET_NONE, |d| self.local_target(g.mac, MacAddr(d)))
     }
 
     /// A TCP super-frame handed to the backend to segment, as a chain of TSO buffers.

@@ -147,15 +147,13 @@ impl<'g> Switchboard<'g> {
 }
 
 impl Poller {
-    /// Sends a checked frame the staged way (module docs), through `out`; `peeked`: the
-    /// destination read in guest memory and its target; `more`: frames left in the sender's
-    /// burst.
+    /// Sends a checked frame the staged way (module docs), through `out`; `more`: frames left
+    /// in the sender's burst.
     #[inline(always)]
     pub(super) fn tx_staged(
         &mut self,
         g: &Guest,
         f: &TxFrame<'_>,
-        (peeked_dst, peeked_target): (MacAddr, u16),
         out: &mut Sink<'_, '_>,
         more: usize,
     ) -> TxOutcome {
@@ -168,12 +166,9 @@ impl Poller {
         if spoofed(g, head) {
             return TxOutcome::Spoofed;
         }
-        // The destination as copied; looked up again only if it changed since it was peeked.
-        let t = match MacAddr::dst_of(head) {
-            Some(d) if d == peeked_dst => peeked_target,
-            Some(d) => self.local_target(g.mac, d),
-            None => TARGET_NONE,
-        };
+        // The destination as copied, looked up again (the table remembers the peek's answer,
+        // so an unchanged destination costs no probe).
+        let t = MacAddr::dst_of(head).map_or(TARGET_NONE, |d| self.local_target(g.mac, d));
         let to_wire_only = t == TARGET_NONE;
         // The backend fills checksums only of frames it sends; a guest gets them filled here.
         let mut hw_csum = None;
