@@ -4,6 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long a call may take before a test calls it hung: far beyond the admin queue's
+/// one-second timeout, so a busy machine that stalls the test thread does not fail it.
+const NO_HANG: Duration = Duration::from_secs(30);
+
 use ice_driver::{IceDevice, IceError};
 use ice_model::pci::ModelPci;
 use ice_model::{E810Model, Faults, ModelConfig};
@@ -68,7 +72,7 @@ fn a_firmware_that_stops_answering_times_out_cleanly() {
         Err(IceError::Timeout(m)) => assert!(m.contains("0x0001"), "{m}"),
         other => panic!("expected a timeout, got {:?}", other.map(|_| ())),
     }
-    assert!(t0.elapsed() < Duration::from_secs(5), "no hang");
+    assert!(t0.elapsed() < NO_HANG, "no hang");
 }
 
 #[test]
@@ -126,14 +130,14 @@ fn a_reset_during_traffic_gives_clear_errors_and_a_fresh_probe_works() {
         !m.lock().receive_on(0, &f),
         "queues are off after the reset"
     );
-    assert!(t0.elapsed() < Duration::from_secs(1));
+    assert!(t0.elapsed() < NO_HANG, "no hang");
     // The control path reports the reset instead of a generic timeout.
     let t0 = Instant::now();
     match ice.link_status(false) {
         Err(IceError::Reset(msg)) => assert!(msg.contains("probe the device again"), "{msg}"),
         other => panic!("expected a reset error, got {other:?}"),
     }
-    assert!(t0.elapsed() < Duration::from_secs(2), "no hang");
+    assert!(t0.elapsed() < NO_HANG, "no hang");
     // While the reset is in progress a probe is refused; afterwards it works again.
     let e = IceDevice::probe(pci.clone()).map(|_| ()).unwrap_err();
     assert!(e.to_string().contains("global reset"), "{e}");
