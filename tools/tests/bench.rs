@@ -65,3 +65,42 @@ fn a_priming_outside_1_to_32_bursts_is_refused() {
         assert!(err.contains("--prime-bursts"), "{err}");
     }
 }
+
+#[test]
+fn scaling_mode_moves_frames_for_every_guest_and_compares_with_the_first_count() {
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mux_cpu = if ncpu > 1 { "1" } else { "0" };
+    let args = "--secs 0.1 --repeats 1 --sizes 64 --wire null --json --guests 1,3 --mux-cpu";
+    let mut args: Vec<&str> = args.split(' ').collect();
+    args.push(mux_cpu);
+    let (out, text) = bench("scale", &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    let field = |line: &str, name: &str| -> f64 {
+        line.split(&format!("\"{name}\":"))
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    for dir in ["wire -> guests", "guests -> wire"] {
+        let find = |n: u32| {
+            let key = format!("{{\"guests\":{n},\"direction\":\"{dir}\",");
+            text.lines()
+                .find(|l| l.starts_with(&key))
+                .unwrap_or_else(|| panic!("no result for {n} guests, {dir}:\n{text}\n{err}"))
+                .to_string()
+        };
+        let (one, three) = (find(1), find(3));
+        let (m1, m3) = (field(&one, "median_mpps"), field(&three, "median_mpps"));
+        assert!(
+            m1 > 0.0 && m3 > 0.0,
+            "no frame arrived, {dir}:\n{text}\n{err}"
+        );
+        // Every guest got a share of the frames.
+        assert!(field(&three, "min_share") > 0.0, "a starved guest: {three}");
+        assert_eq!(field(&one, "vs_first"), 1.0, "{one}");
+        let ratio = field(&three, "vs_first");
+        assert!((ratio - m3 / m1).abs() < 0.01, "{ratio} against {m3}/{m1}");
+    }
+}

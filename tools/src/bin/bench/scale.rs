@@ -23,14 +23,20 @@ pub fn scale(args: &Args) -> vdpdk_core::Result<()> {
         "vdpdk-bench scaling: {size} B frames, {:?} wire, one combined poller on CPU {}, guests driven from CPU {}, {} x {:.1}s",
         args.wire, args.mux_cpu, args.guest_cpu, args.repeats, args.secs
     );
+    // Each rate is also given against the first guest count's in the same direction (#14's
+    // scaling target compares 64 guests with 1).
+    let first = args.guests[0];
+    let against = format!("x {first} guest{}", if first == 1 { "" } else { "s" });
     outln!(
-        "{:>6} {:<18} {:>12} {:>10} {:>10}",
+        "{:>6} {:<18} {:>12} {:>10} {:>10} {:>10}",
         "guests",
         "direction",
         "median Mpps",
         "min share",
-        "max share"
+        "max share",
+        against
     );
+    let mut base = [None::<f64>; 2];
     host_mux::pin_current_thread(args.guest_cpu)?;
     for &n in &args.guests {
         let vms = (0..n)
@@ -68,9 +74,10 @@ pub fn scale(args: &Args) -> vdpdk_core::Result<()> {
             (Direction::Rx, "wire -> guests"),
             (Direction::Tx, "guests -> wire"),
         ];
-        for (_, dir) in dirs
+        for (slot, (_, dir)) in dirs
             .into_iter()
-            .filter(|(d, _)| args.directions.contains(d))
+            .enumerate()
+            .filter(|(_, (d, _))| args.directions.contains(d))
         {
             let mut runs: Vec<(f64, Vec<u64>)> = Vec::new();
             for rep in 0..args.repeats {
@@ -95,10 +102,12 @@ pub fn scale(args: &Args) -> vdpdk_core::Result<()> {
             let share = |c: u64| if fair > 0.0 { c as f64 / fair } else { 0.0 };
             let min = share(*counts.iter().min().unwrap());
             let max = share(*counts.iter().max().unwrap());
-            outln!("{n:>6} {dir:<18} {mpps:>12.2} {min:>10.2} {max:>10.2}");
+            let base = *base[slot].get_or_insert(*mpps);
+            let ratio = if base > 0.0 { mpps / base } else { 0.0 };
+            outln!("{n:>6} {dir:<18} {mpps:>12.2} {min:>10.2} {max:>10.2} {ratio:>10.2}");
             if args.json {
                 outln!(
-                    "{{\"guests\":{n},\"direction\":\"{dir}\",\"size\":{size},\"median_mpps\":{mpps:.3},\"min_share\":{min:.3},\"max_share\":{max:.3}}}"
+                    "{{\"guests\":{n},\"direction\":\"{dir}\",\"size\":{size},\"median_mpps\":{mpps:.3},\"min_share\":{min:.3},\"max_share\":{max:.3},\"vs_first\":{ratio:.3}}}"
                 );
             }
         }
