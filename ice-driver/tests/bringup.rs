@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a call may take before a test calls it hung: far beyond the admin queue's
-/// one-second timeout, so a busy machine that stalls the test thread does not fail it.
-const NO_HANG: Duration = Duration::from_secs(30);
-
 use ice_driver::{IceDevice, IceError};
 use ice_model::pci::ModelPci;
 use ice_model::{E810Model, Faults, ModelConfig};
 use parking_lot::Mutex;
 use vdpdk_core::MacAddr;
+
+/// How long a call may take before a test calls it hung: far beyond the admin queue's
+/// one-second timeout, so a busy machine that stalls the test thread does not fail it.
+const NO_HANG: Duration = Duration::from_secs(30);
 
 fn model(faults: Faults) -> (Arc<Mutex<E810Model>>, Arc<ModelPci>) {
     let cfg = ModelConfig {
